@@ -9,11 +9,11 @@
 # overlay files are copied only when their content differs, so an unchanged
 # rerun leaves every mtime alone and ninja has nothing to do.
 #
-# Usage: scripts/fetch-qemu.sh [TREE]     (default: build/qemu-src)
+# Usage: scripts/fetch-qemu.sh [TREE]     (default: build/src/qemu)
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-tree=${1:-$top/build/qemu-src}
+tree=${1:-$top/build/src/qemu}
 cache=${QEMU_HANDOFF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/qemu-handoff}/qemu-source
 # The dfsg orig tarball does not move with Debian's +deb12uN security updates.
 orig_sha256=91aca71520040edc40b8d437aa3004dae614f58e286cf653ee8996c07af2962f

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# The README's test command: installs what is missing, builds the fork and
+# the test guest, then runs every test (CUnit unit tests through meson, then
+# the integration tests that boot real guests in real QEMU processes).
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+results=$top/build/test-results
+start=$(date +%s)
+step() { printf '\n=== check: %s (%d s)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+step "dependencies"
+scripts/install-deps.sh
+step "build"
+scripts/build-qemu.sh
+step "test guest"
+scripts/build-test-guest.sh
+
+rm -rf "$results" && mkdir -p "$results"
+status=0
+
+step "unit tests"
+meson test -C build/handoff --print-errorlogs --verbose || status=1
+cp build/handoff/meson-logs/testlog.junit.xml "$results/unit.xml" 2>/dev/null || true
+
+step "integration tests"
+/usr/bin/python3 -m pytest -v -p no:cacheprovider \
+    --junitxml="$results/integration.xml" tests/integration || status=1
+
+step "summary"
+/usr/bin/python3 - "$results" <<'PY'
+import glob, sys
+import xml.etree.ElementTree as ET
+passed = failed = skipped = 0
+for path in sorted(glob.glob(sys.argv[1] + "/*.xml")):
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else root.iter("testsuite")
+    for s in suites:
+        n = int(s.get("tests", 0))
+        f = int(s.get("failures", 0)) + int(s.get("errors", 0))
+        k = int(s.get("skipped", 0))
+        passed += n - f - k; failed += f; skipped += k
+print(f"check: {passed} passed, {failed} failed, {skipped} skipped")
+PY
+exit $status
