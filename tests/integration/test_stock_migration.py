@@ -13,7 +13,12 @@ import subprocess
 
 import pytest
 
+from gdbstub import GDBStub
 from vm import QEMU_IMG, TestVM, create_overlay, free_tcp_port
+
+# A guest-physical address inside the guest's RAM (256 MiB), away from the
+# low-memory firmware areas, used to prove the RAM comparison can fail.
+PROBE_ADDR = 0x5A5_A5A5
 
 
 @pytest.fixture
@@ -28,6 +33,7 @@ def test_stock_migrate_preserves_ram_disk_and_execution(tmp_path, vms):
     src_disk = create_overlay(str(tmp_path / "src.qcow2"))
     dst_disk = create_overlay(str(tmp_path / "dst.qcow2"))
     port = free_tcp_port()
+    gdb_port = free_tcp_port()
 
     src = TestVM("src", str(tmp_path), src_disk, workload="mixed").start()
     vms.append(src)
@@ -35,7 +41,8 @@ def test_stock_migrate_preserves_ram_disk_and_execution(tmp_path, vms):
     src.wait_serial(r"^heartbeat 3\r?$", timeout=30)
 
     dst = TestVM("dst", str(tmp_path), dst_disk,
-                 incoming=f"tcp:127.0.0.1:{port}").start()
+                 incoming=f"tcp:127.0.0.1:{port}",
+                 extra_args=["-gdb", f"tcp:127.0.0.1:{gdb_port}"]).start()
     vms.append(dst)
 
     src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{port}", inc=True)
@@ -57,6 +64,19 @@ def test_stock_migrate_preserves_ram_disk_and_execution(tmp_path, vms):
     src_ram, src_dump = src.ram_digest()
     dst_ram, dst_dump = dst.ram_digest()
     assert src_ram == dst_ram, first_difference(src_dump, dst_dump)
+
+    # Negative control: one flipped byte of destination RAM must be caught,
+    # at its address. The byte is restored before the guest runs again.
+    gdb = GDBStub(gdb_port)
+    original = gdb.read(PROBE_ADDR, 1)
+    gdb.write(PROBE_ADDR, bytes([original[0] ^ 0xFF]))
+    corrupt_ram, corrupt_dump = dst.ram_digest()
+    assert corrupt_ram != src_ram
+    assert f"guest-physical {PROBE_ADDR:#x}:" in \
+        first_difference(src_dump, corrupt_dump)
+    gdb.write(PROBE_ADDR, original)
+    gdb.close()
+    assert dst.ram_digest()[0] == src_ram
 
     dst.qmp.cmd("cont")
     dst.wait_serial(r"^heartbeat \d+\r?$", timeout=30)

@@ -1,0 +1,240 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""An emulated WAN link between this host and a network namespace.
+
+    host (source)                         namespace (destination)
+    veth HOST_IF 10.213.X.1  ==tbf==>  veth NS_IF 10.213.X.2
+                             <==tbf==        |
+                                        DelayRelay (RELAY_PORT) --> 127.0.0.1:port
+                                                                    (destination QEMU)
+
+Rate: tc tbf on the egress of each end of a veth pair, so both directions
+are shaped. RTT: this kernel has no netem, so a relay inside the namespace
+holds every piece of data for half the RTT in each direction before passing
+it on. The source connects to the relay; the relay connects to the
+destination on the namespace's own loopback.
+
+Everything is created by this module and removed by close(); names carry a
+tag so that parallel links do not collide. Needs root (ip netns, tc).
+"""
+
+import ctypes
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections import deque
+
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def setns(fd):
+    """Moves the calling thread into the network namespace open at fd
+    (Python's own setns arrives only with 3.12; Debian 12 has 3.11)."""
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def enter_namespace(name):
+    """Moves the calling thread into the named namespace for good."""
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        setns(fd)
+    finally:
+        os.close(fd)
+
+
+def run(*cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
+    return r.stdout
+
+
+class DelayRelay:
+    """TCP relay holding data for `delay` seconds in each direction.
+
+    Runs in a thread of this process; its listening socket lives in the
+    namespace because it is created while this thread is inside it (see
+    WanLink._in_namespace)."""
+
+    def __init__(self, listen_sock, target_port, delay):
+        self.listen_sock = listen_sock
+        self.target_port = target_port
+        self.delay = delay
+        self.netns_fd = None
+        self._stop = threading.Event()
+        self._threads = []
+        self.bytes_forwarded = [0, 0]  # to destination, to source
+
+    def start(self, netns_fd):
+        self.netns_fd = netns_fd
+        t = threading.Thread(target=self._accept_loop, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _accept_loop(self):
+        setns(self.netns_fd)
+        self.listen_sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                client, _ = self.listen_sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1",
+                                                   self.target_port))
+            except OSError:
+                client.close()
+                continue
+            for s in (client, server):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._pipe(client, server, 0)
+            self._pipe(server, client, 1)
+
+    def _pipe(self, src, dst, direction):
+        """Reader and writer threads with a timestamped queue between them,
+        so the delay adds latency without limiting throughput."""
+        queue = deque()
+        ready = threading.Condition()
+
+        def reader():
+            while True:
+                try:
+                    data = src.recv(65536)
+                except OSError:
+                    data = b""
+                with ready:
+                    queue.append((time.monotonic() + self.delay, data))
+                    ready.notify()
+                if not data:
+                    return
+
+        def writer():
+            while True:
+                with ready:
+                    while not queue:
+                        ready.wait()
+                    due, data = queue.popleft()
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                if not data:
+                    try:
+                        dst.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                    return
+                try:
+                    dst.sendall(data)
+                    self.bytes_forwarded[direction] += len(data)
+                except OSError:
+                    src.close()
+                    return
+
+        for fn in (reader, writer):
+            t = threading.Thread(target=fn, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self):
+        self._stop.set()
+        self.listen_sock.close()
+
+
+class WanLink:
+    """A shaped, delayed link into a fresh network namespace."""
+
+    def __init__(self, rate_mbit, rtt_ms=50, tag=None):
+        self.tag = tag or f"{os.getpid() % 100000}"
+        self.netns = f"qh-wan-{self.tag}"
+        self.host_if = f"qhw{self.tag}h"[:15]
+        self.ns_if = f"qhw{self.tag}n"[:15]
+        subnet = (os.getpid() % 250) + 1
+        self.host_addr = f"10.213.{subnet}.1"
+        self.ns_addr = f"10.213.{subnet}.2"
+        self.rate_mbit = rate_mbit
+        self.rtt_ms = rtt_ms
+        self.relays = []
+        self._netns_fd = None
+        self._create()
+
+    def _create(self):
+        run("ip", "netns", "add", self.netns)
+        try:
+            run("ip", "link", "add", self.host_if, "type", "veth",
+                "peer", "name", self.ns_if)
+            run("ip", "link", "set", self.ns_if, "netns", self.netns)
+            run("ip", "addr", "add", f"{self.host_addr}/30", "dev",
+                self.host_if)
+            run("ip", "link", "set", self.host_if, "up")
+            self._ns("ip", "addr", "add", f"{self.ns_addr}/30", "dev",
+                     self.ns_if)
+            self._ns("ip", "link", "set", self.ns_if, "up")
+            self._ns("ip", "link", "set", "lo", "up")
+            self._netns_fd = os.open(f"/run/netns/{self.netns}", os.O_RDONLY)
+            self.set_rate(self.rate_mbit, add=True)
+        except Exception:
+            self.close()
+            raise
+
+    def _ns(self, *cmd):
+        return run("ip", "netns", "exec", self.netns, *cmd)
+
+    def ns_command(self, argv):
+        """argv prefixed to run inside the namespace."""
+        return ["ip", "netns", "exec", self.netns, *argv]
+
+    def set_rate(self, rate_mbit, add=False):
+        """(Re)shapes both directions to rate_mbit."""
+        rate_bytes = rate_mbit * 1e6 / 8
+        burst = max(16 * 1024, int(rate_bytes * 0.004))
+        # Queue up to ~100 ms of data before tbf drops, like a modest router.
+        limit = int(rate_bytes * 0.1) + burst
+        verb = "add" if add else "change"
+        tbf = ["root", "tbf", "rate", f"{rate_mbit}mbit", "burst", str(burst),
+               "limit", str(limit)]
+        run("tc", "qdisc", verb, "dev", self.host_if, *tbf)
+        self._ns("tc", "qdisc", verb, "dev", self.ns_if, *tbf)
+        self.rate_mbit = rate_mbit
+
+    def relay_to(self, target_port):
+        """Starts a delay relay in the namespace forwarding to
+        127.0.0.1:target_port there; returns the (addr, port) the source
+        side connects to."""
+        host_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
+        try:
+            setns(self._netns_fd)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.ns_addr, 0))
+            sock.listen(8)
+        finally:
+            setns(host_ns)
+            os.close(host_ns)
+        relay = DelayRelay(sock, target_port, self.rtt_ms / 2000.0)
+        relay.start(self._netns_fd)
+        self.relays.append(relay)
+        return self.ns_addr, sock.getsockname()[1]
+
+    def close(self):
+        for relay in self.relays:
+            relay.stop()
+        if self._netns_fd is not None:
+            os.close(self._netns_fd)
+            self._netns_fd = None
+        subprocess.run(["ip", "link", "del", self.host_if],
+                       capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.netns],
+                       capture_output=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
