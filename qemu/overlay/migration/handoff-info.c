@@ -1,17 +1,74 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * query-handoff / info handoff: what the linked handoff engine can do.
+ * What handoff reports: query-handoff / info handoff (the linked engine)
+ * and the handoff member of query-migrate / info migrate.
  *
- * Every answer comes from libhandoff itself (through its C API), so that
+ * Engine facts come from libhandoff itself (through its C API), so that
  * the report names the engine and the codec libraries that actually run,
  * not what QEMU was configured with.
  */
 #include "qemu/osdep.h"
+#include "migration/handoff.h"
 #include "monitor/hmp.h"
 #include "monitor/monitor.h"
+#include "qapi/clone-visitor.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-handoff.h"
-#include "handoff.h"
+#include "qapi/qapi-visit-handoff.h"
+#include "qemu/thread.h"
+#include "handoff-internal.h"
+
+/*
+ * The latest statistics of the outgoing handoff, published by the
+ * migration thread and kept after it ends, for query-migrate.
+ */
+static QemuMutex stats_lock;
+static HandoffStats *last_stats;
+
+static void __attribute__((constructor)) handoff_info_init(void)
+{
+    qemu_mutex_init(&stats_lock);
+}
+
+void handoff_stats_publish(const HandoffStats *stats)
+{
+    HandoffStats *copy = QAPI_CLONE(HandoffStats, (HandoffStats *)stats);
+
+    qemu_mutex_lock(&stats_lock);
+    qapi_free_HandoffStats(last_stats);
+    last_stats = copy;
+    qemu_mutex_unlock(&stats_lock);
+}
+
+void handoff_fill_migration_info(MigrationInfo *info)
+{
+    qemu_mutex_lock(&stats_lock);
+    if (last_stats) {
+        info->has_handoff = true;
+        info->handoff = QAPI_CLONE(HandoffStats, last_stats);
+    }
+    qemu_mutex_unlock(&stats_lock);
+}
+
+void hmp_info_migrate_handoff(Monitor *mon, HandoffStats *st)
+{
+    monitor_printf(mon, "handoff: base %s, round %u, mode %s%s\n",
+                   st->base_id, st->iteration, st->mode,
+                   st->adaptive ? " (adaptive)" : "");
+    monitor_printf(mon, "handoff chunks: zero %" PRIu64 ", same %" PRIu64
+                   ", base-ref %" PRIu64 ", self-ref %" PRIu64 ", data %"
+                   PRIu64 " (xor %" PRIu64 "), dedup %.1f%%\n",
+                   st->zero, st->same, st->base_ref, st->self_ref, st->data,
+                   st->xor_delta, st->dedup_rate * 100);
+    monitor_printf(mon, "handoff bytes: in %" PRIu64 ", out %" PRIu64
+                   " (ratio %.4f) in %" PRIu64 " frames\n",
+                   st->input_bytes, st->output_bytes, st->ratio, st->frames);
+    monitor_printf(mon, "handoff link: %.2f Mbit/s measured, mode predicts "
+                   "%.2f MB/s of input, %" PRIu64 " mode switches, ~%"
+                   PRIu64 " bytes remaining\n",
+                   st->bandwidth * 8 / 1e6, st->predicted_throughput / 1e6,
+                   st->mode_switches, st->remaining);
+}
 
 HandoffEngineInfo *qmp_query_handoff(Error **errp)
 {

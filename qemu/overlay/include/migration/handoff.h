@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * VM handoff (qemu-handoff): what the rest of QEMU sees of it.
+ *
+ * Handoff is a live migration relative to a base VM that both sides hold.
+ * It plugs into QEMU's migration core as one more SaveVMHandlers section
+ * ("handoff") that carries the handoff engine's stream, plus a capability
+ * and migration parameters. Everything here is called from the few hook
+ * lines our patch queue adds to migration.c, ram.c, hmp-cmds.c and vl.c.
+ */
+#ifndef QEMU_MIGRATION_HANDOFF_H
+#define QEMU_MIGRATION_HANDOFF_H
+
+#include "qapi/qapi-types-migration.h"
+#include "hw/qdev-properties.h"
+
+/* Registers the "handoff" savevm section (next to ram_mig_init). */
+void handoff_mig_init(void);
+
+/* True while the handoff capability is enabled. */
+bool migrate_use_handoff(void);
+
+/* Capability rules; false with @errp set when @cap_list is invalid. */
+bool handoff_caps_check(bool *cap_list, Error **errp);
+
+/* Migration parameters handoff-*: the hooks of migration.c's parameter code. */
+void handoff_params_init(MigrationParameters *params);
+void handoff_params_query(const MigrationParameters *current,
+                          MigrationParameters *out);
+bool handoff_params_check(MigrationParameters *params, Error **errp);
+void handoff_params_test_apply(MigrateSetParameters *params,
+                               MigrationParameters *dest);
+void handoff_params_apply(MigrateSetParameters *params,
+                          MigrationParameters *current);
+
+/* -global migration.handoff-*= works through these properties. */
+#define DEFINE_HANDOFF_PROPERTIES(state, field)                            \
+    DEFINE_PROP_STRING("handoff-base", state, field.handoff_base),         \
+    DEFINE_PROP_STRING("handoff-compression", state,                       \
+                       field.handoff_compression),                         \
+    DEFINE_PROP_BOOL("handoff-delta", state, field.handoff_delta, true),   \
+    DEFINE_PROP_UINT8("handoff-workers", state, field.handoff_workers, 0), \
+    DEFINE_PROP_BOOL("handoff-random-order", state,                        \
+                     field.handoff_random_order, true)
+
+/* query-migrate: adds the handoff member when a handoff ran. */
+void handoff_fill_migration_info(MigrationInfo *info);
+
+/* HMP pieces called from monitor/hmp-cmds.c. */
+void hmp_handoff_set_parameter(Visitor *v, const char *name,
+                               MigrationParameter parameter,
+                               MigrateSetParameters *p, Error **errp);
+void hmp_info_handoff_parameters(Monitor *mon, MigrationParameters *params);
+void hmp_info_migrate_handoff(Monitor *mon, HandoffStats *stats);
+
+/* The -handoff command-line option (softmmu/vl.c). */
+void handoff_cli_parse(const char *optarg, Error **errp);
+void handoff_cli_apply(bool incoming, Error **errp);
+
+#endif /* QEMU_MIGRATION_HANDOFF_H */

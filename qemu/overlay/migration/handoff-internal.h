@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Shared between the QEMU-side handoff files (migration/handoff-*.c).
+ */
+#ifndef QEMU_MIGRATION_HANDOFF_INTERNAL_H
+#define QEMU_MIGRATION_HANDOFF_INTERNAL_H
+
+#include "handoff.h"            /* the engine's C API (libhandoff) */
+#include "sysemu/block-backend.h"
+
+/* A parsed handoff-compression value. */
+typedef struct HandoffCompression {
+    bool adaptive;              /* "auto": the controller picks */
+    HandoffCodec codec;
+    int level;
+} HandoffCompression;
+
+bool handoff_parse_compression(const char *text, HandoffCompression *mode,
+                               Error **errp);
+
+/* One RAM block of a base as recorded in its manifest. */
+typedef struct HandoffBaseMemory {
+    char *name;                 /* RAMBlock idstr */
+    char *path;                 /* raw image of its bytes */
+    uint64_t size;              /* the block's used_length when saved */
+    uint32_t region;            /* region number in the engine's geometry */
+} HandoffBaseMemory;
+
+/*
+ * A base directory, opened: manifest (base.json), engine index (index),
+ * memory images (memory/N.raw), disk (disk.raw), device state
+ * (devices.vmstate).
+ */
+typedef struct HandoffBaseStore {
+    char *dir;
+    HandoffBase *base;          /* the engine's view: index, mapped files */
+    char id[33];                /* content ID, hex */
+    HandoffBaseMemory *memory;
+    size_t n_memory;
+    char *disk_path;
+    uint64_t disk_size;
+    uint32_t disk_region;
+    char *devices_path;
+} HandoffBaseStore;
+
+/* Base directory layout. */
+#define HANDOFF_BASE_MANIFEST "base.json"
+#define HANDOFF_BASE_INDEX "index"
+#define HANDOFF_BASE_DISK "disk.raw"
+#define HANDOFF_BASE_DEVICES "devices.vmstate"
+#define HANDOFF_BASE_DISK_REGION "disk"
+
+HandoffBaseStore *handoff_base_store_open(const char *dir, Error **errp);
+void handoff_base_store_free(HandoffBaseStore *store);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(HandoffBaseStore, handoff_base_store_free)
+
+/* Checks that this VM's RAM blocks are the base's (names and sizes). */
+bool handoff_base_check_ram(HandoffBaseStore *store, Error **errp);
+
+/* The BlockBackend whose image is a qcow2 overlay on the base's disk. */
+BlockBackend *handoff_base_find_disk(HandoffBaseStore *store, Error **errp);
+
+/* Copies the base's memory images into this VM's RAM blocks. */
+bool handoff_base_load_ram(HandoffBaseStore *store, Error **errp);
+
+/* -handoff base=DIR,resume=on: RAM and device state from the base. */
+void handoff_base_resume(const char *dir, Error **errp);
+
+/* Sets @errp from the engine's last failure (code name + cause). */
+void handoff_error_engine(Error **errp, int code, const char *what);
+
+/* Last statistics of an outgoing handoff, kept after it ends. */
+void handoff_stats_publish(const HandoffStats *stats);
+
+#endif /* QEMU_MIGRATION_HANDOFF_INTERNAL_H */

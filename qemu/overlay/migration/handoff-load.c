@@ -1,0 +1,239 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The "handoff" savevm section, destination side: RAM starts as the base's
+ * memory, the disk as a fresh overlay on the base's disk, and the engine's
+ * decoder applies records to both as the stream arrives.
+ *
+ * Every length read here is checked before use, and every engine error
+ * names its cause: a wrong base, a corrupt or truncated stream fails the
+ * incoming migration with that message, and the source VM runs on.
+ */
+#include "qemu/osdep.h"
+#include "exec/ramblock.h"
+#include "migration.h"
+#include "migration/handoff.h"
+#include "qapi/error.h"
+#include "qemu-file.h"
+#include "qemu/error-report.h"
+#include "qemu/rcu.h"
+#include "ram.h"
+#include "sysemu/block-backend.h"
+#include "handoff-internal.h"
+#include "handoff-stream.h"
+#include "trace.h"
+
+typedef struct HandoffLoadState {
+    HandoffBaseStore *store;
+    HandoffDecoder *dec;
+    BlockBackend *blk;
+    uint8_t **host;             /* per engine region: RAM, or NULL (disk) */
+    uint64_t *size;             /* per engine region: bytes */
+    size_t n_regions;
+    uint8_t *buf;
+    bool complete;
+} HandoffLoadState;
+
+static HandoffLoadState *load_state;
+
+static int write_chunk(void *opaque, uint32_t region, uint64_t index,
+                       const void *data)
+{
+    HandoffLoadState *s = opaque;
+    uint64_t offset = index * HANDOFF_CHUNK_SIZE;
+
+    /* The decoder checked the geometry; check again what we index with. */
+    if (region >= s->n_regions || offset + HANDOFF_CHUNK_SIZE > s->size[region]) {
+        return -ERANGE;
+    }
+    if (s->host[region]) {
+        memcpy(s->host[region] + offset, data, HANDOFF_CHUNK_SIZE);
+        return 0;
+    }
+    return blk_pwrite(s->blk, offset, HANDOFF_CHUNK_SIZE, data, 0);
+}
+
+static int read_chunk(void *opaque, uint32_t region, uint64_t index,
+                      void *data)
+{
+    HandoffLoadState *s = opaque;
+    uint64_t offset = index * HANDOFF_CHUNK_SIZE;
+
+    if (region >= s->n_regions || offset + HANDOFF_CHUNK_SIZE > s->size[region]) {
+        return -ERANGE;
+    }
+    if (s->host[region]) {
+        memcpy(data, s->host[region] + offset, HANDOFF_CHUNK_SIZE);
+        return 0;
+    }
+    return blk_pread(s->blk, offset, HANDOFF_CHUNK_SIZE, data, 0);
+}
+
+static bool map_regions(HandoffLoadState *s, Error **errp)
+{
+    RAMBlock *rb;
+    size_t i;
+
+    s->n_regions = handoff_base_region_count(s->store->base);
+    s->host = g_new0(uint8_t *, s->n_regions);
+    s->size = g_new0(uint64_t, s->n_regions);
+    for (i = 0; i < s->n_regions; i++) {
+        HandoffRegionInfo info;
+
+        if (handoff_base_region_info(s->store->base, i, &info) < 0) {
+            error_setg(errp, "base %s: region %zu unreadable", s->store->dir,
+                       i);
+            return false;
+        }
+        s->size[i] = info.size;
+    }
+    RCU_READ_LOCK_GUARD();
+    RAMBLOCK_FOREACH_MIGRATABLE(rb) {
+        for (i = 0; i < s->store->n_memory; i++) {
+            if (!strcmp(s->store->memory[i].name, qemu_ram_get_idstr(rb))) {
+                s->host[s->store->memory[i].region] =
+                    qemu_ram_get_host_addr(rb);
+            }
+        }
+    }
+    return true;
+}
+
+int handoff_load_setup(QEMUFile *f, void *opaque)
+{
+    MigrationState *ms = migrate_get_current();
+    const char *dir = ms->parameters.handoff_base;
+    HandoffWriter writer = {
+        .write_chunk = write_chunk,
+        .read_chunk = read_chunk,
+    };
+    HandoffLoadState *s;
+    Error *err = NULL;
+    int rc;
+
+    if (!dir || !*dir) {
+        error_setg(&err, "no base for the incoming handoff: start with "
+                   "-handoff base=DIR or set migration parameter "
+                   "handoff-base before migrate-incoming");
+        goto fail;
+    }
+    trace_handoff_load_setup(dir);
+    s = load_state = g_new0(HandoffLoadState, 1);
+    s->buf = g_malloc(HANDOFF_BLOCK_MAX);
+    s->store = handoff_base_store_open(dir, &err);
+    if (!s->store) {
+        goto fail;
+    }
+    s->blk = handoff_base_find_disk(s->store, &err);
+    if (!s->blk || !map_regions(s, &err) ||
+        !handoff_base_load_ram(s->store, &err)) {
+        goto fail;
+    }
+    /* Images are inactive on an incoming VM until switch-over. */
+    blk_activate(s->blk, &err);
+    if (err) {
+        goto fail;
+    }
+    writer.opaque = s;
+    rc = handoff_decoder_create(s->store->base, &writer, NULL, &s->dec);
+    if (rc < 0) {
+        handoff_error_engine(&err, rc, "cannot start the handoff decoder");
+        goto fail;
+    }
+    return 0;
+
+fail:
+    error_report("handoff: %s", error_get_pretty(err));
+    error_free(err);
+    return -EINVAL;
+}
+
+int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
+{
+    HandoffLoadState *s = load_state;
+
+    if (version_id != HANDOFF_SECTION_VERSION) {
+        error_report("handoff: section version %d, this QEMU reads %d",
+                     version_id, HANDOFF_SECTION_VERSION);
+        return -EINVAL;
+    }
+    if (!s || !s->dec) {
+        error_report("handoff: a handoff stream arrived but this QEMU is not "
+                     "set up for one (capability handoff and a base)");
+        return -EINVAL;
+    }
+    for (;;) {
+        int kind = qemu_get_byte(f);
+        uint32_t len;
+        int rc;
+
+        if (qemu_file_get_error(f)) {
+            error_report("handoff: the migration stream broke off: %s",
+                         strerror(-qemu_file_get_error(f)));
+            return qemu_file_get_error(f);
+        }
+        switch (kind) {
+        case HANDOFF_BLOCK_EOS:
+            return 0;
+        case HANDOFF_BLOCK_DATA:
+            len = qemu_get_be32(f);
+            if (len == 0 || len > HANDOFF_BLOCK_MAX) {
+                error_report("handoff: stream block of %u bytes (limit %d)",
+                             len, HANDOFF_BLOCK_MAX);
+                return -EINVAL;
+            }
+            if (qemu_get_buffer(f, s->buf, len) != len) {
+                error_report("handoff: the migration stream ended inside a "
+                             "block");
+                return qemu_file_get_error(f) ?: -EIO;
+            }
+            trace_handoff_load_block(len);
+            rc = handoff_decoder_feed(s->dec, s->buf, len);
+            if (rc < 0) {
+                error_report("handoff: %s: %s", handoff_error_name(rc),
+                             handoff_last_error_message());
+                return -EINVAL;
+            }
+            break;
+        case HANDOFF_BLOCK_END: {
+            HandoffDecoderStats st;
+            uint64_t records = 0;
+            int k;
+
+            rc = handoff_decoder_finish(s->dec);
+            if (rc < 0) {
+                error_report("handoff: %s: %s", handoff_error_name(rc),
+                             handoff_last_error_message());
+                return -EINVAL;
+            }
+            handoff_decoder_stats(s->dec, &st);
+            for (k = 0; k < HANDOFF_REC_KINDS; k++) {
+                records += st.records[k];
+            }
+            trace_handoff_load_complete(records, st.stream_bytes);
+            s->complete = true;
+            break;
+        }
+        default:
+            error_report("handoff: unknown block kind %d in the migration "
+                         "stream", kind);
+            return -EINVAL;
+        }
+    }
+}
+
+int handoff_load_cleanup(void *opaque)
+{
+    HandoffLoadState *s = load_state;
+
+    if (!s) {
+        return 0;
+    }
+    handoff_decoder_free(s->dec);
+    handoff_base_store_free(s->store);
+    g_free(s->host);
+    g_free(s->size);
+    g_free(s->buf);
+    g_free(s);
+    load_state = NULL;
+    return 0;
+}

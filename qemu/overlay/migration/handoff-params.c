@@ -1,0 +1,397 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Handoff's capability, migration parameters, command-line option and the
+ * migrate-handoff command.
+ *
+ * Handoff is configured the way the rest of migration is (capability +
+ * migration parameters), so that plain `migrate` works with it and libvirt
+ * drives it like any other migration; migrate-handoff and -handoff are
+ * shorthands on top of exactly those settings.
+ */
+#include "qemu/osdep.h"
+#include "migration/handoff.h"
+#include "migration.h"
+#include "monitor/hmp.h"
+#include "monitor/monitor.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-handoff.h"
+#include "qapi/qapi-commands-migration.h"
+#include "qapi/qmp/qdict.h"
+#include "qapi/visitor.h"
+#include "qemu/cutils.h"
+#include "qemu/option.h"
+#include "qemu/config-file.h"
+#include "handoff-internal.h"
+
+bool migrate_use_handoff(void)
+{
+    return migrate_get_current()->enabled_capabilities[
+        MIGRATION_CAPABILITY_HANDOFF];
+}
+
+bool handoff_caps_check(bool *cap_list, Error **errp)
+{
+    static const MigrationCapability exclusive[] = {
+        MIGRATION_CAPABILITY_BLOCK,
+        MIGRATION_CAPABILITY_POSTCOPY_RAM,
+        MIGRATION_CAPABILITY_MULTIFD,
+        MIGRATION_CAPABILITY_COMPRESS,
+        MIGRATION_CAPABILITY_XBZRLE,
+        MIGRATION_CAPABILITY_BACKGROUND_SNAPSHOT,
+        MIGRATION_CAPABILITY_X_COLO,
+    };
+    size_t i;
+
+    if (!cap_list[MIGRATION_CAPABILITY_HANDOFF]) {
+        return true;
+    }
+    /* Handoff replaces the RAM and block streams these would shape. */
+    for (i = 0; i < ARRAY_SIZE(exclusive); i++) {
+        if (cap_list[exclusive[i]]) {
+            error_setg(errp, "Capability handoff cannot be combined with %s",
+                       MigrationCapability_str(exclusive[i]));
+            return false;
+        }
+    }
+    return true;
+}
+
+void handoff_params_init(MigrationParameters *params)
+{
+    params->has_handoff_base = true;
+    params->handoff_base = g_strdup("");
+    params->has_handoff_compression = true;
+    params->handoff_compression = g_strdup("auto");
+    params->has_handoff_delta = true;
+    params->handoff_delta = true;
+    params->has_handoff_workers = true;
+    params->handoff_workers = 0;
+    params->has_handoff_random_order = true;
+    params->handoff_random_order = true;
+}
+
+void handoff_params_query(const MigrationParameters *current,
+                          MigrationParameters *out)
+{
+    out->has_handoff_base = true;
+    out->handoff_base = g_strdup(current->handoff_base ?: "");
+    out->has_handoff_compression = true;
+    out->handoff_compression = g_strdup(current->handoff_compression ?: "auto");
+    out->has_handoff_delta = true;
+    out->handoff_delta = current->handoff_delta;
+    out->has_handoff_workers = true;
+    out->handoff_workers = current->handoff_workers;
+    out->has_handoff_random_order = true;
+    out->handoff_random_order = current->handoff_random_order;
+}
+
+bool handoff_params_check(MigrationParameters *params, Error **errp)
+{
+    HandoffCompression mode;
+
+    if (params->has_handoff_compression &&
+        !handoff_parse_compression(params->handoff_compression, &mode,
+                                   errp)) {
+        return false;
+    }
+    if (params->has_handoff_workers && params->handoff_workers > 64) {
+        error_setg(errp, "Parameter 'handoff-workers' expects a value "
+                   "between 0 (one per host CPU) and 64");
+        return false;
+    }
+    return true;
+}
+
+void handoff_params_test_apply(MigrateSetParameters *params,
+                               MigrationParameters *dest)
+{
+    /* dest is a shallow copy used only for checking: borrow the strings. */
+    if (params->has_handoff_base) {
+        dest->handoff_base = params->handoff_base;
+    }
+    if (params->has_handoff_compression) {
+        dest->handoff_compression = params->handoff_compression;
+    }
+    if (params->has_handoff_delta) {
+        dest->handoff_delta = params->handoff_delta;
+    }
+    if (params->has_handoff_workers) {
+        dest->handoff_workers = params->handoff_workers;
+    }
+    if (params->has_handoff_random_order) {
+        dest->handoff_random_order = params->handoff_random_order;
+    }
+}
+
+void handoff_params_apply(MigrateSetParameters *params,
+                          MigrationParameters *current)
+{
+    if (params->has_handoff_base) {
+        g_free(current->handoff_base);
+        current->handoff_base = g_strdup(params->handoff_base);
+    }
+    if (params->has_handoff_compression) {
+        g_free(current->handoff_compression);
+        current->handoff_compression = g_strdup(params->handoff_compression);
+    }
+    if (params->has_handoff_delta) {
+        current->handoff_delta = params->handoff_delta;
+    }
+    if (params->has_handoff_workers) {
+        current->handoff_workers = params->handoff_workers;
+    }
+    if (params->has_handoff_random_order) {
+        current->handoff_random_order = params->handoff_random_order;
+    }
+}
+
+bool handoff_parse_compression(const char *text, HandoffCompression *mode,
+                               Error **errp)
+{
+    static const struct {
+        const char *name;
+        HandoffCodec codec;
+        int min_level, max_level;
+    } codecs[] = {
+        { "zstd", HANDOFF_CODEC_ZSTD, 1, 19 },
+        { "lzma", HANDOFF_CODEC_LZMA, 0, 9 },
+        { "zlib", HANDOFF_CODEC_ZLIB, 1, 9 },
+    };
+    const char *dash;
+    size_t i;
+
+    memset(mode, 0, sizeof(*mode));
+    if (!text || !strcmp(text, "auto")) {
+        mode->adaptive = true;
+        mode->codec = HANDOFF_CODEC_ZSTD;
+        mode->level = 1;
+        return true;
+    }
+    if (!strcmp(text, "none")) {
+        mode->codec = HANDOFF_CODEC_NONE;
+        return true;
+    }
+    dash = strchr(text, '-');
+    for (i = 0; dash && i < ARRAY_SIZE(codecs); i++) {
+        int64_t level;
+
+        if (strncmp(text, codecs[i].name, dash - text) ||
+            strlen(codecs[i].name) != (size_t)(dash - text)) {
+            continue;
+        }
+        if (qemu_strtoi64(dash + 1, NULL, 10, &level) < 0 ||
+            level < codecs[i].min_level || level > codecs[i].max_level) {
+            error_setg(errp, "Handoff compression '%s': %s levels are "
+                       "%d..%d", text, codecs[i].name, codecs[i].min_level,
+                       codecs[i].max_level);
+            return false;
+        }
+        mode->codec = codecs[i].codec;
+        mode->level = level;
+        return true;
+    }
+    error_setg(errp, "Handoff compression '%s' is not one of auto, none, "
+               "zstd-N, lzma-N or zlib-N", text);
+    return false;
+}
+
+/* --- migrate-handoff ----------------------------------------------------- */
+
+static bool handoff_enable_capability(Error **errp)
+{
+    MigrationCapabilityStatus cap = {
+        .capability = MIGRATION_CAPABILITY_HANDOFF,
+        .state = true,
+    };
+    MigrationCapabilityStatusList list = { .value = &cap };
+    Error *err = NULL;
+
+    qmp_migrate_set_capabilities(&list, &err);
+    if (err) {
+        error_propagate(errp, err);
+        return false;
+    }
+    return true;
+}
+
+void qmp_migrate_handoff(const char *uri, bool has_base, const char *base,
+                         bool has_compression, const char *compression,
+                         bool has_delta, bool delta,
+                         bool has_workers, uint8_t workers,
+                         bool has_random_order, bool random_order,
+                         Error **errp)
+{
+    MigrateSetParameters p = {
+        .has_handoff_base = has_base,
+        .handoff_base = (char *)base,
+        .has_handoff_compression = has_compression,
+        .handoff_compression = (char *)compression,
+        .has_handoff_delta = has_delta,
+        .handoff_delta = delta,
+        .has_handoff_workers = has_workers,
+        .handoff_workers = workers,
+        .has_handoff_random_order = has_random_order,
+        .handoff_random_order = random_order,
+    };
+    Error *err = NULL;
+
+    qmp_migrate_set_parameters(&p, &err);
+    if (err) {
+        error_propagate(errp, err);
+        return;
+    }
+    if (!handoff_enable_capability(errp)) {
+        return;
+    }
+    qmp_migrate(uri, false, false, false, false, false, false, false, false,
+                errp);
+}
+
+void hmp_migrate_handoff(Monitor *mon, const QDict *qdict)
+{
+    Error *err = NULL;
+
+    if (!handoff_enable_capability(&err)) {
+        hmp_handle_error(mon, err);
+        return;
+    }
+    /* The rest is plain `migrate`, waiting and progress included. */
+    hmp_migrate(mon, qdict);
+}
+
+/* --- HMP parameters ------------------------------------------------------ */
+
+void hmp_handoff_set_parameter(Visitor *v, const char *name,
+                               MigrationParameter parameter,
+                               MigrateSetParameters *p, Error **errp)
+{
+    switch (parameter) {
+    case MIGRATION_PARAMETER_HANDOFF_BASE:
+        p->has_handoff_base = true;
+        visit_type_str(v, name, &p->handoff_base, errp);
+        break;
+    case MIGRATION_PARAMETER_HANDOFF_COMPRESSION:
+        p->has_handoff_compression = true;
+        visit_type_str(v, name, &p->handoff_compression, errp);
+        break;
+    case MIGRATION_PARAMETER_HANDOFF_DELTA:
+        p->has_handoff_delta = true;
+        visit_type_bool(v, name, &p->handoff_delta, errp);
+        break;
+    case MIGRATION_PARAMETER_HANDOFF_WORKERS:
+        p->has_handoff_workers = true;
+        visit_type_uint8(v, name, &p->handoff_workers, errp);
+        break;
+    case MIGRATION_PARAMETER_HANDOFF_RANDOM_ORDER:
+        p->has_handoff_random_order = true;
+        visit_type_bool(v, name, &p->handoff_random_order, errp);
+        break;
+    default:
+        g_assert_not_reached();
+    }
+}
+
+void hmp_info_handoff_parameters(Monitor *mon, MigrationParameters *params)
+{
+    monitor_printf(mon, "%s: '%s'\n",
+        MigrationParameter_str(MIGRATION_PARAMETER_HANDOFF_BASE),
+        params->handoff_base);
+    monitor_printf(mon, "%s: %s\n",
+        MigrationParameter_str(MIGRATION_PARAMETER_HANDOFF_COMPRESSION),
+        params->handoff_compression);
+    monitor_printf(mon, "%s: %s\n",
+        MigrationParameter_str(MIGRATION_PARAMETER_HANDOFF_DELTA),
+        params->handoff_delta ? "on" : "off");
+    monitor_printf(mon, "%s: %u\n",
+        MigrationParameter_str(MIGRATION_PARAMETER_HANDOFF_WORKERS),
+        params->handoff_workers);
+    monitor_printf(mon, "%s: %s\n",
+        MigrationParameter_str(MIGRATION_PARAMETER_HANDOFF_RANDOM_ORDER),
+        params->handoff_random_order ? "on" : "off");
+}
+
+/* --- -handoff ------------------------------------------------------------ */
+
+static QemuOptsList qemu_handoff_opts = {
+    .name = "handoff",
+    .implied_opt_name = "base",
+    .merge_lists = true,
+    .head = QTAILQ_HEAD_INITIALIZER(qemu_handoff_opts.head),
+    .desc = {
+        { .name = "base", .type = QEMU_OPT_STRING },
+        { .name = "resume", .type = QEMU_OPT_BOOL },
+        { .name = "compression", .type = QEMU_OPT_STRING },
+        { .name = "delta", .type = QEMU_OPT_BOOL },
+        { .name = "workers", .type = QEMU_OPT_NUMBER },
+        { .name = "random-order", .type = QEMU_OPT_BOOL },
+        { /* end of list */ }
+    },
+};
+
+void handoff_cli_parse(const char *optarg, Error **errp)
+{
+    if (!qemu_opts_parse_noisily(&qemu_handoff_opts, optarg, false)) {
+        error_setg(errp, "Invalid -handoff option '%s'", optarg);
+    }
+}
+
+void handoff_cli_apply(bool incoming, Error **errp)
+{
+    QemuOpts *opts = qemu_opts_find(&qemu_handoff_opts, NULL);
+    MigrateSetParameters p = { 0 };
+    const char *base;
+    uint64_t workers;
+    Error *err = NULL;
+
+    if (!opts) {
+        return;
+    }
+    base = qemu_opt_get(opts, "base");
+    if (!base || !*base) {
+        error_setg(errp, "-handoff needs base=DIR");
+        return;
+    }
+    p.has_handoff_base = true;
+    p.handoff_base = (char *)base;
+    if (qemu_opt_get(opts, "compression")) {
+        p.has_handoff_compression = true;
+        p.handoff_compression = (char *)qemu_opt_get(opts, "compression");
+    }
+    if (qemu_opt_get(opts, "delta")) {
+        p.has_handoff_delta = true;
+        p.handoff_delta = qemu_opt_get_bool(opts, "delta", true);
+    }
+    if (qemu_opt_get(opts, "workers")) {
+        workers = qemu_opt_get_number(opts, "workers", 0);
+        if (workers > 64) {
+            error_setg(errp, "-handoff workers=%" PRIu64 ": at most 64",
+                       workers);
+            return;
+        }
+        p.has_handoff_workers = true;
+        p.handoff_workers = workers;
+    }
+    if (qemu_opt_get(opts, "random-order")) {
+        p.has_handoff_random_order = true;
+        p.handoff_random_order = qemu_opt_get_bool(opts, "random-order",
+                                                   true);
+    }
+    qmp_migrate_set_parameters(&p, &err);
+    if (err) {
+        error_propagate_prepend(errp, err, "-handoff: ");
+        return;
+    }
+
+    if (qemu_opt_get_bool(opts, "resume", false)) {
+        if (incoming) {
+            error_setg(errp, "-handoff resume=on starts the VM from its base "
+                       "and cannot be combined with -incoming");
+            return;
+        }
+        handoff_base_resume(base, errp);
+        return;
+    }
+    if (!handoff_enable_capability(&err)) {
+        error_propagate_prepend(errp, err, "-handoff: ");
+    }
+}

@@ -1,0 +1,693 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The "handoff" savevm section, source side: feeds the VM's memory pages
+ * and disk chunks to the handoff engine and writes the engine's stream
+ * into the migration stream.
+ *
+ * Rounds follow precopy: round 0 offers every RAM page and every chunk the
+ * disk overlay has allocated (the engine sends nothing for those still
+ * equal to the base); each later round offers what the dirty logs caught
+ * since the previous one. Switch-over happens, as for RAM, when the
+ * estimated rest fits the downtime limit. This file owns the migration
+ * dirty log while handoff runs ("ram" is inactive then).
+ *
+ * Stream carriage, in every section part: blocks of
+ *   u8 HANDOFF_BLOCK_DATA, be32 length, bytes of the engine's stream
+ * then u8 HANDOFF_BLOCK_END after the engine's end record (last part
+ * only), and u8 HANDOFF_BLOCK_EOS closing the part.
+ */
+#include "qemu/osdep.h"
+#include "block/block_int-global-state.h"
+#include "block/dirty-bitmap.h"
+#include "exec/ram_addr.h"
+#include "exec/ramblock.h"
+#include "migration.h"
+#include "migration/handoff.h"
+#include "migration/misc.h"
+#include "migration/register.h"
+#include "qapi/error.h"
+#include "qemu-file.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "qemu/memalign.h"
+#include "qemu/rcu.h"
+#include "ram.h"
+#include "sysemu/block-backend.h"
+#include "sysemu/cpu-throttle.h"
+#include "handoff-internal.h"
+#include "handoff-stream.h"
+#include "trace.h"
+
+/* Work done per call of save_live_iterate before yielding to the core. */
+#define ITERATE_BUDGET_NS (50 * SCALE_MS)
+/* Disk chunks read with one request. */
+#define DISK_RUN_CHUNKS 256
+/* After this many rounds the rest goes in the downtime, whatever its size. */
+#define MAX_ROUNDS 30
+
+QEMU_BUILD_BUG_ON(TARGET_PAGE_SIZE % HANDOFF_CHUNK_SIZE);
+#define CHUNKS_PER_PAGE (TARGET_PAGE_SIZE / HANDOFF_CHUNK_SIZE)
+
+typedef struct HandoffBlock {
+    RAMBlock *rb;
+    uint32_t region;
+    uint64_t pages;
+} HandoffBlock;
+
+/* One chunk to offer the engine: region and chunk index. */
+typedef struct HandoffItem {
+    uint32_t region;
+    uint64_t index;
+} HandoffItem;
+
+typedef struct HandoffSaveState {
+    HandoffBaseStore *store;
+    HandoffEncoder *enc;
+    bool random_order;
+
+    HandoffBlock *blocks;
+    size_t n_blocks;
+
+    BlockBackend *blk;
+    BdrvDirtyBitmap *disk_dirty;
+    uint64_t disk_chunks;
+
+    /* The round being sent: memory items (maybe shuffled), then disk. */
+    GArray *round;
+    size_t next;
+    uint32_t iteration;
+    uint64_t memory_sent, disk_sent;    /* chunks offered this round */
+
+    /* Throttling: dirtied vs sent since the previous round. */
+    uint64_t bytes_at_round;
+    int dirty_high;
+
+    uint8_t *out;
+    uint8_t *disk_buf;
+    HandoffStats stats;
+} HandoffSaveState;
+
+static HandoffSaveState *save_state;
+
+/* --- stream carriage ----------------------------------------------------- */
+
+/* Moves whatever the engine has encoded into @f; with @wait, everything. */
+static int drain_encoder(HandoffSaveState *s, QEMUFile *f, bool wait)
+{
+    for (;;) {
+        size_t produced = 0;
+        int rc = wait ? handoff_encoder_pull_wait(s->enc, s->out,
+                                                  HANDOFF_BLOCK_MAX, &produced)
+                      : handoff_encoder_pull(s->enc, s->out,
+                                             HANDOFF_BLOCK_MAX, &produced);
+
+        if (rc < 0) {
+            Error *err = NULL;
+
+            handoff_error_engine(&err, rc, "handoff encoder");
+            qemu_file_set_error_obj(f, -EIO, err);
+            return -EIO;
+        }
+        if (produced == 0) {
+            return 0;
+        }
+        qemu_put_byte(f, HANDOFF_BLOCK_DATA);
+        qemu_put_be32(f, produced);
+        qemu_put_buffer(f, s->out, produced);
+        handoff_encoder_report_network(s->enc,
+                                       qemu_file_total_transferred_fast(f),
+                                       qemu_clock_get_ns(QEMU_CLOCK_REALTIME));
+        if (!wait) {
+            return 0;
+        }
+    }
+}
+
+static int engine_failed(QEMUFile *f, int rc, const char *what)
+{
+    Error *err = NULL;
+
+    handoff_error_engine(&err, rc, what);
+    error_report_err(error_copy(err));
+    qemu_file_set_error_obj(f, -EIO, err);
+    return -EIO;
+}
+
+/* --- rounds -------------------------------------------------------------- */
+
+static void add_item(HandoffSaveState *s, uint32_t region, uint64_t index)
+{
+    HandoffItem item = { .region = region, .index = index };
+
+    g_array_append_val(s->round, item);
+}
+
+/* Fisher-Yates with a per-round seed: reproducible, and hot pages spread. */
+static void shuffle(HandoffSaveState *s, size_t from, size_t to)
+{
+    g_autoptr(GRand) rand = g_rand_new_with_seed(0x68616e64 ^ s->iteration);
+    HandoffItem *items = &g_array_index(s->round, HandoffItem, 0);
+    size_t i;
+
+    for (i = to - 1; i > from; i--) {
+        size_t j = from + g_rand_int_range(rand, 0, i - from + 1);
+        HandoffItem t = items[i];
+
+        items[i] = items[j];
+        items[j] = t;
+    }
+}
+
+/* Called with the BQL: moves both dirty logs into a new round. */
+static void start_round(HandoffSaveState *s)
+{
+    uint64_t dirty_pages = 0, dirty_disk = 0;
+    size_t i;
+
+    g_array_set_size(s->round, 0);
+    s->next = 0;
+    s->memory_sent = s->disk_sent = 0;
+
+    memory_global_dirty_log_sync();
+    WITH_RCU_READ_LOCK_GUARD() {
+        for (i = 0; i < s->n_blocks; i++) {
+            HandoffBlock *b = &s->blocks[i];
+            unsigned long page;
+
+            /* Moves the global log into rb->bmap and clears the log. */
+            cpu_physical_memory_sync_dirty_bitmap(b->rb, 0,
+                                                  b->pages * TARGET_PAGE_SIZE);
+            for (page = find_first_bit(b->rb->bmap, b->pages);
+                 page < b->pages;
+                 page = find_next_bit(b->rb->bmap, b->pages, page + 1)) {
+                int c;
+
+                for (c = 0; c < CHUNKS_PER_PAGE; c++) {
+                    add_item(s, b->region, page * CHUNKS_PER_PAGE + c);
+                }
+                dirty_pages++;
+            }
+            bitmap_zero(b->rb->bmap, b->pages);
+        }
+    }
+    if (s->random_order && s->round->len > 1) {
+        shuffle(s, 0, s->round->len);
+    }
+
+    /* Disk chunks stay in offset order: they are read in runs. */
+    if (s->blk) {
+        int64_t off = 0;
+
+        bdrv_dirty_bitmap_lock(s->disk_dirty);
+        while ((off = bdrv_dirty_bitmap_next_dirty(s->disk_dirty, off,
+                                                   INT64_MAX)) >= 0) {
+            add_item(s, s->store->disk_region, off / HANDOFF_CHUNK_SIZE);
+            dirty_disk++;
+            off += HANDOFF_CHUNK_SIZE;
+        }
+        bdrv_reset_dirty_bitmap_locked(s->disk_dirty, 0,
+                                       s->disk_chunks * HANDOFF_CHUNK_SIZE);
+        bdrv_dirty_bitmap_unlock(s->disk_dirty);
+    }
+    trace_handoff_save_round(s->iteration, dirty_pages, dirty_disk);
+}
+
+static void next_round(HandoffSaveState *s, QEMUFile *f)
+{
+    MigrationState *ms = migrate_get_current();
+    uint64_t sent = qemu_file_total_transferred_fast(f) - s->bytes_at_round;
+    uint64_t dirtied;
+
+    s->iteration++;
+    handoff_encoder_begin_iteration(s->enc, s->iteration);
+    start_round(s);
+
+    /*
+     * Auto-converge as ram.c does it: a guest that dirties more than the
+     * trigger share of what the link carried, twice, is slowed down.
+     */
+    dirtied = (uint64_t)s->round->len * HANDOFF_CHUNK_SIZE;
+    if (migrate_auto_converge() && s->iteration > 1 &&
+        dirtied > sent * ms->parameters.throttle_trigger_threshold / 100 &&
+        ++s->dirty_high >= 2) {
+        int pct = cpu_throttle_active()
+                  ? cpu_throttle_get_percentage() +
+                    ms->parameters.cpu_throttle_increment
+                  : ms->parameters.cpu_throttle_initial;
+
+        s->dirty_high = 0;
+        pct = MIN(pct, ms->parameters.max_cpu_throttle);
+        cpu_throttle_set(pct);
+        trace_handoff_save_throttle(pct);
+    }
+    s->bytes_at_round = qemu_file_total_transferred_fast(f);
+}
+
+/*
+ * Offers chunks of the round until @deadline (0: all of them) or the rate
+ * limit. @bql: the caller holds the BQL (disk reads need it).
+ */
+static int send_round(HandoffSaveState *s, QEMUFile *f, int64_t deadline,
+                      bool bql)
+{
+    HandoffItem *items = (HandoffItem *)s->round->data;
+    unsigned since_drain = 0;
+    int rc;
+
+    while (s->next < s->round->len) {
+        HandoffItem *it = &items[s->next];
+
+        if (deadline && (qemu_file_rate_limit(f) ||
+                         qemu_clock_get_ns(QEMU_CLOCK_REALTIME) > deadline)) {
+            break;
+        }
+        if (it->region != s->store->disk_region) {
+            HandoffBlock *b = NULL;
+            size_t i;
+
+            for (i = 0; i < s->n_blocks; i++) {
+                if (s->blocks[i].region == it->region) {
+                    b = &s->blocks[i];
+                    break;
+                }
+            }
+            assert(b);
+            rc = handoff_encoder_submit(s->enc, it->region, it->index,
+                                        b->rb->host +
+                                        it->index * HANDOFF_CHUNK_SIZE);
+            if (rc < 0) {
+                return engine_failed(f, rc, "handoff encoder");
+            }
+            s->memory_sent++;
+            s->next++;
+        } else {
+            /* A run of consecutive chunks, read with one request. */
+            size_t n = 1, i;
+            int ret;
+
+            while (s->next + n < s->round->len && n < DISK_RUN_CHUNKS &&
+                   items[s->next + n].region == it->region &&
+                   items[s->next + n].index == it->index + n) {
+                n++;
+            }
+            if (!bql) {
+                qemu_mutex_lock_iothread();
+            }
+            ret = blk_pread(s->blk, it->index * HANDOFF_CHUNK_SIZE,
+                            n * HANDOFF_CHUNK_SIZE, s->disk_buf, 0);
+            if (!bql) {
+                qemu_mutex_unlock_iothread();
+            }
+            if (ret < 0) {
+                error_report("handoff: cannot read disk '%s': %s",
+                             blk_name(s->blk), strerror(-ret));
+                qemu_file_set_error(f, ret);
+                return ret;
+            }
+            for (i = 0; i < n; i++) {
+                rc = handoff_encoder_submit(s->enc, it->region, it->index + i,
+                                            s->disk_buf +
+                                            i * HANDOFF_CHUNK_SIZE);
+                if (rc < 0) {
+                    return engine_failed(f, rc, "handoff encoder");
+                }
+            }
+            s->disk_sent += n;
+            s->next += n;
+        }
+        /* Keep the link busy while the engine's workers compress. */
+        if (++since_drain >= 64) {
+            since_drain = 0;
+            if (drain_encoder(s, f, false) < 0) {
+                return -EIO;
+            }
+        }
+    }
+    return drain_encoder(s, f, false);
+}
+
+/* --- statistics ---------------------------------------------------------- */
+
+static void mode_name(const HandoffMode *m, char *buf, size_t len)
+{
+    static const char *const codecs[] = { "none", "zstd", "lzma", "zlib" };
+    static const char *const deltas[] = { "", "+xor", "+prefix" };
+    const char *codec = m->codec < ARRAY_SIZE(codecs) ? codecs[m->codec] : "?";
+    const char *delta = m->delta < ARRAY_SIZE(deltas) ? deltas[m->delta] : "";
+
+    if (m->codec == HANDOFF_CODEC_NONE) {
+        snprintf(buf, len, "none%s", delta);
+    } else {
+        snprintf(buf, len, "%s-%d%s", codec, m->level, delta);
+    }
+}
+
+/* Stream bytes one more chunk of the round is expected to cost. */
+static double bytes_per_chunk(const HandoffEncoderStats *st)
+{
+    uint64_t examined = 0, sent;
+    int k;
+
+    for (k = 0; k < HANDOFF_REC_KINDS; k++) {
+        examined += st->chunks[k];
+    }
+    sent = examined - st->chunks[HANDOFF_REC_SAME];
+    /* Pages dirtied again are rarely equal to the base: count sent ones. */
+    return sent ? (double)st->output_bytes / sent : HANDOFF_CHUNK_SIZE / 4.0;
+}
+
+static uint64_t remaining_bytes(HandoffSaveState *s,
+                                const HandoffEncoderStats *st)
+{
+    return (s->round->len - s->next) * bytes_per_chunk(st);
+}
+
+static void update_stats(HandoffSaveState *s)
+{
+    HandoffEncoderStats st;
+    HandoffStats *o = &s->stats;
+    uint64_t examined = 0;
+    char mode[32];
+    int k;
+
+    if (handoff_encoder_stats(s->enc, &st) < 0) {
+        return;
+    }
+    for (k = 0; k < HANDOFF_REC_KINDS; k++) {
+        examined += st.chunks[k];
+    }
+    mode_name(&st.mode, mode, sizeof(mode));
+    g_free(o->base_id);
+    g_free(o->mode);
+    o->base_id = g_strdup(s->store->id);
+    o->iteration = s->iteration;
+    o->zero = st.chunks[HANDOFF_REC_ZERO];
+    o->same = st.chunks[HANDOFF_REC_SAME];
+    o->base_ref = st.chunks[HANDOFF_REC_BASE_REF];
+    o->self_ref = st.chunks[HANDOFF_REC_SELF_REF];
+    o->data = st.chunks[HANDOFF_REC_DATA];
+    o->xor_delta = st.xor_chunks;
+    o->dedup_rate = examined ? 1.0 - (double)o->data / examined : 0;
+    o->input_bytes = st.input_bytes;
+    o->output_bytes = st.output_bytes;
+    o->frames = st.frames;
+    o->ratio = st.ratio;
+    o->mode = g_strdup(mode);
+    o->mode_switches = st.mode_switches;
+    o->bandwidth = st.bandwidth_bps;
+    o->predicted_throughput = st.predicted_bps;
+    o->remaining = remaining_bytes(s, &st);
+    o->memory_chunks = s->memory_sent;
+    o->disk_chunks = s->disk_sent;
+    handoff_stats_publish(o);
+}
+
+/* --- SaveVMHandlers ------------------------------------------------------ */
+
+static bool handoff_is_active(void *opaque)
+{
+    return migrate_use_handoff();
+}
+
+static bool setup_blocks(HandoffSaveState *s, Error **errp)
+{
+    RAMBlock *rb;
+    size_t n = 0, i;
+
+    if (!handoff_base_check_ram(s->store, errp)) {
+        return false;
+    }
+    s->blocks = g_new0(HandoffBlock, s->store->n_memory);
+    RCU_READ_LOCK_GUARD();
+    RAMBLOCK_FOREACH_MIGRATABLE(rb) {
+        HandoffBlock *b = &s->blocks[n++];
+
+        b->rb = rb;
+        b->pages = qemu_ram_get_used_length(rb) >> TARGET_PAGE_BITS;
+        for (i = 0; i < s->store->n_memory; i++) {
+            if (!strcmp(s->store->memory[i].name, qemu_ram_get_idstr(rb))) {
+                b->region = s->store->memory[i].region;
+            }
+        }
+        /* Every page is offered in round 0. */
+        g_free(rb->bmap);
+        rb->bmap = bitmap_new(b->pages);
+        bitmap_set(rb->bmap, 0, b->pages);
+    }
+    s->n_blocks = n;
+    return true;
+}
+
+/* Marks what the overlay holds: round 0 offers exactly that of the disk. */
+static bool setup_disk(HandoffSaveState *s, Error **errp)
+{
+    BlockDriverState *bs;
+    int64_t off, size;
+
+    s->blk = handoff_base_find_disk(s->store, errp);
+    if (!s->blk) {
+        return false;
+    }
+    bs = blk_bs(s->blk);
+    size = s->store->disk_size;
+    s->disk_chunks = size / HANDOFF_CHUNK_SIZE;
+    /* Created first, so writes during the scan below are not missed. */
+    s->disk_dirty = bdrv_create_dirty_bitmap(bs, HANDOFF_CHUNK_SIZE, NULL,
+                                             errp);
+    if (!s->disk_dirty) {
+        return false;
+    }
+    for (off = 0; off < size;) {
+        int64_t pnum = 0;
+        int ret = bdrv_is_allocated(bs, off, size - off, &pnum);
+
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "cannot read the allocation map of "
+                             "disk '%s'", blk_name(s->blk));
+            return false;
+        }
+        if (pnum <= 0) {
+            break;
+        }
+        if (ret) {
+            bdrv_set_dirty_bitmap(s->disk_dirty, off, pnum);
+        }
+        off += pnum;
+    }
+    s->disk_buf = qemu_blockalign(bs, DISK_RUN_CHUNKS * HANDOFF_CHUNK_SIZE);
+    return true;
+}
+
+static HandoffEncoder *create_encoder(HandoffSaveState *s, Error **errp)
+{
+    MigrationState *ms = migrate_get_current();
+    HandoffEncoderConfig config;
+    HandoffCompression mode;
+    HandoffEncoder *enc = NULL;
+    int rc;
+
+    if (!handoff_parse_compression(ms->parameters.handoff_compression, &mode,
+                                   errp)) {
+        return NULL;
+    }
+    handoff_encoder_config_default(&config);
+    config.threads = ms->parameters.handoff_workers;
+    config.adaptive = mode.adaptive;
+    config.mode.codec = mode.codec;
+    config.mode.level = mode.level;
+    config.mode.delta = ms->parameters.handoff_delta && !mode.adaptive &&
+                        mode.codec != HANDOFF_CODEC_NONE
+                        ? HANDOFF_DELTA_XOR : HANDOFF_DELTA_NONE;
+    config.seed = g_get_real_time();
+    s->stats.adaptive = mode.adaptive;
+    rc = handoff_encoder_create(s->store->base, &config, &enc);
+    if (rc < 0) {
+        handoff_error_engine(errp, rc, "cannot start the handoff encoder");
+        return NULL;
+    }
+    return enc;
+}
+
+static void handoff_save_cleanup(void *opaque)
+{
+    HandoffSaveState *s = save_state;
+    size_t i;
+
+    if (!s) {
+        return;
+    }
+    if (global_dirty_tracking & GLOBAL_DIRTY_MIGRATION) {
+        memory_global_dirty_log_stop(GLOBAL_DIRTY_MIGRATION);
+    }
+    WITH_RCU_READ_LOCK_GUARD() {
+        for (i = 0; i < s->n_blocks; i++) {
+            g_free(s->blocks[i].rb->bmap);
+            s->blocks[i].rb->bmap = NULL;
+        }
+    }
+    if (cpu_throttle_active()) {
+        cpu_throttle_stop();
+    }
+    if (s->enc) {
+        update_stats(s);
+        handoff_encoder_free(s->enc);
+    }
+    if (s->disk_dirty) {
+        bdrv_release_dirty_bitmap(s->disk_dirty);
+    }
+    qemu_vfree(s->disk_buf);
+    g_free(s->out);
+    g_free(s->blocks);
+    if (s->round) {
+        g_array_free(s->round, true);
+    }
+    handoff_base_store_free(s->store);
+    g_free(s->stats.base_id);
+    g_free(s->stats.mode);
+    g_free(s);
+    save_state = NULL;
+}
+
+/* Called with the BQL. */
+static int handoff_save_setup(QEMUFile *f, void *opaque)
+{
+    MigrationState *ms = migrate_get_current();
+    const char *dir = ms->parameters.handoff_base;
+    HandoffSaveState *s;
+    Error *err = NULL;
+
+    if (!dir || !*dir) {
+        error_setg(&err, "Handoff needs a base: set migration parameter "
+                   "handoff-base (or use migrate-handoff base=DIR)");
+        goto fail;
+    }
+    s = save_state = g_new0(HandoffSaveState, 1);
+    s->round = g_array_new(false, false, sizeof(HandoffItem));
+    s->out = g_malloc(HANDOFF_BLOCK_MAX);
+    s->random_order = ms->parameters.handoff_random_order;
+    s->store = handoff_base_store_open(dir, &err);
+    if (!s->store || !setup_blocks(s, &err) || !setup_disk(s, &err)) {
+        goto fail;
+    }
+    s->enc = create_encoder(s, &err);
+    if (!s->enc) {
+        goto fail;
+    }
+    memory_global_dirty_log_start(GLOBAL_DIRTY_MIGRATION);
+    start_round(s);
+    trace_handoff_save_setup(dir, s->round->len);
+    s->bytes_at_round = qemu_file_total_transferred_fast(f);
+    /* The stream header (base ID first) goes out before any bulk data. */
+    if (drain_encoder(s, f, false) < 0) {
+        return -EIO;
+    }
+    qemu_put_byte(f, HANDOFF_BLOCK_EOS);
+    update_stats(s);
+    return 0;
+
+fail:
+    error_prepend(&err, "handoff: ");
+    error_report_err(error_copy(err));
+    qemu_file_set_error_obj(f, -EINVAL, err);
+    return -EINVAL;
+}
+
+/* Without the BQL. Returns 1 when the round has been offered entirely. */
+static int handoff_save_iterate(QEMUFile *f, void *opaque)
+{
+    HandoffSaveState *s = save_state;
+    int ret;
+
+    ret = send_round(s, f, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
+                           ITERATE_BUDGET_NS, false);
+    qemu_put_byte(f, HANDOFF_BLOCK_EOS);
+    update_stats(s);
+    if (ret < 0) {
+        return ret;
+    }
+    return s->next >= s->round->len;
+}
+
+static void handoff_save_pending(QEMUFile *f, void *opaque,
+                                 uint64_t threshold,
+                                 uint64_t *res_precopy_only,
+                                 uint64_t *res_compatible,
+                                 uint64_t *res_postcopy_only)
+{
+    HandoffSaveState *s = save_state;
+    HandoffEncoderStats st;
+    uint64_t remaining;
+
+    handoff_encoder_stats(s->enc, &st);
+    remaining = remaining_bytes(s, &st);
+    if (remaining < threshold && s->iteration < MAX_ROUNDS) {
+        qemu_mutex_lock_iothread();
+        next_round(s, f);
+        qemu_mutex_unlock_iothread();
+        remaining = remaining_bytes(s, &st);
+    }
+    if (s->iteration >= MAX_ROUNDS) {
+        /* Bounded: what is left goes in the downtime. */
+        remaining = 0;
+    }
+    trace_handoff_save_pending(s->round->len - s->next, remaining, threshold);
+    *res_precopy_only += remaining;
+}
+
+/*
+ * VM stopped, BQL held (kept: nothing may change the VM or its disk now):
+ * the last round, then the end of the stream.
+ */
+static int handoff_save_complete(QEMUFile *f, void *opaque)
+{
+    HandoffSaveState *s = save_state;
+    HandoffEncoderStats st;
+    int ret, rc;
+
+    /* What the current round had left joins the final one. */
+    g_array_remove_range(s->round, 0, s->next);
+    s->next = 0;
+    {
+        GArray *rest = s->round;
+
+        s->round = g_array_new(false, false, sizeof(HandoffItem));
+        s->iteration++;
+        handoff_encoder_begin_iteration(s->enc, s->iteration);
+        start_round(s);
+        g_array_prepend_vals(s->round, rest->data, rest->len);
+        g_array_free(rest, true);
+    }
+    ret = send_round(s, f, 0, true);
+    if (ret == 0) {
+        rc = handoff_encoder_finish(s->enc);
+        ret = rc < 0 ? engine_failed(f, rc, "handoff encoder")
+                     : drain_encoder(s, f, true);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    qemu_put_byte(f, HANDOFF_BLOCK_END);
+    qemu_put_byte(f, HANDOFF_BLOCK_EOS);
+    update_stats(s);
+    handoff_encoder_stats(s->enc, &st);
+    trace_handoff_save_complete(st.output_bytes, st.frames);
+    return 0;
+}
+
+static SaveVMHandlers savevm_handoff_handlers = {
+    .is_active = handoff_is_active,
+    .save_setup = handoff_save_setup,
+    .save_live_iterate = handoff_save_iterate,
+    .save_live_pending = handoff_save_pending,
+    .save_live_complete_precopy = handoff_save_complete,
+    .save_cleanup = handoff_save_cleanup,
+    .load_setup = handoff_load_setup,
+    .load_state = handoff_load_state,
+    .load_cleanup = handoff_load_cleanup,
+};
+
+void handoff_mig_init(void)
+{
+    register_savevm_live("handoff", 0, HANDOFF_SECTION_VERSION,
+                         &savevm_handoff_handlers, NULL);
+}

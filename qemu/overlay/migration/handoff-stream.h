@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * How the handoff engine's stream rides inside the migration stream, and
+ * the destination's half of the "handoff" savevm section.
+ */
+#ifndef QEMU_MIGRATION_HANDOFF_STREAM_H
+#define QEMU_MIGRATION_HANDOFF_STREAM_H
+
+#include "migration/qemu-file-types.h"
+
+#define HANDOFF_SECTION_VERSION 1
+
+/* Block kinds inside a section part. */
+#define HANDOFF_BLOCK_EOS  0    /* end of this section part */
+#define HANDOFF_BLOCK_DATA 1    /* be32 length, then engine stream bytes */
+#define HANDOFF_BLOCK_END  2    /* the engine stream is complete */
+
+/* Largest DATA block a source sends and a destination accepts. */
+#define HANDOFF_BLOCK_MAX (1 << 20)
+
+int handoff_load_setup(QEMUFile *f, void *opaque);
+int handoff_load_state(QEMUFile *f, void *opaque, int version_id);
+int handoff_load_cleanup(void *opaque);
+
+#endif /* QEMU_MIGRATION_HANDOFF_STREAM_H */
