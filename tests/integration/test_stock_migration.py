@@ -48,6 +48,7 @@ def test_stock_migrate_preserves_ram_disk_and_execution(tmp_path, vms):
     src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{port}", inc=True)
     info = src.wait_migration()
     assert info["status"] == "completed", info
+    assert dst.wait_incoming()["status"] == "completed"
     assert src.status() == "postmigrate"
     assert dst.status() == "paused"
     last_src_beat = max(src.heartbeats())

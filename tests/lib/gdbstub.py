@@ -22,7 +22,12 @@ class GDBStub:
         data = payload.encode()
         checksum = sum(data) & 0xFF
         self._sock.sendall(b"$" + data + b"#" + b"%02x" % checksum)
-        return self._reply()
+        while True:
+            reply = self._reply()
+            # Attaching stops a running VM, and the stub says so ("T05...")
+            # on its own; no answer to m/M/Q starts with T or S.
+            if not reply.startswith(("T", "S")):
+                return reply
 
     def _reply(self):
         # Skip acks ('+') and wait for one complete '$...#xx' packet.

@@ -151,6 +151,22 @@ class TestVM:
         raise TimeoutError(f"{self.name}: migration still running after "
                            f"{timeout:.0f} s: {info}")
 
+    def wait_incoming(self, timeout=300.0):
+        """On a destination: waits until the incoming migration has been
+        loaded entirely (the source may finish sending well before)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self.qmp.cmd("query-migrate")
+            if info.get("status") in ("completed", "failed"):
+                return info
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: QEMU exited "
+                                   f"({self.proc.returncode}): "
+                                   f"{self.read_log()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name}: incoming migration still running "
+                           f"after {timeout:.0f} s")
+
     def ram_digest(self):
         """SHA-256 of the guest's RAM, read with pmemsave while paused."""
         dump = os.path.join(self.workdir, f"{self.name}.ram")

@@ -36,6 +36,7 @@
 #include <glib/gstdio.h>
 #include "qemu/error-report.h"
 #include "qemu/rcu.h"
+#include "qemu/yank.h"
 #include "ram.h"
 #include "savevm.h"
 #include "sysemu/block-backend.h"
@@ -82,6 +83,12 @@ static bool write_file(const char *path, const void *data, uint64_t size,
         return false;
     }
     return true;
+}
+
+static const char *machine_name(void)
+{
+    return current_machine ?
+        object_class_get_name(object_get_class(OBJECT(current_machine))) : "";
 }
 
 /* --- which disk -------------------------------------------------------- */
@@ -286,9 +293,7 @@ static bool write_manifest(const char *dir, QList *memory, uint64_t disk_size,
     }
     qdict_put_str(manifest, "format", "qemu-handoff-base/1");
     qdict_put_str(manifest, "id", hex);
-    qdict_put_str(manifest, "machine", current_machine ?
-                  object_class_get_name(object_get_class(
-                      OBJECT(current_machine))) : "");
+    qdict_put_str(manifest, "machine", machine_name());
     qdict_put_obj(manifest, "memory", QOBJECT(qobject_ref(memory)));
     qdict_put_str(disk, "file", HANDOFF_BASE_DISK);
     qdict_put_int(disk, "size", disk_size);
@@ -413,6 +418,7 @@ void handoff_base_store_free(HandoffBaseStore *store)
     g_free(store->memory);
     g_free(store->disk_path);
     g_free(store->devices_path);
+    g_free(store->machine);
     g_free(store->dir);
     g_free(store);
 }
@@ -484,6 +490,7 @@ HandoffBaseStore *handoff_base_store_open(const char *dir, Error **errp)
         qobject_unref(manifest);
         return NULL;
     }
+    store->machine = g_strdup(qdict_get_try_str(manifest, "machine") ?: "");
     store->disk_path = g_build_filename(dir, qdict_get_str(disk, "file"),
                                         NULL);
     store->disk_size = qdict_get_int(disk, "size");
@@ -629,6 +636,10 @@ bool handoff_base_load_ram(HandoffBaseStore *store, Error **errp)
 void handoff_base_resume(const char *dir, Error **errp)
 {
     g_autoptr(HandoffBaseStore) store = handoff_base_store_open(dir, errp);
+    MigrationState *ms = migrate_get_current();
+    MigrationIncomingState *mis = migration_incoming_get_current();
+    bool send_configuration = ms->send_configuration;
+    bool suppress_vmdesc = current_machine->suppress_vmdesc;
     QIOChannelFile *ioc;
     QEMUFile *f;
     int ret;
@@ -637,6 +648,12 @@ void handoff_base_resume(const char *dir, Error **errp)
         return;
     }
     trace_handoff_base_resume(dir);
+    if (strcmp(store->machine, machine_name())) {
+        error_setg(errp, "Cannot start from base %s: it was saved from "
+                   "machine %s, this VM is %s", dir, store->machine,
+                   machine_name());
+        return;
+    }
     if (!handoff_base_find_disk(store, errp) ||
         !handoff_base_load_ram(store, errp)) {
         error_prepend(errp, "Cannot start from base %s: ", dir);
@@ -650,8 +667,21 @@ void handoff_base_resume(const char *dir, Error **errp)
     qio_channel_set_name(QIO_CHANNEL(ioc), "handoff-base-devices");
     f = qemu_file_new_input(QIO_CHANNEL(ioc));
     object_unref(OBJECT(ioc));
+    /*
+     * As load_snapshot() does, minus the configuration section and the
+     * description that qemu_save_device_state() does not write (the
+     * machine was checked against the manifest above).
+     */
+    if (!yank_register_instance(MIGRATION_YANK_INSTANCE, errp)) {
+        qemu_fclose(f);
+        return;
+    }
+    mis->from_src_file = f;
+    ms->send_configuration = false;
+    current_machine->suppress_vmdesc = true;    /* none follows either */
     ret = qemu_loadvm_state(f);
-    qemu_fclose(f);
+    current_machine->suppress_vmdesc = suppress_vmdesc;
+    ms->send_configuration = send_configuration;
     migration_incoming_state_destroy();
     if (ret < 0) {
         error_setg(errp, "Cannot start from base %s: loading device state "

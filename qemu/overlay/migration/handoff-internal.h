@@ -33,6 +33,7 @@ typedef struct HandoffBaseMemory {
  */
 typedef struct HandoffBaseStore {
     char *dir;
+    char *machine;              /* QOM type of the machine saved */
     HandoffBase *base;          /* the engine's view: index, mapped files */
     char id[33];                /* content ID, hex */
     HandoffBaseMemory *memory;

@@ -508,6 +508,8 @@ static HandoffEncoder *create_encoder(HandoffSaveState *s, Error **errp)
     return enc;
 }
 
+static int handoff_save_setup_locked(QEMUFile *f);
+
 static void handoff_save_cleanup(void *opaque)
 {
     HandoffSaveState *s = save_state;
@@ -548,8 +550,18 @@ static void handoff_save_cleanup(void *opaque)
     save_state = NULL;
 }
 
-/* Called with the BQL. */
+/* Without the BQL (7.2 calls setup handlers unlocked); takes it itself. */
 static int handoff_save_setup(QEMUFile *f, void *opaque)
+{
+    int ret;
+
+    qemu_mutex_lock_iothread();
+    ret = handoff_save_setup_locked(f);
+    qemu_mutex_unlock_iothread();
+    return ret;
+}
+
+static int handoff_save_setup_locked(QEMUFile *f)
 {
     MigrationState *ms = migrate_get_current();
     const char *dir = ms->parameters.handoff_base;
