@@ -18,7 +18,7 @@ packages=(
     # firmware: the dfsg QEMU source ships none
     seabios ipxe-qemu qemu-system-data
     # the test guest and the emulated WAN link
-    e2fsprogs cpio xz-utils gzip iproute2
+    e2fsprogs cpio xz-utils gzip iproute2 kmod
 )
 
 missing=()

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from gdbstub import GDBStub
-from vm import QEMU_IMG, TestVM, create_overlay, free_tcp_port
+from vm import QEMU_IMG, GuestVM, create_overlay, free_tcp_port
 
 # A guest-physical address inside the guest's RAM (256 MiB), away from the
 # low-memory firmware areas, used to prove the RAM comparison can fail.
@@ -35,12 +35,12 @@ def test_stock_migrate_preserves_ram_disk_and_execution(tmp_path, vms):
     port = free_tcp_port()
     gdb_port = free_tcp_port()
 
-    src = TestVM("src", str(tmp_path), src_disk, workload="mixed").start()
+    src = GuestVM("src", str(tmp_path), src_disk, workload="mixed").start()
     vms.append(src)
     src.wait_serial(r"handoff-guest: workload mixed done", timeout=180)
     src.wait_serial(r"^heartbeat 3\r?$", timeout=30)
 
-    dst = TestVM("dst", str(tmp_path), dst_disk,
+    dst = GuestVM("dst", str(tmp_path), dst_disk,
                  incoming=f"tcp:127.0.0.1:{port}",
                  extra_args=["-gdb", f"tcp:127.0.0.1:{gdb_port}"]).start()
     vms.append(dst)

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Real QEMU processes running the test guest, for tests and the demo.
 
-A TestVM is one qemu-system-x86_64 process of the fork (TCG), with its QMP
+A GuestVM is one qemu-system-x86_64 process of the fork (TCG), with its QMP
 socket, its serial console in a file, and its own qcow2 overlay on the
 shared raw base disk.
 """
@@ -62,7 +62,7 @@ def create_overlay(path):
     return path
 
 
-class TestVM:
+class GuestVM:
     """One QEMU process of the fork running the test guest."""
 
     def __init__(self, name, workdir, disk, workload="none", incoming=None,

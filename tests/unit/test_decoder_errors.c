@@ -1,0 +1,725 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The decoder trusts nothing: each kind of damaged or hostile input gets
+ * its own error code and a message, never a crash. Streams are crafted
+ * byte by byte following docs/stream-format.md, which doubles as a check
+ * that the document is precise enough to write a stream from.
+ */
+#include "handoff.h"
+#include "test_support.h"
+
+#include <CUnit/Basic.h>
+#include <lzma.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#define N 64
+#define BIG (16u << 20)
+
+static TestVm base_vm;
+static HandoffBase *base;
+static uint8_t header[1024];
+static size_t header_len;
+
+enum { ZERO = 1, DATA = 2, BASE_REF = 3, SELF_REF = 4, ITER = 5 };
+
+static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
+/* Stream under construction, with the totals its end record needs. */
+typedef struct Crafted {
+    uint8_t *buf;
+    size_t len;
+    uint64_t frames, records, per_type[5], plain_bytes;
+} Crafted;
+
+static void crafted_init(Crafted *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->buf = malloc(BIG);
+    memcpy(c->buf, header, header_len);
+    c->len = header_len;
+}
+
+/* Plaintext builder. */
+typedef struct Plain {
+    uint8_t buf[1 << 18];
+    size_t len;
+    uint32_t records;
+    uint64_t per_type[5];
+} Plain;
+
+static void rec(Plain *p, int type, int region, int flags, uint32_t iter,
+                uint64_t seq, uint64_t index)
+{
+    uint8_t *h = p->buf + p->len;
+
+    h[0] = type;
+    h[1] = region;
+    h[2] = flags;
+    h[3] = 0;
+    put32(h + 4, iter);
+    put64(h + 8, seq);
+    put64(h + 16, index);
+    p->len += 24;
+    p->records++;
+    if (type >= 1 && type <= 5) {
+        p->per_type[type - 1]++;
+    }
+}
+
+static void rec_data(Plain *p, uint64_t seq, int region, uint64_t index,
+                     uint8_t fill)
+{
+    rec(p, DATA, region, 0, 0, seq, index);
+    memset(p->buf + p->len, fill, CHUNK);
+    p->len += CHUNK;
+}
+
+static void rec_ref(Plain *p, int type, uint64_t seq, int region,
+                    uint64_t index, int src_region, uint64_t src_index,
+                    uint64_t src_seq)
+{
+    uint8_t *b;
+
+    rec(p, type, region, 0, 0, seq, index);
+    b = p->buf + p->len;
+    memset(b, 0, 24);
+    b[0] = src_region;
+    put64(b + 8, src_index);
+    if (type == SELF_REF) {
+        put64(b + 16, src_seq);
+        p->len += 24;
+    } else {
+        p->len += 16;
+    }
+}
+
+/* Appends a frame with an explicit payload and declared fields. */
+static void add_frame_raw(Crafted *c, int codec, int level, int flags,
+                          const uint8_t *payload, size_t payload_len,
+                          uint32_t plain_len, uint64_t seq, uint64_t checksum,
+                          uint32_t records)
+{
+    uint8_t *h = c->buf + c->len;
+
+    put32(h, 0x4D415246);
+    h[4] = codec;
+    h[5] = (uint8_t)level;
+    put16(h + 6, flags);
+    put32(h + 8, (uint32_t)payload_len);
+    put32(h + 12, plain_len);
+    put64(h + 16, seq);
+    put64(h + 24, checksum);
+    put32(h + 32, records);
+    put32(h + 36, (uint32_t)XXH3_64bits(h, 36));
+    memcpy(h + 40, payload, payload_len);
+    c->len += 40 + payload_len;
+    c->frames++;
+}
+
+/* Appends @p as a stored frame with correct fields. */
+static void add_frame(Crafted *c, const Plain *p)
+{
+    int i;
+
+    add_frame_raw(c, HANDOFF_CODEC_NONE, 0, 0, p->buf, p->len, p->len,
+                  c->frames, XXH3_64bits(p->buf, p->len), p->records);
+    c->records += p->records;
+    c->plain_bytes += p->len;
+    for (i = 0; i < 5; i++) {
+        c->per_type[i] += p->per_type[i];
+    }
+}
+
+static void add_end(Crafted *c)
+{
+    uint8_t *e = c->buf + c->len;
+    XXH128_canonical_t d;
+    int i;
+
+    XXH128_canonicalFromHash(&d, XXH3_128bits(c->buf, c->len));
+    memset(e, 0, 104);
+    put32(e, 0x21444E45);
+    put64(e + 8, c->frames);
+    put64(e + 16, c->records);
+    for (i = 0; i < 5; i++) {
+        put64(e + 24 + 8 * i, c->per_type[i]);
+    }
+    put64(e + 64, c->plain_bytes);
+    put64(e + 72, c->len);
+    memcpy(e + 80, d.digest, 16);
+    put64(e + 96, XXH3_64bits(e, 96));
+    c->len += 104;
+}
+
+static int decode(const uint8_t *buf, size_t len)
+{
+    TestVm out;
+    int rc = test_decode(base, &base_vm, buf, len, &out);
+
+    test_vm_free(&out);
+    if (rc != 0) {
+        /* Every failure names its cause. */
+        CU_ASSERT(strlen(handoff_last_error_message()) > 20);
+    }
+    return rc;
+}
+
+static int decode_crafted(Crafted *c)
+{
+    int rc;
+
+    add_end(c);
+    rc = decode(c->buf, c->len);
+    free(c->buf);
+    return rc;
+}
+
+static int init_suite(void)
+{
+    HandoffEncoder *enc = NULL;
+    HandoffEncoderConfig cfg;
+    uint8_t *s;
+    size_t len, count;
+
+    test_make_base_vm(&base_vm, N, 3);
+    base = test_base_from_vm(&base_vm);
+    handoff_encoder_config_default(&cfg);
+    if (!base || handoff_encoder_create(base, &cfg, &enc) != 0 ||
+        handoff_encoder_finish(enc) != 0) {
+        return 1;
+    }
+    s = test_pull_all(enc, &len);
+    handoff_encoder_free(enc);
+    if (!s || handoff_stream_split(s, len, &header_len, NULL, NULL, 0,
+                                   &count) != 0 || count != 0) {
+        return 1;
+    }
+    memcpy(header, s, header_len);
+    free(s);
+    return 0;
+}
+
+static int clean_suite(void)
+{
+    handoff_base_free(base);
+    test_vm_free(&base_vm);
+    return 0;
+}
+
+static void test_crafted_valid_stream_decodes(void)
+{
+    Crafted c;
+    Plain p = { .len = 0 };
+
+    crafted_init(&c);
+    rec(&p, ITER, 0, 0, 0, 1, 0);
+    rec_data(&p, 2, 0, 5, 0xab);
+    rec(&p, ZERO, 1, 0, 0, 3, 7);
+    rec_ref(&p, BASE_REF, 4, 0, 6, 1, 9, 0);
+    rec_ref(&p, SELF_REF, 5, 1, 8, 0, 5, 2);
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), 0);
+}
+
+static void test_unknown_record_type(void)
+{
+    Crafted c;
+    Plain p = { .len = 0 };
+
+    crafted_init(&c);
+    rec(&p, 9, 0, 0, 0, 1, 0);
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_BAD_RECORD);
+    CU_ASSERT(strstr(handoff_last_error_message(), "unknown record type") != NULL);
+}
+
+static void test_bad_record_fields(void)
+{
+    Crafted c;
+    Plain p = { .len = 0 };
+
+    /* Sequence numbers must increase. */
+    crafted_init(&c);
+    rec(&p, ZERO, 0, 0, 0, 5, 1);
+    rec(&p, ZERO, 0, 0, 0, 5, 2);
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_BAD_RECORD);
+
+    /* XOR flag only on data. */
+    p.len = 0;
+    crafted_init(&c);
+    rec(&p, ZERO, 0, 1, 0, 1, 1);
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_BAD_RECORD);
+
+    /* Data cut short by the end of the plaintext. */
+    p.len = 0;
+    crafted_init(&c);
+    rec(&p, DATA, 0, 0, 0, 1, 1);
+    memset(p.buf + p.len, 1, 100);
+    p.len += 100;
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_BAD_RECORD);
+}
+
+static void test_record_count_mismatch(void)
+{
+    Crafted c;
+    Plain p = { .len = 0 };
+
+    crafted_init(&c);
+    rec(&p, ZERO, 0, 0, 0, 1, 1);
+    add_frame_raw(&c, 0, 0, 0, p.buf, p.len, p.len, 0,
+                  XXH3_64bits(p.buf, p.len), 2);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_BAD_RECORD);
+}
+
+static void test_chunk_outside_geometry(void)
+{
+    Crafted c;
+    Plain p = { .len = 0 };
+
+    crafted_init(&c);
+    rec(&p, ZERO, 0, 0, 0, 1, N);
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_CHUNK_RANGE);
+
+    p.len = 0;
+    crafted_init(&c);
+    rec_data(&p, 1, 2, 0, 1);
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_CHUNK_RANGE);
+}
+
+static void test_base_ref_outside_base(void)
+{
+    Crafted c;
+    Plain p = { .len = 0 };
+
+    crafted_init(&c);
+    rec_ref(&p, BASE_REF, 1, 0, 0, 0, N + 5, 0);
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_BAD_BASE_REF);
+
+    p.len = 0;
+    crafted_init(&c);
+    rec_ref(&p, BASE_REF, 1, 0, 0, 7, 0, 0);
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_BAD_BASE_REF);
+}
+
+static void test_self_ref_to_nothing(void)
+{
+    Crafted c;
+    Plain p = { .len = 0 };
+
+    /* Never sent. */
+    crafted_init(&c);
+    rec_ref(&p, SELF_REF, 5, 0, 0, 0, 3, 2);
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_BAD_SELF_REF);
+
+    /* From the future. */
+    p.len = 0;
+    crafted_init(&c);
+    rec_data(&p, 1, 0, 3, 9);
+    rec_ref(&p, SELF_REF, 2, 0, 0, 0, 3, 7);
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_BAD_SELF_REF);
+
+    /* To a record that carried no data. */
+    p.len = 0;
+    crafted_init(&c);
+    rec(&p, ZERO, 0, 0, 0, 1, 3);
+    rec_ref(&p, SELF_REF, 2, 0, 0, 0, 3, 1);
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_BAD_SELF_REF);
+
+    /* Outside the geometry. */
+    p.len = 0;
+    crafted_init(&c);
+    rec_ref(&p, SELF_REF, 2, 0, 0, 0, N, 1);
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_BAD_SELF_REF);
+}
+
+static void test_unknown_codec_and_level(void)
+{
+    Crafted c;
+    uint8_t payload[8] = { 0 };
+
+    crafted_init(&c);
+    add_frame_raw(&c, 9, 0, 0, payload, 8, 8, 0, XXH3_64bits(payload, 8), 0);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_UNKNOWN_CODEC);
+
+    crafted_init(&c);
+    add_frame_raw(&c, HANDOFF_CODEC_ZSTD, 42, 0, payload, 8, 8, 0, 0, 0);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_BAD_LEVEL);
+}
+
+static void test_lengths_beyond_limits(void)
+{
+    Crafted c;
+    uint8_t payload[8] = { 0 };
+
+    crafted_init(&c);
+    add_frame_raw(&c, 0, 0, 0, payload, 8, 100u << 20, 0, 0, 0);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_LENGTH_LIMIT);
+
+    /* A huge declared payload is refused before any of it is awaited. */
+    crafted_init(&c);
+    add_frame_raw(&c, 0, 0, 0, payload, 8, 8, 0, 0, 0);
+    put32(c.buf + header_len + 8, 0xfffffff0u);
+    put32(c.buf + header_len + 36, (uint32_t)XXH3_64bits(c.buf + header_len, 36));
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_LENGTH_LIMIT);
+}
+
+/* A payload that inflates beyond its declared length: decompression bomb. */
+static void bomb(int codec)
+{
+    static uint8_t zeros[1 << 20];
+    uint8_t *out = malloc(1 << 20);
+    size_t n = 0;
+    Crafted c;
+
+    if (codec == HANDOFF_CODEC_ZSTD) {
+        n = ZSTD_compress(out, 1 << 20, zeros, sizeof(zeros), 3);
+    } else if (codec == HANDOFF_CODEC_ZLIB) {
+        uLongf z = 1 << 20;
+        compress2(out, &z, zeros, sizeof(zeros), 6);
+        n = z;
+    } else {
+        size_t pos = 0;
+        lzma_easy_buffer_encode(1, LZMA_CHECK_NONE, NULL, zeros,
+                                sizeof(zeros), out, &pos, 1 << 20);
+        n = pos;
+    }
+    crafted_init(&c);
+    add_frame_raw(&c, codec, codec == HANDOFF_CODEC_LZMA ? 1 : 3, 0, out, n,
+                  4096, 0, XXH3_64bits(zeros, 4096), 0);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_SIZE_MISMATCH);
+    CU_ASSERT(strstr(handoff_last_error_message(), "beyond the declared") != NULL);
+
+    /* And one that stops short of it. */
+    crafted_init(&c);
+    add_frame_raw(&c, codec, codec == HANDOFF_CODEC_LZMA ? 1 : 3, 0, out, n,
+                  (2u << 20), 0, 0, 0);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_SIZE_MISMATCH);
+    free(out);
+}
+
+static void test_decompression_bombs(void)
+{
+    bomb(HANDOFF_CODEC_ZSTD);
+    bomb(HANDOFF_CODEC_LZMA);
+    bomb(HANDOFF_CODEC_ZLIB);
+}
+
+static void test_garbage_payload(void)
+{
+    Crafted c;
+    uint8_t junk[64];
+
+    memset(junk, 0x5a, sizeof(junk));
+    crafted_init(&c);
+    add_frame_raw(&c, HANDOFF_CODEC_ZSTD, 1, 0, junk, 64, 4096, 0, 0, 0);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_DECOMPRESS);
+    crafted_init(&c);
+    add_frame_raw(&c, HANDOFF_CODEC_LZMA, 1, 0, junk, 64, 4096, 0, 0, 0);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_DECOMPRESS);
+    crafted_init(&c);
+    add_frame_raw(&c, HANDOFF_CODEC_ZLIB, 1, 0, junk, 64, 4096, 0, 0, 0);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_DECOMPRESS);
+}
+
+static void test_checksum_mismatch(void)
+{
+    Crafted c;
+    Plain p = { .len = 0 };
+
+    crafted_init(&c);
+    rec_data(&p, 1, 0, 3, 9);
+    add_frame_raw(&c, 0, 0, 0, p.buf, p.len, p.len, 0,
+                  XXH3_64bits(p.buf, p.len) ^ 1, 1);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_CHECKSUM);
+}
+
+static void test_prefix_abuse(void)
+{
+    Crafted c;
+    uint8_t payload[32] = { 0 };
+
+    /* Prefix flag on a codec that has no prefix. */
+    crafted_init(&c);
+    put32(payload, 1);
+    add_frame_raw(&c, HANDOFF_CODEC_LZMA, 1, 1, payload, 16, 4096, 0, 0, 0);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_FRAME_HEADER_CORRUPT);
+
+    /* Prefix naming a base chunk that does not exist. */
+    crafted_init(&c);
+    put32(payload, 1);
+    put64(payload + 8, 2 * N);
+    add_frame_raw(&c, HANDOFF_CODEC_ZSTD, 1, 1, payload, 24, 4096, 0, 0, 0);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_BAD_BASE_REF);
+
+    /* Prefix list longer than the payload. */
+    crafted_init(&c);
+    put32(payload, 1000);
+    add_frame_raw(&c, HANDOFF_CODEC_ZSTD, 1, 1, payload, 24, 4096, 0, 0, 0);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_LENGTH_LIMIT);
+}
+
+static void test_frame_sequence(void)
+{
+    Crafted c;
+    Plain p = { .len = 0 };
+
+    crafted_init(&c);
+    rec(&p, ZERO, 0, 0, 0, 1, 1);
+    add_frame_raw(&c, 0, 0, 0, p.buf, p.len, p.len, 3,
+                  XXH3_64bits(p.buf, p.len), 1);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_FRAME_SEQUENCE);
+}
+
+static void test_out_of_order_duplicate_frame(void)
+{
+    Crafted c;
+    Plain p = { .len = 0 };
+    TestVm out;
+    void *mem[2];
+    HandoffDecoder *dec = NULL;
+
+    crafted_init(&c);
+    rec(&p, ZERO, 0, 0, 0, 1, 1);
+    add_frame(&c, &p);
+    test_vm_copy(&out, &base_vm);
+    mem[0] = out.mem;
+    mem[1] = out.disk;
+    CU_ASSERT_EQUAL_FATAL(handoff_decoder_create(base, NULL, mem, &dec), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_apply_frame(dec, c.buf + header_len,
+                                                c.len - header_len),
+                    HANDOFF_E_STATE);
+    CU_ASSERT_EQUAL(handoff_decoder_feed(dec, c.buf, header_len), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_apply_frame(dec, c.buf + header_len,
+                                                c.len - header_len), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_apply_frame(dec, c.buf + header_len,
+                                                c.len - header_len),
+                    HANDOFF_E_FRAME_SEQUENCE);
+    handoff_decoder_free(dec);
+
+    /* A frame cut short when given on its own. */
+    CU_ASSERT_EQUAL_FATAL(handoff_decoder_create(base, NULL, mem, &dec), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_feed(dec, c.buf, header_len), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_apply_frame(dec, c.buf + header_len,
+                                                c.len - header_len - 1),
+                    HANDOFF_E_TRUNCATED);
+    handoff_decoder_free(dec);
+    test_vm_free(&out);
+    free(c.buf);
+}
+
+static void test_end_record_checks(void)
+{
+    Crafted c;
+    Plain p = { .len = 0 };
+    uint8_t *e;
+
+    /* Totals that disagree. */
+    crafted_init(&c);
+    rec(&p, ZERO, 0, 0, 0, 1, 1);
+    add_frame(&c, &p);
+    c.per_type[0]++;
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_END_MISMATCH);
+    CU_ASSERT(strstr(handoff_last_error_message(), "zero records") != NULL);
+
+    crafted_init(&c);
+    add_frame(&c, &p);
+    c.frames = 7;
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_END_MISMATCH);
+
+    /* Digest wrong but end record intact. */
+    crafted_init(&c);
+    add_frame(&c, &p);
+    add_end(&c);
+    e = c.buf + c.len - 104;
+    e[80] ^= 1;
+    put64(e + 96, XXH3_64bits(e, 96));
+    CU_ASSERT_EQUAL(decode(c.buf, c.len), HANDOFF_E_DIGEST);
+
+    /* End record damaged. */
+    e[50] ^= 1;
+    CU_ASSERT_EQUAL(decode(c.buf, c.len), HANDOFF_E_FRAME_HEADER_CORRUPT);
+    free(c.buf);
+}
+
+/* A real stream to damage in the tests below. */
+static uint8_t *real_stream(size_t *len)
+{
+    HandoffEncoderConfig cfg;
+    HandoffEncoder *enc = NULL;
+    TestVm vm;
+    uint64_t i;
+    uint8_t *s;
+
+    test_vm_copy(&vm, &base_vm);
+    for (i = 0; i < N; i += 2) {
+        fill_text(vm.mem + i * CHUNK, 555 + i);
+    }
+    handoff_encoder_config_default(&cfg);
+    cfg.adaptive = 0;
+    cfg.threads = 1;
+    cfg.frame_bytes = 32 * 1024;
+    handoff_encoder_create(base, &cfg, &enc);
+    test_submit_all(enc, &vm, 1);
+    handoff_encoder_finish(enc);
+    s = test_pull_all(enc, len);
+    handoff_encoder_free(enc);
+    test_vm_free(&vm);
+    return s;
+}
+
+static void test_stream_header_checks(void)
+{
+    size_t len;
+    uint8_t *s = real_stream(&len);
+    uint8_t *d = malloc(len);
+    uint32_t hl;
+
+    CU_ASSERT_EQUAL_FATAL(decode(s, len), 0);
+    memcpy(&hl, s + 12, 4);
+
+    memcpy(d, s, len);
+    d[0] = 'X';
+    CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_BAD_MAGIC);
+
+    memcpy(d, s, len);
+    put16(d + 8, 2);
+    CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_UNSUPPORTED_VERSION);
+
+    memcpy(d, s, len);
+    d[45] ^= 0x20;                      /* inside the region table */
+    CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_HEADER_CORRUPT);
+
+    memcpy(d, s, len);
+    put32(d + 32, 512);                 /* chunk size */
+    put64(d + hl - 8, XXH3_64bits(d, hl - 8));
+    CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_BAD_GEOMETRY);
+
+    memcpy(d, s, len);
+    d[16] ^= 1;                         /* base ID */
+    put64(d + hl - 8, XXH3_64bits(d, hl - 8));
+    CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_WRONG_BASE);
+
+    memcpy(d, s, len);
+    d[40 + 2 + 6 + 2] ^= 1;             /* size of region 0 ("pc.ram") */
+    put64(d + hl - 8, XXH3_64bits(d, hl - 8));
+    CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_GEOMETRY_MISMATCH);
+
+    memcpy(d, s, len);
+    d[hl] = 'X';                        /* first frame's tag */
+    CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_BAD_FRAME_TAG);
+
+    memcpy(d, s, len);
+    d[hl + 20] ^= 1;                    /* first frame's sequence */
+    CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_FRAME_HEADER_CORRUPT);
+
+    free(d);
+    free(s);
+}
+
+static void test_truncation_and_trailing_bytes(void)
+{
+    size_t len, cut;
+    uint8_t *s = real_stream(&len);
+    uint8_t *d = malloc(len + 1);
+
+    for (cut = 0; cut < len; cut += (cut < 200 ? 1 : 997)) {
+        CU_ASSERT_EQUAL(decode(s, cut), HANDOFF_E_TRUNCATED);
+    }
+    CU_ASSERT_EQUAL(decode(s, len - 1), HANDOFF_E_TRUNCATED);
+    memcpy(d, s, len);
+    d[len] = 0;
+    CU_ASSERT_EQUAL(decode(d, len + 1), HANDOFF_E_TRAILING_DATA);
+    free(d);
+    free(s);
+}
+
+/* Any single flipped bit anywhere is detected, and nothing crashes. */
+static void test_every_bit_flip_detected(void)
+{
+    size_t len, i;
+    uint8_t *s = real_stream(&len);
+    uint8_t *d = malloc(len);
+    unsigned seed = 12345, undetected = 0;
+
+    for (i = 0; i < 400; i++) {
+        size_t pos;
+
+        seed = seed * 1103515245 + 12345;
+        pos = (seed >> 4) % len;
+        memcpy(d, s, len);
+        d[pos] ^= (uint8_t)(1u << (seed % 8));
+        if (decode(d, len) == 0) {
+            undetected++;
+        }
+    }
+    CU_ASSERT_EQUAL(undetected, 0);
+    free(d);
+    free(s);
+}
+
+static void test_error_names(void)
+{
+    CU_ASSERT_STRING_EQUAL(handoff_error_name(HANDOFF_E_CHECKSUM),
+                           "HANDOFF_E_CHECKSUM");
+    CU_ASSERT_STRING_EQUAL(handoff_error_name(HANDOFF_E_BAD_SELF_REF),
+                           "HANDOFF_E_BAD_SELF_REF");
+    CU_ASSERT_STRING_EQUAL(handoff_error_name(12345), "HANDOFF_E_UNKNOWN");
+}
+
+int main(void)
+{
+    CU_pSuite suite;
+    unsigned failed;
+
+    if (CU_initialize_registry() != CUE_SUCCESS) {
+        return CU_get_error();
+    }
+    suite = CU_add_suite("decoder errors", init_suite, clean_suite);
+    CU_add_test(suite, "crafted valid stream decodes",
+                test_crafted_valid_stream_decodes);
+    CU_add_test(suite, "unknown record type", test_unknown_record_type);
+    CU_add_test(suite, "bad record fields", test_bad_record_fields);
+    CU_add_test(suite, "record count mismatch", test_record_count_mismatch);
+    CU_add_test(suite, "chunk outside geometry", test_chunk_outside_geometry);
+    CU_add_test(suite, "base ref outside base", test_base_ref_outside_base);
+    CU_add_test(suite, "self ref to nothing", test_self_ref_to_nothing);
+    CU_add_test(suite, "unknown codec and level", test_unknown_codec_and_level);
+    CU_add_test(suite, "lengths beyond limits", test_lengths_beyond_limits);
+    CU_add_test(suite, "decompression bombs", test_decompression_bombs);
+    CU_add_test(suite, "garbage payload", test_garbage_payload);
+    CU_add_test(suite, "checksum mismatch", test_checksum_mismatch);
+    CU_add_test(suite, "prefix abuse", test_prefix_abuse);
+    CU_add_test(suite, "frame sequence", test_frame_sequence);
+    CU_add_test(suite, "out of order duplicate frame",
+                test_out_of_order_duplicate_frame);
+    CU_add_test(suite, "end record checks", test_end_record_checks);
+    CU_add_test(suite, "stream header checks", test_stream_header_checks);
+    CU_add_test(suite, "truncation and trailing bytes",
+                test_truncation_and_trailing_bytes);
+    CU_add_test(suite, "every bit flip detected", test_every_bit_flip_detected);
+    CU_add_test(suite, "error names", test_error_names);
+
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+    CU_cleanup_registry();
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,646 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Encoder and decoder through the C API: known mixes of chunk kinds come
+ * back byte-exact in every mode, with the expected record choices, in one
+ * or several iterations, with frames applied in order or shuffled.
+ */
+#include "handoff.h"
+#include "test_support.h"
+
+#include <CUnit/Basic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define N 256
+
+static TestVm base_vm;
+static HandoffBase *base;
+
+/* The mix documented in each comment below; counts asserted in tests. */
+static void make_modified(TestVm *vm)
+{
+    uint64_t i;
+
+    test_vm_copy(vm, &base_vm);
+    for (i = 0; i < 32; i++) {                  /* ZERO */
+        memset(vm->mem + i * CHUNK, 0, CHUNK);
+    }
+    /* 32..63 unchanged: SAME */
+    for (i = 64; i < 96; i++) {                 /* base disk, other place */
+        memcpy(vm->mem + i * CHUNK, base_vm.disk + (i + 7) * CHUNK, CHUNK);
+    }
+    for (i = 96; i < 112; i++) {                /* new random: DATA */
+        fill_random(vm->mem + i * CHUNK, 7000 + i);
+    }
+    for (i = 112; i < 128; i++) {               /* duplicates: SELF_REF */
+        memcpy(vm->mem + i * CHUNK, vm->mem + (i - 16) * CHUNK, CHUNK);
+    }
+    for (i = 128; i < N; i++) {                 /* new text: DATA */
+        fill_text(vm->mem + i * CHUNK, 9000 + i);
+    }
+    /* disk 0..127 unchanged: SAME */
+    for (i = 128; i < 160; i++) {               /* base memory: BASE_REF */
+        memcpy(vm->disk + i * CHUNK, base_vm.mem + (i + 1) * CHUNK, CHUNK);
+    }
+    for (i = 160; i < 192; i++) {               /* copies of memory: SELF */
+        memcpy(vm->disk + i * CHUNK, vm->mem + (i - 32) * CHUNK, CHUNK);
+    }
+    for (i = 192; i < N; i++) {                 /* small edits: DATA (xor) */
+        memcpy(vm->disk + i * CHUNK + 100, "edited!", 7);
+        vm->disk[i * CHUNK + 3000] ^= 0x55;
+    }
+}
+
+static int init_suite(void)
+{
+    test_make_base_vm(&base_vm, N, 1);
+    base = test_base_from_vm(&base_vm);
+    return base == NULL;
+}
+
+static int clean_suite(void)
+{
+    handoff_base_free(base);
+    test_vm_free(&base_vm);
+    return 0;
+}
+
+static uint8_t *encode_vm(const HandoffEncoderConfig *cfg, const TestVm *vm,
+                          int random_order, size_t *len,
+                          HandoffEncoderStats *stats)
+{
+    HandoffEncoder *enc = NULL;
+    uint8_t *stream;
+
+    if (handoff_encoder_create(base, cfg, &enc) != 0) {
+        return NULL;
+    }
+    if (test_submit_all(enc, vm, random_order) != 0 ||
+        handoff_encoder_finish(enc) != 0) {
+        handoff_encoder_free(enc);
+        return NULL;
+    }
+    stream = test_pull_all(enc, len);
+    if (stats) {
+        handoff_encoder_stats(enc, stats);
+    }
+    handoff_encoder_free(enc);
+    return stream;
+}
+
+static void roundtrip_mode(HandoffCodec codec, int level, HandoffDelta delta,
+                           unsigned threads)
+{
+    HandoffEncoderConfig cfg;
+    HandoffEncoderStats st;
+    TestVm vm, out;
+    uint8_t *stream;
+    size_t len = 0;
+    int rc;
+
+    handoff_encoder_config_default(&cfg);
+    cfg.adaptive = 0;
+    cfg.mode.codec = codec;
+    cfg.mode.level = level;
+    cfg.mode.delta = delta;
+    cfg.threads = threads;
+    cfg.frame_bytes = 64 * 1024;
+    make_modified(&vm);
+    stream = encode_vm(&cfg, &vm, 1, &len, &st);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(stream);
+    CU_ASSERT_EQUAL(st.chunks[HANDOFF_REC_ZERO], 32);
+    CU_ASSERT_EQUAL(st.chunks[HANDOFF_REC_SAME], 160);
+    CU_ASSERT_EQUAL(st.chunks[HANDOFF_REC_BASE_REF], 64);
+    CU_ASSERT_EQUAL(st.chunks[HANDOFF_REC_SELF_REF], 48);
+    CU_ASSERT_EQUAL(st.chunks[HANDOFF_REC_DATA], 208);
+    CU_ASSERT_EQUAL(st.input_bytes, 2 * N * CHUNK);
+    CU_ASSERT_EQUAL(st.output_bytes, len);
+    if (delta == HANDOFF_DELTA_XOR) {
+        CU_ASSERT(st.xor_chunks >= 64);
+    }
+    rc = test_decode(base, &base_vm, stream, len, &out);
+    if (rc != 0) {
+        printf("\n%s\n", handoff_last_error_message());
+    }
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT(test_vm_equal(&out, &vm));
+    free(stream);
+    test_vm_free(&vm);
+    test_vm_free(&out);
+}
+
+static void test_roundtrip_stored(void)
+{
+    roundtrip_mode(HANDOFF_CODEC_NONE, 0, HANDOFF_DELTA_NONE, 1);
+}
+
+static void test_roundtrip_zstd(void)
+{
+    roundtrip_mode(HANDOFF_CODEC_ZSTD, 1, HANDOFF_DELTA_NONE, 2);
+    roundtrip_mode(HANDOFF_CODEC_ZSTD, 19, HANDOFF_DELTA_NONE, 2);
+}
+
+static void test_roundtrip_zstd_xor(void)
+{
+    roundtrip_mode(HANDOFF_CODEC_ZSTD, 3, HANDOFF_DELTA_XOR, 2);
+}
+
+static void test_roundtrip_zstd_prefix(void)
+{
+    roundtrip_mode(HANDOFF_CODEC_ZSTD, 1, HANDOFF_DELTA_PREFIX, 2);
+    roundtrip_mode(HANDOFF_CODEC_ZSTD, 9, HANDOFF_DELTA_PREFIX, 1);
+}
+
+static void test_roundtrip_lzma(void)
+{
+    roundtrip_mode(HANDOFF_CODEC_LZMA, 0, HANDOFF_DELTA_NONE, 2);
+    roundtrip_mode(HANDOFF_CODEC_LZMA, 6, HANDOFF_DELTA_XOR, 2);
+}
+
+static void test_roundtrip_zlib(void)
+{
+    roundtrip_mode(HANDOFF_CODEC_ZLIB, 1, HANDOFF_DELTA_NONE, 2);
+    roundtrip_mode(HANDOFF_CODEC_ZLIB, 9, HANDOFF_DELTA_XOR, 1);
+}
+
+static void test_roundtrip_adaptive(void)
+{
+    HandoffEncoderConfig cfg;
+    TestVm vm, out;
+    uint8_t *stream;
+    size_t len = 0;
+
+    handoff_encoder_config_default(&cfg);
+    cfg.frame_bytes = 16 * 1024;
+    make_modified(&vm);
+    stream = encode_vm(&cfg, &vm, 1, &len, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(stream);
+    CU_ASSERT_EQUAL(test_decode(base, &base_vm, stream, len, &out), 0);
+    CU_ASSERT(test_vm_equal(&out, &vm));
+    free(stream);
+    test_vm_free(&vm);
+    test_vm_free(&out);
+}
+
+/* Same seed, same stream; another seed, another order. */
+static void test_random_order_is_seeded(void)
+{
+    HandoffEncoderConfig cfg;
+    TestVm vm;
+    uint8_t *a, *b, *c;
+    size_t la, lb, lc;
+
+    handoff_encoder_config_default(&cfg);
+    cfg.adaptive = 0;
+    cfg.threads = 2;
+    make_modified(&vm);
+    a = encode_vm(&cfg, &vm, 1, &la, NULL);
+    b = encode_vm(&cfg, &vm, 1, &lb, NULL);
+    cfg.seed ^= 1;
+    c = encode_vm(&cfg, &vm, 1, &lc, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT(la == lb && memcmp(a, b, la) == 0);
+    CU_ASSERT(la != lc || memcmp(a, c, la) != 0);
+    free(a);
+    free(b);
+    free(c);
+    test_vm_free(&vm);
+}
+
+/* Three iterations; chunks change, revert, turn to zero, duplicate. */
+static uint8_t *encode_iterations(TestVm *final_vm, size_t *len,
+                                  uint32_t frame_bytes)
+{
+    HandoffEncoderConfig cfg;
+    HandoffEncoder *enc = NULL;
+    TestVm vm;
+    uint64_t i;
+    uint8_t *stream;
+
+    handoff_encoder_config_default(&cfg);
+    cfg.adaptive = 0;
+    cfg.threads = 2;
+    cfg.frame_bytes = frame_bytes;
+    make_modified(&vm);
+    if (handoff_encoder_create(base, &cfg, &enc) != 0) {
+        return NULL;
+    }
+    test_submit_all(enc, &vm, 1);
+
+    handoff_encoder_begin_iteration(enc, 1);
+    for (i = 128; i < 160; i++) {
+        fill_text(vm.mem + i * CHUNK, 20000 + i);
+    }
+    for (i = 96; i < 104; i++) {                /* back to base */
+        memcpy(vm.mem + i * CHUNK, base_vm.mem + i * CHUNK, CHUNK);
+    }
+    for (i = 200; i < 210; i++) {
+        memset(vm.mem + i * CHUNK, 0, CHUNK);
+    }
+    for (i = 0; i < 4; i++) {                   /* copies of new data */
+        memcpy(vm.disk + i * CHUNK, vm.mem + (128 + i) * CHUNK, CHUNK);
+    }
+    test_submit_all(enc, &vm, 1);
+
+    handoff_encoder_begin_iteration(enc, 2);
+    for (i = 128; i < 136; i++) {
+        fill_random(vm.mem + i * CHUNK, 30000 + i);
+    }
+    for (i = 192; i < 200; i++) {
+        memcpy(vm.disk + i * CHUNK, base_vm.disk + i * CHUNK, CHUNK);
+    }
+    for (i = 0; i < 32; i++) {                  /* zero pages refilled */
+        fill_text(vm.mem + i * CHUNK, 40000 + i);
+    }
+    test_submit_all(enc, &vm, 1);
+    handoff_encoder_finish(enc);
+    stream = test_pull_all(enc, len);
+    handoff_encoder_free(enc);
+    *final_vm = vm;
+    return stream;
+}
+
+static void test_iterations_in_order(void)
+{
+    TestVm vm, out;
+    size_t len;
+    uint8_t *stream = encode_iterations(&vm, &len, 64 * 1024);
+    HandoffDecoder *dec = NULL;
+    HandoffDecoderStats ds;
+    void *mem[2];
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(stream);
+    test_vm_copy(&out, &base_vm);
+    mem[0] = out.mem;
+    mem[1] = out.disk;
+    CU_ASSERT_EQUAL_FATAL(handoff_decoder_create(base, NULL, mem, &dec), 0);
+    /* Odd-sized pieces exercise every partial-input path. */
+    {
+        size_t pos = 0, step = 1;
+        while (pos < len) {
+            size_t n = step < len - pos ? step : len - pos;
+            CU_ASSERT_EQUAL_FATAL(handoff_decoder_feed(dec, stream + pos, n), 0);
+            pos += n;
+            step = step * 3 + 1;
+            if (step > 70000) {
+                step = 7;
+            }
+        }
+    }
+    CU_ASSERT_EQUAL(handoff_decoder_finish(dec), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_stats(dec, &ds), 0);
+    CU_ASSERT_EQUAL(ds.iteration, 2);
+    CU_ASSERT_EQUAL(ds.stream_bytes + 104, len);
+    CU_ASSERT(test_vm_equal(&out, &vm));
+    handoff_decoder_free(dec);
+    free(stream);
+    test_vm_free(&vm);
+    test_vm_free(&out);
+}
+
+static void apply_shuffled(unsigned seed, int reverse)
+{
+    TestVm vm, out;
+    size_t len, header_len, count, i;
+    size_t offsets[4096], lengths[4096], order[4096];
+    uint8_t *stream = encode_iterations(&vm, &len, 8 * 1024);
+    HandoffDecoder *dec = NULL;
+    HandoffDecoderStats ds;
+    void *mem[2];
+    size_t end_off;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(stream);
+    CU_ASSERT_EQUAL_FATAL(handoff_stream_split(stream, len, &header_len,
+                                               offsets, lengths, 4096,
+                                               &count), 0);
+    CU_ASSERT_FATAL(count > 20 && count <= 4096);
+    for (i = 0; i < count; i++) {
+        order[i] = reverse ? count - 1 - i : i;
+    }
+    if (!reverse) {
+        srand(seed);
+        for (i = count - 1; i > 0; i--) {
+            size_t j = (size_t)rand() % (i + 1), t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+    }
+    test_vm_copy(&out, &base_vm);
+    mem[0] = out.mem;
+    mem[1] = out.disk;
+    CU_ASSERT_EQUAL_FATAL(handoff_decoder_create(base, NULL, mem, &dec), 0);
+    CU_ASSERT_EQUAL_FATAL(handoff_decoder_feed(dec, stream, header_len), 0);
+    for (i = 0; i < count; i++) {
+        int rc = handoff_decoder_apply_frame(dec, stream + offsets[order[i]],
+                                             lengths[order[i]]);
+        if (rc != 0) {
+            printf("\n%s\n", handoff_last_error_message());
+        }
+        CU_ASSERT_EQUAL_FATAL(rc, 0);
+    }
+    end_off = offsets[count - 1] + lengths[count - 1];
+    CU_ASSERT_EQUAL(handoff_decoder_feed(dec, stream + end_off, len - end_off), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_finish(dec), 0);
+    handoff_decoder_stats(dec, &ds);
+    CU_ASSERT(test_vm_equal(&out, &vm));
+    if (reverse) {
+        CU_ASSERT(ds.stale_records > 0);
+    }
+    handoff_decoder_free(dec);
+    free(stream);
+    test_vm_free(&vm);
+    test_vm_free(&out);
+}
+
+static void test_iterations_frames_reversed(void)
+{
+    apply_shuffled(0, 1);
+}
+
+static void test_iterations_frames_shuffled(void)
+{
+    unsigned s;
+
+    for (s = 1; s <= 5; s++) {
+        apply_shuffled(s, 0);
+    }
+}
+
+/* Writer callbacks receive the same result as caller memory. */
+typedef struct { TestVm *vm; int fail_after; } WriterCtx;
+
+static int write_chunk(void *opaque, uint32_t region, uint64_t index,
+                       const void *data)
+{
+    WriterCtx *c = opaque;
+    uint8_t *dst = region == 0 ? c->vm->mem : c->vm->disk;
+
+    if (c->fail_after >= 0 && c->fail_after-- == 0) {
+        return -1;
+    }
+    memcpy(dst + index * CHUNK, data, CHUNK);
+    return 0;
+}
+
+static int read_chunk(void *opaque, uint32_t region, uint64_t index,
+                      void *data)
+{
+    WriterCtx *c = opaque;
+    const uint8_t *src = region == 0 ? c->vm->mem : c->vm->disk;
+
+    memcpy(data, src + index * CHUNK, CHUNK);
+    return 0;
+}
+
+static void test_writer_callbacks(void)
+{
+    HandoffEncoderConfig cfg;
+    TestVm vm, out;
+    uint8_t *stream;
+    size_t len;
+    WriterCtx ctx;
+    HandoffWriter w = { &ctx, write_chunk, read_chunk };
+    HandoffDecoder *dec = NULL;
+
+    handoff_encoder_config_default(&cfg);
+    cfg.adaptive = 0;
+    make_modified(&vm);
+    stream = encode_vm(&cfg, &vm, 0, &len, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(stream);
+    test_vm_copy(&out, &base_vm);
+    ctx.vm = &out;
+    ctx.fail_after = -1;
+    CU_ASSERT_EQUAL_FATAL(handoff_decoder_create(base, &w, NULL, &dec), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_feed(dec, stream, len), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_finish(dec), 0);
+    CU_ASSERT(test_vm_equal(&out, &vm));
+    handoff_decoder_free(dec);
+
+    /* A failing writer stops the decode with HANDOFF_E_WRITE. */
+    ctx.fail_after = 10;
+    CU_ASSERT_EQUAL_FATAL(handoff_decoder_create(base, &w, NULL, &dec), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_feed(dec, stream, len), HANDOFF_E_WRITE);
+    CU_ASSERT(strstr(handoff_last_error_message(), "writer failed") != NULL);
+    handoff_decoder_free(dec);
+    free(stream);
+    test_vm_free(&vm);
+    test_vm_free(&out);
+}
+
+static int write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+
+    if (!f) {
+        return -1;
+    }
+    fwrite(data, 1, len, f);
+    return fclose(f);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* A saved index reopens without rehashing and with the same identity. */
+static void test_base_files_save_and_open(void)
+{
+    char dir[] = "/tmp/handoff-test-XXXXXX";
+    char mem_path[256], disk_path[256], idx_path[256];
+    HandoffRegionSpec spec[2];
+    HandoffBase *created = NULL, *opened = NULL;
+    uint8_t id1[16], id2[16], id3[16];
+    uint64_t chunks, distinct;
+    HandoffRegionInfo info;
+    TestVm vm, out;
+    uint8_t *stream;
+    size_t len;
+    HandoffEncoderConfig cfg;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    snprintf(mem_path, sizeof(mem_path), "%s/mem.img", dir);
+    snprintf(disk_path, sizeof(disk_path), "%s/disk.img", dir);
+    snprintf(idx_path, sizeof(idx_path), "%s/base.hidx", dir);
+    CU_ASSERT_EQUAL_FATAL(write_file(mem_path, base_vm.mem, N * CHUNK), 0);
+    CU_ASSERT_EQUAL_FATAL(write_file(disk_path, base_vm.disk, N * CHUNK), 0);
+    spec[0] = (HandoffRegionSpec){ "pc.ram", HANDOFF_REGION_MEMORY, mem_path,
+                                   NULL, 0 };
+    spec[1] = (HandoffRegionSpec){ "disk0", HANDOFF_REGION_DISK, disk_path,
+                                   NULL, 0 };
+    CU_ASSERT_EQUAL_FATAL(handoff_base_create(spec, 2, idx_path, &created), 0);
+    {
+        double t0 = now_s();
+        CU_ASSERT_EQUAL_FATAL(handoff_base_open(idx_path, &opened), 0);
+        CU_ASSERT(now_s() - t0 < 0.05);
+    }
+    handoff_base_id(created, id1);
+    handoff_base_id(opened, id2);
+    handoff_base_id(base, id3);
+    CU_ASSERT(memcmp(id1, id2, 16) == 0);
+    /* Same content, same identity, whether from files or memory. */
+    CU_ASSERT(memcmp(id1, id3, 16) == 0);
+    CU_ASSERT_EQUAL(handoff_base_region_count(opened), 2);
+    CU_ASSERT_EQUAL(handoff_base_region_info(opened, 1, &info), 0);
+    CU_ASSERT_STRING_EQUAL(info.name, "disk0");
+    CU_ASSERT_EQUAL(info.kind, HANDOFF_REGION_DISK);
+    CU_ASSERT_EQUAL(info.size, N * CHUNK);
+    CU_ASSERT_EQUAL(handoff_base_region_info(opened, 2, &info),
+                    HANDOFF_E_INVALID_ARGUMENT);
+    handoff_base_counts(opened, &chunks, &distinct);
+    CU_ASSERT_EQUAL(chunks, 2 * N);
+    CU_ASSERT_EQUAL(distinct, 2 * N);
+
+    /* A stream made against the in-memory base decodes on the opened one. */
+    handoff_encoder_config_default(&cfg);
+    cfg.adaptive = 0;
+    make_modified(&vm);
+    stream = encode_vm(&cfg, &vm, 1, &len, NULL);
+    CU_ASSERT_EQUAL(test_decode(opened, &base_vm, stream, len, &out), 0);
+    CU_ASSERT(test_vm_equal(&out, &vm));
+    free(stream);
+    test_vm_free(&vm);
+    test_vm_free(&out);
+    handoff_base_free(created);
+    handoff_base_free(opened);
+
+    /* Changing a base file invalidates the index. */
+    sleep(0);
+    {
+        uint8_t one = 1;
+        FILE *f = fopen(disk_path, "ab");
+        fwrite(&one, 1, 1, f);
+        fclose(f);
+    }
+    CU_ASSERT_EQUAL(handoff_base_open(idx_path, &opened), HANDOFF_E_BASE_CHANGED);
+    CU_ASSERT_PTR_NULL(opened);
+
+    /* A damaged index is refused. */
+    {
+        FILE *f = fopen(idx_path, "r+b");
+        fseek(f, 20, SEEK_SET);
+        fputc(0x77, f);
+        fclose(f);
+    }
+    CU_ASSERT_EQUAL(handoff_base_open(idx_path, &opened), HANDOFF_E_INDEX_CORRUPT);
+    CU_ASSERT_EQUAL(handoff_base_open("/nonexistent/x.hidx", &opened),
+                    HANDOFF_E_IO);
+    unlink(mem_path);
+    unlink(disk_path);
+    unlink(idx_path);
+    rmdir(dir);
+}
+
+static void test_encoder_rejects_bad_use(void)
+{
+    HandoffEncoderConfig cfg;
+    HandoffEncoder *enc = NULL;
+    uint8_t chunk[CHUNK] = { 1 };
+
+    handoff_encoder_config_default(&cfg);
+    cfg.adaptive = 0;
+    cfg.mode.level = 42;
+    CU_ASSERT_EQUAL(handoff_encoder_create(base, &cfg, &enc),
+                    HANDOFF_E_INVALID_ARGUMENT);
+    cfg.mode.level = 1;
+    cfg.mode.codec = HANDOFF_CODEC_LZMA;
+    cfg.mode.delta = HANDOFF_DELTA_PREFIX;
+    CU_ASSERT_EQUAL(handoff_encoder_create(base, &cfg, &enc),
+                    HANDOFF_E_INVALID_ARGUMENT);
+    handoff_encoder_config_default(&cfg);
+    CU_ASSERT_EQUAL_FATAL(handoff_encoder_create(base, &cfg, &enc), 0);
+    CU_ASSERT_EQUAL(handoff_encoder_submit(enc, 2, 0, chunk),
+                    HANDOFF_E_CHUNK_RANGE);
+    CU_ASSERT_EQUAL(handoff_encoder_submit(enc, 0, N, chunk),
+                    HANDOFF_E_CHUNK_RANGE);
+    CU_ASSERT_EQUAL(handoff_encoder_begin_iteration(enc, 0),
+                    HANDOFF_E_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(handoff_encoder_finish(enc), 0);
+    CU_ASSERT_EQUAL(handoff_encoder_submit(enc, 0, 0, chunk), HANDOFF_E_STATE);
+    CU_ASSERT_EQUAL(handoff_encoder_finish(enc), HANDOFF_E_STATE);
+    handoff_encoder_free(enc);
+    CU_ASSERT_EQUAL(handoff_encoder_create(NULL, &cfg, &enc),
+                    HANDOFF_E_INVALID_ARGUMENT);
+}
+
+/* One thread submitting and pulling never blocks forever, and a flush
+ * sends a partial frame at once. */
+static void test_single_thread_pull_and_flush(void)
+{
+    HandoffEncoderConfig cfg;
+    HandoffEncoder *enc = NULL;
+    uint8_t chunk[CHUNK];
+    uint8_t buf[1 << 16];
+    size_t n, total = 0, after_flush = 0;
+
+    handoff_encoder_config_default(&cfg);
+    cfg.adaptive = 0;
+    CU_ASSERT_EQUAL_FATAL(handoff_encoder_create(base, &cfg, &enc), 0);
+    fill_text(chunk, 4242);
+    CU_ASSERT_EQUAL(handoff_encoder_submit(enc, 0, 3, chunk), 0);
+    do {
+        CU_ASSERT_EQUAL_FATAL(handoff_encoder_pull_wait(enc, buf, sizeof(buf),
+                                                        &n), 0);
+        total += n;
+    } while (n != 0);
+    CU_ASSERT(total > 0);   /* the header */
+    CU_ASSERT_EQUAL(handoff_encoder_flush(enc), 0);
+    do {
+        CU_ASSERT_EQUAL_FATAL(handoff_encoder_pull_wait(enc, buf, sizeof(buf),
+                                                        &n), 0);
+        after_flush += n;
+    } while (n != 0);
+    CU_ASSERT(after_flush > 40);   /* a frame with the chunk */
+    CU_ASSERT_EQUAL(handoff_encoder_done(enc), 0);
+    CU_ASSERT_EQUAL(handoff_encoder_finish(enc), 0);
+    do {
+        CU_ASSERT_EQUAL_FATAL(handoff_encoder_pull(enc, buf, sizeof(buf), &n), 0);
+    } while (n != 0);
+    CU_ASSERT_EQUAL(handoff_encoder_done(enc), 1);
+    handoff_encoder_free(enc);
+}
+
+int main(void)
+{
+    CU_pSuite suite;
+    unsigned failed;
+
+    if (CU_initialize_registry() != CUE_SUCCESS) {
+        return CU_get_error();
+    }
+    suite = CU_add_suite("roundtrip", init_suite, clean_suite);
+    CU_add_test(suite, "stored", test_roundtrip_stored);
+    CU_add_test(suite, "zstd", test_roundtrip_zstd);
+    CU_add_test(suite, "zstd xor", test_roundtrip_zstd_xor);
+    CU_add_test(suite, "zstd prefix", test_roundtrip_zstd_prefix);
+    CU_add_test(suite, "lzma", test_roundtrip_lzma);
+    CU_add_test(suite, "zlib", test_roundtrip_zlib);
+    CU_add_test(suite, "adaptive", test_roundtrip_adaptive);
+    CU_add_test(suite, "random order is seeded", test_random_order_is_seeded);
+    CU_add_test(suite, "iterations in order, fed in pieces",
+                test_iterations_in_order);
+    CU_add_test(suite, "iterations, frames reversed",
+                test_iterations_frames_reversed);
+    CU_add_test(suite, "iterations, frames shuffled",
+                test_iterations_frames_shuffled);
+    CU_add_test(suite, "writer callbacks", test_writer_callbacks);
+    CU_add_test(suite, "base files save and open",
+                test_base_files_save_and_open);
+    CU_add_test(suite, "encoder rejects bad use", test_encoder_rejects_bad_use);
+    CU_add_test(suite, "single thread pull and flush",
+                test_single_thread_pull_and_flush);
+
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+    CU_cleanup_registry();
+    return failed ? 1 : 0;
+}

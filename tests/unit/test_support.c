@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "test_support.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+void test_vm_alloc(TestVm *vm, uint64_t chunks)
+{
+    vm->chunks = chunks;
+    vm->mem = calloc(chunks, CHUNK);
+    vm->disk = calloc(chunks, CHUNK);
+}
+
+void test_vm_free(TestVm *vm)
+{
+    free(vm->mem);
+    free(vm->disk);
+    vm->mem = vm->disk = NULL;
+}
+
+void test_vm_copy(TestVm *dst, const TestVm *src)
+{
+    test_vm_alloc(dst, src->chunks);
+    memcpy(dst->mem, src->mem, src->chunks * CHUNK);
+    memcpy(dst->disk, src->disk, src->chunks * CHUNK);
+}
+
+int test_vm_equal(const TestVm *a, const TestVm *b)
+{
+    return a->chunks == b->chunks &&
+           memcmp(a->mem, b->mem, a->chunks * CHUNK) == 0 &&
+           memcmp(a->disk, b->disk, a->chunks * CHUNK) == 0;
+}
+
+void fill_text(uint8_t *chunk, uint64_t tag)
+{
+    static const char *const words[] = {
+        "the ", "guest ", "kernel ", "page ", "cache ", "holds ", "file ",
+        "data ", "while ", "handoff ", "moves ", "state ", "between ",
+        "edge ", "servers ", "\n" };
+    size_t pos = 0;
+    uint64_t x = mix(tag + 1);
+    int n = snprintf((char *)chunk, CHUNK, "record %llu: ",
+                     (unsigned long long)tag);
+    pos = (size_t)n;
+    while (pos < CHUNK) {
+        const char *w;
+        size_t len;
+        x = mix(x);
+        w = words[x % 16];
+        len = strlen(w);
+        if (pos + len > CHUNK) {
+            len = CHUNK - pos;
+        }
+        memcpy(chunk + pos, w, len);
+        pos += len;
+    }
+}
+
+void fill_random(uint8_t *chunk, uint64_t tag)
+{
+    uint64_t x = mix(tag ^ 0x5bd1e995u);
+    size_t i;
+
+    for (i = 0; i < CHUNK; i += 8) {
+        x = mix(x + i);
+        memcpy(chunk + i, &x, 8);
+    }
+}
+
+void test_make_base_vm(TestVm *vm, uint64_t chunks, uint64_t seed)
+{
+    uint64_t i;
+
+    test_vm_alloc(vm, chunks);
+    for (i = 0; i < chunks; i++) {
+        /* Half text, half random, all distinct. */
+        if (i % 2) {
+            fill_text(vm->mem + i * CHUNK, seed * 1000003 + i);
+            fill_random(vm->disk + i * CHUNK, seed * 1000033 + i);
+        } else {
+            fill_random(vm->mem + i * CHUNK, seed * 1000003 + i);
+            fill_text(vm->disk + i * CHUNK, seed * 1000033 + i);
+        }
+    }
+}
+
+HandoffBase *test_base_from_vm(const TestVm *vm)
+{
+    HandoffRegionSpec spec[2] = {
+        { "pc.ram", HANDOFF_REGION_MEMORY, NULL, vm->mem, vm->chunks * CHUNK },
+        { "disk0", HANDOFF_REGION_DISK, NULL, vm->disk, vm->chunks * CHUNK },
+    };
+    HandoffBase *base = NULL;
+
+    if (handoff_base_create(spec, 2, NULL, &base) != 0) {
+        return NULL;
+    }
+    return base;
+}
+
+int test_submit_all(HandoffEncoder *enc, const TestVm *vm, int random_order)
+{
+    uint64_t *idx = malloc(vm->chunks * sizeof(*idx));
+    uint64_t i;
+    int rc;
+
+    for (i = 0; i < vm->chunks; i++) {
+        idx[i] = i;
+    }
+    rc = handoff_encoder_submit_many(enc, 0, vm->mem, idx, vm->chunks,
+                                     random_order);
+    if (rc == 0) {
+        rc = handoff_encoder_submit_many(enc, 1, vm->disk, idx, vm->chunks,
+                                         0);
+    }
+    free(idx);
+    return rc;
+}
+
+uint8_t *test_pull_all(HandoffEncoder *enc, size_t *len)
+{
+    size_t cap = 1 << 20, n = 0, got;
+    uint8_t *buf = malloc(cap);
+
+    for (;;) {
+        if (cap - n < 65536) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+        if (handoff_encoder_pull_wait(enc, buf + n, cap - n, &got) != 0) {
+            free(buf);
+            return NULL;
+        }
+        n += got;
+        if (got == 0 && handoff_encoder_done(enc)) {
+            break;
+        }
+    }
+    *len = n;
+    return buf;
+}
+
+int test_decode(HandoffBase *base, const TestVm *base_vm, const uint8_t *stream,
+                size_t len, TestVm *out)
+{
+    HandoffDecoder *dec = NULL;
+    void *mem[2];
+    int rc;
+
+    test_vm_copy(out, base_vm);
+    mem[0] = out->mem;
+    mem[1] = out->disk;
+    rc = handoff_decoder_create(base, NULL, mem, &dec);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = handoff_decoder_feed(dec, stream, len);
+    if (rc == 0) {
+        rc = handoff_decoder_finish(dec);
+    }
+    handoff_decoder_free(dec);
+    return rc;
+}

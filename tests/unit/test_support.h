@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Shared helpers of the engine's CUnit tests: synthetic bases and images
+ * with a known mix of chunk kinds, and whole-stream encode/decode.
+ */
+#ifndef HANDOFF_TEST_SUPPORT_H
+#define HANDOFF_TEST_SUPPORT_H
+
+#include "handoff.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CHUNK HANDOFF_CHUNK_SIZE
+
+/* Two regions: "pc.ram" (memory) and "disk0" (disk), @chunks each. */
+typedef struct TestVm {
+    uint64_t chunks;
+    uint8_t *mem;
+    uint8_t *disk;
+} TestVm;
+
+void test_vm_alloc(TestVm *vm, uint64_t chunks);
+void test_vm_free(TestVm *vm);
+void test_vm_copy(TestVm *dst, const TestVm *src);
+int test_vm_equal(const TestVm *a, const TestVm *b);
+
+/* Fills a chunk with text-like bytes unique to @tag. */
+void fill_text(uint8_t *chunk, uint64_t tag);
+/* Fills a chunk with pseudo-random bytes unique to @tag. */
+void fill_random(uint8_t *chunk, uint64_t tag);
+
+/* A base whose chunks are all distinct and non-zero. */
+void test_make_base_vm(TestVm *vm, uint64_t chunks, uint64_t seed);
+HandoffBase *test_base_from_vm(const TestVm *vm);
+
+/* Encodes one iteration submitting every chunk of both regions. */
+int test_submit_all(HandoffEncoder *enc, const TestVm *vm, int random_order);
+/* Pulls every remaining byte after finish; returns malloc'd stream. */
+uint8_t *test_pull_all(HandoffEncoder *enc, size_t *len);
+
+/* Decodes @stream over a copy of @base into @out (allocated). */
+int test_decode(HandoffBase *base, const TestVm *base_vm, const uint8_t *stream,
+                size_t len, TestVm *out);
+
+#endif
