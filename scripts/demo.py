@@ -16,7 +16,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "lib"))
-from vm import TestVM, create_overlay, free_tcp_port  # noqa: E402
+from vm import GuestVM, create_overlay, free_tcp_port  # noqa: E402
 
 
 def say(msg):
@@ -38,7 +38,7 @@ def main():
         dst_disk = create_overlay(os.path.join(work, "dst.qcow2"))
         say(f"booting the test guest (TCG) with workload '{args.workload}'")
         t0 = time.monotonic()
-        src = TestVM("src", work, src_disk, workload=args.workload).start()
+        src = GuestVM("src", work, src_disk, workload=args.workload).start()
         vms.append(src)
         src.wait_serial(r"handoff-guest: ready", timeout=120)
         say(f"guest up in {time.monotonic() - t0:.1f} s; running the workload")
@@ -47,7 +47,7 @@ def main():
         src.wait_serial(r"^heartbeat 2\r?$", timeout=30)
 
         port = free_tcp_port()
-        dst = TestVM("dst", work, dst_disk,
+        dst = GuestVM("dst", work, dst_disk,
                      incoming=f"tcp:127.0.0.1:{port}").start()
         vms.append(dst)
         say(f"migrating to a second QEMU over tcp:127.0.0.1:{port} "
