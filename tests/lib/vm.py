@@ -69,8 +69,10 @@ class GuestVM:
                  extra_args=(), disk_interface="virtio"):
         self.name = name
         self.workdir = workdir
+        self.disk = disk
         self.qmp_path = os.path.join(workdir, f"{name}.qmp")
         self.serial_path = os.path.join(workdir, f"{name}.serial")
+        self.console_path = os.path.join(workdir, f"{name}.console")
         self.log_path = os.path.join(workdir, f"{name}.log")
         facts = guest_facts()
         append = f"{facts['GUEST_APPEND']} handoff.workload={workload}"
@@ -82,7 +84,11 @@ class GuestVM:
             "-append", append,
             "-drive", f"file={disk},format=qcow2,if={disk_interface},"
                       "cache=writeback",
-            "-serial", f"file:{self.serial_path}",
+            # The console is a socket (tests type commands into the guest)
+            # whose output is also logged to a file (tests read that).
+            "-chardev", f"socket,id=console,path={self.console_path},"
+                        f"server=on,wait=off,logfile={self.serial_path}",
+            "-serial", "chardev:console",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
         ]
         for d in FIRMWARE_DIRS:
@@ -131,6 +137,19 @@ class GuestVM:
         raise TimeoutError(f"{self.name}: no /{pattern}/ on the serial console "
                            f"after {timeout:.0f} s; console tail:\n"
                            f"{self.serial()[-2000:]}")
+
+    def console_command(self, line):
+        """Types a line on the guest's serial console (see tests/guest).
+
+        The connection is closed at once: a connected client that does not
+        read would stall the guest's console output (and the guest with it)
+        once the socket buffer fills; the log file gets everything anyway.
+        """
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(self.console_path)
+            s.sendall(line.encode() + b"\n")
+            # Let QEMU read the line before the hang-up.
+            time.sleep(0.2)
 
     def heartbeats(self):
         """Heartbeat counters printed so far, complete lines only."""

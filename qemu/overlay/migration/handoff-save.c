@@ -158,14 +158,19 @@ static void shuffle(HandoffSaveState *s, size_t from, size_t to)
     }
 }
 
-/* Called with the BQL: moves both dirty logs into a new round. */
+/*
+ * Called with the BQL: moves both dirty logs into a new round. Chunks the
+ * previous round had not offered yet stay in it, ahead of the new ones (a
+ * round may end early when the rest is estimated to fit the downtime).
+ */
 static void start_round(HandoffSaveState *s)
 {
     uint64_t dirty_pages = 0, dirty_disk = 0;
-    size_t i;
+    size_t i, carried;
 
-    g_array_set_size(s->round, 0);
+    g_array_remove_range(s->round, 0, s->next);
     s->next = 0;
+    carried = s->round->len;
     s->memory_sent = s->disk_sent = 0;
 
     memory_global_dirty_log_sync();
@@ -190,8 +195,8 @@ static void start_round(HandoffSaveState *s)
             bitmap_zero(b->rb->bmap, b->pages);
         }
     }
-    if (s->random_order && s->round->len > 1) {
-        shuffle(s, 0, s->round->len);
+    if (s->random_order && s->round->len > carried + 1) {
+        shuffle(s, carried, s->round->len);
     }
 
     /* Disk chunks stay in offset order: they are read in runs. */
@@ -656,19 +661,9 @@ static int handoff_save_complete(QEMUFile *f, void *opaque)
     HandoffEncoderStats st;
     int ret, rc;
 
-    /* What the current round had left joins the final one. */
-    g_array_remove_range(s->round, 0, s->next);
-    s->next = 0;
-    {
-        GArray *rest = s->round;
-
-        s->round = g_array_new(false, false, sizeof(HandoffItem));
-        s->iteration++;
-        handoff_encoder_begin_iteration(s->enc, s->iteration);
-        start_round(s);
-        g_array_prepend_vals(s->round, rest->data, rest->len);
-        g_array_free(rest, true);
-    }
+    s->iteration++;
+    handoff_encoder_begin_iteration(s->enc, s->iteration);
+    start_round(s);
     ret = send_round(s, f, 0, true);
     if (ret == 0) {
         rc = handoff_encoder_finish(s->enc);

@@ -1,0 +1,73 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Bases and VMs for handoff tests, the demo and the benchmarks.
+
+The life of a VM on a cloudlet: a base is saved once from a booted guest
+(handoff-base-create); user VMs start from it (-handoff base=DIR,resume=on)
+on their own overlay of the base's disk, run a workload, and are handed off
+to another QEMU that holds the same base (-incoming ... -handoff base=DIR).
+"""
+
+import os
+import subprocess
+import time
+
+from vm import QEMU_IMG, GuestVM, create_overlay, free_tcp_port
+
+
+def overlay_on(base_dir, path):
+    """A fresh qcow2 overlay on a base's disk."""
+    subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", "-b",
+                    os.path.join(base_dir, "disk.raw"), "-F", "raw", path],
+                   check=True, capture_output=True)
+    return path
+
+
+def create_base(workdir, base_dir):
+    """Boots the test guest, lets it settle and saves it as a base."""
+    disk = create_overlay(os.path.join(workdir, "base-vm.qcow2"))
+    vm = GuestVM("base-vm", workdir, disk).start()
+    try:
+        vm.wait_serial(r"handoff-guest: ready", timeout=120)
+        vm.wait_serial(r"^heartbeat 2\r?$", timeout=30)
+        vm.qmp.cmd("handoff-base-create", dir=base_dir)
+    finally:
+        vm.stop()
+    return base_dir
+
+
+def start_from_base(name, workdir, base_dir, extra_args=()):
+    """A user VM resumed from the base, on a fresh overlay."""
+    disk = overlay_on(base_dir, os.path.join(workdir, f"{name}.qcow2"))
+    vm = GuestVM(name, workdir, disk,
+                 extra_args=["-handoff", f"base={base_dir},resume=on",
+                             *extra_args])
+    return vm.start()
+
+
+def start_destination(name, workdir, base_dir, port=None, extra_args=(),
+                      wrap=None):
+    """A QEMU waiting for a handoff on 127.0.0.1:port (its own overlay).
+    @wrap prefixes the command (e.g. to run it in a network namespace)."""
+    port = port or free_tcp_port()
+    disk = overlay_on(base_dir, os.path.join(workdir, f"{name}.qcow2"))
+    vm = GuestVM(name, workdir, disk, incoming=f"tcp:127.0.0.1:{port}",
+                 extra_args=["-handoff", f"base={base_dir}", *extra_args])
+    if wrap:
+        vm.args = [*wrap, *vm.args]
+    vm.port = port
+    return vm.start()
+
+
+def run_workload(vm, name, timeout=300):
+    vm.console_command(f"run {name}")
+    vm.wait_serial(rf"handoff-guest: workload {name} done", timeout=timeout)
+
+
+def wait_heartbeat_after(vm, count, timeout=30):
+    """Waits until the guest has printed `count` more heartbeats."""
+    start = len(vm.heartbeats())
+    deadline = time.monotonic() + timeout
+    while len(vm.heartbeats()) < start + count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{vm.name}: heartbeats stopped")
+        time.sleep(0.1)
