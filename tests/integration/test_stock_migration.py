@@ -23,7 +23,6 @@ def vms():
 
 def test_stock_migrate_preserves_ram_disk_and_execution(tmp_path, vms):
     port = free_tcp_port()
-    gdb_port = free_tcp_port()
 
     src = GuestVM("src", str(tmp_path), create_overlay(str(tmp_path / "src.qcow2")),
                   workload="mixed").start()
@@ -32,11 +31,10 @@ def test_stock_migrate_preserves_ram_disk_and_execution(tmp_path, vms):
     src.wait_serial(r"^heartbeat 3\r?$", timeout=30)
 
     dst = GuestVM("dst", str(tmp_path), create_overlay(str(tmp_path / "dst.qcow2")),
-                  incoming=f"tcp:127.0.0.1:{port}",
-                  extra_args=["-gdb", f"tcp:127.0.0.1:{gdb_port}"]).start()
+                  incoming=f"tcp:127.0.0.1:{port}", gdb=True).start()
     vms.append(dst)
 
     src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{port}", inc=True)
     info = src.wait_migration()
     assert info["status"] == "completed", info
-    assert_same_vm(src, dst, gdb_port)
+    assert_same_vm(src, dst)

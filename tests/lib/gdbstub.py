@@ -12,8 +12,11 @@ import socket
 
 
 class GDBStub:
-    def __init__(self, port, host="127.0.0.1", timeout=10.0):
-        self._sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, path, timeout=10.0):
+        """path: the unix socket QEMU serves with -gdb unix:PATH,server=on"""
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        self._sock.connect(path)
         self._buf = b""
         if self._request("Qqemu.PhyMemMode:1") != "OK":
             raise RuntimeError("gdbstub refused physical memory mode")

@@ -36,9 +36,9 @@ def first_difference(path_a, path_b):
             offset += len(block_a)
 
 
-def assert_same_vm(src, dst, gdb_port):
+def assert_same_vm(src, dst):
     """src: finished source (postmigrate); dst: loaded destination, paused,
-    started with -gdb tcp:127.0.0.1:gdb_port."""
+    started with gdb=True."""
     assert dst.wait_incoming()["status"] == "completed"
     assert src.status() == "postmigrate"
     assert dst.status() == "paused"
@@ -55,7 +55,7 @@ def assert_same_vm(src, dst, gdb_port):
     dst_ram, dst_dump = dst.ram_digest()
     assert src_ram == dst_ram, first_difference(src_dump, dst_dump)
 
-    gdb = GDBStub(gdb_port)
+    gdb = GDBStub(dst.gdb_path)
     original = gdb.read(PROBE_ADDR, 1)
     gdb.write(PROBE_ADDR, bytes([original[0] ^ 0xFF]))
     corrupt_ram, corrupt_dump = dst.ram_digest()

@@ -66,7 +66,7 @@ class GuestVM:
     """One QEMU process of the fork running the test guest."""
 
     def __init__(self, name, workdir, disk, workload="none", incoming=None,
-                 extra_args=(), disk_interface="virtio"):
+                 extra_args=(), disk_interface="virtio", gdb=False):
         self.name = name
         self.workdir = workdir
         self.disk = disk
@@ -95,6 +95,10 @@ class GuestVM:
             self.args += ["-L", d]
         if incoming:
             self.args += ["-incoming", incoming, "-S"]
+        # A gdbstub lets tests write guest memory (QMP cannot).
+        self.gdb_path = os.path.join(workdir, f"{name}.gdb") if gdb else None
+        if gdb:
+            self.args += ["-gdb", f"unix:{self.gdb_path},server=on,wait=off"]
         self.args += list(extra_args)
         self.proc = None
         self.qmp = None

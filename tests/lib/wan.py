@@ -57,27 +57,31 @@ def run(*cmd):
 class DelayRelay:
     """TCP relay holding data for `delay` seconds in each direction.
 
-    Runs in a thread of this process; its listening socket lives in the
-    namespace because it is created while this thread is inside it (see
-    WanLink._in_namespace)."""
+    Runs in threads of this process. In a WanLink its listening socket and
+    its connections to the target live in the link's namespace. Tests of
+    failures use it on loopback too: `tamper(offset, data)` may rewrite what
+    goes to the destination, and cut() drops every connection at once."""
 
-    def __init__(self, listen_sock, target_port, delay):
+    def __init__(self, listen_sock, target_port, delay, tamper=None):
         self.listen_sock = listen_sock
         self.target_port = target_port
         self.delay = delay
+        self.tamper = tamper
         self.netns_fd = None
         self._stop = threading.Event()
         self._threads = []
+        self._conns = []
         self.bytes_forwarded = [0, 0]  # to destination, to source
 
-    def start(self, netns_fd):
+    def start(self, netns_fd=None):
         self.netns_fd = netns_fd
         t = threading.Thread(target=self._accept_loop, daemon=True)
         t.start()
         self._threads.append(t)
 
     def _accept_loop(self):
-        setns(self.netns_fd)
+        if self.netns_fd is not None:
+            setns(self.netns_fd)
         self.listen_sock.settimeout(0.2)
         while not self._stop.is_set():
             try:
@@ -94,6 +98,7 @@ class DelayRelay:
                 continue
             for s in (client, server):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._conns += [client, server]
             self._pipe(client, server, 0)
             self._pipe(server, client, 1)
 
@@ -104,11 +109,15 @@ class DelayRelay:
         ready = threading.Condition()
 
         def reader():
+            offset = 0
             while True:
                 try:
                     data = src.recv(65536)
                 except OSError:
                     data = b""
+                if data and direction == 0 and self.tamper:
+                    data = self.tamper(offset, data)
+                offset += len(data)
                 with ready:
                     queue.append((time.monotonic() + self.delay, data))
                     ready.notify()
@@ -142,9 +151,31 @@ class DelayRelay:
             t.start()
             self._threads.append(t)
 
+    def cut(self):
+        """Drops every connection with a reset, as a dead link would."""
+        for c in self._conns:
+            try:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                # shutdown wakes the relay's own threads blocked on it.
+                c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            except OSError:
+                pass
+
     def stop(self):
         self._stop.set()
         self.listen_sock.close()
+
+
+def loopback_relay(target_port, delay=0.0, tamper=None):
+    """A DelayRelay on 127.0.0.1 in this namespace; returns it and its port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    relay = DelayRelay(sock, target_port, delay, tamper)
+    relay.start()
+    return relay, sock.getsockname()[1]
 
 
 class WanLink:

@@ -51,8 +51,9 @@ void handoff_error_engine(Error **errp, int code, const char *what)
 {
     const char *cause = handoff_last_error_message();
 
-    error_setg(errp, "%s: %s%s%s", what, handoff_error_name(code),
-               *cause ? ": " : "", cause);
+    /* The engine's message starts with the code's name already. */
+    error_setg(errp, "%s: %s", what, *cause ? cause
+                                            : handoff_error_name(code));
 }
 
 static bool write_file(const char *path, const void *data, uint64_t size,

@@ -35,6 +35,33 @@ typedef struct HandoffLoadState {
 
 static HandoffLoadState *load_state;
 
+/*
+ * Reports why the handoff failed here, and tells the source over the
+ * return path so that its query-migrate error names the same cause.
+ */
+static int G_GNUC_PRINTF(1, 2) load_error(const char *fmt, ...)
+{
+    MigrationIncomingState *mis = migration_incoming_get_current();
+    g_autofree char *msg = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    error_report("handoff: %s", msg);
+    if (mis->to_src_file) {
+        migrate_send_rp_handoff_error(mis, msg);
+    }
+    return -EINVAL;
+}
+
+static int engine_error(int rc)
+{
+    const char *cause = handoff_last_error_message();
+
+    return load_error("%s", *cause ? cause : handoff_error_name(rc));
+}
+
 static int write_chunk(void *opaque, uint32_t region, uint64_t index,
                        const void *data)
 {
@@ -142,7 +169,7 @@ int handoff_load_setup(QEMUFile *f, void *opaque)
     return 0;
 
 fail:
-    error_report("handoff: %s", error_get_pretty(err));
+    load_error("%s", error_get_pretty(err));
     error_free(err);
     return -EINVAL;
 }
@@ -152,14 +179,12 @@ int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
     HandoffLoadState *s = load_state;
 
     if (version_id != HANDOFF_SECTION_VERSION) {
-        error_report("handoff: section version %d, this QEMU reads %d",
-                     version_id, HANDOFF_SECTION_VERSION);
-        return -EINVAL;
+        return load_error("section version %d, this QEMU reads %d",
+                          version_id, HANDOFF_SECTION_VERSION);
     }
     if (!s || !s->dec) {
-        error_report("handoff: a handoff stream arrived but this QEMU is not "
-                     "set up for one (capability handoff and a base)");
-        return -EINVAL;
+        return load_error("a handoff stream arrived but this QEMU is not set "
+                          "up for one (capability handoff and a base)");
     }
     for (;;) {
         int kind = qemu_get_byte(f);
@@ -177,9 +202,8 @@ int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
         case HANDOFF_BLOCK_DATA:
             len = qemu_get_be32(f);
             if (len == 0 || len > HANDOFF_BLOCK_MAX) {
-                error_report("handoff: stream block of %u bytes (limit %d)",
-                             len, HANDOFF_BLOCK_MAX);
-                return -EINVAL;
+                return load_error("stream block of %u bytes (limit %d)", len,
+                                  HANDOFF_BLOCK_MAX);
             }
             if (qemu_get_buffer(f, s->buf, len) != len) {
                 error_report("handoff: the migration stream ended inside a "
@@ -189,9 +213,7 @@ int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
             trace_handoff_load_block(len);
             rc = handoff_decoder_feed(s->dec, s->buf, len);
             if (rc < 0) {
-                error_report("handoff: %s: %s", handoff_error_name(rc),
-                             handoff_last_error_message());
-                return -EINVAL;
+                return engine_error(rc);
             }
             break;
         case HANDOFF_BLOCK_END: {
@@ -201,9 +223,7 @@ int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
 
             rc = handoff_decoder_finish(s->dec);
             if (rc < 0) {
-                error_report("handoff: %s: %s", handoff_error_name(rc),
-                             handoff_last_error_message());
-                return -EINVAL;
+                return engine_error(rc);
             }
             handoff_decoder_stats(s->dec, &st);
             for (k = 0; k < HANDOFF_REC_KINDS; k++) {
@@ -214,9 +234,8 @@ int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
             break;
         }
         default:
-            error_report("handoff: unknown block kind %d in the migration "
-                         "stream", kind);
-            return -EINVAL;
+            return load_error("unknown block kind %d in the migration stream",
+                              kind);
         }
     }
 }

@@ -45,6 +45,15 @@ bool handoff_caps_check(bool *cap_list, Error **errp)
     if (!cap_list[MIGRATION_CAPABILITY_HANDOFF]) {
         return true;
     }
+    /*
+     * Without a return path the source could complete, stop its VM, and
+     * never learn that the destination rejected the stream.
+     */
+    if (!cap_list[MIGRATION_CAPABILITY_RETURN_PATH]) {
+        error_setg(errp, "Capability handoff requires capability "
+                   "return-path: the destination confirms what it loaded");
+        return false;
+    }
     /* Handoff replaces the RAM and block streams these would shape. */
     for (i = 0; i < ARRAY_SIZE(exclusive); i++) {
         if (cap_list[exclusive[i]]) {
@@ -197,13 +206,29 @@ bool handoff_parse_compression(const char *text, HandoffCompression *mode,
 
 /* --- migrate-handoff ----------------------------------------------------- */
 
+void handoff_rp_error(MigrationState *s, const char *text, size_t len)
+{
+    Error *err = NULL;
+
+    error_setg(&err, "Handoff failed on the destination: %.*s", (int)len,
+               text);
+    migrate_set_error(s, err);
+    error_free(err);
+}
+
+/* handoff and the return path it needs, in one go. */
 static bool handoff_enable_capability(Error **errp)
 {
+    MigrationCapabilityStatus rp = {
+        .capability = MIGRATION_CAPABILITY_RETURN_PATH,
+        .state = true,
+    };
     MigrationCapabilityStatus cap = {
         .capability = MIGRATION_CAPABILITY_HANDOFF,
         .state = true,
     };
-    MigrationCapabilityStatusList list = { .value = &cap };
+    MigrationCapabilityStatusList rp_list = { .value = &rp };
+    MigrationCapabilityStatusList list = { .value = &cap, .next = &rp_list };
     Error *err = NULL;
 
     qmp_migrate_set_capabilities(&list, &err);

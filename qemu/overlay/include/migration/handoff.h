@@ -43,6 +43,12 @@ void handoff_params_apply(MigrateSetParameters *params,
     DEFINE_PROP_BOOL("handoff-random-order", state,                        \
                      field.handoff_random_order, true)
 
+/*
+ * Return path: a destination tells the source why a handoff failed there
+ * (a wrong base, a corrupt stream...), so that the source's error says so.
+ */
+void handoff_rp_error(MigrationState *s, const char *text, size_t len);
+
 /* query-migrate: adds the handoff member when a handoff ran. */
 void handoff_fill_migration_info(MigrationInfo *info);
 
