@@ -74,6 +74,324 @@ int handoff_codec_info(size_t index, HandoffCodecInfo *info) HANDOFF_NOEXCEPT;
 const char *handoff_hash_name(void) HANDOFF_NOEXCEPT;    /* "xxh3-128" */
 const char *handoff_hash_version(void) HANDOFF_NOEXCEPT; /* e.g. "0.8.1" */
 
+/* ------------------------------------------------------------------------
+ * Errors. Every function below returns 0 on success or one of these
+ * negative codes; the codes are stable. handoff_error_name() names a code,
+ * handoff_last_error_message() gives the detailed cause of the latest
+ * failure in the calling thread (e.g. which chunk index was out of range).
+ * ------------------------------------------------------------------------ */
+typedef enum HandoffError {
+    HANDOFF_OK = 0,
+    HANDOFF_E_INVALID_ARGUMENT = -1,
+    HANDOFF_E_NO_MEMORY = -2,
+    HANDOFF_E_IO = -3,
+    HANDOFF_E_INTERNAL = -4,
+    HANDOFF_E_STATE = -5,             /* call not allowed in this state */
+    HANDOFF_E_BAD_MAGIC = -10,        /* not a handoff stream */
+    HANDOFF_E_UNSUPPORTED_VERSION = -11,
+    HANDOFF_E_HEADER_CORRUPT = -12,   /* stream header checksum */
+    HANDOFF_E_BAD_GEOMETRY = -13,     /* regions/chunk size beyond limits */
+    HANDOFF_E_WRONG_BASE = -14,       /* stream made against another base */
+    HANDOFF_E_GEOMETRY_MISMATCH = -15,/* stream regions differ from base's */
+    HANDOFF_E_BAD_FRAME_TAG = -16,
+    HANDOFF_E_FRAME_HEADER_CORRUPT = -17,
+    HANDOFF_E_UNKNOWN_CODEC = -18,
+    HANDOFF_E_BAD_LEVEL = -19,
+    HANDOFF_E_LENGTH_LIMIT = -20,     /* a declared length beyond limits */
+    HANDOFF_E_DECOMPRESS = -21,       /* codec rejected the payload */
+    HANDOFF_E_SIZE_MISMATCH = -22,    /* plaintext not the declared length */
+    HANDOFF_E_CHECKSUM = -23,         /* plaintext checksum mismatch */
+    HANDOFF_E_BAD_RECORD = -24,       /* unknown record type or bad fields */
+    HANDOFF_E_CHUNK_RANGE = -25,      /* chunk index outside the geometry */
+    HANDOFF_E_BAD_BASE_REF = -26,     /* reference to a base chunk absent */
+    HANDOFF_E_BAD_SELF_REF = -27,     /* reference to a chunk never sent */
+    HANDOFF_E_FRAME_SEQUENCE = -28,   /* duplicate or impossible frame seq */
+    HANDOFF_E_END_MISMATCH = -29,     /* end record totals disagree */
+    HANDOFF_E_DIGEST = -30,           /* whole-stream digest mismatch */
+    HANDOFF_E_TRUNCATED = -31,        /* stream ended before its end record */
+    HANDOFF_E_TRAILING_DATA = -32,    /* bytes after the end record */
+    HANDOFF_E_WRITE = -33,            /* a caller's writer failed */
+    HANDOFF_E_BASE_CHANGED = -34,     /* base files differ from the index */
+    HANDOFF_E_INDEX_CORRUPT = -35,
+} HandoffError;
+
+/* Stable name of an error code, e.g. "HANDOFF_E_CHECKSUM". */
+const char *handoff_error_name(int code) HANDOFF_NOEXCEPT;
+
+/* Cause of the latest failure in this thread; "" if none. */
+const char *handoff_last_error_message(void) HANDOFF_NOEXCEPT;
+
+/* ------------------------------------------------------------------------
+ * Bases. A base is a set of named regions: memory regions (raw RAM, e.g.
+ * "pc.ram") and disks (raw images). Its identity is a 128-bit content ID
+ * over the geometry and the XXH3-128 hash of every 4 KiB chunk. The index
+ * of those hashes is built once by handoff_base_create(), saved in one
+ * file, and memory-mapped by handoff_base_open(): reopening never rehashes.
+ * Region sizes must be multiples of 4096.
+ * ------------------------------------------------------------------------ */
+#define HANDOFF_CHUNK_SIZE 4096
+#define HANDOFF_MAX_REGIONS 64
+#define HANDOFF_MAX_REGION_NAME 63
+
+typedef enum HandoffRegionKind {
+    HANDOFF_REGION_MEMORY = 0,
+    HANDOFF_REGION_DISK = 1,
+} HandoffRegionKind;
+
+typedef struct HandoffBase HandoffBase;
+
+typedef struct HandoffRegionSpec {
+    const char *name;        /* unique, 1..63 bytes */
+    HandoffRegionKind kind;
+    const char *path;        /* file holding the region... */
+    const void *data;        /* ...or memory, when path is NULL */
+    uint64_t size;           /* bytes; with path, 0 means the file size */
+} HandoffRegionSpec;
+
+/*
+ * Hashes the regions, writes the index to @index_path (unless NULL: then
+ * the base lives in memory only, @data regions must outlive it) and returns
+ * the opened base. File regions are recorded by absolute path, size and
+ * modification time.
+ */
+int handoff_base_create(const HandoffRegionSpec *regions, size_t count,
+                        const char *index_path,
+                        HandoffBase **out) HANDOFF_NOEXCEPT;
+
+/* Opens a base from its index file, mapping index and region files. */
+int handoff_base_open(const char *index_path,
+                      HandoffBase **out) HANDOFF_NOEXCEPT;
+
+void handoff_base_free(HandoffBase *base) HANDOFF_NOEXCEPT;
+
+typedef struct HandoffRegionInfo {
+    const char *name;        /* valid while the base lives */
+    HandoffRegionKind kind;
+    uint64_t size;
+} HandoffRegionInfo;
+
+size_t handoff_base_region_count(const HandoffBase *base) HANDOFF_NOEXCEPT;
+int handoff_base_region_info(const HandoffBase *base, size_t index,
+                             HandoffRegionInfo *info) HANDOFF_NOEXCEPT;
+/* Copies the 16-byte content ID. */
+int handoff_base_id(const HandoffBase *base,
+                    uint8_t id[16]) HANDOFF_NOEXCEPT;
+/* Copies @len bytes at @offset of base region @region into @buf, e.g. to
+ * initialise a destination image before decoding. */
+int handoff_base_read(const HandoffBase *base, size_t region, uint64_t offset,
+                      void *buf, size_t len) HANDOFF_NOEXCEPT;
+/* Chunks indexed (all) and distinct non-zero contents among them. */
+int handoff_base_counts(const HandoffBase *base, uint64_t *chunks,
+                        uint64_t *distinct) HANDOFF_NOEXCEPT;
+
+/* ------------------------------------------------------------------------
+ * Encoder: turns the chunks of a modified VM into a stream (format in
+ * docs/stream-format.md). The caller submits 4 KiB chunks of the regions of
+ * the base geometry, pulls encoded bytes and reports network progress; the
+ * encoder picks per chunk ZERO, SAME (nothing sent), BASE_REF, SELF_REF or
+ * data, and compresses data in frames on worker threads with the mode its
+ * controller chooses (or a fixed one).
+ *
+ * Threads: begin_iteration, submit, submit_many, flush and finish belong to
+ * one producer thread at a time; pull, pull_wait, done, report_network and
+ * stats may be called from any thread, concurrently with the producer.
+ * A submit waits only while the workers hold queue_frames frames (about
+ * one frame's compression time), or, with max_pending_bytes, for the link.
+ * ------------------------------------------------------------------------ */
+typedef struct HandoffEncoder HandoffEncoder;
+
+typedef enum HandoffDelta {
+    HANDOFF_DELTA_NONE = 0,    /* raw chunk bytes */
+    HANDOFF_DELTA_XOR = 1,     /* XOR with the same-offset base chunk, per
+                                  chunk when it has more zero words */
+    HANDOFF_DELTA_PREFIX = 2,  /* zstd only: frame compressed against the
+                                  same-offset base chunks ("patch-from") */
+} HandoffDelta;
+
+typedef struct HandoffMode {
+    HandoffCodec codec;
+    int level;
+    HandoffDelta delta;
+} HandoffMode;
+
+typedef struct HandoffEncoderConfig {
+    unsigned threads;        /* compression workers; 0 = number of cores */
+    int adaptive;            /* 1: controller picks modes; 0: use @mode */
+    HandoffMode mode;        /* fixed mode, or the starting one */
+    uint32_t frame_bytes;    /* input per frame; 0 = 256 KiB */
+    uint32_t queue_frames;   /* frames in flight; 0 = 2 * threads + 2 */
+    uint64_t seed;           /* random order seed */
+    /* Back-pressure from the link: when non-zero, submitting blocks while
+     * more than this many encoded bytes wait to be pulled, so that modes
+     * are chosen for data about to be sent, not for a backlog. Only for
+     * callers that pull from another thread (0 = never block on it). */
+    uint64_t max_pending_bytes;
+} HandoffEncoderConfig;
+
+/* Fills @config with defaults: adaptive zstd-1, all cores, 256 KiB. */
+void handoff_encoder_config_default(HandoffEncoderConfig *config)
+    HANDOFF_NOEXCEPT;
+
+/* @base must outlive the encoder. The stream header is queued at once. */
+int handoff_encoder_create(const HandoffBase *base,
+                           const HandoffEncoderConfig *config,
+                           HandoffEncoder **out) HANDOFF_NOEXCEPT;
+
+/* Starts iteration @iteration (> previous). Iteration 0 is implicit. */
+int handoff_encoder_begin_iteration(HandoffEncoder *enc,
+                                    uint32_t iteration) HANDOFF_NOEXCEPT;
+
+/* Submits one 4 KiB chunk: @data is its current content. It is copied once
+ * before anything is decided, so a guest writing it concurrently yields a
+ * consistent (if outdated) chunk; resubmit it when it is dirty again. */
+int handoff_encoder_submit(HandoffEncoder *enc, uint32_t region,
+                           uint64_t chunk_index,
+                           const void *data) HANDOFF_NOEXCEPT;
+
+/*
+ * Submits chunks @indexes[0..count) of a region whose contents start at
+ * @region_data (chunk i at region_data + i * 4096). With @random_order, the
+ * chunks are sent in a permutation seeded by (seed, iteration, region).
+ */
+int handoff_encoder_submit_many(HandoffEncoder *enc, uint32_t region,
+                                const void *region_data,
+                                const uint64_t *indexes, size_t count,
+                                int random_order) HANDOFF_NOEXCEPT;
+
+/* Closes the frame being filled so that its chunks leave now (e.g. at the
+ * end of an iteration) instead of when the frame is full. */
+int handoff_encoder_flush(HandoffEncoder *enc) HANDOFF_NOEXCEPT;
+
+/* Ends the stream: flushes pending chunks and queues the end record. */
+int handoff_encoder_finish(HandoffEncoder *enc) HANDOFF_NOEXCEPT;
+
+/*
+ * Copies up to @capacity encoded bytes to @buf and sets *@produced. Never
+ * blocks: 0 bytes means nothing is ready yet (workers still compressing)
+ * or, after finish, that the stream is complete (see handoff_encoder_done).
+ */
+int handoff_encoder_pull(HandoffEncoder *enc, void *buf, size_t capacity,
+                         size_t *produced) HANDOFF_NOEXCEPT;
+
+/* Like pull, but waits until bytes are ready, the stream is complete, or
+ * no frame is being compressed (then more bytes need more submissions or a
+ * flush, and waiting would never end): 0 bytes is then returned. */
+int handoff_encoder_pull_wait(HandoffEncoder *enc, void *buf,
+                              size_t capacity,
+                              size_t *produced) HANDOFF_NOEXCEPT;
+
+/* 1 once finished and every byte has been pulled. */
+int handoff_encoder_done(const HandoffEncoder *enc) HANDOFF_NOEXCEPT;
+
+/*
+ * Network progress: @bytes_sent in total so far, at time @now_ns of any
+ * steadily advancing nanosecond clock (only differences between reports
+ * are used). Drives the bandwidth estimate of the adaptive controller.
+ */
+int handoff_encoder_report_network(HandoffEncoder *enc, uint64_t bytes_sent,
+                                   uint64_t now_ns) HANDOFF_NOEXCEPT;
+
+enum {
+    HANDOFF_REC_ZERO = 0,
+    HANDOFF_REC_SAME = 1,     /* nothing on the wire */
+    HANDOFF_REC_BASE_REF = 2,
+    HANDOFF_REC_SELF_REF = 3,
+    HANDOFF_REC_DATA = 4,
+    HANDOFF_REC_KINDS = 5,
+};
+
+typedef struct HandoffEncoderStats {
+    uint64_t chunks[HANDOFF_REC_KINDS];   /* chunks per record kind */
+    uint64_t xor_chunks;                  /* DATA chunks sent as XOR */
+    uint64_t input_bytes;                 /* chunks submitted * 4096 */
+    uint64_t plain_bytes;                 /* frame plaintext produced */
+    uint64_t output_bytes;                /* stream bytes produced */
+    uint64_t frames;
+    uint64_t mode_switches;
+    HandoffMode mode;                     /* current mode */
+    double ratio;                         /* output_bytes / input_bytes */
+    double bandwidth_bps;                 /* controller's estimate, bytes/s */
+    double predicted_bps;                 /* input bytes/s of current mode */
+    double worker_cpu_seconds;            /* CPU time spent in frame coding */
+    uint64_t pending_bytes;               /* encoded, not yet pulled */
+} HandoffEncoderStats;
+
+int handoff_encoder_stats(const HandoffEncoder *enc,
+                          HandoffEncoderStats *stats) HANDOFF_NOEXCEPT;
+
+/* Controller decision log as text, one line per decision:
+ * "t_s bandwidth_Bps codec level delta predicted_Bps". Static until the
+ * next call on this encoder. */
+const char *handoff_encoder_decision_log(HandoffEncoder *enc)
+    HANDOFF_NOEXCEPT;
+
+void handoff_encoder_free(HandoffEncoder *enc) HANDOFF_NOEXCEPT;
+
+/* ------------------------------------------------------------------------
+ * Decoder: validates everything and applies records to the destination,
+ * which starts as a copy of the base. Either caller memory (one buffer per
+ * region) or writer callbacks receive whole chunks. Any error is sticky:
+ * later calls return it again. After an error the destination may hold
+ * part of the stream. One thread at a time per decoder.
+ * ------------------------------------------------------------------------ */
+typedef struct HandoffDecoder HandoffDecoder;
+
+typedef struct HandoffWriter {
+    void *opaque;
+    /* Write/read 4096 bytes of chunk @chunk_index of @region. 0 on success.
+     * read is needed for self references (reading back a sent chunk). */
+    int (*write_chunk)(void *opaque, uint32_t region, uint64_t chunk_index,
+                       const void *data);
+    int (*read_chunk)(void *opaque, uint32_t region, uint64_t chunk_index,
+                      void *data);
+} HandoffWriter;
+
+/* @base must outlive the decoder. Exactly one of @writer or @memory: with
+ * @memory, memory[r] holds region r of the base geometry (same sizes). */
+int handoff_decoder_create(const HandoffBase *base,
+                           const HandoffWriter *writer, void *const *memory,
+                           HandoffDecoder **out) HANDOFF_NOEXCEPT;
+
+/* Feeds the next @len stream bytes, applying complete frames. */
+int handoff_decoder_feed(HandoffDecoder *dec, const void *data,
+                         size_t len) HANDOFF_NOEXCEPT;
+
+/*
+ * Applies one whole frame given on its own, in any order relative to the
+ * other frames (after the header was fed). Newer records win. The stream
+ * digest is then not verifiable; the end record, fed with
+ * handoff_decoder_feed, still checks the totals.
+ */
+int handoff_decoder_apply_frame(HandoffDecoder *dec, const void *frame,
+                                size_t len) HANDOFF_NOEXCEPT;
+
+/* Checks that the stream was complete and every reference resolved. */
+int handoff_decoder_finish(HandoffDecoder *dec) HANDOFF_NOEXCEPT;
+
+typedef struct HandoffDecoderStats {
+    uint64_t records[HANDOFF_REC_KINDS];  /* per kind (SAME is 0) */
+    uint64_t stale_records;               /* lost to a newer version */
+    uint64_t frames;
+    uint64_t stream_bytes;
+    uint64_t plain_bytes;
+    uint32_t iteration;                   /* highest seen */
+} HandoffDecoderStats;
+
+int handoff_decoder_stats(const HandoffDecoder *dec,
+                          HandoffDecoderStats *stats) HANDOFF_NOEXCEPT;
+
+void handoff_decoder_free(HandoffDecoder *dec) HANDOFF_NOEXCEPT;
+
+/*
+ * Splits a stream in memory into its parts without decoding: on success
+ * *@header_len is the header size, and for each frame (up to @max_frames)
+ * offsets[i]/lengths[i] locate it; *@frame_count is the number of frames,
+ * and the end record follows the last. For tools and tests.
+ */
+int handoff_stream_split(const void *stream, size_t len, size_t *header_len,
+                         size_t *offsets, size_t *lengths, size_t max_frames,
+                         size_t *frame_count) HANDOFF_NOEXCEPT;
+
 #ifdef __cplusplus
 }
 #endif

@@ -8,6 +8,7 @@
 #include "test_support.h"
 
 #include <CUnit/Basic.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -608,6 +609,111 @@ static void test_single_thread_pull_and_flush(void)
     handoff_encoder_free(enc);
 }
 
+/* A slow puller holds the producer back: pending bytes stay bounded. */
+typedef struct Puller {
+    HandoffEncoder *enc;
+    size_t total;
+    int failed;
+} Puller;
+
+static void *slow_pull(void *opaque)
+{
+    Puller *p = opaque;
+    uint8_t buf[16384];
+    size_t n;
+
+    for (;;) {
+        if (handoff_encoder_pull_wait(p->enc, buf, sizeof(buf), &n) != 0) {
+            p->failed = 1;
+            return NULL;
+        }
+        if (n == 0 && handoff_encoder_done(p->enc)) {
+            return NULL;
+        }
+        p->total += n;
+        usleep(200);
+    }
+}
+
+static void test_back_pressure_bounds_pending(void)
+{
+    HandoffEncoderConfig cfg;
+    HandoffEncoderStats st;
+    Puller p = { NULL, 0, 0 };
+    pthread_t thread;
+    TestVm vm;
+    uint64_t i, max_pending = 0;
+
+    handoff_encoder_config_default(&cfg);
+    cfg.adaptive = 0;
+    cfg.mode.codec = HANDOFF_CODEC_NONE;
+    cfg.mode.level = 0;
+    cfg.frame_bytes = 16 * 1024;
+    cfg.max_pending_bytes = 64 * 1024;
+    cfg.queue_frames = 4;
+    make_modified(&vm);
+    CU_ASSERT_EQUAL_FATAL(handoff_encoder_create(base, &cfg, &p.enc), 0);
+    pthread_create(&thread, NULL, slow_pull, &p);
+    for (i = 0; i < N; i++) {
+        CU_ASSERT_EQUAL(handoff_encoder_submit(p.enc, 0, i, vm.mem + i * CHUNK), 0);
+        CU_ASSERT_EQUAL(handoff_encoder_submit(p.enc, 1, i, vm.disk + i * CHUNK), 0);
+        handoff_encoder_stats(p.enc, &st);
+        if (st.pending_bytes > max_pending) {
+            max_pending = st.pending_bytes;
+        }
+    }
+    CU_ASSERT_EQUAL(handoff_encoder_finish(p.enc), 0);
+    pthread_join(thread, NULL);
+    handoff_encoder_stats(p.enc, &st);
+    CU_ASSERT_EQUAL(p.failed, 0);
+    CU_ASSERT_EQUAL(p.total, st.output_bytes);
+    /* The limit, plus the frames in flight when it was checked. */
+    CU_ASSERT(max_pending <= 64 * 1024 + 4 * (16 * 1024 + 4096 + 200));
+    printf(" (max pending %llu) ", (unsigned long long)max_pending);
+    handoff_encoder_free(p.enc);
+    test_vm_free(&vm);
+}
+
+/* Network reports drive logged decisions; the log is one line each. */
+static void test_decision_log(void)
+{
+    HandoffEncoderConfig cfg;
+    HandoffEncoder *enc = NULL;
+    TestVm vm;
+    struct timespec ts;
+    uint64_t now, sent = 0;
+    const char *log;
+    int k, lines = 0;
+    uint8_t buf[1 << 16];
+    size_t n;
+
+    handoff_encoder_config_default(&cfg);
+    cfg.frame_bytes = 8 * 1024;
+    make_modified(&vm);
+    CU_ASSERT_EQUAL_FATAL(handoff_encoder_create(base, &cfg, &enc), 0);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    for (k = 0; k < 8; k++) {
+        test_submit_all(enc, &vm, 1);
+        handoff_encoder_begin_iteration(enc, (uint32_t)k + 1);
+        do {
+            handoff_encoder_pull_wait(enc, buf, sizeof(buf), &n);
+            sent += n;
+        } while (n != 0);
+        /* Pretend each round took 0.3 s on a 10 MB/s link. */
+        now += 300000000ull;
+        handoff_encoder_report_network(enc, sent, now);
+    }
+    handoff_encoder_finish(enc);
+    log = handoff_encoder_decision_log(enc);
+    for (; *log; log++) {
+        lines += *log == '\n';
+    }
+    CU_ASSERT(lines >= 3);
+    handoff_encoder_free(enc);
+    test_vm_free(&vm);
+}
+
 int main(void)
 {
     CU_pSuite suite;
@@ -637,6 +743,9 @@ int main(void)
     CU_add_test(suite, "encoder rejects bad use", test_encoder_rejects_bad_use);
     CU_add_test(suite, "single thread pull and flush",
                 test_single_thread_pull_and_flush);
+    CU_add_test(suite, "back-pressure bounds pending bytes",
+                test_back_pressure_bounds_pending);
+    CU_add_test(suite, "decision log", test_decision_log);
 
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();

@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//
+// The small deterministic base every fuzz input is decoded against, and a
+// valid stream over it to start mutating from.
+#ifndef HANDOFF_FUZZ_BASE_H
+#define HANDOFF_FUZZ_BASE_H
+
+#include <cstdint>
+#include <vector>
+
+#include "handoff.h"
+
+namespace handoff_fuzz {
+
+constexpr uint64_t kChunks = 16;
+
+struct FuzzBase {
+  std::vector<uint8_t> mem, disk;
+  HandoffBase* base = nullptr;
+};
+
+// Built once per process; never freed (the fuzzer runs until killed).
+const FuzzBase& GetFuzzBase();
+
+// A valid stream over the fuzz base: @iterations iterations, small frames,
+// the given codec; covers every record type.
+std::vector<uint8_t> MakeSeedStream(HandoffCodec codec, int level,
+                                    HandoffDelta delta, int iterations);
+
+}  // namespace handoff_fuzz
+
+#endif  // HANDOFF_FUZZ_BASE_H

@@ -1,0 +1,470 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//
+// The extern "C" boundary: converts arguments, catches everything, turns
+// Status into a code plus a thread-local message. Nothing below may throw
+// into QEMU.
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+
+#include "base.h"
+#include "decoder.h"
+#include "encoder.h"
+#include "format.h"
+#include "byte_io.h"
+#include "handoff.h"
+
+struct HandoffBase {
+  std::unique_ptr<handoff::Base> base;
+};
+struct HandoffEncoder {
+  std::unique_ptr<handoff::Encoder> encoder;
+  std::string log;
+};
+struct HandoffDecoder {
+  std::unique_ptr<handoff::Decoder> decoder;
+};
+
+namespace handoff {
+namespace {
+
+thread_local std::string g_last_error;
+
+int Report(const Status& s) {
+  if (s.ok()) return HANDOFF_OK;
+  try {
+    g_last_error = std::string(handoff_error_name(s.code())) + ": " + s.message();
+  } catch (...) {
+  }
+  return s.code();
+}
+
+template <typename F>
+int Guard(F&& f) noexcept {
+  try {
+    return Report(f());
+  } catch (const std::bad_alloc&) {
+    return Report(Status(HANDOFF_E_NO_MEMORY, "out of memory"));
+  } catch (const std::exception& e) {
+    return Report(Status(HANDOFF_E_INTERNAL, e.what()));
+  } catch (...) {
+    return Report(Status(HANDOFF_E_INTERNAL, "unknown exception"));
+  }
+}
+
+Status Invalid(const char* what) {
+  return Status(HANDOFF_E_INVALID_ARGUMENT, what);
+}
+
+class MemorySink : public ChunkSink {
+ public:
+  MemorySink(const Geometry& g, void* const* memory) {
+    for (size_t i = 0; i < g.region_count(); i++)
+      regions_.push_back(static_cast<uint8_t*>(memory[i]));
+  }
+  Status Write(uint32_t region, uint64_t index, const uint8_t* data) override {
+    std::memcpy(regions_[region] + (index << kChunkShift), data, kChunkSize);
+    return Status::Ok();
+  }
+  Status Read(uint32_t region, uint64_t index, uint8_t* data) override {
+    std::memcpy(data, regions_[region] + (index << kChunkShift), kChunkSize);
+    return Status::Ok();
+  }
+
+ private:
+  std::vector<uint8_t*> regions_;
+};
+
+class CallbackSink : public ChunkSink {
+ public:
+  explicit CallbackSink(const HandoffWriter& w) : w_(w) {}
+  Status Write(uint32_t region, uint64_t index, const uint8_t* data) override {
+    if (w_.write_chunk(w_.opaque, region, index, data) != 0)
+      return Status(HANDOFF_E_WRITE, "writer failed on chunk " +
+                                         std::to_string(index) + " of region " +
+                                         std::to_string(region));
+    return Status::Ok();
+  }
+  Status Read(uint32_t region, uint64_t index, uint8_t* data) override {
+    if (w_.read_chunk == nullptr)
+      return Status(HANDOFF_E_WRITE, "self reference needs a read_chunk callback");
+    if (w_.read_chunk(w_.opaque, region, index, data) != 0)
+      return Status(HANDOFF_E_WRITE, "reader failed on chunk " +
+                                         std::to_string(index) + " of region " +
+                                         std::to_string(region));
+    return Status::Ok();
+  }
+
+ private:
+  HandoffWriter w_;
+};
+
+}  // namespace
+}  // namespace handoff
+
+using handoff::Guard;
+using handoff::Invalid;
+using handoff::Status;
+
+extern "C" {
+
+const char* handoff_error_name(int code) noexcept {
+  switch (code) {
+#define NAME(c) \
+  case c:       \
+    return #c;
+    NAME(HANDOFF_OK)
+    NAME(HANDOFF_E_INVALID_ARGUMENT)
+    NAME(HANDOFF_E_NO_MEMORY)
+    NAME(HANDOFF_E_IO)
+    NAME(HANDOFF_E_INTERNAL)
+    NAME(HANDOFF_E_STATE)
+    NAME(HANDOFF_E_BAD_MAGIC)
+    NAME(HANDOFF_E_UNSUPPORTED_VERSION)
+    NAME(HANDOFF_E_HEADER_CORRUPT)
+    NAME(HANDOFF_E_BAD_GEOMETRY)
+    NAME(HANDOFF_E_WRONG_BASE)
+    NAME(HANDOFF_E_GEOMETRY_MISMATCH)
+    NAME(HANDOFF_E_BAD_FRAME_TAG)
+    NAME(HANDOFF_E_FRAME_HEADER_CORRUPT)
+    NAME(HANDOFF_E_UNKNOWN_CODEC)
+    NAME(HANDOFF_E_BAD_LEVEL)
+    NAME(HANDOFF_E_LENGTH_LIMIT)
+    NAME(HANDOFF_E_DECOMPRESS)
+    NAME(HANDOFF_E_SIZE_MISMATCH)
+    NAME(HANDOFF_E_CHECKSUM)
+    NAME(HANDOFF_E_BAD_RECORD)
+    NAME(HANDOFF_E_CHUNK_RANGE)
+    NAME(HANDOFF_E_BAD_BASE_REF)
+    NAME(HANDOFF_E_BAD_SELF_REF)
+    NAME(HANDOFF_E_FRAME_SEQUENCE)
+    NAME(HANDOFF_E_END_MISMATCH)
+    NAME(HANDOFF_E_DIGEST)
+    NAME(HANDOFF_E_TRUNCATED)
+    NAME(HANDOFF_E_TRAILING_DATA)
+    NAME(HANDOFF_E_WRITE)
+    NAME(HANDOFF_E_BASE_CHANGED)
+    NAME(HANDOFF_E_INDEX_CORRUPT)
+#undef NAME
+    default:
+      return "HANDOFF_E_UNKNOWN";
+  }
+}
+
+const char* handoff_last_error_message(void) noexcept {
+  return handoff::g_last_error.c_str();
+}
+
+int handoff_base_create(const HandoffRegionSpec* regions, size_t count,
+                        const char* index_path, HandoffBase** out) noexcept {
+  return Guard([&]() -> Status {
+    if (out == nullptr || (regions == nullptr && count != 0))
+      return Invalid("null regions or out");
+    *out = nullptr;
+    std::vector<handoff::RegionSource> sources;
+    for (size_t i = 0; i < count; i++) {
+      handoff::RegionSource s;
+      if (regions[i].name == nullptr) return Invalid("region without a name");
+      s.region.name = regions[i].name;
+      if (static_cast<unsigned>(regions[i].kind) > HANDOFF_REGION_DISK)
+        return Invalid("region kind is neither memory nor disk");
+      s.region.kind = regions[i].kind;
+      s.region.size = regions[i].size;
+      if (regions[i].path != nullptr) s.path = regions[i].path;
+      s.data = static_cast<const uint8_t*>(regions[i].data);
+      sources.push_back(std::move(s));
+    }
+    auto h = std::make_unique<HandoffBase>();
+    HANDOFF_RETURN_IF_ERROR(handoff::Base::Create(
+        sources, index_path ? index_path : "", &h->base));
+    *out = h.release();
+    return Status::Ok();
+  });
+}
+
+int handoff_base_open(const char* index_path, HandoffBase** out) noexcept {
+  return Guard([&]() -> Status {
+    if (out == nullptr || index_path == nullptr) return Invalid("null argument");
+    *out = nullptr;
+    auto h = std::make_unique<HandoffBase>();
+    HANDOFF_RETURN_IF_ERROR(handoff::Base::Open(index_path, &h->base));
+    *out = h.release();
+    return Status::Ok();
+  });
+}
+
+void handoff_base_free(HandoffBase* base) noexcept { delete base; }
+
+size_t handoff_base_region_count(const HandoffBase* base) noexcept {
+  return base ? base->base->geometry().region_count() : 0;
+}
+
+int handoff_base_region_info(const HandoffBase* base, size_t index,
+                             HandoffRegionInfo* info) noexcept {
+  return Guard([&]() -> Status {
+    if (base == nullptr || info == nullptr ||
+        index >= base->base->geometry().region_count())
+      return Invalid("bad base, index or info");
+    const handoff::Region& r = base->base->geometry().regions()[index];
+    info->name = r.name.c_str();
+    info->kind = r.kind;
+    info->size = r.size;
+    return Status::Ok();
+  });
+}
+
+int handoff_base_id(const HandoffBase* base, uint8_t id[16]) noexcept {
+  if (base == nullptr || id == nullptr) return HANDOFF_E_INVALID_ARGUMENT;
+  std::memcpy(id, base->base->id(), 16);
+  return HANDOFF_OK;
+}
+
+int handoff_base_read(const HandoffBase* base, size_t region, uint64_t offset,
+                      void* buf, size_t len) noexcept {
+  return Guard([&]() -> Status {
+    if (base == nullptr || (buf == nullptr && len != 0) ||
+        region >= base->base->geometry().region_count())
+      return Invalid("bad base, region or buffer");
+    uint64_t size = base->base->geometry().regions()[region].size;
+    if (offset > size || len > size - offset)
+      return Invalid("range beyond the region");
+    if (len != 0)
+      std::memcpy(buf, base->base->Chunk(static_cast<uint32_t>(region), 0) + offset,
+                  len);
+    return Status::Ok();
+  });
+}
+
+int handoff_base_counts(const HandoffBase* base, uint64_t* chunks,
+                        uint64_t* distinct) noexcept {
+  if (base == nullptr) return HANDOFF_E_INVALID_ARGUMENT;
+  if (chunks) *chunks = base->base->geometry().total_chunks();
+  if (distinct) *distinct = base->base->distinct();
+  return HANDOFF_OK;
+}
+
+void handoff_encoder_config_default(HandoffEncoderConfig* config) noexcept {
+  if (config == nullptr) return;
+  std::memset(config, 0, sizeof(*config));
+  config->adaptive = 1;
+  config->mode.codec = HANDOFF_CODEC_ZSTD;
+  config->mode.level = 1;
+  config->mode.delta = HANDOFF_DELTA_NONE;
+  config->seed = 0x68616e646f6666ull;  // "handoff"
+}
+
+int handoff_encoder_create(const HandoffBase* base,
+                           const HandoffEncoderConfig* config,
+                           HandoffEncoder** out) noexcept {
+  return Guard([&]() -> Status {
+    if (base == nullptr || out == nullptr) return Invalid("null base or out");
+    *out = nullptr;
+    HandoffEncoderConfig c;
+    handoff_encoder_config_default(&c);
+    if (config != nullptr) c = *config;
+    auto h = std::make_unique<HandoffEncoder>();
+    HANDOFF_RETURN_IF_ERROR(
+        handoff::Encoder::Create(base->base.get(), c, &h->encoder));
+    *out = h.release();
+    return Status::Ok();
+  });
+}
+
+int handoff_encoder_begin_iteration(HandoffEncoder* enc,
+                                    uint32_t iteration) noexcept {
+  return Guard([&]() -> Status {
+    if (enc == nullptr) return Invalid("null encoder");
+    return enc->encoder->BeginIteration(iteration);
+  });
+}
+
+int handoff_encoder_submit(HandoffEncoder* enc, uint32_t region,
+                           uint64_t chunk_index, const void* data) noexcept {
+  return Guard([&]() -> Status {
+    if (enc == nullptr || data == nullptr) return Invalid("null encoder or data");
+    return enc->encoder->Submit(region, chunk_index,
+                                static_cast<const uint8_t*>(data));
+  });
+}
+
+int handoff_encoder_submit_many(HandoffEncoder* enc, uint32_t region,
+                                const void* region_data,
+                                const uint64_t* indexes, size_t count,
+                                int random_order) noexcept {
+  return Guard([&]() -> Status {
+    if (enc == nullptr) return Invalid("null encoder");
+    return enc->encoder->SubmitMany(region,
+                                    static_cast<const uint8_t*>(region_data),
+                                    indexes, count, random_order != 0);
+  });
+}
+
+int handoff_encoder_flush(HandoffEncoder* enc) noexcept {
+  return Guard([&]() -> Status {
+    if (enc == nullptr) return Invalid("null encoder");
+    return enc->encoder->Flush();
+  });
+}
+
+int handoff_encoder_finish(HandoffEncoder* enc) noexcept {
+  return Guard([&]() -> Status {
+    if (enc == nullptr) return Invalid("null encoder");
+    return enc->encoder->Finish();
+  });
+}
+
+int handoff_encoder_pull(HandoffEncoder* enc, void* buf, size_t capacity,
+                         size_t* produced) noexcept {
+  return Guard([&]() -> Status {
+    if (enc == nullptr || buf == nullptr || produced == nullptr)
+      return Invalid("null argument");
+    return enc->encoder->Pull(static_cast<uint8_t*>(buf), capacity, produced,
+                              false);
+  });
+}
+
+int handoff_encoder_pull_wait(HandoffEncoder* enc, void* buf, size_t capacity,
+                              size_t* produced) noexcept {
+  return Guard([&]() -> Status {
+    if (enc == nullptr || buf == nullptr || produced == nullptr)
+      return Invalid("null argument");
+    return enc->encoder->Pull(static_cast<uint8_t*>(buf), capacity, produced,
+                              true);
+  });
+}
+
+int handoff_encoder_done(const HandoffEncoder* enc) noexcept {
+  return enc != nullptr && enc->encoder->Done() ? 1 : 0;
+}
+
+int handoff_encoder_report_network(HandoffEncoder* enc, uint64_t bytes_sent,
+                                   uint64_t now_ns) noexcept {
+  return Guard([&]() -> Status {
+    if (enc == nullptr) return Invalid("null encoder");
+    enc->encoder->ReportNetwork(bytes_sent, now_ns);
+    return Status::Ok();
+  });
+}
+
+int handoff_encoder_stats(const HandoffEncoder* enc,
+                          HandoffEncoderStats* stats) noexcept {
+  return Guard([&]() -> Status {
+    if (enc == nullptr || stats == nullptr) return Invalid("null argument");
+    enc->encoder->Stats(stats);
+    return Status::Ok();
+  });
+}
+
+const char* handoff_encoder_decision_log(HandoffEncoder* enc) noexcept {
+  if (enc == nullptr) return "";
+  try {
+    enc->log = enc->encoder->DecisionLog();
+    return enc->log.c_str();
+  } catch (...) {
+    return "";
+  }
+}
+
+void handoff_encoder_free(HandoffEncoder* enc) noexcept {
+  try {
+    delete enc;
+  } catch (...) {
+  }
+}
+
+int handoff_decoder_create(const HandoffBase* base, const HandoffWriter* writer,
+                           void* const* memory, HandoffDecoder** out) noexcept {
+  return Guard([&]() -> Status {
+    if (base == nullptr || out == nullptr) return Invalid("null base or out");
+    *out = nullptr;
+    if ((writer == nullptr) == (memory == nullptr))
+      return Invalid("give exactly one of writer and memory");
+    std::unique_ptr<handoff::ChunkSink> sink;
+    if (writer != nullptr) {
+      if (writer->write_chunk == nullptr) return Invalid("writer without write_chunk");
+      sink = std::make_unique<handoff::CallbackSink>(*writer);
+    } else {
+      for (size_t i = 0; i < base->base->geometry().region_count(); i++)
+        if (memory[i] == nullptr) return Invalid("null region memory");
+      sink = std::make_unique<handoff::MemorySink>(base->base->geometry(), memory);
+    }
+    auto h = std::make_unique<HandoffDecoder>();
+    h->decoder = std::make_unique<handoff::Decoder>(base->base.get(), std::move(sink));
+    *out = h.release();
+    return Status::Ok();
+  });
+}
+
+int handoff_decoder_feed(HandoffDecoder* dec, const void* data,
+                         size_t len) noexcept {
+  return Guard([&]() -> Status {
+    if (dec == nullptr) return Invalid("null decoder");
+    return dec->decoder->Feed(static_cast<const uint8_t*>(data), len);
+  });
+}
+
+int handoff_decoder_apply_frame(HandoffDecoder* dec, const void* frame,
+                                size_t len) noexcept {
+  return Guard([&]() -> Status {
+    if (dec == nullptr) return Invalid("null decoder");
+    return dec->decoder->ApplyFrame(static_cast<const uint8_t*>(frame), len);
+  });
+}
+
+int handoff_decoder_finish(HandoffDecoder* dec) noexcept {
+  return Guard([&]() -> Status {
+    if (dec == nullptr) return Invalid("null decoder");
+    return dec->decoder->Finish();
+  });
+}
+
+int handoff_decoder_stats(const HandoffDecoder* dec,
+                          HandoffDecoderStats* stats) noexcept {
+  return Guard([&]() -> Status {
+    if (dec == nullptr || stats == nullptr) return Invalid("null argument");
+    dec->decoder->Stats(stats);
+    return Status::Ok();
+  });
+}
+
+void handoff_decoder_free(HandoffDecoder* dec) noexcept { delete dec; }
+
+int handoff_stream_split(const void* stream, size_t len, size_t* header_len,
+                         size_t* offsets, size_t* lengths, size_t max_frames,
+                         size_t* frame_count) noexcept {
+  return Guard([&]() -> Status {
+    if (stream == nullptr || header_len == nullptr || frame_count == nullptr ||
+        (max_frames != 0 && (offsets == nullptr || lengths == nullptr)))
+      return Invalid("null argument");
+    const uint8_t* p = static_cast<const uint8_t*>(stream);
+    handoff::StreamHeader header;
+    size_t consumed = 0, needed = 0;
+    HANDOFF_RETURN_IF_ERROR(
+        handoff::ParseStreamHeader(p, len, &header, &consumed, &needed));
+    *header_len = consumed;
+    size_t pos = consumed, n = 0;
+    for (;;) {
+      if (len - pos < 4)
+        return Status(HANDOFF_E_TRUNCATED, "stream ends without an end record");
+      if (handoff::LoadLe<uint32_t>(p + pos) == handoff::kEndTag) break;
+      if (len - pos < handoff::kFrameHeaderSize)
+        return Status(HANDOFF_E_TRUNCATED, "stream ends inside a frame header");
+      handoff::FrameHeader h;
+      HANDOFF_RETURN_IF_ERROR(handoff::ParseFrameHeader(p + pos, &h));
+      size_t flen = handoff::kFrameHeaderSize + h.payload_length;
+      if (len - pos < flen)
+        return Status(HANDOFF_E_TRUNCATED, "stream ends inside a frame");
+      if (n < max_frames) {
+        offsets[n] = pos;
+        lengths[n] = flen;
+      }
+      n++;
+      pos += flen;
+    }
+    *frame_count = n;
+    return Status::Ok();
+  });
+}
+
+}  // extern "C"
