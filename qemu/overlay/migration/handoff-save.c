@@ -34,6 +34,7 @@
 #include "ram.h"
 #include "sysemu/block-backend.h"
 #include "sysemu/cpu-throttle.h"
+#include "sysemu/tcg.h"
 #include "handoff-internal.h"
 #include "handoff-stream.h"
 #include "trace.h"
@@ -179,7 +180,15 @@ static void start_round(HandoffSaveState *s)
             HandoffBlock *b = &s->blocks[i];
             unsigned long page;
 
-            /* Moves the global log into rb->bmap and clears the log. */
+            /*
+             * Moves the global log into rb->bmap and clears it; under TCG
+             * vCPUs must first be made to mark their next writes again
+             * (see ramblock_sync_dirty_bitmap in ram.c).
+             */
+            if (tcg_enabled()) {
+                tlb_reset_dirty_range_all(b->rb->offset,
+                                          b->pages * TARGET_PAGE_SIZE);
+            }
             cpu_physical_memory_sync_dirty_bitmap(b->rb, 0,
                                                   b->pages * TARGET_PAGE_SIZE);
             for (page = find_first_bit(b->rb->bmap, b->pages);
