@@ -23,14 +23,6 @@ def base(tmp_path_factory):
     return create_base(str(work), str(work / "base"))
 
 
-@pytest.fixture
-def vms():
-    started = []
-    yield started
-    for vm in started:
-        vm.stop()
-
-
 def handoff(src, dst, **args):
     src.qmp.cmd("migrate-handoff", uri=f"tcp:127.0.0.1:{dst.port}", **args)
     info = src.wait_migration()

@@ -7,18 +7,9 @@ to a second process started with -S, then proves identity (tests/lib/
 identity.py): RAM, disk, and the guest going on where it stopped.
 """
 
-import pytest
 
 from identity import assert_same_vm
 from vm import GuestVM, create_overlay, free_tcp_port
-
-
-@pytest.fixture
-def vms():
-    started = []
-    yield started
-    for vm in started:
-        vm.stop()
 
 
 def test_stock_migrate_preserves_ram_disk_and_execution(tmp_path, vms):

@@ -45,14 +45,16 @@ def start_from_base(name, workdir, base_dir, extra_args=()):
 
 
 def start_destination(name, workdir, base_dir, port=None, extra_args=(),
-                      wrap=None, gdb=True):
-    """A QEMU waiting for a handoff on 127.0.0.1:port (its own overlay).
+                      wrap=None, gdb=True, handoff=True):
+    """A QEMU waiting on 127.0.0.1:port, with its own overlay on the base's
+    disk: for a handoff, or with handoff=False for a stock migration.
     @wrap prefixes the command (e.g. to run it in a network namespace)."""
     port = port or free_tcp_port()
     disk = overlay_on(base_dir, os.path.join(workdir, f"{name}.qcow2"))
+    if handoff:
+        extra_args = ["-handoff", f"base={base_dir}", *extra_args]
     vm = GuestVM(name, workdir, disk, incoming=f"tcp:127.0.0.1:{port}",
-                 extra_args=["-handoff", f"base={base_dir}", *extra_args],
-                 gdb=gdb)
+                 extra_args=extra_args, gdb=gdb)
     if wrap:
         vm.args = [*wrap, *vm.args]
     vm.port = port
