@@ -50,7 +50,9 @@ stamp_want=$( {
 if [ "$(cat "$tree/.qemu-handoff-stamp" 2>/dev/null)" != "$stamp_want" ]; then
     log "extracting $(basename "$dsc") with Debian's patch series"
     rm -rf "$tree" "$tree.tmp"
-    dpkg-source --no-check -x "$dsc" "$tree.tmp" >"$cache/dpkg-source.log" 2>&1 ||
+    mkdir -p "$(dirname "$tree")"
+    dpkg-source --no-check --no-copy -x "$dsc" "$tree.tmp" \
+        >"$cache/dpkg-source.log" 2>&1 ||
         die "dpkg-source failed; see $cache/dpkg-source.log"
     while read -r p; do
         case "$p" in ''|'#'*) continue ;; esac
