@@ -66,13 +66,23 @@ def test_handoff_over_wan_link(tmp_path, base, vms):
         vms.append(dst)
         addr, port = link.relay_to(dst.port)
         src.qmp.cmd("migrate-handoff", uri=f"tcp:{addr}:{port}")
-        info = src.wait_migration(timeout=600)
+        readings = []
+        while True:
+            info = src.qmp.cmd("query-migrate")
+            if info["status"] in ("completed", "failed", "cancelled"):
+                break
+            if info.get("handoff", {}).get("output-bytes", 0) > 4 << 20:
+                readings.append(info["handoff"]["bandwidth"])
+            time.sleep(0.5)
         assert info["status"] == "completed", info.get("error-desc")
         stats = info["handoff"]
         # What crossed the link is what the engine produced (plus QEMU's
-        # framing and device state), and the controller saw the link.
+        # framing and device state).
         assert link.relays[0].bytes_forwarded[0] >= stats["output-bytes"]
-        assert 0 < stats["bandwidth"] < 11e6 / 8
+        # The controller measured the link, not the socket buffer: most of
+        # its readings in the bulk of the transfer are near 10 Mbit/s.
+        near = [b for b in readings if 7e6 / 8 < b < 12e6 / 8]
+        assert len(near) >= len(readings) * 0.6, readings
         assert_same_vm(src, dst)
 
 

@@ -30,6 +30,9 @@
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
 #include "qemu/memalign.h"
+#include "io/channel-socket.h"
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include "qemu/rcu.h"
 #include "ram.h"
 #include "sysemu/block-backend.h"
@@ -44,7 +47,7 @@
 /* Disk chunks read with one request. */
 #define DISK_RUN_CHUNKS 256
 /* After this many rounds the rest goes in the downtime, whatever its size. */
-#define MAX_ROUNDS 30
+#define MAX_ROUNDS 100
 
 QEMU_BUILD_BUG_ON(TARGET_PAGE_SIZE % HANDOFF_CHUNK_SIZE);
 #define CHUNKS_PER_PAGE (TARGET_PAGE_SIZE / HANDOFF_CHUNK_SIZE)
@@ -92,6 +95,34 @@ static HandoffSaveState *save_state;
 
 /* --- stream carriage ----------------------------------------------------- */
 
+/*
+ * Bytes written to the socket that have not left this host yet. On a slow
+ * link the kernel's send buffer holds seconds of data: counting it as sent
+ * would inflate the bandwidth the controller sees and hide data the
+ * destination still waits for at switch-over.
+ */
+static uint64_t socket_backlog(QEMUFile *f)
+{
+    QIOChannel *ioc = qemu_file_get_ioc(f);
+    QIOChannelSocket *sioc;
+    int queued;
+
+    sioc = (QIOChannelSocket *)object_dynamic_cast(OBJECT(ioc),
+                                                  TYPE_QIO_CHANNEL_SOCKET);
+    if (!sioc || ioctl(sioc->fd, SIOCOUTQ, &queued) < 0 || queued < 0) {
+        return 0;
+    }
+    return queued;
+}
+
+static uint64_t bytes_on_wire(QEMUFile *f)
+{
+    uint64_t written = qemu_file_total_transferred_fast(f);
+    uint64_t backlog = socket_backlog(f);
+
+    return written > backlog ? written - backlog : 0;
+}
+
 /* Moves whatever the engine has encoded into @f; with @wait, everything. */
 static int drain_encoder(HandoffSaveState *s, QEMUFile *f, bool wait)
 {
@@ -115,8 +146,7 @@ static int drain_encoder(HandoffSaveState *s, QEMUFile *f, bool wait)
         qemu_put_byte(f, HANDOFF_BLOCK_DATA);
         qemu_put_be32(f, produced);
         qemu_put_buffer(f, s->out, produced);
-        handoff_encoder_report_network(s->enc,
-                                       qemu_file_total_transferred_fast(f),
+        handoff_encoder_report_network(s->enc, bytes_on_wire(f),
                                        qemu_clock_get_ns(QEMU_CLOCK_REALTIME));
         if (!wait) {
             return 0;
@@ -370,10 +400,13 @@ static double bytes_per_chunk(const HandoffEncoderStats *st)
     return sent ? (double)st->output_bytes / sent : HANDOFF_CHUNK_SIZE / 4.0;
 }
 
-static uint64_t remaining_bytes(HandoffSaveState *s,
+/* What the destination still waits for: the round's rest, and our bytes
+ * queued in the encoder and in the socket. */
+static uint64_t remaining_bytes(HandoffSaveState *s, QEMUFile *f,
                                 const HandoffEncoderStats *st)
 {
-    return (s->round->len - s->next) * bytes_per_chunk(st);
+    return (s->round->len - s->next) * bytes_per_chunk(st) +
+           st->pending_bytes + (f ? socket_backlog(f) : 0);
 }
 
 static void update_stats(HandoffSaveState *s)
@@ -410,7 +443,7 @@ static void update_stats(HandoffSaveState *s)
     o->mode_switches = st.mode_switches;
     o->bandwidth = st.bandwidth_bps;
     o->predicted_throughput = st.predicted_bps;
-    o->remaining = remaining_bytes(s, &st);
+    o->remaining = remaining_bytes(s, NULL, &st);
     o->memory_chunks = s->memory_sent;
     o->disk_chunks = s->disk_sent;
     handoff_stats_publish(o);
@@ -624,6 +657,13 @@ static int handoff_save_iterate(QEMUFile *f, void *opaque)
     HandoffSaveState *s = save_state;
     int ret;
 
+    if (!s || !s->enc) {
+        return -EINVAL;
+    }
+    if (s->next >= s->round->len) {
+        /* Nothing dirty yet: let the link drain rather than spin. */
+        g_usleep(10 * 1000);
+    }
     ret = send_round(s, f, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
                            ITERATE_BUDGET_NS, false);
     qemu_put_byte(f, HANDOFF_BLOCK_EOS);
@@ -644,13 +684,22 @@ static void handoff_save_pending(QEMUFile *f, void *opaque,
     HandoffEncoderStats st;
     uint64_t remaining;
 
-    handoff_encoder_stats(s->enc, &st);
-    remaining = remaining_bytes(s, &st);
-    if (remaining < threshold && s->iteration < MAX_ROUNDS) {
+    /* The core stops before asking when setup failed; be sure anyway. */
+    if (!s || !s->enc || handoff_encoder_stats(s->enc, &st) < 0) {
+        return;
+    }
+    remaining = remaining_bytes(s, f, &st);
+    /*
+     * A new round when the rest fits the downtime (it may end the
+     * handoff), or when this one is all sent: while the socket drains,
+     * pages dirtied meanwhile go out instead of piling up for the stop.
+     */
+    if ((remaining < threshold || s->next >= s->round->len) &&
+        s->iteration < MAX_ROUNDS) {
         qemu_mutex_lock_iothread();
         next_round(s, f);
         qemu_mutex_unlock_iothread();
-        remaining = remaining_bytes(s, &st);
+        remaining = remaining_bytes(s, f, &st);
     }
     if (s->iteration >= MAX_ROUNDS) {
         /* Bounded: what is left goes in the downtime. */
