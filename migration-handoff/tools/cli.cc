@@ -262,6 +262,26 @@ int Fail(const char* command, int code) {
   return 1;
 }
 
+BaseHandle OpenBase(const std::string& path, const char* command) {
+  HandoffBase* base = nullptr;
+  int rc = handoff_base_open(path.c_str(), &base);
+  if (rc != 0) {
+    Fail(command, rc);
+    base = nullptr;
+  }
+  return BaseHandle(base, handoff_base_free);
+}
+
+const RegionArg* FindRegion(const std::vector<RegionArg>& regions,
+                            const char* name, const char* command,
+                            const char* what) {
+  for (const RegionArg& a : regions)
+    if (a.name == name) return &a;
+  fprintf(stderr, "qemu-handoff %s: no %s given for region '%s'\n", command,
+          what, name);
+  return nullptr;
+}
+
 int Usage() {
   fprintf(stderr,
           "usage: qemu-handoff COMMAND [options]\n"

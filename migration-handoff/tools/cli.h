@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -102,6 +103,17 @@ bool ParseMode(const std::string& codec, int level, const std::string& delta,
                HandoffMode* mode, std::string* err);
 int Fail(const char* command, int code);
 int Usage();
+
+// A base opened for a command, freed with it.
+using BaseHandle = std::unique_ptr<HandoffBase, void (*)(HandoffBase*)>;
+// Opens the index at @path; on failure prints why (as @command) and
+// returns an empty handle.
+BaseHandle OpenBase(const std::string& path, const char* command);
+// The --region argument for base region @name; null after printing that
+// the command (which calls it @what, e.g. "image") needs one.
+const RegionArg* FindRegion(const std::vector<RegionArg>& regions,
+                            const char* name, const char* command,
+                            const char* what);
 
 int CmdBaseCreate(const Args& args);
 int CmdBaseInfo(const Args& args);

@@ -76,12 +76,10 @@ int CmdBaseCreate(const Args& args) {
 int CmdBaseInfo(const Args& args) {
   if (args.positional().size() != 1) return Usage();
   double t0 = NowSeconds();
-  HandoffBase* base = nullptr;
-  int rc = handoff_base_open(args.positional()[0].c_str(), &base);
-  if (rc != 0) return Fail("base info", rc);
+  BaseHandle base = OpenBase(args.positional()[0], "base info");
+  if (!base) return 1;
   double dt = NowSeconds() - t0;
-  PrintBase(base, dt, "open_seconds", args.Has("--json"));
-  handoff_base_free(base);
+  PrintBase(base.get(), dt, "open_seconds", args.Has("--json"));
   return 0;
 }
 

@@ -16,11 +16,10 @@ int CmdDecode(const Args& args) {
   if (base_path.empty() || in_path.empty() || regions.empty()) return Usage();
   bool quiet = args.Has("--quiet") || args.Has("--json");
 
-  HandoffBase* base = nullptr;
-  int rc = handoff_base_open(base_path.c_str(), &base);
-  if (rc != 0) return Fail("decode", rc);
-  std::unique_ptr<HandoffBase, void (*)(HandoffBase*)> base_guard(
-      base, handoff_base_free);
+  BaseHandle base_guard = OpenBase(base_path, "decode");
+  HandoffBase* base = base_guard.get();
+  if (base == nullptr) return 1;
+  int rc;
 
   size_t count = handoff_base_region_count(base);
   std::vector<std::unique_ptr<Image>> images(count);
@@ -28,14 +27,8 @@ int CmdDecode(const Args& args) {
   for (size_t r = 0; r < count; r++) {
     HandoffRegionInfo info;
     handoff_base_region_info(base, r, &info);
-    const RegionArg* arg = nullptr;
-    for (const RegionArg& a : regions)
-      if (a.name == info.name) arg = &a;
-    if (arg == nullptr) {
-      fprintf(stderr, "qemu-handoff decode: no output given for region '%s'\n",
-              info.name);
-      return 1;
-    }
+    const RegionArg* arg = FindRegion(regions, info.name, "decode", "output");
+    if (arg == nullptr) return 1;
     images[r] = std::make_unique<Image>();
     std::string err;
     if (!images[r]->Create(arg->path, info.size, &err)) {

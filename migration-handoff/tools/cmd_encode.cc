@@ -42,11 +42,10 @@ int CmdEncode(const Args& args) {
   if (base_path.empty() || out_path.empty() || regions.empty()) return Usage();
   bool quiet = args.Has("--quiet") || args.Has("--json");
 
-  HandoffBase* base = nullptr;
-  int rc = handoff_base_open(base_path.c_str(), &base);
-  if (rc != 0) return Fail("encode", rc);
-  std::unique_ptr<HandoffBase, void (*)(HandoffBase*)> base_guard(
-      base, handoff_base_free);
+  BaseHandle base_guard = OpenBase(base_path, "encode");
+  HandoffBase* base = base_guard.get();
+  if (base == nullptr) return 1;
+  int rc;
 
   // Every base region needs its modified image, matched by name.
   size_t count = handoff_base_region_count(base);
@@ -55,14 +54,8 @@ int CmdEncode(const Args& args) {
   for (size_t r = 0; r < count; r++) {
     HandoffRegionInfo info;
     handoff_base_region_info(base, r, &info);
-    const RegionArg* arg = nullptr;
-    for (const RegionArg& a : regions)
-      if (a.name == info.name) arg = &a;
-    if (arg == nullptr) {
-      fprintf(stderr, "qemu-handoff encode: no image given for region '%s'\n",
-              info.name);
-      return 1;
-    }
+    const RegionArg* arg = FindRegion(regions, info.name, "encode", "image");
+    if (arg == nullptr) return 1;
     images[r] = std::make_unique<Image>();
     std::string err;
     if (!images[r]->OpenRead(arg->path, &err)) {
