@@ -53,6 +53,27 @@ def test_handoff_preserves_ram_disk_and_execution(tmp_path, base, vms,
     assert_same_vm(src, dst)
 
 
+def test_handoff_through_hmp(tmp_path, base, vms):
+    """The operator's path: parameters and migrate_handoff in HMP, progress
+    in info migrate."""
+    src = start_from_base("src", str(tmp_path), base)
+    vms.append(src)
+    run_workload(src, "mixed")
+    dst = start_destination("dst", str(tmp_path), base)
+    vms.append(dst)
+    assert src.qmp.hmp(f"migrate_set_parameter handoff-base {base}") == ""
+    assert src.qmp.hmp("migrate_set_parameter handoff-compression zstd-3") == ""
+    assert src.qmp.hmp(f"migrate_handoff -d tcp:127.0.0.1:{dst.port}") == ""
+    info = src.wait_migration()
+    assert info["status"] == "completed", info.get("error-desc")
+    assert info["handoff"]["mode"].startswith("zstd-3")
+    assert not info["handoff"]["adaptive"]
+    text = src.qmp.hmp("info migrate")
+    assert f"handoff: base {info['handoff']['base-id']}" in text
+    assert "handoff chunks: zero " in text and "handoff bytes: in " in text
+    assert_same_vm(src, dst)
+
+
 # --- over an emulated WAN link -------------------------------------------
 
 def test_handoff_over_wan_link(tmp_path, base, vms):
