@@ -99,12 +99,18 @@ class DelayRelay:
             for s in (client, server):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._conns += [client, server]
-            self._pipe(client, server, 0)
-            self._pipe(server, client, 1)
+            gone = threading.Event()    # the destination stopped reading
+            self._pipe(client, server, 0, gone)
+            self._pipe(server, client, 1, gone)
 
-    def _pipe(self, src, dst, direction):
+    def _pipe(self, src, dst, direction, gone):
         """Reader and writer threads with a timestamped queue between them,
-        so the delay adds latency without limiting throughput."""
+        so the delay adds latency without limiting throughput.
+
+        When the destination goes away (closes, crashes, resets), what it
+        sent before going is still delivered to the source, then the source
+        sees the connection reset: the order a real network keeps, and the
+        one a destination's last words (an error on the return path) need."""
         queue = deque()
         ready = threading.Condition()
 
@@ -118,6 +124,8 @@ class DelayRelay:
                 if data and direction == 0 and self.tamper:
                     data = self.tamper(offset, data)
                 offset += len(data)
+                if data and direction == 0 and gone.is_set():
+                    continue            # nobody reads it any more
                 with ready:
                     queue.append((time.monotonic() + self.delay, data))
                     ready.notify()
@@ -135,7 +143,10 @@ class DelayRelay:
                     time.sleep(pause)
                 if not data:
                     try:
-                        dst.shutdown(socket.SHUT_WR)
+                        if direction == 1 and gone.is_set():
+                            _reset(dst)
+                        else:
+                            dst.shutdown(socket.SHUT_WR)
                     except OSError:
                         pass
                     return
@@ -143,7 +154,9 @@ class DelayRelay:
                     dst.sendall(data)
                     self.bytes_forwarded[direction] += len(data)
                 except OSError:
-                    src.close()
+                    if direction == 0:
+                        gone.set()
+                        continue        # drain the queue, deliver nothing
                     return
 
         for fn in (reader, writer):
@@ -155,17 +168,22 @@ class DelayRelay:
         """Drops every connection with a reset, as a dead link would."""
         for c in self._conns:
             try:
-                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                             b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                # shutdown wakes the relay's own threads blocked on it.
-                c.shutdown(socket.SHUT_RDWR)
-                c.close()
+                _reset(c)
             except OSError:
                 pass
 
     def stop(self):
         self._stop.set()
         self.listen_sock.close()
+
+
+def _reset(sock):
+    """Closes `sock` with a TCP reset."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                    b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    # shutdown wakes the relay's own threads blocked on it.
+    sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
 
 
 def loopback_relay(target_port, delay=0.0, tamper=None):

@@ -21,6 +21,8 @@
 #include "qemu/cutils.h"
 #include "qemu/option.h"
 #include "qemu/config-file.h"
+#include "qemu/lockable.h"
+#include "qemu-file.h"
 #include "handoff-internal.h"
 
 bool migrate_use_handoff(void)
@@ -206,6 +208,12 @@ bool handoff_parse_compression(const char *text, HandoffCompression *mode,
 
 /* --- migrate-handoff ----------------------------------------------------- */
 
+/*
+ * Return-path thread. The destination's reason is the cause of whatever
+ * the outgoing stream runs into next (a reset, a closed socket), so it is
+ * recorded first, and the stream is shut down at once: sending on to a
+ * destination that has given up only delays the failure.
+ */
 void handoff_rp_error(MigrationState *s, const char *text, size_t len)
 {
     Error *err = NULL;
@@ -214,6 +222,11 @@ void handoff_rp_error(MigrationState *s, const char *text, size_t len)
                text);
     migrate_set_error(s, err);
     error_free(err);
+    WITH_QEMU_LOCK_GUARD(&s->qemu_file_lock) {
+        if (s->to_dst_file) {
+            qemu_file_shutdown(s->to_dst_file);
+        }
+    }
 }
 
 /* handoff and the return path it needs, in one go. */
