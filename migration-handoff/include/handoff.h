@@ -226,6 +226,11 @@ typedef struct HandoffEncoderConfig {
      * are chosen for data about to be sent, not for a backlog. Only for
      * callers that pull from another thread (0 = never block on it). */
     uint64_t max_pending_bytes;
+    /* 1 (default): chunks equal to zeros, to any base chunk or to a chunk
+     * already sent become ZERO, BASE_REF and SELF_REF records. 0: every
+     * modified chunk is sent as data (only SAME remains), e.g. to measure
+     * what dedup saves. */
+    int dedup;
 } HandoffEncoderConfig;
 
 /* Fills @config with defaults: adaptive zstd-1, all cores, 256 KiB. */
@@ -291,6 +296,19 @@ int handoff_encoder_done(const HandoffEncoder *enc) HANDOFF_NOEXCEPT;
 int handoff_encoder_report_network(HandoffEncoder *enc, uint64_t bytes_sent,
                                    uint64_t now_ns) HANDOFF_NOEXCEPT;
 
+/*
+ * Network progress for callers whose pulled bytes wait in a queue of their
+ * own before the link, e.g. a socket's send buffer: @bytes_sent of them
+ * have left so far, @bytes_queued have been pulled but not left yet (on a
+ * TCP socket, SIOCOUTQ). Pulling eagerly hides the backlog from the
+ * encoder; this tells the controller when the link, not compression, is
+ * the bottleneck, so that it reads the link's capacity from what the link
+ * carried instead of probing beyond it.
+ */
+int handoff_encoder_report_link(HandoffEncoder *enc, uint64_t bytes_sent,
+                                uint64_t bytes_queued,
+                                uint64_t now_ns) HANDOFF_NOEXCEPT;
+
 enum {
     HANDOFF_REC_ZERO = 0,
     HANDOFF_REC_SAME = 1,     /* nothing on the wire */
@@ -314,6 +332,8 @@ typedef struct HandoffEncoderStats {
     double predicted_bps;                 /* input bytes/s of current mode */
     double worker_cpu_seconds;            /* CPU time spent in frame coding */
     uint64_t pending_bytes;               /* encoded, not yet pulled */
+    uint64_t unencoded_bytes;             /* frame plaintext with the
+                                             workers, not yet encoded */
 } HandoffEncoderStats;
 
 int handoff_encoder_stats(const HandoffEncoder *enc,

@@ -252,6 +252,7 @@ void handoff_encoder_config_default(HandoffEncoderConfig* config) noexcept {
   config->mode.level = 1;
   config->mode.delta = HANDOFF_DELTA_NONE;
   config->seed = 0x68616e646f6666ull;  // "handoff"
+  config->dedup = 1;
 }
 
 int handoff_encoder_create(const HandoffBase* base,
@@ -342,7 +343,17 @@ int handoff_encoder_report_network(HandoffEncoder* enc, uint64_t bytes_sent,
                                    uint64_t now_ns) noexcept {
   return Guard([&]() -> Status {
     if (enc == nullptr) return Invalid("null encoder");
-    enc->encoder->ReportNetwork(bytes_sent, now_ns);
+    enc->encoder->ReportNetwork(bytes_sent, 0, now_ns);
+    return Status::Ok();
+  });
+}
+
+int handoff_encoder_report_link(HandoffEncoder* enc, uint64_t bytes_sent,
+                                uint64_t bytes_queued,
+                                uint64_t now_ns) noexcept {
+  return Guard([&]() -> Status {
+    if (enc == nullptr) return Invalid("null encoder");
+    enc->encoder->ReportNetwork(bytes_sent, bytes_queued, now_ns);
     return Status::Ok();
   });
 }

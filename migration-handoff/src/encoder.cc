@@ -185,6 +185,14 @@ Status Encoder::Submit(uint32_t region, uint64_t index,
   // ZERO, and SAME: the destination already holds these bytes.
   const bool zero = IsZeroChunk(data);
   const bool base_equal = std::memcmp(data, same, kChunkSize) == 0;
+  if (!config_.dedup) {
+    if (base_equal && !differs_[global]) {
+      plain.resize(mark);
+      chunks_[HANDOFF_REC_SAME]++;
+      return Status::Ok();
+    }
+    return AddData(mark, region, index, global, nullptr);
+  }
   if (zero || base_equal) {
     if (base_equal && !differs_[global]) {
       plain.resize(mark);
@@ -235,9 +243,16 @@ Status Encoder::Submit(uint32_t region, uint64_t index,
     return done();
   }
 
-  // DATA: the snapshot stays; write its header in front of it. XOR against
-  // the base is decided and applied by the worker (see EncodeFrame): the
-  // producer is the serial part of the pipeline.
+  return AddData(mark, region, index, global, &h);
+}
+
+// DATA: the snapshot at @mark stays; its header goes in front of it. XOR
+// against the base is decided and applied by the worker (see EncodeFrame):
+// the producer is the serial part of the pipeline. @h: the chunk's hash,
+// for later self references (none without dedup).
+Status Encoder::AddData(size_t mark, uint32_t region, uint64_t index,
+                        uint64_t global, const Hash128* h) {
+  std::string& plain = frame_->plain;
   const uint64_t seq = NextSeq();
   WriteRecordHeader(reinterpret_cast<uint8_t*>(plain.data()) + mark,
                     RecordType::kData, static_cast<uint8_t>(region), 0,
@@ -248,10 +263,10 @@ Status Encoder::Submit(uint32_t region, uint64_t index,
   last_seq_[global] = seq;
   frame_->data_bytes += kChunkSize;
   if (frame_->mode.delta == HANDOFF_DELTA_PREFIX) frame_->prefix.push_back(global);
-  self_[h] = SelfEntry{global, seq};
+  if (h != nullptr) self_[*h] = SelfEntry{global, seq};
   chunks_[HANDOFF_REC_DATA]++;
   differs_[global] = 1;
-  return done();
+  return plain.size() >= config_.frame_bytes ? FlushFrame() : Status::Ok();
 }
 
 Status Encoder::SubmitMany(uint32_t region, const uint8_t* region_data,
@@ -314,9 +329,17 @@ Status Encoder::Pull(uint8_t* buf, size_t cap, size_t* produced, bool wait) {
 
 bool Encoder::Done() const { return complete_ && pipeline_->pending() == 0; }
 
-void Encoder::ReportNetwork(uint64_t bytes_sent, uint64_t now_ns) {
-  bool backlogged = pipeline_->pending() > 0;
+void Encoder::ReportNetwork(uint64_t bytes_sent, uint64_t bytes_queued,
+                            uint64_t now_ns) {
+  const uint64_t pending = pipeline_->pending();
   std::lock_guard<std::mutex> lock(controller_mu_);
+  // A caller's queue always holds what is in flight on the link (up to a
+  // round trip's worth); only a longer one means data waited for the link.
+  // A quarter of a second of the estimated rate bounds any sane RTT.
+  const double in_flight =
+      std::max(64.0 * 1024, 0.25 * controller_.bandwidth());
+  const bool backlogged =
+      pending > 0 || static_cast<double>(bytes_queued) > in_flight;
   // The caller's clock may have any origin (QEMU passes its own): anchor
   // its first reading to ours and use only its differences after that.
   if (!have_net_clock_) {
@@ -345,6 +368,7 @@ void Encoder::Stats(HandoffEncoderStats* s) const {
   s->frames = frames_;
   s->worker_cpu_seconds = static_cast<double>(worker_cpu_ns_.load()) * 1e-9;
   s->pending_bytes = pipeline_->pending();
+  s->unencoded_bytes = pipeline_->unencoded();
   s->ratio = s->input_bytes ? static_cast<double>(s->output_bytes) /
                                   static_cast<double>(s->input_bytes)
                             : 0;

@@ -37,7 +37,9 @@ class Encoder {
   Status Finish();
   Status Pull(uint8_t* buf, size_t cap, size_t* produced, bool wait);
   bool Done() const;
-  void ReportNetwork(uint64_t bytes_sent, uint64_t now_ns);
+  // @bytes_queued: pulled by the caller, not on the link yet.
+  void ReportNetwork(uint64_t bytes_sent, uint64_t bytes_queued,
+                     uint64_t now_ns);
   void Stats(HandoffEncoderStats* stats) const;
   std::string DecisionLog() const;
   // Seconds since creation on the steady clock (CLOCK_MONOTONIC).
@@ -55,6 +57,8 @@ class Encoder {
   Encoder(const Base* base, const HandoffEncoderConfig& config);
   void StartFrameIfNeeded();
   Status FlushFrame();
+  Status AddData(size_t mark, uint32_t region, uint64_t index, uint64_t global,
+                 const Hash128* h);
   uint64_t NextSeq() { return ++seq_; }
 
   const Base* base_;

@@ -28,6 +28,7 @@ struct FrameJob {
   uint64_t data_bytes = 0;       // bytes of DATA records (controller input)
   bool raw = false;              // bytes already final (header, end record)
   bool counted = false;          // holds a pipeline slot until emitted
+  uint64_t queued_plain = 0;     // plain.size() while it waits for a worker
   // Filled by the worker.
   uint64_t xor_chunks = 0;       // DATA records turned into XOR deltas
   std::string bytes;

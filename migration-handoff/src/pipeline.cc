@@ -37,6 +37,8 @@ Status Pipeline::Submit(std::unique_ptr<FrameJob> job) {
     if (!status_.ok()) return status_;
     in_flight_++;
     job->counted = true;
+    job->queued_plain = job->plain.size();
+    unencoded_ += job->queued_plain;
     todo_.push_back(job.get());
     work_cv_.notify_one();
   }
@@ -73,6 +75,7 @@ void Pipeline::EmitReadyLocked() {
     // finished frames waiting behind a slow one count too, so memory stays
     // bounded by max_in_flight_ frames.
     if (job->counted) in_flight_--;
+    unencoded_ -= job->queued_plain;
     XXH3_128bits_update(digest_, job->bytes.data(), job->bytes.size());
     pending_ += job->bytes.size();
     emitted_ += job->bytes.size();
@@ -125,6 +128,11 @@ size_t Pipeline::Pull(uint8_t* buf, size_t cap, bool wait,
 uint64_t Pipeline::pending() const {
   std::lock_guard<std::mutex> lock(mu_);
   return pending_;
+}
+
+uint64_t Pipeline::unencoded() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return unencoded_;
 }
 
 uint64_t Pipeline::emitted() const {

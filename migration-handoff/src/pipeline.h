@@ -46,6 +46,8 @@ class Pipeline {
   size_t Pull(uint8_t* buf, size_t cap, bool wait,
               const std::function<bool()>& done_hint);
   uint64_t pending() const;
+  // Plaintext bytes submitted whose encoded bytes have not been emitted.
+  uint64_t unencoded() const;
   uint64_t emitted() const;
   // XXH3-128 of everything emitted so far.
   void Digest(uint8_t out[16]) const;
@@ -70,6 +72,7 @@ class Pipeline {
   std::deque<std::string> output_;
   size_t output_offset_ = 0;
   uint64_t pending_ = 0;
+  uint64_t unencoded_ = 0;
   uint64_t emitted_ = 0;
   XXH3_state_t* digest_ = nullptr;
   Status status_;

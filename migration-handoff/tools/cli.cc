@@ -289,7 +289,7 @@ int Usage() {
           "  base info INDEX\n"
           "  encode --base INDEX --mem [NAME=]PATH... --disk [NAME=]PATH... -o STREAM\n"
           "         [--codec zstd --level 1 --delta none|xor|prefix | --adaptive]\n"
-          "         [--threads N] [--frame-kib 256] [--seed S] [--no-random]\n"
+          "         [--threads N] [--frame-kib 256] [--seed S] [--no-random] [--no-dedup]\n"
           "         [--rate-mbit R] [--decision-log FILE] [--max-pending-kib 1024]\n"
           "  decode --base INDEX -i STREAM --mem [NAME=]PATH... --disk [NAME=]PATH...\n"
           "  inspect STREAM\n"

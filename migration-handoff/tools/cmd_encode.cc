@@ -78,6 +78,7 @@ int CmdEncode(const Args& args) {
   cfg.frame_bytes = static_cast<uint32_t>(args.GetInt("--frame-kib", 256) * 1024);
   cfg.seed = static_cast<uint64_t>(args.GetInt("--seed", static_cast<long long>(cfg.seed)));
   cfg.adaptive = args.Has("--adaptive") || !args.Has("--codec");
+  cfg.dedup = !args.Has("--no-dedup");
   // The writer thread pulls, so the producer may wait for the link.
   cfg.max_pending_bytes =
       static_cast<uint64_t>(args.GetInt("--max-pending-kib", 1024)) * 1024;

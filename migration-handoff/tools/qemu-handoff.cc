@@ -11,7 +11,8 @@ using namespace handoff_cli;
 
 int main(int argc, char** argv) {
   static const std::vector<std::string> flags = {
-      "--json", "--quiet", "--adaptive", "--no-random", "--help"};
+      "--json", "--quiet", "--adaptive", "--no-random", "--no-dedup",
+      "--help"};
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))
     return Usage();
   std::string cmd = argv[1];

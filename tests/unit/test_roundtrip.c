@@ -186,6 +186,39 @@ static void test_roundtrip_adaptive(void)
     test_vm_free(&out);
 }
 
+/* Without dedup every modified chunk travels as data, and the stream still
+ * rebuilds the VM; dedup's records are what make it smaller. */
+static void test_without_dedup(void)
+{
+    HandoffEncoderConfig cfg;
+    HandoffEncoderStats st, with;
+    TestVm vm, out;
+    uint8_t *stream;
+    size_t len = 0, dedup_len = 0;
+
+    handoff_encoder_config_default(&cfg);
+    cfg.adaptive = 0;
+    cfg.mode.codec = HANDOFF_CODEC_NONE;
+    cfg.mode.level = 0;
+    make_modified(&vm);
+    free(encode_vm(&cfg, &vm, 1, &dedup_len, &with));
+    cfg.dedup = 0;
+    stream = encode_vm(&cfg, &vm, 1, &len, &st);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(stream);
+    CU_ASSERT_EQUAL(st.chunks[HANDOFF_REC_ZERO], 0);
+    CU_ASSERT_EQUAL(st.chunks[HANDOFF_REC_BASE_REF], 0);
+    CU_ASSERT_EQUAL(st.chunks[HANDOFF_REC_SELF_REF], 0);
+    CU_ASSERT_EQUAL(st.chunks[HANDOFF_REC_SAME], with.chunks[HANDOFF_REC_SAME]);
+    CU_ASSERT_EQUAL(st.chunks[HANDOFF_REC_DATA],
+                    2 * N - with.chunks[HANDOFF_REC_SAME]);
+    CU_ASSERT(len > dedup_len + 100 * CHUNK);
+    CU_ASSERT_EQUAL(test_decode(base, &base_vm, stream, len, &out), 0);
+    CU_ASSERT(test_vm_equal(&out, &vm));
+    free(stream);
+    test_vm_free(&vm);
+    test_vm_free(&out);
+}
+
 /* Same seed, same stream; another seed, another order. */
 static void test_random_order_is_seeded(void)
 {
@@ -730,6 +763,7 @@ int main(void)
     CU_add_test(suite, "lzma", test_roundtrip_lzma);
     CU_add_test(suite, "zlib", test_roundtrip_zlib);
     CU_add_test(suite, "adaptive", test_roundtrip_adaptive);
+    CU_add_test(suite, "without dedup", test_without_dedup);
     CU_add_test(suite, "random order is seeded", test_random_order_is_seeded);
     CU_add_test(suite, "iterations in order, fed in pieces",
                 test_iterations_in_order);

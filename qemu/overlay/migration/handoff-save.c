@@ -115,12 +115,14 @@ static uint64_t socket_backlog(QEMUFile *f)
     return queued;
 }
 
-static uint64_t bytes_on_wire(QEMUFile *f)
+/* Tells the engine what has left this host and what still waits. */
+static void report_link(HandoffSaveState *s, QEMUFile *f)
 {
     uint64_t written = qemu_file_total_transferred_fast(f);
-    uint64_t backlog = socket_backlog(f);
+    uint64_t backlog = MIN(socket_backlog(f), written);
 
-    return written > backlog ? written - backlog : 0;
+    handoff_encoder_report_link(s->enc, written - backlog, backlog,
+                                qemu_clock_get_ns(QEMU_CLOCK_REALTIME));
 }
 
 /* Moves whatever the engine has encoded into @f; with @wait, everything. */
@@ -146,8 +148,7 @@ static int drain_encoder(HandoffSaveState *s, QEMUFile *f, bool wait)
         qemu_put_byte(f, HANDOFF_BLOCK_DATA);
         qemu_put_be32(f, produced);
         qemu_put_buffer(f, s->out, produced);
-        handoff_encoder_report_network(s->enc, bytes_on_wire(f),
-                                       qemu_clock_get_ns(QEMU_CLOCK_REALTIME));
+        report_link(s, f);
         if (!wait) {
             return 0;
         }
@@ -400,13 +401,18 @@ static double bytes_per_chunk(const HandoffEncoderStats *st)
     return sent ? (double)st->output_bytes / sent : HANDOFF_CHUNK_SIZE / 4.0;
 }
 
-/* What the destination still waits for: the round's rest, and our bytes
- * queued in the encoder and in the socket. */
+/* What the destination still waits for: the round's rest, frames the
+ * workers still compress, our bytes queued in the encoder and in the
+ * socket. */
 static uint64_t remaining_bytes(HandoffSaveState *s, QEMUFile *f,
                                 const HandoffEncoderStats *st)
 {
+    double frame_ratio = st->plain_bytes
+                         ? (double)st->output_bytes / st->plain_bytes : 1;
+
     return (s->round->len - s->next) * bytes_per_chunk(st) +
-           st->pending_bytes + (f ? socket_backlog(f) : 0);
+           st->unencoded_bytes * frame_ratio + st->pending_bytes +
+           (f ? socket_backlog(f) : 0);
 }
 
 static void update_stats(HandoffSaveState *s)
@@ -681,12 +687,24 @@ static void handoff_save_pending(QEMUFile *f, void *opaque,
                                  uint64_t *res_postcopy_only)
 {
     HandoffSaveState *s = save_state;
+    MigrationState *ms = migrate_get_current();
     HandoffEncoderStats st;
-    uint64_t remaining;
+    uint64_t remaining, fits;
 
     /* The core stops before asking when setup failed; be sure anyway. */
     if (!s || !s->enc || handoff_encoder_stats(s->enc, &st) < 0) {
         return;
+    }
+    /*
+     * What fits the downtime. The core's @threshold comes from the rate of
+     * writes into the socket, which a send buffer of seconds makes far
+     * higher than the link's in bursts; the engine's estimate is what the
+     * link carried. The lower of the two decides.
+     */
+    fits = threshold;
+    if (st.bandwidth_bps > 0) {
+        fits = MIN(fits, st.bandwidth_bps * ms->parameters.downtime_limit /
+                         1000);
     }
     remaining = remaining_bytes(s, f, &st);
     /*
@@ -694,7 +712,7 @@ static void handoff_save_pending(QEMUFile *f, void *opaque,
      * handoff), or when this one is all sent: while the socket drains,
      * pages dirtied meanwhile go out instead of piling up for the stop.
      */
-    if ((remaining < threshold || s->next >= s->round->len) &&
+    if ((remaining < fits || s->next >= s->round->len) &&
         s->iteration < MAX_ROUNDS) {
         qemu_mutex_lock_iothread();
         next_round(s, f);
@@ -704,8 +722,11 @@ static void handoff_save_pending(QEMUFile *f, void *opaque,
     if (s->iteration >= MAX_ROUNDS) {
         /* Bounded: what is left goes in the downtime. */
         remaining = 0;
+    } else if (remaining >= fits) {
+        /* Not yet, whatever the core's own threshold says. */
+        remaining = MAX(remaining, threshold);
     }
-    trace_handoff_save_pending(s->round->len - s->next, remaining, threshold);
+    trace_handoff_save_pending(s->round->len - s->next, remaining, fits);
     *res_precopy_only += remaining;
 }
 
