@@ -22,19 +22,8 @@ import tempfile
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
 
-from handoff_env import create_base  # noqa: E402
-from scenario import METHODS, run_move  # noqa: E402
-
-
-def progress_line(method, elapsed, info, wire):
-    status = info.get("status", "?")
-    extra = ""
-    h = info.get("handoff")
-    if h:
-        extra = (f" round {h['iteration']} mode {h['mode']:<10} "
-                 f"link {h['bandwidth'] * 8 / 1e6:5.1f} Mbit/s")
-    print(f"\r  {method:<15} {status:<10} {elapsed:6.1f} s "
-          f"{wire / 1e6:8.2f} MB on the wire{extra}   ", end="", flush=True)
+from scenario import METHODS, progress_line, run_move  # noqa: E402
+from workloads import TestWorkload  # noqa: E402
 
 
 def table(results):
@@ -71,13 +60,14 @@ def main(argv=None):
     work = tempfile.mkdtemp(prefix="qemu-handoff-bench-")
     results = []
     try:
-        print(f"bench: saving a base from the test guest in {work}/base")
-        base = create_base(work, os.path.join(work, "base"))
+        print(f"bench: saving a base from the test guest in {work}")
+        workload = TestWorkload(work, args.workload).prepare()
         print(f"bench: workload '{args.workload}', link {args.rate:g} Mbit/s, "
               f"{args.rtt:g} ms RTT")
         for method in args.methods:
-            r = run_move(method, os.path.join(work, method), base, args.rate,
-                         args.rtt, args.workload, progress=progress_line,
+            r = run_move(method, os.path.join(work, method), workload,
+                         [(0, args.rate)], args.rtt,
+                         progress=progress_line(f"{method:<15}"),
                          verify=not args.no_verify)
             print()
             results.append(r)

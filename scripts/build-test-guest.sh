@@ -17,7 +17,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$top/build/guest}
 cache=${QEMU_HANDOFF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/qemu-handoff}/guest
 disk_mib=256
-guest_modules="virtio_pci virtio_blk virtio_console virtio_balloon ata_piix sd_mod"
+guest_modules="virtio_pci virtio_blk virtio_net virtio_console virtio_balloon ata_piix sd_mod"
 
 log() { printf 'build-test-guest: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

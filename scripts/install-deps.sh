@@ -19,6 +19,8 @@ packages=(
     seabios ipxe-qemu qemu-system-data
     # the test guest and the emulated WAN link
     e2fsprogs cpio xz-utils gzip iproute2 kmod
+    # the benchmarks: the edge guest's root filesystem, plots
+    mmdebstrap python3-matplotlib
 )
 
 missing=()

@@ -22,12 +22,13 @@ def overlay_on(base_dir, path):
     return path
 
 
-def create_base(workdir, base_dir):
-    """Boots the test guest, lets it settle and saves it as a base."""
-    disk = create_overlay(os.path.join(workdir, "base-vm.qcow2"))
-    vm = GuestVM("base-vm", workdir, disk).start()
+def create_base(workdir, base_dir, guest=None):
+    """Boots a guest (default: the test guest), lets it settle and saves it
+    as a base."""
+    disk = create_overlay(os.path.join(workdir, "base-vm.qcow2"), guest)
+    vm = GuestVM("base-vm", workdir, disk, guest=guest).start()
     try:
-        vm.wait_serial(r"handoff-guest: ready", timeout=120)
+        vm.wait_serial(r"handoff-guest: ready", timeout=300)
         vm.wait_serial(r"^heartbeat 2\r?$", timeout=30)
         vm.qmp.cmd("handoff-base-create", dir=base_dir)
     finally:
@@ -35,17 +36,19 @@ def create_base(workdir, base_dir):
     return base_dir
 
 
-def start_from_base(name, workdir, base_dir, extra_args=()):
+def start_from_base(name, workdir, base_dir, extra_args=(), guest=None,
+                    host_access=False):
     """A user VM resumed from the base, on a fresh overlay."""
     disk = overlay_on(base_dir, os.path.join(workdir, f"{name}.qcow2"))
     vm = GuestVM(name, workdir, disk,
                  extra_args=["-handoff", f"base={base_dir},resume=on",
-                             *extra_args])
+                             *extra_args], guest=guest,
+                 host_access=host_access)
     return vm.start()
 
 
 def start_destination(name, workdir, base_dir, port=None, extra_args=(),
-                      wrap=None, gdb=True, handoff=True):
+                      wrap=None, gdb=True, handoff=True, guest=None):
     """A QEMU waiting on 127.0.0.1:port, with its own overlay on the base's
     disk: for a handoff, or with handoff=False for a stock migration.
     @wrap prefixes the command (e.g. to run it in a network namespace)."""
@@ -54,7 +57,7 @@ def start_destination(name, workdir, base_dir, port=None, extra_args=(),
     if handoff:
         extra_args = ["-handoff", f"base={base_dir}", *extra_args]
     vm = GuestVM(name, workdir, disk, incoming=f"tcp:127.0.0.1:{port}",
-                 extra_args=extra_args, gdb=gdb)
+                 extra_args=extra_args, gdb=gdb, guest=guest)
     if wrap:
         vm.args = [*wrap, *vm.args]
     vm.port = port

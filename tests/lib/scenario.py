@@ -1,33 +1,59 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""One move of a user VM over an emulated WAN link, by handoff or by stock
-QEMU migration, measured: the unit the demo and the benchmarks are made of.
+"""One move of a VM over an emulated WAN link, by handoff or by stock QEMU
+migration, measured: the unit the demo and the benchmarks are made of.
 
-Every run starts the same way: a user VM resumed from the base runs a
-workload; a destination holding the same base waits in the link's network
-namespace; the source moves the VM through the link's delay relay. The
-bytes on the wire are counted by the relay, so every method is measured
-the same way.
+Every move starts the same way: the workload (tests/lib/workloads.py) puts
+a source VM into the state to move; a destination holding the same base
+waits in the link's network namespace; the source moves the VM through the
+link's delay relay while the link follows its rate schedule. The bytes on
+the wire are counted by the relay, so every system is measured the same
+way. Progress is sampled twice a second into a timeline.
 """
 
 import os
+import threading
 import time
 
-from handoff_env import run_workload, start_destination, start_from_base
+from handoff_env import start_destination
 from identity import assert_same_vm
 from wan import WanLink
 
-# How each method is started on the source. Stock methods copy the disk
-# with incremental block migration over the shared base (`migrate -i`).
+# How each system is started. Stock systems copy the disk with incremental
+# block migration over the shared base (`migrate -i`); `caps` and `params`
+# are set on both sides. Every system may auto-converge (throttle a guest
+# that dirties memory faster than the link carries it), as a user moving
+# VMs over a WAN would allow.
 METHODS = {
     "handoff": {"command": "migrate-handoff", "args": {}},
     "handoff-zstd-3": {"command": "migrate-handoff",
                        "args": {"compression": "zstd-3"}},
+    "handoff-zstd-9": {"command": "migrate-handoff",
+                       "args": {"compression": "zstd-9"}},
     "handoff-lzma-1": {"command": "migrate-handoff",
                        "args": {"compression": "lzma-1"}},
+    "handoff-zlib-1": {"command": "migrate-handoff",
+                       "args": {"compression": "zlib-1"}},
     "stock": {"command": "migrate", "args": {"inc": True}},
     "stock-xbzrle": {"command": "migrate", "args": {"inc": True},
                      "caps": ["xbzrle"]},
+    "stock-compress": {"command": "migrate", "args": {"inc": True},
+                       "caps": ["compress"]},
+    "stock-multifd-zstd": {"command": "migrate", "args": {"inc": True},
+                           "caps": ["multifd"],
+                           "params": {"multifd-compression": "zstd"}},
 }
+COMMON_CAPS = ["auto-converge"]
+
+# Rate schedules: [(seconds from the start of the move, Mbit/s), ...].
+PROFILES = {
+    "5": [(0, 5)],
+    "10": [(0, 10)],
+    "25": [(0, 25)],
+    "dynamic": [(0, 5), (50, 35), (100, 5)],
+}
+
+# A move that has not ended after this long is cancelled and reported so.
+MOVE_TIMEOUT_S = 45 * 60
 
 
 def _event_time(vm, name, **data):
@@ -47,26 +73,74 @@ def _cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_move(method, workdir, base_dir, rate_mbit, rtt_ms=50,
-             workload="mixed", progress=None, verify=True):
-    """Moves one freshly started user VM; returns the measured figures."""
+def _configure(vm, spec):
+    caps = COMMON_CAPS + spec.get("caps", [])
+    vm.qmp.cmd("migrate-set-capabilities", capabilities=[
+        {"capability": c, "state": True} for c in caps])
+    if spec.get("params"):
+        vm.qmp.cmd("migrate-set-parameters", **spec["params"])
+
+
+class _Schedule(threading.Thread):
+    """Changes the link's rate at the schedule's times."""
+
+    def __init__(self, link, schedule, t0):
+        super().__init__(daemon=True)
+        self.link, self.schedule, self.t0 = link, schedule, t0
+        self.stop = threading.Event()
+
+    def run(self):
+        for at, rate in self.schedule[1:]:
+            if self.stop.wait(max(0, self.t0 + at - time.monotonic())):
+                return
+            self.link.set_rate(rate)
+
+
+def _sample(t, info, wire):
+    point = {"t": round(t, 2), "status": info.get("status"), "wire": wire}
+    h = info.get("handoff")
+    if h:
+        for k in ("input-bytes", "output-bytes", "mode", "bandwidth",
+                  "predicted-throughput", "iteration", "remaining"):
+            point[k] = h.get(k)
+    for part in ("ram", "disk"):
+        if part in info:
+            point[f"{part}-bytes"] = info[part].get("transferred")
+    return point
+
+
+def progress_line(label):
+    """A run_move progress callback redrawing one terminal line."""
+    def show(method, elapsed, info, wire):
+        extra = ""
+        h = info.get("handoff")
+        if h:
+            extra = (f" round {h['iteration']} {h['mode']:<13} link "
+                     f"{h['bandwidth'] * 8 / 1e6:5.1f} Mbit/s")
+        print(f"\r  {label} {info.get('status', '?'):<9} {elapsed:6.1f} s "
+              f"{wire / 1e6:8.2f} MB on the wire{extra}   ", end="",
+              flush=True)
+    return show
+
+
+def run_move(method, workdir, workload, schedule, rtt_ms=50, progress=None,
+             verify=True):
+    """Moves one VM prepared by `workload` with system `method` over a link
+    following `schedule`; returns the measured figures."""
     spec = METHODS[method]
     os.makedirs(workdir, exist_ok=True)
     vms = []
-    with WanLink(rate_mbit=rate_mbit, rtt_ms=rtt_ms) as link:
+    with WanLink(rate_mbit=schedule[0][1], rtt_ms=rtt_ms) as link:
         try:
-            src = start_from_base("src", workdir, base_dir)
+            src = workload.start_source(workdir)
             vms.append(src)
-            run_workload(src, workload)
-            dst = start_destination("dst", workdir, base_dir,
+            dst = start_destination("dst", workdir, workload.base_dir,
                                     wrap=link.ns_command([]), gdb=verify,
-                                    handoff=spec["command"] != "migrate")
+                                    handoff=spec["command"] != "migrate",
+                                    guest=workload.guest)
             vms.append(dst)
-            for cap in spec.get("caps", []):
-                src.qmp.cmd("migrate-set-capabilities", capabilities=[
-                    {"capability": cap, "state": True}])
-                dst.qmp.cmd("migrate-set-capabilities", capabilities=[
-                    {"capability": cap, "state": True}])
+            for vm in (src, dst):
+                _configure(vm, spec)
             # The destination reports when it has loaded everything; with
             # the source's STOP that gives the downtime a guest really sees
             # (QEMU's own figure ends when the source has written its last
@@ -74,18 +148,29 @@ def run_move(method, workdir, base_dir, rate_mbit, rtt_ms=50,
             dst.qmp.cmd("migrate-set-capabilities", capabilities=[
                 {"capability": "events", "state": True}])
             addr, port = link.relay_to(dst.port)
+            relay = link.relays[0]
             cpu0 = (_cpu_seconds(src.proc.pid), _cpu_seconds(dst.proc.pid))
             t0 = time.monotonic()
-            src.qmp.cmd(spec["command"], uri=f"tcp:{addr}:{port}",
-                        **spec["args"])
+            rates = _Schedule(link, schedule, t0)
+            rates.start()
+            args = dict(spec["args"])
+            if spec["command"] == "migrate-handoff":
+                args["base"] = workload.base_dir
+            src.qmp.cmd(spec["command"], uri=f"tcp:{addr}:{port}", **args)
+            timeline = []
             while True:
                 info = src.qmp.cmd("query-migrate")
+                elapsed = time.monotonic() - t0
+                timeline.append(_sample(elapsed, info,
+                                        relay.bytes_forwarded[0]))
                 if progress:
-                    progress(method, time.monotonic() - t0, info,
-                             link.relays[0].bytes_forwarded[0])
+                    progress(method, elapsed, info, relay.bytes_forwarded[0])
                 if info.get("status") in ("completed", "failed", "cancelled"):
                     break
+                if elapsed > MOVE_TIMEOUT_S:
+                    src.qmp.cmd("migrate_cancel")
                 time.sleep(0.5)
+            rates.stop.set()
             if info["status"] == "completed":
                 dst.wait_incoming()
             elapsed = time.monotonic() - t0
@@ -93,26 +178,34 @@ def run_move(method, workdir, base_dir, rate_mbit, rtt_ms=50,
             loaded = _event_time(dst, "MIGRATION", status="completed")
             result = {
                 "method": method,
-                "rate_mbit": rate_mbit,
+                "workload": workload.name,
+                "schedule": schedule,
+                "rate_mbit": schedule[0][1],
                 "rtt_ms": rtt_ms,
-                "workload": workload,
                 "status": info["status"],
-                "error": info.get("error-desc"),
+                "error": info.get("error-desc") or (
+                    f"did not finish in {MOVE_TIMEOUT_S} s"
+                    if info["status"] == "cancelled" else None),
                 "wall_s": round(elapsed, 2),
                 "total_time_ms": info.get("total-time"),
                 "downtime_ms": info.get("downtime"),
                 "guest_downtime_ms": (round((loaded - stopped) * 1000)
                                       if stopped and loaded else None),
-                "wire_bytes": link.relays[0].bytes_forwarded[0],
+                "wire_bytes": relay.bytes_forwarded[0],
+                "return_bytes": relay.bytes_forwarded[1],
                 "src_cpu_s": round(_cpu_seconds(src.proc.pid) - cpu0[0], 2),
                 "dst_cpu_s": round(_cpu_seconds(dst.proc.pid) - cpu0[1], 2),
                 "ram_bytes": info.get("ram", {}).get("transferred"),
                 "disk_bytes": info.get("disk", {}).get("transferred"),
                 "handoff": info.get("handoff"),
+                "timeline": timeline,
             }
             if verify and info["status"] == "completed":
                 assert_same_vm(src, dst)
+                reply = workload.check_service(dst)
                 result["verified"] = True
+                if reply is not None:
+                    result["reply_after_move"] = reply
             return result
         finally:
             for vm in vms:

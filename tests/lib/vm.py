@@ -24,14 +24,12 @@ GUEST = os.path.join(BUILD, "guest")
 FIRMWARE_DIRS = ["/usr/share/seabios", "/usr/lib/ipxe/qemu", "/usr/share/qemu"]
 
 GUEST_MEM_MIB = 256
+EDGE = os.path.join(BUILD, "edge")
 
 
-def guest_facts():
-    """Reads build/guest/guest.env (written by scripts/build-test-guest.sh)."""
-    path = os.path.join(GUEST, "guest.env")
+def _read_env(path, hint):
     if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path} is missing: run scripts/build-test-guest.sh first")
+        raise FileNotFoundError(f"{path} is missing: run {hint} first")
     facts = {}
     with open(path) as f:
         for line in f:
@@ -40,8 +38,49 @@ def guest_facts():
                 continue
             key, value = line.split("=", 1)
             parsed = shlex.split(value)
-            facts[key] = parsed[0] if parsed else ""
+            facts[key] = " ".join(parsed)
     return facts
+
+
+def guest_facts():
+    """Reads build/guest/guest.env (written by scripts/build-test-guest.sh)."""
+    return _read_env(os.path.join(GUEST, "guest.env"),
+                     "scripts/build-test-guest.sh")
+
+
+class GuestImage:
+    """What a VM boots: kernel, initramfs, command line, memory size, the
+    raw base disk its overlays sit on, and whether it has a NIC (QEMU user
+    networking, `restrict=on` unless a VM asks for the host)."""
+
+    def __init__(self, name, kernel, initrd, append, mem_mib, base_disk,
+                 nic=False):
+        self.name = name
+        self.kernel = kernel
+        self.initrd = initrd
+        self.append = append
+        self.mem_mib = mem_mib
+        self.base_disk = base_disk
+        self.nic = nic
+
+
+def test_guest():
+    """The CI-size busybox guest (tests/guest)."""
+    facts = guest_facts()
+    return GuestImage("test", facts["GUEST_KERNEL"], facts["GUEST_INITRD"],
+                      facts["GUEST_APPEND"], GUEST_MEM_MIB,
+                      os.path.join(GUEST, "base-disk.raw"))
+
+
+def edge_guest():
+    """The Debian edge guest of the benchmarks (tests/edge-guest), booted
+    with the test guest's kernel and initramfs."""
+    facts = guest_facts()
+    edge = _read_env(os.path.join(EDGE, "edge.env"),
+                     "scripts/build-edge-guest.sh")
+    return GuestImage("edge", facts["GUEST_KERNEL"], facts["GUEST_INITRD"],
+                      edge["EDGE_APPEND"], int(edge["EDGE_MEM_MIB"]),
+                      edge["EDGE_DISK"], nic=True)
 
 
 def free_tcp_port():
@@ -55,9 +94,9 @@ def qemu_img(*args):
                           text=True).stdout
 
 
-def create_overlay(path):
-    """A fresh qcow2 overlay on the guest's raw base disk."""
-    base = os.path.join(GUEST, "base-disk.raw")
+def create_overlay(path, guest=None):
+    """A fresh qcow2 overlay on a guest's raw base disk."""
+    base = (guest or test_guest()).base_disk
     qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", path)
     return path
 
@@ -66,21 +105,25 @@ class GuestVM:
     """One QEMU process of the fork running the test guest."""
 
     def __init__(self, name, workdir, disk, workload="none", incoming=None,
-                 extra_args=(), disk_interface="virtio", gdb=False):
+                 extra_args=(), disk_interface="virtio", gdb=False,
+                 guest=None, host_access=False):
+        """@host_access: the guest may reach the host's loopback as 10.0.2.2
+        (QEMU user networking without restrict), e.g. for a package
+        repository; otherwise a NIC, if the guest has one, reaches nothing."""
         self.name = name
         self.workdir = workdir
         self.disk = disk
+        self.guest = guest or test_guest()
         self.qmp_path = os.path.join(workdir, f"{name}.qmp")
         self.serial_path = os.path.join(workdir, f"{name}.serial")
         self.console_path = os.path.join(workdir, f"{name}.console")
         self.log_path = os.path.join(workdir, f"{name}.log")
-        facts = guest_facts()
-        append = f"{facts['GUEST_APPEND']} handoff.workload={workload}"
+        append = f"{self.guest.append} handoff.workload={workload}"
         self.args = [
             QEMU, "-name", name, "-accel", "tcg", "-machine", "pc",
-            "-m", str(GUEST_MEM_MIB), "-smp", "1", "-nodefaults",
+            "-m", str(self.guest.mem_mib), "-smp", "1", "-nodefaults",
             "-display", "none", "-no-user-config",
-            "-kernel", facts["GUEST_KERNEL"], "-initrd", facts["GUEST_INITRD"],
+            "-kernel", self.guest.kernel, "-initrd", self.guest.initrd,
             "-append", append,
             "-drive", f"file={disk},format=qcow2,if={disk_interface},"
                       "cache=writeback",
@@ -91,6 +134,10 @@ class GuestVM:
             "-serial", "chardev:console",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
         ]
+        if self.guest.nic:
+            restrict = "off" if host_access else "on"
+            self.args += ["-netdev", f"user,id=net0,restrict={restrict}",
+                          "-device", "virtio-net-pci,netdev=net0,romfile="]
         for d in FIRMWARE_DIRS:
             self.args += ["-L", d]
         if incoming:
@@ -100,6 +147,9 @@ class GuestVM:
         if gdb:
             self.args += ["-gdb", f"unix:{self.gdb_path},server=on,wait=off"]
         self.args += list(extra_args)
+        # For debugging any test or benchmark, e.g. with trace events:
+        # QEMU_HANDOFF_QEMU_ARGS="-msg timestamp=on -trace enable=handoff_*"
+        self.args += shlex.split(os.environ.get("QEMU_HANDOFF_QEMU_ARGS", ""))
         self.proc = None
         self.qmp = None
 
@@ -193,7 +243,7 @@ class GuestVM:
     def ram_digest(self):
         """SHA-256 of the guest's RAM, read with pmemsave while paused."""
         dump = os.path.join(self.workdir, f"{self.name}.ram")
-        self.qmp.cmd("pmemsave", val=0, size=GUEST_MEM_MIB << 20,
+        self.qmp.cmd("pmemsave", val=0, size=self.guest.mem_mib << 20,
                      filename=dump)
         h = hashlib.sha256()
         with open(dump, "rb") as f:

@@ -1,0 +1,291 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Tables (summary.md) and plots (plots/*.png) from a benchmark's
+results.json (scripts/bench.py): only what was measured, nothing derived
+beyond ratios of measured figures."""
+
+import math
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+MB = 1e6
+
+
+def _ok(cells):
+    return [c for c in cells if c.get("status") == "completed"]
+
+
+def _order(values, preferred):
+    return [v for v in preferred if v in values] + sorted(
+        v for v in values if v not in preferred)
+
+
+def _axes(data):
+    cells = data["cells"]
+    workloads = _order({c["workload"] for c in cells},
+                       ["test", "ocr", "physics", "face"])
+    profiles = _order({c["profile"] for c in cells},
+                      ["5", "10", "25", "dynamic"])
+    systems = _order({c["method"] for c in cells},
+                     ["stock", "stock-xbzrle", "stock-compress",
+                      "stock-multifd-zstd", "handoff", "handoff-zstd-3",
+                      "handoff-lzma-1"])
+    return workloads, profiles, systems
+
+
+def _find(cells, workload, profile, system):
+    for c in cells:
+        if (c["workload"], c["profile"], c["method"]) == \
+                (workload, profile, system):
+            return c
+    return None
+
+
+def _profile_label(p):
+    return f"{p} Mbit/s" if p != "dynamic" else "5→35→5"
+
+
+# --- tables -------------------------------------------------------------
+
+def _workload_cells(data, workload):
+    """(profile, system, cell) of one workload, in table order."""
+    _, profiles, systems = _axes(data)
+    for p in profiles:
+        for s in systems:
+            c = _find(data["cells"], workload, p, s)
+            if c:
+                yield p, s, c
+
+
+def _cell_table(data, workload):
+    rows = ["| link | system | total time | guest downtime | QEMU downtime "
+            "| bytes on the wire | source CPU | destination CPU | verified |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for p, s, c in _workload_cells(data, workload):
+        if c["status"] != "completed":
+            rows.append(f"| {_profile_label(p)} | {s} | {c['status']}: "
+                        f"{c.get('error') or ''} | | | | | | |")
+            continue
+        rows.append(
+            f"| {_profile_label(p)} | {s} | "
+            f"{c['total_time_ms'] / 1000:.1f} s | "
+            f"{c['guest_downtime_ms']} ms | {c['downtime_ms']} ms | "
+            f"{c['wire_bytes'] / MB:.1f} MB | {c['src_cpu_s']:.1f} s | "
+            f"{c['dst_cpu_s']:.1f} s | "
+            f"{'yes' if c.get('verified') else 'no'} |")
+    return rows
+
+
+def _speedup_table(data):
+    workloads, profiles, _ = _axes(data)
+    rows = ["| workload | link | best stock | handoff (auto) | speed-up "
+            "| wire bytes, stock / handoff | guest downtime, stock / handoff |",
+            "|---|---|---|---|---|---|---|"]
+    for w in workloads:
+        for p in profiles:
+            cells = [c for c in _ok(data["cells"])
+                     if c["workload"] == w and c["profile"] == p]
+            stock = [c for c in cells if c["method"].startswith("stock")]
+            hand = [c for c in cells if c["method"] == "handoff"]
+            if not stock or not hand:
+                continue
+            best = min(stock, key=lambda c: c["total_time_ms"])
+            h = hand[0]
+            rows.append(
+                f"| {w} | {_profile_label(p)} | {best['method']} "
+                f"{best['total_time_ms'] / 1000:.1f} s | "
+                f"{h['total_time_ms'] / 1000:.1f} s | "
+                f"{best['total_time_ms'] / h['total_time_ms']:.1f}× | "
+                f"{best['wire_bytes'] / MB:.0f} / {h['wire_bytes'] / MB:.0f} MB "
+                f"| {best['guest_downtime_ms']} / {h['guest_downtime_ms']} ms |")
+    return rows
+
+
+def _records_table(data, workload):
+    rows = ["| link | system | zero | same | base-ref | self-ref | data "
+            "| of which xor | output | last mode | mode switches | rounds |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p, s, c in _workload_cells(data, workload):
+        h = c.get("handoff")
+        if not h or c["status"] != "completed":
+            continue
+        rows.append(
+            f"| {_profile_label(p)} | {s} | {h['zero']} | {h['same']} | "
+            f"{h['base-ref']} | {h['self-ref']} | {h['data']} | "
+            f"{h['xor-delta']} | {h['output-bytes'] / MB:.1f} MB | "
+            f"{h['mode']} | {h['mode-switches']} | {h['iteration']} |")
+    return rows
+
+
+def _breakdown_table(data):
+    rows = ["| workload | modified state | " + " | ".join(
+        s["step"] for s in next(iter(data["breakdown"].values()))["steps"])
+        + " |"]
+    rows.append("|---" * (len(rows[0].split("|")) - 2) + "|")
+    for w, b in data["breakdown"].items():
+        mod = b["modified_bytes"]
+        cols = [f"{s['bytes'] / MB:.1f} MB ({s['bytes'] / mod:.0%})"
+                for s in b["steps"]]
+        rows.append(f"| {w} | {mod / MB:.1f} MB | " + " | ".join(cols) + " |")
+    return rows
+
+
+def summary(data):
+    m = data["machine"]
+    lines = ["# Benchmark results", "",
+             f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, "
+             f"kernel {m['kernel']}, guests under TCG; {m['qemu']}.",
+             f"Links: tbf-shaped veth into a network namespace, "
+             f"{data['meta']['rtt_ms']:g} ms RTT added by a delay relay.", ""]
+    workloads, _, _ = _axes(data)
+    if len(_speedup_table(data)) > 2:
+        lines += ["## Handoff versus the best stock configuration", ""]
+        lines += _speedup_table(data) + [""]
+    for w in workloads:
+        lines += [f"## {w}", ""] + _cell_table(data, w) + [""]
+        rec = _records_table(data, w)
+        if len(rec) > 2:
+            lines += [f"Handoff records ({w}, chunks of 4 KiB):", ""]
+            lines += rec + [""]
+    if data.get("breakdown"):
+        lines += ["## Overlay size: what each technique removes", "",
+                  "The VM's state as it is moved, encoded offline by "
+                  "`qemu-handoff encode` against the base; percentages of "
+                  "the modified state (chunks differing from the base).", ""]
+        lines += _breakdown_table(data) + [""]
+    return "\n".join(lines)
+
+
+# --- plots --------------------------------------------------------------
+
+def _bars(data, value, ylabel, title, path, log=True):
+    workloads, profiles, systems = _axes(data)
+    fig, axes = plt.subplots(1, len(workloads), squeeze=False,
+                             figsize=(4.5 * len(workloads), 4.2))
+    width = 0.8 / max(1, len(systems))
+    for ax, w in zip(axes[0], workloads):
+        seen = []
+        for i, s in enumerate(systems):
+            xs, ys = [], []
+            for j, p in enumerate(profiles):
+                c = _find(data["cells"], w, p, s)
+                if c and c["status"] == "completed":
+                    xs.append(j + (i - (len(systems) - 1) / 2) * width)
+                    ys.append(value(c))
+            bars = ax.bar(xs, ys, width, label=s,
+                          hatch="//" if s.startswith("stock") else None)
+            ax.bar_label(bars, fmt="%.0f", fontsize=6)
+            seen += ys
+        ax.set_xticks(range(len(profiles)))
+        ax.set_xticklabels([_profile_label(p) for p in profiles])
+        ax.set_title(w)
+        if log:
+            ax.set_yscale("log")
+            if seen:
+                # Bars on a log axis need a floor well under the smallest.
+                ax.set_ylim(bottom=10 ** math.floor(math.log10(min(seen) / 2)))
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _adaptation(data, path):
+    cells = [c for c in _ok(data["cells"]) if c["profile"] == "dynamic"]
+    autos = [c for c in cells if c["method"] == "handoff"]
+    if not autos:
+        return False
+    fig, axes = plt.subplots(2, len(autos), squeeze=False, sharex="col",
+                             figsize=(6 * len(autos), 6.5))
+    for col, auto in enumerate(autos):
+        tl = auto["timeline"]
+        t = [p["t"] for p in tl]
+        ax = axes[0][col]
+        sched = auto["schedule"] + [[t[-1], auto["schedule"][-1][1]]]
+        ax.step([s[0] for s in sched], [s[1] for s in sched], where="post",
+                color="grey", label="link rate (tbf)")
+        bw = [(p.get("bandwidth") or 0) * 8 / 1e6 for p in tl]
+        ax.plot(t, bw, ".", ms=3, label="controller's bandwidth reading")
+        put = [0] + [max(0, (tl[i]["input-bytes"] - tl[i - 1]["input-bytes"])
+                         * 8 / 1e6 / max(1e-3, tl[i]["t"] - tl[i - 1]["t"]))
+                     for i in range(1, len(tl))]
+        ax.plot(t, put, lw=1, label="achieved throughput (state moved)")
+        ax.set_yscale("symlog", linthresh=10)
+        ax.set_ylabel("Mbit/s")
+        ax.set_title(f"{auto['workload']}: handoff (auto) under 5→35→5 Mbit/s")
+        peers = [c for c in cells if c["workload"] == auto["workload"]]
+        for c in peers:
+            style = ":" if c["method"].startswith("stock") else "--"
+            ax.axvline(c["total_time_ms"] / 1000, ls=style, lw=0.8,
+                       color="C3" if c["method"] == "handoff" else "k")
+            ax.text(c["total_time_ms"] / 1000, ax.get_ylim()[1] * 0.5,
+                    f" {c['method']}", rotation=90, fontsize=6, va="top")
+        ax.legend(fontsize=7, loc="lower left")
+        ax.grid(alpha=0.3)
+        modes = [p.get("mode") or "" for p in tl]
+        names = sorted({m for m in modes if m})
+        ax2 = axes[1][col]
+        ax2.plot(t, [names.index(m) if m else None for m in modes], ".",
+                 ms=4)
+        ax2.set_yticks(range(len(names)))
+        ax2.set_yticklabels(names, fontsize=7)
+        ax2.set_xlabel("seconds since the move started")
+        ax2.set_ylabel("mode chosen")
+        ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _breakdown_plot(data, path):
+    if not data.get("breakdown"):
+        return False
+    items = list(data["breakdown"].items())
+    fig, ax = plt.subplots(figsize=(3 + 2.5 * len(items), 4.2))
+    steps = ["modified state"] + [s["step"] for s in items[0][1]["steps"]]
+    width = 0.8 / len(steps)
+    for i, step in enumerate(steps):
+        ys = []
+        for _, b in items:
+            ys.append((b["modified_bytes"] if i == 0
+                       else b["steps"][i - 1]["bytes"]) / MB)
+        ax.bar([j + (i - (len(steps) - 1) / 2) * width
+                for j in range(len(items))], ys, width, label=step)
+    ax.set_xticks(range(len(items)))
+    ax.set_xticklabels([w for w, _ in items])
+    ax.set_ylabel("MB")
+    ax.set_title("Overlay size, one technique added at a time")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(data, out):
+    plots = os.path.join(out, "plots")
+    os.makedirs(plots, exist_ok=True)
+    made = []
+    if _ok(data["cells"]):
+        _bars(data, lambda c: c["total_time_ms"] / 1000, "seconds",
+              "Total time of the move", os.path.join(plots, "total-time.png"))
+        _bars(data, lambda c: c["wire_bytes"] / MB, "MB",
+              "Bytes on the wire", os.path.join(plots, "wire-bytes.png"))
+        made += ["total-time.png", "wire-bytes.png"]
+    if _adaptation(data, os.path.join(plots, "adaptation.png")):
+        made.append("adaptation.png")
+    if _breakdown_plot(data, os.path.join(plots, "overlay-breakdown.png")):
+        made.append("overlay-breakdown.png")
+    text = summary(data) + "\n" + "\n".join(
+        f"![{m}](plots/{m})" for m in made) + "\n"
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(text)
+    return made
