@@ -181,6 +181,19 @@ int Dirty(const Args& a) {
   return 0;
 }
 
+// A simulation's inner loop: every word of the buffer rewritten, pass
+// after pass, as fast as the CPU goes.
+int Sweep(const Args& a) {
+  size_t mib = ParseSize(a.Get("--mib", "8"), "--mib");
+  size_t bytes = mib * kMiB;
+  uint64_t* p = reinterpret_cast<uint64_t*>(Allocate(bytes));
+  std::printf("sweep %zu MiB\n", mib);
+  std::fflush(stdout);
+  for (uint64_t pass = 1;; pass++) {
+    for (size_t i = 0; i < bytes / 8; i++) p[i] = p[i] * 6364136223846793005ULL + pass;
+  }
+}
+
 void WriteFile(const std::string& path, const uint8_t* p, size_t n) {
   int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) Die("cannot create " + path + ": " + std::strerror(errno));
@@ -233,6 +246,8 @@ void Usage() {
       "        fill N MiB of memory, print its checksum, optionally stay resident\n"
       "  dirty --mib N --rate-mib-per-s R [--seconds S]\n"
       "        keep rewriting pages of an N MiB buffer at about R MiB/s\n"
+      "  sweep --mib N\n"
+      "        rewrite every word of an N MiB buffer, pass after pass\n"
       "  files --dir DIR --mib N [--copy-from FILE]\n"
       "        write new, duplicate, text, zero and base-copied files, fsynced");
 }
@@ -249,6 +264,7 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   if (cmd == "mem") return Mem(a);
   if (cmd == "dirty") return Dirty(a);
+  if (cmd == "sweep") return Sweep(a);
   if (cmd == "files") return Files(a);
   Usage();
   return 2;

@@ -212,16 +212,19 @@ static void start_round(HandoffSaveState *s)
             unsigned long page;
 
             /*
-             * Moves the global log into rb->bmap and clears it; under TCG
-             * vCPUs must first be made to mark their next writes again
-             * (see ramblock_sync_dirty_bitmap in ram.c).
+             * Moves the global log into rb->bmap and clears it. Under TCG
+             * a vCPU writes a page whose TLB entry is writable without
+             * marking it: once its bit is cleared, the entry must be made
+             * to take the marking path again, and only after the clear (a
+             * page marked in between would keep a writable entry with a
+             * clear bit, and its next writes would be lost).
              */
+            cpu_physical_memory_sync_dirty_bitmap(b->rb, 0,
+                                                  b->pages * TARGET_PAGE_SIZE);
             if (tcg_enabled()) {
                 tlb_reset_dirty_range_all(b->rb->offset,
                                           b->pages * TARGET_PAGE_SIZE);
             }
-            cpu_physical_memory_sync_dirty_bitmap(b->rb, 0,
-                                                  b->pages * TARGET_PAGE_SIZE);
             for (page = find_first_bit(b->rb->bmap, b->pages);
                  page < b->pages;
                  page = find_next_bit(b->rb->bmap, b->pages, page + 1)) {
@@ -235,6 +238,12 @@ static void start_round(HandoffSaveState *s)
             bitmap_zero(b->rb->bmap, b->pages);
         }
     }
+    /*
+     * A store that passed its TLB check before the reset may still be on
+     * its way: wait until every vCPU has left its translation block, so
+     * that the pages read from now on hold it.
+     */
+    memory_global_after_dirty_log_sync();
     if (s->random_order && s->round->len > carried + 1) {
         shuffle(s, carried, s->round->len);
     }
