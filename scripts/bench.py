@@ -18,6 +18,7 @@ continue an interrupted run), then OUT/summary.md and OUT/plots/*.png.
   scripts/bench.sh --quick         # CI-size guest, one bandwidth, minutes
   scripts/bench.py --workloads ocr --profiles 10 --systems handoff stock
   scripts/bench.py --report-only   # redo summary and plots from results.json
+  scripts/bench.py --report-only --docs docs/bench   # publish them
 """
 
 import argparse
@@ -170,6 +171,9 @@ def main(argv=None):
     ap.add_argument("--no-breakdown", action="store_true")
     ap.add_argument("--no-verify", action="store_true")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--docs", metavar="DIR",
+                    help="also write summary, plots and results (timelines "
+                         "of the dynamic link only) to DIR")
     args = ap.parse_args(argv)
 
     base = QUICK if args.quick else {"workloads": WORKLOADS,
@@ -187,6 +191,8 @@ def main(argv=None):
                           p: PROFILES[p] for p in profiles}})
     if args.report_only:
         bench_report.write(results.data, out)
+        if args.docs:
+            bench_report.publish(results.data, args.docs)
         return 0
 
     cache = os.path.join(BUILD, "bench", "cache")
@@ -242,6 +248,8 @@ def main(argv=None):
                 print(f"\r  {label} {r['status']}: {r['error']}" + " " * 30)
     print(f"bench: done in {(time.monotonic() - started) / 60:.1f} min")
     bench_report.write(results.data, out)
+    if args.docs:
+        bench_report.publish(results.data, args.docs)
     print(f"bench: {out}/summary.md, {out}/plots/")
     return 1 if failures else 0
 

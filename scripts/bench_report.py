@@ -3,6 +3,8 @@
 results.json (scripts/bench.py): only what was measured, nothing derived
 beyond ratios of measured figures."""
 
+import copy
+import json
 import math
 import os
 
@@ -289,3 +291,15 @@ def write(data, out):
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(text)
     return made
+
+
+def publish(data, docs):
+    """summary.md, plots/ and results.json for the repository: timelines
+    are kept for the dynamic link only (the adaptation plot's data)."""
+    write(data, docs)
+    slim = copy.deepcopy(data)
+    for c in slim["cells"]:
+        if c.get("profile") != "dynamic":
+            c.pop("timeline", None)
+    with open(os.path.join(docs, "results.json"), "w") as f:
+        json.dump(slim, f, indent=1)
