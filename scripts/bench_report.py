@@ -198,7 +198,21 @@ def _bars(data, value, ylabel, title, path, log=True):
     plt.close(fig)
 
 
+def _rate(tl, key, window):
+    """Mbit/s of a counter over a trailing window of `window` seconds."""
+    out, k = [], 0
+    for i, p in enumerate(tl):
+        while tl[k]["t"] < p["t"] - window:
+            k += 1
+        dt = p["t"] - tl[k]["t"]
+        out.append((p[key] - tl[k][key]) * 8 / 1e6 / dt if dt > 0 else 0)
+    return out
+
+
 def _adaptation(data, path):
+    """Per workload moved under the dynamic link: what the link allowed,
+    what the controller read and chose, what crossed the wire, and when
+    each system finished."""
     cells = [c for c in _ok(data["cells"]) if c["profile"] == "dynamic"]
     autos = [c for c in cells if c["method"] == "handoff"]
     if not autos:
@@ -206,29 +220,31 @@ def _adaptation(data, path):
     fig, axes = plt.subplots(2, len(autos), squeeze=False, sharex="col",
                              figsize=(6 * len(autos), 6.5))
     for col, auto in enumerate(autos):
-        tl = auto["timeline"]
+        # Samples before the first statistics (setup) have none.
+        tl = [p for p in auto["timeline"] if "input-bytes" in p]
         t = [p["t"] for p in tl]
+        peers = sorted((c for c in cells if c["workload"] == auto["workload"]),
+                       key=lambda c: c["total_time_ms"])
+        end = max(c["total_time_ms"] for c in peers) / 1000
         ax = axes[0][col]
-        sched = auto["schedule"] + [[t[-1], auto["schedule"][-1][1]]]
+        sched = [s for s in auto["schedule"] if s[0] < end]
+        sched = sched + [[end, sched[-1][1]]]
         ax.step([s[0] for s in sched], [s[1] for s in sched], where="post",
-                color="grey", label="link rate (tbf)")
-        bw = [(p.get("bandwidth") or 0) * 8 / 1e6 for p in tl]
-        ax.plot(t, bw, ".", ms=3, label="controller's bandwidth reading")
-        put = [0] + [max(0, (tl[i]["input-bytes"] - tl[i - 1]["input-bytes"])
-                         * 8 / 1e6 / max(1e-3, tl[i]["t"] - tl[i - 1]["t"]))
-                     for i in range(1, len(tl))]
-        ax.plot(t, put, lw=1, label="achieved throughput (state moved)")
-        ax.set_yscale("symlog", linthresh=10)
+                color="grey", lw=2, alpha=0.6, label="link rate (tbf)")
+        ax.plot(t, [(p.get("bandwidth") or 0) * 8 / 1e6 for p in tl], ".",
+                ms=3, label="controller's bandwidth reading")
+        ax.plot(t, _rate(tl, "wire", 2.0), lw=1,
+                label="bytes on the wire (2 s average)")
+        ax.set_ylim(0, max(s[1] for s in auto["schedule"]) * 1.6)
         ax.set_ylabel("Mbit/s")
         ax.set_title(f"{auto['workload']}: handoff (auto) under 5→35→5 Mbit/s")
-        peers = [c for c in cells if c["workload"] == auto["workload"]]
-        for c in peers:
-            style = ":" if c["method"].startswith("stock") else "--"
-            ax.axvline(c["total_time_ms"] / 1000, ls=style, lw=0.8,
-                       color="C3" if c["method"] == "handoff" else "k")
-            ax.text(c["total_time_ms"] / 1000, ax.get_ylim()[1] * 0.5,
-                    f" {c['method']}", rotation=90, fontsize=6, va="top")
-        ax.legend(fontsize=7, loc="lower left")
+        for n, c in enumerate(peers):
+            x = c["total_time_ms"] / 1000
+            ax.axvline(x, ls=":" if c["method"].startswith("stock") else "--",
+                       lw=0.8, color="C3" if c["method"] == "handoff" else "k")
+            ax.text(x, ax.get_ylim()[1] * (0.98 - 0.12 * (n % 4)),
+                    f" {c['method']} {x:.0f} s", fontsize=6, va="top")
+        ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3)
         modes = [p.get("mode") or "" for p in tl]
         names = sorted({m for m in modes if m})
@@ -239,6 +255,7 @@ def _adaptation(data, path):
         ax2.set_yticklabels(names, fontsize=7)
         ax2.set_xlabel("seconds since the move started")
         ax2.set_ylabel("mode chosen")
+        ax2.set_xlim(0, end * 1.02)
         ax2.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
