@@ -68,8 +68,10 @@ def _cell_table(data, workload):
             "|---|---|---|---|---|---|---|---|---|"]
     for p, s, c in _workload_cells(data, workload):
         if c["status"] != "completed":
+            sent = (f"{c['wire_bytes'] / MB:.1f} MB sent"
+                    if c.get("wire_bytes") else "")
             rows.append(f"| {_profile_label(p)} | {s} | {c['status']}: "
-                        f"{c.get('error') or ''} | | | | | | |")
+                        f"{c.get('error') or ''} | | | {sent} | | | |")
             continue
         rows.append(
             f"| {_profile_label(p)} | {s} | "

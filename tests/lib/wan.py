@@ -240,16 +240,24 @@ class WanLink:
         return ["ip", "netns", "exec", self.netns, *argv]
 
     def set_rate(self, rate_mbit, add=False):
-        """(Re)shapes both directions to rate_mbit."""
+        """(Re)shapes both directions to rate_mbit.
+
+        A new rate gets a new tbf: `tc qdisc change` from 35 down to 5 Mbit/s
+        left this kernel's tbf with packets it never dequeued again (backlog
+        stuck, overlimits climbing, TCP in exponential backoff for minutes).
+        Replacing the qdisc drops what it held (up to ~100 ms of data), as a
+        router reconfigured mid-flow would; TCP resends it."""
         rate_bytes = rate_mbit * 1e6 / 8
         burst = max(16 * 1024, int(rate_bytes * 0.004))
         # Queue up to ~100 ms of data before tbf drops, like a modest router.
         limit = int(rate_bytes * 0.1) + burst
-        verb = "add" if add else "change"
         tbf = ["root", "tbf", "rate", f"{rate_mbit}mbit", "burst", str(burst),
                "limit", str(limit)]
-        run("tc", "qdisc", verb, "dev", self.host_if, *tbf)
-        self._ns("tc", "qdisc", verb, "dev", self.ns_if, *tbf)
+        for ns, dev in ((False, self.host_if), (True, self.ns_if)):
+            tc = self._ns if ns else run
+            if not add:
+                tc("tc", "qdisc", "del", "dev", dev, "root")
+            tc("tc", "qdisc", "add", "dev", dev, *tbf)
         self.rate_mbit = rate_mbit
 
     def relay_to(self, target_port):
