@@ -119,15 +119,20 @@ def overlay_breakdown(workload, work, log):
 class Results:
     """results.json, rewritten after every cell."""
 
-    def __init__(self, path, resume, meta):
+    def __init__(self, path, resume, meta, seed=None):
         self.path = path
         self.data = {"machine": machine(), "meta": meta, "cells": [],
                      "breakdown": {}}
-        if resume and os.path.exists(path):
-            with open(path) as f:
+        # A seed (the published docs/bench/results.json) carries an
+        # earlier run's cells, so a matrix too long for one sitting can be
+        # completed over several; cells measured here replace seeded ones.
+        for old_path in ([seed] if seed else []) + (
+                [path] if resume and os.path.exists(path) else []):
+            with open(old_path) as f:
                 old = json.load(f)
-            self.data["cells"] = old.get("cells", [])
-            self.data["breakdown"] = old.get("breakdown", {})
+            for c in old.get("cells", []):
+                self.add(c, save=False)
+            self.data["breakdown"].update(old.get("breakdown", {}))
 
     def cell(self, workload, profile, system):
         """A cell already measured: completed, or ended by the time limit
@@ -140,11 +145,12 @@ class Results:
                 return c
         return None
 
-    def add(self, result):
+    def add(self, result, save=True):
         key = (result["workload"], result["profile"], result["method"])
         self.data["cells"] = [c for c in self.data["cells"] if (
             c["workload"], c["profile"], c["method"]) != key] + [result]
-        self.save()
+        if save:
+            self.save()
 
     def save(self):
         tmp = self.path + ".tmp"
@@ -166,6 +172,9 @@ def main(argv=None):
                                   "or build/bench/quick with --quick)")
     ap.add_argument("--resume", action="store_true",
                     help="keep the cells OUT/results.json already has")
+    ap.add_argument("--seed", metavar="RESULTS_JSON",
+                    help="count the cells of an earlier run's results "
+                         "(e.g. docs/bench/results.json) as measured")
     ap.add_argument("--redo", action="store_true",
                     help="with --resume: measure the selected cells again")
     ap.add_argument("--no-breakdown", action="store_true")
@@ -188,7 +197,7 @@ def main(argv=None):
     results = Results(os.path.join(out, "results.json"),
                       args.resume or args.report_only,
                       {"rtt_ms": args.rtt, "profiles": {
-                          p: PROFILES[p] for p in profiles}})
+                          p: PROFILES[p] for p in profiles}}, args.seed)
     if args.report_only:
         bench_report.write(results.data, out)
         if args.docs:
