@@ -87,6 +87,12 @@ void Controller::OnNetwork(double t, uint64_t bytes, bool backlogged) {
   last_backlogged_ = backlogged;
   while (!net_.empty() && net_.front().t1 < t - config_.bandwidth_window_s)
     net_.pop_front();
+  double all_t = 0, all_b = 0;
+  for (const NetSample& s : net_) {
+    all_t += s.t1 - s.t0;
+    all_b += static_cast<double>(s.bytes);
+  }
+  if (all_t > 0) delivered_ = all_b / all_t;
   // Network reports keep arriving while the producer is paused, so they
   // also keep the decision period.
   if (t - last_decision_s_ >= config_.decision_period_s) Decide(t);
@@ -94,10 +100,9 @@ void Controller::OnNetwork(double t, uint64_t bytes, bool backlogged) {
 
 void Controller::UpdateBandwidth(double t) {
   (void)t;
-  double busy_t = 0, busy_b = 0, all_t = 0, all_b = 0;
+  double busy_t = 0, busy_b = 0, all_t = 0;
   for (const NetSample& s : net_) {
     all_t += s.t1 - s.t0;
-    all_b += static_cast<double>(s.bytes);
     if (s.backlogged) {
       busy_t += s.t1 - s.t0;
       busy_b += static_cast<double>(s.bytes);
@@ -110,8 +115,7 @@ void Controller::UpdateBandwidth(double t) {
   } else {
     // The sender starved the link: its rate is only a lower bound, so
     // probe upwards (doubling per decision) until backlog appears.
-    double floor = all_b / all_t;
-    bandwidth_ = std::min(std::max(bandwidth_, floor) * 2, 1e11);
+    bandwidth_ = std::min(std::max(bandwidth_, delivered_) * 2, 1e11);
   }
 }
 

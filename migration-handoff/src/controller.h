@@ -57,6 +57,9 @@ class Controller {
 
   size_t current() const { return current_; }
   double bandwidth() const { return bandwidth_; }
+  // Bytes/s the link actually carried over the last window: unlike
+  // bandwidth(), never a probe beyond what was seen.
+  double delivered() const { return delivered_; }
   // Predicted effective input throughput of @mode, 0 if unmeasured.
   double Predicted(size_t mode) const;
   bool Measured(size_t mode) const { return !stats_[mode].samples.empty(); }
@@ -84,6 +87,7 @@ class Controller {
   size_t current_;
   double last_decision_s_ = 0;
   double bandwidth_ = 0;  // bytes/s; 0 = unknown
+  double delivered_ = 0;  // bytes/s
   bool have_net_ = false;
   double last_net_t_ = 0;
   uint64_t last_net_bytes_ = 0;

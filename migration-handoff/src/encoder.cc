@@ -335,9 +335,12 @@ void Encoder::ReportNetwork(uint64_t bytes_sent, uint64_t bytes_queued,
   std::lock_guard<std::mutex> lock(controller_mu_);
   // A caller's queue always holds what is in flight on the link (up to a
   // round trip's worth); only a longer one means data waited for the link.
-  // A quarter of a second of the estimated rate bounds any sane RTT.
+  // A quarter of a second of the delivered rate bounds any sane RTT. Not
+  // of the estimate: while the controller probes upwards the estimate
+  // outgrows any socket buffer, backlog could no longer show, and the
+  // probe ran away (to 100 GB/s on a 35 Mbit/s link, choosing `none`).
   const double in_flight =
-      std::max(64.0 * 1024, 0.25 * controller_.bandwidth());
+      std::max(64.0 * 1024, 0.25 * controller_.delivered());
   const bool backlogged =
       pending > 0 || static_cast<double>(bytes_queued) > in_flight;
   // The caller's clock may have any origin (QEMU passes its own): anchor
