@@ -188,6 +188,7 @@ def _bars(data, value, ylabel, title, path, log=True):
         ax.set_title(w)
         if log:
             ax.set_yscale("log")
+            seen = [v for v in seen if v > 0]
             if seen:
                 # Bars on a log axis need a floor well under the smallest.
                 ax.set_ylim(bottom=10 ** math.floor(math.log10(min(seen) / 2)))
