@@ -87,12 +87,6 @@ void Controller::OnNetwork(double t, uint64_t bytes, bool backlogged) {
   last_backlogged_ = backlogged;
   while (!net_.empty() && net_.front().t1 < t - config_.bandwidth_window_s)
     net_.pop_front();
-  double all_t = 0, all_b = 0;
-  for (const NetSample& s : net_) {
-    all_t += s.t1 - s.t0;
-    all_b += static_cast<double>(s.bytes);
-  }
-  if (all_t > 0) delivered_ = all_b / all_t;
   // Network reports keep arriving while the producer is paused, so they
   // also keep the decision period.
   if (t - last_decision_s_ >= config_.decision_period_s) Decide(t);
@@ -100,15 +94,17 @@ void Controller::OnNetwork(double t, uint64_t bytes, bool backlogged) {
 
 void Controller::UpdateBandwidth(double t) {
   (void)t;
-  double busy_t = 0, busy_b = 0, all_t = 0;
+  double busy_t = 0, busy_b = 0, all_t = 0, all_b = 0;
   for (const NetSample& s : net_) {
     all_t += s.t1 - s.t0;
+    all_b += static_cast<double>(s.bytes);
     if (s.backlogged) {
       busy_t += s.t1 - s.t0;
       busy_b += static_cast<double>(s.bytes);
     }
   }
   if (all_t <= 0) return;
+  delivered_ = all_b / all_t;
   if (busy_t >= all_t * 0.5) {
     // The link was the bottleneck: what it carried is its capacity.
     bandwidth_ = busy_b / busy_t;

@@ -57,8 +57,8 @@ class Controller {
 
   size_t current() const { return current_; }
   double bandwidth() const { return bandwidth_; }
-  // Bytes/s the link actually carried over the last window: unlike
-  // bandwidth(), never a probe beyond what was seen.
+  // Bytes/s the link actually carried over the window of the last
+  // decision: unlike bandwidth(), never a probe beyond what was seen.
   double delivered() const { return delivered_; }
   // Predicted effective input throughput of @mode, 0 if unmeasured.
   double Predicted(size_t mode) const;
