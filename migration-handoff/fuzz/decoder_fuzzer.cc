@@ -5,61 +5,55 @@
 // a crash, hang, leak or out-of-bounds access (run under ASan/UBSan).
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
-#include <xxhash.h>
-
+#include "byte_io.h"
+#include "format.h"
 #include "fuzz_base.h"
 #include "handoff.h"
+#include "record.h"
 
 namespace {
 
-uint32_t Le32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
+// Records a stored plaintext holds, as far as they parse: a frame whose
+// records do not all parse fails at the first bad one, whatever its
+// count says.
+uint32_t CountRecords(const uint8_t* plain, size_t len) {
+  handoff::RecordIterator records(plain, len);
+  handoff::Record rec;
+  uint32_t n = 0;
+  while (records.Next(&rec)) n++;
+  return n;
 }
-void Put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
-void Put64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
 
-// Recomputes the checksums a mutation broke (header, stored frames, end
-// record), so that the fuzzer also reaches record parsing and application
-// instead of stopping at the first checksum.
+// Recomputes the check values a mutation broke (header, frame headers,
+// stored frames' plaintext fields, end record), so that the fuzzer also
+// reaches record parsing and application instead of stopping at the
+// first checksum. Lengths are taken as found, within the input.
 void Repair(uint8_t* d, size_t size) {
-  if (size < 16) return;
-  size_t h = Le32(d + 12);
-  if (h < 48 || h > size) return;
-  Put64(d + h - 8, XXH3_64bits(d, h - 8));
+  using namespace handoff;
+  if (size < kStreamHeaderPrefix) return;
+  const size_t h = DeclaredHeaderLength(d);
+  if (h < kMinHeaderLength || h > size) return;
+  ResealStreamHeader(d, h);
   size_t pos = h;
   while (size - pos >= 4) {
-    uint32_t tag = Le32(d + pos);
-    if (tag == 0x21444E45 && size - pos >= 104) {
-      uint8_t* e = d + pos;
-      Put64(e + 72, pos);
-      XXH128_canonical_t c;
-      XXH128_canonicalFromHash(&c, XXH3_128bits(d, pos));
-      std::memcpy(e + 80, c.digest, 16);
-      Put64(e + 96, XXH3_64bits(e, 96));
+    const uint32_t tag = LoadLe<uint32_t>(d + pos);
+    if (tag == kEndTag && size - pos >= kEndRecordSize) {
+      ResealEndRecord(d, pos);
       return;
     }
-    if (tag != 0x4D415246 || size - pos < 40) return;
-    uint8_t* f = d + pos;
-    size_t payload = Le32(f + 8);
-    if (payload > size - pos - 40) return;
-    if (f[4] == 0 && (Le32(f + 6) & 0xffff) == 0) {
-      const uint8_t* plain = f + 40;
-      Put32(f + 12, static_cast<uint32_t>(payload));
-      Put64(f + 24, XXH3_64bits(plain, payload));
-      uint32_t records = 0;
-      for (size_t r = 0; r + 24 <= payload; records++) {
-        uint8_t type = plain[r];
-        r += 24 + (type == 2 ? 4096 : type == 3 ? 16 : type == 4 ? 24 : 0);
-      }
-      Put32(f + 32, records);
+    if (tag != kFrameTag || size - pos < kFrameHeaderSize) return;
+    FrameHeader f = ReadFrameHeaderUnchecked(d + pos);
+    if (f.payload_length > size - pos - kFrameHeaderSize) return;
+    const uint8_t* payload = d + pos + kFrameHeaderSize;
+    if (f.codec == HANDOFF_CODEC_NONE && f.flags == 0) {
+      f.plain_length = f.payload_length;
+      f.plain_checksum = Checksum64(payload, f.payload_length);
+      f.record_count = CountRecords(payload, f.payload_length);
     }
-    Put32(f + 36, static_cast<uint32_t>(XXH3_64bits(f, 36)));
-    pos += 40 + payload;
+    SerializeFrameHeader(f, d + pos);
+    pos += kFrameHeaderSize + f.payload_length;
   }
 }
 

@@ -127,7 +127,10 @@ const char *handoff_last_error_message(void) HANDOFF_NOEXCEPT;
  * over the geometry and the XXH3-128 hash of every 4 KiB chunk. The index
  * of those hashes is built once by handoff_base_create(), saved in one
  * file, and memory-mapped by handoff_base_open(): reopening never rehashes.
- * Region sizes must be multiples of 4096.
+ * The index names its region files relative to its own directory, so a
+ * base directory can be moved or copied as a whole. Opening trusts the
+ * files' contents; handoff_base_verify() proves them. Region sizes must be
+ * multiples of 4096.
  * ------------------------------------------------------------------------ */
 #define HANDOFF_CHUNK_SIZE 4096
 #define HANDOFF_MAX_REGIONS 64
@@ -151,16 +154,39 @@ typedef struct HandoffRegionSpec {
 /*
  * Hashes the regions, writes the index to @index_path (unless NULL: then
  * the base lives in memory only, @data regions must outlive it) and returns
- * the opened base. File regions are recorded by absolute path, size and
- * modification time.
+ * the opened base. With an index, every region is a file inside the
+ * directory that holds @index_path, symbolic links resolved (else
+ * HANDOFF_E_INVALID_ARGUMENT), recorded by its path relative to that
+ * directory (e.g. "disk.raw", "memory/0.raw") and its size.
  */
 int handoff_base_create(const HandoffRegionSpec *regions, size_t count,
                         const char *index_path,
                         HandoffBase **out) HANDOFF_NOEXCEPT;
 
-/* Opens a base from its index file, mapping index and region files. */
+/*
+ * Opens a base from its index file, mapping index and region files. The
+ * region files are opened beneath the index's directory, following no
+ * symbolic link, and must be regular files of their recorded size
+ * (HANDOFF_E_BASE_CHANGED otherwise); the content ID is recomputed from
+ * the index's chunk hashes (HANDOFF_E_INDEX_CORRUPT when it differs).
+ * Costs no read of the region files: their contents are trusted until
+ * handoff_base_verify() checks them. Version 1 indexes (absolute paths)
+ * are refused with HANDOFF_E_UNSUPPORTED_VERSION: re-create the base.
+ */
 int handoff_base_open(const char *index_path,
                       HandoffBase **out) HANDOFF_NOEXCEPT;
+
+/*
+ * Reads every byte of every region again, hashes each chunk (on as many
+ * threads as cores, up to HANDOFF_MAX_THREADS) and compares it with the
+ * index. Returns 0 when all match; HANDOFF_E_BASE_CHANGED when a file's
+ * size changed or chunks differ, the message naming the region, its file,
+ * the first differing chunk and how many differ. Cost: one read of the
+ * whole base, about what creating it cost. Call it before trusting a base
+ * that others could have written (a changed file with its old size and
+ * modification time opens without complaint).
+ */
+int handoff_base_verify(const HandoffBase *base) HANDOFF_NOEXCEPT;
 
 void handoff_base_free(HandoffBase *base) HANDOFF_NOEXCEPT;
 
@@ -183,6 +209,25 @@ int handoff_base_read(const HandoffBase *base, size_t region, uint64_t offset,
 /* Chunks indexed (all) and distinct non-zero contents among them. */
 int handoff_base_counts(const HandoffBase *base, uint64_t *chunks,
                         uint64_t *distinct) HANDOFF_NOEXCEPT;
+
+/*
+ * File of region @index as the index records it: relative to the index's
+ * directory (as given to handoff_base_create when nothing was saved); ""
+ * for a region in memory; NULL when @index is out of range. Valid while
+ * the base lives.
+ */
+const char *handoff_base_region_file(const HandoffBase *base,
+                                     size_t index) HANDOFF_NOEXCEPT;
+
+/*
+ * The bytes of region @index (handoff_base_region_info gives the size),
+ * read-only and mapped from the file the base opened: copying from here
+ * reads exactly what the engine encodes and decodes against, with no path
+ * to open again. NULL when @index is out of range. Valid while the base
+ * lives.
+ */
+const void *handoff_base_region_data(const HandoffBase *base,
+                                     size_t index) HANDOFF_NOEXCEPT;
 
 /* ------------------------------------------------------------------------
  * Encoder: turns the chunks of a modified VM into a stream (format in
@@ -214,8 +259,14 @@ typedef struct HandoffMode {
     HandoffDelta delta;
 } HandoffMode;
 
+/* Most worker threads the engine starts for one task (encoder workers,
+ * base hashing). A thread that cannot start is reported as
+ * HANDOFF_E_NO_MEMORY ("cannot start worker thread"), never a crash. */
+#define HANDOFF_MAX_THREADS 64
+
 typedef struct HandoffEncoderConfig {
-    unsigned threads;        /* compression workers; 0 = number of cores */
+    unsigned threads;        /* compression workers, at most
+                                HANDOFF_MAX_THREADS; 0 = number of cores */
     int adaptive;            /* 1: controller picks modes; 0: use @mode */
     HandoffMode mode;        /* fixed mode, or the starting one */
     uint32_t frame_bytes;    /* input per frame; 0 = 256 KiB */
@@ -381,7 +432,16 @@ int handoff_decoder_feed(HandoffDecoder *dec, const void *data,
  * other frames (after the header was fed). Newer records win. The stream
  * digest is then not verifiable; the end record, fed with
  * handoff_decoder_feed, still checks the totals.
+ *
+ * Out of order, the decoder keeps superseded data versions that a frame
+ * still to come may reference, and self references waiting for a version
+ * still to come. A kept version is dropped once every frame before the
+ * one that superseded it has arrived. What is kept may not exceed
+ * HANDOFF_DECODER_MAX_HELD_BYTES (HANDOFF_E_LENGTH_LIMIT): deliver frames
+ * close to stream order.
  */
+#define HANDOFF_DECODER_MAX_HELD_BYTES (64ull << 20)
+
 int handoff_decoder_apply_frame(HandoffDecoder *dec, const void *frame,
                                 size_t len) HANDOFF_NOEXCEPT;
 
@@ -395,6 +455,9 @@ typedef struct HandoffDecoderStats {
     uint64_t stream_bytes;
     uint64_t plain_bytes;
     uint32_t iteration;                   /* highest seen */
+    uint64_t held_bytes;                  /* kept for frames out of order
+                                             (estimate), at most
+                                             HANDOFF_DECODER_MAX_HELD_BYTES */
 } HandoffDecoderStats;
 
 int handoff_decoder_stats(const HandoffDecoder *dec,

@@ -1,33 +1,65 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "base.h"
 
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
-#include <thread>
 
+#include "base_index.h"
 #include "byte_io.h"
-#include "format.h"
+#include "workers.h"
 
 namespace handoff {
 namespace {
 
-// Index file layout; see the comment at Base::Serialize.
-constexpr char kIndexMagic[8] = {'Q', 'H', 'O', 'F', 'I', 'D', 'X', '1'};
-constexpr uint32_t kIndexVersion = 1;
-constexpr size_t kIndexAlign = 4096;
-static_assert(std::endian::native == std::endian::little,
-              "index files hold native little-endian arrays");
-
+// Fewer chunks than this are hashed on the calling thread alone.
+constexpr uint64_t kParallelChunks = 4096;
+// Verification reads files this many chunks at a time.
+constexpr size_t kVerifyBlockChunks = 256;
 Status Corrupt(const std::string& why) {
   return Status(HANDOFF_E_INDEX_CORRUPT, "base index corrupt: " + why);
 }
 
+Status IoError(const std::string& what) {
+  return Status(HANDOFF_E_IO, what + ": " + std::strerror(errno));
+}
+
+// The base's identity (docs/stream-format.md, "Base ID"), from its
+// geometry and chunk hashes. Create computes it and Open recomputes it,
+// so an index cannot claim an ID its hashes do not give.
+Status ContentId(const Geometry& g, const Hash128* hashes, uint8_t id[16]) {
+  XXH3_state_t* st = XXH3_createState();
+  if (st == nullptr) return Status(HANDOFF_E_NO_MEMORY, "XXH3_createState");
+  XXH3_128bits_reset(st);
+  XXH3_128bits_update(st, "QHOFBASE", 8);
+  for (const Region& r : g.regions()) {
+    uint8_t b[8];
+    b[0] = static_cast<uint8_t>(r.kind);
+    b[1] = static_cast<uint8_t>(r.name.size());
+    XXH3_128bits_update(st, b, 2);
+    XXH3_128bits_update(st, r.name.data(), r.name.size());
+    StoreLe<uint64_t>(b, r.size);
+    XXH3_128bits_update(st, b, 8);
+  }
+  XXH3_128bits_update(st, hashes, g.total_chunks() * sizeof(Hash128));
+  XXH128_canonical_t canon;
+  XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(st));
+  XXH3_freeState(st);
+  std::memcpy(id, canon.digest, 16);
+  return Status::Ok();
+}
+
 void HashRange(const Geometry& g, const std::vector<const uint8_t*>& data,
                uint64_t begin, uint64_t end, Hash128* out) {
+  if (begin >= end) return;
   uint32_t r;
   uint64_t i;
   g.Locate(begin, &r, &i);
@@ -41,254 +73,405 @@ void HashRange(const Geometry& g, const std::vector<const uint8_t*>& data,
   }
 }
 
+Status HashAll(const Geometry& g, const std::vector<const uint8_t*>& data,
+               std::vector<Hash128>* out) {
+  const uint64_t total = g.total_chunks();
+  out->assign(total, Hash128{});
+  const unsigned workers = total < kParallelChunks ? 1 : DefaultWorkers();
+  return RunParallel(workers, [&](unsigned w) {
+    HashRange(g, data, total * w / workers, total * (w + 1) / workers,
+              out->data());
+  });
+}
+
+// @s fit for a message: names read from an index may hold any byte.
+std::string Printable(const std::string& s) {
+  std::string o;
+  for (const unsigned char c : s) {
+    if (c >= 0x20 && c != 0x7f) {
+      o += static_cast<char>(c);
+    } else {
+      char b[8];
+      snprintf(b, sizeof(b), "\\x%02x", c);
+      o += b;
+    }
+  }
+  return o;
+}
+
+std::string DirName(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// Opens @name (which passed CheckFileName) beneath the directory open as
+// @dir, one component at a time and following no symbolic link, so that
+// neither the index nor a link planted among the base files can lead
+// outside the base directory. @what names the file in messages.
+Status OpenBeneath(int dir, const std::string& name, const std::string& what,
+                   int* out) {
+  UniqueFd held;  // the directory opened last, when not @dir
+  for (size_t start = 0;;) {
+    const size_t slash = name.find('/', start);
+    const bool last = slash == std::string::npos;
+    const std::string part = name.substr(start, slash - start);
+    // O_NONBLOCK: a FIFO put in place of a base file opens at once, to be
+    // refused as not a regular file, instead of blocking the open.
+    const int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW |
+                      (last ? O_NONBLOCK | O_NOCTTY : O_DIRECTORY);
+    const int at = held.get() >= 0 ? held.get() : dir;
+    const int fd = openat(at, part.c_str(), flags);
+    if (fd < 0) {
+      const int err = errno;
+      const std::string where = what + ": '" + Printable(name.substr(0, slash)) + "' ";
+      // A link met as a directory fails as "not a directory": look, only
+      // to say which.
+      struct stat st;
+      if (err == ELOOP || (err == ENOTDIR && fstatat(at, part.c_str(), &st,
+                                                     AT_SYMLINK_NOFOLLOW) == 0 &&
+                           S_ISLNK(st.st_mode)))
+        return Status(HANDOFF_E_BASE_CHANGED, where + "is a symbolic link");
+      if (err == ENOTDIR)
+        return Status(HANDOFF_E_BASE_CHANGED, where + "is not a directory");
+      if (err == ENOENT) return Status(HANDOFF_E_BASE_CHANGED, where + "does not exist");
+      return Status(HANDOFF_E_IO, where + "cannot be opened: " + std::strerror(err));
+    }
+    if (last) {
+      *out = fd;
+      return Status::Ok();
+    }
+    held.reset(fd);
+    start = slash + 1;
+  }
+}
+
+// Opens region file @name beneath @dir as a regular file.
+Status OpenRegionFile(int dir, const std::string& name, const std::string& what,
+                      std::unique_ptr<MappedFile>* out) {
+  int fd = -1;
+  HANDOFF_RETURN_IF_ERROR(OpenBeneath(dir, name, what, &fd));
+  UniqueFd guard(fd);
+  struct stat st;
+  if (fstat(fd, &st) != 0) return IoError(what + ": cannot stat");
+  if (!S_ISREG(st.st_mode))
+    return Status(HANDOFF_E_BASE_CHANGED, what + ": not a regular file");
+  auto file = std::make_unique<MappedFile>();
+  HANDOFF_RETURN_IF_ERROR(file->OpenFd(guard.release(), name));
+  *out = std::move(file);
+  return Status::Ok();
+}
+
+std::string FileWhat(const std::string& name, const std::string& region) {
+  return "base file '" + Printable(name) + "' of region '" + Printable(region) + "'";
+}
+
+// pread of exactly @len bytes: 0, or -1 with errno set, or 1 when the
+// file ends first.
+int ReadFully(int fd, uint8_t* buf, size_t len, uint64_t offset) {
+  while (len > 0) {
+    const ssize_t n = pread(fd, buf, len, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -1;
+    if (n == 0) return 1;
+    buf += n;
+    len -= static_cast<size_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+  return 0;
+}
+
 }  // namespace
+
+Status Base::AddSource(const RegionSource& src, int dir,
+                       const std::string& dir_path, Region* region) {
+  Backing b;
+  if (src.path.empty()) {
+    if (src.data == nullptr)
+      return Status(HANDOFF_E_INVALID_ARGUMENT,
+                    "region '" + region->name + "' has neither path nor data");
+    if (dir >= 0)
+      return Status(HANDOFF_E_INVALID_ARGUMENT,
+                    "region '" + region->name +
+                        "' is in memory: a saved index needs files");
+    region_data_.push_back(src.data);
+    backing_.push_back(std::move(b));
+    return Status::Ok();
+  }
+  if (dir < 0) {
+    // Nothing saved: the file is only mapped, and named as given.
+    b.name = src.path;
+    b.file = std::make_unique<MappedFile>();
+    HANDOFF_RETURN_IF_ERROR(b.file->Open(src.path));
+  } else {
+    char resolved[PATH_MAX];
+    if (realpath(src.path.c_str(), resolved) == nullptr)
+      return IoError("cannot resolve '" + src.path + "'");
+    const std::string abs = resolved;
+    const std::string prefix = dir_path == "/" ? "/" : dir_path + "/";
+    if (abs.compare(0, prefix.size(), prefix) != 0)
+      return Status(HANDOFF_E_INVALID_ARGUMENT,
+                    "region '" + region->name + "': file '" + src.path +
+                        "' is not inside the index's directory '" + dir_path +
+                        "' (base files are recorded relative to it)");
+    b.name = abs.substr(prefix.size());
+    const std::string why = CheckIndexFileName(b.name);
+    if (!why.empty())
+      return Status(HANDOFF_E_INVALID_ARGUMENT,
+                    "region '" + region->name + "': file '" + src.path +
+                        "' cannot be recorded: " + why);
+    Status s = OpenRegionFile(dir, b.name, FileWhat(b.name, region->name), &b.file);
+    // What Open would call a changed base is here a bad argument (or a
+    // file replaced since realpath looked).
+    if (!s.ok())
+      return Status(s.code() == HANDOFF_E_IO ? HANDOFF_E_IO
+                                             : HANDOFF_E_INVALID_ARGUMENT,
+                    s.message());
+  }
+  b.file_size = b.file->size();
+  if (region->size == 0) region->size = b.file_size;
+  if (region->size > b.file_size)
+    return Status(HANDOFF_E_INVALID_ARGUMENT,
+                  "region '" + region->name + "' larger than file '" +
+                      src.path + "'");
+  b.file->AdviseSequential();
+  region_data_.push_back(b.file->data());
+  backing_.push_back(std::move(b));
+  return Status::Ok();
+}
 
 Status Base::Create(const std::vector<RegionSource>& sources,
                     const std::string& index_path, std::unique_ptr<Base>* out) {
   std::unique_ptr<Base> base(new Base());
+  UniqueFd dir;
+  std::string dir_path;
+  if (!index_path.empty()) {
+    const std::string d = DirName(index_path);
+    char resolved[PATH_MAX];
+    if (realpath(d.c_str(), resolved) == nullptr)
+      return IoError("cannot resolve the index's directory '" + d + "'");
+    dir_path = resolved;
+    dir.reset(open(resolved, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dir.get() < 0) return IoError("cannot open directory '" + dir_path + "'");
+  }
   std::vector<Region> regions;
-  std::vector<std::string> paths;
-  std::vector<FileIdentity> files;
   for (const RegionSource& src : sources) {
     Region region = src.region;
-    FileIdentity fid;
-    std::string abs;
-    if (!src.path.empty()) {
-      auto file = std::make_unique<MappedFile>();
-      HANDOFF_RETURN_IF_ERROR(file->Open(src.path));
-      HANDOFF_RETURN_IF_ERROR(StatFile(src.path, &fid));
-      if (region.size == 0) region.size = file->size();
-      if (region.size > file->size())
-        return Status(HANDOFF_E_INVALID_ARGUMENT,
-                      "region '" + region.name + "' larger than file '" +
-                          src.path + "'");
-      char resolved[PATH_MAX];
-      if (realpath(src.path.c_str(), resolved) == nullptr)
-        return Status(HANDOFF_E_IO, "cannot resolve '" + src.path + "'");
-      abs = resolved;
-      file->AdviseSequential();
-      base->region_data_.push_back(file->data());
-      base->region_files_.push_back(std::move(file));
-    } else {
-      if (src.data == nullptr)
-        return Status(HANDOFF_E_INVALID_ARGUMENT,
-                      "region '" + region.name + "' has neither path nor data");
-      if (!index_path.empty())
-        return Status(HANDOFF_E_INVALID_ARGUMENT,
-                      "region '" + region.name +
-                          "' is in memory: a saved index needs files");
-      base->region_data_.push_back(src.data);
-    }
+    HANDOFF_RETURN_IF_ERROR(base->AddSource(src, dir.get(), dir_path, &region));
     regions.push_back(region);
-    paths.push_back(abs);
-    files.push_back(fid);
   }
   base->geometry_ = Geometry(std::move(regions));
   HANDOFF_RETURN_IF_ERROR(base->geometry_.Validate());
 
-  std::string image;
-  HANDOFF_RETURN_IF_ERROR(base->Serialize(paths, files, &image));
+  // Writing the index must not replace or truncate a base file.
+  for (const std::string& path : {index_path, TemporaryPathFor(index_path)}) {
+    struct stat st, rs;
+    if (index_path.empty() || stat(path.c_str(), &st) != 0) continue;
+    for (size_t r = 0; r < base->backing_.size(); r++) {
+      const Backing& b = base->backing_[r];
+      if (b.file && fstat(b.file->fd(), &rs) == 0 && rs.st_dev == st.st_dev &&
+          rs.st_ino == st.st_ino)
+        return Status(HANDOFF_E_INVALID_ARGUMENT,
+                      "index '" + path + "' is " +
+                          FileWhat(b.name, base->geometry_.regions()[r].name) +
+                          ": refusing to overwrite it");
+    }
+  }
+
+  std::vector<Hash128> hashes;
+  HANDOFF_RETURN_IF_ERROR(HashAll(base->geometry_, base->region_data_, &hashes));
+  HANDOFF_RETURN_IF_ERROR(ContentId(base->geometry_, hashes.data(), base->id_));
+  std::vector<IndexedFile> files;
+  for (const Backing& b : base->backing_) files.push_back({b.name, b.file_size});
+  const Base& made = *base;
+  const std::string image = BuildBaseIndex(
+      made.geometry_, files, made.id_, hashes,
+      [&made](uint64_t c) { return IsZeroChunk(made.ChunkGlobal(c)); });
   if (!index_path.empty())
     HANDOFF_RETURN_IF_ERROR(WriteFileAtomically(index_path, image));
   base->owned_.resize((image.size() + 7) / 8);
   std::memcpy(base->owned_.data(), image.data(), image.size());
-  const uint8_t* p = reinterpret_cast<const uint8_t*>(base->owned_.data());
   // The regions are already mapped: attach the image without reopening.
-  std::vector<const uint8_t*> data = base->region_data_;
-  HANDOFF_RETURN_IF_ERROR(base->AttachIndex(p, image.size(), false));
-  base->region_data_ = data;
+  HANDOFF_RETURN_IF_ERROR(base->AttachIndex(
+      reinterpret_cast<const uint8_t*>(base->owned_.data()), image.size(), -1));
   *out = std::move(base);
   return Status::Ok();
 }
 
-// Index file: header (magic "QHOFIDX1", u32 version, u32 header length,
-// u64 chunks, u64 table slots, u64 distinct, 16-byte content ID, u64 hash
-// array offset, u64 table offset, u32 region count, regions {u8 kind, u8
-// name length, name, u64 size, u16 path length, path, u64 file size, i64
-// file mtime ns}, u64 XXH3-64 of the header), then at 4 KiB alignment the
-// XXH3-128 of every chunk (lo, hi) in global order, then the table.
-Status Base::Serialize(const std::vector<std::string>& paths,
-                       const std::vector<FileIdentity>& files,
-                       std::string* out) {
-  const uint64_t total = geometry_.total_chunks();
-  std::vector<Hash128> hashes(total);
-  unsigned workers = std::max(1u, std::thread::hardware_concurrency());
-  if (total < 4096) workers = 1;
-  std::vector<std::thread> threads;
-  for (unsigned w = 0; w < workers; w++) {
-    uint64_t b = total * w / workers, e = total * (w + 1) / workers;
-    threads.emplace_back(HashRange, std::cref(geometry_),
-                         std::cref(region_data_), b, e, hashes.data());
-  }
-  for (auto& t : threads) t.join();
+Status Base::AttachIndex(const uint8_t* p, size_t size, int index_dir) {
+  BaseIndex index;
+  HANDOFF_RETURN_IF_ERROR(ParseBaseIndex(p, size, &index));
+  geometry_ = std::move(index.geometry);
+  distinct_ = index.distinct;
+  std::memcpy(id_, index.content_id, 16);
+  hashes_ = index.hashes;
+  table_ = index.table;
+  mask_ = index.slots - 1;
+  if (index_dir < 0) return Status::Ok();  // Create: regions attached
 
-  uint64_t slots = 16;
-  while (slots < total * 2) slots *= 2;
-  std::vector<uint64_t> table(slots, 0);
-  uint64_t distinct = 0;
-  for (uint64_t c = 0; c < total; c++) {
-    const Hash128& h = hashes[c];
-    uint64_t slot = h.lo & (slots - 1);
-    bool seen = false;
-    for (; table[slot] != 0; slot = (slot + 1) & (slots - 1)) {
-      if (hashes[table[slot] - 1] == h) {
-        seen = true;
-        break;
-      }
-    }
-    if (seen) continue;
-    uint32_t r;
-    uint64_t i;
-    geometry_.Locate(c, &r, &i);
-    if (IsZeroChunk(Chunk(r, i))) continue;
-    table[slot] = c + 1;
-    distinct++;
-  }
+  // The ID is what streams are matched by: it must be the one these
+  // hashes give, whatever the header says.
+  uint8_t id[16];
+  HANDOFF_RETURN_IF_ERROR(ContentId(geometry_, hashes_, id));
+  if (std::memcmp(id, id_, 16) != 0)
+    return Corrupt("content ID does not match the index's hashes");
 
-  XXH3_state_t* st = XXH3_createState();
-  if (st == nullptr) return Status(HANDOFF_E_NO_MEMORY, "XXH3_createState");
-  XXH3_128bits_reset(st);
-  XXH3_128bits_update(st, "QHOFBASE", 8);
-  for (const Region& r : geometry_.regions()) {
-    uint8_t b[10];
-    b[0] = static_cast<uint8_t>(r.kind);
-    b[1] = static_cast<uint8_t>(r.name.size());
-    XXH3_128bits_update(st, b, 2);
-    XXH3_128bits_update(st, r.name.data(), r.name.size());
-    StoreLe<uint64_t>(b, r.size);
-    XXH3_128bits_update(st, b, 8);
+  for (size_t i = 0; i < index.files.size(); i++) {
+    Backing b;
+    b.name = index.files[i].name;
+    b.file_size = index.files[i].size;
+    const std::string what = FileWhat(b.name, geometry_.regions()[i].name);
+    const std::string why = CheckIndexFileName(b.name);
+    if (!why.empty()) return Corrupt(what + ": " + why);
+    HANDOFF_RETURN_IF_ERROR(OpenRegionFile(index_dir, b.name, what, &b.file));
+    if (b.file->size() != b.file_size)
+      return Status(HANDOFF_E_BASE_CHANGED,
+                    what + " is " + std::to_string(b.file->size()) +
+                        " bytes, the index recorded " +
+                        std::to_string(b.file_size) +
+                        ": the file changed since the base was indexed");
+    region_data_.push_back(b.file->data());
+    backing_.push_back(std::move(b));
   }
-  XXH3_128bits_update(st, hashes.data(), hashes.size() * sizeof(Hash128));
-  XXH128_canonical_t canon;
-  XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(st));
-  XXH3_freeState(st);
-  std::memcpy(id_, canon.digest, 16);
-
-  std::string& o = *out;
-  o.clear();
-  ByteWriter w(&o);
-  w.PutBytes(kIndexMagic, 8);
-  w.Put<uint32_t>(kIndexVersion);
-  w.Put<uint32_t>(0);  // header length, patched
-  w.Put<uint64_t>(total);
-  w.Put<uint64_t>(slots);
-  w.Put<uint64_t>(distinct);
-  w.PutBytes(id_, 16);
-  w.Put<uint64_t>(0);  // hash offset, patched
-  w.Put<uint64_t>(0);  // table offset, patched
-  w.Put<uint32_t>(static_cast<uint32_t>(geometry_.region_count()));
-  for (size_t i = 0; i < geometry_.region_count(); i++) {
-    const Region& r = geometry_.regions()[i];
-    w.Put<uint8_t>(static_cast<uint8_t>(r.kind));
-    w.Put<uint8_t>(static_cast<uint8_t>(r.name.size()));
-    w.PutBytes(r.name.data(), r.name.size());
-    w.Put<uint64_t>(r.size);
-    w.Put<uint16_t>(static_cast<uint16_t>(paths[i].size()));
-    w.PutBytes(paths[i].data(), paths[i].size());
-    w.Put<uint64_t>(files[i].size);
-    w.Put<int64_t>(files[i].mtime_ns);
-  }
-  uint8_t* hp = reinterpret_cast<uint8_t*>(o.data());
-  StoreLe<uint32_t>(hp + 12, static_cast<uint32_t>(o.size() + 8));
-  uint64_t hash_off = (o.size() + 8 + kIndexAlign - 1) / kIndexAlign * kIndexAlign;
-  uint64_t table_off = hash_off + total * sizeof(Hash128);
-  StoreLe<uint64_t>(hp + 56, hash_off);
-  StoreLe<uint64_t>(hp + 64, table_off);
-  w.Put<uint64_t>(Checksum64(o.data(), o.size()));
-  o.resize(hash_off, '\0');
-  w.PutBytes(hashes.data(), hashes.size() * sizeof(Hash128));
-  w.PutBytes(table.data(), table.size() * sizeof(uint64_t));
-  return Status::Ok();
-}
-
-Status Base::AttachIndex(const uint8_t* p, size_t size, bool check_files) {
-  if (size < 80 || std::memcmp(p, kIndexMagic, 8) != 0)
-    return Corrupt("not a handoff base index");
-  if (LoadLe<uint32_t>(p + 8) != kIndexVersion)
-    return Status(HANDOFF_E_UNSUPPORTED_VERSION,
-                  "base index version " +
-                      std::to_string(LoadLe<uint32_t>(p + 8)));
-  uint32_t header_len = LoadLe<uint32_t>(p + 12);
-  if (header_len < 84 || header_len > size)
-    return Corrupt("header length out of range");
-  if (LoadLe<uint64_t>(p + header_len - 8) != Checksum64(p, header_len - 8))
-    return Corrupt("header checksum mismatch");
-  ByteReader r(p + 16, header_len - 16 - 8);
-  uint64_t total = r.Get<uint64_t>();
-  uint64_t slots = r.Get<uint64_t>();
-  distinct_ = r.Get<uint64_t>();
-  std::memcpy(id_, r.GetBytes(16), 16);
-  uint64_t hash_off = r.Get<uint64_t>();
-  uint64_t table_off = r.Get<uint64_t>();
-  uint32_t count = r.Get<uint32_t>();
-  if (count == 0 || count > HANDOFF_MAX_REGIONS)
-    return Corrupt("region count out of range");
-  std::vector<Region> regions;
-  for (uint32_t i = 0; i < count; i++) {
-    Region region;
-    uint8_t kind = r.Get<uint8_t>();
-    if (kind > HANDOFF_REGION_DISK) return Corrupt("unknown region kind");
-    region.kind = static_cast<HandoffRegionKind>(kind);
-    uint8_t name_len = r.Get<uint8_t>();
-    const uint8_t* name = r.GetBytes(name_len);
-    region.size = r.Get<uint64_t>();
-    uint16_t path_len = r.Get<uint16_t>();
-    const uint8_t* path = r.GetBytes(path_len);
-    FileIdentity recorded;
-    recorded.size = r.Get<uint64_t>();
-    recorded.mtime_ns = r.Get<int64_t>();
-    if (r.overrun()) return Corrupt("region table overruns header");
-    region.name.assign(reinterpret_cast<const char*>(name), name_len);
-    if (check_files) {
-      std::string file_path(reinterpret_cast<const char*>(path), path_len);
-      if (file_path.empty())
-        return Status(HANDOFF_E_INVALID_ARGUMENT,
-                      "region '" + region.name + "' has no file");
-      FileIdentity now;
-      HANDOFF_RETURN_IF_ERROR(StatFile(file_path, &now));
-      if (now.size != recorded.size || now.mtime_ns != recorded.mtime_ns)
-        return Status(HANDOFF_E_BASE_CHANGED,
-                      "base file '" + file_path +
-                          "' changed since the index was built");
-      auto file = std::make_unique<MappedFile>();
-      HANDOFF_RETURN_IF_ERROR(file->Open(file_path));
-      if (file->size() < region.size)
-        return Status(HANDOFF_E_BASE_CHANGED,
-                      "base file '" + file_path + "' shorter than its region");
-      region_data_.push_back(file->data());
-      region_files_.push_back(std::move(file));
-    }
-    regions.push_back(std::move(region));
-  }
-  geometry_ = Geometry(std::move(regions));
-  HANDOFF_RETURN_IF_ERROR(geometry_.Validate());
-  if (total != geometry_.total_chunks()) return Corrupt("chunk count mismatch");
-  if (slots == 0 || (slots & (slots - 1)) != 0 || slots < total)
-    return Corrupt("table size invalid");
-  if (hash_off % 16 != 0 || hash_off < header_len || hash_off > size ||
-      (size - hash_off) / sizeof(Hash128) < total)
-    return Corrupt("hash array outside the file");
-  if (table_off % 8 != 0 || table_off < hash_off + total * sizeof(Hash128) ||
-      table_off > size || (size - table_off) / 8 < slots)
-    return Corrupt("table outside the file");
-  hashes_ = reinterpret_cast<const Hash128*>(p + hash_off);
-  table_ = reinterpret_cast<const uint64_t*>(p + table_off);
-  mask_ = slots - 1;
   return Status::Ok();
 }
 
 Status Base::Open(const std::string& index_path, std::unique_ptr<Base>* out) {
+  // Region files are found beneath the directory that really holds the
+  // index, wherever a link to it was.
+  char resolved[PATH_MAX];
+  if (realpath(index_path.c_str(), resolved) == nullptr)
+    return IoError("cannot open base index '" + index_path + "'");
+  const std::string real = resolved;
+  const std::string dir_path = DirName(real);
+  UniqueFd dir(open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() < 0) return IoError("cannot open directory '" + dir_path + "'");
   std::unique_ptr<Base> base(new Base());
-  HANDOFF_RETURN_IF_ERROR(base->index_file_.Open(index_path));
+  HANDOFF_RETURN_IF_ERROR(base->index_file_.Open(real));
   HANDOFF_RETURN_IF_ERROR(base->AttachIndex(
-      base->index_file_.data(), base->index_file_.size(), true));
+      base->index_file_.data(), base->index_file_.size(), dir.get()));
   *out = std::move(base);
   return Status::Ok();
 }
 
+// What the workers of Verify found. Plain data: workers must not
+// allocate (an exception cannot leave a thread), messages are made after.
+struct Base::VerifyTally {
+  uint64_t differ[HANDOFF_MAX_REGIONS] = {};
+  uint64_t first[HANDOFF_MAX_REGIONS] = {};  // valid where differ != 0
+  int error = 0;         // errno of a failed read
+  bool ended = false;    // a file ended before its region
+  uint32_t error_region = 0;
+  uint64_t error_offset = 0;
+};
+
+void Base::VerifyRange(uint64_t begin, uint64_t end, uint8_t* buf,
+                       VerifyTally* t) const {
+  for (uint32_t r = 0; r < geometry_.region_count(); r++) {
+    const uint64_t first = geometry_.first_chunk(r);
+    const uint64_t lo = std::max(begin, first);
+    const uint64_t hi = std::min(end, first + geometry_.regions()[r].chunks());
+    for (uint64_t c = lo; c < hi;) {
+      const uint64_t n = std::min<uint64_t>(hi - c, kVerifyBlockChunks);
+      const uint64_t offset = (c - first) << kChunkShift;
+      const uint8_t* data = region_data_[r] + offset;
+      if (backing_[r].file) {
+        // Read, not the mapping: a file cut short since it was mapped
+        // must give an error here, not SIGBUS.
+        const int rc = ReadFully(backing_[r].file->fd(), buf, n << kChunkShift, offset);
+        if (rc != 0) {
+          t->error = rc < 0 ? errno : 0;
+          t->ended = rc > 0;
+          t->error_region = r;
+          t->error_offset = offset;
+          return;
+        }
+        data = buf;
+      }
+      for (uint64_t i = 0; i < n; i++) {
+        if (HashChunk(data + (i << kChunkShift)) == hashes_[c + i]) continue;
+        if (t->differ[r]++ == 0) t->first[r] = c + i - first;
+      }
+      c += n;
+    }
+  }
+}
+
+Status Base::Verify() const {
+  const Geometry& g = geometry_;
+  for (size_t r = 0; r < g.region_count(); r++) {
+    const Backing& b = backing_[r];
+    if (!b.file) continue;
+    struct stat st;
+    const std::string what = FileWhat(b.name, g.regions()[r].name);
+    if (fstat(b.file->fd(), &st) != 0) return IoError(what + ": cannot stat");
+    if (static_cast<uint64_t>(st.st_size) != b.file_size)
+      return Status(HANDOFF_E_BASE_CHANGED,
+                    what + " is now " + std::to_string(st.st_size) +
+                        " bytes, the index recorded " +
+                        std::to_string(b.file_size));
+  }
+  const uint64_t total = g.total_chunks();
+  const unsigned workers = total < kParallelChunks ? 1 : DefaultWorkers();
+  std::vector<VerifyTally> tallies(workers);
+  std::vector<std::vector<uint8_t>> bufs(
+      workers, std::vector<uint8_t>(kVerifyBlockChunks * kChunkSize));
+  HANDOFF_RETURN_IF_ERROR(RunParallel(workers, [&](unsigned w) {
+    VerifyRange(total * w / workers, total * (w + 1) / workers, bufs[w].data(),
+                &tallies[w]);
+  }));
+
+  uint64_t differ[HANDOFF_MAX_REGIONS] = {}, first[HANDOFF_MAX_REGIONS] = {};
+  // Workers cover ascending ranges: the first that found a difference in
+  // a region found its first one.
+  for (const VerifyTally& t : tallies) {
+    if (t.error != 0 || t.ended) {
+      const std::string what =
+          FileWhat(backing_[t.error_region].name, g.regions()[t.error_region].name);
+      if (t.ended)
+        return Status(HANDOFF_E_BASE_CHANGED,
+                      what + " ended before byte " +
+                          std::to_string(t.error_offset) + " while verifying");
+      errno = t.error;
+      return IoError(what + ": cannot read at byte " + std::to_string(t.error_offset));
+    }
+    for (size_t r = 0; r < g.region_count(); r++) {
+      if (t.differ[r] != 0 && differ[r] == 0) first[r] = t.first[r];
+      differ[r] += t.differ[r];
+    }
+  }
+  size_t bad = g.region_count();
+  uint64_t others = 0, other_regions = 0;
+  for (size_t r = 0; r < g.region_count(); r++) {
+    if (differ[r] == 0) continue;
+    if (bad == g.region_count()) {
+      bad = r;
+    } else {
+      others += differ[r];
+      other_regions++;
+    }
+  }
+  if (bad == g.region_count()) return Status::Ok();
+  const Region& region = g.regions()[bad];
+  const std::string file = backing_[bad].file
+                               ? "file '" + Printable(backing_[bad].name) + "'"
+                               : std::string("in memory");
+  std::string msg = "region '" + Printable(region.name) + "', " + file + ": " +
+                    std::to_string(differ[bad]) + " of " +
+                    std::to_string(region.chunks()) +
+                    " chunks differ from the index, the first is chunk " +
+                    std::to_string(first[bad]) + " (bytes " +
+                    std::to_string(first[bad] << kChunkShift) + ".." +
+                    std::to_string(((first[bad] + 1) << kChunkShift) - 1) + ")";
+  if (others != 0)
+    msg += "; " + std::to_string(others) + " more in " +
+           std::to_string(other_regions) + " other region(s)";
+  return Status(HANDOFF_E_BASE_CHANGED, msg);
+}
+
 bool Base::Find(const Hash128& h, const uint8_t* data, uint64_t* global) const {
   const uint64_t total = geometry_.total_chunks();
-  for (uint64_t slot = h.lo & mask_, probes = 0; probes <= mask_;
+  for (uint64_t slot = FirstProbe(h, mask_ + 1), probes = 0; probes <= mask_;
        slot = (slot + 1) & mask_, probes++) {
     uint64_t v = table_[slot];
     if (v == 0) return false;

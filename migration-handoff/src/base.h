@@ -2,8 +2,11 @@
 //
 // Base: the VM image both ends already hold (disks and memory regions),
 // its content ID, and the index from chunk hash to one location holding
-// that content. The index is built once, saved in one file and mapped on
-// reuse; the base files are mapped too, so opening costs no hashing.
+// that content. The index is built once, saved in one file next to the
+// region files (which it names relative to its own directory, so that the
+// whole directory can move; layout in base_index.h) and mapped on reuse;
+// the base files are mapped too, so opening costs no hashing. Verify
+// re-reads them when their content must be proven rather than assumed.
 #ifndef HANDOFF_BASE_H
 #define HANDOFF_BASE_H
 
@@ -27,16 +30,27 @@ struct RegionSource {
 class Base {
  public:
   // Hashes @sources and builds the index; saves it at @index_path unless
-  // that is empty.
+  // that is empty. Saved, every region must be a file inside the directory
+  // that will hold the index.
   static Status Create(const std::vector<RegionSource>& sources,
                        const std::string& index_path,
                        std::unique_ptr<Base>* out);
-  // Maps an index saved by Create and the region files it names.
+  // Maps an index saved by Create and the region files it names, and
+  // checks that its content ID is the one its hashes give. File contents
+  // are not read: see Verify.
   static Status Open(const std::string& index_path, std::unique_ptr<Base>* out);
+
+  // Reads every region again and compares each chunk's hash with the
+  // index: HANDOFF_E_BASE_CHANGED names the first chunk that differs.
+  Status Verify() const;
 
   const Geometry& geometry() const { return geometry_; }
   const uint8_t* id() const { return id_; }
   uint64_t distinct() const { return distinct_; }
+  // Region @r's file as recorded: relative to the index's directory (as
+  // given to Create when nothing was saved); empty for memory.
+  const std::string& file_name(size_t r) const { return backing_[r].name; }
+  const uint8_t* region_data(size_t r) const { return region_data_[r]; }
 
   const uint8_t* Chunk(uint32_t region, uint64_t index) const {
     return region_data_[region] + (index << kChunkShift);
@@ -52,17 +66,25 @@ class Base {
   bool Find(const Hash128& h, const uint8_t* data, uint64_t* global) const;
 
  private:
+  struct Backing {
+    std::string name;         // see file_name()
+    uint64_t file_size = 0;   // the file's size when indexed
+    std::unique_ptr<MappedFile> file;  // null for memory
+  };
+  struct VerifyTally;
+
   Base() = default;
-  Status BuildIndex();
-  Status Serialize(const std::vector<std::string>& paths,
-                   const std::vector<FileIdentity>& files, std::string* out);
-  Status AttachIndex(const uint8_t* data, size_t size, bool check_files);
+  Status AddSource(const RegionSource& src, int index_dir,
+                   const std::string& index_dir_path, Region* region);
+  Status AttachIndex(const uint8_t* data, size_t size, int index_dir);
+  void VerifyRange(uint64_t begin, uint64_t end, uint8_t* buf,
+                   VerifyTally* tally) const;
 
   Geometry geometry_;
   uint8_t id_[16] = {};
   uint64_t distinct_ = 0;
   std::vector<const uint8_t*> region_data_;
-  std::vector<std::unique_ptr<MappedFile>> region_files_;
+  std::vector<Backing> backing_;  // per region
   // Hashes in global chunk order, and an open-addressing table of
   // global chunk number + 1 (0 = empty), both inside the index image.
   const Hash128* hashes_ = nullptr;

@@ -11,9 +11,8 @@
 #include "base.h"
 #include "decoder.h"
 #include "encoder.h"
-#include "format.h"
-#include "byte_io.h"
 #include "handoff.h"
+#include "stream_walker.h"
 
 struct HandoffBase {
   std::unique_ptr<handoff::Base> base;
@@ -194,6 +193,13 @@ int handoff_base_open(const char* index_path, HandoffBase** out) noexcept {
   });
 }
 
+int handoff_base_verify(const HandoffBase* base) noexcept {
+  return Guard([&]() -> Status {
+    if (base == nullptr) return Invalid("null base");
+    return base->base->Verify();
+  });
+}
+
 void handoff_base_free(HandoffBase* base) noexcept { delete base; }
 
 size_t handoff_base_region_count(const HandoffBase* base) noexcept {
@@ -242,6 +248,20 @@ int handoff_base_counts(const HandoffBase* base, uint64_t* chunks,
   if (chunks) *chunks = base->base->geometry().total_chunks();
   if (distinct) *distinct = base->base->distinct();
   return HANDOFF_OK;
+}
+
+const char* handoff_base_region_file(const HandoffBase* base,
+                                     size_t index) noexcept {
+  if (base == nullptr || index >= base->base->geometry().region_count())
+    return nullptr;
+  return base->base->file_name(index).c_str();
+}
+
+const void* handoff_base_region_data(const HandoffBase* base,
+                                     size_t index) noexcept {
+  if (base == nullptr || index >= base->base->geometry().region_count())
+    return nullptr;
+  return base->base->region_data(index);
 }
 
 void handoff_encoder_config_default(HandoffEncoderConfig* config) noexcept {
@@ -448,30 +468,20 @@ int handoff_stream_split(const void* stream, size_t len, size_t* header_len,
     if (stream == nullptr || header_len == nullptr || frame_count == nullptr ||
         (max_frames != 0 && (offsets == nullptr || lengths == nullptr)))
       return Invalid("null argument");
-    const uint8_t* p = static_cast<const uint8_t*>(stream);
+    handoff::StreamWalker walker(static_cast<const uint8_t*>(stream), len);
     handoff::StreamHeader header;
-    size_t consumed = 0, needed = 0;
-    HANDOFF_RETURN_IF_ERROR(
-        handoff::ParseStreamHeader(p, len, &header, &consumed, &needed));
-    *header_len = consumed;
-    size_t pos = consumed, n = 0;
-    for (;;) {
-      if (len - pos < 4)
-        return Status(HANDOFF_E_TRUNCATED, "stream ends without an end record");
-      if (handoff::LoadLe<uint32_t>(p + pos) == handoff::kEndTag) break;
-      if (len - pos < handoff::kFrameHeaderSize)
-        return Status(HANDOFF_E_TRUNCATED, "stream ends inside a frame header");
-      handoff::FrameHeader h;
-      HANDOFF_RETURN_IF_ERROR(handoff::ParseFrameHeader(p + pos, &h));
-      size_t flen = handoff::kFrameHeaderSize + h.payload_length;
-      if (len - pos < flen)
-        return Status(HANDOFF_E_TRUNCATED, "stream ends inside a frame");
+    size_t needed = 0;
+    HANDOFF_RETURN_IF_ERROR(walker.ReadHeader(&header, &needed));
+    *header_len = walker.header_size();
+    size_t n = 0;
+    for (handoff::StreamPart part;;) {
+      HANDOFF_RETURN_IF_ERROR(walker.Next(&part));
+      if (part.is_end) break;
       if (n < max_frames) {
-        offsets[n] = pos;
-        lengths[n] = flen;
+        offsets[n] = part.offset;
+        lengths[n] = part.size;
       }
       n++;
-      pos += flen;
     }
     *frame_count = n;
     return Status::Ok();

@@ -34,6 +34,18 @@ inline bool IsZeroChunk(const uint8_t* p) {
   return first == 0 && std::memcmp(p, p + 8, kChunkSize - 8) == 0;
 }
 
+// @out = @a XOR @b, a word at a time (the XOR delta of a chunk against
+// its base chunk, and back).
+inline void XorChunk(const uint8_t* a, const uint8_t* b, uint8_t* out) {
+  for (size_t i = 0; i < kChunkSize; i += 8) {
+    uint64_t x, y;
+    std::memcpy(&x, a + i, 8);
+    std::memcpy(&y, b + i, 8);
+    x ^= y;
+    std::memcpy(out + i, &x, 8);
+  }
+}
+
 }  // namespace handoff
 
 #endif  // HANDOFF_CHUNK_H

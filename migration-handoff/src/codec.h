@@ -23,6 +23,17 @@ namespace handoff {
 bool CodecLevelValid(int codec, int level);
 const char* CodecName(int codec);
 
+// Output buffer reused across frames, so that no frame pays for
+// allocating or zeroing one.
+class ScratchBuffer {
+ public:
+  uint8_t* Get(size_t size);
+
+ private:
+  std::unique_ptr<uint8_t[]> buf_;
+  size_t size_ = 0;
+};
+
 class Compressor {
  public:
   Compressor();
@@ -39,11 +50,8 @@ class Compressor {
                   const uint8_t** out, size_t* out_len);
 
  private:
-  uint8_t* Scratch(size_t size);
-
   ZSTD_CCtx_s* zstd_ = nullptr;
-  std::unique_ptr<uint8_t[]> scratch_;
-  size_t scratch_size_ = 0;
+  ScratchBuffer scratch_;
 };
 
 class Decompressor {

@@ -1,14 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "decoder.h"
 
+#include <algorithm>
 #include <cstring>
 
-#include "byte_io.h"
+#include "prefix_list.h"
+#include "stream_walker.h"
 
 namespace handoff {
 namespace {
 
 constexpr uint64_t kMaxFrameSeq = 1ull << 40;
+// What out-of-order bookkeeping costs, roughly, in heap bytes: a kept
+// version (its bytes, map node, string, heap entry) and a waiting self
+// reference (map node, vector slot, allocation overhead).
+constexpr uint64_t kStashCost = kChunkSize + 192;
+constexpr uint64_t kPendingCost = 128;
+constexpr uint64_t kMaxHeldBytes = HANDOFF_DECODER_MAX_HELD_BYTES;
 
 std::string Hex(const uint8_t* p, size_t n) {
   static const char digits[] = "0123456789abcdef";
@@ -84,34 +92,20 @@ Status Decoder::Process() {
       return Status(HANDOFF_E_TRAILING_DATA,
                     std::to_string(avail) + " bytes after the end record");
     }
-    if (avail < 4) return Status::Ok();
-    uint32_t tag = LoadLe<uint32_t>(p);
-    if (tag == kEndTag) {
-      if (avail < kEndRecordSize) return Status::Ok();
+    StreamPart part;
+    Status s = FindStreamPart(p, avail, consumed_, frames_seen_.size(), &part);
+    if (s.code() == HANDOFF_E_TRUNCATED) return Status::Ok();  // wait
+    HANDOFF_RETURN_IF_ERROR(s);
+    if (part.is_end) {
       HANDOFF_RETURN_IF_ERROR(CheckEnd(p));
-      buf_pos_ += kEndRecordSize;
+      buf_pos_ += part.size;
       state_ = State::kDone;
       continue;
     }
-    if (tag != kFrameTag) {
-      FrameHeader unused;
-      if (avail < kFrameHeaderSize) {
-        char b[16];
-        snprintf(b, sizeof(b), "%08x", tag);
-        return Status(HANDOFF_E_BAD_FRAME_TAG,
-                      std::string("expected a frame or end record, found tag 0x") + b);
-      }
-      return ParseFrameHeader(p, &unused);
-    }
-    if (avail < kFrameHeaderSize) return Status::Ok();
-    FrameHeader h;
-    HANDOFF_RETURN_IF_ERROR(ParseFrameHeader(p, &h));
-    size_t frame_len = kFrameHeaderSize + h.payload_length;
-    if (avail < frame_len) return Status::Ok();
-    HANDOFF_RETURN_IF_ERROR(ProcessFrame(p, frame_len, !out_of_order_));
-    XXH3_128bits_update(digest_, p, frame_len);
-    consumed_ += frame_len;
-    buf_pos_ += frame_len;
+    HANDOFF_RETURN_IF_ERROR(ProcessFrame(part.frame, p, part.size, !out_of_order_));
+    XXH3_128bits_update(digest_, p, part.size);
+    consumed_ += part.size;
+    buf_pos_ += part.size;
   }
 }
 
@@ -132,12 +126,11 @@ Status Decoder::ApplyFrame(const uint8_t* frame, size_t len) {
                            : HANDOFF_E_TRAILING_DATA,
                        "frame of " + std::to_string(len) + " bytes declares " +
                            std::to_string(h.payload_length) + " of payload"));
-  return Fail(ProcessFrame(frame, len, false));
+  return Fail(ProcessFrame(h, frame, len, false));
 }
 
-Status Decoder::ProcessFrame(const uint8_t* p, size_t len, bool in_order) {
-  FrameHeader h;
-  HANDOFF_RETURN_IF_ERROR(ParseFrameHeader(p, &h));
+Status Decoder::ProcessFrame(const FrameHeader& h, const uint8_t* p,
+                             size_t len, bool in_order) {
   const std::string where = "frame " + std::to_string(h.frame_seq) + ": ";
   if (in_order) {
     if (h.frame_seq != next_frame_)
@@ -156,96 +149,152 @@ Status Decoder::ProcessFrame(const uint8_t* p, size_t len, bool in_order) {
                                            std::to_string(h.level) +
                                            " invalid for " + CodecName(h.codec));
   ByteReader payload(p + kFrameHeaderSize, len - kFrameHeaderSize);
-  prefix_.clear();
-  if (h.flags & kFrameFlagPrefix) {
-    if (h.codec != HANDOFF_CODEC_ZSTD)
-      return Status(HANDOFF_E_FRAME_HEADER_CORRUPT,
-                    where + "prefix flag on a non-zstd frame");
-    uint32_t count = payload.Get<uint32_t>();
-    uint32_t reserved = payload.Get<uint32_t>();
-    if (payload.overrun() || reserved != 0)
-      return Status(HANDOFF_E_FRAME_HEADER_CORRUPT,
-                    where + "bad prefix list header");
-    if (count == 0 || count > kMaxPrefixChunks ||
-        payload.remaining() / 8 < count)
-      return Status(HANDOFF_E_LENGTH_LIMIT,
-                    where + "prefix of " + std::to_string(count) +
-                        " chunks beyond limits");
-    prefix_.resize(size_t{count} * kChunkSize);
-    const uint64_t total = base_->geometry().total_chunks();
-    for (uint32_t i = 0; i < count; i++) {
-      uint64_t g = payload.Get<uint64_t>();
-      if (g >= total)
-        return Status(HANDOFF_E_BAD_BASE_REF,
-                      where + "prefix names base chunk " + std::to_string(g) +
-                          " of " + std::to_string(total));
-      std::memcpy(prefix_.data() + size_t{i} * kChunkSize, base_->ChunkGlobal(g),
-                  kChunkSize);
-    }
-  }
+  Status s = ReadPrefix(h, &payload);
+  if (!s.ok()) return Status(s.code(), where + s.message());
   plain_.resize(h.plain_length);
-  Status ds = decompressor_.Decompress(
+  s = decompressor_.Decompress(
       h.codec, p + kFrameHeaderSize + payload.pos(), payload.remaining(),
       prefix_.data(), prefix_.size(), plain_.data(), h.plain_length);
-  if (!ds.ok()) return Status(ds.code(), where + ds.message());
+  if (!s.ok()) return Status(s.code(), where + s.message());
   if (Checksum64(plain_.data(), plain_.size()) != h.plain_checksum)
     return Status(HANDOFF_E_CHECKSUM, where + "plaintext checksum mismatch");
-
-  ByteReader r(plain_.data(), plain_.size());
-  uint32_t count = 0;
-  uint64_t prev = 0;
-  while (r.remaining() > 0) {
-    Record rec;
-    Status s = ParseRecord(&r, &rec);
-    if (!s.ok()) return Status(s.code(), where + s.message());
-    if (++count > h.record_count)
-      return Status(HANDOFF_E_BAD_RECORD,
-                    where + "more records than the declared " +
-                        std::to_string(h.record_count));
-    if (rec.seq <= prev || (in_order && rec.seq <= last_seq_))
-      return Status(HANDOFF_E_BAD_RECORD,
-                    where + "record sequence " + std::to_string(rec.seq) +
-                        " not increasing");
-    prev = rec.seq;
-    if (in_order) last_seq_ = rec.seq;
-    s = ApplyRecord(rec, in_order);
-    if (!s.ok()) return Status(s.code(), where + s.message());
-  }
-  if (count != h.record_count)
-    return Status(HANDOFF_E_BAD_RECORD,
-                  where + std::to_string(count) + " records, declared " +
-                      std::to_string(h.record_count));
+  uint64_t last_seq = 0;
+  s = ApplyRecords(h, in_order, &last_seq);
+  if (!s.ok()) return Status(s.code(), where + s.message());
   if (in_order) next_frame_++;
   frames_seen_.insert(h.frame_seq);
   plain_bytes_ += h.plain_length;
+  FrameDone(h.frame_seq, last_seq);
+  return Status::Ok();
+}
+
+Status Decoder::ReadPrefix(const FrameHeader& h, ByteReader* payload) {
+  prefix_.clear();
+  if (!(h.flags & kFrameFlagPrefix)) return Status::Ok();
+  if (h.codec != HANDOFF_CODEC_ZSTD)
+    return Status(HANDOFF_E_FRAME_HEADER_CORRUPT,
+                  "prefix flag on a non-zstd frame");
+  HANDOFF_RETURN_IF_ERROR(ReadPrefixList(
+      payload, base_->geometry().total_chunks(), &prefix_chunks_));
+  GatherPrefix(*base_, prefix_chunks_, &prefix_);
+  return Status::Ok();
+}
+
+// The records must number h.record_count, with increasing sequence numbers.
+Status Decoder::ApplyRecords(const FrameHeader& h, bool in_order,
+                             uint64_t* last_seq) {
+  RecordIterator records(plain_.data(), plain_.size());
+  uint32_t count = 0;
+  uint64_t prev = 0;
+  Record rec;
+  while (records.Next(&rec)) {
+    if (++count > h.record_count)
+      return Status(HANDOFF_E_BAD_RECORD,
+                    "more records than the declared " +
+                        std::to_string(h.record_count));
+    if (rec.seq <= prev || (in_order && rec.seq <= last_seq_))
+      return Status(HANDOFF_E_BAD_RECORD, "record sequence " +
+                                              std::to_string(rec.seq) +
+                                              " not increasing");
+    prev = rec.seq;
+    if (in_order) last_seq_ = rec.seq;
+    HANDOFF_RETURN_IF_ERROR(ApplyRecord(rec, in_order));
+  }
+  HANDOFF_RETURN_IF_ERROR(records.status());
+  if (count != h.record_count)
+    return Status(HANDOFF_E_BAD_RECORD,
+                  std::to_string(count) + " records, declared " +
+                      std::to_string(h.record_count));
+  *last_seq = prev;
+  return Status::Ok();
+}
+
+void Decoder::FrameDone(uint64_t frame, uint64_t last_seq) {
+  if (frame != complete_frames_) {
+    later_frames_[frame] = last_seq;
+    return;
+  }
+  complete_seq_ = std::max(complete_seq_, last_seq);
+  complete_frames_++;
+  for (auto it = later_frames_.begin();
+       it != later_frames_.end() && it->first == complete_frames_;
+       it = later_frames_.erase(it)) {
+    complete_seq_ = std::max(complete_seq_, it->second);
+    complete_frames_++;
+  }
+  DropUnreferenced();
+}
+
+// A record may only reference the version its source chunk holds at that
+// point of the stream (an in-order decoder refuses anything else), so a
+// version superseded by version v can only be referenced by records
+// numbered below v. Once all of those have arrived it can go.
+void Decoder::DropUnreferenced() {
+  while (!expiry_.empty() && expiry_.top().first - 1 <= complete_seq_) {
+    const Version v = expiry_.top().second;
+    expiry_.pop();
+    // Superseded again since: wait for the newer version's predecessors.
+    const uint64_t bound = version_[v.first];
+    if (bound - 1 > complete_seq_) {
+      expiry_.push({bound, v});
+      continue;
+    }
+    if (stash_.erase(v) != 0) held_ -= kStashCost;
+  }
+}
+
+Status Decoder::Hold(uint64_t bytes) {
+  if (held_ + bytes > kMaxHeldBytes) {
+    uint64_t waiting = 0;
+    for (const auto& [version, list] : pending_) waiting += list.size();
+    return Status(HANDOFF_E_LENGTH_LIMIT,
+                  "frames applied out of order would need more than " +
+                      std::to_string(kMaxHeldBytes >> 20) +
+                      " MiB for superseded versions and waiting self "
+                      "references (" +
+                      std::to_string(stash_.size()) + " versions, " +
+                      std::to_string(waiting) +
+                      " references held): deliver frames closer to stream "
+                      "order");
+  }
+  held_ += bytes;
+  return Status::Ok();
+}
+
+Status Decoder::Stash(uint64_t global, uint64_t seq, const uint8_t* data) {
+  // version_[global] superseded it: see DropUnreferenced.
+  if (version_[global] - 1 <= complete_seq_ || stash_.count({global, seq}) != 0)
+    return Status::Ok();
+  HANDOFF_RETURN_IF_ERROR(Hold(kStashCost));
+  stash_[{global, seq}].assign(reinterpret_cast<const char*>(data), kChunkSize);
+  expiry_.push({version_[global], {global, seq}});
   return Status::Ok();
 }
 
 Status Decoder::ApplyRecord(const Record& rec, bool in_order) {
   const Geometry& g = base_->geometry();
-  per_type_[static_cast<size_t>(rec.type) - 1]++;
+  per_kind_[rec.kind]++;
   records_++;
   if (rec.iteration > iteration_) iteration_ = rec.iteration;
-  if (rec.type == RecordType::kIteration) return Status::Ok();
+  if (rec.kind == RecordKind::kIteration) return Status::Ok();
   if (!g.Contains(rec.region, rec.index))
     return Status(HANDOFF_E_CHUNK_RANGE,
                   "chunk " + std::to_string(rec.index) + " of region " +
                       std::to_string(rec.region) + " outside the geometry");
   const uint64_t global = g.Global(rec.region, rec.index);
-  switch (rec.type) {
-    case RecordType::kZero: {
+  switch (rec.kind) {
+    case RecordKind::kZero: {
       static const uint8_t zeros[kChunkSize] = {};
       return Put(global, rec.seq, zeros, false);
     }
-    case RecordType::kData: {
+    case RecordKind::kData: {
       if (!(rec.flags & kRecordFlagXor))
         return Put(global, rec.seq, rec.data, true);
       uint8_t x[kChunkSize];
-      const uint8_t* b = base_->Chunk(rec.region, rec.index);
-      for (size_t i = 0; i < kChunkSize; i++) x[i] = rec.data[i] ^ b[i];
+      XorChunk(rec.data, base_->Chunk(rec.region, rec.index), x);
       return Put(global, rec.seq, x, true);
     }
-    case RecordType::kBaseRef:
+    case RecordKind::kBaseRef:
       if (!g.Contains(rec.src_region, rec.src_index))
         return Status(HANDOFF_E_BAD_BASE_REF,
                       "base reference to chunk " + std::to_string(rec.src_index) +
@@ -253,7 +302,7 @@ Status Decoder::ApplyRecord(const Record& rec, bool in_order) {
                           ", which the base does not have");
       return Put(global, rec.seq, base_->Chunk(rec.src_region, rec.src_index),
                  false);
-    case RecordType::kSelfRef: {
+    case RecordKind::kSelfRef: {
       if (!g.Contains(rec.src_region, rec.src_index) || rec.src_seq == 0 ||
           rec.src_seq >= rec.seq)
         return Status(HANDOFF_E_BAD_SELF_REF,
@@ -283,10 +332,11 @@ Status Decoder::ApplyRecord(const Record& rec, bool in_order) {
                           " of region " + std::to_string(rec.src_region) +
                           " version " + std::to_string(rec.src_seq) +
                           ", which was never sent or is superseded");
+      HANDOFF_RETURN_IF_ERROR(Hold(kPendingCost));
       pending_[{src, rec.src_seq}].push_back({global, rec.seq});
       return Status::Ok();
     }
-    case RecordType::kIteration:
+    case RecordKind::kIteration:
       break;
   }
   return Status::Ok();
@@ -300,25 +350,23 @@ Status Decoder::Put(uint64_t global, uint64_t seq, const uint8_t* data,
   if (seq <= version_[global]) {
     stale_++;
     // A later frame may still reference this version.
-    if (is_data && out_of_order_)
-      stash_[{global, seq}].assign(reinterpret_cast<const char*>(data),
-                                   kChunkSize);
+    if (is_data && out_of_order_) HANDOFF_RETURN_IF_ERROR(Stash(global, seq, data));
   } else {
-    if (out_of_order_ && is_data_[global]) {
-      std::string old(kChunkSize, '\0');
-      HANDOFF_RETURN_IF_ERROR(
-          sink_->Read(region, index, reinterpret_cast<uint8_t*>(old.data())));
-      stash_[{global, version_[global]}] = std::move(old);
-    }
+    const bool keep_old = out_of_order_ && is_data_[global];
+    const uint64_t old_seq = version_[global];
+    uint8_t old[kChunkSize];
+    if (keep_old) HANDOFF_RETURN_IF_ERROR(sink_->Read(region, index, old));
     HANDOFF_RETURN_IF_ERROR(sink_->Write(region, index, data));
     version_[global] = seq;
     is_data_[global] = is_data;
+    if (keep_old) HANDOFF_RETURN_IF_ERROR(Stash(global, old_seq, old));
   }
   if (is_data) {
     auto it = pending_.find({global, seq});
     if (it != pending_.end()) {
       std::vector<Pending> waiting = std::move(it->second);
       pending_.erase(it);
+      held_ -= waiting.size() * kPendingCost;
       std::string copy(reinterpret_cast<const char*>(data), kChunkSize);
       for (const Pending& w : waiting)
         HANDOFF_RETURN_IF_ERROR(
@@ -343,12 +391,9 @@ Status Decoder::CheckEnd(const uint8_t* p) {
     return Status(HANDOFF_E_FRAME_SEQUENCE, "frame numbers have gaps");
   if (end.record_count != records_)
     return mismatch("records", records_, end.record_count);
-  static const char* names[] = {"zero records", "data records",
-                                "base references", "self references",
-                                "iteration markers"};
-  for (size_t i = 0; i < kRecordTypeCount; i++)
-    if (end.per_type[i] != per_type_[i])
-      return mismatch(names[i], per_type_[i], end.per_type[i]);
+  for (RecordKind k : kAllRecordKinds)
+    if (end.per_kind[k] != per_kind_[k])
+      return mismatch(RecordKindPlural(k), per_kind_[k], end.per_kind[k]);
   if (end.plain_bytes != plain_bytes_)
     return mismatch("plaintext bytes", plain_bytes_, end.plain_bytes);
   if (!out_of_order_) {
@@ -384,15 +429,14 @@ Status Decoder::Finish() {
 
 void Decoder::Stats(HandoffDecoderStats* s) const {
   std::memset(s, 0, sizeof(*s));
-  s->records[HANDOFF_REC_ZERO] = per_type_[0];
-  s->records[HANDOFF_REC_DATA] = per_type_[1];
-  s->records[HANDOFF_REC_BASE_REF] = per_type_[2];
-  s->records[HANDOFF_REC_SELF_REF] = per_type_[3];
+  for (RecordKind k : kAllRecordKinds)
+    if (ApiStatsSlot(k) >= 0) s->records[ApiStatsSlot(k)] = per_kind_[k];
   s->stale_records = stale_;
   s->frames = frames_seen_.size();
   s->stream_bytes = consumed_;
   s->plain_bytes = plain_bytes_;
   s->iteration = iteration_;
+  s->held_bytes = held_;
 }
 
 }  // namespace handoff

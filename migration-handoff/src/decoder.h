@@ -10,14 +10,17 @@
 
 #include <xxhash.h>
 
+#include <functional>
 #include <map>
 #include <memory>
+#include <queue>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "base.h"
+#include "byte_io.h"
 #include "codec.h"
 #include "format.h"
 #include "record.h"
@@ -52,11 +55,27 @@ class Decoder {
 
   Status Fail(Status s);
   Status Process();
-  Status ProcessFrame(const uint8_t* p, size_t len, bool in_order);
+  // Frame @p of @len bytes, whose header @h was checked.
+  Status ProcessFrame(const FrameHeader& h, const uint8_t* p, size_t len,
+                      bool in_order);
+  // Reads the prefix list of @payload, if any, into prefix_.
+  Status ReadPrefix(const FrameHeader& h, ByteReader* payload);
+  // Applies the records of the plaintext in plain_; *@last_seq is the
+  // last one's sequence number.
+  Status ApplyRecords(const FrameHeader& h, bool in_order, uint64_t* last_seq);
   Status ApplyRecord(const Record& rec, bool in_order);
   // Puts @data as version @seq of @global if newer than what is there.
   Status Put(uint64_t global, uint64_t seq, const uint8_t* data, bool is_data);
   Status CheckEnd(const uint8_t* p);
+  // Out of order: keeps superseded DATA version @seq of @global while a
+  // frame still to come may reference it.
+  Status Stash(uint64_t global, uint64_t seq, const uint8_t* data);
+  // Counts @bytes more held for out-of-order application, within the limit.
+  Status Hold(uint64_t bytes);
+  // Frame @frame, whose last record is @last_seq (0: none), was applied.
+  void FrameDone(uint64_t frame, uint64_t last_seq);
+  // Drops kept versions no frame still to come can reference.
+  void DropUnreferenced();
 
   const Base* base_;
   std::unique_ptr<ChunkSink> sink_;
@@ -70,6 +89,7 @@ class Decoder {
 
   Decompressor decompressor_;
   std::vector<uint8_t> plain_;
+  std::vector<uint64_t> prefix_chunks_;
   std::vector<uint8_t> prefix_;
   std::vector<uint64_t> version_;  // per global chunk; 0 = base content
   std::vector<uint8_t> is_data_;   // current version came from DATA
@@ -78,8 +98,18 @@ class Decoder {
   uint64_t last_seq_ = 0;          // in-order streams: strictly increasing
   std::map<Version, std::vector<Pending>> pending_;
   std::map<Version, std::string> stash_;  // superseded DATA, out of order
+  // Stashed versions by the version of their chunk when checked: records
+  // below it are the only ones that may reference them (min-heap).
+  using Expiry = std::pair<uint64_t, Version>;
+  std::priority_queue<Expiry, std::vector<Expiry>, std::greater<Expiry>> expiry_;
+  uint64_t held_ = 0;  // estimated bytes in pending_, stash_ and expiry_
+  // Frames 0..complete_frames_-1 have all been applied, so every record
+  // numbered up to complete_seq_ has (frames carry ascending numbers).
+  uint64_t complete_frames_ = 0;
+  uint64_t complete_seq_ = 0;
+  std::map<uint64_t, uint64_t> later_frames_;  // applied beyond: last seq
 
-  std::array<uint64_t, kRecordTypeCount> per_type_ = {};
+  RecordCounts per_kind_;
   uint64_t records_ = 0;
   uint64_t plain_bytes_ = 0;
   uint64_t stale_ = 0;

@@ -6,10 +6,9 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
-#include <thread>
 
 #include "format.h"
-#include "record.h"
+#include "workers.h"
 
 namespace handoff {
 namespace {
@@ -39,7 +38,8 @@ Encoder::Encoder(const Base* base, const HandoffEncoderConfig& config)
     : base_(base),
       config_(config),
       start_(std::chrono::steady_clock::now()),
-      controller_(MakeControllerConfig(config)) {}
+      controller_(MakeControllerConfig(config)),
+      classifier_(base, config.dedup) {}
 
 Encoder::~Encoder() { pipeline_.reset(); }
 
@@ -52,8 +52,12 @@ double Encoder::Now() const {
 Status Encoder::Create(const Base* base, const HandoffEncoderConfig& config_in,
                        std::unique_ptr<Encoder>* out) {
   HandoffEncoderConfig config = config_in;
-  if (config.threads == 0)
-    config.threads = std::max(1u, std::thread::hardware_concurrency());
+  if (config.threads == 0) config.threads = DefaultWorkers();
+  if (config.threads > kMaxThreads)
+    return Status(HANDOFF_E_INVALID_ARGUMENT,
+                  "threads " + std::to_string(config.threads) +
+                      " above HANDOFF_MAX_THREADS (" +
+                      std::to_string(kMaxThreads) + ")");
   if (config.frame_bytes == 0) config.frame_bytes = 256 * 1024;
   if (config.frame_bytes < kChunkSize || config.frame_bytes > kMaxPlainLength / 2)
     return Status(HANDOFF_E_INVALID_ARGUMENT,
@@ -71,15 +75,9 @@ Status Encoder::Create(const Base* base, const HandoffEncoderConfig& config_in,
     return Status(HANDOFF_E_INVALID_ARGUMENT, "unknown delta mode");
 
   std::unique_ptr<Encoder> enc(new Encoder(base, config));
-  const uint64_t total = base->geometry().total_chunks();
-  enc->last_seq_.assign(total, 0);
-  enc->differs_.assign(total, 0);
-  // Rehashing a large table stalls the producer; start with room for a
-  // quarter of the geometry.
-  enc->self_.reserve(static_cast<size_t>(std::min<uint64_t>(total / 4, 1u << 22)));
   Encoder* self = enc.get();
   enc->pipeline_ = std::make_unique<Pipeline>(
-      base, config.threads, config.queue_frames, [self](const FrameJob& job) {
+      base, config.queue_frames, [self](const FrameJob& job) {
         self->worker_cpu_ns_ += static_cast<uint64_t>(job.cpu_s * 1e9);
         self->xor_chunks_ += job.xor_chunks;
         if (job.data_bytes == 0) return;
@@ -92,6 +90,7 @@ Status Encoder::Create(const Base* base, const HandoffEncoderConfig& config_in,
         std::lock_guard<std::mutex> lock(self->controller_mu_);
         self->controller_.OnFrame(s);
       });
+  HANDOFF_RETURN_IF_ERROR(enc->pipeline_->Start(config.threads));
   StreamHeader header;
   std::memcpy(header.base_id, base->id(), 16);
   header.geometry = base->geometry();
@@ -128,6 +127,12 @@ Status Encoder::FlushFrame() {
   return pipeline_->Submit(std::move(frame_));
 }
 
+void Encoder::Counted(RecordKind kind) {
+  frame_->records++;
+  per_kind_[kind]++;
+  records_++;
+}
+
 Status Encoder::BeginIteration(uint32_t iteration) {
   if (finished_) return Status(HANDOFF_E_STATE, "encoder already finished");
   if (iteration <= iteration_)
@@ -136,137 +141,61 @@ Status Encoder::BeginIteration(uint32_t iteration) {
                       " not above the current " + std::to_string(iteration_));
   iteration_ = iteration;
   StartFrameIfNeeded();
-  AppendRecordHeader(&frame_->plain, RecordType::kIteration, 0, 0, iteration_,
-                     NextSeq(), 0);
-  frame_->records++;
-  per_type_[static_cast<size_t>(RecordType::kIteration) - 1]++;
-  records_++;
+  Record rec;
+  rec.kind = RecordKind::kIteration;
+  rec.iteration = iteration_;
+  rec.seq = NextSeq();
+  RecordWriter(&frame_->plain).Append(rec);
+  Counted(rec.kind);
   return Status::Ok();
 }
 
 Status Encoder::Submit(uint32_t region, uint64_t index,
                        const uint8_t* live_data) {
   if (finished_) return Status(HANDOFF_E_STATE, "encoder already finished");
-  const Geometry& g = base_->geometry();
-  if (!g.Contains(region, index))
+  if (!base_->geometry().Contains(region, index))
     return Status(HANDOFF_E_CHUNK_RANGE,
                   "chunk " + std::to_string(index) + " of region " +
                       std::to_string(region) + " outside the geometry");
-  // A running guest may write the page while we look at it. Every decision
-  // below must concern the same bytes that are sent, or a self reference
-  // could point at content that differs from its hash: take one snapshot,
-  // straight into the frame where a DATA record would carry it, and cut it
-  // off again if the chunk becomes another record.
+  // A running guest may write the page while we look at it. The decision
+  // must concern the bytes that are sent, or a self reference could point
+  // at content that differs from its hash: take one snapshot, straight
+  // into the frame where a DATA record carries it, and drop it again if
+  // the chunk becomes another record.
   StartFrameIfNeeded();
-  std::string& plain = frame_->plain;
-  const size_t mark = plain.size();
-  plain.append(kRecordHeaderSize, '\0');
-  plain.append(reinterpret_cast<const char*>(live_data), kChunkSize);
-  const uint8_t* data =
-      reinterpret_cast<const uint8_t*>(plain.data()) + mark + kRecordHeaderSize;
-  const uint64_t global = g.Global(region, index);
-  const uint8_t* same = base_->Chunk(region, index);
-  // Appends a record header for this chunk after dropping the snapshot.
-  auto add = [&](RecordType type) {
-    plain.resize(mark);
-    uint64_t seq = NextSeq();
-    AppendRecordHeader(&plain, type, static_cast<uint8_t>(region), 0,
-                       iteration_, seq, index);
-    frame_->records++;
-    per_type_[static_cast<size_t>(type) - 1]++;
-    records_++;
-    last_seq_[global] = seq;
-    return seq;
-  };
-  auto done = [&] {
-    return plain.size() >= config_.frame_bytes ? FlushFrame() : Status::Ok();
-  };
-
-  // ZERO, and SAME: the destination already holds these bytes.
-  const bool zero = IsZeroChunk(data);
-  const bool base_equal = std::memcmp(data, same, kChunkSize) == 0;
-  if (!config_.dedup) {
-    if (base_equal && !differs_[global]) {
-      plain.resize(mark);
-      chunks_[HANDOFF_REC_SAME]++;
-      return Status::Ok();
-    }
-    return AddData(mark, region, index, global, nullptr);
+  RecordWriter writer(&frame_->plain);
+  const size_t at = writer.Stage(live_data);
+  const ChunkChoice choice = classifier_.Classify(region, index, writer.Staged(at));
+  if (choice.same) {
+    writer.Unstage(at);
+    chunks_[HANDOFF_REC_SAME]++;
+    return Status::Ok();
   }
-  if (zero || base_equal) {
-    if (base_equal && !differs_[global]) {
-      plain.resize(mark);
-      chunks_[HANDOFF_REC_SAME]++;
-      return Status::Ok();
-    }
-    if (zero) {
-      add(RecordType::kZero);
-      chunks_[HANDOFF_REC_ZERO]++;
-    } else {
-      add(RecordType::kBaseRef);
-      AppendRef(&plain, static_cast<uint8_t>(region), index);
-      chunks_[HANDOFF_REC_BASE_REF]++;
-    }
-    differs_[global] = !base_equal;
-    return done();
+  Record rec;
+  rec.kind = choice.kind;
+  rec.region = static_cast<uint8_t>(region);
+  rec.iteration = iteration_;
+  rec.seq = NextSeq();
+  rec.index = index;
+  rec.src_region = static_cast<uint8_t>(choice.src_region);
+  rec.src_index = choice.src_index;
+  rec.src_seq = choice.src_seq;
+  if (rec.kind == RecordKind::kData) {
+    // XOR against the base is decided and applied by the worker
+    // (xor_delta.h): the producer is the serial part of the pipeline.
+    writer.Commit(at, rec);
+    frame_->data_bytes += kChunkSize;
+    if (frame_->mode.delta == HANDOFF_DELTA_PREFIX)
+      frame_->prefix.push_back(choice.global);
+  } else {
+    writer.Unstage(at);
+    writer.Append(rec);
   }
-
-  const Hash128 h = HashChunk(data);
-  uint64_t base_global;
-  if (base_->Find(h, data, &base_global)) {
-    uint32_t br;
-    uint64_t bi;
-    g.Locate(base_global, &br, &bi);
-    add(RecordType::kBaseRef);
-    AppendRef(&plain, static_cast<uint8_t>(br), bi);
-    chunks_[HANDOFF_REC_BASE_REF]++;
-    differs_[global] = 1;
-    return done();
-  }
-
-  auto it = self_.find(h);
-  if (it != self_.end() && last_seq_[it->second.global] == it->second.seq) {
-    if (it->second.global == global) {
-      // Resubmitted unchanged since it was sent: nothing to do.
-      plain.resize(mark);
-      chunks_[HANDOFF_REC_SAME]++;
-      return Status::Ok();
-    }
-    const SelfEntry src = it->second;
-    uint32_t sr;
-    uint64_t si;
-    g.Locate(src.global, &sr, &si);
-    add(RecordType::kSelfRef);
-    AppendSelfRef(&plain, static_cast<uint8_t>(sr), si, src.seq);
-    chunks_[HANDOFF_REC_SELF_REF]++;
-    differs_[global] = 1;
-    return done();
-  }
-
-  return AddData(mark, region, index, global, &h);
-}
-
-// DATA: the snapshot at @mark stays; its header goes in front of it. XOR
-// against the base is decided and applied by the worker (see EncodeFrame):
-// the producer is the serial part of the pipeline. @h: the chunk's hash,
-// for later self references (none without dedup).
-Status Encoder::AddData(size_t mark, uint32_t region, uint64_t index,
-                        uint64_t global, const Hash128* h) {
-  std::string& plain = frame_->plain;
-  const uint64_t seq = NextSeq();
-  WriteRecordHeader(reinterpret_cast<uint8_t*>(plain.data()) + mark,
-                    RecordType::kData, static_cast<uint8_t>(region), 0,
-                    iteration_, seq, index);
-  frame_->records++;
-  per_type_[static_cast<size_t>(RecordType::kData) - 1]++;
-  records_++;
-  last_seq_[global] = seq;
-  frame_->data_bytes += kChunkSize;
-  if (frame_->mode.delta == HANDOFF_DELTA_PREFIX) frame_->prefix.push_back(global);
-  if (h != nullptr) self_[*h] = SelfEntry{global, seq};
-  chunks_[HANDOFF_REC_DATA]++;
-  differs_[global] = 1;
-  return plain.size() >= config_.frame_bytes ? FlushFrame() : Status::Ok();
+  classifier_.Commit(choice, rec.seq);
+  Counted(rec.kind);
+  chunks_[ApiStatsSlot(rec.kind)]++;
+  return frame_->plain.size() >= config_.frame_bytes ? FlushFrame()
+                                                      : Status::Ok();
 }
 
 Status Encoder::SubmitMany(uint32_t region, const uint8_t* region_data,
@@ -309,7 +238,7 @@ Status Encoder::Finish() {
   EndRecord end;
   end.frame_count = frame_seq_;
   end.record_count = records_;
-  end.per_type = per_type_;
+  end.per_kind = per_kind_;
   end.plain_bytes = plain_bytes_;
   end.stream_bytes = pipeline_->emitted();
   pipeline_->Digest(end.digest);

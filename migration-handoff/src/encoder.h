@@ -1,25 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //
-// Encoder: decides what each submitted chunk becomes (ZERO, SAME, BASE_REF,
-// SELF_REF or DATA), batches records into frames and hands them to the
+// Encoder: writes what the classifier (dedup.h) makes of each submitted
+// chunk as records, batches them into frames and hands those to the
 // pipeline, asking the controller which mode each frame uses.
 #ifndef HANDOFF_ENCODER_H
 #define HANDOFF_ENCODER_H
 
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "base.h"
 #include "controller.h"
-#include "format.h"
+#include "dedup.h"
 #include "handoff.h"
 #include "pipeline.h"
+#include "record.h"
 
 namespace handoff {
 
@@ -46,19 +45,11 @@ class Encoder {
   double Now() const;
 
  private:
-  struct SelfEntry {
-    uint64_t global;
-    uint64_t seq;
-  };
-  struct HashOfHash {
-    size_t operator()(const Hash128& h) const { return h.lo; }
-  };
-
   Encoder(const Base* base, const HandoffEncoderConfig& config);
   void StartFrameIfNeeded();
   Status FlushFrame();
-  Status AddData(size_t mark, uint32_t region, uint64_t index, uint64_t global,
-                 const Hash128* h);
+  // Counts @kind, just written to the current frame.
+  void Counted(RecordKind kind);
   uint64_t NextSeq() { return ++seq_; }
 
   const Base* base_;
@@ -76,18 +67,16 @@ class Encoder {
   uint64_t seq_ = 0;
   uint64_t frame_seq_ = 0;
   std::unique_ptr<FrameJob> frame_;
-  std::vector<uint64_t> last_seq_;   // per global chunk: version sent
-  std::vector<uint8_t> differs_;     // destination may differ from base
-  std::unordered_map<Hash128, SelfEntry, HashOfHash> self_;
+  ChunkClassifier classifier_;
   bool finished_ = false;
   std::atomic<bool> complete_{false};  // end record queued
 
-  std::atomic<uint64_t> chunks_[HANDOFF_REC_KINDS] = {};
+  std::atomic<uint64_t> chunks_[HANDOFF_REC_KINDS] = {};  // API slots
   std::atomic<uint64_t> xor_chunks_{0};
   std::atomic<uint64_t> plain_bytes_{0};
   std::atomic<uint64_t> frames_{0};
   std::atomic<uint64_t> worker_cpu_ns_{0};
-  std::array<uint64_t, kRecordTypeCount> per_type_ = {};
+  RecordCounts per_kind_;
   uint64_t records_ = 0;
 
   std::unique_ptr<Pipeline> pipeline_;  // last: joins before the rest dies

@@ -6,12 +6,12 @@
 #ifndef HANDOFF_FORMAT_H
 #define HANDOFF_FORMAT_H
 
-#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "geometry.h"
+#include "record_kind.h"
 #include "status.h"
 
 namespace handoff {
@@ -22,29 +22,22 @@ inline constexpr uint16_t kStreamVersion = 1;
 inline constexpr uint32_t kFrameTag = 0x4D415246;  // "FRAM"
 inline constexpr uint32_t kEndTag = 0x21444E45;    // "END!"
 
-inline constexpr size_t kStreamHeaderFixed = 40;
+// Magic, version, flags and length: what it takes to know how long the
+// header is.
+inline constexpr size_t kStreamHeaderPrefix = 16;
+inline constexpr size_t kStreamHeaderFixed = 40;    // up to the regions
+inline constexpr size_t kStreamHeaderChecksumSize = 8;
+inline constexpr uint32_t kMinHeaderLength =
+    kStreamHeaderFixed + kStreamHeaderChecksumSize;
 inline constexpr uint32_t kMaxHeaderLength = 64 * 1024;
 inline constexpr size_t kFrameHeaderSize = 40;
 inline constexpr size_t kEndRecordSize = 104;
 // Limits protect the decoder: a frame can claim no more than this.
 inline constexpr uint32_t kMaxPlainLength = 8u << 20;
 inline constexpr uint32_t kMaxPayloadLength = (8u << 20) + (1u << 20);
-inline constexpr uint32_t kMaxPrefixChunks = kMaxPlainLength / kChunkSize;
 
+// The payload starts with a prefix list (prefix_list.h).
 inline constexpr uint16_t kFrameFlagPrefix = 1;
-
-// Record types inside frame plaintext. Values are part of the format.
-enum class RecordType : uint8_t {
-  kZero = 1,
-  kData = 2,
-  kBaseRef = 3,
-  kSelfRef = 4,
-  kIteration = 5,
-};
-inline constexpr uint8_t kRecordFlagXor = 1;
-inline constexpr size_t kRecordHeaderSize = 24;
-inline constexpr size_t kBaseRefBodySize = 16;
-inline constexpr size_t kSelfRefBodySize = 24;
 
 struct StreamHeader {
   uint8_t base_id[16] = {};
@@ -62,13 +55,10 @@ struct FrameHeader {
   uint32_t record_count = 0;
 };
 
-// Counters indexed by RecordType value - 1.
-inline constexpr size_t kRecordTypeCount = 5;
-
 struct EndRecord {
   uint64_t frame_count = 0;
   uint64_t record_count = 0;
-  std::array<uint64_t, kRecordTypeCount> per_type = {};
+  RecordCounts per_kind;
   uint64_t plain_bytes = 0;
   uint64_t stream_bytes = 0;  // bytes before the end record
   uint8_t digest[16] = {};    // XXH3-128 of those bytes
@@ -88,6 +78,21 @@ std::string SerializeEndRecord(const EndRecord& end);
 Status ParseEndRecord(const uint8_t* data, EndRecord* out);
 
 uint64_t Checksum64(const void* data, size_t len);
+
+// For tools that damage streams on purpose (the decoder fuzzer mends the
+// check values its mutations broke, so that they reach deeper checks).
+// Nothing here validates: fields are taken as they are.
+//
+// The header length a stream header declares (16 bytes needed).
+uint32_t DeclaredHeaderLength(const uint8_t* data);
+// Recomputes the checksum of a stream header of @header_len bytes.
+void ResealStreamHeader(uint8_t* data, size_t header_len);
+// The fields of a frame header as they are; SerializeFrameHeader writes
+// them back with a matching check value.
+FrameHeader ReadFrameHeaderUnchecked(const uint8_t* data);
+// Makes the end record at @stream + @at describe the @at stream bytes
+// before it (length, digest) and recomputes its checksum.
+void ResealEndRecord(uint8_t* stream, size_t at);
 
 }  // namespace handoff
 

@@ -18,40 +18,38 @@ Status IoError(const std::string& what, const std::string& path) {
 
 }  // namespace
 
-Status StatFile(const std::string& path, FileIdentity* id) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) return IoError("cannot stat", path);
-  id->size = static_cast<uint64_t>(st.st_size);
-  id->mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 +
-                 st.st_mtim.tv_nsec;
-  return Status::Ok();
+UniqueFd::~UniqueFd() {
+  if (fd_ >= 0) close(fd_);
+}
+
+void UniqueFd::reset(int fd) {
+  if (fd_ >= 0) close(fd_);
+  fd_ = fd;
 }
 
 MappedFile::~MappedFile() {
   if (data_ != nullptr) munmap(data_, size_);
+  if (fd_ >= 0) close(fd_);
 }
 
 Status MappedFile::Open(const std::string& path) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return IoError("cannot open", path);
+  return OpenFd(fd, path);
+}
+
+Status MappedFile::OpenFd(int fd, const std::string& name) {
+  UniqueFd owned(fd);
   struct stat st;
-  if (fstat(fd, &st) != 0) {
-    Status s = IoError("cannot stat", path);
-    close(fd);
-    return s;
-  }
-  size_ = static_cast<size_t>(st.st_size);
-  if (size_ != 0) {
-    void* p = mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) {
-      Status s = IoError("cannot map", path);
-      close(fd);
-      size_ = 0;
-      return s;
-    }
+  if (fstat(fd, &st) != 0) return IoError("cannot stat", name);
+  const size_t size = static_cast<size_t>(st.st_size);
+  if (size != 0) {
+    void* p = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) return IoError("cannot map", name);
     data_ = static_cast<uint8_t*>(p);
   }
-  close(fd);
+  size_ = size;
+  fd_ = owned.release();
   return Status::Ok();
 }
 
@@ -59,8 +57,10 @@ void MappedFile::AdviseSequential() const {
   if (data_ != nullptr) madvise(data_, size_, MADV_SEQUENTIAL | MADV_WILLNEED);
 }
 
+std::string TemporaryPathFor(const std::string& path) { return path + ".tmp"; }
+
 Status WriteFileAtomically(const std::string& path, const std::string& data) {
-  std::string tmp = path + ".tmp";
+  std::string tmp = TemporaryPathFor(path);
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return IoError("cannot create", tmp);
   size_t done = 0;

@@ -3,28 +3,45 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
+
+#include "workers.h"
 
 namespace handoff {
 
-Pipeline::Pipeline(const Base* base, unsigned workers, size_t max_in_flight,
-                   OnFrameDone on_done)
+Pipeline::Pipeline(const Base* base, size_t max_in_flight, OnFrameDone on_done)
     : base_(base),
       on_done_(std::move(on_done)),
       max_in_flight_(std::max<size_t>(1, max_in_flight)),
       digest_(XXH3_createState()) {
-  XXH3_128bits_reset(digest_);
-  for (unsigned i = 0; i < std::max(1u, workers); i++)
-    threads_.emplace_back(&Pipeline::Work, this);
+  if (digest_ != nullptr) XXH3_128bits_reset(digest_);
 }
 
 Pipeline::~Pipeline() {
+  StopWorkers();
+  XXH3_freeState(digest_);
+}
+
+Status Pipeline::Start(unsigned workers) {
+  if (digest_ == nullptr) return Status(HANDOFF_E_NO_MEMORY, "XXH3_createState");
+  for (unsigned i = 0; i < std::max(1u, workers); i++) {
+    Status s = StartThread(&threads_, [this] { Work(); });
+    if (!s.ok()) {
+      StopWorkers();
+      return s;
+    }
+  }
+  return Status::Ok();
+}
+
+void Pipeline::StopWorkers() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
   work_cv_.notify_all();
   for (auto& t : threads_) t.join();
-  XXH3_freeState(digest_);
+  threads_.clear();
 }
 
 Status Pipeline::Submit(std::unique_ptr<FrameJob> job) {
@@ -56,8 +73,16 @@ void Pipeline::Work() {
     FrameJob* job = todo_.front();
     todo_.pop_front();
     lock.unlock();
-    EncodeFrame(*base_, &compressor, job);
-    if (job->status.ok() && on_done_) on_done_(*job);
+    // An exception leaving a thread's function terminates the process:
+    // a failed allocation becomes the job's error instead.
+    try {
+      EncodeFrame(*base_, &compressor, job);
+      if (job->status.ok() && on_done_) on_done_(*job);
+    } catch (const std::bad_alloc&) {
+      job->status = Status(HANDOFF_E_NO_MEMORY, "out of memory encoding a frame");
+    } catch (const std::exception& e) {
+      job->status = Status(HANDOFF_E_INTERNAL, e.what());
+    }
     lock.lock();
     job->raw = true;  // now final bytes
     if (!job->status.ok() && status_.ok()) status_ = job->status;

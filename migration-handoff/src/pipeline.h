@@ -28,9 +28,10 @@ class Pipeline {
  public:
   using OnFrameDone = std::function<void(const FrameJob&)>;
 
-  Pipeline(const Base* base, unsigned workers, size_t max_in_flight,
-           OnFrameDone on_done);
+  Pipeline(const Base* base, size_t max_in_flight, OnFrameDone on_done);
   ~Pipeline();
+  // Starts @workers threads; on failure none is left running.
+  Status Start(unsigned workers);
   Pipeline(const Pipeline&) = delete;
   Pipeline& operator=(const Pipeline&) = delete;
 
@@ -58,6 +59,7 @@ class Pipeline {
  private:
   void Work();
   void EmitReadyLocked();
+  void StopWorkers();
 
   const Base* base_;
   OnFrameDone on_done_;

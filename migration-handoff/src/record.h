@@ -1,21 +1,31 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //
 // Chunk records: the plaintext of a frame is a sequence of these (layout
-// in docs/stream-format.md). Writers append to a frame being built;
-// ParseRecord reads one back without trusting any field.
+// in docs/stream-format.md, "Plaintext: records"). RecordWriter is the
+// only code that writes record bytes and RecordIterator the only code
+// that reads them: the encoder, the XOR pass, the decoder and the
+// fuzzer's checksum repair all go through them.
 #ifndef HANDOFF_RECORD_H
 #define HANDOFF_RECORD_H
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
-#include "byte_io.h"
-#include "format.h"
+#include "geometry.h"
+#include "record_kind.h"
+#include "status.h"
 
 namespace handoff {
 
+inline constexpr size_t kRecordHeaderSize = 24;
+inline constexpr uint8_t kRecordFlagXor = 1;  // DATA only
+
+// Bytes that follow the header of a record of @kind.
+size_t RecordBodySize(RecordKind kind);
+
 struct Record {
-  RecordType type = RecordType::kZero;
+  RecordKind kind = RecordKind::kZero;
   uint8_t region = 0;
   uint8_t flags = 0;
   uint32_t iteration = 0;
@@ -25,50 +35,60 @@ struct Record {
   uint8_t src_region = 0;
   uint64_t src_index = 0;
   uint64_t src_seq = 0;
-  const uint8_t* data = nullptr;  // DATA: 4096 bytes inside the plaintext
+  const uint8_t* data = nullptr;  // DATA: 4096 bytes (inside the plaintext
+                                  // when read back)
+  size_t offset = 0;              // read back: where the record starts
 };
 
-inline void WriteRecordHeader(uint8_t* h, RecordType type, uint8_t region,
-                              uint8_t flags, uint32_t iteration, uint64_t seq,
-                              uint64_t index) {
-  h[0] = static_cast<uint8_t>(type);
-  h[1] = region;
-  h[2] = flags;
-  h[3] = 0;
-  StoreLe<uint32_t>(h + 4, iteration);
-  StoreLe<uint64_t>(h + 8, seq);
-  StoreLe<uint64_t>(h + 16, index);
-}
+// Appends records to the plaintext of a frame being built.
+class RecordWriter {
+ public:
+  explicit RecordWriter(std::string* plain) : plain_(plain) {}
 
-inline void AppendRecordHeader(std::string* out, RecordType type,
-                               uint8_t region, uint8_t flags,
-                               uint32_t iteration, uint64_t seq,
-                               uint64_t index) {
-  uint8_t h[kRecordHeaderSize];
-  WriteRecordHeader(h, type, region, flags, iteration, seq, index);
-  out->append(reinterpret_cast<const char*>(h), sizeof(h));
-}
+  // Appends @rec, header and body (for DATA, the 4096 bytes at rec.data).
+  void Append(const Record& rec);
 
-inline void AppendRef(std::string* out, uint8_t src_region,
-                      uint64_t src_index) {
-  uint8_t b[kBaseRefBodySize] = {};
-  b[0] = src_region;
-  StoreLe<uint64_t>(b + 8, src_index);
-  out->append(reinterpret_cast<const char*>(b), sizeof(b));
-}
+  // A DATA record in two steps, so that a chunk that may change under us
+  // is copied once and every decision concerns the bytes that are sent:
+  // Stage appends room for the header and a copy of @chunk and returns
+  // where; then either Commit writes the header of @rec (whose data is
+  // the staged copy) there, or Unstage removes both again. Nothing may be
+  // appended in between.
+  size_t Stage(const uint8_t* chunk);
+  const uint8_t* Staged(size_t at) const;
+  void Commit(size_t at, const Record& rec);
+  void Unstage(size_t at);
 
-inline void AppendSelfRef(std::string* out, uint8_t src_region,
-                          uint64_t src_index, uint64_t src_seq) {
-  uint8_t b[kSelfRefBodySize] = {};
-  b[0] = src_region;
-  StoreLe<uint64_t>(b + 8, src_index);
-  StoreLe<uint64_t>(b + 16, src_seq);
-  out->append(reinterpret_cast<const char*>(b), sizeof(b));
-}
+  // Replaces the chunk of DATA record @rec (as read back from this
+  // plaintext) by @delta, its XOR with the base chunk, and flags it so.
+  void RewriteAsXor(const Record& rec, const uint8_t* delta);
 
-// Reads the record at @r. Checks only what needs no context: type, flags,
-// reserved bytes and length. HANDOFF_E_BAD_RECORD on failure.
-Status ParseRecord(ByteReader* r, Record* rec);
+ private:
+  void PutHeader(size_t at, const Record& rec);
+
+  std::string* plain_;
+};
+
+// Reads the records of a frame's plaintext in order, trusting no field:
+// each is checked for what needs no context (kind, flags, reserved bytes,
+// sequence number 0, length); a failure is HANDOFF_E_BAD_RECORD.
+class RecordIterator {
+ public:
+  RecordIterator(const uint8_t* plain, size_t len) : p_(plain), len_(len) {}
+
+  // Reads the next record into *@rec: false at the end of the plaintext
+  // or at a record that does not parse (then status() says why).
+  bool Next(Record* rec);
+  const Status& status() const { return status_; }
+
+ private:
+  Status Parse(Record* rec);
+
+  const uint8_t* p_;
+  size_t len_;
+  size_t pos_ = 0;
+  Status status_;
+};
 
 }  // namespace handoff
 

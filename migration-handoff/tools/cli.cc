@@ -272,6 +272,39 @@ BaseHandle OpenBase(const std::string& path, const char* command) {
   return BaseHandle(base, handoff_base_free);
 }
 
+bool SameFile(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  return stat(a.c_str(), &sa) == 0 && stat(b.c_str(), &sb) == 0 &&
+         sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+bool CheckNotBaseFile(const HandoffBase* base, const std::string& index_path,
+                      const std::string& path, const char* command) {
+  struct stat out;
+  // Nothing there yet: creating it cannot touch the base.
+  if (stat(path.c_str(), &out) != 0) return true;
+  auto same = [&path](const std::string& p) { return SameFile(path, p); };
+  std::string what;
+  if (same(index_path)) what = "the base index";
+  char* real = realpath(index_path.c_str(), nullptr);
+  if (real != nullptr && what.empty()) {
+    std::string dir = real;
+    dir.erase(dir.rfind('/') + 1);
+    for (size_t r = 0; r < handoff_base_region_count(base) && what.empty(); r++) {
+      const char* file = handoff_base_region_file(base, r);
+      HandoffRegionInfo info;
+      if (file != nullptr && *file != '\0' &&
+          handoff_base_region_info(base, r, &info) == 0 && same(dir + file))
+        what = std::string("base file '") + file + "' of region '" + info.name + "'";
+    }
+  }
+  free(real);
+  if (what.empty()) return true;
+  fprintf(stderr, "qemu-handoff %s: refusing to write '%s': it is %s\n",
+          command, path.c_str(), what.c_str());
+  return false;
+}
+
 const RegionArg* FindRegion(const std::vector<RegionArg>& regions,
                             const char* name, const char* command,
                             const char* what) {
@@ -282,21 +315,56 @@ const RegionArg* FindRegion(const std::vector<RegionArg>& regions,
   return nullptr;
 }
 
-int Usage() {
-  fprintf(stderr,
-          "usage: qemu-handoff COMMAND [options]\n"
-          "  base create --mem [NAME=]PATH... --disk [NAME=]PATH... -o INDEX\n"
-          "  base info INDEX\n"
-          "  encode --base INDEX --mem [NAME=]PATH... --disk [NAME=]PATH... -o STREAM\n"
-          "         [--codec zstd --level 1 --delta none|xor|prefix | --adaptive]\n"
-          "         [--threads N] [--frame-kib 256] [--seed S] [--no-random] [--no-dedup]\n"
-          "         [--rate-mbit R] [--decision-log FILE] [--max-pending-kib 1024]\n"
-          "  decode --base INDEX -i STREAM --mem [NAME=]PATH... --disk [NAME=]PATH...\n"
-          "  inspect STREAM\n"
-          "  bench [--size-mib 512] [--threads N] [--modes LIST] [--repeat 3]\n"
-          "        [--mode-seconds 20] [--write DIR (only write the images)]\n"
-          "common: --json (machine-readable result on stdout), --quiet\n");
+namespace {
+
+struct CommandHelp {
+  const char* name;
+  const char* text;
+};
+
+// One entry per command: `qemu-handoff CMD --help` prints its own.
+constexpr CommandHelp kHelp[] = {
+    {"base",
+     "  base create --mem [NAME=]PATH... --disk [NAME=]PATH... -o INDEX\n"
+     "         (region files inside INDEX's directory; it can then move)\n"
+     "  base info INDEX\n"
+     "  base verify INDEX   (re-read every base byte, compare with the index)\n"},
+    {"encode",
+     "  encode --base INDEX --mem [NAME=]PATH... --disk [NAME=]PATH... -o STREAM\n"
+     "         [--codec zstd --level 1 --delta none|xor|prefix | --adaptive]\n"
+     "         [--threads N] [--frame-kib 256] [--seed S] [--no-random] [--no-dedup]\n"
+     "         [--rate-mbit R] [--decision-log FILE] [--max-pending-kib 1024]\n"},
+    {"decode",
+     "  decode --base INDEX -i STREAM --mem [NAME=]PATH... --disk [NAME=]PATH...\n"},
+    {"inspect", "  inspect STREAM\n"},
+    {"bench",
+     "  bench [--size-mib 512] [--threads N] [--modes LIST] [--repeat 3]\n"
+     "        [--mode-seconds 20] [--write DIR (only write the images)]\n"},
+};
+
+constexpr const char kCommon[] =
+    "common: --json (machine-readable result on stdout), --quiet (nothing\n"
+    "        but errors and --json output), --help\n";
+
+void PrintHelp(FILE* out, const char* command) {
+  fprintf(out, "usage: qemu-handoff %s [options]\n",
+          command ? command : "COMMAND");
+  for (const CommandHelp& h : kHelp)
+    if (command == nullptr || !std::strcmp(command, h.name))
+      fputs(h.text, out);
+  fputs(kCommon, out);
+}
+
+}  // namespace
+
+int Usage(const char* command) {
+  PrintHelp(stderr, command);
   return 2;
+}
+
+int Help(const char* command) {
+  PrintHelp(stdout, command);
+  return 0;
 }
 
 }  // namespace handoff_cli

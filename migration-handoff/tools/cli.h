@@ -102,7 +102,10 @@ std::string ModeString(const HandoffMode& m);
 bool ParseMode(const std::string& codec, int level, const std::string& delta,
                HandoffMode* mode, std::string* err);
 int Fail(const char* command, int code);
-int Usage();
+// Prints the usage of @command (all commands when NULL) on stderr; 2.
+int Usage(const char* command = nullptr);
+// The same on stdout, for --help; 0.
+int Help(const char* command = nullptr);
 
 // A base opened for a command, freed with it.
 using BaseHandle = std::unique_ptr<HandoffBase, void (*)(HandoffBase*)>;
@@ -115,8 +118,19 @@ const RegionArg* FindRegion(const std::vector<RegionArg>& regions,
                             const char* name, const char* command,
                             const char* what);
 
+// True when @a and @b name the same existing file (links included).
+bool SameFile(const std::string& a, const std::string& b);
+
+// False, after printing why (as @command), when @path names a file of
+// @base (opened from @index_path): a region file or the index itself,
+// under any name (links included). Opening it for writing would destroy
+// the base, which is mapped at that moment.
+bool CheckNotBaseFile(const HandoffBase* base, const std::string& index_path,
+                      const std::string& path, const char* command);
+
 int CmdBaseCreate(const Args& args);
 int CmdBaseInfo(const Args& args);
+int CmdBaseVerify(const Args& args);
 int CmdEncode(const Args& args);
 int CmdDecode(const Args& args);
 int CmdInspect(const Args& args);

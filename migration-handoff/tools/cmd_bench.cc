@@ -13,6 +13,7 @@
 #include <memory>
 #include <set>
 #include <sstream>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -155,7 +156,7 @@ bool RunEncoder(HandoffBase* base, const HandoffMode& mode, unsigned threads,
   HandoffEncoder* enc = nullptr;
   if (handoff_encoder_create(base, &cfg, &enc) != 0) return false;
   std::atomic<bool> failed{false};
-  std::thread puller([&] {
+  auto pull = [&] {
     std::vector<uint8_t> buf(1 << 20);
     for (;;) {
       size_t n = 0;
@@ -171,7 +172,16 @@ bool RunEncoder(HandoffBase* base, const HandoffMode& mode, unsigned threads,
       out->output += n;
       if (keep) out->stream.insert(out->stream.end(), buf.begin(), buf.begin() + n);
     }
-  });
+  };
+  std::thread puller;
+  try {
+    puller = std::thread(pull);
+  } catch (const std::system_error& e) {
+    fprintf(stderr, "qemu-handoff bench: cannot start puller thread: %s\n",
+            e.what());
+    handoff_encoder_free(enc);
+    return false;
+  }
   double t0 = NowSeconds();
   const uint64_t batch = 8192;
   std::vector<uint64_t> idx(batch);
@@ -198,12 +208,14 @@ bool RunEncoder(HandoffBase* base, const HandoffMode& mode, unsigned threads,
 }
 
 // Raw zstd-1 on @threads threads, each on its share of @data: what this
-// machine's cores and memory allow without the engine.
+// machine's cores and memory allow without the engine. Negative when a
+// thread could not start.
 double RawZstd1Threads(const uint8_t* data, size_t len, unsigned threads) {
   std::vector<std::thread> pool;
+  pool.reserve(threads);
   double t0 = NowSeconds();
   for (unsigned t = 0; t < threads; t++) {
-    pool.emplace_back([=] {
+    auto work = [=] {
       size_t begin = len * t / threads / 262144 * 262144;
       size_t end = t + 1 == threads ? len : len * (t + 1) / threads / 262144 * 262144;
       ZSTD_CCtx* c = ZSTD_createCCtx();
@@ -212,7 +224,14 @@ double RawZstd1Threads(const uint8_t* data, size_t len, unsigned threads) {
         ZSTD_compressCCtx(c, out.data(), out.size(), data + off,
                           std::min<size_t>(262144, end - off), 1);
       ZSTD_freeCCtx(c);
-    });
+    };
+    try {
+      pool.emplace_back(work);
+    } catch (const std::system_error& e) {
+      fprintf(stderr, "qemu-handoff bench: cannot start thread: %s\n", e.what());
+      for (auto& th : pool) th.join();
+      return -1;
+    }
   }
   for (auto& t : pool) t.join();
   return NowSeconds() - t0;
@@ -261,7 +280,13 @@ int CmdBench(const Args& args) {
   const uint64_t mem_chunks = size / kChunk;
   const uint64_t disk_chunks = std::max<uint64_t>(1, mem_chunks / 8);
   const unsigned max_threads = static_cast<unsigned>(
-      args.GetInt("--threads", std::max(1u, std::thread::hardware_concurrency())));
+      args.GetInt("--threads", std::clamp(std::thread::hardware_concurrency(), 1u,
+                                          unsigned{HANDOFF_MAX_THREADS})));
+  if (max_threads == 0 || max_threads > HANDOFF_MAX_THREADS) {
+    fprintf(stderr, "qemu-handoff bench: --threads must be within 1..%d\n",
+            HANDOFF_MAX_THREADS);
+    return 2;
+  }
   const double mode_seconds = args.GetDouble("--mode-seconds", 20);
   const bool json = args.Has("--json");
   std::vector<HandoffMode> modes = ParseModeList(args.Get(
@@ -269,9 +294,10 @@ int CmdBench(const Args& args) {
       "none,zstd-1,zstd-1+xor,zstd-1+prefix,zstd-3,zstd-9,zlib-1,zlib-6,lzma-0,lzma-6"));
   FILE* info = json ? stderr : stdout;
 
-  fprintf(stderr, "bench: generating %llu MiB memory + %llu MiB disk...\n",
-          (unsigned long long)(size >> 20),
-          (unsigned long long)(disk_chunks * kChunk >> 20));
+  if (!args.Has("--quiet"))
+    fprintf(stderr, "bench: generating %llu MiB memory + %llu MiB disk...\n",
+            (unsigned long long)(size >> 20),
+            (unsigned long long)(disk_chunks * kChunk >> 20));
   std::vector<uint8_t> base_mem(mem_chunks * kChunk), base_disk(disk_chunks * kChunk);
   std::vector<uint8_t> mod_mem(mem_chunks * kChunk), mod_disk(disk_chunks * kChunk);
   MakeBase(base_mem.data(), mem_chunks, 1);
@@ -367,8 +393,11 @@ int CmdBench(const Args& args) {
   std::vector<double> raw_threads_s;
   for (unsigned t = 1; t <= max_threads; t++) {
     double best = 1e30;
-    for (int k = 0; k < repeat; k++)
-      best = std::min(best, RawZstd1Threads(data_only.data(), data_only.size(), t));
+    for (int k = 0; k < repeat; k++) {
+      const double s = RawZstd1Threads(data_only.data(), data_only.size(), t);
+      if (s < 0) return 1;
+      best = std::min(best, s);
+    }
     raw_threads_s.push_back(best);
   }
 

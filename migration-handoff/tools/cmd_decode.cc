@@ -13,7 +13,7 @@ namespace handoff_cli {
 int CmdDecode(const Args& args) {
   std::string base_path = args.Get("--base"), in_path = args.Get("--input");
   std::vector<RegionArg> regions = ParseRegions(args);
-  if (base_path.empty() || in_path.empty() || regions.empty()) return Usage();
+  if (base_path.empty() || in_path.empty() || regions.empty()) return Usage("decode");
   bool quiet = args.Has("--quiet") || args.Has("--json");
 
   BaseHandle base_guard = OpenBase(base_path, "decode");
@@ -22,13 +22,22 @@ int CmdDecode(const Args& args) {
   int rc;
 
   size_t count = handoff_base_region_count(base);
+  std::vector<const RegionArg*> outputs(count);
+  for (size_t r = 0; r < count; r++) {
+    HandoffRegionInfo info;
+    handoff_base_region_info(base, r, &info);
+    outputs[r] = FindRegion(regions, info.name, "decode", "output");
+    if (outputs[r] == nullptr) return 1;
+  }
+  // All checked before any is created: creating truncates.
+  for (const RegionArg* arg : outputs)
+    if (!CheckNotBaseFile(base, base_path, arg->path, "decode")) return 1;
   std::vector<std::unique_ptr<Image>> images(count);
   std::vector<void*> memory(count);
   for (size_t r = 0; r < count; r++) {
     HandoffRegionInfo info;
     handoff_base_region_info(base, r, &info);
-    const RegionArg* arg = FindRegion(regions, info.name, "decode", "output");
-    if (arg == nullptr) return 1;
+    const RegionArg* arg = outputs[r];
     images[r] = std::make_unique<Image>();
     std::string err;
     if (!images[r]->Create(arg->path, info.size, &err)) {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdio>
 #include <memory>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -39,7 +40,7 @@ std::string EncoderStatsJson(const HandoffEncoderStats& s, double seconds) {
 int CmdEncode(const Args& args) {
   std::string base_path = args.Get("--base"), out_path = args.Get("--output");
   std::vector<RegionArg> regions = ParseRegions(args);
-  if (base_path.empty() || out_path.empty() || regions.empty()) return Usage();
+  if (base_path.empty() || out_path.empty() || regions.empty()) return Usage("encode");
   bool quiet = args.Has("--quiet") || args.Has("--json");
 
   BaseHandle base_guard = OpenBase(base_path, "encode");
@@ -72,6 +73,22 @@ int CmdEncode(const Args& args) {
     total_bytes += info.size;
   }
 
+  // The outputs are created (truncated) while base and images are mapped.
+  std::string log_path = args.Get("--decision-log");
+  for (const std::string& path : {out_path, log_path}) {
+    if (path.empty()) continue;
+    if (!CheckNotBaseFile(base, base_path, path, "encode")) return 1;
+    for (const RegionArg& r : regions) {
+      if (SameFile(path, r.path)) {
+        fprintf(stderr,
+                "qemu-handoff encode: refusing to write '%s': it is the image "
+                "of region '%s'\n",
+                path.c_str(), r.name.c_str());
+        return 1;
+      }
+    }
+  }
+
   HandoffEncoderConfig cfg;
   handoff_encoder_config_default(&cfg);
   cfg.threads = static_cast<unsigned>(args.GetInt("--threads", 0));
@@ -102,7 +119,7 @@ int CmdEncode(const Args& args) {
   double rate = args.GetDouble("--rate-mbit", 0) * 1e6 / 8;
   std::atomic<int> writer_rc{0};
   double t0 = NowSeconds();
-  std::thread writer([&] {
+  auto write_out = [&] {
     std::vector<uint8_t> buf(1 << 20);
     uint64_t sent = 0;
     Progress progress("encode", !quiet);
@@ -138,7 +155,16 @@ int CmdEncode(const Args& args) {
                       static_cast<double>(total_bytes) / 1048576.0, "MiB");
     }
     progress.Done();
-  });
+  };
+  std::thread writer;
+  try {
+    writer = std::thread(write_out);
+  } catch (const std::system_error& e) {
+    fprintf(stderr, "qemu-handoff encode: cannot start writer thread: %s\n",
+            e.what());
+    fclose(out);
+    return 1;
+  }
 
   std::vector<uint64_t> indexes;
   for (size_t r = 0; r < count && rc == 0; r++) {
@@ -169,7 +195,6 @@ int CmdEncode(const Args& args) {
   }
   HandoffEncoderStats st;
   handoff_encoder_stats(enc, &st);
-  std::string log_path = args.Get("--decision-log");
   if (!log_path.empty()) {
     FILE* f = fopen(log_path.c_str(), "w");
     if (f != nullptr) {

@@ -4,119 +4,175 @@
 // record alone — no base needed, nothing decompressed.
 #include <cstdio>
 #include <map>
-#include <vector>
+#include <string>
 
 #include "cli.h"
-#include "byte_io.h"
 #include "format.h"
+#include "record_kind.h"
+#include "stream_walker.h"
 
 namespace handoff_cli {
+namespace {
+
+using handoff::RecordKind;
+
+struct CodecUse {
+  uint64_t frames = 0, payload = 0, plain = 0;
+};
+
+// What the walk over a stream found, as far as it got.
+struct Summary {
+  size_t bytes = 0;
+  handoff::StreamHeader header;
+  std::map<std::string, CodecUse> uses;  // by mode
+  uint64_t frames = 0, prefix_frames = 0;
+  handoff::EndRecord end;
+  bool have_end = false, truncated = false;
+  std::string problem;  // why the stream is not complete
+
+  bool complete() const { return have_end && problem.empty(); }
+  const char* state() const {
+    return complete() ? "complete" : truncated ? "truncated" : "damaged";
+  }
+};
+
+// Walks the frames after the header, up to the end record or the first
+// part that cannot be read.
+void WalkFrames(const uint8_t* data, handoff::StreamWalker* walker,
+                Summary* sum) {
+  for (handoff::StreamPart part;;) {
+    handoff::Status s = walker->Next(&part);
+    if (!s.ok()) {
+      sum->truncated = s.code() == HANDOFF_E_TRUNCATED;
+      sum->problem = s.message();
+      break;
+    }
+    if (part.is_end) {
+      s = handoff::ParseEndRecord(data + part.offset, &sum->end);
+      sum->have_end = s.ok();
+      const size_t after = sum->bytes - part.offset - part.size;
+      if (!s.ok())
+        sum->problem = "end record at byte " + std::to_string(part.offset) +
+                       ": " + s.message();
+      else if (after > 0)
+        sum->problem = std::to_string(after) + " bytes after the end record";
+      break;
+    }
+    const handoff::FrameHeader& h = part.frame;
+    const bool prefix = (h.flags & handoff::kFrameFlagPrefix) != 0;
+    HandoffMode m = {static_cast<HandoffCodec>(h.codec), h.level,
+                     prefix ? HANDOFF_DELTA_PREFIX : HANDOFF_DELTA_NONE};
+    CodecUse& u = sum->uses[ModeString(m)];
+    u.frames++;
+    u.payload += h.payload_length;
+    u.plain += h.plain_length;
+    sum->prefix_frames += prefix;
+  }
+  sum->frames = walker->frames();
+}
+
+void PrintJson(const Summary& sum) {
+  Json j;
+  std::string regions = "[";
+  for (size_t i = 0; i < sum.header.geometry.region_count(); i++) {
+    const handoff::Region& r = sum.header.geometry.regions()[i];
+    Json rj;
+    rj.Add("name", r.name)
+        .Add("kind", r.kind == HANDOFF_REGION_DISK ? "disk" : "memory")
+        .Add("size", r.size);
+    regions += (i ? ", " : "") + rj.str();
+  }
+  std::string codecs = "{";
+  bool first = true;
+  for (const auto& [name, u] : sum.uses) {
+    Json cj;
+    cj.Add("frames", u.frames).Add("payload_bytes", u.payload).Add("plain_bytes", u.plain);
+    codecs += (first ? "" : ", ") + JsonString(name) + ": " + cj.str();
+    first = false;
+  }
+  j.Add("state", sum.state())
+      .Add("bytes", static_cast<uint64_t>(sum.bytes))
+      .Add("base_id", Hex(sum.header.base_id, 16))
+      .AddRaw("regions", regions + "]")
+      .Add("frames", sum.frames)
+      .Add("prefix_frames", sum.prefix_frames)
+      .AddRaw("modes", codecs + "}");
+  if (!sum.problem.empty()) j.Add("error", sum.problem);
+  if (sum.have_end) {
+    const handoff::EndRecord& e = sum.end;
+    j.Add("records", e.record_count)
+        .Add("zero_records", e.per_kind[RecordKind::kZero])
+        .Add("data_records", e.per_kind[RecordKind::kData])
+        .Add("base_ref_records", e.per_kind[RecordKind::kBaseRef])
+        .Add("self_ref_records", e.per_kind[RecordKind::kSelfRef])
+        .Add("iteration_markers", e.per_kind[RecordKind::kIteration])
+        .Add("plain_bytes", e.plain_bytes)
+        .Add("digest", Hex(e.digest, 16));
+  }
+  printf("%s\n", j.str().c_str());
+}
+
+void PrintText(const Summary& sum) {
+  printf("stream    %s, %zu bytes, format v1\n", sum.state(), sum.bytes);
+  printf("base id   %s\n", Hex(sum.header.base_id, 16).c_str());
+  for (const handoff::Region& r : sum.header.geometry.regions())
+    printf("region    %-16s %-6s %llu bytes\n", r.name.c_str(),
+           r.kind == HANDOFF_REGION_DISK ? "disk" : "memory",
+           (unsigned long long)r.size);
+  printf("frames    %llu\n", (unsigned long long)sum.frames);
+  for (const auto& [name, u] : sum.uses)
+    printf("  %-14s %8llu frames  %12llu -> %12llu bytes (%.3f)\n", name.c_str(),
+           (unsigned long long)u.frames, (unsigned long long)u.plain,
+           (unsigned long long)u.payload,
+           u.plain ? static_cast<double>(u.payload) / u.plain : 0.0);
+  if (!sum.have_end) return;
+  const handoff::EndRecord& e = sum.end;
+  printf("records   %llu: zero %llu  data %llu  base_ref %llu  self_ref %llu  "
+         "iterations %llu\n",
+         (unsigned long long)e.record_count,
+         (unsigned long long)e.per_kind[RecordKind::kZero],
+         (unsigned long long)e.per_kind[RecordKind::kData],
+         (unsigned long long)e.per_kind[RecordKind::kBaseRef],
+         (unsigned long long)e.per_kind[RecordKind::kSelfRef],
+         (unsigned long long)e.per_kind[RecordKind::kIteration]);
+}
+
+}  // namespace
 
 int CmdInspect(const Args& args) {
-  if (args.positional().size() != 1) return Usage();
+  if (args.positional().size() != 1) return Usage("inspect");
   Image img;
   std::string err;
   if (!img.OpenRead(args.positional()[0], &err)) {
     fprintf(stderr, "qemu-handoff inspect: %s\n", err.c_str());
     return 1;
   }
-  const uint8_t* p = img.data();
-  size_t len = img.size();
-  handoff::StreamHeader header;
-  size_t pos = 0, needed = 0;
-  handoff::Status s = handoff::ParseStreamHeader(p, len, &header, &pos, &needed);
+  Summary sum;
+  sum.bytes = img.size();
+  handoff::StreamWalker walker(img.data(), img.size());
+  size_t needed = 0;
+  handoff::Status s = walker.ReadHeader(&sum.header, &needed);
+  if (s.code() == HANDOFF_E_TRUNCATED) {
+    fprintf(stderr,
+            "qemu-handoff inspect: stream truncated inside its header "
+            "(%zu bytes, the header needs %zu)\n",
+            sum.bytes, needed);
+    return 1;
+  }
   if (!s.ok()) {
     fprintf(stderr, "qemu-handoff inspect: %s\n", s.message().c_str());
     return 1;
   }
-  struct CodecUse {
-    uint64_t frames = 0, payload = 0, plain = 0;
-  };
-  std::map<std::string, CodecUse> uses;
-  uint64_t frames = 0, prefix_frames = 0;
-  handoff::EndRecord end;
-  bool have_end = false;
-  while (len - pos >= 4) {
-    if (handoff::LoadLe<uint32_t>(p + pos) == handoff::kEndTag) {
-      if (len - pos < handoff::kEndRecordSize) break;
-      s = handoff::ParseEndRecord(p + pos, &end);
-      have_end = s.ok();
-      break;
-    }
-    if (len - pos < handoff::kFrameHeaderSize) break;
-    handoff::FrameHeader h;
-    s = handoff::ParseFrameHeader(p + pos, &h);
-    if (!s.ok()) break;
-    HandoffMode m = {static_cast<HandoffCodec>(h.codec), h.level,
-                     (h.flags & handoff::kFrameFlagPrefix) ? HANDOFF_DELTA_PREFIX
-                                                           : HANDOFF_DELTA_NONE};
-    CodecUse& u = uses[ModeString(m)];
-    u.frames++;
-    u.payload += h.payload_length;
-    u.plain += h.plain_length;
-    frames++;
-    prefix_frames += (h.flags & handoff::kFrameFlagPrefix) != 0;
-    pos += handoff::kFrameHeaderSize + h.payload_length;
-  }
-  const char* state = have_end ? "complete" : s.ok() ? "truncated" : "damaged";
-  if (args.Has("--json")) {
-    Json j;
-    std::string regions = "[";
-    for (size_t i = 0; i < header.geometry.region_count(); i++) {
-      const handoff::Region& r = header.geometry.regions()[i];
-      Json rj;
-      rj.Add("name", r.name)
-          .Add("kind", r.kind == HANDOFF_REGION_DISK ? "disk" : "memory")
-          .Add("size", r.size);
-      regions += (i ? ", " : "") + rj.str();
-    }
-    std::string codecs = "{";
-    bool first = true;
-    for (const auto& [name, u] : uses) {
-      Json cj;
-      cj.Add("frames", u.frames).Add("payload_bytes", u.payload).Add("plain_bytes", u.plain);
-      codecs += (first ? "" : ", ") + JsonString(name) + ": " + cj.str();
-      first = false;
-    }
-    j.Add("state", state)
-        .Add("bytes", static_cast<uint64_t>(len))
-        .Add("base_id", Hex(header.base_id, 16))
-        .AddRaw("regions", regions + "]")
-        .Add("frames", frames)
-        .Add("prefix_frames", prefix_frames)
-        .AddRaw("modes", codecs + "}");
-    if (have_end) {
-      j.Add("records", end.record_count)
-          .Add("zero_records", end.per_type[0])
-          .Add("data_records", end.per_type[1])
-          .Add("base_ref_records", end.per_type[2])
-          .Add("self_ref_records", end.per_type[3])
-          .Add("iteration_markers", end.per_type[4])
-          .Add("plain_bytes", end.plain_bytes)
-          .Add("digest", Hex(end.digest, 16));
-    }
-    printf("%s\n", j.str().c_str());
-    return have_end ? 0 : 1;
-  }
-  printf("stream    %s, %zu bytes, format v1\n", state, len);
-  printf("base id   %s\n", Hex(header.base_id, 16).c_str());
-  for (const handoff::Region& r : header.geometry.regions())
-    printf("region    %-16s %-6s %llu bytes\n", r.name.c_str(),
-           r.kind == HANDOFF_REGION_DISK ? "disk" : "memory",
-           (unsigned long long)r.size);
-  printf("frames    %llu\n", (unsigned long long)frames);
-  for (const auto& [name, u] : uses)
-    printf("  %-14s %8llu frames  %12llu -> %12llu bytes (%.3f)\n", name.c_str(),
-           (unsigned long long)u.frames, (unsigned long long)u.plain,
-           (unsigned long long)u.payload,
-           u.plain ? static_cast<double>(u.payload) / u.plain : 0.0);
-  if (have_end)
-    printf("records   %llu: zero %llu  data %llu  base_ref %llu  self_ref %llu  "
-           "iterations %llu\n",
-           (unsigned long long)end.record_count, (unsigned long long)end.per_type[0],
-           (unsigned long long)end.per_type[1], (unsigned long long)end.per_type[2],
-           (unsigned long long)end.per_type[3], (unsigned long long)end.per_type[4]);
-  return have_end ? 0 : 1;
+  // Every length is checked against what is left before it is used: the
+  // file may end anywhere.
+  WalkFrames(img.data(), &walker, &sum);
+  if (!sum.problem.empty())
+    fprintf(stderr, "qemu-handoff inspect: %s\n", sum.problem.c_str());
+  if (args.Has("--json"))
+    PrintJson(sum);
+  else
+    PrintText(sum);
+  return sum.complete() ? 0 : 1;
 }
 
 }  // namespace handoff_cli

@@ -20,8 +20,17 @@ int main(int argc, char** argv) {
     printf("qemu-handoff %s\n", handoff_version_string());
     return 0;
   }
+  static const char* const commands[] = {"base", "encode", "decode",
+                                          "inspect", "bench"};
+  const char* known = nullptr;
+  for (const char* c : commands)
+    if (cmd == c) known = c;
+  if (known == nullptr) return Usage();
+  for (int i = 2; i < argc; i++)
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h"))
+      return Help(known);
   if (cmd == "base") {
-    if (argc < 3) return Usage();
+    if (argc < 3) return Usage("base");
     Args args(argc, argv, 3, flags);
     if (!args.error().empty()) {
       fprintf(stderr, "qemu-handoff: %s\n", args.error().c_str());
@@ -30,7 +39,8 @@ int main(int argc, char** argv) {
     std::string sub = argv[2];
     if (sub == "create") return CmdBaseCreate(args);
     if (sub == "info") return CmdBaseInfo(args);
-    return Usage();
+    if (sub == "verify") return CmdBaseVerify(args);
+    return Usage("base");
   }
   Args args(argc, argv, 2, flags);
   if (!args.error().empty()) {

@@ -5,6 +5,8 @@
 #include "handoff.h"
 
 #include <CUnit/Basic.h>
+
+#include "test_support.h"
 #include <lzma.h>
 #include <stdio.h>
 #include <string.h>
@@ -81,7 +83,6 @@ static void test_hash_identity(void)
 int main(void)
 {
     CU_pSuite suite;
-    unsigned failed;
 
     if (CU_initialize_registry() != CUE_SUCCESS) {
         return CU_get_error();
@@ -96,9 +97,5 @@ int main(void)
                 test_codec_info_rejects_bad_arguments);
     CU_add_test(suite, "hash identity", test_hash_identity);
 
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    return test_run_registry();
 }

@@ -7,6 +7,8 @@
 // come within 10% of the best fixed mode at constant bandwidth.
 #include <CUnit/Basic.h>
 
+#include "test_support.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -227,9 +229,5 @@ int main() {
               TestNoDecisionWithoutBandwidth);
   CU_add_test(suite, "hysteresis prevents flapping",
               TestHysteresisPreventsFlapping);
-  CU_basic_set_mode(CU_BRM_VERBOSE);
-  CU_basic_run_tests();
-  unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-  CU_cleanup_registry();
-  return failed ? 1 : 0;
+  return test_run_registry();
 }

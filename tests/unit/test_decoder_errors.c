@@ -525,6 +525,254 @@ static void test_out_of_order_duplicate_frame(void)
     free(c.buf);
 }
 
+/* Chunks per region the out-of-order tests rewrite: their data records
+ * fill one Plain. */
+#define M (N / 2)
+
+/* Appends a zstd frame of @plain (whose records @per_type counts). */
+static void add_frame_zstd(Crafted *c, const uint8_t *plain, size_t len,
+                           uint32_t records, const uint64_t per_type[5],
+                           uint64_t frame_seq)
+{
+    size_t cap = ZSTD_compressBound(len);
+    uint8_t *z = malloc(cap);
+    size_t zlen = ZSTD_compress(z, cap, plain, len, 1);
+    int i;
+
+    CU_ASSERT_FATAL(!ZSTD_isError(zlen));
+    CU_ASSERT_FATAL(c->len + 40 + zlen + 104 <= BIG);
+    add_frame_raw(c, HANDOFF_CODEC_ZSTD, 1, 0, z, zlen, (uint32_t)len,
+                  frame_seq, XXH3_64bits(plain, len), records);
+    c->records += records;
+    c->plain_bytes += len;
+    for (i = 0; i < 5; i++) {
+        c->per_type[i] += per_type[i];
+    }
+    free(z);
+}
+
+static HandoffDecoder *out_of_order_decoder(TestVm *out)
+{
+    HandoffDecoder *dec = NULL;
+    void *mem[2];
+
+    test_vm_copy(out, &base_vm);
+    mem[0] = out->mem;
+    mem[1] = out->disk;
+    CU_ASSERT_FATAL(handoff_decoder_create(base, NULL, mem, &dec) == 0);
+    CU_ASSERT_FATAL(handoff_decoder_feed(dec, header, header_len) == 0);
+    return dec;
+}
+
+static uint64_t held_bytes(const HandoffDecoder *dec)
+{
+    HandoffDecoderStats st;
+
+    CU_ASSERT_EQUAL(handoff_decoder_stats(dec, &st), 0);
+    return st.held_bytes;
+}
+
+/* Applies frames @order[0..count) of @c (located by @offsets/@lengths)
+ * until one fails; returns that error, 0 if none did. Checks the held
+ * bytes never exceed the limit. */
+static int apply_frames(HandoffDecoder *dec, const Crafted *c,
+                        const size_t *offsets, const size_t *lengths,
+                        const size_t *order, size_t count, uint64_t *peak)
+{
+    size_t i;
+
+    *peak = 0;
+    for (i = 0; i < count; i++) {
+        int rc = handoff_decoder_apply_frame(dec, c->buf + offsets[order[i]],
+                                             lengths[order[i]]);
+        uint64_t held = held_bytes(dec);
+
+        CU_ASSERT(held <= HANDOFF_DECODER_MAX_HELD_BYTES);
+        if (held > *peak) {
+            *peak = held;
+        }
+        if (rc != 0) {
+            printf("\n    frame %zu of %zu: %s", i + 1, count,
+                   handoff_last_error_message());
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Out of order, a stale DATA version is kept in case a later frame
+ * references it. Highly compressible stale versions used to be kept
+ * without bound (a small stream could make the decoder hold gigabytes);
+ * now the decoder refuses to hold more than the documented limit.
+ */
+static void test_out_of_order_stale_data_bounded(void)
+{
+    enum { FRAMES = 12, PER_FRAME = 2000 };
+    size_t offsets[FRAMES + 1], lengths[FRAMES + 1], order[FRAMES + 1];
+    uint64_t per_type[5] = { 0 }, peak, f, j;
+    uint8_t *plain = malloc(PER_FRAME * (24 + CHUNK));
+    HandoffDecoder *dec;
+    Crafted c;
+    TestVm out;
+    int rc;
+
+    crafted_init(&c);
+    /* The newest versions of region 0, in the last frame... */
+    {
+        Plain *p = calloc(1, sizeof(*p));
+
+        for (j = 0; j < M; j++) {
+            rec_data(p, (1ull << 40) + j, 0, j, 0x11);
+        }
+        offsets[FRAMES] = c.len;
+        add_frame_zstd(&c, p->buf, p->len, p->records, p->per_type, FRAMES);
+        lengths[FRAMES] = c.len - offsets[FRAMES];
+        free(p);
+    }
+    /* ...applied first, so that every older one arriving later is stale. */
+    order[0] = FRAMES;
+    per_type[DATA - 1] = PER_FRAME;
+    for (f = 0; f < FRAMES; f++) {
+        size_t len = 0;
+
+        for (j = 0; j < PER_FRAME; j++) {
+            uint8_t *h = plain + len;
+
+            memset(h, 0, 24);
+            h[0] = DATA;
+            put64(h + 8, f * PER_FRAME + j + 1);
+            put64(h + 16, j % M);
+            memset(h + 24, 0x22, CHUNK);
+            len += 24 + CHUNK;
+        }
+        offsets[f] = c.len;
+        add_frame_zstd(&c, plain, len, PER_FRAME, per_type, f);
+        lengths[f] = c.len - offsets[f];
+        order[f + 1] = f;
+    }
+    printf("\n    %zu-byte stream, %d stale data versions",
+           c.len, FRAMES * PER_FRAME);
+    dec = out_of_order_decoder(&out);
+    rc = apply_frames(dec, &c, offsets, lengths, order, FRAMES + 1, &peak);
+    CU_ASSERT_EQUAL(rc, HANDOFF_E_LENGTH_LIMIT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(handoff_last_error_message(), "out of order"));
+    CU_ASSERT(peak > HANDOFF_DECODER_MAX_HELD_BYTES / 2);
+    /* The error is sticky. */
+    CU_ASSERT_EQUAL(handoff_decoder_finish(dec), HANDOFF_E_LENGTH_LIMIT);
+    handoff_decoder_free(dec);
+    test_vm_free(&out);
+    free(plain);
+    free(c.buf);
+}
+
+/* Self references waiting for a version that never comes are bounded the
+ * same way. */
+static void test_out_of_order_waiting_refs_bounded(void)
+{
+    enum { FRAMES = 6, PER_FRAME = 150000 };
+    size_t offsets[FRAMES], lengths[FRAMES], order[FRAMES];
+    uint64_t per_type[5] = { 0 }, peak, f, j;
+    uint8_t *plain = malloc((size_t)PER_FRAME * 48);
+    HandoffDecoder *dec;
+    Crafted c;
+    TestVm out;
+    int rc;
+
+    crafted_init(&c);
+    per_type[SELF_REF - 1] = PER_FRAME;
+    for (f = 0; f < FRAMES; f++) {
+        for (j = 0; j < PER_FRAME; j++) {
+            uint8_t *h = plain + j * 48;
+            uint64_t seq = 2 * (f * PER_FRAME + j) + 2;
+
+            memset(h, 0, 48);
+            h[0] = SELF_REF;
+            h[1] = 1;
+            put64(h + 8, seq);
+            put64(h + 16, j % N);
+            put64(h + 24 + 8, 3);          /* source chunk 3 of region 0 */
+            put64(h + 24 + 16, seq - 1);   /* a version never sent */
+        }
+        offsets[f] = c.len;
+        add_frame_zstd(&c, plain, (size_t)PER_FRAME * 48, PER_FRAME,
+                       per_type, f);
+        lengths[f] = c.len - offsets[f];
+        order[FRAMES - 1 - f] = f;         /* reversed */
+    }
+    printf("\n    %zu-byte stream, %d waiting references", c.len,
+           FRAMES * PER_FRAME);
+    dec = out_of_order_decoder(&out);
+    rc = apply_frames(dec, &c, offsets, lengths, order, FRAMES, &peak);
+    CU_ASSERT_EQUAL(rc, HANDOFF_E_LENGTH_LIMIT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(handoff_last_error_message(), "out of order"));
+    handoff_decoder_free(dec);
+    test_vm_free(&out);
+    free(plain);
+    free(c.buf);
+}
+
+/*
+ * A valid stream that rewrites the same chunks frame after frame, with
+ * self references to the previous frame's versions, decodes out of order
+ * however long it is: a superseded version is dropped as soon as every
+ * record that could still reference it has arrived, so the decoder holds
+ * little more than what the reordering window needs.
+ */
+static void test_out_of_order_long_stream_stays_small(void)
+{
+    enum { FRAMES = 400 };
+    size_t *offsets = calloc(FRAMES, sizeof(size_t));
+    size_t *lengths = calloc(FRAMES, sizeof(size_t));
+    size_t *order = calloc(FRAMES, sizeof(size_t));
+    uint64_t peak, f, j;
+    HandoffDecoder *dec;
+    Crafted c;
+    TestVm out, want;
+    int rc;
+
+    crafted_init(&c);
+    test_vm_copy(&want, &base_vm);
+    for (f = 0; f < FRAMES; f++) {
+        Plain *p = calloc(1, sizeof(*p));
+
+        for (j = 0; f > 0 && j < M; j++) {
+            /* Region 1 takes the previous frame's version of region 0. */
+            rec_ref(p, SELF_REF, f * 1000 + 1 + j, 1, j, 0, j,
+                    (f - 1) * 1000 + 500 + j);
+            memset(want.disk + j * CHUNK, (int)(f - 1) & 0xff, CHUNK);
+        }
+        for (j = 0; j < M; j++) {
+            rec_data(p, f * 1000 + 500 + j, 0, j, (uint8_t)f);
+            memset(want.mem + j * CHUNK, (int)f & 0xff, CHUNK);
+        }
+        offsets[f] = c.len;
+        add_frame_zstd(&c, p->buf, p->len, p->records, p->per_type, f);
+        lengths[f] = c.len - offsets[f];
+        /* Pairs swapped: 1 0 3 2 5 4 ... */
+        order[f] = f ^ 1;
+        free(p);
+    }
+    add_end(&c);
+    dec = out_of_order_decoder(&out);
+    rc = apply_frames(dec, &c, offsets, lengths, order, FRAMES, &peak);
+    CU_ASSERT_EQUAL(rc, 0);
+    printf("\n    %d frames of %d superseded versions each, peak %llu bytes "
+           "held", FRAMES, M, (unsigned long long)peak);
+    CU_ASSERT(peak < 4 * 2 * M * (CHUNK + 512));
+    CU_ASSERT_EQUAL(handoff_decoder_feed(dec, c.buf + c.len - 104, 104), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_finish(dec), 0);
+    CU_ASSERT(test_vm_equal(&out, &want));
+    CU_ASSERT(held_bytes(dec) < 2 * M * (CHUNK + 512));
+    handoff_decoder_free(dec);
+    test_vm_free(&out);
+    test_vm_free(&want);
+    free(offsets);
+    free(lengths);
+    free(order);
+    free(c.buf);
+}
+
 static void test_end_record_checks(void)
 {
     Crafted c;
@@ -687,7 +935,6 @@ static void test_error_names(void)
 int main(void)
 {
     CU_pSuite suite;
-    unsigned failed;
 
     if (CU_initialize_registry() != CUE_SUCCESS) {
         return CU_get_error();
@@ -710,6 +957,12 @@ int main(void)
     CU_add_test(suite, "frame sequence", test_frame_sequence);
     CU_add_test(suite, "out of order duplicate frame",
                 test_out_of_order_duplicate_frame);
+    CU_add_test(suite, "out of order: stale data bounded",
+                test_out_of_order_stale_data_bounded);
+    CU_add_test(suite, "out of order: waiting references bounded",
+                test_out_of_order_waiting_refs_bounded);
+    CU_add_test(suite, "out of order: long stream stays small",
+                test_out_of_order_long_stream_stays_small);
     CU_add_test(suite, "end record checks", test_end_record_checks);
     CU_add_test(suite, "stream header checks", test_stream_header_checks);
     CU_add_test(suite, "truncation and trailing bytes",
@@ -717,9 +970,5 @@ int main(void)
     CU_add_test(suite, "every bit flip detected", test_every_bit_flip_detected);
     CU_add_test(suite, "error names", test_error_names);
 
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    return test_run_registry();
 }

@@ -798,7 +798,6 @@ static void test_link_backlog_ends_probe(void)
 int main(void)
 {
     CU_pSuite suite;
-    unsigned failed;
 
     if (CU_initialize_registry() != CUE_SUCCESS) {
         return CU_get_error();
@@ -831,9 +830,5 @@ int main(void)
     CU_add_test(suite, "link backlog ends a bandwidth probe",
                 test_link_backlog_ends_probe);
 
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    return test_run_registry();
 }

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "test_support.h"
 
+#include <CUnit/Basic.h>
+
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,4 +175,29 @@ int test_decode(HandoffBase *base, const TestVm *base_vm, const uint8_t *stream,
     }
     handoff_decoder_free(dec);
     return rc;
+}
+
+int test_run_registry(void)
+{
+    unsigned failed;
+
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +
+             CU_get_number_of_suites_failed();
+    CU_cleanup_registry();
+    return failed ? 1 : 0;
+}
+
+int test_shell_in(const char *dir, const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    int n;
+
+    n = snprintf(cmd, sizeof(cmd), "cd %s && ", dir);
+    va_start(ap, fmt);
+    vsnprintf(cmd + n, sizeof(cmd) - n, fmt, ap);
+    va_end(ap);
+    return system(cmd);
 }

@@ -11,6 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CHUNK HANDOFF_CHUNK_SIZE
 
 /* Two regions: "pc.ram" (memory) and "disk0" (disk), @chunks each. */
@@ -42,5 +46,20 @@ uint8_t *test_pull_all(HandoffEncoder *enc, size_t *len);
 /* Decodes @stream over a copy of @base into @out (allocated). */
 int test_decode(HandoffBase *base, const TestVm *base_vm, const uint8_t *stream,
                 size_t len, TestVm *out);
+
+/* Runs `cd @dir && <printf-formatted command>` with system(3). */
+int test_shell_in(const char *dir, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/*
+ * Runs the registered suites verbosely, cleans the registry up and
+ * returns main()'s exit code: non-zero when a test, an assertion or a
+ * suite's setup failed (a suite whose setup failed ran nothing).
+ */
+int test_run_registry(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
