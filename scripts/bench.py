@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The benchmark matrix: handoff versus stock QEMU migration on edge
 workloads over emulated WAN links, every cell one real move, verified.

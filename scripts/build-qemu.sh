@@ -5,7 +5,8 @@
 # patched QEMU tree (build/src/qemu) out of tree in build/qemu, linking the
 # engine through build/handoff/migration-handoff/handoff.pc.
 #
-# Only what the project uses is built: qemu-system-x86_64 and qemu-img.
+# Only what the project uses is built: qemu-system-x86_64, qemu-img and
+# qemu-io (tests write into images with it).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,6 +43,7 @@ configure_args=(
     --enable-tcg --enable-kvm
     --enable-tools
     --enable-zstd --enable-linux-aio --enable-slirp --enable-fdt=system
+    --enable-gnutls
     --enable-attr --enable-cap-ng --enable-malloc-trim
     --enable-live-block-migration
     --disable-docs --disable-user
@@ -72,9 +74,9 @@ if [ -f "$bin" ] && [ "$lib" -nt "$bin" ]; then
     rm -f "$bin"
 fi
 
-log "building qemu-system-x86_64 and qemu-img with $jobs jobs"
+log "building qemu-system-x86_64, qemu-img and qemu-io with $jobs jobs"
 start=$(date +%s)
-ninja -C "$build/qemu" -j "$jobs" qemu-system-x86_64 qemu-img >"$build/qemu/ninja.log" 2>&1 || {
+ninja -C "$build/qemu" -j "$jobs" qemu-system-x86_64 qemu-img qemu-io >"$build/qemu/ninja.log" 2>&1 || {
     grep -E 'error|FAILED' "$build/qemu/ninja.log" | head -n 30 >&2
     log "error: QEMU build failed; see build/qemu/ninja.log"
     exit 1

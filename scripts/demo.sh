@@ -4,7 +4,7 @@
 # The README's main command: installs what is missing, builds the fork and
 # the test guest, then hands a running VM off over an emulated 10 Mbit/s,
 # 50 ms WAN link and, for comparison, moves the same VM with stock QEMU
-# migration (scripts/bench-handoff.py prints progress and the summary).
+# migration (scripts/demo-handoff.py prints progress and the summary).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,4 +12,4 @@ cd "$top"
 scripts/install-deps.sh
 scripts/build-qemu.sh
 scripts/build-test-guest.sh
-exec /usr/bin/python3 scripts/bench-handoff.py "$@"
+exec /usr/bin/python3 scripts/demo-handoff.py "$@"

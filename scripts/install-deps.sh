@@ -13,6 +13,8 @@ packages=(
     # QEMU's build dependencies for the configuration we build
     libglib2.0-dev libpixman-1-dev libfdt-dev libzstd-dev libaio-dev
     libslirp-dev libcap-ng-dev libattr1-dev flex bison
+    # TLS between cloudlets (tls-creds-x509) and the certificates tests make
+    libgnutls28-dev gnutls-bin
     # the engine's libraries and the unit-test framework
     liblzma-dev zlib1g-dev libxxhash-dev libcunit1-dev
     # firmware: the dfsg QEMU source ships none

@@ -16,6 +16,7 @@ import time
 
 from handoff_env import start_destination
 from identity import assert_same_vm
+from tls import CertificateAuthority, tls_object
 from wan import WanLink
 
 # How each system is started. Stock systems copy the disk with incremental
@@ -25,6 +26,7 @@ from wan import WanLink
 # VMs over a WAN would allow.
 METHODS = {
     "handoff": {"command": "migrate-handoff", "args": {}},
+    "handoff-tls": {"command": "migrate-handoff", "args": {}, "tls": True},
     "handoff-zstd-3": {"command": "migrate-handoff",
                        "args": {"compression": "zstd-3"}},
     "handoff-zstd-9": {"command": "migrate-handoff",
@@ -123,6 +125,18 @@ def progress_line(label):
     return show
 
 
+TLS_HOST = "dst.cloudlet.test"
+
+
+def _tls_arguments(workdir):
+    """-object arguments for TLS with peer verification, from a fresh CA:
+    (source's, destination's)."""
+    ca = CertificateAuthority(workdir, "tls-ca")
+    client = ca.credentials(workdir, "tls-src", "client", "src.cloudlet.test")
+    server = ca.credentials(workdir, "tls-dst", "server", TLS_HOST)
+    return tls_object(client, "client"), tls_object(server, "server")
+
+
 def run_move(method, workdir, workload, schedule, rtt_ms=50, progress=None,
              verify=True):
     """Moves one VM prepared by `workload` with system `method` over a link
@@ -130,17 +144,22 @@ def run_move(method, workdir, workload, schedule, rtt_ms=50, progress=None,
     spec = METHODS[method]
     os.makedirs(workdir, exist_ok=True)
     vms = []
+    tls = _tls_arguments(workdir) if spec.get("tls") else ((), ())
     with WanLink(rate_mbit=schedule[0][1], rtt_ms=rtt_ms) as link:
         try:
-            src = workload.start_source(workdir)
+            src = workload.start_source(workdir, extra_args=tls[0])
             vms.append(src)
             dst = start_destination("dst", workdir, workload.base_dir,
                                     wrap=link.ns_command([]), gdb=verify,
                                     handoff=spec["command"] != "migrate",
-                                    guest=workload.guest)
+                                    guest=workload.guest, extra_args=tls[1])
             vms.append(dst)
             for vm in (src, dst):
                 _configure(vm, spec)
+            if spec.get("tls"):
+                dst.qmp.cmd("migrate-set-parameters", tls_creds="tls0")
+                src.qmp.cmd("migrate-set-parameters", tls_creds="tls0",
+                            tls_hostname=TLS_HOST)
             # The destination reports when it has loaded everything; with
             # the source's STOP that gives the downtime a guest really sees
             # (QEMU's own figure ends when the source has written its last

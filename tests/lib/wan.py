@@ -60,7 +60,9 @@ class DelayRelay:
     Runs in threads of this process. In a WanLink its listening socket and
     its connections to the target live in the link's namespace. Tests of
     failures use it on loopback too: `tamper(offset, data)` may rewrite what
-    goes to the destination, and cut() drops every connection at once."""
+    goes to the destination (offset: of @data in what the source sent; it
+    may return fewer bytes, or none, to hold back or drop), and cut() drops
+    every connection at once."""
 
     def __init__(self, listen_sock, target_port, delay, tamper=None):
         self.listen_sock = listen_sock
@@ -122,8 +124,13 @@ class DelayRelay:
                 except OSError:
                     data = b""
                 if data and direction == 0 and self.tamper:
+                    received = len(data)
                     data = self.tamper(offset, data)
-                offset += len(data)
+                    offset += received
+                    if not data:
+                        continue        # held back or dropped: not an EOF
+                else:
+                    offset += len(data)
                 if data and direction == 0 and gone.is_set():
                     continue            # nobody reads it any more
                 with ready:

@@ -337,7 +337,7 @@ static bool base_create(const char *dir, BlockBackend *blk, Error **errp)
         !save_disk(blk, disk, errp)) {
         goto out;
     }
-    /* The engine wants absolute paths: it records them in the index. */
+    /* The index records them relative to @dir: a copied base still works. */
     for (i = 0; i < specs->len; i++) {
         HandoffRegionSpec *spec = &g_array_index(specs, HandoffRegionSpec, i);
 
@@ -414,18 +414,112 @@ void handoff_base_store_free(HandoffBaseStore *store)
     handoff_base_free(store->base);
     for (i = 0; i < store->n_memory; i++) {
         g_free(store->memory[i].name);
-        g_free(store->memory[i].path);
+        g_free(store->memory[i].file);
     }
     g_free(store->memory);
     g_free(store->disk_path);
+    g_free(store->disk_file);
     g_free(store->devices_path);
     g_free(store->machine);
     g_free(store->dir);
     g_free(store);
 }
 
-static bool find_region(HandoffBaseStore *store, const char *name,
+/* A manifest larger than this is not one of ours. */
+#define MANIFEST_MAX_BYTES (1 << 20)
+
+/*
+ * A file of the base directory named by the manifest: relative, no "." or
+ * ".." component, so that a manifest cannot point QEMU at a host file
+ * outside the base (a resume would load it as guest RAM). Symbolic links
+ * are refused where the files are opened (O_NOFOLLOW here, and beneath
+ * the directory in the engine).
+ */
+static char *base_file(HandoffBaseStore *store, const char *rel,
+                       Error **errp)
+{
+    g_auto(GStrv) parts = NULL;
+    size_t i;
+
+    if (!*rel || g_path_is_absolute(rel) || strlen(rel) > 255) {
+        error_setg(errp, "Base %s: manifest names file '%s': not a "
+                   "relative path inside the base", store->dir, rel);
+        return NULL;
+    }
+    parts = g_strsplit(rel, "/", -1);
+    for (i = 0; parts[i]; i++) {
+        if (!*parts[i] || !strcmp(parts[i], ".") || !strcmp(parts[i], "..")) {
+            error_setg(errp, "Base %s: manifest names file '%s': '.', '..' "
+                       "and empty components are not allowed", store->dir,
+                       rel);
+            return NULL;
+        }
+    }
+    return g_build_filename(store->dir, rel, NULL);
+}
+
+/* Opens a regular file of the base, refusing a symbolic link. */
+static int open_base_file(const char *path, uint64_t max_size, Error **errp)
+{
+    struct stat st;
+    int fd = qemu_open(path, O_RDONLY | O_NOFOLLOW, errp);
+
+    if (fd < 0) {
+        return -1;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+        (max_size && st.st_size > max_size)) {
+        error_setg(errp, "%s: not a regular file%s", path,
+                   max_size ? " of a sensible size" : "");
+        qemu_close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static QDict *read_manifest(HandoffBaseStore *store, Error **errp)
+{
+    g_autofree char *path = g_build_filename(store->dir,
+                                             HANDOFF_BASE_MANIFEST, NULL);
+    g_autofree char *text = g_malloc(MANIFEST_MAX_BYTES + 1);
+    Error *local_err = NULL;
+    QObject *obj;
+    QDict *manifest;
+    ssize_t len;
+    int fd = open_base_file(path, MANIFEST_MAX_BYTES, &local_err);
+
+    if (fd < 0) {
+        error_propagate_prepend(errp, local_err, "Not a handoff base: ");
+        return NULL;
+    }
+    len = read(fd, text, MANIFEST_MAX_BYTES + 1);
+    qemu_close(fd);
+    if (len < 0 || len > MANIFEST_MAX_BYTES) {
+        error_setg(errp, "%s: cannot read the manifest", path);
+        return NULL;
+    }
+    text[len] = 0;
+    obj = qobject_from_json(text, errp);
+    manifest = qobject_to(QDict, obj);
+    if (!manifest) {
+        qobject_unref(obj);
+        if (*errp) {
+            error_prepend(errp, "%s: ", path);
+        } else {
+            error_setg(errp, "%s is not a JSON object", path);
+        }
+        return NULL;
+    }
+    return manifest;
+}
+
+/*
+ * Binds a manifest entry to the index region of that name and kind: same
+ * size and same file. Each region is bound once.
+ */
+static bool bind_region(HandoffBaseStore *store, const char *name,
                         HandoffRegionKind kind, uint64_t size,
+                        const char *file, unsigned long *bound,
                         uint32_t *region, Error **errp)
 {
     size_t i, n = handoff_base_region_count(store->base);
@@ -433,111 +527,241 @@ static bool find_region(HandoffBaseStore *store, const char *name,
     for (i = 0; i < n; i++) {
         HandoffRegionInfo info;
 
-        if (handoff_base_region_info(store->base, i, &info) == 0 &&
-            !strcmp(info.name, name) && info.kind == kind) {
-            if (info.size != size) {
-                error_setg(errp, "Base %s: region '%s' is %" PRIu64
-                           " bytes in the index, %" PRIu64 " in the manifest",
-                           store->dir, name, info.size, size);
-                return false;
-            }
-            *region = i;
-            return true;
+        if (handoff_base_region_info(store->base, i, &info) < 0 ||
+            strcmp(info.name, name) || info.kind != kind) {
+            continue;
         }
+        if (info.size != size) {
+            error_setg(errp, "Base %s: region '%s' is %" PRIu64
+                       " bytes in the index, %" PRIu64 " in the manifest",
+                       store->dir, name, info.size, size);
+            return false;
+        }
+        if (g_strcmp0(handoff_base_region_file(store->base, i), file)) {
+            error_setg(errp, "Base %s: region '%s' is file '%s' in the "
+                       "manifest, '%s' in the index", store->dir, name, file,
+                       handoff_base_region_file(store->base, i) ?: "");
+            return false;
+        }
+        if (test_and_set_bit(i, bound)) {
+            error_setg(errp, "Base %s: region '%s' named twice in the "
+                       "manifest", store->dir, name);
+            return false;
+        }
+        *region = i;
+        return true;
     }
     error_setg(errp, "Base %s: region '%s' missing from the index",
                store->dir, name);
     return false;
 }
 
-HandoffBaseStore *handoff_base_store_open(const char *dir, Error **errp)
+/* A size in the manifest: an unsigned JSON number, nothing else. */
+static bool manifest_size(QDict *dict, uint64_t *size)
 {
-    g_autoptr(HandoffBaseStore) store = g_new0(HandoffBaseStore, 1);
-    g_autofree char *manifest_path = NULL;
-    g_autofree char *index_path = NULL;
-    g_autofree char *text = NULL;
-    g_autoptr(GError) gerr = NULL;
-    QObject *obj;
-    QDict *manifest, *disk;
-    QList *memory;
-    QListEntry *e;
-    uint8_t id[16];
-    size_t i;
-    int rc;
+    QNum *num = qobject_to(QNum, qdict_get(dict, "size"));
 
-    store->dir = g_strdup(dir);
-    manifest_path = g_build_filename(dir, HANDOFF_BASE_MANIFEST, NULL);
-    if (!g_file_get_contents(manifest_path, &text, NULL, &gerr)) {
-        error_setg(errp, "Not a handoff base: %s", gerr->message);
-        return NULL;
-    }
-    obj = qobject_from_json(text, errp);
-    manifest = qobject_to(QDict, obj);
-    if (!manifest) {
-        qobject_unref(obj);
-        error_prepend(errp, "%s: ", manifest_path);
-        if (!*errp) {
-            error_setg(errp, "%s is not a JSON object", manifest_path);
-        }
-        return NULL;
-    }
-    memory = qdict_get_qlist(manifest, "memory");
-    disk = qdict_get_qdict(manifest, "disk");
-    if (g_strcmp0(qdict_get_try_str(manifest, "format"),
-                  "qemu-handoff-base/1") || !memory || !disk ||
-        !qdict_get_try_str(disk, "file") || !qdict_haskey(disk, "size")) {
-        error_setg(errp, "%s: not a qemu-handoff-base/1 manifest",
-                   manifest_path);
-        qobject_unref(manifest);
-        return NULL;
-    }
-    store->machine = g_strdup(qdict_get_try_str(manifest, "machine") ?: "");
-    store->disk_path = g_build_filename(dir, qdict_get_str(disk, "file"),
-                                        NULL);
-    store->disk_size = qdict_get_int(disk, "size");
-    store->devices_path = g_build_filename(dir, HANDOFF_BASE_DEVICES, NULL);
+    return num && qnum_get_try_uint(num, size);
+}
+
+static bool parse_memory(HandoffBaseStore *store, QList *memory,
+                         Error **errp)
+{
+    QListEntry *e;
+    size_t i = 0;
+
     store->n_memory = qlist_size(memory);
     store->memory = g_new0(HandoffBaseMemory, store->n_memory);
-    i = 0;
     QLIST_FOREACH_ENTRY(memory, e) {
         QDict *m = qobject_to(QDict, qlist_entry_obj(e));
 
         if (!m || !qdict_get_try_str(m, "name") ||
-            !qdict_get_try_str(m, "file") || !qdict_haskey(m, "size")) {
-            error_setg(errp, "%s: bad memory entry", manifest_path);
-            qobject_unref(manifest);
-            return NULL;
+            !qdict_get_try_str(m, "file") ||
+            !manifest_size(m, &store->memory[i].size)) {
+            error_setg(errp, "Base %s: bad memory entry in the manifest",
+                       store->dir);
+            return false;
+        }
+        /* RAM is read through the index, but no entry may point out. */
+        g_autofree char *path = base_file(store, qdict_get_str(m, "file"),
+                                          errp);
+
+        if (!path) {
+            return false;
         }
         store->memory[i].name = g_strdup(qdict_get_str(m, "name"));
-        store->memory[i].path = g_build_filename(dir, qdict_get_str(m, "file"),
-                                                 NULL);
-        store->memory[i].size = qdict_get_int(m, "size");
+        store->memory[i].file = g_strdup(qdict_get_str(m, "file"));
         i++;
     }
-    qobject_unref(manifest);
+    return true;
+}
 
+static bool parse_manifest(HandoffBaseStore *store, QDict *manifest,
+                           Error **errp)
+{
+    QList *memory = qdict_get_qlist(manifest, "memory");
+    QDict *disk = qdict_get_qdict(manifest, "disk");
+
+    if (g_strcmp0(qdict_get_try_str(manifest, "format"),
+                  "qemu-handoff-base/1") || !memory || !disk ||
+        !qdict_get_try_str(disk, "file") ||
+        !manifest_size(disk, &store->disk_size)) {
+        error_setg(errp, "Base %s: not a qemu-handoff-base/1 manifest",
+                   store->dir);
+        return false;
+    }
+    store->machine = g_strdup(qdict_get_try_str(manifest, "machine") ?: "");
+    store->disk_file = g_strdup(qdict_get_str(disk, "file"));
+    store->disk_path = base_file(store, store->disk_file, errp);
+    if (!store->disk_path) {
+        return false;
+    }
+    store->devices_path = base_file(store, HANDOFF_BASE_DEVICES, errp);
+    return store->devices_path && parse_memory(store, memory, errp);
+}
+
+/* Every region of the index is the disk or one RAM block: nothing else. */
+static bool bind_regions(HandoffBaseStore *store, Error **errp)
+{
+    size_t n = handoff_base_region_count(store->base), i;
+    g_autofree unsigned long *bound = bitmap_new(n);
+
+    for (i = 0; i < store->n_memory; i++) {
+        HandoffBaseMemory *m = &store->memory[i];
+
+        if (!bind_region(store, m->name, HANDOFF_REGION_MEMORY, m->size,
+                         m->file, bound, &m->region, errp)) {
+            return false;
+        }
+    }
+    if (!bind_region(store, HANDOFF_BASE_DISK_REGION, HANDOFF_REGION_DISK,
+                     store->disk_size, store->disk_file, bound,
+                     &store->disk_region, errp)) {
+        return false;
+    }
+    i = find_first_zero_bit(bound, n);
+    if (i < n) {
+        HandoffRegionInfo info = { .name = "?" };
+
+        handoff_base_region_info(store->base, i, &info);
+        error_setg(errp, "Base %s: index region '%s' is not in the manifest",
+                   store->dir, info.name);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * The first use of a base in this process re-hashes its files: the index
+ * says what they held when it was built, and a file changed since (even
+ * with its mtime put back) would decode to a VM that silently differs.
+ * Later uses trust that first check; handoff-base-verify repeats it.
+ */
+static GHashTable *verified_bases;     /* "ID DIR" of bases verified */
+G_LOCK_DEFINE_STATIC(verified_bases);  /* main and migration threads */
+
+static bool base_verified(const char *key, int change)
+{
+    bool was;
+
+    G_LOCK(verified_bases);
+    if (!verified_bases) {
+        verified_bases = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                               g_free, NULL);
+    }
+    was = g_hash_table_contains(verified_bases, key);
+    if (change > 0) {
+        g_hash_table_add(verified_bases, g_strdup(key));
+    } else if (change < 0) {
+        g_hash_table_remove(verified_bases, key);
+    }
+    G_UNLOCK(verified_bases);
+    return was;
+}
+
+bool handoff_base_store_verify(HandoffBaseStore *store, bool force,
+                               Error **errp)
+{
+    g_autofree char *key = g_strdup_printf("%s %s", store->id, store->dir);
+    int rc;
+
+    if (!force && base_verified(key, 0)) {
+        return true;
+    }
+    trace_handoff_base_verify(store->dir);
+    rc = handoff_base_verify(store->base);
+    if (rc < 0) {
+        handoff_error_engine(errp, rc, store->dir);
+        error_prepend(errp, "Base changed since it was indexed: ");
+        base_verified(key, -1);
+        return false;
+    }
+    base_verified(key, 1);
+    return true;
+}
+
+HandoffBaseStore *handoff_base_store_open(const char *dir, Error **errp)
+{
+    g_autoptr(HandoffBaseStore) store = g_new0(HandoffBaseStore, 1);
+    g_autofree char *index_path = NULL;
+    QDict *manifest;
+    uint8_t id[16];
+    bool ok;
+    size_t i;
+    int rc;
+
+    store->dir = g_strdup(dir);
+    manifest = read_manifest(store, errp);
+    if (!manifest) {
+        return NULL;
+    }
+    ok = parse_manifest(store, manifest, errp);
+    qobject_unref(manifest);
+    if (!ok) {
+        return NULL;
+    }
     index_path = g_build_filename(dir, HANDOFF_BASE_INDEX, NULL);
     rc = handoff_base_open(index_path, &store->base);
     if (rc < 0) {
         handoff_error_engine(errp, rc, index_path);
         return NULL;
     }
-    for (i = 0; i < store->n_memory; i++) {
-        if (!find_region(store, store->memory[i].name, HANDOFF_REGION_MEMORY,
-                         store->memory[i].size, &store->memory[i].region,
-                         errp)) {
-            return NULL;
-        }
-    }
-    if (!find_region(store, HANDOFF_BASE_DISK_REGION, HANDOFF_REGION_DISK,
-                     store->disk_size, &store->disk_region, errp)) {
+    if (!bind_regions(store, errp)) {
         return NULL;
     }
     handoff_base_id(store->base, id);
     for (i = 0; i < 16; i++) {
         sprintf(store->id + 2 * i, "%02x", id[i]);
     }
+    if (!handoff_base_store_verify(store, false, errp)) {
+        return NULL;
+    }
     return g_steal_pointer(&store);
+}
+
+HandoffBaseVerification *qmp_handoff_base_verify(const char *dir,
+                                                 Error **errp)
+{
+    int64_t start = g_get_monotonic_time();
+    g_autoptr(HandoffBaseStore) store = handoff_base_store_open(dir, errp);
+    HandoffBaseVerification *v;
+    size_t i, n;
+
+    if (!store || !handoff_base_store_verify(store, true, errp)) {
+        return NULL;
+    }
+    v = g_new0(HandoffBaseVerification, 1);
+    v->id = g_strdup(store->id);
+    n = handoff_base_region_count(store->base);
+    for (i = 0; i < n; i++) {
+        HandoffRegionInfo info;
+
+        if (handoff_base_region_info(store->base, i, &info) == 0) {
+            v->bytes += info.size;
+        }
+    }
+    v->seconds = (g_get_monotonic_time() - start) / 1e6;
+    return v;
 }
 
 static HandoffBaseMemory *base_memory(HandoffBaseStore *store,
@@ -585,34 +809,10 @@ bool handoff_base_check_ram(HandoffBaseStore *store, Error **errp)
     return true;
 }
 
-static bool read_file_into(const char *path, void *dst, uint64_t size,
-                           Error **errp)
-{
-    int fd = qemu_open(path, O_RDONLY, errp);
-    uint8_t *p = dst;
-    uint64_t done = 0;
-
-    if (fd < 0) {
-        return false;
-    }
-    while (done < size) {
-        ssize_t n = read(fd, p + done, MIN(size - done, 1 << 30));
-
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            error_setg(errp, "%s: %s", path,
-                       n < 0 ? strerror(errno) : "shorter than its RAM block");
-            qemu_close(fd);
-            return false;
-        }
-        done += n;
-    }
-    qemu_close(fd);
-    return true;
-}
-
+/*
+ * RAM comes from the region files the engine mapped and the index
+ * describes (and the first use verified), not from paths of its own.
+ */
 bool handoff_base_load_ram(HandoffBaseStore *store, Error **errp)
 {
     RAMBlock *block;
@@ -623,11 +823,14 @@ bool handoff_base_load_ram(HandoffBaseStore *store, Error **errp)
     RCU_READ_LOCK_GUARD();
     RAMBLOCK_FOREACH_MIGRATABLE(block) {
         HandoffBaseMemory *m = base_memory(store, qemu_ram_get_idstr(block));
+        const void *data = handoff_base_region_data(store->base, m->region);
 
-        if (!read_file_into(m->path, qemu_ram_get_host_addr(block), m->size,
-                            errp)) {
+        if (!data) {
+            error_setg(errp, "Base %s: region of RAM block '%s' not mapped",
+                       store->dir, m->name);
             return false;
         }
+        memcpy(qemu_ram_get_host_addr(block), data, m->size);
     }
     return true;
 }
@@ -643,7 +846,7 @@ void handoff_base_resume(const char *dir, Error **errp)
     bool suppress_vmdesc = current_machine->suppress_vmdesc;
     QIOChannelFile *ioc;
     QEMUFile *f;
-    int ret;
+    int ret, fd;
 
     if (!store) {
         return;
@@ -661,10 +864,11 @@ void handoff_base_resume(const char *dir, Error **errp)
         return;
     }
     /* Devices last: their post_load may read guest memory (virtio rings). */
-    ioc = qio_channel_file_new_path(store->devices_path, O_RDONLY, 0, errp);
-    if (!ioc) {
+    fd = open_base_file(store->devices_path, 0, errp);
+    if (fd < 0) {
         return;
     }
+    ioc = qio_channel_file_new_fd(fd);
     qio_channel_set_name(QIO_CHANNEL(ioc), "handoff-base-devices");
     f = qemu_file_new_input(QIO_CHANNEL(ioc));
     object_unref(OBJECT(ioc));

@@ -18,10 +18,17 @@ typedef struct HandoffCompression {
 bool handoff_parse_compression(const char *text, HandoffCompression *mode,
                                Error **errp);
 
+/*
+ * Whether migration parameter handoff-shared-disks (@list) names the disk
+ * whose drive is @drive or whose device is @device.
+ */
+bool handoff_disk_is_shared(const char *list, const char *drive,
+                            const char *device);
+
 /* One RAM block of a base as recorded in its manifest. */
 typedef struct HandoffBaseMemory {
     char *name;                 /* RAMBlock idstr */
-    char *path;                 /* raw image of its bytes */
+    char *file;                 /* raw image of its bytes, relative */
     uint64_t size;              /* the block's used_length when saved */
     uint32_t region;            /* region number in the engine's geometry */
 } HandoffBaseMemory;
@@ -38,7 +45,8 @@ typedef struct HandoffBaseStore {
     char id[33];                /* content ID, hex */
     HandoffBaseMemory *memory;
     size_t n_memory;
-    char *disk_path;
+    char *disk_file;            /* relative to dir, as in the index */
+    char *disk_path;            /* dir + disk_file */
     uint64_t disk_size;
     uint32_t disk_region;
     char *devices_path;
@@ -53,6 +61,9 @@ typedef struct HandoffBaseStore {
 
 HandoffBaseStore *handoff_base_store_open(const char *dir, Error **errp);
 void handoff_base_store_free(HandoffBaseStore *store);
+/* Re-hashes the base's files (once per process unless @force). */
+bool handoff_base_store_verify(HandoffBaseStore *store, bool force,
+                               Error **errp);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HandoffBaseStore, handoff_base_store_free)
 
 /* Checks that this VM's RAM blocks are the base's (names and sizes). */

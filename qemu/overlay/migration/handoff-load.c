@@ -7,6 +7,12 @@
  * Every length read here is checked before use, and every engine error
  * names its cause: a wrong base, a corrupt or truncated stream fails the
  * incoming migration with that message, and the source VM runs on.
+ *
+ * Nothing here may let the VM run unless the stream was whole: loading
+ * succeeds only once the handoff section delivered the engine's end record
+ * and it verified (totals, whole-stream digest, every reference resolved).
+ * QEMU's core does not notice a live section that stops early, so
+ * savevm.c asks handoff_load_verify() before it declares the load done.
  */
 #include "qemu/osdep.h"
 #include "exec/ramblock.h"
@@ -34,7 +40,14 @@ typedef struct HandoffLoadState {
     uint64_t *size;             /* per engine region: bytes */
     size_t n_regions;
     uint8_t *buf;
-    bool complete;
+    bool complete;              /* end record received and verified */
+
+    /*
+     * Why setup failed. Setup runs before the source opens the return
+     * path, so the failure is kept and reported when the handoff section
+     * first arrives: then the source learns the cause.
+     */
+    Error *setup_err;
 
     /*
      * Consecutive disk chunks not written yet. A stream's disk records
@@ -103,6 +116,9 @@ static int write_chunk(void *opaque, uint32_t region, uint64_t index,
         memcpy(s->host[region] + offset, data, HANDOFF_CHUNK_SIZE);
         return 0;
     }
+    if (region != s->store->disk_region) {
+        return -ERANGE;
+    }
     if (s->run_len && (index != s->run_first + s->run_len ||
                        s->run_len == DISK_RUN_CHUNKS)) {
         ret = flush_disk_run(s);
@@ -130,6 +146,9 @@ static int read_chunk(void *opaque, uint32_t region, uint64_t index,
     if (s->host[region]) {
         memcpy(data, s->host[region] + offset, HANDOFF_CHUNK_SIZE);
         return 0;
+    }
+    if (region != s->store->disk_region) {
+        return -ERANGE;
     }
     if (index >= s->run_first && index < s->run_first + s->run_len) {
         memcpy(data, s->run_buf + (index - s->run_first) * HANDOFF_CHUNK_SIZE,
@@ -169,56 +188,136 @@ static bool map_regions(HandoffLoadState *s, Error **errp)
     return true;
 }
 
-int handoff_load_setup(QEMUFile *f, void *opaque)
+/*
+ * Chunks the stream does not carry must read as the base: an overlay that
+ * already holds data (left from an earlier run, or written by someone
+ * else) would show that data where the source's disk shows the base's.
+ */
+static bool check_fresh_overlay(BlockBackend *blk, uint64_t size,
+                                Error **errp)
 {
-    MigrationState *ms = migrate_get_current();
-    const char *dir = ms->parameters.handoff_base;
+    BlockDriverState *bs = blk_bs(blk);
+    int64_t off, pnum;
+
+    for (off = 0; off < size; off += pnum) {
+        int ret = bdrv_is_allocated(bs, off, size - off, &pnum);
+
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "cannot read the allocation map of "
+                             "disk '%s'", blk_name(blk));
+            return false;
+        }
+        if (ret) {
+            error_setg(errp, "disk '%s' already holds data at offset %"
+                       PRId64 " of its overlay %s: a handoff destination "
+                       "needs a fresh overlay on the base disk", blk_name(blk),
+                       off, bs->filename);
+            return false;
+        }
+        if (pnum <= 0) {
+            break;
+        }
+    }
+    return true;
+}
+
+static bool load_setup(HandoffLoadState *s, const char *dir, Error **errp)
+{
     HandoffWriter writer = {
+        .opaque = s,
         .write_chunk = write_chunk,
         .read_chunk = read_chunk,
     };
-    HandoffLoadState *s;
-    Error *err = NULL;
     int rc;
 
     if (!dir || !*dir) {
-        error_setg(&err, "no base for the incoming handoff: start with "
+        error_setg(errp, "no base for the incoming handoff: start with "
                    "-handoff base=DIR or set migration parameter "
                    "handoff-base before migrate-incoming");
-        goto fail;
+        return false;
     }
     trace_handoff_load_setup(dir);
-    s = load_state = g_new0(HandoffLoadState, 1);
-    s->buf = g_malloc(HANDOFF_BLOCK_MAX);
-    s->store = handoff_base_store_open(dir, &err);
-    if (s->store) {
-        s->blk = handoff_base_find_disk(s->store, &err);
+    s->store = handoff_base_store_open(dir, errp);
+    if (!s->store) {
+        return false;
     }
-    if (s->blk) {
-        s->run_buf = qemu_blockalign(blk_bs(s->blk),
-                                     DISK_RUN_CHUNKS * HANDOFF_CHUNK_SIZE);
+    s->blk = handoff_base_find_disk(s->store, errp);
+    if (!s->blk) {
+        return false;
     }
-    if (!s->blk || !map_regions(s, &err) ||
-        !handoff_base_load_ram(s->store, &err)) {
-        goto fail;
+    s->run_buf = qemu_blockalign(blk_bs(s->blk),
+                                 DISK_RUN_CHUNKS * HANDOFF_CHUNK_SIZE);
+    if (!map_regions(s, errp) || !handoff_base_load_ram(s->store, errp)) {
+        return false;
     }
     /* Images are inactive on an incoming VM until switch-over. */
-    blk_activate(s->blk, &err);
-    if (err) {
-        goto fail;
+    blk_activate(s->blk, errp);
+    if (*errp || !check_fresh_overlay(s->blk, s->store->disk_size, errp)) {
+        return false;
     }
-    writer.opaque = s;
     rc = handoff_decoder_create(s->store->base, &writer, NULL, &s->dec);
     if (rc < 0) {
-        handoff_error_engine(&err, rc, "cannot start the handoff decoder");
-        goto fail;
+        handoff_error_engine(errp, rc, "cannot start the handoff decoder");
+        return false;
+    }
+    return true;
+}
+
+/* Never fails itself: see setup_err. */
+int handoff_load_setup(QEMUFile *f, void *opaque)
+{
+    MigrationState *ms = migrate_get_current();
+    HandoffLoadState *s = load_state = g_new0(HandoffLoadState, 1);
+
+    s->buf = g_malloc(HANDOFF_BLOCK_MAX);
+    if (!load_setup(s, ms->parameters.handoff_base, &s->setup_err)) {
+        error_report("handoff: %s", error_get_pretty(s->setup_err));
     }
     return 0;
+}
 
-fail:
-    load_error("%s", error_get_pretty(err));
-    error_free(err);
-    return -EINVAL;
+/* Whether the incoming migration being loaded is meant to be a handoff. */
+static bool incoming_handoff(void)
+{
+    return migrate_use_handoff() &&
+           migration_incoming_get_current()->state == MIGRATION_STATUS_ACTIVE;
+}
+
+bool handoff_load_section_allowed(const char *idstr)
+{
+    if (!incoming_handoff() ||
+        (strcmp(idstr, "ram") && strcmp(idstr, "block"))) {
+        return true;
+    }
+    load_error("the source sent a '%s' section: this destination waits for "
+               "a handoff (capability handoff, -handoff base=DIR), not a "
+               "plain migration; start it with migrate-handoff", idstr);
+    return false;
+}
+
+int handoff_load_verify(void)
+{
+    HandoffLoadState *s = load_state;
+
+    if (!incoming_handoff()) {
+        return 0;
+    }
+    if (!s) {
+        return load_error("the migration stream carried no handoff section");
+    }
+    if (s->setup_err) {
+        return load_error("%s", error_get_pretty(s->setup_err));
+    }
+    if (!s->complete) {
+        HandoffDecoderStats st = { 0 };
+
+        handoff_decoder_stats(s->dec, &st);
+        return load_error("the handoff stream ended before its end record "
+                          "(%" PRIu64 " stream bytes, %" PRIu64 " frames "
+                          "received): the VM state is incomplete and must "
+                          "not run", st.stream_bytes, st.frames);
+    }
+    return 0;
 }
 
 int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
@@ -229,9 +328,12 @@ int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
         return load_error("section version %d, this QEMU reads %d",
                           version_id, HANDOFF_SECTION_VERSION);
     }
-    if (!s || !s->dec) {
+    if (!s) {
         return load_error("a handoff stream arrived but this QEMU is not set "
                           "up for one (capability handoff and a base)");
+    }
+    if (s->setup_err) {
+        return load_error("%s", error_get_pretty(s->setup_err));
     }
     for (;;) {
         int kind = qemu_get_byte(f);
@@ -253,6 +355,10 @@ int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
             }
             return 0;
         case HANDOFF_BLOCK_DATA:
+            if (s->complete) {
+                return load_error("stream data after the handoff's end "
+                                  "record");
+            }
             len = qemu_get_be32(f);
             if (len == 0 || len > HANDOFF_BLOCK_MAX) {
                 return load_error("stream block of %u bytes (limit %d)", len,
@@ -274,6 +380,9 @@ int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
             uint64_t records = 0;
             int k;
 
+            if (s->complete) {
+                return load_error("a second end of the handoff stream");
+            }
             rc = handoff_decoder_finish(s->dec);
             if (rc < 0) {
                 return engine_error(rc);
@@ -302,6 +411,7 @@ int handoff_load_cleanup(void *opaque)
     }
     handoff_decoder_free(s->dec);
     handoff_base_store_free(s->store);
+    error_free(s->setup_err);
     qemu_vfree(s->run_buf);
     g_free(s->host);
     g_free(s->size);

@@ -79,6 +79,8 @@ void handoff_params_init(MigrationParameters *params)
     params->handoff_workers = 0;
     params->has_handoff_random_order = true;
     params->handoff_random_order = true;
+    params->has_handoff_shared_disks = true;
+    params->handoff_shared_disks = g_strdup("");
 }
 
 void handoff_params_query(const MigrationParameters *current,
@@ -94,6 +96,8 @@ void handoff_params_query(const MigrationParameters *current,
     out->handoff_workers = current->handoff_workers;
     out->has_handoff_random_order = true;
     out->handoff_random_order = current->handoff_random_order;
+    out->has_handoff_shared_disks = true;
+    out->handoff_shared_disks = g_strdup(current->handoff_shared_disks ?: "");
 }
 
 bool handoff_params_check(MigrationParameters *params, Error **errp)
@@ -132,6 +136,9 @@ void handoff_params_test_apply(MigrateSetParameters *params,
     if (params->has_handoff_random_order) {
         dest->handoff_random_order = params->handoff_random_order;
     }
+    if (params->has_handoff_shared_disks) {
+        dest->handoff_shared_disks = params->handoff_shared_disks;
+    }
 }
 
 void handoff_params_apply(MigrateSetParameters *params,
@@ -154,6 +161,25 @@ void handoff_params_apply(MigrateSetParameters *params,
     if (params->has_handoff_random_order) {
         current->handoff_random_order = params->handoff_random_order;
     }
+    if (params->has_handoff_shared_disks) {
+        g_free(current->handoff_shared_disks);
+        current->handoff_shared_disks = g_strdup(params->handoff_shared_disks);
+    }
+}
+
+bool handoff_disk_is_shared(const char *list, const char *drive,
+                            const char *device)
+{
+    g_auto(GStrv) names = g_strsplit_set(list ?: "", ",:", -1);
+    size_t i;
+
+    for (i = 0; names[i]; i++) {
+        if (*names[i] && (!g_strcmp0(names[i], drive) ||
+                          !g_strcmp0(names[i], device))) {
+            return true;
+        }
+    }
+    return false;
 }
 
 bool handoff_parse_compression(const char *text, HandoffCompression *mode,
@@ -324,6 +350,10 @@ void hmp_handoff_set_parameter(Visitor *v, const char *name,
         p->has_handoff_random_order = true;
         visit_type_bool(v, name, &p->handoff_random_order, errp);
         break;
+    case MIGRATION_PARAMETER_HANDOFF_SHARED_DISKS:
+        p->has_handoff_shared_disks = true;
+        visit_type_str(v, name, &p->handoff_shared_disks, errp);
+        break;
     default:
         g_assert_not_reached();
     }
@@ -346,6 +376,9 @@ void hmp_info_handoff_parameters(Monitor *mon, MigrationParameters *params)
     monitor_printf(mon, "%s: %s\n",
         MigrationParameter_str(MIGRATION_PARAMETER_HANDOFF_RANDOM_ORDER),
         params->handoff_random_order ? "on" : "off");
+    monitor_printf(mon, "%s: '%s'\n",
+        MigrationParameter_str(MIGRATION_PARAMETER_HANDOFF_SHARED_DISKS),
+        params->handoff_shared_disks);
 }
 
 /* --- -handoff ------------------------------------------------------------ */
@@ -362,6 +395,7 @@ static QemuOptsList qemu_handoff_opts = {
         { .name = "delta", .type = QEMU_OPT_BOOL },
         { .name = "workers", .type = QEMU_OPT_NUMBER },
         { .name = "random-order", .type = QEMU_OPT_BOOL },
+        { .name = "shared-disks", .type = QEMU_OPT_STRING },
         { /* end of list */ }
     },
 };
@@ -414,6 +448,10 @@ void handoff_cli_apply(bool incoming, Error **errp)
         p.handoff_random_order = qemu_opt_get_bool(opts, "random-order",
                                                    true);
     }
+    if (qemu_opt_get(opts, "shared-disks")) {
+        p.has_handoff_shared_disks = true;
+        p.handoff_shared_disks = (char *)qemu_opt_get(opts, "shared-disks");
+    }
     qmp_migrate_set_parameters(&p, &err);
     if (err) {
         error_propagate_prepend(errp, err, "-handoff: ");
@@ -431,5 +469,14 @@ void handoff_cli_apply(bool incoming, Error **errp)
     }
     if (!handoff_enable_capability(&err)) {
         error_propagate_prepend(errp, err, "-handoff: ");
+        return;
+    }
+    /*
+     * A destination opens (and on first use re-hashes) its base now, not
+     * when the stream arrives: a bad base stops it here, and the check's
+     * cost is not paid while the source's data waits.
+     */
+    if (incoming) {
+        handoff_base_store_free(handoff_base_store_open(base, errp));
     }
 }

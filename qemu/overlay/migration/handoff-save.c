@@ -31,6 +31,7 @@
 #include "qemu/main-loop.h"
 #include "qemu/memalign.h"
 #include "io/channel-socket.h"
+#include "io/channel-tls.h"
 #include <sys/ioctl.h>
 #include <linux/sockios.h>
 #include "qemu/rcu.h"
@@ -107,6 +108,10 @@ static uint64_t socket_backlog(QEMUFile *f)
     QIOChannelSocket *sioc;
     int queued;
 
+    /* Under TLS the socket is the channel's master. */
+    if (object_dynamic_cast(OBJECT(ioc), TYPE_QIO_CHANNEL_TLS)) {
+        ioc = QIO_CHANNEL_TLS(ioc)->master;
+    }
     sioc = (QIOChannelSocket *)object_dynamic_cast(OBJECT(ioc),
                                                   TYPE_QIO_CHANNEL_SOCKET);
     if (!sioc || ioctl(sioc->fd, SIOCOUTQ, &queued) < 0 || queued < 0) {
@@ -298,6 +303,34 @@ static void next_round(HandoffSaveState *s, QEMUFile *f)
 }
 
 /*
+ * KVM dirty logging, as ram.c does it (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+ * QEMU's default when the kernel has it): a sync fetches the log but
+ * leaves dirty pages writable and unlogged; they are write-protected
+ * again only when QEMU clears them. The sync records what it fetched in
+ * rb->clear_bmap, one bit per 2^clear_bmap_shift pages, and the log of
+ * such a stretch is cleared just before its first page is read. The
+ * clear covers only the pages the last sync fetched
+ * (kvm_log_clear_one_slot), so a write after the sync stays logged for
+ * the next round; a write between sync and clear lands before we read
+ * the page. Without clear_bmap the sync would clear the whole block at
+ * once (memory_region_clear_dirty_bitmap's slow path): correct, but a
+ * stall on large guests. Under TCG the clear is a no-op: no listener has
+ * log_clear.
+ */
+static void clear_dirty_log(RAMBlock *rb, uint64_t page)
+{
+    hwaddr size, start;
+
+    if (!rb->clear_bmap || !clear_bmap_test_and_clear(rb, page)) {
+        return;
+    }
+    size = 1ULL << (TARGET_PAGE_BITS + rb->clear_bmap_shift);
+    start = QEMU_ALIGN_DOWN((ram_addr_t)page << TARGET_PAGE_BITS, size);
+    trace_handoff_save_clear_log(rb->idstr, start, size);
+    memory_region_clear_dirty_bitmap(rb->mr, start, size);
+}
+
+/*
  * Offers chunks of the round until @deadline (0: all of them) or the rate
  * limit. @bql: the caller holds the BQL (disk reads need it).
  */
@@ -326,6 +359,7 @@ static int send_round(HandoffSaveState *s, QEMUFile *f, int64_t deadline,
                 }
             }
             assert(b);
+            clear_dirty_log(b->rb, it->index / CHUNKS_PER_PAGE);
             rc = handoff_encoder_submit(s->enc, it->region, it->index,
                                         b->rb->host +
                                         it->index * HANDOFF_CHUNK_SIZE);
@@ -473,6 +507,8 @@ static bool handoff_is_active(void *opaque)
 
 static bool setup_blocks(HandoffSaveState *s, Error **errp)
 {
+    uint8_t shift = MIN(MAX(migrate_get_current()->clear_bitmap_shift,
+                            CLEAR_BITMAP_SHIFT_MIN), CLEAR_BITMAP_SHIFT_MAX);
     RAMBlock *rb;
     size_t n = 0, i;
 
@@ -495,8 +531,52 @@ static bool setup_blocks(HandoffSaveState *s, Error **errp)
         g_free(rb->bmap);
         rb->bmap = bitmap_new(b->pages);
         bitmap_set(rb->bmap, 0, b->pages);
+        g_free(rb->clear_bmap);
+        rb->clear_bmap_shift = shift;
+        rb->clear_bmap = bitmap_new(clear_bmap_size(b->pages, shift));
     }
     s->n_blocks = n;
+    return true;
+}
+
+/*
+ * Handoff carries one disk, the overlay on the base. Any other disk the
+ * guest can write would be left behind and the VM would run on with
+ * whatever the destination has in that slot: refuse before anything
+ * moves. Read-only media (CD-ROMs, seeds) and empty drives stay behind
+ * harmlessly.
+ */
+static bool check_other_disks(BlockBackend *carried, Error **errp)
+{
+    const char *shared = migrate_get_current()->parameters.handoff_shared_disks;
+    BlockBackend *blk;
+
+    for (blk = blk_next(NULL); blk; blk = blk_next(blk)) {
+        DeviceState *dev = blk_get_attached_dev(blk);
+        g_autofree char *path = NULL;
+        const char *id;
+
+        if (blk == carried || !dev || !blk_is_inserted(blk) ||
+            !blk_is_writable(blk)) {
+            continue;
+        }
+        /* virtio-blk's device is a child of the proxy the user named. */
+        if (!dev->id && dev->parent_bus && dev->parent_bus->parent) {
+            dev = dev->parent_bus->parent;
+        }
+        id = dev->id ?: (path = object_get_canonical_path(OBJECT(dev)));
+        if (handoff_disk_is_shared(shared, blk_name(blk), id)) {
+            continue;
+        }
+        error_setg(errp, "Disk '%s' (device '%s') is writable and is not "
+                   "the overlay on the base disk: handoff carries only that "
+                   "one, and this disk would be left behind",
+                   blk_name(blk), id);
+        error_append_hint(errp, "Name it in migration parameter "
+                          "handoff-shared-disks if both cloudlets share it; "
+                          "otherwise detach it or make it read-only\n");
+        return false;
+    }
     return true;
 }
 
@@ -507,7 +587,7 @@ static bool setup_disk(HandoffSaveState *s, Error **errp)
     int64_t off, size;
 
     s->blk = handoff_base_find_disk(s->store, errp);
-    if (!s->blk) {
+    if (!s->blk || !check_other_disks(s->blk, errp)) {
         return false;
     }
     bs = blk_bs(s->blk);
@@ -587,6 +667,8 @@ static void handoff_save_cleanup(void *opaque)
         for (i = 0; i < s->n_blocks; i++) {
             g_free(s->blocks[i].rb->bmap);
             s->blocks[i].rb->bmap = NULL;
+            g_free(s->blocks[i].rb->clear_bmap);
+            s->blocks[i].rb->clear_bmap = NULL;
         }
     }
     if (cpu_throttle_active()) {
@@ -612,23 +694,18 @@ static void handoff_save_cleanup(void *opaque)
     save_state = NULL;
 }
 
-/* Without the BQL (7.2 calls setup handlers unlocked); takes it itself. */
+/*
+ * Without the BQL (7.2 calls setup handlers unlocked). The base is opened
+ * before the BQL is taken: on its first use in this process it is
+ * re-hashed, which must not stall the guest.
+ */
 static int handoff_save_setup(QEMUFile *f, void *opaque)
-{
-    int ret;
-
-    qemu_mutex_lock_iothread();
-    ret = handoff_save_setup_locked(f);
-    qemu_mutex_unlock_iothread();
-    return ret;
-}
-
-static int handoff_save_setup_locked(QEMUFile *f)
 {
     MigrationState *ms = migrate_get_current();
     const char *dir = ms->parameters.handoff_base;
     HandoffSaveState *s;
     Error *err = NULL;
+    int ret;
 
     if (!dir || !*dir) {
         error_setg(&err, "Handoff needs a base: set migration parameter "
@@ -636,11 +713,32 @@ static int handoff_save_setup_locked(QEMUFile *f)
         goto fail;
     }
     s = save_state = g_new0(HandoffSaveState, 1);
+    s->store = handoff_base_store_open(dir, &err);
+    if (!s->store) {
+        goto fail;
+    }
+    qemu_mutex_lock_iothread();
+    ret = handoff_save_setup_locked(f);
+    qemu_mutex_unlock_iothread();
+    return ret;
+
+fail:
+    error_prepend(&err, "handoff: ");
+    error_report_err(error_copy(err));
+    qemu_file_set_error_obj(f, -EINVAL, err);
+    return -EINVAL;
+}
+
+static int handoff_save_setup_locked(QEMUFile *f)
+{
+    MigrationState *ms = migrate_get_current();
+    HandoffSaveState *s = save_state;
+    Error *err = NULL;
+
     s->round = g_array_new(false, false, sizeof(HandoffItem));
     s->out = g_malloc(HANDOFF_BLOCK_MAX);
     s->random_order = ms->parameters.handoff_random_order;
-    s->store = handoff_base_store_open(dir, &err);
-    if (!s->store || !setup_blocks(s, &err) || !setup_disk(s, &err)) {
+    if (!setup_blocks(s, &err) || !setup_disk(s, &err)) {
         goto fail;
     }
     s->enc = create_encoder(s, &err);
@@ -649,7 +747,7 @@ static int handoff_save_setup_locked(QEMUFile *f)
     }
     memory_global_dirty_log_start(GLOBAL_DIRTY_MIGRATION);
     start_round(s);
-    trace_handoff_save_setup(dir, s->round->len);
+    trace_handoff_save_setup(s->store->dir, s->round->len);
     s->bytes_at_round = qemu_file_total_transferred_fast(f);
     /* The stream header (base ID first) goes out before any bulk data. */
     if (drain_encoder(s, f, false) < 0) {

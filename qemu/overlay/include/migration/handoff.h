@@ -41,13 +41,26 @@ void handoff_params_apply(MigrateSetParameters *params,
     DEFINE_PROP_BOOL("handoff-delta", state, field.handoff_delta, true),   \
     DEFINE_PROP_UINT8("handoff-workers", state, field.handoff_workers, 0), \
     DEFINE_PROP_BOOL("handoff-random-order", state,                        \
-                     field.handoff_random_order, true)
+                     field.handoff_random_order, true),                    \
+    DEFINE_PROP_STRING("handoff-shared-disks", state,                      \
+                       field.handoff_shared_disks)
 
 /*
  * Return path: a destination tells the source why a handoff failed there
  * (a wrong base, a corrupt stream...), so that the source's error says so.
  */
 void handoff_rp_error(MigrationState *s, const char *text, size_t len);
+
+/*
+ * Destination checks (migration/savevm.c). A destination configured for a
+ * handoff refuses sections the handoff replaces ("ram", "block": a plain
+ * migration aimed at it), and refuses to finish loading unless the handoff
+ * stream ended with its verified end record. Both return true / 0 when
+ * handoff is not configured, and otherwise report the cause (also to the
+ * source, over the return path).
+ */
+bool handoff_load_section_allowed(const char *idstr);
+int handoff_load_verify(void);
 
 /* query-migrate: adds the handoff member when a handoff ran. */
 void handoff_fill_migration_info(MigrationInfo *info);
