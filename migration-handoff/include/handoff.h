@@ -27,7 +27,7 @@ extern "C" {
 #endif
 
 #define HANDOFF_VERSION_MAJOR   0
-#define HANDOFF_VERSION_MINOR   1
+#define HANDOFF_VERSION_MINOR   2
 #define HANDOFF_VERSION_RELEASE 0
 #define HANDOFF_VERSION_NUMBER (HANDOFF_VERSION_MAJOR * 10000 + \
                                 HANDOFF_VERSION_MINOR * 100 + \
@@ -69,6 +69,7 @@ size_t handoff_codec_count(void) HANDOFF_NOEXCEPT;
  * Strings point to static storage.
  */
 int handoff_codec_info(size_t index, HandoffCodecInfo *info) HANDOFF_NOEXCEPT;
+
 
 /* Chunk hash used for dedup, and its library's run-time version. */
 const char *handoff_hash_name(void) HANDOFF_NOEXCEPT;    /* "xxh3-128" */
@@ -259,6 +260,20 @@ typedef struct HandoffMode {
     HandoffDelta delta;
 } HandoffMode;
 
+/*
+ * Compression modes by name, the one spelling every user of the engine
+ * shares: "none", "CODEC-LEVEL" ("zstd-3", "lzma-0", "zlib-6"), with
+ * "+xor" or "+prefix" for a delta against the base ("zstd-1+xor").
+ * handoff_mode_name writes at most @capacity bytes with the NUL and
+ * returns the name's length (HANDOFF_E_INVALID_ARGUMENT if it does not
+ * fit); handoff_mode_parse fills @mode, or returns
+ * HANDOFF_E_INVALID_ARGUMENT with handoff_last_error_message() naming
+ * what is wrong (e.g. the codec's level range).
+ */
+int handoff_mode_name(const HandoffMode *mode, char *buf,
+                      size_t capacity) HANDOFF_NOEXCEPT;
+int handoff_mode_parse(const char *text, HandoffMode *mode) HANDOFF_NOEXCEPT;
+
 /* Most worker threads the engine starts for one task (encoder workers,
  * base hashing). A thread that cannot start is reported as
  * HANDOFF_E_NO_MEMORY ("cannot start worker thread"), never a crash. */
@@ -282,6 +297,11 @@ typedef struct HandoffEncoderConfig {
      * modified chunk is sent as data (only SAME remains), e.g. to measure
      * what dedup saves. */
     int dedup;
+    /* 1 (default): modes may encode chunks as deltas against the base
+     * (XOR, zstd prefix). 0: never; the adaptive controller then chooses
+     * among modes without delta, and a fixed @mode with a delta is
+     * refused (HANDOFF_E_INVALID_ARGUMENT). */
+    int allow_delta;
 } HandoffEncoderConfig;
 
 /* Fills @config with defaults: adaptive zstd-1, all cores, 256 KiB. */

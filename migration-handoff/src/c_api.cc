@@ -12,6 +12,7 @@
 #include "decoder.h"
 #include "encoder.h"
 #include "handoff.h"
+#include "mode.h"
 #include "stream_walker.h"
 
 struct HandoffBase {
@@ -273,6 +274,31 @@ void handoff_encoder_config_default(HandoffEncoderConfig* config) noexcept {
   config->mode.delta = HANDOFF_DELTA_NONE;
   config->seed = 0x68616e646f6666ull;  // "handoff"
   config->dedup = 1;
+  config->allow_delta = 1;
+}
+
+int handoff_mode_name(const HandoffMode* mode, char* buf,
+                      size_t capacity) noexcept {
+  int len = 0;
+  int rc = Guard([&]() -> Status {
+    if (mode == nullptr || buf == nullptr) return Invalid("null mode or buf");
+    std::string name = handoff::ModeName(*mode);
+    if (name.size() >= capacity)
+      return Status(HANDOFF_E_INVALID_ARGUMENT,
+                    "mode name '" + name + "' does not fit " +
+                        std::to_string(capacity) + " bytes");
+    std::memcpy(buf, name.c_str(), name.size() + 1);
+    len = static_cast<int>(name.size());
+    return Status::Ok();
+  });
+  return rc < 0 ? rc : len;
+}
+
+int handoff_mode_parse(const char* text, HandoffMode* mode) noexcept {
+  return Guard([&]() -> Status {
+    if (text == nullptr || mode == nullptr) return Invalid("null text or mode");
+    return handoff::ParseMode(text, mode);
+  });
 }
 
 int handoff_encoder_create(const HandoffBase* base,

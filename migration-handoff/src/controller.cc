@@ -5,11 +5,12 @@
 #include <limits>
 
 #include "codec.h"
+#include "mode.h"
 
 namespace handoff {
 
-std::vector<HandoffMode> DefaultModes() {
-  return {
+std::vector<HandoffMode> DefaultModes(bool allow_delta) {
+  std::vector<HandoffMode> modes = {
       {HANDOFF_CODEC_NONE, 0, HANDOFF_DELTA_NONE},
       {HANDOFF_CODEC_ZSTD, 1, HANDOFF_DELTA_NONE},
       {HANDOFF_CODEC_ZSTD, 1, HANDOFF_DELTA_XOR},
@@ -27,14 +28,11 @@ std::vector<HandoffMode> DefaultModes() {
       {HANDOFF_CODEC_LZMA, 6, HANDOFF_DELTA_NONE},
       {HANDOFF_CODEC_LZMA, 9, HANDOFF_DELTA_NONE},
   };
-}
-
-std::string ModeName(const HandoffMode& m) {
-  std::string s = CodecName(m.codec);
-  if (m.codec != HANDOFF_CODEC_NONE) s += "-" + std::to_string(m.level);
-  if (m.delta == HANDOFF_DELTA_XOR) s += "+xor";
-  if (m.delta == HANDOFF_DELTA_PREFIX) s += "+prefix";
-  return s;
+  if (!allow_delta)
+    std::erase_if(modes, [](const HandoffMode& m) {
+      return m.delta != HANDOFF_DELTA_NONE;
+    });
+  return modes;
 }
 
 double Controller::ModeStats::cost_s_per_byte() const {

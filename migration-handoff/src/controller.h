@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "handoff.h"
+#include "mode.h"
 
 namespace handoff {
 
@@ -100,9 +101,9 @@ class Controller {
   uint64_t switches_ = 0;
 };
 
-// The engine's default candidate modes, cheapest first.
-std::vector<HandoffMode> DefaultModes();
-std::string ModeName(const HandoffMode& mode);
+// The engine's default candidate modes, cheapest first; without
+// @allow_delta only those that send chunks whole.
+std::vector<HandoffMode> DefaultModes(bool allow_delta = true);
 
 }  // namespace handoff
 

@@ -16,7 +16,7 @@ namespace {
 ControllerConfig MakeControllerConfig(const HandoffEncoderConfig& c) {
   ControllerConfig cc;
   if (c.adaptive) {
-    cc.modes = DefaultModes();
+    cc.modes = DefaultModes(c.allow_delta);
   }
   // The configured mode is the start (or only) mode.
   size_t start = cc.modes.size();
@@ -73,6 +73,10 @@ Status Encoder::Create(const Base* base, const HandoffEncoderConfig& config_in,
   if (config.mode.delta < HANDOFF_DELTA_NONE ||
       config.mode.delta > HANDOFF_DELTA_PREFIX)
     return Status(HANDOFF_E_INVALID_ARGUMENT, "unknown delta mode");
+  if (!config.allow_delta && config.mode.delta != HANDOFF_DELTA_NONE)
+    return Status(HANDOFF_E_INVALID_ARGUMENT,
+                  "mode " + ModeName(config.mode) +
+                      " uses a delta, and deltas are not allowed");
 
   std::unique_ptr<Encoder> enc(new Encoder(base, config));
   Encoder* self = enc.get();

@@ -222,37 +222,18 @@ std::string Hex(const uint8_t* p, size_t n) {
 }
 
 std::string ModeString(const HandoffMode& m) {
-  static const char* names[] = {"none", "zstd", "lzma", "zlib"};
-  std::string s = m.codec <= HANDOFF_CODEC_ZLIB ? names[m.codec] : "?";
-  if (m.codec != HANDOFF_CODEC_NONE) s += "-" + std::to_string(m.level);
-  if (m.delta == HANDOFF_DELTA_XOR) s += "+xor";
-  if (m.delta == HANDOFF_DELTA_PREFIX) s += "+prefix";
-  return s;
+  char name[64];
+  return handoff_mode_name(&m, name, sizeof(name)) < 0 ? "?" : name;
 }
 
 bool ParseMode(const std::string& codec, int level, const std::string& delta,
                HandoffMode* mode, std::string* err) {
-  static const char* names[] = {"none", "zstd", "lzma", "zlib"};
-  int c = -1;
-  for (int i = 0; i < 4; i++)
-    if (codec == names[i]) c = i;
-  if (c < 0) {
-    *err = "unknown codec '" + codec + "' (none, zstd, lzma, zlib)";
-    return false;
-  }
-  mode->codec = static_cast<HandoffCodec>(c);
-  mode->level = c == HANDOFF_CODEC_NONE ? 0 : level;
-  if (delta == "none") {
-    mode->delta = HANDOFF_DELTA_NONE;
-  } else if (delta == "xor") {
-    mode->delta = HANDOFF_DELTA_XOR;
-  } else if (delta == "prefix") {
-    mode->delta = HANDOFF_DELTA_PREFIX;
-  } else {
-    *err = "unknown delta '" + delta + "' (none, xor, prefix)";
-    return false;
-  }
-  return true;
+  std::string text = codec;
+  if (codec != "none") text += "-" + std::to_string(level);
+  if (delta != "none") text += "+" + delta;
+  if (handoff_mode_parse(text.c_str(), mode) == 0) return true;
+  *err = handoff_last_error_message();
+  return false;
 }
 
 int Fail(const char* command, int code) {

@@ -256,19 +256,10 @@ std::vector<HandoffMode> ParseModeList(const std::string& list) {
   std::stringstream ss(list);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    std::string delta = "none";
-    size_t plus = item.find('+');
-    if (plus != std::string::npos) {
-      delta = item.substr(plus + 1);
-      item = item.substr(0, plus);
-    }
-    size_t dash = item.find('-');
-    std::string codec = item.substr(0, dash);
-    int level = dash == std::string::npos ? 0 : std::atoi(item.c_str() + dash + 1);
     HandoffMode m;
-    std::string err;
-    if (ParseMode(codec, level, delta, &m, &err)) modes.push_back(m);
-    else fprintf(stderr, "bench: skipping mode '%s': %s\n", item.c_str(), err.c_str());
+    if (handoff_mode_parse(item.c_str(), &m) == 0) modes.push_back(m);
+    else fprintf(stderr, "bench: skipping mode '%s': %s\n", item.c_str(),
+                 handoff_last_error_message());
   }
   return modes;
 }

@@ -74,6 +74,39 @@ def test_handoff_while_every_page_is_rewritten(tmp_path, base, vms):
     assert_same_vm(src, dst)
 
 
+def test_handoff_delta_off_under_auto(tmp_path, base, vms):
+    """handoff-delta off: the adaptive controller never picks a delta mode
+    (it was silently ignored under auto), and a fixed mode naming one is
+    refused."""
+    src = start_from_base("src", str(tmp_path), base)
+    vms.append(src)
+    run_workload(src, "mixed")
+    dst = start_destination("dst", str(tmp_path), base)
+    vms.append(dst)
+    modes = set()
+    src.qmp.cmd("migrate-handoff", uri=f"tcp:127.0.0.1:{dst.port}",
+                delta=False, compression="zstd-3+xor")
+    info = src.wait_migration()
+    assert info["status"] == "failed"
+    assert "uses a delta, and deltas are not allowed" in info["error-desc"]
+    dst = start_destination("dst2", str(tmp_path), base)
+    vms.append(dst)
+    src.qmp.cmd("migrate-set-parameters", max_bandwidth=16 << 20)
+    src.qmp.cmd("migrate-handoff", uri=f"tcp:127.0.0.1:{dst.port}",
+                delta=False, compression="auto")
+    while True:
+        info = src.qmp.cmd("query-migrate")
+        if "handoff" in info:
+            modes.add(info["handoff"]["mode"])
+        if info["status"] in ("completed", "failed", "cancelled"):
+            break
+        time.sleep(0.05)
+    assert info["status"] == "completed", info.get("error-desc")
+    assert info["handoff"]["adaptive"] and info["handoff"]["xor-delta"] == 0
+    assert len(modes) > 1 and not any("+" in m for m in modes), modes
+    assert_same_vm(src, dst)
+
+
 def test_handoff_through_hmp(tmp_path, base, vms):
     """The operator's path: parameters and migrate_handoff in HMP, progress
     in info migrate."""

@@ -39,13 +39,21 @@ def test_parameters_defaults_and_set(qemu):
     p = qemu.cmd("query-migrate-parameters")
     assert (p["handoff-base"], p["handoff-compression"], p["handoff-workers"],
             p["handoff-random-order"]) == ("/srv/base", "lzma-6", 3, False)
+    assert p["handoff-shared-disks"] == ""
+    qemu.cmd("migrate-set-parameters", handoff_compression="zstd-9+prefix",
+             handoff_shared_disks="data0,scratch")
+    p = qemu.cmd("query-migrate-parameters")
+    assert (p["handoff-compression"], p["handoff-shared-disks"]) == \
+        ("zstd-9+prefix", "data0,scratch")
 
 
 @pytest.mark.parametrize("value, message", [
     ("zstd-20", "zstd levels are 1..19"),
     ("lzma-10", "lzma levels are 0..9"),
-    ("brotli-3", "is not one of auto, none, zstd-N, lzma-N or zlib-N"),
+    ("brotli-3", "codec 'brotli' is not none, zstd, lzma or zlib"),
     ("zstd-", "zstd levels are 1..19"),
+    ("zlib-3+prefix", "+prefix needs zstd"),
+    ("zstd-3+rle", "delta 'rle' is not xor or prefix"),
 ])
 def test_bad_compression_is_refused(qemu, value, message):
     with pytest.raises(QMPError) as e:

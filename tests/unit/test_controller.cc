@@ -218,6 +218,18 @@ void TestHysteresisPreventsFlapping() {
 
 }  // namespace
 
+// handoff-delta off: the candidates are the same modes minus the deltas.
+void TestCandidatesWithoutDelta() {
+  size_t with_delta = 0;
+  for (const HandoffMode& m : handoff::DefaultModes(true))
+    with_delta += m.delta != HANDOFF_DELTA_NONE;
+  CU_ASSERT(with_delta > 0);
+  std::vector<HandoffMode> plain = handoff::DefaultModes(false);
+  CU_ASSERT_EQUAL(plain.size() + with_delta, handoff::DefaultModes().size());
+  for (const HandoffMode& m : plain)
+    CU_ASSERT_EQUAL(m.delta, HANDOFF_DELTA_NONE);
+}
+
 int main() {
   if (CU_initialize_registry() != CUE_SUCCESS) return CU_get_error();
   CU_pSuite suite = CU_add_suite("controller", nullptr, nullptr);
@@ -229,5 +241,6 @@ int main() {
               TestNoDecisionWithoutBandwidth);
   CU_add_test(suite, "hysteresis prevents flapping",
               TestHysteresisPreventsFlapping);
+  CU_add_test(suite, "candidates without delta", TestCandidatesWithoutDelta);
   return test_run_registry();
 }

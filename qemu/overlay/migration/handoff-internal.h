@@ -11,8 +11,8 @@
 /* A parsed handoff-compression value. */
 typedef struct HandoffCompression {
     bool adaptive;              /* "auto": the controller picks */
-    HandoffCodec codec;
-    int level;
+    HandoffMode mode;           /* fixed, or where "auto" starts */
+    bool explicit_delta;        /* the value named one ("zstd-3+prefix") */
 } HandoffCompression;
 
 bool handoff_parse_compression(const char *text, HandoffCompression *mode,

@@ -185,51 +185,21 @@ bool handoff_disk_is_shared(const char *list, const char *drive,
 bool handoff_parse_compression(const char *text, HandoffCompression *mode,
                                Error **errp)
 {
-    static const struct {
-        const char *name;
-        HandoffCodec codec;
-        int min_level, max_level;
-    } codecs[] = {
-        { "zstd", HANDOFF_CODEC_ZSTD, 1, 19 },
-        { "lzma", HANDOFF_CODEC_LZMA, 0, 9 },
-        { "zlib", HANDOFF_CODEC_ZLIB, 1, 9 },
-    };
-    const char *dash;
-    size_t i;
-
     memset(mode, 0, sizeof(*mode));
     if (!text || !strcmp(text, "auto")) {
         mode->adaptive = true;
-        mode->codec = HANDOFF_CODEC_ZSTD;
-        mode->level = 1;
+        mode->mode.codec = HANDOFF_CODEC_ZSTD;
+        mode->mode.level = 1;
         return true;
     }
-    if (!strcmp(text, "none")) {
-        mode->codec = HANDOFF_CODEC_NONE;
-        return true;
+    /* Names and level ranges are the engine's (handoff_mode_parse). */
+    if (handoff_mode_parse(text, &mode->mode) < 0) {
+        error_setg(errp, "Handoff compression: %s (or auto)",
+                   handoff_last_error_message());
+        return false;
     }
-    dash = strchr(text, '-');
-    for (i = 0; dash && i < ARRAY_SIZE(codecs); i++) {
-        int64_t level;
-
-        if (strncmp(text, codecs[i].name, dash - text) ||
-            strlen(codecs[i].name) != (size_t)(dash - text)) {
-            continue;
-        }
-        if (qemu_strtoi64(dash + 1, NULL, 10, &level) < 0 ||
-            level < codecs[i].min_level || level > codecs[i].max_level) {
-            error_setg(errp, "Handoff compression '%s': %s levels are "
-                       "%d..%d", text, codecs[i].name, codecs[i].min_level,
-                       codecs[i].max_level);
-            return false;
-        }
-        mode->codec = codecs[i].codec;
-        mode->level = level;
-        return true;
-    }
-    error_setg(errp, "Handoff compression '%s' is not one of auto, none, "
-               "zstd-N, lzma-N or zlib-N", text);
-    return false;
+    mode->explicit_delta = mode->mode.delta != HANDOFF_DELTA_NONE;
+    return true;
 }
 
 /* --- migrate-handoff ----------------------------------------------------- */

@@ -27,6 +27,7 @@
 #include "migration/register.h"
 #include "qapi/error.h"
 #include "qemu-file.h"
+#include "qemu/cutils.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
 #include "qemu/memalign.h"
@@ -416,20 +417,6 @@ static int send_round(HandoffSaveState *s, QEMUFile *f, int64_t deadline,
 
 /* --- statistics ---------------------------------------------------------- */
 
-static void mode_name(const HandoffMode *m, char *buf, size_t len)
-{
-    static const char *const codecs[] = { "none", "zstd", "lzma", "zlib" };
-    static const char *const deltas[] = { "", "+xor", "+prefix" };
-    const char *codec = m->codec < ARRAY_SIZE(codecs) ? codecs[m->codec] : "?";
-    const char *delta = m->delta < ARRAY_SIZE(deltas) ? deltas[m->delta] : "";
-
-    if (m->codec == HANDOFF_CODEC_NONE) {
-        snprintf(buf, len, "none%s", delta);
-    } else {
-        snprintf(buf, len, "%s-%d%s", codec, m->level, delta);
-    }
-}
-
 /* Stream bytes one more chunk of the round is expected to cost. */
 static double bytes_per_chunk(const HandoffEncoderStats *st)
 {
@@ -472,7 +459,9 @@ static void update_stats(HandoffSaveState *s)
     for (k = 0; k < HANDOFF_REC_KINDS; k++) {
         examined += st.chunks[k];
     }
-    mode_name(&st.mode, mode, sizeof(mode));
+    if (handoff_mode_name(&st.mode, mode, sizeof(mode)) < 0) {
+        pstrcpy(mode, sizeof(mode), "?");
+    }
     g_free(o->base_id);
     g_free(o->mode);
     o->base_id = g_strdup(s->store->id);
@@ -635,11 +624,14 @@ static HandoffEncoder *create_encoder(HandoffSaveState *s, Error **errp)
     handoff_encoder_config_default(&config);
     config.threads = ms->parameters.handoff_workers;
     config.adaptive = mode.adaptive;
-    config.mode.codec = mode.codec;
-    config.mode.level = mode.level;
-    config.mode.delta = ms->parameters.handoff_delta && !mode.adaptive &&
-                        mode.codec != HANDOFF_CODEC_NONE
-                        ? HANDOFF_DELTA_XOR : HANDOFF_DELTA_NONE;
+    config.mode = mode.mode;
+    /* handoff-delta: "auto" then never picks a delta mode. */
+    config.allow_delta = ms->parameters.handoff_delta;
+    /* A fixed mode without a delta of its own gets XOR when allowed. */
+    if (!mode.adaptive && !mode.explicit_delta &&
+        ms->parameters.handoff_delta && mode.mode.codec != HANDOFF_CODEC_NONE) {
+        config.mode.delta = HANDOFF_DELTA_XOR;
+    }
     config.seed = g_get_real_time();
     s->stats.adaptive = mode.adaptive;
     rc = handoff_encoder_create(s->store->base, &config, &enc);
