@@ -407,6 +407,18 @@ typedef struct HandoffEncoderStats {
                                              workers, not yet encoded */
 } HandoffEncoderStats;
 
+/*
+ * Stream bytes the encoder is still to deliver if the caller submits
+ * @chunks_to_submit more chunks: those priced at what the chunks sent so
+ * far cost, plus the plaintext the workers hold (at the frames' ratio so
+ * far) and the bytes waiting to be pulled. An estimate for switch-over
+ * decisions; what already left the encoder (e.g. a socket's queue) is the
+ * caller's to add. Pure: reads only @stats.
+ */
+uint64_t handoff_encoder_remaining_bytes(const HandoffEncoderStats *stats,
+                                         uint64_t chunks_to_submit)
+    HANDOFF_NOEXCEPT;
+
 int handoff_encoder_stats(const HandoffEncoder *enc,
                           HandoffEncoderStats *stats) HANDOFF_NOEXCEPT;
 

@@ -13,6 +13,7 @@
 #include "encoder.h"
 #include "handoff.h"
 #include "mode.h"
+#include "remaining.h"
 #include "stream_walker.h"
 
 struct HandoffBase {
@@ -411,6 +412,12 @@ int handoff_encoder_stats(const HandoffEncoder* enc,
     enc->encoder->Stats(stats);
     return Status::Ok();
   });
+}
+
+uint64_t handoff_encoder_remaining_bytes(const HandoffEncoderStats* stats,
+                                         uint64_t chunks_to_submit) noexcept {
+  return stats != nullptr ? handoff::RemainingBytes(*stats, chunks_to_submit)
+                          : 0;
 }
 
 const char* handoff_encoder_decision_log(HandoffEncoder* enc) noexcept {

@@ -195,6 +195,26 @@ static void test_deltas_can_be_forbidden(void)
     test_vm_free(&base_vm);
 }
 
+/* The switch-over estimate: rest priced at sent chunks' cost, plus what
+ * the workers hold at the frames' ratio, plus what waits to be pulled. */
+static void test_remaining_bytes_estimate(void)
+{
+    HandoffEncoderStats st;
+
+    memset(&st, 0, sizeof(st));
+    CU_ASSERT_EQUAL(handoff_encoder_remaining_bytes(&st, 4), 4 * 1024);
+    st.chunks[HANDOFF_REC_SAME] = 10;    /* cost nothing, not counted */
+    st.chunks[HANDOFF_REC_DATA] = 8;
+    st.chunks[HANDOFF_REC_ZERO] = 2;
+    st.output_bytes = 20000;             /* 2000 per chunk sent */
+    st.plain_bytes = 40000;              /* frames halve their input */
+    st.unencoded_bytes = 8000;
+    st.pending_bytes = 100;
+    CU_ASSERT_EQUAL(handoff_encoder_remaining_bytes(&st, 5),
+                    5 * 2000 + 4000 + 100);
+    CU_ASSERT_EQUAL(handoff_encoder_remaining_bytes(NULL, 5), 0);
+}
+
 int main(void)
 {
     CU_pSuite suite;
@@ -214,6 +234,8 @@ int main(void)
     CU_add_test(suite, "mode names round trip", test_mode_names_round_trip);
     CU_add_test(suite, "deltas can be forbidden",
                 test_deltas_can_be_forbidden);
+    CU_add_test(suite, "remaining bytes estimate",
+                test_remaining_bytes_estimate);
 
     return test_run_registry();
 }

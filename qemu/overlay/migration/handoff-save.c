@@ -417,31 +417,12 @@ static int send_round(HandoffSaveState *s, QEMUFile *f, int64_t deadline,
 
 /* --- statistics ---------------------------------------------------------- */
 
-/* Stream bytes one more chunk of the round is expected to cost. */
-static double bytes_per_chunk(const HandoffEncoderStats *st)
-{
-    uint64_t examined = 0, sent;
-    int k;
-
-    for (k = 0; k < HANDOFF_REC_KINDS; k++) {
-        examined += st->chunks[k];
-    }
-    sent = examined - st->chunks[HANDOFF_REC_SAME];
-    /* Pages dirtied again are rarely equal to the base: count sent ones. */
-    return sent ? (double)st->output_bytes / sent : HANDOFF_CHUNK_SIZE / 4.0;
-}
-
-/* What the destination still waits for: the round's rest, frames the
- * workers still compress, our bytes queued in the encoder and in the
- * socket. */
+/* What the destination still waits for: the engine's estimate for the
+ * round's rest, plus our bytes queued in the socket. */
 static uint64_t remaining_bytes(HandoffSaveState *s, QEMUFile *f,
                                 const HandoffEncoderStats *st)
 {
-    double frame_ratio = st->plain_bytes
-                         ? (double)st->output_bytes / st->plain_bytes : 1;
-
-    return (s->round->len - s->next) * bytes_per_chunk(st) +
-           st->unencoded_bytes * frame_ratio + st->pending_bytes +
+    return handoff_encoder_remaining_bytes(st, s->round->len - s->next) +
            (f ? socket_backlog(f) : 0);
 }
 
