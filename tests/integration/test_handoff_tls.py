@@ -8,7 +8,7 @@ import pytest
 from handoff_env import (create_base, run_workload, start_destination,
                          start_from_base, wait_heartbeat_after)
 from identity import assert_same_vm
-from tls import CertificateAuthority, tls_object
+from tls import CertificateAuthority, certificate_subject, tls_object
 
 DST_NAME = "dst.cloudlet.test"
 
@@ -119,3 +119,27 @@ def test_wrong_hostname_is_refused(tmp_path, base, pki, vms):
     dst = tls_destination(tmp_path, base, pki["server"])
     vms.append(dst)
     refused(src, dst, "elsewhere.cloudlet.test")
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_tls_authz_checks_the_source_identity(tmp_path, base, pki, vms,
+                                              allowed):
+    """tls-authz: the destination accepts only the source certificate
+    whose distinguished name its authz object lists."""
+    subject = certificate_subject(pki["client"], "client")
+    src = tls_source(tmp_path, base, pki["client"])
+    vms.append(src)
+    dst = tls_destination(tmp_path, base, pki["server"])
+    vms.append(dst)
+    identity = subject if allowed else subject.replace("src.", "other.")
+    dst.qmp.cmd("object-add", qom_type="authz-simple", id="auth0",
+                identity=identity)
+    dst.qmp.cmd("migrate-set-parameters", tls_authz="auth0")
+    if allowed:
+        src.qmp.cmd("migrate-handoff", uri=f"tcp:127.0.0.1:{dst.port}")
+        info = src.wait_migration()
+        assert info["status"] == "completed", info.get("error-desc")
+        assert_same_vm(src, dst)
+    else:
+        refused(src, dst, None)
+        assert "denied" in dst.read_log(), dst.read_log()

@@ -65,3 +65,18 @@ def tls_object(creds_dir, endpoint, obj_id="tls0"):
     verify = ",verify-peer=on" if endpoint == "server" else ""
     return ["-object", f"tls-creds-x509,id={obj_id},dir={creds_dir},"
                        f"endpoint={endpoint}{verify}"]
+
+
+def certificate_subject(creds_dir, role):
+    """The distinguished name of @role's certificate as QEMU's tls-authz
+    compares it: gnutls_x509_crt_get_dn's order ("O=...,CN=..."), the
+    reverse of certtool's RFC 4514 display (names here hold no comma)."""
+    out = subprocess.run(["certtool", "-i", "--infile",
+                          os.path.join(creds_dir, f"{role}-cert.pem")],
+                         capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("Subject:"):
+            rdns = line[len("Subject:"):].strip().split(",")
+            return ",".join(reversed(rdns))
+    raise ValueError(f"no subject in {creds_dir}/{role}-cert.pem")
