@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The fork names itself, and QMP/HMP report the linked C++ engine."""
 
+import os
 import subprocess
 
 import pytest
@@ -11,6 +12,10 @@ from vm import QEMU
 # Written by the engine's own unit test against the same libraries; here we
 # check that QEMU reports what the engine says, end to end through QAPI.
 EXPECTED_CODECS = ["none", "zstd", "lzma", "zlib"]
+# The version the build was made from (VERSION at the top of the tree).
+with open(os.path.join(os.path.dirname(__file__), "..", "..",
+                       "VERSION")) as _f:
+    VERSION = _f.read().strip()
 
 
 @pytest.fixture
@@ -32,12 +37,13 @@ def test_version_names_the_fork():
                          text=True).stdout
     first = out.splitlines()[0]
     assert first.startswith("QEMU emulator version 7.2."), first
-    assert "(qemu-handoff 0.1" in first and "Debian 1:7.2+dfsg" in first, first
+    assert f"(qemu-handoff {VERSION}," in first, first
+    assert "Debian 1:7.2+dfsg" in first, first
 
 
 def test_query_handoff_answers_from_the_engine(qemu):
     info = qemu.cmd("query-handoff")
-    assert info["version"].startswith("0.1.")
+    assert info["version"] == VERSION
     assert info["hash"] == "xxh3-128"
     assert info["hash-version"].count(".") == 2
     assert [c["name"] for c in info["codecs"]] == EXPECTED_CODECS
@@ -51,7 +57,7 @@ def test_query_handoff_answers_from_the_engine(qemu):
 
 def test_hmp_info_handoff(qemu):
     text = qemu.hmp("info handoff")
-    assert text.startswith("handoff engine: libhandoff 0.1.")
+    assert text.startswith(f"handoff engine: libhandoff {VERSION}\r\n")
     assert "hash: xxh3-128 (xxHash " in text
     assert "zstd  libzstd 1." in text and "levels 1..19" in text
     assert "lzma  liblzma 5." in text
