@@ -3,7 +3,7 @@
 #
 # The README's test command: installs what is missing, builds the fork and
 # the test guest, then runs every test: CUnit unit tests through meson, a
-# bounded libFuzzer run on the stream decoder, then the integration tests
+# bounded libFuzzer run of the fuzz targets, then the integration tests
 # that boot real guests in real QEMU processes.
 set -euo pipefail
 
@@ -27,8 +27,8 @@ step "unit tests"
 meson test -C build/handoff --print-errorlogs --verbose || status=1
 cp build/handoff/meson-logs/testlog.junit.xml "$results/unit.xml" 2>/dev/null || true
 
-step "decoder fuzzing (bounded)"
-scripts/fuzz-decoder.sh "${FUZZ_SECONDS:-30}" || status=1
+step "fuzzing (bounded)"
+scripts/fuzz.sh --seconds "${FUZZ_SECONDS:-30}" --no-corpus-update || status=1
 
 step "integration tests"
 /usr/bin/python3 -m pytest -v -p no:cacheprovider \

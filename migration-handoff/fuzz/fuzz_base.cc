@@ -37,6 +37,42 @@ const FuzzBase& GetFuzzBase() {
   return *fb;
 }
 
+uint64_t BaseChunkCount() {
+  uint64_t chunks = 0;
+  handoff_base_counts(GetFuzzBase().base, &chunks, nullptr);
+  return chunks;
+}
+
+const uint8_t* BaseChunk(uint64_t global) {
+  const HandoffBase* base = GetFuzzBase().base;
+  for (size_t r = 0; r < handoff_base_region_count(base); r++) {
+    HandoffRegionInfo info;
+    if (handoff_base_region_info(base, r, &info) != 0) return nullptr;
+    const uint64_t chunks = info.size / HANDOFF_CHUNK_SIZE;
+    if (global < chunks)
+      return static_cast<const uint8_t*>(handoff_base_region_data(base, r)) +
+             global * HANDOFF_CHUNK_SIZE;
+    global -= chunks;
+  }
+  return nullptr;
+}
+
+bool BaseGlobal(uint64_t region, uint64_t index, uint64_t* global) {
+  const HandoffBase* base = GetFuzzBase().base;
+  uint64_t first = 0;
+  for (size_t r = 0; r < handoff_base_region_count(base); r++) {
+    HandoffRegionInfo info;
+    if (handoff_base_region_info(base, r, &info) != 0) return false;
+    const uint64_t chunks = info.size / HANDOFF_CHUNK_SIZE;
+    if (r == region) {
+      *global = first + index;
+      return index < chunks;
+    }
+    first += chunks;
+  }
+  return false;
+}
+
 std::vector<uint8_t> MakeSeedStream(HandoffCodec codec, int level,
                                     HandoffDelta delta, int iterations) {
   const FuzzBase& fb = GetFuzzBase();
@@ -73,6 +109,15 @@ std::vector<uint8_t> MakeSeedStream(HandoffCodec codec, int level,
   }
   handoff_encoder_free(enc);
   return out;
+}
+
+std::vector<uint8_t> StreamInput(uint8_t selector,
+                                 const std::vector<uint8_t>& stream) {
+  if (stream.empty()) __builtin_trap();  // the engine wrote no seed
+  std::vector<uint8_t> in(1 + stream.size());
+  in[0] = selector;
+  std::memcpy(&in[1], stream.data(), stream.size());
+  return in;
 }
 
 }  // namespace handoff_fuzz

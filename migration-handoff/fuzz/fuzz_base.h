@@ -22,10 +22,21 @@ struct FuzzBase {
 // Built once per process; never freed (the fuzzer runs until killed).
 const FuzzBase& GetFuzzBase();
 
+// Chunks in the fuzz base, and base chunk @global (global numbering, as
+// prefix lists and base references name them); null beyond the base.
+uint64_t BaseChunkCount();
+const uint8_t* BaseChunk(uint64_t global);
+// The global number of chunk @index of region @region; false outside.
+bool BaseGlobal(uint64_t region, uint64_t index, uint64_t* global);
+
 // A valid stream over the fuzz base: @iterations iterations, small frames,
 // the given codec; covers every record type.
 std::vector<uint8_t> MakeSeedStream(HandoffCodec codec, int level,
                                     HandoffDelta delta, int iterations);
+
+// An input of the stream targets: @selector, then @stream (non-empty).
+std::vector<uint8_t> StreamInput(uint8_t selector,
+                                 const std::vector<uint8_t>& stream);
 
 }  // namespace handoff_fuzz
 

@@ -1,109 +1,149 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //
-// Runs the decoder fuzz target without libFuzzer (e.g. under gcc): over
-// files named on the command line, or over seed streams and a fixed
-// number of deterministic mutations of them. With "--write-seeds DIR" it
-// writes the seed streams for a libFuzzer corpus.
+// Runs a fuzz target without libFuzzer (e.g. under gcc, as meson tests):
+// over the files and directories named on the command line (a corpus, a
+// reproducer), or over the target's seeds and a fixed number of
+// deterministic mutations of them, through the target's custom mutator
+// when it has one. With "--write-seeds DIR" it writes the seeds as a
+// libFuzzer corpus.
+#include <dirent.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
-#include "fuzz_base.h"
+#include "fuzz_target.h"
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
+// Targets without a structure-aware mutator do not define it.
+#pragma weak LLVMFuzzerCustomMutator
 
 namespace {
 
-std::vector<std::vector<uint8_t>> Seeds() {
-  using handoff_fuzz::MakeSeedStream;
-  std::vector<std::vector<uint8_t>> seeds = {
-      MakeSeedStream(HANDOFF_CODEC_NONE, 0, HANDOFF_DELTA_NONE, 3),
-      MakeSeedStream(HANDOFF_CODEC_ZSTD, 1, HANDOFF_DELTA_XOR, 3),
-      MakeSeedStream(HANDOFF_CODEC_ZSTD, 3, HANDOFF_DELTA_PREFIX, 2),
-      MakeSeedStream(HANDOFF_CODEC_LZMA, 1, HANDOFF_DELTA_NONE, 2),
-      MakeSeedStream(HANDOFF_CODEC_ZLIB, 6, HANDOFF_DELTA_NONE, 2),
-  };
-  return seeds;
+// Mutations per seed; each applies one to three mutations in a row.
+constexpr int kMutationsPerSeed = 400;
+
+bool ReadFile(const char* path, std::vector<uint8_t>* out) {
+  FILE* f = fopen(path, "rb");
+  if (f == nullptr) return false;
+  uint8_t buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out->insert(out->end(), buf, buf + n);
+  fclose(f);
+  return true;
 }
 
-uint64_t Next(uint64_t* s) {
-  *s ^= *s << 13;
-  *s ^= *s >> 7;
-  *s ^= *s << 17;
-  return *s;
+// Runs the target over @path, or over every file in it when it is a
+// directory, in name order. Returns the inputs run, or -1.
+long RunPath(const std::string& path) {
+  DIR* dir = opendir(path.c_str());
+  if (dir == nullptr) {
+    std::vector<uint8_t> buf;
+    if (!ReadFile(path.c_str(), &buf)) return -1;
+    LLVMFuzzerTestOneInput(buf.data(), buf.size());
+    return 1;
+  }
+  std::vector<std::string> names;
+  while (const struct dirent* e = readdir(dir))
+    if (e->d_name[0] != '.') names.push_back(e->d_name);
+  closedir(dir);
+  std::sort(names.begin(), names.end());
+  long runs = 0;
+  for (const std::string& name : names) {
+    const long n = RunPath(path + "/" + name);
+    if (n < 0) return -1;
+    runs += n;
+  }
+  return runs;
 }
 
 }  // namespace
 
+// What libFuzzer's LLVMFuzzerMutate does, roughly: bit flips, truncation,
+// field-sized runs of extreme values, duplicated slices (repeated frames,
+// trailing data). Custom mutators fall back on it.
+extern "C" size_t LLVMFuzzerMutate(uint8_t* data, size_t size, size_t max_size) {
+  static handoff_fuzz::Rng rng(0x1234567);
+  if (size == 0) {
+    if (max_size == 0) return 0;
+    data[0] = static_cast<uint8_t>(rng.Next());
+    return 1;
+  }
+  switch (rng.Below(4)) {
+    case 0:
+      for (uint64_t k = 1 + rng.Below(5); k > 0; k--)
+        data[rng.Below(size)] ^= static_cast<uint8_t>(1u << rng.Below(8));
+      return size;
+    case 1:
+      return 1 + rng.Below(size);
+    case 2: {
+      const size_t at = rng.Below(size);
+      const uint8_t v = rng.OneIn(2) ? 0xff : 0x00;
+      for (size_t k = 0; k < 8 && at + k < size; k++) data[at + k] = v;
+      return size;
+    }
+    default: {
+      const size_t at = rng.Below(size);
+      size_t n = std::min<size_t>(rng.Below(512), size - at);
+      if (size + n > max_size) n = max_size - size;
+      std::memmove(data + at + n, data + at, size - at);
+      return size + n;
+    }
+  }
+}
+
 int main(int argc, char** argv) {
+  const std::vector<std::vector<uint8_t>> seeds = handoff_fuzz::TargetSeeds();
   if (argc == 3 && std::strcmp(argv[1], "--write-seeds") == 0) {
-    int n = 0;
-    for (const auto& s : Seeds()) {
-      std::string path = std::string(argv[2]) + "/seed-" + std::to_string(n++);
+    for (size_t n = 0; n < seeds.size(); n++) {
+      const std::string path = std::string(argv[2]) + "/seed-" + std::to_string(n);
       FILE* f = fopen(path.c_str(), "wb");
-      if (f == nullptr) return 1;
-      uint8_t how = n % 2 ? 0x80 : 0;
-      fwrite(&how, 1, 1, f);
-      fwrite(s.data(), 1, s.size(), f);
+      if (f == nullptr ||
+          fwrite(seeds[n].data(), 1, seeds[n].size(), f) != seeds[n].size())
+        return 1;
       fclose(f);
     }
     return 0;
   }
   if (argc > 1) {
+    long runs = 0;
     for (int i = 1; i < argc; i++) {
-      FILE* f = fopen(argv[i], "rb");
-      if (f == nullptr) return 1;
-      std::vector<uint8_t> buf;
-      int c;
-      while ((c = fgetc(f)) != EOF) buf.push_back(static_cast<uint8_t>(c));
-      fclose(f);
-      LLVMFuzzerTestOneInput(buf.data(), buf.size());
+      const long n = RunPath(argv[i]);
+      if (n < 0) {
+        fprintf(stderr, "%s: cannot read %s\n", argv[0], argv[i]);
+        return 1;
+      }
+      runs += n;
     }
+    printf("%s: %ld inputs, no crash\n", argv[0], runs);
     return 0;
   }
-  uint64_t rng = 0x1234567;
-  size_t runs = 0;
-  for (const auto& seed : Seeds()) {
+  handoff_fuzz::Rng rng(42);
+  size_t runs = 0, custom = 0;
+  for (const std::vector<uint8_t>& seed : seeds) {
     if (seed.empty()) return 1;
-    for (int m = 0; m < 600; m++) {
-      std::vector<uint8_t> in;
-      in.push_back(static_cast<uint8_t>(Next(&rng)));
-      in.insert(in.end(), seed.begin(), seed.end());
-      switch (m % 4) {
-        case 0:  // flip bits
-          for (int k = 0; k < 1 + m % 5; k++)
-            in[1 + Next(&rng) % seed.size()] ^= static_cast<uint8_t>(1u << (Next(&rng) % 8));
-          break;
-        case 1:  // truncate
-          in.resize(1 + Next(&rng) % seed.size());
-          break;
-        case 2: {  // overwrite a field-sized run with extreme values
-          size_t at = 1 + Next(&rng) % seed.size();
-          for (size_t k = 0; k < 8 && at + k < in.size(); k++)
-            in[at + k] = (m & 8) ? 0xff : 0x00;
-          break;
-        }
-        case 3: {  // duplicate a slice (repeated frames, trailing data)
-          size_t a = 1 + Next(&rng) % seed.size();
-          size_t n = Next(&rng) % 512;
-          if (a + n > in.size()) n = in.size() - a;
-          std::vector<uint8_t> slice(in.begin() + a, in.begin() + a + n);
-          in.insert(in.begin() + a, slice.begin(), slice.end());
-          break;
+    LLVMFuzzerTestOneInput(seed.data(), seed.size());
+    runs++;
+    const size_t max_size = seed.size() * 2 + 65536;
+    for (int m = 0; m < kMutationsPerSeed; m++) {
+      std::vector<uint8_t> in(seed);
+      in.resize(max_size);
+      size_t size = seed.size();
+      for (uint64_t k = 1 + rng.Below(3); k > 0; k--) {
+        if (LLVMFuzzerCustomMutator != nullptr && m % 4 != 0) {
+          size = LLVMFuzzerCustomMutator(in.data(), size, max_size,
+                                         static_cast<unsigned>(rng.Next()));
+          custom++;
+        } else {
+          size = LLVMFuzzerMutate(in.data(), size, max_size);
         }
       }
-      LLVMFuzzerTestOneInput(in.data(), in.size());
-      runs++;
-    }
-    // The unmutated seed, delivered all three ways.
-    for (uint8_t how = 0; how < 6; how++) {
-      std::vector<uint8_t> in(1, how);
-      in.insert(in.end(), seed.begin(), seed.end());
-      LLVMFuzzerTestOneInput(in.data(), in.size());
+      LLVMFuzzerTestOneInput(in.data(), size);
       runs++;
     }
   }
-  printf("decoder fuzz smoke: %zu inputs, no crash\n", runs);
+  printf("%s: %zu inputs (%zu custom mutations), no crash\n", argv[0], runs,
+         custom);
   return 0;
 }

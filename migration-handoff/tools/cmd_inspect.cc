@@ -2,6 +2,8 @@
 //
 // qemu-handoff inspect: summary of a stream from its headers and end
 // record alone — no base needed, nothing decompressed.
+#include "inspect.h"
+
 #include <cstdio>
 #include <map>
 #include <string>
@@ -36,6 +38,17 @@ struct Summary {
   }
 };
 
+// The mode a frame header names. Its codec byte is the stream's word,
+// checked only when a frame is decoded: a byte that names no codec is
+// shown as such, never made a HandoffCodec (the enum cannot hold it).
+std::string FrameModeName(const handoff::FrameHeader& h, bool prefix) {
+  if (h.codec >= handoff_codec_count())
+    return "unknown-codec-" + std::to_string(h.codec);
+  const HandoffMode m = {static_cast<HandoffCodec>(h.codec), h.level,
+                         prefix ? HANDOFF_DELTA_PREFIX : HANDOFF_DELTA_NONE};
+  return ModeString(m);
+}
+
 // Walks the frames after the header, up to the end record or the first
 // part that cannot be read.
 void WalkFrames(const uint8_t* data, handoff::StreamWalker* walker,
@@ -60,9 +73,7 @@ void WalkFrames(const uint8_t* data, handoff::StreamWalker* walker,
     }
     const handoff::FrameHeader& h = part.frame;
     const bool prefix = (h.flags & handoff::kFrameFlagPrefix) != 0;
-    HandoffMode m = {static_cast<HandoffCodec>(h.codec), h.level,
-                     prefix ? HANDOFF_DELTA_PREFIX : HANDOFF_DELTA_NONE};
-    CodecUse& u = sum->uses[ModeString(m)];
+    CodecUse& u = sum->uses[FrameModeName(h, prefix)];
     u.frames++;
     u.payload += h.payload_length;
     u.plain += h.plain_length;
@@ -71,7 +82,7 @@ void WalkFrames(const uint8_t* data, handoff::StreamWalker* walker,
   sum->frames = walker->frames();
 }
 
-void PrintJson(const Summary& sum) {
+void PrintJson(const Summary& sum, FILE* out) {
   Json j;
   std::string regions = "[";
   for (size_t i = 0; i < sum.header.geometry.region_count(); i++) {
@@ -109,35 +120,66 @@ void PrintJson(const Summary& sum) {
         .Add("plain_bytes", e.plain_bytes)
         .Add("digest", Hex(e.digest, 16));
   }
-  printf("%s\n", j.str().c_str());
+  fprintf(out, "%s\n", j.str().c_str());
 }
 
-void PrintText(const Summary& sum) {
-  printf("stream    %s, %zu bytes, format v1\n", sum.state(), sum.bytes);
-  printf("base id   %s\n", Hex(sum.header.base_id, 16).c_str());
+void PrintText(const Summary& sum, FILE* out) {
+  fprintf(out, "stream    %s, %zu bytes, format v1\n", sum.state(), sum.bytes);
+  fprintf(out, "base id   %s\n", Hex(sum.header.base_id, 16).c_str());
   for (const handoff::Region& r : sum.header.geometry.regions())
-    printf("region    %-16s %-6s %llu bytes\n", r.name.c_str(),
-           r.kind == HANDOFF_REGION_DISK ? "disk" : "memory",
-           (unsigned long long)r.size);
-  printf("frames    %llu\n", (unsigned long long)sum.frames);
+    fprintf(out, "region    %-16s %-6s %llu bytes\n", r.name.c_str(),
+            r.kind == HANDOFF_REGION_DISK ? "disk" : "memory",
+            (unsigned long long)r.size);
+  fprintf(out, "frames    %llu\n", (unsigned long long)sum.frames);
   for (const auto& [name, u] : sum.uses)
-    printf("  %-14s %8llu frames  %12llu -> %12llu bytes (%.3f)\n", name.c_str(),
-           (unsigned long long)u.frames, (unsigned long long)u.plain,
-           (unsigned long long)u.payload,
-           u.plain ? static_cast<double>(u.payload) / u.plain : 0.0);
+    fprintf(out, "  %-14s %8llu frames  %12llu -> %12llu bytes (%.3f)\n",
+            name.c_str(), (unsigned long long)u.frames,
+            (unsigned long long)u.plain, (unsigned long long)u.payload,
+            u.plain ? static_cast<double>(u.payload) / u.plain : 0.0);
   if (!sum.have_end) return;
   const handoff::EndRecord& e = sum.end;
-  printf("records   %llu: zero %llu  data %llu  base_ref %llu  self_ref %llu  "
-         "iterations %llu\n",
-         (unsigned long long)e.record_count,
-         (unsigned long long)e.per_kind[RecordKind::kZero],
-         (unsigned long long)e.per_kind[RecordKind::kData],
-         (unsigned long long)e.per_kind[RecordKind::kBaseRef],
-         (unsigned long long)e.per_kind[RecordKind::kSelfRef],
-         (unsigned long long)e.per_kind[RecordKind::kIteration]);
+  fprintf(out,
+          "records   %llu: zero %llu  data %llu  base_ref %llu  self_ref %llu  "
+          "iterations %llu\n",
+          (unsigned long long)e.record_count,
+          (unsigned long long)e.per_kind[RecordKind::kZero],
+          (unsigned long long)e.per_kind[RecordKind::kData],
+          (unsigned long long)e.per_kind[RecordKind::kBaseRef],
+          (unsigned long long)e.per_kind[RecordKind::kSelfRef],
+          (unsigned long long)e.per_kind[RecordKind::kIteration]);
 }
 
 }  // namespace
+
+int InspectStream(const uint8_t* data, size_t size, bool json, FILE* out,
+                  FILE* err) {
+  Summary sum;
+  sum.bytes = size;
+  handoff::StreamWalker walker(data, size);
+  size_t needed = 0;
+  handoff::Status s = walker.ReadHeader(&sum.header, &needed);
+  if (s.code() == HANDOFF_E_TRUNCATED) {
+    fprintf(err,
+            "qemu-handoff inspect: stream truncated inside its header "
+            "(%zu bytes, the header needs %zu)\n",
+            sum.bytes, needed);
+    return 1;
+  }
+  if (!s.ok()) {
+    fprintf(err, "qemu-handoff inspect: %s\n", s.message().c_str());
+    return 1;
+  }
+  // Every length is checked against what is left before it is used: the
+  // file may end anywhere.
+  WalkFrames(data, &walker, &sum);
+  if (!sum.problem.empty())
+    fprintf(err, "qemu-handoff inspect: %s\n", sum.problem.c_str());
+  if (json)
+    PrintJson(sum, out);
+  else
+    PrintText(sum, out);
+  return sum.complete() ? 0 : 1;
+}
 
 int CmdInspect(const Args& args) {
   if (args.positional().size() != 1) return Usage("inspect");
@@ -147,32 +189,8 @@ int CmdInspect(const Args& args) {
     fprintf(stderr, "qemu-handoff inspect: %s\n", err.c_str());
     return 1;
   }
-  Summary sum;
-  sum.bytes = img.size();
-  handoff::StreamWalker walker(img.data(), img.size());
-  size_t needed = 0;
-  handoff::Status s = walker.ReadHeader(&sum.header, &needed);
-  if (s.code() == HANDOFF_E_TRUNCATED) {
-    fprintf(stderr,
-            "qemu-handoff inspect: stream truncated inside its header "
-            "(%zu bytes, the header needs %zu)\n",
-            sum.bytes, needed);
-    return 1;
-  }
-  if (!s.ok()) {
-    fprintf(stderr, "qemu-handoff inspect: %s\n", s.message().c_str());
-    return 1;
-  }
-  // Every length is checked against what is left before it is used: the
-  // file may end anywhere.
-  WalkFrames(img.data(), &walker, &sum);
-  if (!sum.problem.empty())
-    fprintf(stderr, "qemu-handoff inspect: %s\n", sum.problem.c_str());
-  if (args.Has("--json"))
-    PrintJson(sum);
-  else
-    PrintText(sum);
-  return sum.complete() ? 0 : 1;
+  return InspectStream(img.data(), img.size(), args.Has("--json"), stdout,
+                       stderr);
 }
 
 }  // namespace handoff_cli

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define N 512
 
@@ -221,6 +222,44 @@ static void test_inspect_truncated_streams(void)
     free(stream);
 }
 
+/* A frame whose codec byte names no codec (a decoder refuses it with
+ * UNKNOWN_CODEC) is listed by inspect under that byte. Inspect used to
+ * make the byte a HandoffCodec, which cannot hold it (undefined
+ * behaviour, found by the inspect fuzz target under UBSan). */
+static void test_inspect_unknown_codec(void)
+{
+    /* Frame header fields (docs/stream-format.md, "Frame"). */
+    enum { FRAME_CODEC = 4, FRAME_CHECKED = 36 };
+    uint8_t *stream;
+    size_t len, header_len, off[4], lens[4], frames;
+    uint32_t check;
+    FILE *f;
+    char path[512];
+
+    snprintf(path, sizeof(path), "%s/s.hos", dir);
+    f = fopen(path, "rb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fseek(f, 0, SEEK_END);
+    len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    stream = malloc(len);
+    CU_ASSERT_EQUAL_FATAL(fread(stream, 1, len, f), len);
+    fclose(f);
+    CU_ASSERT_EQUAL_FATAL(handoff_stream_split(stream, len, &header_len, off,
+                                               lens, 4, &frames), 0);
+    stream[off[0] + FRAME_CODEC] = 38;
+    check = (uint32_t)XXH3_64bits(stream + off[0], FRAME_CHECKED);
+    for (int i = 0; i < 4; i++) {
+        stream[off[0] + FRAME_CHECKED + i] = (uint8_t)(check >> (8 * i));
+    }
+    CU_ASSERT_EQUAL_FATAL(write_file("codec.hos", stream, len), 0);
+    CU_ASSERT_EQUAL(exit_code(run("inspect codec.hos --json")), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(slurp("out.txt"), "\"unknown-codec-38\""));
+    CU_ASSERT_EQUAL(exit_code(run("inspect codec.hos")), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(slurp("out.txt"), "unknown-codec-38"));
+    free(stream);
+}
+
 /* Decoding into a file of the base itself would truncate the base while
  * it is mapped: any spelling of a base file (the same path, a symbolic
  * link, a hard link) and the index are refused before anything is opened
@@ -319,6 +358,8 @@ int main(int argc, char **argv)
     CU_add_test(suite, "round trip through files", test_cli_round_trip);
     CU_add_test(suite, "inspect truncated streams",
                 test_inspect_truncated_streams);
+    CU_add_test(suite, "inspect names an unknown codec",
+                test_inspect_unknown_codec);
     CU_add_test(suite, "decode refuses base files as output",
                 test_decode_refuses_base_files_as_output);
     CU_add_test(suite, "base verify", test_base_verify);

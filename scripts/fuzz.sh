@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Fuzzes the engine with libFuzzer (clang, ASan + UBSan): the stream
+# decoder, the base index parser and `qemu-handoff inspect` (targets in
+# migration-handoff/fuzz/, docs/handoff-engine.md "Fuzzing"). The targets
+# run one after the other, each for its share of the time, starting from
+# its corpus in the repository (migration-handoff/fuzz/corpus/TARGET). For
+# each it prints executions, coverage and corpus size. Exits non-zero on
+# any crash, leak, sanitizer report, out-of-memory or input slower than
+# 10 s, naming the reproducer.
+#
+# Usage: scripts/fuzz.sh [--minutes N | --seconds N] [--target NAME|all]
+#                        [--no-corpus-update]
+#   Default: 60 seconds over all targets. Afterwards the repository's
+#   corpus of each target is minimised (-merge=1) together with what the
+#   run found and written back, within a size budget; --no-corpus-update
+#   (CI) leaves the tree as it was. FUZZ_JOBS sets ninja's parallelism.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=$top/build/fuzz
+corpora=$top/migration-handoff/fuzz/corpus
+all_targets="decoder index inspect"
+# Shares of the time: the decoder's inputs cost the most to run and reach
+# the most code.
+declare -A weight=([decoder]=2 [index]=1 [inspect]=1)
+# Committed corpus per target, at most (the repository holds it).
+budget_kib=500
+
+seconds=60 target=all update=1
+while [ $# -gt 0 ]; do
+    case $1 in
+        --minutes) seconds=$(( $2 * 60 )); shift 2 ;;
+        --seconds) seconds=$2; shift 2 ;;
+        --target) target=$2; shift 2 ;;
+        --no-corpus-update) update=0; shift ;;
+        -h|--help) sed -n '3,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "fuzz: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+if [ "$target" = all ]; then
+    targets=$all_targets
+elif [[ " $all_targets " == *" $target "* ]]; then
+    targets=$target
+else
+    echo "fuzz: no target '$target' (targets: $all_targets)" >&2; exit 2
+fi
+
+command -v clang++ >/dev/null || { echo "fuzz: clang++ missing" >&2; exit 1; }
+if [ ! -f "$build/build.ninja" ]; then
+    CC=clang CXX=clang++ meson setup "$build" "$top" \
+        -Db_sanitize=address,undefined -Db_lundef=false \
+        -Dcpp_args=-fsanitize=fuzzer-no-link >"$build.log" 2>&1 ||
+        { tail -n 20 "$build.log" >&2; exit 1; }
+fi
+ninja_targets=()
+for t in $targets; do
+    ninja_targets+=("migration-handoff/$t-fuzzer" "migration-handoff/$t-fuzz-smoke")
+done
+ninja -C "$build" -j"${FUZZ_JOBS:-$(nproc)}" "${ninja_targets[@]}" >"$build/ninja.log" 2>&1 ||
+    { tail -n 30 "$build/ninja.log" >&2; exit 1; }
+
+# UBSan reports are findings: stop at the first. A smaller ASan quarantine
+# than the default 256 MiB keeps freed memory in use instead of mapping
+# fresh pages for every allocation, which on virtual machines cost more
+# than the targets themselves; use-after-free is still caught within the
+# last 32 MiB freed.
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}halt_on_error=1:print_stacktrace=1
+export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=32
+# -len_control: the custom mutators turn libFuzzer's length control off
+# by default, letting inputs grow towards -max_len and every execution
+# slow down with them; on, lengths grow only when coverage stalls.
+fuzz_flags=(-timeout=10 -max_len=1048576 -rss_limit_mb=2048 -len_control=20
+            -print_final_stats=1)
+
+total_weight=0
+for t in $targets; do total_weight=$(( total_weight + weight[$t] )); done
+kib() { du -s --apparent-size --block-size=1K "$1" | cut -f1; }
+# libFuzzer names the inputs it keeps by their SHA-1.
+hashed() { find "$1" -regextype posix-extended -type f -regex '.*/[0-9a-f]{40}' "${@:2}"; }
+status=0 total_execs=0 start=$(date +%s)
+
+# Replaces the repository's corpus of target $1 by a minimal set covering
+# it and the run's finds: named inputs (seeds, past findings) stay, the
+# others are libFuzzer's, named by their SHA-1; the largest of those go
+# when the set exceeds the budget.
+update_corpus() {
+    local t=$1 bin=$2 work=$3 repo=$corpora/$1 merged kept f name
+    merged=$(mktemp -d "$build/merge-$t.XXXXXX")
+    if ! (cd "$build" && "$bin" -merge=1 "${fuzz_flags[@]}" "$merged" "$repo" "$work") \
+            >"$build/merge-$t.log" 2>&1; then
+        echo "fuzz: $t: merge failed, corpus unchanged (see $build/merge-$t.log)" >&2
+        rm -rf "$merged"; return 1
+    fi
+    kept=$(find "$repo" -regextype posix-extended -type f \
+               ! -regex '.*/[0-9a-f]{40}' -exec sha1sum {} + | cut -d' ' -f1)
+    hashed "$repo" -delete
+    for f in "$merged"/*; do
+        name=$(basename "$f")
+        grep -qx "$name" <<<"$kept" || cp "$f" "$repo/$name"
+    done
+    rm -rf "$merged"
+    while [ "$(kib "$repo")" -gt "$budget_kib" ]; do
+        f=$(hashed "$repo" -printf '%s %p\n' | sort -n | tail -n 1 | cut -d' ' -f2-)
+        [ -n "$f" ] || break
+        rm -f "$f"
+    done
+}
+
+for t in $targets; do
+    bin=$build/migration-handoff/$t-fuzzer
+    repo=$corpora/$t work=$build/corpus/$t artifacts=$build/artifacts/$t/
+    log=$build/fuzz-$t.log
+    share=$(( seconds * weight[$t] / total_weight ))
+    [ "$share" -ge 1 ] || share=1
+    mkdir -p "$repo" "$artifacts"
+    rm -rf "$work" && mkdir -p "$work"
+    if [ -z "$(ls -A "$repo")" ]; then
+        "$build/migration-handoff/$t-fuzz-smoke" --write-seeds "$repo"
+    fi
+    echo "fuzz: $t: $share s from $(ls "$repo" | wc -l) inputs ($(kib "$repo") KiB)" >&2
+    t0=$(date +%s)
+    rc=0
+    (cd "$build" && "$bin" -max_total_time="$share" "${fuzz_flags[@]}" \
+        -artifact_prefix="$artifacts" "$work" "$repo") >"$log" 2>&1 || rc=$?
+    wall=$(( $(date +%s) - t0 ))
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+    execs=${execs:-0}
+    total_execs=$(( total_execs + execs ))
+    cov=$(grep -E '^#[0-9]+.* cov: ' "$log" | tail -n 1 |
+          sed -E 's/.* cov: ([0-9]+) ft: ([0-9]+).*/cov \1, ft \2/')
+    if [ "$rc" -ne 0 ]; then
+        status=1
+        tail -n 40 "$log" >&2
+        repro=$(sed -n 's/.*Test unit written to //p' "$log" | tail -n 1)
+        echo "fuzz: $t: FAILED (exit $rc) after $execs executions; reproducer: ${repro:-none written}" >&2
+        echo "fuzz: $t: replay with $build/migration-handoff/$t-fuzz-smoke ${repro:-FILE} (full log $log)" >&2
+        continue
+    fi
+    [ "$update" -eq 0 ] || update_corpus "$t" "$bin" "$work" || status=1
+    echo "fuzz: $t: $execs executions in $wall s ($(( execs / (wall > 0 ? wall : 1) ))/s), ${cov:-no coverage line}," \
+         "corpus $(ls "$repo" | wc -l) inputs ($(kib "$repo") KiB)" \
+         "+ $(ls "$work" | wc -l) found this run" >&2
+done
+echo "fuzz: $total_execs executions in total, $(( $(date +%s) - start )) s;" \
+     "$([ $status -eq 0 ] && echo 'no failure found' || echo FAILED)" >&2
+exit $status
