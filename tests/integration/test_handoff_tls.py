@@ -136,6 +136,9 @@ def test_tls_authz_checks_the_source_identity(tmp_path, base, pki, vms,
                 identity=identity)
     dst.qmp.cmd("migrate-set-parameters", tls_authz="auth0")
     if allowed:
+        # assert_same_vm compares the source's last heartbeat with the
+        # destination's first: the source must have printed one.
+        wait_heartbeat_after(src, 1)
         src.qmp.cmd("migrate-handoff", uri=f"tcp:127.0.0.1:{dst.port}")
         info = src.wait_migration()
         assert info["status"] == "completed", info.get("error-desc")
