@@ -101,7 +101,8 @@ int Decode(const uint8_t* data, size_t size, uint8_t how,
     }
   }
   const int rc = handoff_decoder_finish(dec);
-  HandoffDecoderStats stats;
+  HandoffDecoderStats stats{};
+  stats.struct_size = sizeof(stats);
   FUZZ_CHECK(handoff_decoder_stats(dec, &stats) == 0);
   handoff_decoder_free(dec);
   return rc;

@@ -76,7 +76,8 @@ bool BaseGlobal(uint64_t region, uint64_t index, uint64_t* global) {
 std::vector<uint8_t> MakeSeedStream(HandoffCodec codec, int level,
                                     HandoffDelta delta, int iterations) {
   const FuzzBase& fb = GetFuzzBase();
-  HandoffEncoderConfig cfg;
+  HandoffEncoderConfig cfg{};
+  cfg.struct_size = sizeof(cfg);
   handoff_encoder_config_default(&cfg);
   cfg.adaptive = 0;
   cfg.threads = 1;

@@ -78,7 +78,8 @@ void TripChunk(const HandoffBase* base, size_t r, size_t regions, uint64_t i,
 
 void RoundTrip(const HandoffBase* base) {
   const size_t regions = handoff_base_region_count(base);
-  HandoffEncoderConfig cfg;
+  HandoffEncoderConfig cfg{};
+  cfg.struct_size = sizeof(cfg);
   handoff_encoder_config_default(&cfg);
   cfg.adaptive = 0;
   cfg.threads = 1;

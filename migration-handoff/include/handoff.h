@@ -11,6 +11,22 @@
  * MAJOR * 10000 + MINOR * 100 + RELEASE of the header a caller was compiled
  * against; handoff_version_number() is that of the library it runs with.
  * Within one MAJOR, functions and struct fields are only ever added.
+ *
+ * Structs that may grow begin with `uint32_t struct_size`, which the caller
+ * sets to sizeof the struct as its own header declares it, e.g.
+ *     HandoffEncoderStats st = { .struct_size = sizeof(st) };
+ * so a library newer or older than the caller's header never reads or
+ * writes beyond the caller's object:
+ * - a struct the library reads (a config, a writer): fields beyond
+ *   struct_size take their defaults; bytes beyond the fields this library
+ *   knows must be zero, else HANDOFF_E_INVALID_ARGUMENT (the caller asks
+ *   for something this library cannot do);
+ * - a struct the library fills (stats): it writes the fields it knows that
+ *   fit in struct_size and zeroes the rest of the caller's struct.
+ * A struct_size below the struct's first published layout (version 0.3.0)
+ * is HANDOFF_E_INVALID_ARGUMENT. Structs without struct_size
+ * (HandoffRegionSpec, HandoffRegionInfo, HandoffCodecInfo, HandoffMode)
+ * never change; new needs get new functions.
  */
 #ifndef HANDOFF_H
 #define HANDOFF_H
@@ -27,7 +43,7 @@ extern "C" {
 #endif
 
 #define HANDOFF_VERSION_MAJOR   0
-#define HANDOFF_VERSION_MINOR   2
+#define HANDOFF_VERSION_MINOR   3
 #define HANDOFF_VERSION_RELEASE 0
 #define HANDOFF_VERSION_NUMBER (HANDOFF_VERSION_MAJOR * 10000 + \
                                 HANDOFF_VERSION_MINOR * 100 + \
@@ -280,6 +296,7 @@ int handoff_mode_parse(const char *text, HandoffMode *mode) HANDOFF_NOEXCEPT;
 #define HANDOFF_MAX_THREADS 64
 
 typedef struct HandoffEncoderConfig {
+    uint32_t struct_size;    /* sizeof(HandoffEncoderConfig), see above */
     unsigned threads;        /* compression workers, at most
                                 HANDOFF_MAX_THREADS; 0 = number of cores */
     int adaptive;            /* 1: controller picks modes; 0: use @mode */
@@ -304,8 +321,10 @@ typedef struct HandoffEncoderConfig {
     int allow_delta;
 } HandoffEncoderConfig;
 
-/* Fills @config with defaults: adaptive zstd-1, all cores, 256 KiB. */
-void handoff_encoder_config_default(HandoffEncoderConfig *config)
+/* Fills @config with defaults (adaptive zstd-1, all cores, 256 KiB),
+ * keeping config->struct_size, which the caller sets first. Returns 0 or
+ * HANDOFF_E_INVALID_ARGUMENT (NULL, or struct_size too small). */
+int handoff_encoder_config_default(HandoffEncoderConfig *config)
     HANDOFF_NOEXCEPT;
 
 /* @base must outlive the encoder. The stream header is queued at once. */
@@ -380,6 +399,9 @@ int handoff_encoder_report_link(HandoffEncoder *enc, uint64_t bytes_sent,
                                 uint64_t bytes_queued,
                                 uint64_t now_ns) HANDOFF_NOEXCEPT;
 
+/* How each chunk was sent: the indexes of the per-kind counters in the
+ * stats below. The arrays have HANDOFF_REC_SLOTS entries so that a new
+ * kind never moves the fields after them; HANDOFF_REC_KINDS are in use. */
 enum {
     HANDOFF_REC_ZERO = 0,
     HANDOFF_REC_SAME = 1,     /* nothing on the wire */
@@ -387,10 +409,12 @@ enum {
     HANDOFF_REC_SELF_REF = 3,
     HANDOFF_REC_DATA = 4,
     HANDOFF_REC_KINDS = 5,
+    HANDOFF_REC_SLOTS = 16,
 };
 
 typedef struct HandoffEncoderStats {
-    uint64_t chunks[HANDOFF_REC_KINDS];   /* chunks per record kind */
+    uint32_t struct_size;                 /* sizeof(HandoffEncoderStats) */
+    uint64_t chunks[HANDOFF_REC_SLOTS];   /* chunks per record kind */
     uint64_t xor_chunks;                  /* DATA chunks sent as XOR */
     uint64_t input_bytes;                 /* chunks submitted * 4096 */
     uint64_t plain_bytes;                 /* frame plaintext produced */
@@ -440,6 +464,7 @@ void handoff_encoder_free(HandoffEncoder *enc) HANDOFF_NOEXCEPT;
 typedef struct HandoffDecoder HandoffDecoder;
 
 typedef struct HandoffWriter {
+    uint32_t struct_size;    /* sizeof(HandoffWriter), see the top */
     void *opaque;
     /* Write/read 4096 bytes of chunk @chunk_index of @region. 0 on success.
      * read is needed for self references (reading back a sent chunk). */
@@ -481,7 +506,8 @@ int handoff_decoder_apply_frame(HandoffDecoder *dec, const void *frame,
 int handoff_decoder_finish(HandoffDecoder *dec) HANDOFF_NOEXCEPT;
 
 typedef struct HandoffDecoderStats {
-    uint64_t records[HANDOFF_REC_KINDS];  /* per kind (SAME is 0) */
+    uint32_t struct_size;                 /* sizeof(HandoffDecoderStats) */
+    uint64_t records[HANDOFF_REC_SLOTS];  /* per kind (SAME is 0) */
     uint64_t stale_records;               /* lost to a newer version */
     uint64_t frames;
     uint64_t stream_bytes;

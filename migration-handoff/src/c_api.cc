@@ -14,6 +14,7 @@
 #include "handoff.h"
 #include "mode.h"
 #include "remaining.h"
+#include "sized_struct.h"
 #include "stream_walker.h"
 
 struct HandoffBase {
@@ -266,16 +267,33 @@ const void* handoff_base_region_data(const HandoffBase* base,
   return base->base->region_data(index);
 }
 
-void handoff_encoder_config_default(HandoffEncoderConfig* config) noexcept {
-  if (config == nullptr) return;
-  std::memset(config, 0, sizeof(*config));
-  config->adaptive = 1;
-  config->mode.codec = HANDOFF_CODEC_ZSTD;
-  config->mode.level = 1;
-  config->mode.delta = HANDOFF_DELTA_NONE;
-  config->seed = 0x68616e646f6666ull;  // "handoff"
-  config->dedup = 1;
-  config->allow_delta = 1;
+namespace handoff {
+namespace {
+
+HandoffEncoderConfig DefaultEncoderConfig() {
+  HandoffEncoderConfig c;
+  std::memset(&c, 0, sizeof(c));
+  c.struct_size = sizeof(c);
+  c.adaptive = 1;
+  c.mode.codec = HANDOFF_CODEC_ZSTD;
+  c.mode.level = 1;
+  c.mode.delta = HANDOFF_DELTA_NONE;
+  c.seed = 0x68616e646f6666ull;  // "handoff"
+  c.dedup = 1;
+  c.allow_delta = 1;
+  return c;
+}
+
+}  // namespace
+}  // namespace handoff
+
+int handoff_encoder_config_default(HandoffEncoderConfig* config) noexcept {
+  return Guard([&]() -> Status {
+    if (config == nullptr) return Invalid("null config");
+    return handoff::WriteSized(handoff::DefaultEncoderConfig(),
+                               handoff::kEncoderConfigV1,
+                               "HandoffEncoderConfig", config);
+  });
 }
 
 int handoff_mode_name(const HandoffMode* mode, char* buf,
@@ -308,9 +326,10 @@ int handoff_encoder_create(const HandoffBase* base,
   return Guard([&]() -> Status {
     if (base == nullptr || out == nullptr) return Invalid("null base or out");
     *out = nullptr;
-    HandoffEncoderConfig c;
-    handoff_encoder_config_default(&c);
-    if (config != nullptr) c = *config;
+    HandoffEncoderConfig c = handoff::DefaultEncoderConfig();
+    if (config != nullptr)
+      HANDOFF_RETURN_IF_ERROR(handoff::ReadSized(
+          config, handoff::kEncoderConfigV1, "HandoffEncoderConfig", &c));
     auto h = std::make_unique<HandoffEncoder>();
     HANDOFF_RETURN_IF_ERROR(
         handoff::Encoder::Create(base->base.get(), c, &h->encoder));
@@ -409,15 +428,28 @@ int handoff_encoder_stats(const HandoffEncoder* enc,
                           HandoffEncoderStats* stats) noexcept {
   return Guard([&]() -> Status {
     if (enc == nullptr || stats == nullptr) return Invalid("null argument");
-    enc->encoder->Stats(stats);
-    return Status::Ok();
+    HandoffEncoderStats full;
+    std::memset(&full, 0, sizeof(full));
+    enc->encoder->Stats(&full);
+    return handoff::WriteSized(full, handoff::kEncoderStatsV1,
+                               "HandoffEncoderStats", stats);
   });
 }
 
 uint64_t handoff_encoder_remaining_bytes(const HandoffEncoderStats* stats,
                                          uint64_t chunks_to_submit) noexcept {
-  return stats != nullptr ? handoff::RemainingBytes(*stats, chunks_to_submit)
-                          : 0;
+  if (stats == nullptr) return 0;
+  // Fields the caller's (older) layout lacks read as zero.
+  HandoffEncoderStats full;
+  std::memset(&full, 0, sizeof(full));
+  try {
+    if (!handoff::ReadSized(stats, handoff::kEncoderStatsV1,
+                            "HandoffEncoderStats", &full).ok())
+      return 0;
+  } catch (...) {
+    return 0;
+  }
+  return handoff::RemainingBytes(full, chunks_to_submit);
 }
 
 const char* handoff_encoder_decision_log(HandoffEncoder* enc) noexcept {
@@ -446,8 +478,12 @@ int handoff_decoder_create(const HandoffBase* base, const HandoffWriter* writer,
       return Invalid("give exactly one of writer and memory");
     std::unique_ptr<handoff::ChunkSink> sink;
     if (writer != nullptr) {
-      if (writer->write_chunk == nullptr) return Invalid("writer without write_chunk");
-      sink = std::make_unique<handoff::CallbackSink>(*writer);
+      HandoffWriter w;
+      std::memset(&w, 0, sizeof(w));
+      HANDOFF_RETURN_IF_ERROR(handoff::ReadSized(writer, handoff::kWriterV1,
+                                                 "HandoffWriter", &w));
+      if (w.write_chunk == nullptr) return Invalid("writer without write_chunk");
+      sink = std::make_unique<handoff::CallbackSink>(w);
     } else {
       for (size_t i = 0; i < base->base->geometry().region_count(); i++)
         if (memory[i] == nullptr) return Invalid("null region memory");
@@ -487,8 +523,11 @@ int handoff_decoder_stats(const HandoffDecoder* dec,
                           HandoffDecoderStats* stats) noexcept {
   return Guard([&]() -> Status {
     if (dec == nullptr || stats == nullptr) return Invalid("null argument");
-    dec->decoder->Stats(stats);
-    return Status::Ok();
+    HandoffDecoderStats full;
+    std::memset(&full, 0, sizeof(full));
+    dec->decoder->Stats(&full);
+    return handoff::WriteSized(full, handoff::kDecoderStatsV1,
+                               "HandoffDecoderStats", stats);
   });
 }
 

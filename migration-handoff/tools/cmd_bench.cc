@@ -137,10 +137,16 @@ Mix MakeModified(const uint8_t* base, uint8_t* mod, uint64_t chunks) {
   return mix;
 }
 
+HandoffEncoderStats EmptyStats() {
+  HandoffEncoderStats s{};
+  s.struct_size = sizeof(s);
+  return s;
+}
+
 struct RunResult {
   double seconds = 0;
   uint64_t input = 0, output = 0;
-  HandoffEncoderStats stats{};
+  HandoffEncoderStats stats = EmptyStats();
   std::vector<uint8_t> stream;
 };
 
@@ -148,7 +154,8 @@ bool RunEncoder(HandoffBase* base, const HandoffMode& mode, unsigned threads,
                 const uint8_t* mem, const uint8_t* disk, uint64_t mem_chunks,
                 uint64_t disk_chunks, double max_seconds, bool keep,
                 RunResult* out) {
-  HandoffEncoderConfig cfg;
+  HandoffEncoderConfig cfg{};
+  cfg.struct_size = sizeof(cfg);
   handoff_encoder_config_default(&cfg);
   cfg.adaptive = 0;
   cfg.mode = mode;

@@ -78,7 +78,8 @@ int CmdDecode(const Args& args) {
   if (rc != 0) return Fail("decode", rc);
   for (auto& img : images) img->Sync();
   double seconds = NowSeconds() - t0;
-  HandoffDecoderStats st;
+  HandoffDecoderStats st{};
+  st.struct_size = sizeof(st);
   handoff_decoder_stats(dec, &st);
   if (args.Has("--json")) {
     Json j;

@@ -89,7 +89,9 @@ int CmdEncode(const Args& args) {
     }
   }
 
-  HandoffEncoderConfig cfg;
+  HandoffEncoderConfig cfg{};
+
+  cfg.struct_size = sizeof(cfg);
   handoff_encoder_config_default(&cfg);
   cfg.threads = static_cast<unsigned>(args.GetInt("--threads", 0));
   cfg.frame_bytes = static_cast<uint32_t>(args.GetInt("--frame-kib", 256) * 1024);
@@ -149,7 +151,8 @@ int CmdEncode(const Args& args) {
           std::this_thread::sleep_for(std::chrono::duration<double>(due - now));
       }
       handoff_encoder_report_network(enc, sent, NowNs());
-      HandoffEncoderStats st;
+      HandoffEncoderStats st{};
+      st.struct_size = sizeof(st);
       handoff_encoder_stats(enc, &st);
       progress.Update(static_cast<double>(st.input_bytes) / 1048576.0,
                       static_cast<double>(total_bytes) / 1048576.0, "MiB");
@@ -193,7 +196,8 @@ int CmdEncode(const Args& args) {
     fprintf(stderr, "qemu-handoff encode: cannot write '%s'\n", out_path.c_str());
     return 1;
   }
-  HandoffEncoderStats st;
+  HandoffEncoderStats st{};
+  st.struct_size = sizeof(st);
   handoff_encoder_stats(enc, &st);
   if (!log_path.empty()) {
     FILE* f = fopen(log_path.c_str(), "w");

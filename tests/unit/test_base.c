@@ -222,7 +222,7 @@ static void set_version(const char *path, uint32_t version)
 static void test_relocated_copy_opens_and_decodes(void)
 {
     HandoffBase *created = make_base_dir("orig"), *b;
-    HandoffEncoderConfig cfg;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
     HandoffEncoder *enc = NULL;
     TestVm mod, out;
     uint8_t *stream;

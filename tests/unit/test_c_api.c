@@ -8,6 +8,7 @@
 
 #include "test_support.h"
 #include <lzma.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,9 +140,9 @@ static int decisions_use_delta(const char *log)
 static uint64_t adaptive_xor_chunks(const TestVm *base_vm, HandoffBase *base,
                                     int allow_delta)
 {
-    HandoffEncoderConfig config;
+    HandoffEncoderConfig config = { .struct_size = sizeof(HandoffEncoderConfig) };
     HandoffEncoder *enc = NULL;
-    HandoffEncoderStats st = { 0 };
+    HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
     TestVm vm;
     uint8_t *stream;
     size_t len;
@@ -175,7 +176,7 @@ static uint64_t adaptive_xor_chunks(const TestVm *base_vm, HandoffBase *base,
  */
 static void test_deltas_can_be_forbidden(void)
 {
-    HandoffEncoderConfig config;
+    HandoffEncoderConfig config = { .struct_size = sizeof(HandoffEncoderConfig) };
     HandoffEncoder *enc = NULL;
     HandoffBase *base;
     TestVm base_vm;
@@ -195,6 +196,91 @@ static void test_deltas_can_be_forbidden(void)
     test_vm_free(&base_vm);
 }
 
+/*
+ * The struct_size rule of handoff.h: callers built against an older header
+ * (smaller structs) or a newer one (larger) neither read nor write beyond
+ * their objects, and a field this library does not know is refused, not
+ * ignored.
+ */
+typedef struct NewerConfig {
+    HandoffEncoderConfig config;
+    uint64_t future_field;
+} NewerConfig;
+
+typedef struct NewerStats {
+    HandoffEncoderStats stats;
+    uint64_t future_field;
+} NewerStats;
+
+static void test_structs_carry_their_size(void)
+{
+    NewerConfig newer;
+    NewerStats newer_stats;
+    HandoffEncoderConfig config;
+    HandoffEncoderStats older;
+    HandoffEncoder *enc = NULL;
+    HandoffBase *base;
+    TestVm base_vm;
+
+    test_make_base_vm(&base_vm, 64, 3);
+    base = test_base_from_vm(&base_vm);
+
+    memset(&config, 0, sizeof(config));
+    CU_ASSERT_EQUAL(handoff_encoder_config_default(&config),
+                    HANDOFF_E_INVALID_ARGUMENT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(handoff_last_error_message(),
+                                  "struct_size"));
+    CU_ASSERT_EQUAL(handoff_encoder_create(base, &config, &enc),
+                    HANDOFF_E_INVALID_ARGUMENT);
+
+    /* A newer caller's zeroed extra field is what it did not ask for. */
+    memset(&newer, 0xA5, sizeof(newer));
+    newer.config.struct_size = sizeof(newer);
+    CU_ASSERT_EQUAL(handoff_encoder_config_default(&newer.config), 0);
+    CU_ASSERT_EQUAL(newer.future_field, 0);
+    CU_ASSERT_EQUAL(newer.config.struct_size, sizeof(newer));
+    CU_ASSERT_EQUAL(newer.config.adaptive, 1);
+    CU_ASSERT_EQUAL(handoff_encoder_create(base, &newer.config, &enc), 0);
+    handoff_encoder_free(enc);
+    enc = NULL;
+    newer.future_field = 1;
+    CU_ASSERT_EQUAL(handoff_encoder_create(base, &newer.config, &enc),
+                    HANDOFF_E_INVALID_ARGUMENT);
+    CU_ASSERT_PTR_NULL(enc);
+    CU_ASSERT_PTR_NOT_NULL(strstr(handoff_last_error_message(),
+                                  "does not know"));
+
+    /* Stats: a size below the first layout is refused; the library
+     * writes no byte past struct_size and zeroes what it does not know. */
+    config.struct_size = sizeof(config);
+    CU_ASSERT_EQUAL(handoff_encoder_config_default(&config), 0);
+    CU_ASSERT_EQUAL(handoff_encoder_create(base, &config, &enc), 0);
+    memset(&older, 0xA5, sizeof(older));
+    older.struct_size = offsetof(HandoffEncoderStats, pending_bytes);
+    CU_ASSERT_EQUAL(handoff_encoder_stats(enc, &older),
+                    HANDOFF_E_INVALID_ARGUMENT);
+    older.struct_size = sizeof(older);
+    CU_ASSERT_EQUAL(handoff_encoder_stats(enc, &older), 0);
+    CU_ASSERT_EQUAL(older.chunks[HANDOFF_REC_KINDS], 0);
+    memset(&newer_stats, 0xA5, sizeof(newer_stats));
+    newer_stats.stats.struct_size = sizeof(newer_stats);
+    CU_ASSERT_EQUAL(handoff_encoder_stats(enc, &newer_stats.stats), 0);
+    CU_ASSERT_EQUAL(newer_stats.future_field, 0);
+    CU_ASSERT_EQUAL(newer_stats.stats.struct_size, sizeof(newer_stats));
+    handoff_encoder_free(enc);
+
+    {
+        HandoffWriter unsized = { .write_chunk = NULL };
+        HandoffDecoder *dec = NULL;
+
+        CU_ASSERT_EQUAL(handoff_decoder_create(base, &unsized, NULL, &dec),
+                        HANDOFF_E_INVALID_ARGUMENT);
+        CU_ASSERT_PTR_NULL(dec);
+    }
+    handoff_base_free(base);
+    test_vm_free(&base_vm);
+}
+
 /* The switch-over estimate: rest priced at sent chunks' cost, plus what
  * the workers hold at the frames' ratio, plus what waits to be pulled. */
 static void test_remaining_bytes_estimate(void)
@@ -202,6 +288,9 @@ static void test_remaining_bytes_estimate(void)
     HandoffEncoderStats st;
 
     memset(&st, 0, sizeof(st));
+    /* No struct_size: the caller's layout is unknown, nothing is read. */
+    CU_ASSERT_EQUAL(handoff_encoder_remaining_bytes(&st, 4), 0);
+    st.struct_size = sizeof(st);
     CU_ASSERT_EQUAL(handoff_encoder_remaining_bytes(&st, 4), 4 * 1024);
     st.chunks[HANDOFF_REC_SAME] = 10;    /* cost nothing, not counted */
     st.chunks[HANDOFF_REC_DATA] = 8;
@@ -234,6 +323,8 @@ int main(void)
     CU_add_test(suite, "mode names round trip", test_mode_names_round_trip);
     CU_add_test(suite, "deltas can be forbidden",
                 test_deltas_can_be_forbidden);
+    CU_add_test(suite, "structs carry their size",
+                test_structs_carry_their_size);
     CU_add_test(suite, "remaining bytes estimate",
                 test_remaining_bytes_estimate);
 

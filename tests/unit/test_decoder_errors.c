@@ -184,7 +184,7 @@ static int decode_crafted(Crafted *c)
 static int init_suite(void)
 {
     HandoffEncoder *enc = NULL;
-    HandoffEncoderConfig cfg;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
     uint8_t *s;
     size_t len, count;
 
@@ -566,7 +566,7 @@ static HandoffDecoder *out_of_order_decoder(TestVm *out)
 
 static uint64_t held_bytes(const HandoffDecoder *dec)
 {
-    HandoffDecoderStats st;
+    HandoffDecoderStats st = { .struct_size = sizeof(HandoffDecoderStats) };
 
     CU_ASSERT_EQUAL(handoff_decoder_stats(dec, &st), 0);
     return st.held_bytes;
@@ -810,7 +810,7 @@ static void test_end_record_checks(void)
 /* A real stream to damage in the tests below. */
 static uint8_t *real_stream(size_t *len)
 {
-    HandoffEncoderConfig cfg;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
     HandoffEncoder *enc = NULL;
     TestVm vm;
     uint64_t i;

@@ -95,8 +95,8 @@ static uint8_t *encode_vm(const HandoffEncoderConfig *cfg, const TestVm *vm,
 static void roundtrip_mode(HandoffCodec codec, int level, HandoffDelta delta,
                            unsigned threads)
 {
-    HandoffEncoderConfig cfg;
-    HandoffEncoderStats st;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
+    HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
     TestVm vm, out;
     uint8_t *stream;
     size_t len = 0;
@@ -169,7 +169,7 @@ static void test_roundtrip_zlib(void)
 
 static void test_roundtrip_adaptive(void)
 {
-    HandoffEncoderConfig cfg;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
     TestVm vm, out;
     uint8_t *stream;
     size_t len = 0;
@@ -190,8 +190,9 @@ static void test_roundtrip_adaptive(void)
  * rebuilds the VM; dedup's records are what make it smaller. */
 static void test_without_dedup(void)
 {
-    HandoffEncoderConfig cfg;
-    HandoffEncoderStats st, with;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
+    HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
+    HandoffEncoderStats with = { .struct_size = sizeof(HandoffEncoderStats) };
     TestVm vm, out;
     uint8_t *stream;
     size_t len = 0, dedup_len = 0;
@@ -222,7 +223,7 @@ static void test_without_dedup(void)
 /* Same seed, same stream; another seed, another order. */
 static void test_random_order_is_seeded(void)
 {
-    HandoffEncoderConfig cfg;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
     TestVm vm;
     uint8_t *a, *b, *c;
     size_t la, lb, lc;
@@ -250,7 +251,7 @@ static void test_random_order_is_seeded(void)
 static uint8_t *encode_iterations(TestVm *final_vm, size_t *len,
                                   uint32_t frame_bytes)
 {
-    HandoffEncoderConfig cfg;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
     HandoffEncoder *enc = NULL;
     TestVm vm;
     uint64_t i;
@@ -305,7 +306,7 @@ static void test_iterations_in_order(void)
     size_t len;
     uint8_t *stream = encode_iterations(&vm, &len, 64 * 1024);
     HandoffDecoder *dec = NULL;
-    HandoffDecoderStats ds;
+    HandoffDecoderStats ds = { .struct_size = sizeof(HandoffDecoderStats) };
     void *mem[2];
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(stream);
@@ -344,7 +345,7 @@ static void apply_shuffled(unsigned seed, int reverse)
     size_t offsets[4096], lengths[4096], order[4096];
     uint8_t *stream = encode_iterations(&vm, &len, 8 * 1024);
     HandoffDecoder *dec = NULL;
-    HandoffDecoderStats ds;
+    HandoffDecoderStats ds = { .struct_size = sizeof(HandoffDecoderStats) };
     void *mem[2];
     size_t end_off;
 
@@ -433,12 +434,13 @@ static int read_chunk(void *opaque, uint32_t region, uint64_t index,
 
 static void test_writer_callbacks(void)
 {
-    HandoffEncoderConfig cfg;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
     TestVm vm, out;
     uint8_t *stream;
     size_t len;
     WriterCtx ctx;
-    HandoffWriter w = { &ctx, write_chunk, read_chunk };
+    HandoffWriter w = { .struct_size = sizeof(w), .opaque = &ctx,
+                        .write_chunk = write_chunk, .read_chunk = read_chunk };
     HandoffDecoder *dec = NULL;
 
     handoff_encoder_config_default(&cfg);
@@ -498,7 +500,7 @@ static void test_base_files_save_and_open(void)
     TestVm vm, out;
     uint8_t *stream;
     size_t len;
-    HandoffEncoderConfig cfg;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
     snprintf(mem_path, sizeof(mem_path), "%s/mem.img", dir);
@@ -575,7 +577,7 @@ static void test_base_files_save_and_open(void)
 
 static void test_encoder_rejects_bad_use(void)
 {
-    HandoffEncoderConfig cfg;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
     HandoffEncoder *enc = NULL;
     uint8_t chunk[CHUNK] = { 1 };
 
@@ -609,7 +611,7 @@ static void test_encoder_rejects_bad_use(void)
  * sends a partial frame at once. */
 static void test_single_thread_pull_and_flush(void)
 {
-    HandoffEncoderConfig cfg;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
     HandoffEncoder *enc = NULL;
     uint8_t chunk[CHUNK];
     uint8_t buf[1 << 16];
@@ -670,8 +672,8 @@ static void *slow_pull(void *opaque)
 
 static void test_back_pressure_bounds_pending(void)
 {
-    HandoffEncoderConfig cfg;
-    HandoffEncoderStats st;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
+    HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
     Puller p = { NULL, 0, 0 };
     pthread_t thread;
     TestVm vm;
@@ -710,7 +712,7 @@ static void test_back_pressure_bounds_pending(void)
 /* Network reports drive logged decisions; the log is one line each. */
 static void test_decision_log(void)
 {
-    HandoffEncoderConfig cfg;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
     HandoffEncoder *enc = NULL;
     TestVm vm;
     struct timespec ts;
@@ -758,9 +760,9 @@ static void test_link_backlog_ends_probe(void)
 {
     const double link = 35e6 / 8;
     const uint64_t step_ns = 50000000;   /* a report every 50 ms */
-    HandoffEncoderConfig cfg;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
     HandoffEncoder *enc = NULL;
-    HandoffEncoderStats st;
+    HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
     uint8_t buf[1 << 16];
     uint64_t now = 1000000000, sent = 0;
     double probed;

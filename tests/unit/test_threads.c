@@ -100,7 +100,7 @@ static int classify(int rc)
 
 static int child_encoder(void)
 {
-    HandoffEncoderConfig cfg;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
     HandoffEncoder *enc = NULL;
     int rc;
 
@@ -211,7 +211,7 @@ static void test_base_create_survives_thread_start_failure(void)
 
 static void test_thread_count_is_capped(void)
 {
-    HandoffEncoderConfig cfg;
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
     HandoffEncoder *enc = NULL;
 
     handoff_encoder_config_default(&cfg);

@@ -224,6 +224,7 @@ static bool check_fresh_overlay(BlockBackend *blk, uint64_t size,
 static bool load_setup(HandoffLoadState *s, const char *dir, Error **errp)
 {
     HandoffWriter writer = {
+        .struct_size = sizeof(writer),
         .opaque = s,
         .write_chunk = write_chunk,
         .read_chunk = read_chunk,
@@ -309,7 +310,7 @@ int handoff_load_verify(void)
         return load_error("%s", error_get_pretty(s->setup_err));
     }
     if (!s->complete) {
-        HandoffDecoderStats st = { 0 };
+        HandoffDecoderStats st = { .struct_size = sizeof(HandoffDecoderStats) };
 
         handoff_decoder_stats(s->dec, &st);
         return load_error("the handoff stream ended before its end record "
@@ -376,7 +377,7 @@ int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
             }
             break;
         case HANDOFF_BLOCK_END: {
-            HandoffDecoderStats st;
+            HandoffDecoderStats st = { .struct_size = sizeof(HandoffDecoderStats) };
             uint64_t records = 0;
             int k;
 

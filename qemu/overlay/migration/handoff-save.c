@@ -428,7 +428,7 @@ static uint64_t remaining_bytes(HandoffSaveState *s, QEMUFile *f,
 
 static void update_stats(HandoffSaveState *s)
 {
-    HandoffEncoderStats st;
+    HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
     HandoffStats *o = &s->stats;
     uint64_t examined = 0;
     char mode[32];
@@ -593,7 +593,7 @@ static bool setup_disk(HandoffSaveState *s, Error **errp)
 static HandoffEncoder *create_encoder(HandoffSaveState *s, Error **errp)
 {
     MigrationState *ms = migrate_get_current();
-    HandoffEncoderConfig config;
+    HandoffEncoderConfig config = { .struct_size = sizeof(HandoffEncoderConfig) };
     HandoffCompression mode;
     HandoffEncoder *enc = NULL;
     int rc;
@@ -768,7 +768,7 @@ static void handoff_save_pending(QEMUFile *f, void *opaque,
 {
     HandoffSaveState *s = save_state;
     MigrationState *ms = migrate_get_current();
-    HandoffEncoderStats st;
+    HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
     uint64_t remaining, fits;
 
     /* The core stops before asking when setup failed; be sure anyway. */
@@ -817,7 +817,7 @@ static void handoff_save_pending(QEMUFile *f, void *opaque,
 static int handoff_save_complete(QEMUFile *f, void *opaque)
 {
     HandoffSaveState *s = save_state;
-    HandoffEncoderStats st;
+    HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
     int ret, rc;
 
     s->iteration++;
