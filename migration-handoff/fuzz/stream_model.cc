@@ -172,7 +172,7 @@ std::vector<handoff::Record> ParseRecords(const std::string& plain,
   size_t end = 0;
   for (handoff::Record rec; it.Next(&rec);) {
     end = rec.offset + handoff::kRecordHeaderSize +
-          handoff::RecordBodySize(rec.kind);
+          handoff::RecordBodySize(rec.kind, rec.flags);
     recs.push_back(rec);
   }
   *rest_at = it.status().ok() ? plain.size() : end;

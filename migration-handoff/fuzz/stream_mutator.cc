@@ -31,6 +31,14 @@ RecordKind AnyKind(Rng* rng) {
   return kind;
 }
 
+// Makes a ZERO record a run now and then: short, long, or reaching past
+// its region.
+void MaybeZeroRun(Record* r, Rng* rng) {
+  if (r->kind != RecordKind::kZero || !rng->OneIn(3)) return;
+  r->flags = handoff::kRecordFlagRun;
+  r->count = rng->OneIn(8) ? rng->Below(4) : 2 + rng->Below(1 << (1 + rng->Below(16)));
+}
+
 // Bytes for a DATA record the mutator makes up: a base chunk (so that
 // BASE_REF, XOR and SAME decisions have something to agree with) or a
 // pattern no chunk of the base holds.
@@ -101,6 +109,7 @@ Record NewRecord(const Record* prev, Rng* rng) {
   r.index = SomeIndex(rng, 0);
   r.data = SomeChunk(rng);
   r.flags = r.kind == RecordKind::kData && rng->OneIn(3) ? 1 : 0;
+  MaybeZeroRun(&r, rng);
   r.src_region = SomeRegion(rng);
   r.src_index = SomeIndex(rng, 0);
   r.src_seq = r.seq > 1 ? 1 + rng->Below(r.seq - 1) : 0;
@@ -124,6 +133,7 @@ void MutateRecords(StreamModel* m, size_t fi, Rng* rng) {
       r.kind = AnyKind(rng);
       if (r.kind == RecordKind::kData && r.data == nullptr) r.data = SomeChunk(rng);
       if (r.kind != RecordKind::kData) r.flags = 0;
+      MaybeZeroRun(&r, rng);
       if (r.kind == RecordKind::kIteration && rng->OneIn(2)) {
         r.region = 0;
         r.index = 0;

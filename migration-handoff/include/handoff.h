@@ -353,6 +353,18 @@ int handoff_encoder_submit_many(HandoffEncoder *enc, uint32_t region,
                                 const uint64_t *indexes, size_t count,
                                 int random_order) HANDOFF_NOEXCEPT;
 
+/*
+ * Chunks [@first_chunk, @first_chunk + @count) of @region read as zeros now
+ * (e.g. a disk range the guest discarded, which its qcow2 overlay turned
+ * into zero clusters): one record for the run, nothing read. Ordered like
+ * submit: a chunk submitted later wins, one submitted earlier is
+ * superseded. The caller must know the chunks are zero: the encoder does
+ * not look. The destination gets them through HandoffWriter.zero_chunks.
+ */
+int handoff_encoder_submit_zero_run(HandoffEncoder *enc, uint32_t region,
+                                    uint64_t first_chunk,
+                                    uint64_t count) HANDOFF_NOEXCEPT;
+
 /* Closes the frame being filled so that its chunks leave now (e.g. at the
  * end of an iteration) instead of when the frame is full. */
 int handoff_encoder_flush(HandoffEncoder *enc) HANDOFF_NOEXCEPT;
@@ -408,7 +420,10 @@ enum {
     HANDOFF_REC_BASE_REF = 2,
     HANDOFF_REC_SELF_REF = 3,
     HANDOFF_REC_DATA = 4,
-    HANDOFF_REC_KINDS = 5,
+    HANDOFF_REC_ZERO_RUN = 5, /* zero runs: encoder counts their chunks,
+                                 decoder their records (ZERO counts the
+                                 single-chunk ones) */
+    HANDOFF_REC_KINDS = 6,
     HANDOFF_REC_SLOTS = 16,
 };
 
@@ -472,6 +487,12 @@ typedef struct HandoffWriter {
                        const void *data);
     int (*read_chunk)(void *opaque, uint32_t region, uint64_t chunk_index,
                       void *data);
+    /* Optional (NULL: write_chunk with zeros, chunk by chunk). Chunks
+     * [first_chunk, first_chunk + count) of @region must read as zeros
+     * afterwards; a disk writer may deallocate them, so that the
+     * destination's image stays as sparse as the source's. */
+    int (*zero_chunks)(void *opaque, uint32_t region, uint64_t first_chunk,
+                       uint64_t count);
 } HandoffWriter;
 
 /* @base must outlive the decoder. Exactly one of @writer or @memory: with

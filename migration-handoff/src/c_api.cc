@@ -73,6 +73,10 @@ class MemorySink : public ChunkSink {
     std::memcpy(data, regions_[region] + (index << kChunkShift), kChunkSize);
     return Status::Ok();
   }
+  Status WriteZeros(uint32_t region, uint64_t index, uint64_t count) override {
+    std::memset(regions_[region] + (index << kChunkShift), 0, count << kChunkShift);
+    return Status::Ok();
+  }
 
  private:
   std::vector<uint8_t*> regions_;
@@ -95,6 +99,15 @@ class CallbackSink : public ChunkSink {
       return Status(HANDOFF_E_WRITE, "reader failed on chunk " +
                                          std::to_string(index) + " of region " +
                                          std::to_string(region));
+    return Status::Ok();
+  }
+  Status WriteZeros(uint32_t region, uint64_t index, uint64_t count) override {
+    if (w_.zero_chunks == nullptr) return ChunkSink::WriteZeros(region, index, count);
+    if (w_.zero_chunks(w_.opaque, region, index, count) != 0)
+      return Status(HANDOFF_E_WRITE, "writer failed to zero " +
+                                         std::to_string(count) +
+                                         " chunks from " + std::to_string(index) +
+                                         " of region " + std::to_string(region));
     return Status::Ok();
   }
 
@@ -335,6 +348,15 @@ int handoff_encoder_create(const HandoffBase* base,
         handoff::Encoder::Create(base->base.get(), c, &h->encoder));
     *out = h.release();
     return Status::Ok();
+  });
+}
+
+int handoff_encoder_submit_zero_run(HandoffEncoder* enc, uint32_t region,
+                                    uint64_t first_chunk,
+                                    uint64_t count) noexcept {
+  return Guard([&]() -> Status {
+    if (enc == nullptr) return Invalid("null encoder");
+    return enc->encoder->SubmitZeroRun(region, first_chunk, count);
   });
 }
 

@@ -271,6 +271,13 @@ Status Decoder::Stash(uint64_t global, uint64_t seq, const uint8_t* data) {
   return Status::Ok();
 }
 
+Status ChunkSink::WriteZeros(uint32_t region, uint64_t index, uint64_t count) {
+  static const uint8_t zeros[kChunkSize] = {};
+  for (uint64_t i = 0; i < count; i++)
+    HANDOFF_RETURN_IF_ERROR(Write(region, index + i, zeros));
+  return Status::Ok();
+}
+
 Status Decoder::ApplyRecord(const Record& rec, bool in_order) {
   const Geometry& g = base_->geometry();
   per_kind_[rec.kind]++;
@@ -285,6 +292,7 @@ Status Decoder::ApplyRecord(const Record& rec, bool in_order) {
   switch (rec.kind) {
     case RecordKind::kZero: {
       static const uint8_t zeros[kChunkSize] = {};
+      if (rec.count > 1) return PutZeroRun(rec);
       return Put(global, rec.seq, zeros, false);
     }
     case RecordKind::kData: {
@@ -377,6 +385,46 @@ Status Decoder::Put(uint64_t global, uint64_t seq, const uint8_t* data,
   return Status::Ok();
 }
 
+Status Decoder::PutZeroRun(const Record& rec) {
+  const Geometry& g = base_->geometry();
+  if (rec.count - 1 > g.regions()[rec.region].chunks() - 1 - rec.index)
+    return Status(HANDOFF_E_CHUNK_RANGE,
+                  "zero run of " + std::to_string(rec.count) +
+                      " chunks from " + std::to_string(rec.index) +
+                      " of region " + std::to_string(rec.region) +
+                      " runs past the region");
+  zero_runs_++;
+  const uint64_t first = g.Global(rec.region, rec.index);
+  uint64_t run = 0;  // chunks before i still to be zeroed in the sink
+  auto write_run = [&](uint64_t end) -> Status {
+    if (run == 0) return Status::Ok();
+    Status s = sink_->WriteZeros(rec.region, rec.index + (end - run), run);
+    run = 0;
+    return s;
+  };
+  for (uint64_t i = 0; i < rec.count; i++) {
+    const uint64_t global = first + i;
+    if (rec.seq <= version_[global]) {
+      stale_++;
+      HANDOFF_RETURN_IF_ERROR(write_run(i));
+      continue;
+    }
+    const bool keep_old = out_of_order_ && is_data_[global];
+    const uint64_t old_seq = version_[global];
+    version_[global] = rec.seq;
+    is_data_[global] = 0;
+    if (keep_old) {
+      // A later frame may reference the DATA version being superseded
+      // (Stash judges by the new version, as Put does).
+      uint8_t old[kChunkSize];
+      HANDOFF_RETURN_IF_ERROR(sink_->Read(rec.region, rec.index + i, old));
+      HANDOFF_RETURN_IF_ERROR(Stash(global, old_seq, old));
+    }
+    run++;
+  }
+  return write_run(rec.count);
+}
+
 Status Decoder::CheckEnd(const uint8_t* p) {
   EndRecord end;
   HANDOFF_RETURN_IF_ERROR(ParseEndRecord(p, &end));
@@ -431,6 +479,8 @@ void Decoder::Stats(HandoffDecoderStats* s) const {
   std::memset(s, 0, sizeof(*s));
   for (RecordKind k : kAllRecordKinds)
     if (ApiStatsSlot(k) >= 0) s->records[ApiStatsSlot(k)] = per_kind_[k];
+  s->records[HANDOFF_REC_ZERO] -= zero_runs_;
+  s->records[HANDOFF_REC_ZERO_RUN] = zero_runs_;
   s->stale_records = stale_;
   s->frames = frames_seen_.size();
   s->stream_bytes = consumed_;

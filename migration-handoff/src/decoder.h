@@ -33,6 +33,8 @@ class ChunkSink {
   virtual ~ChunkSink() = default;
   virtual Status Write(uint32_t region, uint64_t index, const uint8_t* data) = 0;
   virtual Status Read(uint32_t region, uint64_t index, uint8_t* data) = 0;
+  // Chunks [index, index + count) of @region read as zeros afterwards.
+  virtual Status WriteZeros(uint32_t region, uint64_t index, uint64_t count);
 };
 
 class Decoder {
@@ -66,6 +68,9 @@ class Decoder {
   Status ApplyRecord(const Record& rec, bool in_order);
   // Puts @data as version @seq of @global if newer than what is there.
   Status Put(uint64_t global, uint64_t seq, const uint8_t* data, bool is_data);
+  // A zero run: Put of zeros for every chunk it is newer for, written to
+  // the sink as runs.
+  Status PutZeroRun(const Record& rec);
   Status CheckEnd(const uint8_t* p);
   // Out of order: keeps superseded DATA version @seq of @global while a
   // frame still to come may reference it.
@@ -93,6 +98,7 @@ class Decoder {
   std::vector<uint8_t> prefix_;
   std::vector<uint64_t> version_;  // per global chunk; 0 = base content
   std::vector<uint8_t> is_data_;   // current version came from DATA
+  uint64_t zero_runs_ = 0;         // ZERO records that were runs
   std::set<uint64_t> frames_seen_;
   uint64_t next_frame_ = 0;
   uint64_t last_seq_ = 0;          // in-order streams: strictly increasing

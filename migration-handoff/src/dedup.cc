@@ -88,4 +88,14 @@ void ChunkClassifier::Commit(const ChunkChoice& c, uint64_t seq) {
   if (c.self_source) self_[c.hash] = SelfEntry{c.global, seq};
 }
 
+void ChunkClassifier::CommitZeroRun(uint32_t region, uint64_t first,
+                                    uint64_t count, uint64_t seq) {
+  const uint64_t global = base_->geometry().Global(region, first);
+  // Self entries of these chunks go stale by their sequence number. Not
+  // comparing with the base (which may be zero too) costs at most a
+  // BASE_REF instead of a SAME later.
+  std::fill_n(last_seq_.begin() + global, count, seq);
+  std::fill_n(differs_.begin() + global, count, 1);
+}
+
 }  // namespace handoff

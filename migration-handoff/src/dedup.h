@@ -46,6 +46,11 @@ class ChunkClassifier {
                        const uint8_t* data) const;
   // @choice (not SAME) was sent as the record numbered @seq.
   void Commit(const ChunkChoice& choice, uint64_t seq);
+  // Chunks [@first, @first + @count) of @region were sent as a zero run
+  // numbered @seq: no DATA of theirs may be referenced any more, and a
+  // chunk equal to its base later is sent again (as BASE_REF).
+  void CommitZeroRun(uint32_t region, uint64_t first, uint64_t count,
+                     uint64_t seq);
 
  private:
   struct SelfEntry {

@@ -202,6 +202,34 @@ Status Encoder::Submit(uint32_t region, uint64_t index,
                                                       : Status::Ok();
 }
 
+Status Encoder::SubmitZeroRun(uint32_t region, uint64_t first,
+                              uint64_t count) {
+  if (finished_) return Status(HANDOFF_E_STATE, "encoder already finished");
+  if (count == 0) return Status::Ok();
+  const Geometry& g = base_->geometry();
+  if (!g.Contains(region, first) || count - 1 > UINT64_MAX - first ||
+      !g.Contains(region, first + count - 1))
+    return Status(HANDOFF_E_CHUNK_RANGE,
+                  "zero run of " + std::to_string(count) + " chunks from " +
+                      std::to_string(first) + " of region " +
+                      std::to_string(region) + " outside the geometry");
+  StartFrameIfNeeded();
+  Record rec;
+  rec.kind = RecordKind::kZero;
+  rec.flags = count > 1 ? kRecordFlagRun : 0;
+  rec.count = count;
+  rec.region = static_cast<uint8_t>(region);
+  rec.iteration = iteration_;
+  rec.seq = NextSeq();
+  rec.index = first;
+  RecordWriter(&frame_->plain).Append(rec);
+  classifier_.CommitZeroRun(region, first, count, rec.seq);
+  Counted(rec.kind);
+  chunks_[count > 1 ? HANDOFF_REC_ZERO_RUN : HANDOFF_REC_ZERO] += count;
+  return frame_->plain.size() >= config_.frame_bytes ? FlushFrame()
+                                                      : Status::Ok();
+}
+
 Status Encoder::SubmitMany(uint32_t region, const uint8_t* region_data,
                            const uint64_t* indexes, size_t count,
                            bool random_order) {
@@ -295,7 +323,8 @@ void Encoder::Stats(HandoffEncoderStats* s) const {
   uint64_t input = 0;
   for (int k = 0; k < HANDOFF_REC_KINDS; k++) {
     s->chunks[k] = chunks_[k];
-    input += s->chunks[k];
+    // Zero runs are declared, not submitted: nothing of theirs was read.
+    if (k != HANDOFF_REC_ZERO_RUN) input += s->chunks[k];
   }
   s->xor_chunks = xor_chunks_;
   s->input_bytes = input * kChunkSize;

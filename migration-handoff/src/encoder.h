@@ -32,6 +32,7 @@ class Encoder {
   Status Submit(uint32_t region, uint64_t index, const uint8_t* data);
   Status SubmitMany(uint32_t region, const uint8_t* region_data,
                     const uint64_t* indexes, size_t count, bool random_order);
+  Status SubmitZeroRun(uint32_t region, uint64_t first, uint64_t count);
   Status Flush();
   Status Finish();
   Status Pull(uint8_t* buf, size_t cap, size_t* produced, bool wait);

@@ -110,10 +110,12 @@ Status ParseStreamHeader(const uint8_t* data, size_t len, StreamHeader* out,
   if (std::memcmp(data, kStreamMagic, 8) != 0)
     return Status(HANDOFF_E_BAD_MAGIC, "stream does not start with QHANDOFF");
   uint16_t version = LoadLe<uint16_t>(data + kHeaderVersionAt);
-  if (version != kStreamVersion)
+  if (version < kOldestStreamVersion || version > kStreamVersion)
     return Status(HANDOFF_E_UNSUPPORTED_VERSION,
                   "stream format version " + std::to_string(version) +
-                      " (this decoder reads 1)");
+                      " (this decoder reads " +
+                      std::to_string(kOldestStreamVersion) + " to " +
+                      std::to_string(kStreamVersion) + ")");
   uint16_t flags = LoadLe<uint16_t>(data + kHeaderFlagsAt);
   if (flags != 0)
     return Status(HANDOFF_E_UNSUPPORTED_VERSION,

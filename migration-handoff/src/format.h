@@ -18,7 +18,10 @@ namespace handoff {
 
 inline constexpr char kStreamMagic[8] = {'Q', 'H', 'A', 'N',
                                          'D', 'O', 'F', 'F'};
-inline constexpr uint16_t kStreamVersion = 1;
+// Version 2 added zero runs (ZERO records with kRecordFlagRun); a decoder
+// reads version 1 streams too, which have none.
+inline constexpr uint16_t kStreamVersion = 2;
+inline constexpr uint16_t kOldestStreamVersion = 1;
 inline constexpr uint32_t kFrameTag = 0x4D415246;  // "FRAM"
 inline constexpr uint32_t kEndTag = 0x21444E45;    // "END!"
 

@@ -25,6 +25,8 @@ constexpr size_t kSrcIndexAt = 8;
 constexpr size_t kSrcSeqAt = 16;
 constexpr size_t kBaseRefBodySize = 16;
 constexpr size_t kSelfRefBodySize = 24;
+// ZERO run body: u64 chunk count, at least 2 (one chunk is a plain ZERO).
+constexpr size_t kRunBodySize = 8;
 
 bool AllZero(const uint8_t* p, size_t n) {
   for (size_t i = 0; i < n; i++)
@@ -34,12 +36,12 @@ bool AllZero(const uint8_t* p, size_t n) {
 
 }  // namespace
 
-size_t RecordBodySize(RecordKind kind) {
+size_t RecordBodySize(RecordKind kind, uint8_t flags) {
   switch (kind) {
     case RecordKind::kData: return kChunkSize;
     case RecordKind::kBaseRef: return kBaseRefBodySize;
     case RecordKind::kSelfRef: return kSelfRefBodySize;
-    case RecordKind::kZero:
+    case RecordKind::kZero: return (flags & kRecordFlagRun) ? kRunBodySize : 0;
     case RecordKind::kIteration: return 0;
   }
   return 0;
@@ -58,7 +60,7 @@ void RecordWriter::PutHeader(size_t at, const Record& rec) {
 
 void RecordWriter::Append(const Record& rec) {
   const size_t at = plain_->size();
-  const size_t body = RecordBodySize(rec.kind);
+  const size_t body = RecordBodySize(rec.kind, rec.flags);
   plain_->append(kRecordHeaderSize + body, '\0');
   PutHeader(at, rec);
   uint8_t* b = reinterpret_cast<uint8_t*>(plain_->data()) + at + kRecordHeaderSize;
@@ -74,6 +76,8 @@ void RecordWriter::Append(const Record& rec) {
       StoreLe<uint64_t>(b + kSrcIndexAt, rec.src_index);
       break;
     case RecordKind::kZero:
+      if (rec.flags & kRecordFlagRun) StoreLe<uint64_t>(b, rec.count);
+      break;
     case RecordKind::kIteration:
       break;
   }
@@ -130,15 +134,22 @@ Status RecordIterator::Parse(Record* rec) {
   if (!RecordKindFromByte(h[kKindAt], &rec->kind))
     return bad("unknown record type " + std::to_string(h[kKindAt]));
   if (rec->flags != 0 &&
-      !(rec->kind == RecordKind::kData && rec->flags == kRecordFlagXor))
+      !(rec->kind == RecordKind::kData && rec->flags == kRecordFlagXor) &&
+      !(rec->kind == RecordKind::kZero && rec->flags == kRecordFlagRun))
     return bad("flags " + std::to_string(rec->flags) + " not valid here");
   if (rec->seq == 0) return bad("sequence number 0");
   if (rec->kind == RecordKind::kIteration &&
       (rec->region != 0 || rec->index != 0))
     return bad("iteration marker with a chunk address");
-  const uint8_t* b = r.GetBytes(RecordBodySize(rec->kind));
+  const uint8_t* b = r.GetBytes(RecordBodySize(rec->kind, rec->flags));
   switch (rec->kind) {
     case RecordKind::kZero:
+      if (!(rec->flags & kRecordFlagRun)) break;
+      if (b == nullptr) return bad("zero run count runs past the frame");
+      rec->count = LoadLe<uint64_t>(b);
+      // The region bound is the decoder's to check (it knows the geometry).
+      if (rec->count < 2) return bad("zero run of fewer than 2 chunks");
+      break;
     case RecordKind::kIteration:
       break;
     case RecordKind::kData:

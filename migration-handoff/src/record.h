@@ -20,9 +20,13 @@ namespace handoff {
 
 inline constexpr size_t kRecordHeaderSize = 24;
 inline constexpr uint8_t kRecordFlagXor = 1;  // DATA only
+// ZERO only (stream version 2): a run of `count` chunks from `index`, so
+// that a discarded disk range costs one record, and the destination can
+// deallocate it instead of writing zeros chunk by chunk.
+inline constexpr uint8_t kRecordFlagRun = 2;
 
-// Bytes that follow the header of a record of @kind.
-size_t RecordBodySize(RecordKind kind);
+// Bytes that follow the header of a record of @kind with @flags.
+size_t RecordBodySize(RecordKind kind, uint8_t flags);
 
 struct Record {
   RecordKind kind = RecordKind::kZero;
@@ -35,6 +39,7 @@ struct Record {
   uint8_t src_region = 0;
   uint64_t src_index = 0;
   uint64_t src_seq = 0;
+  uint64_t count = 1;  // chunks from index: ZERO with kRecordFlagRun, else 1
   const uint8_t* data = nullptr;  // DATA: 4096 bytes (inside the plaintext
                                   // when read back)
   size_t offset = 0;              // read back: where the record starts

@@ -8,9 +8,10 @@ namespace {
 // base cost nothing, but chunks dirtied again rarely are: price the rest
 // at what the chunks actually sent cost (a quarter chunk before any).
 double BytesPerChunk(const HandoffEncoderStats& st) {
-  uint64_t examined = 0;
-  for (uint64_t n : st.chunks) examined += n;
-  uint64_t sent = examined - st.chunks[HANDOFF_REC_SAME];
+  // Zero runs are neither submitted nor priced like submitted chunks.
+  uint64_t sent = 0;
+  for (int k = 0; k < HANDOFF_REC_KINDS; k++)
+    if (k != HANDOFF_REC_SAME && k != HANDOFF_REC_ZERO_RUN) sent += st.chunks[k];
   return sent ? static_cast<double>(st.output_bytes) / sent
               : HANDOFF_CHUNK_SIZE / 4.0;
 }

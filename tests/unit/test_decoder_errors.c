@@ -100,6 +100,15 @@ static void rec_ref(Plain *p, int type, uint64_t seq, int region,
     }
 }
 
+/* A ZERO record with the run flag and its u64 count. */
+static void rec_run(Plain *p, uint64_t seq, int region, uint64_t index,
+                    uint64_t count)
+{
+    rec(p, ZERO, region, 2, 0, seq, index);
+    put64(p->buf + p->len, count);
+    p->len += 8;
+}
+
 /* Appends a frame with an explicit payload and declared fields. */
 static void add_frame_raw(Crafted *c, int codec, int level, int flags,
                           const uint8_t *payload, size_t payload_len,
@@ -226,6 +235,74 @@ static void test_crafted_valid_stream_decodes(void)
     rec_ref(&p, SELF_REF, 5, 1, 8, 0, 5, 2);
     add_frame(&c, &p);
     CU_ASSERT_EQUAL(decode_crafted(&c), 0);
+}
+
+/*
+ * Zero runs (stream version 2): the chunks they cover read as zeros, a
+ * newer record of one of them wins, and no run reaches past its region
+ * or counts fewer than 2 chunks.
+ */
+static void test_zero_runs(void)
+{
+    static const uint8_t zeros[CHUNK];
+    Crafted c;
+    Plain p = { .len = 0 };
+    TestVm out;
+    uint64_t i;
+
+    crafted_init(&c);
+    rec_data(&p, 1, 1, 5, 0xcd);
+    rec_run(&p, 2, 1, 3, 8);            /* chunks 3..10 of region 1 */
+    rec_data(&p, 3, 1, 7, 0xab);        /* newer than the run */
+    add_frame(&c, &p);
+    add_end(&c);
+    CU_ASSERT_EQUAL_FATAL(test_decode(base, &base_vm, c.buf, c.len, &out), 0);
+    for (i = 0; i < N; i++) {
+        const uint8_t *got = out.disk + i * CHUNK;
+        if (i == 7) {
+            CU_ASSERT_EQUAL(got[0], 0xab);
+        } else if (i >= 3 && i <= 10) {
+            CU_ASSERT(memcmp(got, zeros, CHUNK) == 0);
+        } else {
+            CU_ASSERT(memcmp(got, base_vm.disk + i * CHUNK, CHUNK) == 0);
+        }
+    }
+    CU_ASSERT(memcmp(out.mem, base_vm.mem, N * CHUNK) == 0);
+    test_vm_free(&out);
+    free(c.buf);
+
+    p.len = 0;
+    p.records = 0;
+    memset(p.per_type, 0, sizeof(p.per_type));
+    crafted_init(&c);
+    rec_run(&p, 1, 1, 0, 1);
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_BAD_RECORD);
+    CU_ASSERT_PTR_NOT_NULL(strstr(handoff_last_error_message(),
+                                  "fewer than 2"));
+
+    p.len = 0;
+    p.records = 0;
+    crafted_init(&c);
+    rec_run(&p, 1, 1, N - 2, 3);
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_CHUNK_RANGE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(handoff_last_error_message(),
+                                  "runs past the region"));
+
+    p.len = 0;
+    p.records = 0;
+    crafted_init(&c);
+    rec_run(&p, 1, 1, 1, UINT64_MAX);   /* index + count wraps around */
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_CHUNK_RANGE);
+
+    p.len = 0;
+    p.records = 0;
+    crafted_init(&c);
+    rec(&p, ZERO, 1, 2, 0, 1, 0);       /* run flag, count cut off */
+    add_frame(&c, &p);
+    CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_BAD_RECORD);
 }
 
 static void test_unknown_record_type(void)
@@ -848,8 +925,15 @@ static void test_stream_header_checks(void)
     CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_BAD_MAGIC);
 
     memcpy(d, s, len);
-    put16(d + 8, 2);
+    put16(d + 8, 3);                    /* from the future */
     CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_UNSUPPORTED_VERSION);
+    put16(d + 8, 0);
+    CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_UNSUPPORTED_VERSION);
+    /* Version 1 streams (no zero runs) are still read: the header is
+     * resealed, the digest of the stream then differs. */
+    put16(d + 8, 1);
+    put64(d + hl - 8, XXH3_64bits(d, hl - 8));
+    CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_DIGEST);
 
     memcpy(d, s, len);
     d[45] ^= 0x20;                      /* inside the region table */
@@ -943,6 +1027,7 @@ int main(void)
     CU_add_test(suite, "crafted valid stream decodes",
                 test_crafted_valid_stream_decodes);
     CU_add_test(suite, "unknown record type", test_unknown_record_type);
+    CU_add_test(suite, "zero runs", test_zero_runs);
     CU_add_test(suite, "bad record fields", test_bad_record_fields);
     CU_add_test(suite, "record count mismatch", test_record_count_mismatch);
     CU_add_test(suite, "chunk outside geometry", test_chunk_outside_geometry);

@@ -9,6 +9,7 @@
 
 #include <CUnit/Basic.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -432,6 +433,160 @@ static int read_chunk(void *opaque, uint32_t region, uint64_t index,
     return 0;
 }
 
+/*
+ * Zero runs (a discarded disk range) in a stream with data before and
+ * after them: the destination ends with the newest content of every
+ * chunk, frames in order or shuffled, and a writer with zero_chunks gets
+ * runs, not chunks. A chunk equal to data the run erased is not sent as a
+ * reference to it (the decoder would refuse that).
+ */
+typedef struct ZeroCtx {
+    WriterCtx w;
+    uint64_t calls, chunks;
+} ZeroCtx;
+
+static int zero_chunks(void *opaque, uint32_t region, uint64_t first,
+                       uint64_t count)
+{
+    ZeroCtx *z = opaque;
+    uint8_t *dst = region == 0 ? z->w.vm->mem : z->w.vm->disk;
+
+    memset(dst + first * CHUNK, 0, count * CHUNK);
+    z->calls++;
+    z->chunks += count;
+    return 0;
+}
+
+static int zero_write_chunk(void *opaque, uint32_t region, uint64_t index,
+                            const void *data)
+{
+    return write_chunk(&((ZeroCtx *)opaque)->w, region, index, data);
+}
+
+static int zero_read_chunk(void *opaque, uint32_t region, uint64_t index,
+                           void *data)
+{
+    return read_chunk(&((ZeroCtx *)opaque)->w, region, index, data);
+}
+
+static uint8_t *encode_with_zero_run(TestVm *vm, size_t *len,
+                                     HandoffEncoderStats *st)
+{
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(cfg) };
+    HandoffEncoder *enc = NULL;
+    uint8_t *stream;
+    uint64_t i;
+
+    test_vm_copy(vm, &base_vm);
+    handoff_encoder_config_default(&cfg);
+    cfg.adaptive = 0;
+    cfg.threads = 2;
+    cfg.frame_bytes = 16 * 1024;
+    CU_ASSERT_EQUAL_FATAL(handoff_encoder_create(base, &cfg, &enc), 0);
+    for (i = 0; i < 200; i++) {
+        fill_random(vm->disk + i * CHUNK, 500 + i);
+        CU_ASSERT_EQUAL(handoff_encoder_submit(enc, 1, i, vm->disk + i * CHUNK), 0);
+    }
+    CU_ASSERT_EQUAL(handoff_encoder_begin_iteration(enc, 1), 0);
+    /* The guest discards 50..149: they read as zeros now. */
+    memset(vm->disk + 50 * CHUNK, 0, 100 * CHUNK);
+    CU_ASSERT_EQUAL(handoff_encoder_submit_zero_run(enc, 1, 50, 100), 0);
+    /* ...and writes two of them again, one with what chunk 60 held. */
+    fill_text(vm->disk + 100 * CHUNK, 77);
+    fill_random(vm->disk + 120 * CHUNK, 500 + 60);
+    CU_ASSERT_EQUAL(handoff_encoder_submit(enc, 1, 100, vm->disk + 100 * CHUNK), 0);
+    CU_ASSERT_EQUAL(handoff_encoder_submit(enc, 1, 120, vm->disk + 120 * CHUNK), 0);
+    /* Beyond the region, or wrapping around, is refused. */
+    CU_ASSERT_EQUAL(handoff_encoder_submit_zero_run(enc, 1, N - 1, 2),
+                    HANDOFF_E_CHUNK_RANGE);
+    CU_ASSERT_EQUAL(handoff_encoder_submit_zero_run(enc, 1, 1, UINT64_MAX),
+                    HANDOFF_E_CHUNK_RANGE);
+    CU_ASSERT_EQUAL(handoff_encoder_finish(enc), 0);
+    stream = test_pull_all(enc, len);
+    CU_ASSERT_EQUAL(handoff_encoder_stats(enc, st), 0);
+    handoff_encoder_free(enc);
+    return stream;
+}
+
+static void decode_zero_run_shuffled(const uint8_t *stream, size_t len,
+                                     const TestVm *vm, unsigned seed)
+{
+    size_t offsets[512], lengths[512], order[512];
+    size_t header_len, count, i, end_off;
+    HandoffDecoder *dec = NULL;
+    TestVm out;
+    void *mem[2];
+
+    CU_ASSERT_EQUAL_FATAL(handoff_stream_split(stream, len, &header_len,
+                                               offsets, lengths, 512,
+                                               &count), 0);
+    CU_ASSERT_FATAL(count > 4 && count <= 512);
+    for (i = 0; i < count; i++) {
+        order[i] = count - 1 - i;
+    }
+    srand(seed);
+    for (i = count - 1; seed != 0 && i > 0; i--) {
+        size_t j = (size_t)rand() % (i + 1), t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    test_vm_copy(&out, &base_vm);
+    mem[0] = out.mem;
+    mem[1] = out.disk;
+    CU_ASSERT_EQUAL_FATAL(handoff_decoder_create(base, NULL, mem, &dec), 0);
+    CU_ASSERT_EQUAL_FATAL(handoff_decoder_feed(dec, stream, header_len), 0);
+    for (i = 0; i < count; i++) {
+        CU_ASSERT_EQUAL_FATAL(handoff_decoder_apply_frame(
+            dec, stream + offsets[order[i]], lengths[order[i]]), 0);
+    }
+    end_off = offsets[count - 1] + lengths[count - 1];
+    CU_ASSERT_EQUAL(handoff_decoder_feed(dec, stream + end_off, len - end_off), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_finish(dec), 0);
+    CU_ASSERT(test_vm_equal(&out, vm));
+    handoff_decoder_free(dec);
+    test_vm_free(&out);
+}
+
+static void test_zero_runs(void)
+{
+    HandoffEncoderStats st = { .struct_size = sizeof(st) };
+    HandoffDecoderStats ds = { .struct_size = sizeof(ds) };
+    TestVm vm, out;
+    size_t len;
+    uint8_t *stream = encode_with_zero_run(&vm, &len, &st);
+    ZeroCtx z = { .w = { .vm = &out, .fail_after = -1 } };
+    HandoffWriter w = { .struct_size = sizeof(w), .opaque = &z,
+                        .write_chunk = zero_write_chunk,
+                        .read_chunk = zero_read_chunk,
+                        .zero_chunks = zero_chunks };
+    HandoffDecoder *dec = NULL;
+    unsigned seed;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(stream);
+    CU_ASSERT_EQUAL(st.chunks[HANDOFF_REC_ZERO_RUN], 100);
+    CU_ASSERT_EQUAL(st.input_bytes, 202 * CHUNK);   /* runs are not read */
+
+    test_vm_copy(&out, &base_vm);
+    CU_ASSERT_EQUAL_FATAL(handoff_decoder_create(base, &w, NULL, &dec), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_feed(dec, stream, len), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_finish(dec), 0);
+    CU_ASSERT(test_vm_equal(&out, &vm));
+    CU_ASSERT_EQUAL(z.calls, 1);
+    CU_ASSERT_EQUAL(z.chunks, 100);
+    CU_ASSERT_EQUAL(handoff_decoder_stats(dec, &ds), 0);
+    CU_ASSERT_EQUAL(ds.records[HANDOFF_REC_ZERO_RUN], 1);
+    CU_ASSERT_EQUAL(ds.records[HANDOFF_REC_ZERO], 0);
+    handoff_decoder_free(dec);
+    test_vm_free(&out);
+
+    /* Reversed (seed 0) and shuffled: newer records still win. */
+    for (seed = 0; seed < 6; seed++) {
+        decode_zero_run_shuffled(stream, len, &vm, seed);
+    }
+    free(stream);
+    test_vm_free(&vm);
+}
+
 static void test_writer_callbacks(void)
 {
     HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
@@ -821,6 +976,7 @@ int main(void)
     CU_add_test(suite, "iterations, frames shuffled",
                 test_iterations_frames_shuffled);
     CU_add_test(suite, "writer callbacks", test_writer_callbacks);
+    CU_add_test(suite, "zero runs", test_zero_runs);
     CU_add_test(suite, "base files save and open",
                 test_base_files_save_and_open);
     CU_add_test(suite, "encoder rejects bad use", test_encoder_rejects_bad_use);
