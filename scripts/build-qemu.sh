@@ -50,7 +50,10 @@ configure_args=(
     --with-pkgversion="qemu-handoff $version, Debian $debian_version"
     --firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu
 )
-config_key=$(printf '%s\n' "${configure_args[@]}" | sha256sum | cut -d' ' -f1)
+# So does a change of what pkg-config tells QEMU about our libraries.
+config_key=$( (printf '%s\n' "${configure_args[@]}"
+               cat "$build/handoff/migration-handoff/handoff.pc") |
+             sha256sum | cut -d' ' -f1)
 
 mkdir -p "$build/qemu"
 if [ ! -f "$build/qemu/build.ninja" ] ||
@@ -66,13 +69,15 @@ if [ ! -f "$build/qemu/build.ninja" ] ||
     echo "$config_key" >"$build/qemu/.configure-key"
 fi
 
-# ninja does not see libhandoff.a as an input of the link (it comes in via
-# pkg-config -l flags), so a newer engine forces the relink here.
-lib=$build/handoff/migration-handoff/libhandoff.a
+# ninja does not see our libraries as inputs of the link (they come in via
+# pkg-config -l flags), so a newer library forces the relink here.
 bin=$build/qemu/qemu-system-x86_64
-if [ -f "$bin" ] && [ "$lib" -nt "$bin" ]; then
-    rm -f "$bin"
-fi
+for lib in "$build/handoff/migration-handoff/libhandoff.a" \
+           "$build/handoff/block-trim/libhandoff-trim.a"; do
+    if [ -f "$bin" ] && [ "$lib" -nt "$bin" ]; then
+        rm -f "$bin"
+    fi
+done
 
 log "building qemu-system-x86_64, qemu-img and qemu-io with $jobs jobs"
 start=$(date +%s)

@@ -22,11 +22,12 @@ def overlay_on(base_dir, path):
     return path
 
 
-def create_base(workdir, base_dir, guest=None):
+def create_base(workdir, base_dir, guest=None, disk_interface="virtio"):
     """Boots a guest (default: the test guest), lets it settle and saves it
-    as a base."""
+    as a base. VMs started from it need the same @disk_interface."""
     disk = create_overlay(os.path.join(workdir, "base-vm.qcow2"), guest)
-    vm = GuestVM("base-vm", workdir, disk, guest=guest).start()
+    vm = GuestVM("base-vm", workdir, disk, guest=guest,
+                 disk_interface=disk_interface).start()
     try:
         vm.wait_serial(r"handoff-guest: ready", timeout=300)
         vm.wait_serial(r"^heartbeat 2\r?$", timeout=30)
@@ -37,18 +38,20 @@ def create_base(workdir, base_dir, guest=None):
 
 
 def start_from_base(name, workdir, base_dir, extra_args=(), guest=None,
-                    host_access=False):
-    """A user VM resumed from the base, on a fresh overlay."""
+                    host_access=False, **vm_options):
+    """A user VM resumed from the base, on a fresh overlay. @vm_options:
+    GuestVM's (disk_interface, discard)."""
     disk = overlay_on(base_dir, os.path.join(workdir, f"{name}.qcow2"))
     vm = GuestVM(name, workdir, disk,
                  extra_args=["-handoff", f"base={base_dir},resume=on",
                              *extra_args], guest=guest,
-                 host_access=host_access)
+                 host_access=host_access, **vm_options)
     return vm.start()
 
 
 def start_destination(name, workdir, base_dir, port=None, extra_args=(),
-                      wrap=None, gdb=True, handoff=True, guest=None):
+                      wrap=None, gdb=True, handoff=True, guest=None,
+                      **vm_options):
     """A QEMU waiting on 127.0.0.1:port, with its own overlay on the base's
     disk: for a handoff, or with handoff=False for a stock migration.
     @wrap prefixes the command (e.g. to run it in a network namespace)."""
@@ -57,7 +60,7 @@ def start_destination(name, workdir, base_dir, port=None, extra_args=(),
     if handoff:
         extra_args = ["-handoff", f"base={base_dir}", *extra_args]
     vm = GuestVM(name, workdir, disk, incoming=f"tcp:127.0.0.1:{port}",
-                 extra_args=extra_args, gdb=gdb, guest=guest)
+                 extra_args=extra_args, gdb=gdb, guest=guest, **vm_options)
     if wrap:
         vm.args = [*wrap, *vm.args]
     vm.port = port

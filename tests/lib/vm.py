@@ -106,7 +106,7 @@ class GuestVM:
 
     def __init__(self, name, workdir, disk, workload="none", incoming=None,
                  extra_args=(), disk_interface="virtio", gdb=False,
-                 guest=None, host_access=False):
+                 guest=None, host_access=False, discard="unmap"):
         """@host_access: the guest may reach the host's loopback as 10.0.2.2
         (QEMU user networking without restrict), e.g. for a package
         repository; otherwise a NIC, if the guest has one, reaches nothing."""
@@ -125,8 +125,10 @@ class GuestVM:
             "-display", "none", "-no-user-config",
             "-kernel", self.guest.kernel, "-initrd", self.guest.initrd,
             "-append", append,
+            # discard=unmap, as docs/usage.md recommends: the guest's TRIMs
+            # reach the overlay, and the handoff sends them as zero runs.
             "-drive", f"file={disk},format=qcow2,if={disk_interface},"
-                      "cache=writeback",
+                      f"cache=writeback,discard={discard}",
             # The console is a socket (tests type commands into the guest)
             # whose output is also logged to a file (tests read that).
             "-chardev", f"socket,id=console,path={self.console_path},"
@@ -191,6 +193,24 @@ class GuestVM:
         raise TimeoutError(f"{self.name}: no /{pattern}/ on the serial console "
                            f"after {timeout:.0f} s; console tail:\n"
                            f"{self.serial()[-2000:]}")
+
+    def shell(self, command, timeout=120.0, check=True):
+        """Runs a shell command in the guest (tests/guest/init "sh") and
+        returns its output, the heartbeats and other console lines printed
+        meanwhile left out. @check: a non-zero exit raises."""
+        self._shell_tag = getattr(self, "_shell_tag", 0) + 1
+        tag = f"t{self._shell_tag}"
+        start = len(self.serial())
+        self.console_command(f"sh {tag} {command}")
+        m = self.wait_serial(rf"^handoff-guest: sh {tag} exit (\d+)\r?$",
+                             timeout=timeout)
+        output = "\n".join(
+            line for line in self.serial()[start:m.start()].splitlines()
+            if not re.match(r"^heartbeat \d+\r?$", line))
+        if check and int(m.group(1)) != 0:
+            raise RuntimeError(f"{self.name}: `{command}` exited "
+                               f"{m.group(1)}: {output}")
+        return output
 
     def console_command(self, line):
         """Types a line on the guest's serial console (see tests/guest).

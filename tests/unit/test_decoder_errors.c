@@ -100,6 +100,13 @@ static void rec_ref(Plain *p, int type, uint64_t seq, int region,
     }
 }
 
+static void plain_reset(Plain *p)
+{
+    p->len = 0;
+    p->records = 0;
+    memset(p->per_type, 0, sizeof(p->per_type));
+}
+
 /* A ZERO record with the run flag and its u64 count. */
 static void rec_run(Plain *p, uint64_t seq, int region, uint64_t index,
                     uint64_t count)
@@ -271,9 +278,7 @@ static void test_zero_runs(void)
     test_vm_free(&out);
     free(c.buf);
 
-    p.len = 0;
-    p.records = 0;
-    memset(p.per_type, 0, sizeof(p.per_type));
+    plain_reset(&p);
     crafted_init(&c);
     rec_run(&p, 1, 1, 0, 1);
     add_frame(&c, &p);
@@ -281,8 +286,7 @@ static void test_zero_runs(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(handoff_last_error_message(),
                                   "fewer than 2"));
 
-    p.len = 0;
-    p.records = 0;
+    plain_reset(&p);
     crafted_init(&c);
     rec_run(&p, 1, 1, N - 2, 3);
     add_frame(&c, &p);
@@ -290,15 +294,13 @@ static void test_zero_runs(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(handoff_last_error_message(),
                                   "runs past the region"));
 
-    p.len = 0;
-    p.records = 0;
+    plain_reset(&p);
     crafted_init(&c);
     rec_run(&p, 1, 1, 1, UINT64_MAX);   /* index + count wraps around */
     add_frame(&c, &p);
     CU_ASSERT_EQUAL(decode_crafted(&c), HANDOFF_E_CHUNK_RANGE);
 
-    p.len = 0;
-    p.records = 0;
+    plain_reset(&p);
     crafted_init(&c);
     rec(&p, ZERO, 1, 2, 0, 1, 0);       /* run flag, count cut off */
     add_frame(&c, &p);

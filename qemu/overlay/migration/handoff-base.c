@@ -846,6 +846,7 @@ void handoff_base_resume(const char *dir, Error **errp)
     bool suppress_vmdesc = current_machine->suppress_vmdesc;
     QIOChannelFile *ioc;
     QEMUFile *f;
+    BlockBackend *disk;
     int ret, fd;
 
     if (!store) {
@@ -858,11 +859,12 @@ void handoff_base_resume(const char *dir, Error **errp)
                    machine_name());
         return;
     }
-    if (!handoff_base_find_disk(store, errp) ||
-        !handoff_base_load_ram(store, errp)) {
+    disk = handoff_base_find_disk(store, errp);
+    if (!disk || !handoff_base_load_ram(store, errp)) {
         error_prepend(errp, "Cannot start from base %s: ", dir);
         return;
     }
+    handoff_trim_warn_if_ignored(disk);
     /* Devices last: their post_load may read guest memory (virtio rings). */
     fd = open_base_file(store->devices_path, 0, errp);
     if (fd < 0) {

@@ -6,6 +6,7 @@
 #define QEMU_MIGRATION_HANDOFF_INTERNAL_H
 
 #include "handoff.h"            /* the engine's C API (libhandoff) */
+#include "qapi/qapi-types-handoff.h"
 #include "sysemu/block-backend.h"
 
 /* A parsed handoff-compression value. */
@@ -80,6 +81,20 @@ void handoff_base_resume(const char *dir, Error **errp);
 
 /* Sets @errp from the engine's last failure (code name + cause). */
 void handoff_error_engine(Error **errp, int code, const char *what);
+
+/*
+ * Discards on the handed-off disk (handoff-trim.c). The map says which
+ * chunks the guest discarded since handoff_trim_start(); a range it names
+ * must still be confirmed to read as zeros before it is sent as such.
+ */
+typedef struct TrimMap TrimMap;
+void handoff_trim_init(void);
+bool handoff_trim_discards_reach_image(BlockBackend *blk);
+void handoff_trim_warn_if_ignored(BlockBackend *blk);
+TrimMap *handoff_trim_start(BlockBackend *blk, uint64_t disk_bytes,
+                            Error **errp);
+void handoff_trim_stop(void);
+uint64_t handoff_trim_discarded_bytes(TrimMap *map);
 
 /* Last statistics of an outgoing handoff, kept after it ends. */
 void handoff_stats_publish(const HandoffStats *stats);

@@ -134,6 +134,43 @@ static int write_chunk(void *opaque, uint32_t region, uint64_t index,
     return 0;
 }
 
+/*
+ * A zero run: a range the source's disk reads as zeros (a discard, most
+ * often). Written as zeroes that may unmap, so that the overlay here keeps
+ * zero clusters where the source's has them instead of allocating them.
+ */
+static int zero_chunks(void *opaque, uint32_t region, uint64_t first,
+                       uint64_t count)
+{
+    HandoffLoadState *s = opaque;
+    uint64_t chunks;
+    int ret;
+
+    if (region >= s->n_regions) {
+        return -ERANGE;
+    }
+    chunks = s->size[region] / HANDOFF_CHUNK_SIZE;
+    if (first >= chunks || count > chunks - first) {
+        return -ERANGE;
+    }
+    trace_handoff_load_zero_run(region, first, count);
+    if (s->host[region]) {
+        memset(s->host[region] + first * HANDOFF_CHUNK_SIZE, 0,
+               count * HANDOFF_CHUNK_SIZE);
+        return 0;
+    }
+    if (region != s->store->disk_region) {
+        return -ERANGE;
+    }
+    /* Chunks buffered before this record are older than it. */
+    ret = flush_disk_run(s);
+    if (ret < 0) {
+        return ret;
+    }
+    return blk_pwrite_zeroes(s->blk, first * HANDOFF_CHUNK_SIZE,
+                             count * HANDOFF_CHUNK_SIZE, BDRV_REQ_MAY_UNMAP);
+}
+
 static int read_chunk(void *opaque, uint32_t region, uint64_t index,
                       void *data)
 {
@@ -228,6 +265,7 @@ static bool load_setup(HandoffLoadState *s, const char *dir, Error **errp)
         .opaque = s,
         .write_chunk = write_chunk,
         .read_chunk = read_chunk,
+        .zero_chunks = zero_chunks,
     };
     int rc;
 
@@ -246,6 +284,7 @@ static bool load_setup(HandoffLoadState *s, const char *dir, Error **errp)
     if (!s->blk) {
         return false;
     }
+    handoff_trim_warn_if_ignored(s->blk);
     s->run_buf = qemu_blockalign(blk_bs(s->blk),
                                  DISK_RUN_CHUNKS * HANDOFF_CHUNK_SIZE);
     if (!map_regions(s, errp) || !handoff_base_load_ram(s->store, errp)) {

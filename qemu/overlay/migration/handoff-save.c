@@ -17,6 +17,7 @@
  * only), and u8 HANDOFF_BLOCK_EOS closing the part.
  */
 #include "qemu/osdep.h"
+#include "block/block.h"
 #include "block/block_int-global-state.h"
 #include "block/dirty-bitmap.h"
 #include "exec/ram_addr.h"
@@ -42,6 +43,7 @@
 #include "sysemu/tcg.h"
 #include "handoff-internal.h"
 #include "handoff-stream.h"
+#include "trim_map.h"
 #include "trace.h"
 
 /* Work done per call of save_live_iterate before yielding to the core. */
@@ -77,6 +79,8 @@ typedef struct HandoffSaveState {
     BlockBackend *blk;
     BdrvDirtyBitmap *disk_dirty;
     uint64_t disk_chunks;
+    TrimMap *trim;              /* discards since the handoff started */
+    bool *disk_zero;            /* per chunk of disk_buf: reads as zeros */
 
     /* The round being sent: memory items (maybe shuffled), then disk. */
     GArray *round;
@@ -331,6 +335,136 @@ static void clear_dirty_log(RAMBlock *rb, uint64_t page)
     memory_region_clear_dirty_bitmap(rb->mr, start, size);
 }
 
+/* Whether the trim map names any chunk of [first, first + n). */
+static bool trim_names(HandoffSaveState *s, uint64_t first, size_t n)
+{
+    uint64_t run_first, run_count;
+
+    return trim_map_next_run(s->trim, first, HANDOFF_CHUNK_SIZE, &run_first,
+                             &run_count) == 1 && run_first < first + n;
+}
+
+/*
+ * Marks in s->disk_zero which of chunks [first, first + n) read as zeros,
+ * as the block layer says: a range the guest discarded (the trim map
+ * names it, or in round 0 the overlay holds zero clusters from discards
+ * before the handoff) is sent as a zero run, never skipped, since the
+ * destination must read zeros there too, not the base. Only whole chunks
+ * count. Chunks the map named that are not zero were written since (or
+ * the discard covered part of a cluster): the map forgets them.
+ */
+static int find_zero_chunks(HandoffSaveState *s, uint64_t first, size_t n)
+{
+    BlockDriverState *bs = blk_bs(s->blk);
+    bool named = trim_names(s, first, n);
+    size_t i = 0;
+
+    memset(s->disk_zero, 0, n * sizeof(bool));
+    if (!named && s->iteration > 0) {
+        return 0;
+    }
+    while (i < n) {
+        int64_t pnum = 0;
+        uint64_t whole;
+        int ret = bdrv_block_status_above(bs, NULL,
+                                          (first + i) * HANDOFF_CHUNK_SIZE,
+                                          (n - i) * HANDOFF_CHUNK_SIZE,
+                                          &pnum, NULL, NULL);
+
+        if (ret < 0) {
+            return ret;
+        }
+        if (pnum <= 0) {
+            break;
+        }
+        whole = pnum / HANDOFF_CHUNK_SIZE;
+        if ((ret & BDRV_BLOCK_ZERO) && whole) {
+            memset(s->disk_zero + i, 1, whole * sizeof(bool));
+            i += whole;
+            continue;
+        }
+        whole = DIV_ROUND_UP(pnum, HANDOFF_CHUNK_SIZE);
+        if (named) {
+            trim_map_write(s->trim, (first + i) * HANDOFF_CHUNK_SIZE,
+                           whole * HANDOFF_CHUNK_SIZE);
+        }
+        i += whole;
+    }
+    return 0;
+}
+
+/* Reads the chunks of [first, first + n) that are not zero into disk_buf. */
+static int read_disk_chunks(HandoffSaveState *s, uint64_t first, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        size_t len = 0;
+        int ret;
+
+        if (s->disk_zero[i]) {
+            i++;
+            continue;
+        }
+        while (i + len < n && !s->disk_zero[i + len]) {
+            len++;
+        }
+        ret = blk_pread(s->blk, (first + i) * HANDOFF_CHUNK_SIZE,
+                        len * HANDOFF_CHUNK_SIZE,
+                        s->disk_buf + i * HANDOFF_CHUNK_SIZE, 0);
+        if (ret < 0) {
+            return ret;
+        }
+        i += len;
+    }
+    return 0;
+}
+
+/* Offers disk chunks [first, first + n): zero runs and chunks read. */
+static int send_disk_run(HandoffSaveState *s, QEMUFile *f, uint32_t region,
+                         uint64_t first, size_t n, bool bql)
+{
+    size_t i = 0;
+    int ret, rc;
+
+    if (!bql) {
+        qemu_mutex_lock_iothread();
+    }
+    ret = find_zero_chunks(s, first, n);
+    if (ret == 0) {
+        ret = read_disk_chunks(s, first, n);
+    }
+    if (!bql) {
+        qemu_mutex_unlock_iothread();
+    }
+    if (ret < 0) {
+        error_report("handoff: cannot read disk '%s': %s",
+                     blk_name(s->blk), strerror(-ret));
+        qemu_file_set_error(f, ret);
+        return ret;
+    }
+    while (i < n) {
+        size_t len = 1;
+
+        if (s->disk_zero[i]) {
+            while (i + len < n && s->disk_zero[i + len]) {
+                len++;
+            }
+            trace_handoff_save_zero_run(first + i, len);
+            rc = handoff_encoder_submit_zero_run(s->enc, region, first + i,
+                                                 len);
+        } else {
+            rc = handoff_encoder_submit(s->enc, region, first + i,
+                                        s->disk_buf + i * HANDOFF_CHUNK_SIZE);
+        }
+        if (rc < 0) {
+            return engine_failed(f, rc, "handoff encoder");
+        }
+        i += len;
+    }
+    return 0;
+}
+
 /*
  * Offers chunks of the round until @deadline (0: all of them) or the rate
  * limit. @bql: the caller holds the BQL (disk reads need it).
@@ -371,35 +505,16 @@ static int send_round(HandoffSaveState *s, QEMUFile *f, int64_t deadline,
             s->next++;
         } else {
             /* A run of consecutive chunks, read with one request. */
-            size_t n = 1, i;
-            int ret;
+            size_t n = 1;
 
             while (s->next + n < s->round->len && n < DISK_RUN_CHUNKS &&
                    items[s->next + n].region == it->region &&
                    items[s->next + n].index == it->index + n) {
                 n++;
             }
-            if (!bql) {
-                qemu_mutex_lock_iothread();
-            }
-            ret = blk_pread(s->blk, it->index * HANDOFF_CHUNK_SIZE,
-                            n * HANDOFF_CHUNK_SIZE, s->disk_buf, 0);
-            if (!bql) {
-                qemu_mutex_unlock_iothread();
-            }
-            if (ret < 0) {
-                error_report("handoff: cannot read disk '%s': %s",
-                             blk_name(s->blk), strerror(-ret));
-                qemu_file_set_error(f, ret);
-                return ret;
-            }
-            for (i = 0; i < n; i++) {
-                rc = handoff_encoder_submit(s->enc, it->region, it->index + i,
-                                            s->disk_buf +
-                                            i * HANDOFF_CHUNK_SIZE);
-                if (rc < 0) {
-                    return engine_failed(f, rc, "handoff encoder");
-                }
+            rc = send_disk_run(s, f, it->region, it->index, n, bql);
+            if (rc < 0) {
+                return rc;
             }
             s->disk_sent += n;
             s->next += n;
@@ -440,6 +555,7 @@ static void update_stats(HandoffSaveState *s)
     for (k = 0; k < HANDOFF_REC_KINDS; k++) {
         examined += st.chunks[k];
     }
+    examined -= st.chunks[HANDOFF_REC_ZERO_RUN];
     if (handoff_mode_name(&st.mode, mode, sizeof(mode)) < 0) {
         pstrcpy(mode, sizeof(mode), "?");
     }
@@ -452,6 +568,8 @@ static void update_stats(HandoffSaveState *s)
     o->base_ref = st.chunks[HANDOFF_REC_BASE_REF];
     o->self_ref = st.chunks[HANDOFF_REC_SELF_REF];
     o->data = st.chunks[HANDOFF_REC_DATA];
+    o->zero_run = st.chunks[HANDOFF_REC_ZERO_RUN];
+    o->discarded = handoff_trim_discarded_bytes(s->trim);
     o->xor_delta = st.xor_chunks;
     o->dedup_rate = examined ? 1.0 - (double)o->data / examined : 0;
     o->input_bytes = st.input_bytes;
@@ -563,6 +681,11 @@ static bool setup_disk(HandoffSaveState *s, Error **errp)
     bs = blk_bs(s->blk);
     size = s->store->disk_size;
     s->disk_chunks = size / HANDOFF_CHUNK_SIZE;
+    handoff_trim_warn_if_ignored(s->blk);
+    s->trim = handoff_trim_start(s->blk, size, errp);
+    if (!s->trim) {
+        return false;
+    }
     /* Created first, so writes during the scan below are not missed. */
     s->disk_dirty = bdrv_create_dirty_bitmap(bs, HANDOFF_CHUNK_SIZE, NULL,
                                              errp);
@@ -587,6 +710,7 @@ static bool setup_disk(HandoffSaveState *s, Error **errp)
         off += pnum;
     }
     s->disk_buf = qemu_blockalign(bs, DISK_RUN_CHUNKS * HANDOFF_CHUNK_SIZE);
+    s->disk_zero = g_new0(bool, DISK_RUN_CHUNKS);
     return true;
 }
 
@@ -654,7 +778,11 @@ static void handoff_save_cleanup(void *opaque)
     if (s->disk_dirty) {
         bdrv_release_dirty_bitmap(s->disk_dirty);
     }
+    if (s->trim) {
+        handoff_trim_stop();
+    }
     qemu_vfree(s->disk_buf);
+    g_free(s->disk_zero);
     g_free(s->out);
     g_free(s->blocks);
     if (s->round) {
@@ -854,6 +982,7 @@ static SaveVMHandlers savevm_handoff_handlers = {
 
 void handoff_mig_init(void)
 {
+    handoff_trim_init();
     register_savevm_live("handoff", 0, HANDOFF_SECTION_VERSION,
                          &savevm_handoff_handlers, NULL);
 }
