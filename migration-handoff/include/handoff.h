@@ -194,6 +194,22 @@ int handoff_base_open(const char *index_path,
                       HandoffBase **out) HANDOFF_NOEXCEPT;
 
 /*
+ * @base with @count regions appended that the base VM did not have (a
+ * data disk attached after the base was saved), which read as zeros in
+ * it: their chunks travel like any other, as zero runs, references or
+ * data. @extra gives each one's name (not one of the base's), kind and
+ * size; path and data must be NULL. The ID is derived from @base's and
+ * the extra regions' kinds, names and sizes, in order
+ * (docs/stream-format.md): both ends must extend the same base by the
+ * same regions, or the destination refuses the stream (WRONG_BASE).
+ * @base must outlive *@out; free both with handoff_base_free. Verifying
+ * the result verifies @base.
+ */
+int handoff_base_extend(const HandoffBase *base,
+                        const HandoffRegionSpec *extra, size_t count,
+                        HandoffBase **out) HANDOFF_NOEXCEPT;
+
+/*
  * Reads every byte of every region again, hashes each chunk (on as many
  * threads as cores, up to HANDOFF_MAX_THREADS) and compares it with the
  * index. Returns 0 when all match; HANDOFF_E_BASE_CHANGED when a file's

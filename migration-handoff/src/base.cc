@@ -398,6 +398,7 @@ void Base::VerifyRange(uint64_t begin, uint64_t end, uint8_t* buf,
 }
 
 Status Base::Verify() const {
+  if (parent_ != nullptr) return parent_->Verify();
   const Geometry& g = geometry_;
   for (size_t r = 0; r < g.region_count(); r++) {
     const Backing& b = backing_[r];

@@ -39,9 +39,16 @@ class Base {
   // checks that its content ID is the one its hashes give. File contents
   // are not read: see Verify.
   static Status Open(const std::string& index_path, std::unique_ptr<Base>* out);
+  // @parent with @extra regions appended that the base VM did not have
+  // (a data disk attached later) and that read as zeros in it. @parent
+  // must outlive the result. Its ID is derived from @parent's and the
+  // extra regions' kinds, names and sizes (base_extension.cc).
+  static Status Extend(const Base* parent, const std::vector<Region>& extra,
+                       std::unique_ptr<Base>* out);
 
   // Reads every region again and compares each chunk's hash with the
-  // index: HANDOFF_E_BASE_CHANGED names the first chunk that differs.
+  // index: HANDOFF_E_BASE_CHANGED names the first chunk that differs. An
+  // extended base verifies its parent.
   Status Verify() const;
 
   const Geometry& geometry() const { return geometry_; }
@@ -92,6 +99,9 @@ class Base {
   uint64_t mask_ = 0;
   std::vector<uint64_t> owned_;  // index image built in memory (aligned)
   MappedFile index_file_;
+  // Extend: the base extended, and the zeros of the extra regions.
+  const Base* parent_ = nullptr;
+  std::vector<std::unique_ptr<MappedFile>> zeros_;
 };
 
 }  // namespace handoff

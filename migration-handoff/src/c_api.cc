@@ -209,6 +209,30 @@ int handoff_base_open(const char* index_path, HandoffBase** out) noexcept {
   });
 }
 
+int handoff_base_extend(const HandoffBase* base, const HandoffRegionSpec* extra,
+                        size_t count, HandoffBase** out) noexcept {
+  return Guard([&]() -> Status {
+    if (base == nullptr || extra == nullptr || out == nullptr)
+      return Invalid("null argument");
+    *out = nullptr;
+    std::vector<handoff::Region> regions;
+    for (size_t i = 0; i < count; i++) {
+      const HandoffRegionSpec& s = extra[i];
+      if (s.name == nullptr || s.path != nullptr || s.data != nullptr)
+        return Invalid("an extra region has a name, and no path or data");
+      handoff::Region r;
+      r.name = s.name;
+      r.kind = s.kind;
+      r.size = s.size;
+      regions.push_back(r);
+    }
+    auto h = std::make_unique<HandoffBase>();
+    HANDOFF_RETURN_IF_ERROR(handoff::Base::Extend(base->base.get(), regions, &h->base));
+    *out = h.release();
+    return Status::Ok();
+  });
+}
+
 int handoff_base_verify(const HandoffBase* base) noexcept {
   return Guard([&]() -> Status {
     if (base == nullptr) return Invalid("null base");

@@ -53,6 +53,19 @@ Status MappedFile::OpenFd(int fd, const std::string& name) {
   return Status::Ok();
 }
 
+Status MappedFile::MapZeros(size_t size) {
+  if (size != 0) {
+    void* p = mmap(nullptr, size, PROT_READ,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+      return Status(HANDOFF_E_NO_MEMORY, "cannot map " + std::to_string(size) +
+                                             " bytes of zeros");
+    data_ = static_cast<uint8_t*>(p);
+  }
+  size_ = size;
+  return Status::Ok();
+}
+
 void MappedFile::AdviseSequential() const {
   if (data_ != nullptr) madvise(data_, size_, MADV_SEQUENTIAL | MADV_WILLNEED);
 }

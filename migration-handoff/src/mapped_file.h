@@ -44,6 +44,9 @@ class MappedFile {
   // messages. For files opened by the caller's own rules (base files are
   // opened beneath their directory without following links).
   Status OpenFd(int fd, const std::string& name);
+  // Maps @size bytes of zeros, read-only and backed by nothing: the
+  // contents of a region a base does not have (Base::Extend).
+  Status MapZeros(size_t size);
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   // The descriptor stays open so that the file can be read again as it is

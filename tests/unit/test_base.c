@@ -459,6 +459,94 @@ static void test_version_1_index_refused(void)
 /* Create records files relative to the index's directory: a file outside
  * it, directly or through a link, cannot be recorded, and the index may
  * not be written over a base file. */
+/*
+ * An extended base: a data disk the base VM did not have travels as a
+ * region that reads as zeros in the base. Its chunks come back exact, a
+ * copy of a base chunk in it is a reference, the ID depends on the
+ * extension, and a destination extended otherwise refuses the stream.
+ */
+static void test_extended_base_carries_a_new_disk(void)
+{
+    enum { DATA_CHUNKS = 32 };
+    TestVm vm;
+    HandoffBase *base, *extended = NULL, *other = NULL, *clash = NULL;
+    HandoffRegionSpec data = { "data0", HANDOFF_REGION_DISK, NULL, NULL,
+                               DATA_CHUNKS * CHUNK };
+    HandoffRegionSpec bigger = data, same_name = { "disk0",
+        HANDOFF_REGION_DISK, NULL, NULL, CHUNK };
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(cfg) };
+    HandoffEncoderStats st = { .struct_size = sizeof(st) };
+    HandoffEncoder *enc = NULL;
+    HandoffDecoder *dec = NULL;
+    HandoffRegionInfo info;
+    uint8_t *disk = calloc(DATA_CHUNKS, CHUNK), *out;
+    uint8_t id[16], ext_id[16];
+    uint8_t *stream;
+    void *mem[3];
+    size_t len;
+    uint64_t i;
+
+    test_make_base_vm(&vm, 64, 11);
+    base = test_base_from_vm(&vm);
+    CU_ASSERT_EQUAL_FATAL(handoff_base_extend(base, &data, 1, &extended), 0);
+    CU_ASSERT_EQUAL(handoff_base_region_count(extended), 3);
+    CU_ASSERT_EQUAL(handoff_base_region_info(extended, 2, &info), 0);
+    CU_ASSERT_STRING_EQUAL(info.name, "data0");
+    handoff_base_id(base, id);
+    handoff_base_id(extended, ext_id);
+    CU_ASSERT(memcmp(id, ext_id, 16) != 0);
+    CU_ASSERT_EQUAL(handoff_base_verify(extended), 0);
+    CU_ASSERT_EQUAL(handoff_base_extend(base, &same_name, 1, &clash),
+                    HANDOFF_E_BAD_GEOMETRY);
+    CU_ASSERT_PTR_NULL(clash);
+
+    for (i = 0; i < 8; i++) {
+        fill_random(disk + i * CHUNK, 900 + i);               /* DATA */
+    }
+    memcpy(disk + 10 * CHUNK, vm.mem + 5 * CHUNK, CHUNK);     /* BASE_REF */
+    memcpy(disk + 11 * CHUNK, disk + 3 * CHUNK, CHUNK);       /* SELF_REF */
+    handoff_encoder_config_default(&cfg);
+    cfg.adaptive = 0;
+    CU_ASSERT_EQUAL_FATAL(handoff_encoder_create(extended, &cfg, &enc), 0);
+    for (i = 0; i < DATA_CHUNKS; i++) {
+        CU_ASSERT_EQUAL(handoff_encoder_submit(enc, 2, i, disk + i * CHUNK), 0);
+    }
+    CU_ASSERT_EQUAL(handoff_encoder_finish(enc), 0);
+    stream = test_pull_all(enc, &len);
+    handoff_encoder_stats(enc, &st);
+    handoff_encoder_free(enc);
+    CU_ASSERT_EQUAL(st.chunks[HANDOFF_REC_DATA], 8);
+    CU_ASSERT_EQUAL(st.chunks[HANDOFF_REC_BASE_REF], 1);
+    CU_ASSERT_EQUAL(st.chunks[HANDOFF_REC_SELF_REF], 1);
+    CU_ASSERT_EQUAL(st.chunks[HANDOFF_REC_SAME], DATA_CHUNKS - 10);
+
+    out = calloc(DATA_CHUNKS, CHUNK);
+    mem[0] = vm.mem;
+    mem[1] = vm.disk;
+    mem[2] = out;
+    CU_ASSERT_EQUAL_FATAL(handoff_decoder_create(extended, NULL, mem, &dec), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_feed(dec, stream, len), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_finish(dec), 0);
+    CU_ASSERT(memcmp(out, disk, DATA_CHUNKS * CHUNK) == 0);
+    handoff_decoder_free(dec);
+
+    /* A destination whose data disk has another size is another base. */
+    bigger.size = 2 * DATA_CHUNKS * CHUNK;
+    CU_ASSERT_EQUAL_FATAL(handoff_base_extend(base, &bigger, 1, &other), 0);
+    CU_ASSERT_EQUAL_FATAL(handoff_decoder_create(other, NULL, mem, &dec), 0);
+    CU_ASSERT_EQUAL(handoff_decoder_feed(dec, stream, len),
+                    HANDOFF_E_WRONG_BASE);
+    handoff_decoder_free(dec);
+
+    free(stream);
+    free(out);
+    free(disk);
+    handoff_base_free(other);
+    handoff_base_free(extended);
+    handoff_base_free(base);
+    test_vm_free(&vm);
+}
+
 static void test_create_refuses_files_outside_the_directory(void)
 {
     HandoffRegionSpec spec[2];
@@ -548,6 +636,8 @@ int main(void)
     CU_add_test(suite, "content ID recomputed on open",
                 test_content_id_recomputed_on_open);
     CU_add_test(suite, "version 1 index refused", test_version_1_index_refused);
+    CU_add_test(suite, "extended base carries a new disk",
+                test_extended_base_carries_a_new_disk);
     CU_add_test(suite, "create refuses files outside the directory",
                 test_create_refuses_files_outside_the_directory);
     return test_run_registry();
