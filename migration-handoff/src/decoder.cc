@@ -30,6 +30,35 @@ std::string Hex(const uint8_t* p, size_t n) {
 
 }  // namespace
 
+namespace {
+
+// Names the regions one side has and the other lacks or sizes otherwise
+// (an extended base whose extra disks differ), for WRONG_BASE messages.
+std::string RegionDifference(const Geometry& stream, const Geometry& base) {
+  auto describe = [](const Geometry& a, const Geometry& b) {
+    std::string out;
+    for (const Region& r : a.regions()) {
+      bool same = false;
+      for (const Region& o : b.regions())
+        same |= o.name == r.name && o.size == r.size && o.kind == r.kind;
+      if (!same)
+        out += (out.empty() ? "" : ", ") + r.name + " (" +
+               std::to_string(r.size) + " bytes)";
+    }
+    return out;
+  };
+  const std::string only_stream = describe(stream, base);
+  const std::string only_base = describe(base, stream);
+  std::string out;
+  if (!only_stream.empty())
+    out += "; the stream has regions this base lacks: " + only_stream;
+  if (!only_base.empty())
+    out += "; this base has regions the stream lacks: " + only_base;
+  return out;
+}
+
+}  // namespace
+
 Decoder::Decoder(const Base* base, std::unique_ptr<ChunkSink> sink)
     : base_(base), sink_(std::move(sink)), digest_(XXH3_createState()) {
   XXH3_128bits_reset(digest_);
@@ -77,7 +106,8 @@ Status Decoder::Process() {
       if (std::memcmp(header.base_id, base_->id(), 16) != 0)
         return Status(HANDOFF_E_WRONG_BASE,
                       "stream made against base " + Hex(header.base_id, 16) +
-                          ", this base is " + Hex(base_->id(), 16));
+                          ", this base is " + Hex(base_->id(), 16) +
+                          RegionDifference(header.geometry, base_->geometry()));
       if (!(header.geometry == base_->geometry()))
         return Status(HANDOFF_E_GEOMETRY_MISMATCH,
                       "stream regions differ from the base's");

@@ -5,7 +5,8 @@ Attacks and mistakes, each with the VM it must not harm: a stream whose
 handoff section lost its end, a plain migration aimed at a handoff
 destination, a destination without its base or with a used overlay, a
 base whose manifest points outside it or whose files changed behind its
-index, a second writable disk that handoff would leave behind.
+index, a second writable disk (carried, onto an empty image, or named
+shared).
 """
 
 import json
@@ -301,19 +302,64 @@ def test_copied_base_is_relocatable(tmp_path, base, vms):
 
 # --- disks -----------------------------------------------------------------
 
-def test_second_writable_disk_is_refused(tmp_path, base, vms):
-    data = str(tmp_path / "data.qcow2")
-    subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", data, "64M"],
+def data_disk(tmp_path, name, with_data):
+    """A 64 MiB qcow2 data volume, holding 4 MiB at 0 and 1 MiB at 40 MiB
+    (written by qemu-io) or empty, and the options that attach it."""
+    path = str(tmp_path / f"{name}.qcow2")
+    subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", path, "64M"],
                    check=True)
-    src = start_from_base("src", str(tmp_path), base, extra_args=[
-        "-drive", f"file={data},format=qcow2,if=none,id=data0",
-        "-device", "virtio-blk-pci,drive=data0,id=datadisk"])
+    if with_data:
+        write_stale(path, 0, 4 << 20)
+        write_stale(path, 40 << 20, 1 << 20)
+    return path, ["-drive", f"file={path},format=qcow2,if=none,id=data0",
+                  "-device", "virtio-blk-pci,drive=data0,id=datadisk"]
+
+
+def test_second_writable_disk_travels(tmp_path, base, vms):
+    """A data volume the base VM did not have moves with the VM, as a
+    region of the base extended by it, onto an empty image."""
+    src_data, src_args = data_disk(tmp_path, "src-data", True)
+    dst_data, dst_args = data_disk(tmp_path, "dst-data", False)
+    src = start_from_base("src", str(tmp_path), base, extra_args=src_args)
+    vms.append(src)
+    # The guest was saved without this device and has not probed it: its
+    # contents are written from the host (the test is what travels).
+    src.wait_serial(r"^heartbeat \d+\r?$")
+    dst = start_destination("dst", str(tmp_path), base, extra_args=dst_args)
+    vms.append(dst)
+    src.qmp.cmd("migrate-handoff", uri=f"tcp:127.0.0.1:{dst.port}")
+    info = src.wait_migration()
+    assert info["status"] == "completed", info.get("error-desc")
+    assert_same_vm(src, dst)
+    compare = subprocess.run([QEMU_IMG, "compare", "-U", src_data, dst_data],
+                             capture_output=True, text=True)
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+
+
+def test_carried_disk_needs_an_empty_destination_image(tmp_path, base, vms):
+    _, src_args = data_disk(tmp_path, "src-data", True)
+    _, dst_args = data_disk(tmp_path, "dst-data", False)
+    dst_data = str(tmp_path / "dst-data.qcow2")
+    write_stale(dst_data, 8 << 20, 64 << 10)
+    src = start_from_base("src", str(tmp_path), base, extra_args=src_args)
+    vms.append(src)
+    dst = start_destination("dst", str(tmp_path), base, extra_args=dst_args)
+    vms.append(dst)
+    handoff_fails(src, f"tcp:127.0.0.1:{dst.port}",
+                  "disk 'data0' holds data at offset 8388608")
+    assert_source_runs_on(src)
+
+
+def test_destination_without_the_carried_disk_refuses(tmp_path, base, vms):
+    """A destination lacking the data volume has another (extended) base:
+    it refuses the stream before applying anything."""
+    _, src_args = data_disk(tmp_path, "src-data", True)
+    src = start_from_base("src", str(tmp_path), base, extra_args=src_args)
     vms.append(src)
     dst = start_destination("dst", str(tmp_path), base)
     vms.append(dst)
-    handoff_fails(src, f"tcp:127.0.0.1:{dst.port}",
-                  "Disk 'data0' (device 'datadisk') is writable and is not "
-                  "the overlay on the base disk")
+    info = handoff_fails(src, f"tcp:127.0.0.1:{dst.port}", "WRONG_BASE")
+    assert "drive:data0" in info["error-desc"], info
     assert_source_runs_on(src)
 
 
@@ -335,8 +381,11 @@ def test_shared_disk_named_by_the_operator_stays(tmp_path, base, vms, name):
     src.wait_serial(r"^heartbeat \d+\r?$")
     dst = start_destination("dst", str(tmp_path), base, extra_args=disk_args)
     vms.append(dst)
-    src.qmp.cmd("migrate-set-parameters",
-                handoff_shared_disks=f"other:{name}")
+    # Both ends name it: each derives the disks the stream carries from
+    # its own configuration.
+    for vm in (src, dst):
+        vm.qmp.cmd("migrate-set-parameters",
+                   handoff_shared_disks=f"other:{name}")
     src.qmp.cmd("migrate-handoff", uri=f"tcp:127.0.0.1:{dst.port}")
     info = src.wait_migration()
     assert info["status"] == "completed", info.get("error-desc")

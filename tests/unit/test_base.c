@@ -536,6 +536,8 @@ static void test_extended_base_carries_a_new_disk(void)
     CU_ASSERT_EQUAL_FATAL(handoff_decoder_create(other, NULL, mem, &dec), 0);
     CU_ASSERT_EQUAL(handoff_decoder_feed(dec, stream, len),
                     HANDOFF_E_WRONG_BASE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(handoff_last_error_message(),
+                                  "regions this base lacks: data0 (131072"));
     handoff_decoder_free(dec);
 
     free(stream);

@@ -83,6 +83,32 @@ void handoff_base_resume(const char *dir, Error **errp);
 void handoff_error_engine(Error **errp, int code, const char *what);
 
 /*
+ * The disks a handoff carries (handoff-disks.c): [0] the overlay on the
+ * base disk, then every other writable disk not declared shared, each a
+ * region of the base extended by them (they read as zeros in the base).
+ */
+typedef struct HandoffDisk {
+    BlockBackend *blk;
+    uint32_t region;            /* in the stream's geometry */
+    uint64_t size;
+    char *region_name;
+    bool is_base;               /* the overlay on the base disk */
+} HandoffDisk;
+
+typedef struct HandoffDisks {
+    HandoffDisk *disk;
+    size_t n;
+    HandoffBase *base;          /* what the stream is made against */
+    HandoffBase *extended;      /* owned, when there are extra disks */
+} HandoffDisks;
+
+HandoffDisks *handoff_disks_collect(HandoffBaseStore *store, Error **errp);
+HandoffDisk *handoff_disks_find(HandoffDisks *disks, uint32_t region);
+bool handoff_disks_check_empty(HandoffDisk *d, Error **errp);
+void handoff_disks_free(HandoffDisks *disks);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(HandoffDisks, handoff_disks_free)
+
+/*
  * Discards on the handed-off disk (handoff-trim.c). The map says which
  * chunks the guest discarded since handoff_trim_start(); a range it names
  * must still be confirmed to read as zeros before it is sent as such.

@@ -35,7 +35,7 @@
 typedef struct HandoffLoadState {
     HandoffBaseStore *store;
     HandoffDecoder *dec;
-    BlockBackend *blk;
+    HandoffDisks *disks;        /* [0] the base disk's overlay */
     uint8_t **host;             /* per engine region: RAM, or NULL (disk) */
     uint64_t *size;             /* per engine region: bytes */
     size_t n_regions;
@@ -54,6 +54,7 @@ typedef struct HandoffLoadState {
      * come in offset order, and one block request per 4 KiB chunk made
      * the destination, not the link, the bottleneck for disk references.
      */
+    HandoffDisk *run_disk;
     uint64_t run_first;
     size_t run_len;
     uint8_t *run_buf;
@@ -95,7 +96,7 @@ static int flush_disk_run(HandoffLoadState *s)
     if (!s->run_len) {
         return 0;
     }
-    ret = blk_pwrite(s->blk, s->run_first * HANDOFF_CHUNK_SIZE,
+    ret = blk_pwrite(s->run_disk->blk, s->run_first * HANDOFF_CHUNK_SIZE,
                      s->run_len * HANDOFF_CHUNK_SIZE, s->run_buf, 0);
     s->run_len = 0;
     return ret;
@@ -106,6 +107,7 @@ static int write_chunk(void *opaque, uint32_t region, uint64_t index,
 {
     HandoffLoadState *s = opaque;
     uint64_t offset = index * HANDOFF_CHUNK_SIZE;
+    HandoffDisk *d;
     int ret;
 
     /* The decoder checked the geometry; check again what we index with. */
@@ -116,10 +118,12 @@ static int write_chunk(void *opaque, uint32_t region, uint64_t index,
         memcpy(s->host[region] + offset, data, HANDOFF_CHUNK_SIZE);
         return 0;
     }
-    if (region != s->store->disk_region) {
+    d = handoff_disks_find(s->disks, region);
+    if (!d) {
         return -ERANGE;
     }
-    if (s->run_len && (index != s->run_first + s->run_len ||
+    if (s->run_len && (d != s->run_disk ||
+                       index != s->run_first + s->run_len ||
                        s->run_len == DISK_RUN_CHUNKS)) {
         ret = flush_disk_run(s);
         if (ret < 0) {
@@ -127,6 +131,7 @@ static int write_chunk(void *opaque, uint32_t region, uint64_t index,
         }
     }
     if (!s->run_len) {
+        s->run_disk = d;
         s->run_first = index;
     }
     memcpy(s->run_buf + s->run_len++ * HANDOFF_CHUNK_SIZE, data,
@@ -143,6 +148,7 @@ static int zero_chunks(void *opaque, uint32_t region, uint64_t first,
                        uint64_t count)
 {
     HandoffLoadState *s = opaque;
+    HandoffDisk *d = handoff_disks_find(s->disks, region);
     uint64_t chunks;
     int ret;
 
@@ -159,7 +165,7 @@ static int zero_chunks(void *opaque, uint32_t region, uint64_t first,
                count * HANDOFF_CHUNK_SIZE);
         return 0;
     }
-    if (region != s->store->disk_region) {
+    if (!d) {
         return -ERANGE;
     }
     /* Chunks buffered before this record are older than it. */
@@ -167,7 +173,7 @@ static int zero_chunks(void *opaque, uint32_t region, uint64_t first,
     if (ret < 0) {
         return ret;
     }
-    return blk_pwrite_zeroes(s->blk, first * HANDOFF_CHUNK_SIZE,
+    return blk_pwrite_zeroes(d->blk, first * HANDOFF_CHUNK_SIZE,
                              count * HANDOFF_CHUNK_SIZE, BDRV_REQ_MAY_UNMAP);
 }
 
@@ -176,6 +182,7 @@ static int read_chunk(void *opaque, uint32_t region, uint64_t index,
 {
     HandoffLoadState *s = opaque;
     uint64_t offset = index * HANDOFF_CHUNK_SIZE;
+    HandoffDisk *d;
 
     if (region >= s->n_regions || offset + HANDOFF_CHUNK_SIZE > s->size[region]) {
         return -ERANGE;
@@ -184,15 +191,17 @@ static int read_chunk(void *opaque, uint32_t region, uint64_t index,
         memcpy(data, s->host[region] + offset, HANDOFF_CHUNK_SIZE);
         return 0;
     }
-    if (region != s->store->disk_region) {
+    d = handoff_disks_find(s->disks, region);
+    if (!d) {
         return -ERANGE;
     }
-    if (index >= s->run_first && index < s->run_first + s->run_len) {
+    if (s->run_len && d == s->run_disk && index >= s->run_first &&
+        index < s->run_first + s->run_len) {
         memcpy(data, s->run_buf + (index - s->run_first) * HANDOFF_CHUNK_SIZE,
                HANDOFF_CHUNK_SIZE);
         return 0;
     }
-    return blk_pread(s->blk, offset, HANDOFF_CHUNK_SIZE, data, 0);
+    return blk_pread(d->blk, offset, HANDOFF_CHUNK_SIZE, data, 0);
 }
 
 static bool map_regions(HandoffLoadState *s, Error **errp)
@@ -200,13 +209,13 @@ static bool map_regions(HandoffLoadState *s, Error **errp)
     RAMBlock *rb;
     size_t i;
 
-    s->n_regions = handoff_base_region_count(s->store->base);
+    s->n_regions = handoff_base_region_count(s->disks->base);
     s->host = g_new0(uint8_t *, s->n_regions);
     s->size = g_new0(uint64_t, s->n_regions);
     for (i = 0; i < s->n_regions; i++) {
         HandoffRegionInfo info;
 
-        if (handoff_base_region_info(s->store->base, i, &info) < 0) {
+        if (handoff_base_region_info(s->disks->base, i, &info) < 0) {
             error_setg(errp, "base %s: region %zu unreadable", s->store->dir,
                        i);
             return false;
@@ -258,6 +267,30 @@ static bool check_fresh_overlay(BlockBackend *blk, uint64_t size,
     return true;
 }
 
+/*
+ * Images are inactive on an incoming VM until switch-over: activated here
+ * to be written. The base disk's overlay must be fresh, every other
+ * carried disk empty.
+ */
+static bool activate_disks(HandoffLoadState *s, Error **errp)
+{
+    size_t i;
+
+    for (i = 0; i < s->disks->n; i++) {
+        HandoffDisk *d = &s->disks->disk[i];
+
+        blk_activate(d->blk, errp);
+        if (*errp) {
+            return false;
+        }
+        if (d->is_base ? !check_fresh_overlay(d->blk, d->size, errp)
+                       : !handoff_disks_check_empty(d, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool load_setup(HandoffLoadState *s, const char *dir, Error **errp)
 {
     HandoffWriter writer = {
@@ -280,22 +313,18 @@ static bool load_setup(HandoffLoadState *s, const char *dir, Error **errp)
     if (!s->store) {
         return false;
     }
-    s->blk = handoff_base_find_disk(s->store, errp);
-    if (!s->blk) {
+    s->disks = handoff_disks_collect(s->store, errp);
+    if (!s->disks) {
         return false;
     }
-    handoff_trim_warn_if_ignored(s->blk);
-    s->run_buf = qemu_blockalign(blk_bs(s->blk),
+    handoff_trim_warn_if_ignored(s->disks->disk[0].blk);
+    s->run_buf = qemu_blockalign(blk_bs(s->disks->disk[0].blk),
                                  DISK_RUN_CHUNKS * HANDOFF_CHUNK_SIZE);
-    if (!map_regions(s, errp) || !handoff_base_load_ram(s->store, errp)) {
+    if (!map_regions(s, errp) || !handoff_base_load_ram(s->store, errp) ||
+        !activate_disks(s, errp)) {
         return false;
     }
-    /* Images are inactive on an incoming VM until switch-over. */
-    blk_activate(s->blk, errp);
-    if (*errp || !check_fresh_overlay(s->blk, s->store->disk_size, errp)) {
-        return false;
-    }
-    rc = handoff_decoder_create(s->store->base, &writer, NULL, &s->dec);
+    rc = handoff_decoder_create(s->disks->base, &writer, NULL, &s->dec);
     if (rc < 0) {
         handoff_error_engine(errp, rc, "cannot start the handoff decoder");
         return false;
@@ -391,7 +420,7 @@ int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
             rc = flush_disk_run(s);
             if (rc < 0) {
                 return load_error("cannot write disk '%s': %s",
-                                  blk_name(s->blk), strerror(-rc));
+                                  blk_name(s->run_disk->blk), strerror(-rc));
             }
             return 0;
         case HANDOFF_BLOCK_DATA:
@@ -450,6 +479,7 @@ int handoff_load_cleanup(void *opaque)
         return 0;
     }
     handoff_decoder_free(s->dec);
+    handoff_disks_free(s->disks);
     handoff_base_store_free(s->store);
     error_free(s->setup_err);
     qemu_vfree(s->run_buf);

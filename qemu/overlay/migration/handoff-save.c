@@ -76,10 +76,9 @@ typedef struct HandoffSaveState {
     HandoffBlock *blocks;
     size_t n_blocks;
 
-    BlockBackend *blk;
-    BdrvDirtyBitmap *disk_dirty;
-    uint64_t disk_chunks;
-    TrimMap *trim;              /* discards since the handoff started */
+    HandoffDisks *disks;        /* [0] the base disk's overlay */
+    BdrvDirtyBitmap **disk_dirty;   /* per disk */
+    TrimMap *trim;              /* discards on disk [0] since the start */
     bool *disk_zero;            /* per chunk of disk_buf: reads as zeros */
 
     /* The round being sent: memory items (maybe shuffled), then disk. */
@@ -259,19 +258,20 @@ static void start_round(HandoffSaveState *s)
     }
 
     /* Disk chunks stay in offset order: they are read in runs. */
-    if (s->blk) {
+    for (i = 0; s->disks && i < s->disks->n; i++) {
+        HandoffDisk *d = &s->disks->disk[i];
+        BdrvDirtyBitmap *dirty = s->disk_dirty[i];
         int64_t off = 0;
 
-        bdrv_dirty_bitmap_lock(s->disk_dirty);
-        while ((off = bdrv_dirty_bitmap_next_dirty(s->disk_dirty, off,
+        bdrv_dirty_bitmap_lock(dirty);
+        while ((off = bdrv_dirty_bitmap_next_dirty(dirty, off,
                                                    INT64_MAX)) >= 0) {
-            add_item(s, s->store->disk_region, off / HANDOFF_CHUNK_SIZE);
+            add_item(s, d->region, off / HANDOFF_CHUNK_SIZE);
             dirty_disk++;
             off += HANDOFF_CHUNK_SIZE;
         }
-        bdrv_reset_dirty_bitmap_locked(s->disk_dirty, 0,
-                                       s->disk_chunks * HANDOFF_CHUNK_SIZE);
-        bdrv_dirty_bitmap_unlock(s->disk_dirty);
+        bdrv_reset_dirty_bitmap_locked(dirty, 0, d->size);
+        bdrv_dirty_bitmap_unlock(dirty);
     }
     trace_handoff_save_round(s->iteration, dirty_pages, dirty_disk);
 }
@@ -335,12 +335,14 @@ static void clear_dirty_log(RAMBlock *rb, uint64_t page)
     memory_region_clear_dirty_bitmap(rb->mr, start, size);
 }
 
-/* Whether the trim map names any chunk of [first, first + n). */
-static bool trim_names(HandoffSaveState *s, uint64_t first, size_t n)
+/* Whether @d's trim map names any chunk of [first, first + n). */
+static bool trim_names(HandoffSaveState *s, HandoffDisk *d, uint64_t first,
+                       size_t n)
 {
     uint64_t run_first, run_count;
 
-    return trim_map_next_run(s->trim, first, HANDOFF_CHUNK_SIZE, &run_first,
+    return d->is_base &&
+           trim_map_next_run(s->trim, first, HANDOFF_CHUNK_SIZE, &run_first,
                              &run_count) == 1 && run_first < first + n;
 }
 
@@ -353,10 +355,11 @@ static bool trim_names(HandoffSaveState *s, uint64_t first, size_t n)
  * count. Chunks the map named that are not zero were written since (or
  * the discard covered part of a cluster): the map forgets them.
  */
-static int find_zero_chunks(HandoffSaveState *s, uint64_t first, size_t n)
+static int find_zero_chunks(HandoffSaveState *s, HandoffDisk *d,
+                            uint64_t first, size_t n)
 {
-    BlockDriverState *bs = blk_bs(s->blk);
-    bool named = trim_names(s, first, n);
+    BlockDriverState *bs = blk_bs(d->blk);
+    bool named = trim_names(s, d, first, n);
     size_t i = 0;
 
     memset(s->disk_zero, 0, n * sizeof(bool));
@@ -394,7 +397,8 @@ static int find_zero_chunks(HandoffSaveState *s, uint64_t first, size_t n)
 }
 
 /* Reads the chunks of [first, first + n) that are not zero into disk_buf. */
-static int read_disk_chunks(HandoffSaveState *s, uint64_t first, size_t n)
+static int read_disk_chunks(HandoffSaveState *s, HandoffDisk *d,
+                            uint64_t first, size_t n)
 {
     size_t i = 0;
 
@@ -409,7 +413,7 @@ static int read_disk_chunks(HandoffSaveState *s, uint64_t first, size_t n)
         while (i + len < n && !s->disk_zero[i + len]) {
             len++;
         }
-        ret = blk_pread(s->blk, (first + i) * HANDOFF_CHUNK_SIZE,
+        ret = blk_pread(d->blk, (first + i) * HANDOFF_CHUNK_SIZE,
                         len * HANDOFF_CHUNK_SIZE,
                         s->disk_buf + i * HANDOFF_CHUNK_SIZE, 0);
         if (ret < 0) {
@@ -421,7 +425,7 @@ static int read_disk_chunks(HandoffSaveState *s, uint64_t first, size_t n)
 }
 
 /* Offers disk chunks [first, first + n): zero runs and chunks read. */
-static int send_disk_run(HandoffSaveState *s, QEMUFile *f, uint32_t region,
+static int send_disk_run(HandoffSaveState *s, QEMUFile *f, HandoffDisk *d,
                          uint64_t first, size_t n, bool bql)
 {
     size_t i = 0;
@@ -430,16 +434,16 @@ static int send_disk_run(HandoffSaveState *s, QEMUFile *f, uint32_t region,
     if (!bql) {
         qemu_mutex_lock_iothread();
     }
-    ret = find_zero_chunks(s, first, n);
+    ret = find_zero_chunks(s, d, first, n);
     if (ret == 0) {
-        ret = read_disk_chunks(s, first, n);
+        ret = read_disk_chunks(s, d, first, n);
     }
     if (!bql) {
         qemu_mutex_unlock_iothread();
     }
     if (ret < 0) {
         error_report("handoff: cannot read disk '%s': %s",
-                     blk_name(s->blk), strerror(-ret));
+                     blk_name(d->blk), strerror(-ret));
         qemu_file_set_error(f, ret);
         return ret;
     }
@@ -451,10 +455,10 @@ static int send_disk_run(HandoffSaveState *s, QEMUFile *f, uint32_t region,
                 len++;
             }
             trace_handoff_save_zero_run(first + i, len);
-            rc = handoff_encoder_submit_zero_run(s->enc, region, first + i,
+            rc = handoff_encoder_submit_zero_run(s->enc, d->region, first + i,
                                                  len);
         } else {
-            rc = handoff_encoder_submit(s->enc, region, first + i,
+            rc = handoff_encoder_submit(s->enc, d->region, first + i,
                                         s->disk_buf + i * HANDOFF_CHUNK_SIZE);
         }
         if (rc < 0) {
@@ -478,12 +482,13 @@ static int send_round(HandoffSaveState *s, QEMUFile *f, int64_t deadline,
 
     while (s->next < s->round->len) {
         HandoffItem *it = &items[s->next];
+        HandoffDisk *disk = handoff_disks_find(s->disks, it->region);
 
         if (deadline && (qemu_file_rate_limit(f) ||
                          qemu_clock_get_ns(QEMU_CLOCK_REALTIME) > deadline)) {
             break;
         }
-        if (it->region != s->store->disk_region) {
+        if (!disk) {
             HandoffBlock *b = NULL;
             size_t i;
 
@@ -512,7 +517,7 @@ static int send_round(HandoffSaveState *s, QEMUFile *f, int64_t deadline,
                    items[s->next + n].index == it->index + n) {
                 n++;
             }
-            rc = send_disk_run(s, f, it->region, it->index, n, bql);
+            rc = send_disk_run(s, f, disk, it->index, n, bql);
             if (rc < 0) {
                 return rc;
             }
@@ -628,68 +633,21 @@ static bool setup_blocks(HandoffSaveState *s, Error **errp)
 }
 
 /*
- * Handoff carries one disk, the overlay on the base. Any other disk the
- * guest can write would be left behind and the VM would run on with
- * whatever the destination has in that slot: refuse before anything
- * moves. Read-only media (CD-ROMs, seeds) and empty drives stay behind
- * harmlessly.
+ * Marks what disk @i holds: round 0 offers exactly that. For the overlay
+ * on the base, its allocated clusters; for a carried extra disk, every
+ * allocated range of its image (holes read as zeros, as in the base).
  */
-static bool check_other_disks(BlockBackend *carried, Error **errp)
+static bool setup_disk(HandoffSaveState *s, size_t i, Error **errp)
 {
-    const char *shared = migrate_get_current()->parameters.handoff_shared_disks;
-    BlockBackend *blk;
+    HandoffDisk *d = &s->disks->disk[i];
+    BlockDriverState *bs = blk_bs(d->blk);
+    int64_t off, size = d->size;
 
-    for (blk = blk_next(NULL); blk; blk = blk_next(blk)) {
-        DeviceState *dev = blk_get_attached_dev(blk);
-        g_autofree char *path = NULL;
-        const char *id;
-
-        if (blk == carried || !dev || !blk_is_inserted(blk) ||
-            !blk_is_writable(blk)) {
-            continue;
-        }
-        /* virtio-blk's device is a child of the proxy the user named. */
-        if (!dev->id && dev->parent_bus && dev->parent_bus->parent) {
-            dev = dev->parent_bus->parent;
-        }
-        id = dev->id ?: (path = object_get_canonical_path(OBJECT(dev)));
-        if (handoff_disk_is_shared(shared, blk_name(blk), id)) {
-            continue;
-        }
-        error_setg(errp, "Disk '%s' (device '%s') is writable and is not "
-                   "the overlay on the base disk: handoff carries only that "
-                   "one, and this disk would be left behind",
-                   blk_name(blk), id);
-        error_append_hint(errp, "Name it in migration parameter "
-                          "handoff-shared-disks if both cloudlets share it; "
-                          "otherwise detach it or make it read-only\n");
-        return false;
-    }
-    return true;
-}
-
-/* Marks what the overlay holds: round 0 offers exactly that of the disk. */
-static bool setup_disk(HandoffSaveState *s, Error **errp)
-{
-    BlockDriverState *bs;
-    int64_t off, size;
-
-    s->blk = handoff_base_find_disk(s->store, errp);
-    if (!s->blk || !check_other_disks(s->blk, errp)) {
-        return false;
-    }
-    bs = blk_bs(s->blk);
-    size = s->store->disk_size;
-    s->disk_chunks = size / HANDOFF_CHUNK_SIZE;
-    handoff_trim_warn_if_ignored(s->blk);
-    s->trim = handoff_trim_start(s->blk, size, errp);
-    if (!s->trim) {
-        return false;
-    }
+    handoff_trim_warn_if_ignored(d->blk);
     /* Created first, so writes during the scan below are not missed. */
-    s->disk_dirty = bdrv_create_dirty_bitmap(bs, HANDOFF_CHUNK_SIZE, NULL,
-                                             errp);
-    if (!s->disk_dirty) {
+    s->disk_dirty[i] = bdrv_create_dirty_bitmap(bs, HANDOFF_CHUNK_SIZE, NULL,
+                                                errp);
+    if (!s->disk_dirty[i]) {
         return false;
     }
     for (off = 0; off < size;) {
@@ -698,18 +656,45 @@ static bool setup_disk(HandoffSaveState *s, Error **errp)
 
         if (ret < 0) {
             error_setg_errno(errp, -ret, "cannot read the allocation map of "
-                             "disk '%s'", blk_name(s->blk));
+                             "disk '%s'", blk_name(d->blk));
             return false;
         }
         if (pnum <= 0) {
             break;
         }
         if (ret) {
-            bdrv_set_dirty_bitmap(s->disk_dirty, off, pnum);
+            bdrv_set_dirty_bitmap(s->disk_dirty[i], off, pnum);
         }
         off += pnum;
     }
-    s->disk_buf = qemu_blockalign(bs, DISK_RUN_CHUNKS * HANDOFF_CHUNK_SIZE);
+    return true;
+}
+
+/*
+ * The disks the handoff carries (handoff-disks.c): any writable disk it
+ * cannot carry or name is refused before anything moves.
+ */
+static bool setup_disks(HandoffSaveState *s, Error **errp)
+{
+    size_t i;
+
+    s->disks = handoff_disks_collect(s->store, errp);
+    if (!s->disks) {
+        return false;
+    }
+    s->disk_dirty = g_new0(BdrvDirtyBitmap *, s->disks->n);
+    s->trim = handoff_trim_start(s->disks->disk[0].blk,
+                                 s->disks->disk[0].size, errp);
+    if (!s->trim) {
+        return false;
+    }
+    for (i = 0; i < s->disks->n; i++) {
+        if (!setup_disk(s, i, errp)) {
+            return false;
+        }
+    }
+    s->disk_buf = qemu_blockalign(blk_bs(s->disks->disk[0].blk),
+                                  DISK_RUN_CHUNKS * HANDOFF_CHUNK_SIZE);
     s->disk_zero = g_new0(bool, DISK_RUN_CHUNKS);
     return true;
 }
@@ -739,7 +724,7 @@ static HandoffEncoder *create_encoder(HandoffSaveState *s, Error **errp)
     }
     config.seed = g_get_real_time();
     s->stats.adaptive = mode.adaptive;
-    rc = handoff_encoder_create(s->store->base, &config, &enc);
+    rc = handoff_encoder_create(s->disks->base, &config, &enc);
     if (rc < 0) {
         handoff_error_engine(errp, rc, "cannot start the handoff encoder");
         return NULL;
@@ -775,9 +760,12 @@ static void handoff_save_cleanup(void *opaque)
         update_stats(s);
         handoff_encoder_free(s->enc);
     }
-    if (s->disk_dirty) {
-        bdrv_release_dirty_bitmap(s->disk_dirty);
+    for (i = 0; s->disk_dirty && i < s->disks->n; i++) {
+        if (s->disk_dirty[i]) {
+            bdrv_release_dirty_bitmap(s->disk_dirty[i]);
+        }
     }
+    g_free(s->disk_dirty);
     if (s->trim) {
         handoff_trim_stop();
     }
@@ -788,6 +776,7 @@ static void handoff_save_cleanup(void *opaque)
     if (s->round) {
         g_array_free(s->round, true);
     }
+    handoff_disks_free(s->disks);
     handoff_base_store_free(s->store);
     g_free(s->stats.base_id);
     g_free(s->stats.mode);
@@ -839,7 +828,7 @@ static int handoff_save_setup_locked(QEMUFile *f)
     s->round = g_array_new(false, false, sizeof(HandoffItem));
     s->out = g_malloc(HANDOFF_BLOCK_MAX);
     s->random_order = ms->parameters.handoff_random_order;
-    if (!setup_blocks(s, &err) || !setup_disk(s, &err)) {
+    if (!setup_blocks(s, &err) || !setup_disks(s, &err)) {
         goto fail;
     }
     s->enc = create_encoder(s, &err);
