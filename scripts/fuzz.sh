@@ -11,8 +11,10 @@
 # 10 s, naming the reproducer.
 #
 # Usage: scripts/fuzz.sh [--minutes N | --seconds N] [--target NAME|all]
-#                        [--no-corpus-update]
-#   Default: 60 seconds over all targets. Afterwards the repository's
+#                        [--parallel] [--no-corpus-update]
+#   Default: 60 seconds over all targets, one after the other, each for its
+#   share; --parallel runs every target for the whole time at once (one
+#   process each: all cores busy, for long runs). Afterwards the repository's
 #   corpus of each target is minimised (-merge=1) together with what the
 #   run found and written back, within a size budget; --no-corpus-update
 #   (CI) leaves the tree as it was. FUZZ_JOBS sets ninja's parallelism.
@@ -28,14 +30,15 @@ declare -A weight=([decoder]=2 [index]=1 [inspect]=1)
 # Committed corpus per target, at most (the repository holds it).
 budget_kib=500
 
-seconds=60 target=all update=1
+seconds=60 target=all update=1 parallel=0
 while [ $# -gt 0 ]; do
     case $1 in
         --minutes) seconds=$(( $2 * 60 )); shift 2 ;;
         --seconds) seconds=$2; shift 2 ;;
         --target) target=$2; shift 2 ;;
         --no-corpus-update) update=0; shift ;;
-        -h|--help) sed -n '3,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --parallel) parallel=1; shift ;;
+        -h|--help) sed -n '3,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "fuzz: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -108,12 +111,13 @@ update_corpus() {
     done
 }
 
-for t in $targets; do
+# Fuzzes target $1 for $2 seconds; its execution count goes to
+# $build/execs-$1. Returns non-zero on a finding.
+run_target() {
+    local t=$1 share=$2 bin repo work artifacts log t0 rc wall execs cov repro
     bin=$build/migration-handoff/$t-fuzzer
     repo=$corpora/$t work=$build/corpus/$t artifacts=$build/artifacts/$t/
     log=$build/fuzz-$t.log
-    share=$(( seconds * weight[$t] / total_weight ))
-    [ "$share" -ge 1 ] || share=1
     mkdir -p "$repo" "$artifacts"
     rm -rf "$work" && mkdir -p "$work"
     if [ -z "$(ls -A "$repo")" ]; then
@@ -126,22 +130,42 @@ for t in $targets; do
         -artifact_prefix="$artifacts" "$work" "$repo") >"$log" 2>&1 || rc=$?
     wall=$(( $(date +%s) - t0 ))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
-    execs=${execs:-0}
-    total_execs=$(( total_execs + execs ))
+    echo "${execs:-0}" >"$build/execs-$t"
     cov=$(grep -E '^#[0-9]+.* cov: ' "$log" | tail -n 1 |
           sed -E 's/.* cov: ([0-9]+) ft: ([0-9]+).*/cov \1, ft \2/')
     if [ "$rc" -ne 0 ]; then
-        status=1
         tail -n 40 "$log" >&2
         repro=$(sed -n 's/.*Test unit written to //p' "$log" | tail -n 1)
-        echo "fuzz: $t: FAILED (exit $rc) after $execs executions; reproducer: ${repro:-none written}" >&2
+        echo "fuzz: $t: FAILED (exit $rc) after ${execs:-0} executions; reproducer: ${repro:-none written}" >&2
         echo "fuzz: $t: replay with $build/migration-handoff/$t-fuzz-smoke ${repro:-FILE} (full log $log)" >&2
-        continue
+        return 1
     fi
-    [ "$update" -eq 0 ] || update_corpus "$t" "$bin" "$work" || status=1
-    echo "fuzz: $t: $execs executions in $wall s ($(( execs / (wall > 0 ? wall : 1) ))/s), ${cov:-no coverage line}," \
+    rc=0
+    [ "$update" -eq 0 ] || update_corpus "$t" "$bin" "$work" || rc=1
+    echo "fuzz: $t: ${execs:-0} executions in $wall s ($(( ${execs:-0} / (wall > 0 ? wall : 1) ))/s), ${cov:-no coverage line}," \
          "corpus $(ls "$repo" | wc -l) inputs ($(kib "$repo") KiB)" \
          "+ $(ls "$work" | wc -l) found this run" >&2
+    return $rc
+}
+
+rm -f "$build"/execs-*
+if [ "$parallel" -eq 1 ]; then
+    # Every target for the whole time, side by side: the kernel shares
+    # the cores among them.
+    pids=()
+    for t in $targets; do
+        run_target "$t" "$seconds" & pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+else
+    for t in $targets; do
+        share=$(( seconds * weight[$t] / total_weight ))
+        [ "$share" -ge 1 ] || share=1
+        run_target "$t" "$share" || status=1
+    done
+fi
+for t in $targets; do
+    total_execs=$(( total_execs + $(cat "$build/execs-$t" 2>/dev/null || echo 0) ))
 done
 echo "fuzz: $total_execs executions in total, $(( $(date +%s) - start )) s;" \
      "$([ $status -eq 0 ] && echo 'no failure found' || echo FAILED)" >&2
