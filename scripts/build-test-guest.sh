@@ -33,7 +33,9 @@ bb_ver=$(apt-cache policy busybox-static | awk '/Candidate:/ { print $2 }')
 
 key=$( {
     echo "$kpkg $kver_pkg busybox-static $bb_ver $disk_mib $guest_modules"
-    cat "$0" "$top/tests/guest/init" "$top/tests/guest/workload.cc"
+    cat "$0" "$top/tests/guest/init" "$top/tests/guest/workload.cc" \
+        "$top"/guest-agent/kmod/* "$top"/guest-agent/include/* \
+        "$top"/guest-agent/src/*
 } | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$out/.key" 2>/dev/null)" = "$key" ] && [ -f "$out/guest.env" ]; then
     log "up to date ($out)"
@@ -96,6 +98,23 @@ log "modules: $(basename -a "${order[@]}" | tr '\n' ' ')"
 
 g++ -std=c++20 -O2 -static -Wall -Wextra -o "$root/bin/handoff-workload" \
     "$top/tests/guest/workload.cc" || die "cannot build the workload tool"
+
+# The guest agent: its kernel module, built against the guest kernel's
+# headers (Debian's linux-headers package of the same ABI, which
+# scripts/install-deps.sh installs), loaded last; and its daemon.
+kheaders=/usr/src/linux-headers-${kpkg#linux-image-}
+[ -d "$kheaders" ] ||
+    die "$kheaders missing: apt-get install linux-headers-${kpkg#linux-image-}"
+mkdir -p "$work/kmod"
+cp "$top"/guest-agent/kmod/* "$work/kmod/"
+make -s -C "$kheaders" M="$work/kmod" modules >"$work/kmod.log" 2>&1 ||
+    { cat "$work/kmod.log" >&2; die "cannot build the guest agent's module"; }
+mkdir -p "$root/lib/modules/extra"
+cp "$work/kmod/handoff_free_pages.ko" "$root/lib/modules/extra/"
+echo "extra/handoff_free_pages.ko" >>"$root/etc/modules"
+g++ -std=c++20 -O2 -static -Wall -Wextra -I"$top/guest-agent/include" \
+    -o "$root/bin/handoff-agent" "$top"/guest-agent/src/*.cc ||
+    die "cannot build the guest agent"
 install -m 0755 "$top/tests/guest/init" "$root/init"
 
 # --- base disk -------------------------------------------------------------

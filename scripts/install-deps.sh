@@ -19,8 +19,9 @@ packages=(
     liblzma-dev zlib1g-dev libxxhash-dev libcunit1-dev
     # firmware: the dfsg QEMU source ships none
     seabios ipxe-qemu qemu-system-data
-    # the test guest and the emulated WAN link
-    e2fsprogs cpio xz-utils gzip iproute2 kmod
+    # the test guest and the emulated WAN link; the guest agent's kernel
+    # module builds against the cloud kernel's headers
+    e2fsprogs cpio xz-utils gzip iproute2 kmod linux-headers-cloud-amd64
     # the benchmarks: the edge guest's root filesystem, plots
     mmdebstrap python3-matplotlib
 )

@@ -22,12 +22,15 @@ def overlay_on(base_dir, path):
     return path
 
 
-def create_base(workdir, base_dir, guest=None, disk_interface="virtio"):
+def create_base(workdir, base_dir, guest=None, disk_interface="virtio",
+                extra_args=()):
     """Boots a guest (default: the test guest), lets it settle and saves it
-    as a base. VMs started from it need the same @disk_interface."""
+    as a base. VMs started from it need the same @disk_interface and
+    devices (@extra_args)."""
     disk = create_overlay(os.path.join(workdir, "base-vm.qcow2"), guest)
     vm = GuestVM("base-vm", workdir, disk, guest=guest,
-                 disk_interface=disk_interface).start()
+                 disk_interface=disk_interface,
+                 extra_args=extra_args).start()
     try:
         vm.wait_serial(r"handoff-guest: ready", timeout=300)
         vm.wait_serial(r"^heartbeat 2\r?$", timeout=30)

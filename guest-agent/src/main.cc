@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//
+// handoff-agent: the qemu-handoff guest agent. Waits on its virtio-serial
+// port for QEMU's requests and answers each with the guest's free memory
+// (guest-agent/README.md, handoff_agent_protocol.h). Idle between
+// requests: it costs the guest nothing while no handoff runs.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "free_list.h"
+#include "handoff_agent_protocol.h"
+#include "port.h"
+
+namespace handoff_agent {
+namespace {
+
+void Log(const char* fmt, auto... args) {
+  std::fprintf(stderr, "handoff-agent: ");
+  std::fprintf(stderr, fmt, args...);
+  std::fputc('\n', stderr);
+}
+
+// Answers one request: a header and the extents, in one write each.
+bool Answer(int fd, const HandoffAgentRequest& req, const char* free_path) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<HandoffAgentExtent> extents;
+  std::string why = ReadFreeList(free_path, sysconf(_SC_PAGESIZE), &extents);
+  if (!why.empty()) Log("%s: reporting no free memory", why.c_str());
+  if (extents.size() > HANDOFF_AGENT_MAX_EXTENTS)
+    extents.resize(HANDOFF_AGENT_MAX_EXTENTS);  // fewer is always safe
+  HandoffAgentReport rep = {HANDOFF_AGENT_MAGIC, HANDOFF_AGENT_VERSION,
+                            req.generation, extents.size()};
+  if (!WriteFully(fd, &rep, sizeof(rep)) ||
+      !WriteFully(fd, extents.data(), extents.size() * sizeof(extents[0])))
+    return false;
+  uint64_t bytes = 0;
+  for (const HandoffAgentExtent& e : extents) bytes += e.bytes;
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - t0);
+  Log("generation %llu: %zu extents, %llu MiB free, %lld ms",
+      static_cast<unsigned long long>(req.generation), extents.size(),
+      static_cast<unsigned long long>(bytes >> 20),
+      static_cast<long long>(ms.count()));
+  return true;
+}
+
+int Serve(const std::string& port, const char* free_path) {
+  int fd = open(port.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    Log("%s: %s", port.c_str(), strerror(errno));
+    return 1;
+  }
+  Log("serving on %s", port.c_str());
+  for (;;) {
+    HandoffAgentRequest req;
+    if (!ReadFully(fd, &req, sizeof(req))) {
+      // No host end connected (or it went away): wait for the next one.
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      continue;
+    }
+    if (req.magic != HANDOFF_AGENT_MAGIC || req.version != HANDOFF_AGENT_VERSION) {
+      Log("ignoring a request with magic %#x version %u", req.magic, req.version);
+      continue;
+    }
+    if (!Answer(fd, req, free_path)) Log("cannot write to %s", port.c_str());
+  }
+}
+
+}  // namespace
+}  // namespace handoff_agent
+
+int main(int argc, char** argv) {
+  std::string port_name = HANDOFF_AGENT_PORT_NAME;
+  const char* free_path = handoff_agent::kFreePagesPath;
+  for (int i = 1; i < argc; i++) {
+    if (!std::strcmp(argv[i], "--port") && i + 1 < argc) {
+      port_name = argv[++i];
+    } else if (!std::strcmp(argv[i], "--free-pages") && i + 1 < argc) {
+      free_path = argv[++i];
+    } else {
+      std::fprintf(stderr,
+                   "usage: handoff-agent [--port NAME] [--free-pages PATH]\n"
+                   "Answers QEMU's free-memory requests on the virtio-serial "
+                   "port NAME (default %s)\nwith the snapshot of PATH "
+                   "(default %s, from the handoff_free_pages module).\n",
+                   HANDOFF_AGENT_PORT_NAME, handoff_agent::kFreePagesPath);
+      return 2;
+    }
+  }
+  const std::string port = handoff_agent::FindPort(port_name);
+  if (port.empty()) {
+    handoff_agent::Log("no virtio-serial port named %s: nothing to do",
+                       port_name.c_str());
+    return 0;
+  }
+  return handoff_agent::Serve(port, free_path);
+}
