@@ -312,7 +312,30 @@ def data_disk(tmp_path, name, with_data):
         write_stale(path, 0, 4 << 20)
         write_stale(path, 40 << 20, 1 << 20)
     return path, ["-drive", f"file={path},format=qcow2,if=none,id=data0",
-                  "-device", "virtio-blk-pci,drive=data0,id=datadisk"]
+                  "-device", "virtio-blk-pci,drive=data0,id=datadisk,"
+                             "addr=0x10"]
+
+
+def test_resume_with_moved_devices_is_refused(tmp_path, base):
+    """A device added on the command line ahead of the base's takes its PCI
+    address: the base's root-disk state would load into the new device and
+    the guest's root filesystem would write to the data disk. Refused,
+    naming the device; at a free address (addr=0x10) it is accepted."""
+    data = str(tmp_path / "data.qcow2")
+    subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", data, "64M"],
+                   check=True)
+    vm = GuestVM("moved", str(tmp_path), overlay_on(base, str(tmp_path /
+                                                            "moved.qcow2")),
+                 extra_args=["-handoff", f"base={base},resume=on",
+                             "-drive", f"file={data},format=qcow2,if=none,"
+                                       "id=data0",
+                             "-device", "virtio-blk-pci,drive=data0"])
+    proc = subprocess.run(vm.args, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0
+    assert "the base had its disk on device '0000:00:02.0" in proc.stderr, \
+        proc.stderr
+    assert "this VM's overlay on it is on '0000:00:03.0" in proc.stderr
 
 
 def test_second_writable_disk_travels(tmp_path, base, vms):
@@ -372,7 +395,8 @@ def test_shared_disk_named_by_the_operator_stays(tmp_path, base, vms, name):
     subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", data, "64M"],
                    check=True)
     disk_args = ["-drive", f"file={data},format=qcow2,if=none,id=data0",
-                 "-device", "virtio-blk-pci,drive=data0,id=datadisk"]
+                 "-device", "virtio-blk-pci,drive=data0,id=datadisk,"
+                            "addr=0x10"]
     src = start_from_base("src", str(tmp_path), base, extra_args=disk_args)
     vms.append(src)
     # No workload: the guest was saved without this device and has not

@@ -277,8 +277,9 @@ static bool save_devices(const char *path, Error **errp)
     return true;
 }
 
-static bool write_manifest(const char *dir, QList *memory, uint64_t disk_size,
-                           const HandoffBase *base, Error **errp)
+static bool write_manifest(const char *dir, QList *memory, BlockBackend *blk,
+                           uint64_t disk_size, const HandoffBase *base,
+                           Error **errp)
 {
     g_autofree char *path = g_build_filename(dir, HANDOFF_BASE_MANIFEST, NULL);
     QDict *manifest = qdict_new();
@@ -301,6 +302,7 @@ static bool write_manifest(const char *dir, QList *memory, uint64_t disk_size,
     qdict_put(manifest, "disk", disk);
     qdict_put_str(manifest, "devices", HANDOFF_BASE_DEVICES);
     qdict_put_str(manifest, "index", HANDOFF_BASE_INDEX);
+    qdict_put(manifest, "layout", handoff_layout_save(blk));
 
     json = qobject_to_json_pretty(QOBJECT(manifest), true);
     qobject_unref(manifest);
@@ -354,7 +356,7 @@ static bool base_create(const char *dir, BlockBackend *blk, Error **errp)
         handoff_error_engine(errp, rc, "cannot index the base");
         goto out;
     }
-    ok = write_manifest(dir, memory, disk_spec.size, base, errp);
+    ok = write_manifest(dir, memory, blk, disk_spec.size, base, errp);
     handoff_base_free(base);
 out:
     qobject_unref(memory);
@@ -421,6 +423,7 @@ void handoff_base_store_free(HandoffBaseStore *store)
     g_free(store->disk_file);
     g_free(store->devices_path);
     g_free(store->machine);
+    qobject_unref(store->layout);
     g_free(store->dir);
     g_free(store);
 }
@@ -611,6 +614,8 @@ static bool parse_manifest(HandoffBaseStore *store, QDict *manifest,
         return false;
     }
     store->machine = g_strdup(qdict_get_try_str(manifest, "machine") ?: "");
+    store->layout = qdict_get_qdict(manifest, "layout");
+    qobject_ref(store->layout);
     store->disk_file = g_strdup(qdict_get_str(disk, "file"));
     store->disk_path = base_file(store, store->disk_file, errp);
     if (!store->disk_path) {
@@ -860,7 +865,8 @@ void handoff_base_resume(const char *dir, Error **errp)
         return;
     }
     disk = handoff_base_find_disk(store, errp);
-    if (!disk || !handoff_base_load_ram(store, errp)) {
+    if (!disk || !handoff_layout_check(store->layout, disk, errp) ||
+        !handoff_base_load_ram(store, errp)) {
         error_prepend(errp, "Cannot start from base %s: ", dir);
         return;
     }

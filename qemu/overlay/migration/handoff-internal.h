@@ -51,6 +51,7 @@ typedef struct HandoffBaseStore {
     uint64_t disk_size;
     uint32_t disk_region;
     char *devices_path;
+    QDict *layout;              /* devices saved with (handoff-layout.c) */
 } HandoffBaseStore;
 
 /* Base directory layout. */
@@ -81,6 +82,14 @@ void handoff_base_resume(const char *dir, Error **errp);
 
 /* Sets @errp from the engine's last failure (code name + cause). */
 void handoff_error_engine(Error **errp, int code, const char *what);
+
+/*
+ * The device layout of a base (handoff-layout.c): recorded when it is
+ * created, checked before a VM resumes from it, so that no device state
+ * goes to another device.
+ */
+QDict *handoff_layout_save(BlockBackend *disk);
+bool handoff_layout_check(QDict *layout, BlockBackend *disk, Error **errp);
 
 /*
  * The disks a handoff carries (handoff-disks.c): [0] the overlay on the
