@@ -15,7 +15,9 @@
  * written after that is logged dirty and sent in a later round; a page
  * reported free and never written again holds nothing the guest can read
  * before writing it (the allocator hands it out for writing; Debian's
- * init_on_alloc even zeroes it). Pages the snapshot misses (per-CPU lists,
+ * init_on_alloc even zeroes it) - unless init_on_free or page poisoning
+ * makes free pages' contents matter: then the module does not load.
+ * Pages the snapshot misses (per-CPU lists,
  * isolated blocks, a full buffer) are merely sent: missing is safe,
  * inventing is not, so nothing here guesses.
  */
@@ -134,6 +136,18 @@ static struct proc_dir_entry *entry;
 
 static int __init handoff_free_pages_init(void)
 {
+	/*
+	 * With init_on_free the allocator skips zeroing __GFP_ZERO pages (free
+	 * pages are zero already), and with page poisoning it checks the
+	 * poison when it hands a page out: a free page's contents matter
+	 * then, and a host that skipped it would break the guest. As
+	 * virtio_balloon does for its hints, offer nothing.
+	 */
+	if (want_init_on_free() || page_poisoning_enabled_static()) {
+		pr_warn("handoff_free_pages: init_on_free or page poisoning is "
+			"on: free pages hold state, not loading\n");
+		return -EOPNOTSUPP;
+	}
 	entry = proc_create("handoff_free_pages", 0400, NULL, &free_pages_ops);
 	return entry ? 0 : -ENOMEM;
 }

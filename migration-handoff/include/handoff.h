@@ -23,8 +23,10 @@
  *   for something this library cannot do);
  * - a struct the library fills (stats): it writes the fields it knows that
  *   fit in struct_size and zeroes the rest of the caller's struct.
- * A struct_size below the struct's first published layout (version 0.3.0)
- * is HANDOFF_E_INVALID_ARGUMENT. Structs without struct_size
+ * A struct_size below the struct's first published layout (version 0.3.0;
+ * for HandoffWriter, the layout without zero_chunks) is
+ * HANDOFF_E_INVALID_ARGUMENT. Version 0.3.0 is the first with struct_size:
+ * callers built against 0.2 must be rebuilt. Structs without struct_size
  * (HandoffRegionSpec, HandoffRegionInfo, HandoffCodecInfo, HandoffMode)
  * never change; new needs get new functions.
  */
@@ -436,9 +438,9 @@ enum {
     HANDOFF_REC_BASE_REF = 2,
     HANDOFF_REC_SELF_REF = 3,
     HANDOFF_REC_DATA = 4,
-    HANDOFF_REC_ZERO_RUN = 5, /* zero runs: encoder counts their chunks,
-                                 decoder their records (ZERO counts the
-                                 single-chunk ones) */
+    HANDOFF_REC_ZERO_RUN = 5, /* zero runs: the encoder counts the chunks
+                                 of handoff_encoder_submit_zero_run, the
+                                 decoder the records with the RUN flag */
     HANDOFF_REC_KINDS = 6,
     HANDOFF_REC_SLOTS = 16,
 };
@@ -468,7 +470,8 @@ typedef struct HandoffEncoderStats {
  * far cost, plus the plaintext the workers hold (at the frames' ratio so
  * far) and the bytes waiting to be pulled. An estimate for switch-over
  * decisions; what already left the encoder (e.g. a socket's queue) is the
- * caller's to add. Pure: reads only @stats.
+ * caller's to add. Pure: reads only @stats; UINT64_MAX when @stats is NULL
+ * or its struct_size is invalid.
  */
 uint64_t handoff_encoder_remaining_bytes(const HandoffEncoderStats *stats,
                                          uint64_t chunks_to_submit)

@@ -484,16 +484,17 @@ int handoff_encoder_stats(const HandoffEncoder* enc,
 
 uint64_t handoff_encoder_remaining_bytes(const HandoffEncoderStats* stats,
                                          uint64_t chunks_to_submit) noexcept {
-  if (stats == nullptr) return 0;
+  // Without readable stats nothing is known: never invite a switch-over.
+  if (stats == nullptr) return UINT64_MAX;
   // Fields the caller's (older) layout lacks read as zero.
   HandoffEncoderStats full;
   std::memset(&full, 0, sizeof(full));
   try {
     if (!handoff::ReadSized(stats, handoff::kEncoderStatsV1,
                             "HandoffEncoderStats", &full).ok())
-      return 0;
+      return UINT64_MAX;
   } catch (...) {
-    return 0;
+    return UINT64_MAX;
   }
   return handoff::RemainingBytes(full, chunks_to_submit);
 }

@@ -426,6 +426,7 @@ Status Decoder::PutZeroRun(const Record& rec) {
   zero_runs_++;
   const uint64_t first = g.Global(rec.region, rec.index);
   uint64_t run = 0;  // chunks before i still to be zeroed in the sink
+  bool stale = false;
   auto write_run = [&](uint64_t end) -> Status {
     if (run == 0) return Status::Ok();
     Status s = sink_->WriteZeros(rec.region, rec.index + (end - run), run);
@@ -435,7 +436,7 @@ Status Decoder::PutZeroRun(const Record& rec) {
   for (uint64_t i = 0; i < rec.count; i++) {
     const uint64_t global = first + i;
     if (rec.seq <= version_[global]) {
-      stale_++;
+      stale = true;  // a record lost, in part, to newer versions
       HANDOFF_RETURN_IF_ERROR(write_run(i));
       continue;
     }
@@ -452,6 +453,7 @@ Status Decoder::PutZeroRun(const Record& rec) {
     }
     run++;
   }
+  if (stale) stale_++;
   return write_run(rec.count);
 }
 

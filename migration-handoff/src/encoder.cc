@@ -225,7 +225,7 @@ Status Encoder::SubmitZeroRun(uint32_t region, uint64_t first,
   RecordWriter(&frame_->plain).Append(rec);
   classifier_.CommitZeroRun(region, first, count, rec.seq);
   Counted(rec.kind);
-  chunks_[count > 1 ? HANDOFF_REC_ZERO_RUN : HANDOFF_REC_ZERO] += count;
+  chunks_[HANDOFF_REC_ZERO_RUN] += count;
   return frame_->plain.size() >= config_.frame_bytes ? FlushFrame()
                                                       : Status::Ok();
 }

@@ -62,6 +62,16 @@ static bool add_extra_disk(GArray *disks, BlockBackend *blk, Error **errp)
                           "or list it in handoff-shared-disks\n");
         return false;
     }
+    /*
+     * The handoff reads and writes disks from the migration thread under
+     * the BQL; a disk in an iothread's AioContext would need that context
+     * taken around every request. Refused until it is.
+     */
+    if (blk_get_aio_context(blk) != qemu_get_aio_context()) {
+        error_setg(errp, "Disk '%s' runs in an iothread: handoff does not "
+                   "carry such disks yet", blk_name(blk));
+        return false;
+    }
     if (size < 0 || size % HANDOFF_CHUNK_SIZE) {
         error_setg(errp, "Disk '%s' is %" PRId64 " bytes: a carried disk "
                    "must be a multiple of %d bytes", blk_name(blk), size,
@@ -123,6 +133,12 @@ HandoffDisks *handoff_disks_collect(HandoffBaseStore *store, Error **errp)
         g_array_free(extra, true);
         return NULL;
     }
+    if (blk_get_aio_context(base_blk) != qemu_get_aio_context()) {
+        error_setg(errp, "Disk '%s' runs in an iothread: handoff does not "
+                   "carry such disks yet", blk_name(base_blk));
+        g_array_free(extra, true);
+        return NULL;
+    }
     for (blk = blk_next(NULL); blk; blk = blk_next(blk)) {
         g_autofree char *id = NULL;
 
@@ -135,6 +151,9 @@ HandoffDisks *handoff_disks_collect(HandoffBaseStore *store, Error **errp)
             continue;
         }
         if (!add_extra_disk(extra, blk, errp)) {
+            for (i = 0; i < extra->len; i++) {
+                g_free(g_array_index(extra, HandoffDisk, i).region_name);
+            }
             g_array_free(extra, true);
             return NULL;
         }
@@ -194,8 +213,8 @@ bool handoff_disks_check_empty(HandoffDisk *d, Error **errp)
         if (!(ret & BDRV_BLOCK_ZERO)) {
             error_setg(errp, "disk '%s' holds data at offset %" PRId64 ": a "
                        "handoff destination needs an empty image for each "
-                       "disk the VM carries besides the base disk",
-                       blk_name(d->blk), off);
+                       "disk the VM carries besides the base disk (a new "
+                       "sparse one: qemu-img create)", blk_name(d->blk), off);
             return false;
         }
         if (pnum <= 0) {

@@ -634,8 +634,9 @@ static bool setup_blocks(HandoffSaveState *s, Error **errp)
 
 /*
  * Marks what disk @i holds: round 0 offers exactly that. For the overlay
- * on the base, its allocated clusters; for a carried extra disk, every
- * allocated range of its image (holes read as zeros, as in the base).
+ * on the base, its allocated clusters (the rest reads as the base); for a
+ * carried extra disk, everything that does not read as zeros through its
+ * whole backing chain, since the destination starts from an empty image.
  */
 static bool setup_disk(HandoffSaveState *s, size_t i, Error **errp)
 {
@@ -652,7 +653,11 @@ static bool setup_disk(HandoffSaveState *s, size_t i, Error **errp)
     }
     for (off = 0; off < size;) {
         int64_t pnum = 0;
-        int ret = bdrv_is_allocated(bs, off, size - off, &pnum);
+        int ret = d->is_base
+                  ? bdrv_is_allocated(bs, off, size - off, &pnum)
+                  : bdrv_block_status_above(bs, NULL, off, size - off, &pnum,
+                                            NULL, NULL);
+        bool offer = d->is_base ? ret > 0 : !(ret & BDRV_BLOCK_ZERO);
 
         if (ret < 0) {
             error_setg_errno(errp, -ret, "cannot read the allocation map of "
@@ -662,7 +667,7 @@ static bool setup_disk(HandoffSaveState *s, size_t i, Error **errp)
         if (pnum <= 0) {
             break;
         }
-        if (ret) {
+        if (offer) {
             bdrv_set_dirty_bitmap(s->disk_dirty[i], off, pnum);
         }
         off += pnum;

@@ -19,8 +19,8 @@
  * forgets what the block layer contradicts).
  *
  * One map per process, for the disk of the handoff in progress: the hook
- * reads the tracked BlockBackend and map without a lock, so the map is
- * never freed while a handoff could still record into it, only cleared.
+ * reads the tracked BlockBackend and map without a lock, so a map is never
+ * freed, only cleared (or retired when the disk's size changes).
  */
 #include "qemu/osdep.h"
 #include "block/block_int-common.h"
@@ -35,6 +35,10 @@
 static BlockBackend *tracked_blk;
 static TrimMap *tracked_map;
 static uint64_t tracked_bytes;
+/* Maps of earlier disk sizes: a hook that read one may still be in it. */
+static GSList *retired_maps;
+/* discard_bytes of the map when the handoff started. */
+static uint64_t discarded_at_start;
 
 static void handoff_trim_discarded(BlockBackend *blk, int64_t offset,
                                    int64_t bytes)
@@ -82,9 +86,11 @@ TrimMap *handoff_trim_start(BlockBackend *blk, uint64_t disk_bytes,
 
     qatomic_set(&tracked_blk, NULL);
     if (map && tracked_bytes != disk_bytes) {
-        /* Nothing records into it any more once requests drained. */
-        blk_drain_all();
-        trim_map_free(map);
+        /*
+         * A hook in an iothread may have read the pointer before it was
+         * unset: keep the old map (rare: only when the disk size changes).
+         */
+        retired_maps = g_slist_prepend(retired_maps, map);
         qatomic_set(&tracked_map, NULL);
         map = NULL;
     }
@@ -100,6 +106,8 @@ TrimMap *handoff_trim_start(BlockBackend *blk, uint64_t disk_bytes,
         qatomic_set(&tracked_map, map);
     }
     trim_map_clear(map);
+    discarded_at_start = 0;
+    discarded_at_start = handoff_trim_discarded_bytes(map);
     qatomic_set(&tracked_blk, blk);
     return map;
 }
@@ -116,5 +124,6 @@ uint64_t handoff_trim_discarded_bytes(TrimMap *map)
 {
     TrimMapStats st = { .struct_size = sizeof(st) };
 
-    return map && trim_map_stats(map, &st) == 0 ? st.discard_bytes : 0;
+    return map && trim_map_stats(map, &st) == 0
+           ? st.discard_bytes - discarded_at_start : 0;
 }
