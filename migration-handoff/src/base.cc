@@ -18,6 +18,18 @@
 #include "workers.h"
 
 namespace handoff {
+void HashRegionDescriptors(XXH3_state_t* st, const std::vector<Region>& regions) {
+  for (const Region& r : regions) {
+    uint8_t b[8];
+    b[0] = static_cast<uint8_t>(r.kind);
+    b[1] = static_cast<uint8_t>(r.name.size());
+    XXH3_128bits_update(st, b, 2);
+    XXH3_128bits_update(st, r.name.data(), r.name.size());
+    StoreLe<uint64_t>(b, r.size);
+    XXH3_128bits_update(st, b, 8);
+  }
+}
+
 namespace {
 
 // Fewer chunks than this are hashed on the calling thread alone.
@@ -40,15 +52,7 @@ Status ContentId(const Geometry& g, const Hash128* hashes, uint8_t id[16]) {
   if (st == nullptr) return Status(HANDOFF_E_NO_MEMORY, "XXH3_createState");
   XXH3_128bits_reset(st);
   XXH3_128bits_update(st, "QHOFBASE", 8);
-  for (const Region& r : g.regions()) {
-    uint8_t b[8];
-    b[0] = static_cast<uint8_t>(r.kind);
-    b[1] = static_cast<uint8_t>(r.name.size());
-    XXH3_128bits_update(st, b, 2);
-    XXH3_128bits_update(st, r.name.data(), r.name.size());
-    StoreLe<uint64_t>(b, r.size);
-    XXH3_128bits_update(st, b, 8);
-  }
+  HashRegionDescriptors(st, g.regions());
   XXH3_128bits_update(st, hashes, g.total_chunks() * sizeof(Hash128));
   XXH128_canonical_t canon;
   XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(st));

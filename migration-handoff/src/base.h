@@ -27,6 +27,10 @@ struct RegionSource {
   const uint8_t* data = nullptr;  // memory holding it, when no path
 };
 
+// Feeds each region's kind, name length, name and size to @st: the part
+// of a content ID (docs/stream-format.md, Base ID) that names regions.
+void HashRegionDescriptors(XXH3_state_t* st, const std::vector<Region>& regions);
+
 class Base {
  public:
   // Hashes @sources and builds the index; saves it at @index_path unless

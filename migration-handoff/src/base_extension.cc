@@ -11,7 +11,6 @@
 #include <xxhash.h>
 
 #include "base.h"
-#include "byte_io.h"
 
 namespace handoff {
 namespace {
@@ -25,15 +24,7 @@ Status ExtendedId(const uint8_t parent_id[16], const std::vector<Region>& extra,
   XXH3_128bits_reset(st);
   XXH3_128bits_update(st, "QHOFXTND", 8);
   XXH3_128bits_update(st, parent_id, 16);
-  for (const Region& r : extra) {
-    uint8_t b[8];
-    b[0] = static_cast<uint8_t>(r.kind);
-    b[1] = static_cast<uint8_t>(r.name.size());
-    XXH3_128bits_update(st, b, 2);
-    XXH3_128bits_update(st, r.name.data(), r.name.size());
-    StoreLe<uint64_t>(b, r.size);
-    XXH3_128bits_update(st, b, 8);
-  }
+  HashRegionDescriptors(st, extra);
   XXH128_canonical_t canon;
   XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(st));
   XXH3_freeState(st);

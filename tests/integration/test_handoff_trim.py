@@ -96,12 +96,11 @@ def test_trimmed_blocks_cross_as_zero_runs(tmp_path, iface_base, vms,
     assert "handoff: disk" not in src.read_log()     # no discard warning
 
 
+@pytest.mark.parametrize("iface_base", ["virtio"], indirect=True)
 def test_trims_racing_the_handoff(tmp_path, iface_base, vms):
     """Files written, deleted and trimmed again and again while a slow
     handoff iterates: every range ends with its newest content."""
     iface, base = iface_base
-    if iface != "virtio":
-        pytest.skip("one interface is enough for the race")
     src = start_from_base("src", str(tmp_path), base, disk_interface=iface)
     vms.append(src)
     run_workload(src, "mixed")
@@ -121,12 +120,11 @@ def test_trims_racing_the_handoff(tmp_path, iface_base, vms):
     assert_same_vm(src, dst)
 
 
+@pytest.mark.parametrize("iface_base", ["virtio"], indirect=True)
 def test_discard_ignore_is_warned(tmp_path, iface_base, vms):
     """With the default discard=ignore the guest's TRIMs never reach the
     image: the handoff says so instead of silently sending freed blocks."""
     iface, base = iface_base
-    if iface != "virtio":
-        pytest.skip("the warning does not depend on the interface")
     src = start_from_base("src", str(tmp_path), base, disk_interface=iface,
                           discard="ignore")
     vms.append(src)

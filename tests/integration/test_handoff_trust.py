@@ -194,11 +194,12 @@ def edit_manifest(base_dir, edit):
         json.dump(manifest, f)
 
 
-def resume_fails(tmp_path, base_dir, cause):
+def resume_fails(tmp_path, base_dir, cause, extra_args=()):
     """A VM told to resume from @base_dir must not start."""
     disk = overlay_on(base_dir, str(tmp_path / "victim.qcow2"))
     vm = GuestVM("victim", str(tmp_path), disk,
-                 extra_args=["-handoff", f"base={base_dir},resume=on"])
+                 extra_args=["-handoff", f"base={base_dir},resume=on",
+                             *extra_args])
     proc = subprocess.run(vm.args, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode != 0, proc.stderr
@@ -218,6 +219,25 @@ def test_manifest_cannot_name_files_outside_the_base(tmp_path, base, file):
     edit_manifest(bad, point_outside)
     resume_fails(tmp_path, bad, "not a relative path inside the base"
                  if file.startswith("/") else "'..'")
+
+
+@pytest.mark.parametrize("layout,cause", [
+    (None, "records no device layout"),
+    ({"devices": 7, "disk-device": ""}, "records no device layout"),
+    ({"devices": [7], "disk-device": ""}, "not a list of strings"),
+    ({"devices": ["0000:00:1f.0 evil-device"], "disk-device": ""},
+     "saved with device '0000:00:1f.0 evil-device'")])
+def test_manifest_with_a_foreign_device_layout_is_refused(tmp_path, base,
+                                                          layout, cause):
+    bad = copy_base(base, str(tmp_path / "bad-base"))
+
+    def spoil(m):
+        if layout is None:
+            del m["layout"]
+        else:
+            m["layout"] = layout
+    edit_manifest(bad, spoil)
+    resume_fails(tmp_path, bad, cause)
 
 
 @pytest.mark.parametrize("field,value", [("size", "big"), ("size", -4096),
@@ -324,18 +344,12 @@ def test_resume_with_moved_devices_is_refused(tmp_path, base):
     data = str(tmp_path / "data.qcow2")
     subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", data, "64M"],
                    check=True)
-    vm = GuestVM("moved", str(tmp_path), overlay_on(base, str(tmp_path /
-                                                            "moved.qcow2")),
-                 extra_args=["-handoff", f"base={base},resume=on",
-                             "-drive", f"file={data},format=qcow2,if=none,"
-                                       "id=data0",
-                             "-device", "virtio-blk-pci,drive=data0"])
-    proc = subprocess.run(vm.args, capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode != 0
-    assert "the base had its disk on device '0000:00:02.0" in proc.stderr, \
-        proc.stderr
-    assert "this VM's overlay on it is on '0000:00:03.0" in proc.stderr
+    stderr = resume_fails(tmp_path, base,
+                          "the base had its disk on device '0000:00:02.0",
+                          ["-drive", f"file={data},format=qcow2,if=none,"
+                                     "id=data0",
+                           "-device", "virtio-blk-pci,drive=data0"])
+    assert "this VM's overlay on it is on '0000:00:03.0" in stderr
 
 
 def test_second_writable_disk_travels(tmp_path, base, vms):
