@@ -11,7 +11,13 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 results=$top/build/test-results
 start=$(date +%s)
-step() { printf '\n=== check: %s (%d s)\n' "$*" "$(( $(date +%s) - start ))"; }
+# Each step also prints the free disk space: a full run needs a few GiB
+# (built trees, test guests, the bases tests make), and a disk that fills
+# shows up as unrelated-looking test errors.
+step() {
+    printf '\n=== check: %s (%d s, %s free)\n' "$*" \
+        "$(( $(date +%s) - start ))" "$(df -h --output=avail . | tail -1 | tr -d ' ')"
+}
 
 step "dependencies"
 scripts/install-deps.sh

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -15,3 +16,40 @@ def vms():
     yield started
     for vm in started:
         vm.stop()
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request, tmp_path_factory):
+    """A directory for what a module makes once (its bases); removed when
+    the module ends, since pytest keeps every tmp dir of a session and a
+    base holds a whole memory image."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.handoff_failed = report.failed
+
+
+@pytest.fixture(autouse=True)
+def _free_test_disk_space(request):
+    """Keeps a full run within a CI machine's disk: a test's RAM dumps
+    (two per identity check, each the guest's RAM size) are gone once it
+    ends, since a failure message already names the first differing byte;
+    the rest of a passing test's tmp dir goes too. A failing test keeps its
+    images and logs. Autouse fixtures are set up first, so this runs after
+    `vms` has stopped the test's QEMUs."""
+    yield
+    tmp = request.node.funcargs.get("tmp_path")
+    if tmp is None:
+        return
+    if getattr(request.node, "handoff_failed", True):
+        for dump in tmp.rglob("*.ram"):
+            dump.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)

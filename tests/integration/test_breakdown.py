@@ -187,8 +187,8 @@ def dir_bytes(doc, path):
 # --- the test guest ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    work = tmp_path_factory.mktemp("breakdown-base")
+def base(module_tmp):
+    work = module_tmp / "breakdown-base"
     return create_base(str(work), str(work / "base"))
 
 

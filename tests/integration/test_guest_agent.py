@@ -34,8 +34,8 @@ def agent_devices(workdir, name):
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    work = str(tmp_path_factory.mktemp("agent-base"))
+def base(module_tmp):
+    work = str(module_tmp)
     return create_base(work, os.path.join(work, "base"),
                        extra_args=agent_devices(work, "base-vm")[1])
 

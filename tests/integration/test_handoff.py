@@ -18,8 +18,8 @@ from wan import WanLink, loopback_relay
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    work = tmp_path_factory.mktemp("base")
+def base(module_tmp):
+    work = module_tmp / "base"
     return create_base(str(work), str(work / "base"))
 
 
@@ -164,8 +164,8 @@ def test_handoff_over_wan_link(tmp_path, base, vms):
 # --- failures: the source runs on, the error names the cause ---------------
 
 @pytest.fixture(scope="module")
-def other_base(tmp_path_factory):
-    work = tmp_path_factory.mktemp("other-base")
+def other_base(module_tmp):
+    work = module_tmp / "other-base"
     return create_base(str(work), str(work / "base"))
 
 

@@ -14,8 +14,8 @@ DST_NAME = "dst.cloudlet.test"
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    work = tmp_path_factory.mktemp("base")
+def base(module_tmp):
+    work = module_tmp
     return create_base(str(work), str(work / "base"))
 
 

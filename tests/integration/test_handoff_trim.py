@@ -24,8 +24,8 @@ KEPT_MIB = 4
 
 
 @pytest.fixture(scope="module", params=["virtio", "ide"])
-def iface_base(request, tmp_path_factory):
-    work = tmp_path_factory.mktemp(f"base-{request.param}")
+def iface_base(request, module_tmp):
+    work = module_tmp / f"base-{request.param}"
     return request.param, create_base(str(work), str(work / "base"),
                                       disk_interface=request.param)
 

@@ -26,8 +26,8 @@ from wan import loopback_relay
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    work = tmp_path_factory.mktemp("base")
+def base(module_tmp):
+    work = module_tmp
     return create_base(str(work), str(work / "base"))
 
 

@@ -27,6 +27,7 @@ def create_base(workdir, base_dir, guest=None, disk_interface="virtio",
     """Boots a guest (default: the test guest), lets it settle and saves it
     as a base. VMs started from it need the same @disk_interface and
     devices (@extra_args)."""
+    os.makedirs(workdir, exist_ok=True)
     disk = create_overlay(os.path.join(workdir, "base-vm.qcow2"), guest)
     vm = GuestVM("base-vm", workdir, disk, guest=guest,
                  disk_interface=disk_interface,
