@@ -38,7 +38,13 @@ class QMPClient:
                     raise TimeoutError(f"no QMP socket at {path}")
                 time.sleep(0.05)
         self._sock.settimeout(timeout)
+        # An event can come first: QEMU sends events to a QMP monitor that
+        # has not handled its connection yet (commands unset, not in
+        # negotiation mode), e.g. RESUME when the VM starts as we connect.
         greeting = self._read()
+        while "event" in greeting:
+            self.events.append(greeting)
+            greeting = self._read()
         if "QMP" not in greeting:
             raise RuntimeError(f"not a QMP greeting: {greeting}")
         self.cmd("qmp_capabilities")
