@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -29,10 +30,17 @@ void Log(const char* fmt, auto... args) {
 }
 
 // Answers one request: a header and the extents, in one write each.
-bool Answer(int fd, const HandoffAgentRequest& req, const char* free_path) {
+// @late_ms: the answer waits up to that long (at random) after the
+// snapshot, as in a guest too busy to answer at once; tests use it to
+// check that QEMU drops answers whose round is over.
+bool Answer(int fd, const HandoffAgentRequest& req, const char* free_path,
+            unsigned late_ms) {
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<HandoffAgentExtent> extents;
   std::string why = ReadFreeList(free_path, sysconf(_SC_PAGESIZE), &extents);
+  if (late_ms)
+    std::this_thread::sleep_for(std::chrono::milliseconds(
+        static_cast<unsigned>(req.generation * 2654435761u) % (late_ms + 1)));
   if (!why.empty()) Log("%s: reporting no free memory", why.c_str());
   if (extents.size() > HANDOFF_AGENT_MAX_EXTENTS)
     extents.resize(HANDOFF_AGENT_MAX_EXTENTS);  // fewer is always safe
@@ -52,7 +60,7 @@ bool Answer(int fd, const HandoffAgentRequest& req, const char* free_path) {
   return true;
 }
 
-int Serve(const std::string& port, const char* free_path) {
+int Serve(const std::string& port, const char* free_path, unsigned late_ms) {
   int fd = open(port.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) {
     Log("%s: %s", port.c_str(), strerror(errno));
@@ -70,7 +78,7 @@ int Serve(const std::string& port, const char* free_path) {
       Log("ignoring a request with magic %#x version %u", req.magic, req.version);
       continue;
     }
-    if (!Answer(fd, req, free_path)) Log("cannot write to %s", port.c_str());
+    if (!Answer(fd, req, free_path, late_ms)) Log("cannot write to %s", port.c_str());
   }
 }
 
@@ -80,17 +88,23 @@ int Serve(const std::string& port, const char* free_path) {
 int main(int argc, char** argv) {
   std::string port_name = HANDOFF_AGENT_PORT_NAME;
   const char* free_path = handoff_agent::kFreePagesPath;
+  unsigned late_ms = 0;
   for (int i = 1; i < argc; i++) {
     if (!std::strcmp(argv[i], "--port") && i + 1 < argc) {
       port_name = argv[++i];
     } else if (!std::strcmp(argv[i], "--free-pages") && i + 1 < argc) {
       free_path = argv[++i];
+    } else if (!std::strcmp(argv[i], "--late-ms") && i + 1 < argc) {
+      late_ms = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
     } else {
       std::fprintf(stderr,
-                   "usage: handoff-agent [--port NAME] [--free-pages PATH]\n"
+                   "usage: handoff-agent [--port NAME] [--free-pages PATH] "
+                   "[--late-ms MS]\n"
                    "Answers QEMU's free-memory requests on the virtio-serial "
                    "port NAME (default %s)\nwith the snapshot of PATH "
-                   "(default %s, from the handoff_free_pages module).\n",
+                   "(default %s, from the handoff_free_pages module).\n"
+                   "--late-ms: answer up to MS ms after the snapshot, as a "
+                   "busy guest would (tests).\n",
                    HANDOFF_AGENT_PORT_NAME, handoff_agent::kFreePagesPath);
       return 2;
     }
@@ -101,5 +115,5 @@ int main(int argc, char** argv) {
                        port_name.c_str());
     return 0;
   }
-  return handoff_agent::Serve(port, free_path);
+  return handoff_agent::Serve(port, free_path, late_ms);
 }

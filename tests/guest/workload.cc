@@ -9,6 +9,7 @@
 // Built static: the guest has busybox and nothing else.
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -194,6 +195,65 @@ int Sweep(const Args& a) {
   }
 }
 
+// Memory that keeps changing hands: buffers allocated (fresh pages from
+// the kernel's free lists, often pages the guest agent just reported
+// free), filled, verified and freed, round after round, while handoffs
+// run. A write lost by a move shows as a buffer whose checksum no longer
+// matches. SIGUSR1 verifies every live buffer and prints the totals.
+volatile sig_atomic_t churn_report = 0;
+
+struct ChurnSlot {
+  uint8_t* p = nullptr;
+  uint64_t sum = 0;
+};
+
+bool ChurnVerify(const ChurnSlot& s, size_t bytes) {
+  return !s.p || Checksum(s.p, bytes) == s.sum;
+}
+
+int Churn(const Args& a) {
+  const size_t slots = ParseSize(a.Get("--slots", "64"), "--slots");
+  const size_t bytes = ParseSize(a.Get("--kib", "256"), "--kib") * 1024;
+  const size_t pause_ms = ParseSize(a.Get("--pause-ms", "2"), "--pause-ms");
+  std::vector<ChurnSlot> slot(slots);
+  Random rnd{99};
+  uint64_t verified = 0, lost = 0, cycles = 0;
+  signal(SIGUSR1, [](int) { churn_report = 1; });
+  std::printf("churn %zu slots of %zu KiB\n", slots, bytes / 1024);
+  std::fflush(stdout);
+  for (;;) {
+    ChurnSlot& s = slot[rnd.Next() % slots];
+    if (s.p) {
+      verified++;
+      if (!ChurnVerify(s, bytes)) {
+        lost++;
+        std::printf("churn: LOST a write in a buffer at %p\n", s.p);
+      }
+      munmap(s.p, bytes);
+    }
+    s.p = static_cast<uint8_t*>(mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (s.p == MAP_FAILED) Die("cannot allocate memory");
+    rnd.Fill(s.p, bytes);
+    s.sum = Checksum(s.p, bytes);
+    cycles++;
+    if (churn_report) {
+      churn_report = 0;
+      for (const ChurnSlot& t : slot) {
+        if (!t.p) continue;
+        verified++;
+        if (!ChurnVerify(t, bytes)) lost++;
+      }
+      std::printf("churn: %llu cycles, %llu verified, %llu lost\n",
+                  static_cast<unsigned long long>(cycles),
+                  static_cast<unsigned long long>(verified),
+                  static_cast<unsigned long long>(lost));
+    }
+    std::fflush(stdout);
+    if (pause_ms) std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
+  }
+}
+
 void WriteFile(const std::string& path, const uint8_t* p, size_t n) {
   int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) Die("cannot create " + path + ": " + std::strerror(errno));
@@ -248,6 +308,9 @@ void Usage() {
       "        keep rewriting pages of an N MiB buffer at about R MiB/s\n"
       "  sweep --mib N\n"
       "        rewrite every word of an N MiB buffer, pass after pass\n"
+      "  churn [--slots N] [--kib K] [--pause-ms MS]\n"
+      "        allocate, fill, verify and free K KiB buffers in N slots, on and\n"
+      "        on; SIGUSR1 verifies all and prints cycles, verified, lost\n"
       "  files --dir DIR --mib N [--copy-from FILE]\n"
       "        write new, duplicate, text, zero and base-copied files, fsynced");
 }
@@ -266,6 +329,7 @@ int main(int argc, char** argv) {
   if (cmd == "dirty") return Dirty(a);
   if (cmd == "sweep") return Sweep(a);
   if (cmd == "files") return Files(a);
+  if (cmd == "churn") return Churn(a);
   Usage();
   return 2;
 }

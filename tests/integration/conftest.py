@@ -42,11 +42,11 @@ def _free_test_disk_space(request):
     (two per identity check, each the guest's RAM size) are gone once it
     ends, since a failure message already names the first differing byte;
     the rest of a passing test's tmp dir goes too. A failing test keeps its
-    images and logs. Autouse fixtures are set up first, so this runs after
+    images and logs; HANDOFF_KEEP_TMP=1 keeps everything. Autouse fixtures are set up first, so this runs after
     `vms` has stopped the test's QEMUs."""
     yield
     tmp = request.node.funcargs.get("tmp_path")
-    if tmp is None:
+    if tmp is None or os.environ.get("HANDOFF_KEEP_TMP"):
         return
     if getattr(request.node, "handoff_failed", True):
         for dump in tmp.rglob("*.ram"):

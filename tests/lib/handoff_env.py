@@ -14,6 +14,12 @@ import time
 from vm import QEMU_IMG, GuestVM, create_overlay, free_tcp_port
 
 
+# The guest agent's port, driven by QEMU (-device handoff-agent): a VM with
+# it, and every VM resumed from or handed off to it, has the same devices.
+AGENT_DEVICES = ("-device", "virtio-serial-pci,id=vser0",
+                 "-device", "handoff-agent,bus=vser0.0")
+
+
 def overlay_on(base_dir, path):
     """A fresh qcow2 overlay on a base's disk."""
     subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", "-b",

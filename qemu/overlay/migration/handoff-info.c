@@ -60,9 +60,12 @@ void hmp_info_migrate_handoff(Monitor *mon, HandoffStats *st)
                    PRIu64 " (xor %" PRIu64 "), dedup %.1f%%\n",
                    st->zero, st->same, st->base_ref, st->self_ref, st->data,
                    st->xor_delta, st->dedup_rate * 100);
-    monitor_printf(mon, "handoff disk: %" PRIu64 " chunks in zero runs, %"
-                   PRIu64 " bytes discarded by the guest\n",
-                   st->zero_run, st->discarded);
+    monitor_printf(mon, "handoff zero runs: %" PRIu64 " chunks; %" PRIu64
+                   " bytes discarded by the guest; %" PRIu64 " bytes of "
+                   "free memory (agent: %" PRIu64 " reports, %" PRIu64
+                   " refused)\n",
+                   st->zero_run, st->discarded, st->free_memory,
+                   st->agent_reports, st->agent_refused);
     monitor_printf(mon, "handoff bytes: in %" PRIu64 ", out %" PRIu64
                    " (ratio %.4f) in %" PRIu64 " frames\n",
                    st->input_bytes, st->output_bytes, st->ratio, st->frames);

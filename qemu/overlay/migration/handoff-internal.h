@@ -131,6 +131,26 @@ TrimMap *handoff_trim_start(BlockBackend *blk, uint64_t disk_bytes,
 void handoff_trim_stop(void);
 uint64_t handoff_trim_discarded_bytes(TrimMap *map);
 
+/*
+ * The guest agent's port (handoff-agent.c, -device handoff-agent). A
+ * report answers the request of one generation and is taken for that
+ * generation only; its extents are checked pieces of writable guest RAM.
+ */
+typedef struct HandoffFreeExtent {
+    RAMBlock *rb;
+    uint64_t offset;            /* in rb */
+    uint64_t bytes;
+} HandoffFreeExtent;
+
+bool handoff_agent_present(void);
+/* With the BQL. Whether the request reached a listening guest. */
+bool handoff_agent_request(uint64_t generation);
+/* Any thread. A GArray of HandoffFreeExtent, or NULL. */
+GArray *handoff_agent_take_report(uint64_t generation);
+/* Any thread. No report is taken from now on (until the next request). */
+void handoff_agent_forget(void);
+void handoff_agent_counters(uint64_t *reports, uint64_t *refused);
+
 /* Last statistics of an outgoing handoff, kept after it ends. */
 void handoff_stats_publish(const HandoffStats *stats);
 

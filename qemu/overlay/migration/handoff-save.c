@@ -60,6 +60,11 @@ typedef struct HandoffBlock {
     RAMBlock *rb;
     uint32_t region;
     uint64_t pages;
+    /*
+     * Chunks of the round not offered yet. The guest agent's report takes
+     * free ones out (sent as zeros); an item whose bit is clear is skipped.
+     */
+    unsigned long *pending;
 } HandoffBlock;
 
 /* One chunk to offer the engine: region and chunk index. */
@@ -86,6 +91,12 @@ typedef struct HandoffSaveState {
     size_t next;
     uint32_t iteration;
     uint64_t memory_sent, disk_sent;    /* chunks offered this round */
+
+    /* The guest agent: the generation asked for (0: none). */
+    uint64_t generation;
+    uint64_t round_freed;       /* chunks taken out of the round ahead */
+    uint64_t free_bytes;        /* guest memory sent as free, in all */
+    uint64_t agent_reports, agent_refused;  /* counters at the start */
 
     /* Throttling: dirtied vs sent since the previous round. */
     uint64_t bytes_at_round;
@@ -213,6 +224,7 @@ static void start_round(HandoffSaveState *s)
     s->next = 0;
     carried = s->round->len;
     s->memory_sent = s->disk_sent = 0;
+    s->round_freed = 0;
 
     memory_global_dirty_log_sync();
     WITH_RCU_READ_LOCK_GUARD() {
@@ -242,6 +254,8 @@ static void start_round(HandoffSaveState *s)
                 for (c = 0; c < CHUNKS_PER_PAGE; c++) {
                     add_item(s, b->region, page * CHUNKS_PER_PAGE + c);
                 }
+                bitmap_set(b->pending, page * CHUNKS_PER_PAGE,
+                           CHUNKS_PER_PAGE);
                 dirty_pages++;
             }
             bitmap_zero(b->rb->bmap, b->pages);
@@ -276,6 +290,103 @@ static void start_round(HandoffSaveState *s)
     trace_handoff_save_round(s->iteration, dirty_pages, dirty_disk);
 }
 
+static void clear_dirty_log(RAMBlock *rb, uint64_t page);
+
+/*
+ * With the BQL, right after a round's sync: asks the guest agent which
+ * memory is free. The safety rule (docs/guest-agent.md): the guest takes
+ * its list at some instant T after this request, so after the sync; a
+ * page it reports and writes after T must reach the dirty log and go out
+ * in the next round. TCG marks such a write (the sync reset the TLB's
+ * dirty state). KVM with manual dirty-log protect leaves every page the
+ * sync fetched writable and unlogged until its log is cleared, which
+ * send_round does page by page as it reads them: a page reported free,
+ * then written before its clear, would lose that write. So the log of
+ * everything the sync fetched is cleared here, before the guest is asked,
+ * as ram.c clears the whole log when it has no clear_bmap.
+ */
+static void request_free_memory(HandoffSaveState *s)
+{
+    size_t i;
+
+    s->generation = 0;
+    if (!handoff_agent_present()) {
+        return;
+    }
+    for (i = 0; i < s->n_blocks; i++) {
+        RAMBlock *rb = s->blocks[i].rb;
+        uint64_t page, step = rb->clear_bmap ? 1ULL << rb->clear_bmap_shift
+                                             : s->blocks[i].pages;
+
+        for (page = 0; page < s->blocks[i].pages; page += step) {
+            clear_dirty_log(rb, page);
+        }
+    }
+    if (handoff_agent_request(s->iteration + 1)) {
+        s->generation = s->iteration + 1;
+    }
+}
+
+static HandoffBlock *find_block(HandoffSaveState *s, RAMBlock *rb)
+{
+    size_t i;
+
+    for (i = 0; i < s->n_blocks; i++) {
+        if (s->blocks[i].rb == rb) {
+            return &s->blocks[i];
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Takes what the agent reported free out of the round and sends it as
+ * zero runs. Only chunks of this round not offered yet: a free page the
+ * round does not hold went out earlier and was not written since; one
+ * already offered went with what it held then. Zeros, not nothing: the
+ * destination's page would otherwise keep the base's content, and the
+ * stream would not say what the destination holds.
+ */
+static int apply_free_report(HandoffSaveState *s, QEMUFile *f)
+{
+    g_autoptr(GArray) report = NULL;
+    guint i;
+    int rc;
+
+    if (!s->generation ||
+        !(report = handoff_agent_take_report(s->generation))) {
+        return 0;
+    }
+    for (i = 0; i < report->len; i++) {
+        HandoffFreeExtent *e = &g_array_index(report, HandoffFreeExtent, i);
+        HandoffBlock *b = find_block(s, e->rb);
+        uint64_t chunks, first, end, run;
+
+        if (!b) {
+            continue;       /* RAM that does not migrate */
+        }
+        chunks = b->pages * CHUNKS_PER_PAGE;
+        first = MIN(e->offset / HANDOFF_CHUNK_SIZE, chunks);
+        end = MIN((e->offset + e->bytes) / HANDOFF_CHUNK_SIZE, chunks);
+        for (first = find_next_bit(b->pending, end, first); first < end;
+             first = find_next_bit(b->pending, end, first + run)) {
+            run = find_next_zero_bit(b->pending, end, first) - first;
+            bitmap_clear(b->pending, first, run);
+            trace_handoff_save_free_run(qemu_ram_get_idstr(b->rb),
+                                        first * HANDOFF_CHUNK_SIZE,
+                                        run * HANDOFF_CHUNK_SIZE);
+            rc = handoff_encoder_submit_zero_run(s->enc, b->region, first,
+                                                 run);
+            if (rc < 0) {
+                return engine_failed(f, rc, "handoff encoder");
+            }
+            s->round_freed += run;
+            s->free_bytes += run * HANDOFF_CHUNK_SIZE;
+        }
+    }
+    return 0;
+}
+
 static void next_round(HandoffSaveState *s, QEMUFile *f)
 {
     MigrationState *ms = migrate_get_current();
@@ -285,6 +396,7 @@ static void next_round(HandoffSaveState *s, QEMUFile *f)
     s->iteration++;
     handoff_encoder_begin_iteration(s->enc, s->iteration);
     start_round(s);
+    request_free_memory(s);
 
     /*
      * Auto-converge as ram.c does it: a guest that dirties more than the
@@ -499,6 +611,12 @@ static int send_round(HandoffSaveState *s, QEMUFile *f, int64_t deadline,
                 }
             }
             assert(b);
+            s->next++;
+            if (!test_and_clear_bit(it->index, b->pending)) {
+                /* Sent as free, or listed twice (carried and dirtied). */
+                s->round_freed -= !!s->round_freed;
+                continue;
+            }
             clear_dirty_log(b->rb, it->index / CHUNKS_PER_PAGE);
             rc = handoff_encoder_submit(s->enc, it->region, it->index,
                                         b->rb->host +
@@ -507,7 +625,6 @@ static int send_round(HandoffSaveState *s, QEMUFile *f, int64_t deadline,
                 return engine_failed(f, rc, "handoff encoder");
             }
             s->memory_sent++;
-            s->next++;
         } else {
             /* A run of consecutive chunks, read with one request. */
             size_t n = 1;
@@ -527,7 +644,8 @@ static int send_round(HandoffSaveState *s, QEMUFile *f, int64_t deadline,
         /* Keep the link busy while the engine's workers compress. */
         if (++since_drain >= 64) {
             since_drain = 0;
-            if (drain_encoder(s, f, false) < 0) {
+            if (apply_free_report(s, f) < 0 ||
+                drain_encoder(s, f, false) < 0) {
                 return -EIO;
             }
         }
@@ -542,7 +660,9 @@ static int send_round(HandoffSaveState *s, QEMUFile *f, int64_t deadline,
 static uint64_t remaining_bytes(HandoffSaveState *s, QEMUFile *f,
                                 const HandoffEncoderStats *st)
 {
-    return handoff_encoder_remaining_bytes(st, s->round->len - s->next) +
+    return handoff_encoder_remaining_bytes(st, s->round->len - s->next -
+                                               MIN(s->round_freed,
+                                                   s->round->len - s->next)) +
            (f ? socket_backlog(f) : 0);
 }
 
@@ -575,6 +695,10 @@ static void update_stats(HandoffSaveState *s)
     o->data = st.chunks[HANDOFF_REC_DATA];
     o->zero_run = st.chunks[HANDOFF_REC_ZERO_RUN];
     o->discarded = handoff_trim_discarded_bytes(s->trim);
+    o->free_memory = s->free_bytes;
+    handoff_agent_counters(&o->agent_reports, &o->agent_refused);
+    o->agent_reports -= s->agent_reports;
+    o->agent_refused -= s->agent_refused;
     o->xor_delta = st.xor_chunks;
     o->dedup_rate = examined ? 1.0 - (double)o->data / examined : 0;
     o->input_bytes = st.input_bytes;
@@ -627,6 +751,7 @@ static bool setup_blocks(HandoffSaveState *s, Error **errp)
         g_free(rb->clear_bmap);
         rb->clear_bmap_shift = shift;
         rb->clear_bmap = bitmap_new(clear_bmap_size(b->pages, shift));
+        b->pending = bitmap_new(b->pages * CHUNKS_PER_PAGE);
     }
     s->n_blocks = n;
     return true;
@@ -747,6 +872,7 @@ static void handoff_save_cleanup(void *opaque)
     if (!s) {
         return;
     }
+    handoff_agent_forget();
     if (global_dirty_tracking & GLOBAL_DIRTY_MIGRATION) {
         memory_global_dirty_log_stop(GLOBAL_DIRTY_MIGRATION);
     }
@@ -756,6 +882,7 @@ static void handoff_save_cleanup(void *opaque)
             s->blocks[i].rb->bmap = NULL;
             g_free(s->blocks[i].rb->clear_bmap);
             s->blocks[i].rb->clear_bmap = NULL;
+            g_free(s->blocks[i].pending);
         }
     }
     if (cpu_throttle_active()) {
@@ -841,7 +968,9 @@ static int handoff_save_setup_locked(QEMUFile *f)
         goto fail;
     }
     memory_global_dirty_log_start(GLOBAL_DIRTY_MIGRATION);
+    handoff_agent_counters(&s->agent_reports, &s->agent_refused);
     start_round(s);
+    request_free_memory(s);
     trace_handoff_save_setup(s->store->dir, s->round->len);
     s->bytes_at_round = qemu_file_total_transferred_fast(f);
     /* The stream header (base ID first) goes out before any bulk data. */
@@ -942,6 +1071,9 @@ static int handoff_save_complete(QEMUFile *f, void *opaque)
     HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
     int ret, rc;
 
+    /* No report applies to the stopped round: its list is final. */
+    handoff_agent_forget();
+    s->generation = 0;
     s->iteration++;
     handoff_encoder_begin_iteration(s->enc, s->iteration);
     start_round(s);

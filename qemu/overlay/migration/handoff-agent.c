@@ -1,0 +1,404 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The host end of the qemu-handoff guest agent: a virtio-serial port that
+ * QEMU itself drives (-device handoff-agent), named for the agent
+ * (guest-agent/include/handoff_agent_protocol.h). An outgoing handoff asks
+ * it, after each round's dirty-log sync, which guest memory is free; the
+ * guest answers with extents of guest-physical addresses.
+ *
+ * Everything the guest sends is untrusted. An extent is accepted only
+ * where the guest could have written zeros itself: page-aligned, inside
+ * writable RAM the guest sees at that address (RAM above 4 GiB sits at
+ * another offset of its RAMBlock than its address: the memory map
+ * decides, not arithmetic). Anything else is refused with a trace line
+ * and changes nothing; a report that breaks the framing closes the port,
+ * which the agent sees as the host going away, and it is reopened with
+ * the next request. A report is only ever taken for the generation asked
+ * last (handoff-save.c, docs/guest-agent.md: the safety rule).
+ */
+
+#include "qemu/osdep.h"
+#include "exec/memory.h"
+#include "exec/address-spaces.h"
+#include "exec/ram_addr.h"
+#include "exec/ramblock.h"
+#include "hw/qdev-properties.h"
+#include "hw/virtio/virtio-serial.h"
+#include "qapi/error.h"
+#include "qemu/thread.h"
+#include "qemu/timer.h"
+#include "qom/object.h"
+#include "handoff-internal.h"
+#include "handoff_agent_protocol.h"
+#include "trace.h"
+
+#define TYPE_HANDOFF_AGENT "handoff-agent"
+OBJECT_DECLARE_SIMPLE_TYPE(HandoffAgent, HANDOFF_AGENT)
+
+/* Where a report being received stands. */
+typedef struct AgentReceiver {
+    HandoffAgentReport header;
+    size_t have;                /* bytes of the header, then of `extent` */
+    bool in_extents;
+    uint64_t extents_left;
+    HandoffAgentExtent extent;
+    bool wanted;                /* of the generation asked for */
+    GArray *accepted;           /* HandoffFreeExtent */
+} AgentReceiver;
+
+struct HandoffAgent {
+    VirtIOSerialPort parent_obj;
+    AgentReceiver rx;           /* main loop only */
+};
+
+/*
+ * Shared with the migration thread: the generation a report is accepted
+ * for (0: none) and the last accepted report.
+ */
+static struct {
+    QemuMutex lock;
+    HandoffAgent *agent;        /* the VM's one agent port, if any */
+    uint64_t generation;
+    GArray *report;
+    uint64_t reports, refused;
+    /*
+     * The last request sent, and whether its answer is still due: the
+     * agent answers requests one by one, and rounds can follow each other
+     * faster than that, so a new request waits for the answer to the last
+     * (or for it to be overdue) rather than queueing behind it.
+     */
+    uint64_t asked;
+    int64_t asked_at;
+    bool answer_due;
+} agent_state;
+
+/* After this, an unanswered request is taken as lost. */
+#define AGENT_ANSWER_DUE_NS (1 * NANOSECONDS_PER_SECOND)
+
+static void agent_state_init(void)
+{
+    static bool done;
+
+    if (!done) {
+        qemu_mutex_init(&agent_state.lock);
+        done = true;
+    }
+}
+
+static void refuse(const char *why, uint64_t gpa, uint64_t bytes)
+{
+    trace_handoff_agent_refused(why, gpa, bytes);
+    qemu_mutex_lock(&agent_state.lock);
+    agent_state.refused++;
+    qemu_mutex_unlock(&agent_state.lock);
+}
+
+/*
+ * Splits [gpa, gpa + bytes) along the guest's memory map and keeps the
+ * pieces that are writable RAM; the rest is refused. Called with the BQL.
+ */
+static void accept_extent(AgentReceiver *rx, uint64_t gpa, uint64_t bytes)
+{
+    uint64_t end;
+
+    if (!bytes || (gpa | bytes) & ~TARGET_PAGE_MASK ||
+        uadd64_overflow(gpa, bytes, &end)) {
+        refuse("not whole pages", gpa, bytes);
+        return;
+    }
+    while (gpa < end) {
+        MemoryRegionSection sec = memory_region_find(get_system_memory(),
+                                                     gpa, end - gpa);
+        uint64_t len = sec.mr ? int128_get64(sec.size) : 0;
+        HandoffFreeExtent e;
+
+        if (!sec.mr || sec.offset_within_address_space != gpa) {
+            /* A hole: nothing at gpa up to the next section (or the end). */
+            uint64_t hole = sec.mr ? sec.offset_within_address_space - gpa
+                                   : end - gpa;
+
+            refuse("not memory", gpa, hole);
+            if (sec.mr) {
+                memory_region_unref(sec.mr);
+            }
+            gpa += hole;
+            continue;
+        }
+        if (!memory_region_is_ram(sec.mr) || memory_region_is_rom(sec.mr) ||
+            sec.readonly || memory_region_is_ram_device(sec.mr) ||
+            !sec.mr->ram_block) {
+            refuse("not writable RAM", gpa, len);
+        } else {
+            e.rb = sec.mr->ram_block;
+            /* A RAM region's block starts where the region does. */
+            e.offset = sec.offset_within_region;
+            e.bytes = len;
+            g_array_append_val(rx->accepted, e);
+        }
+        memory_region_unref(sec.mr);
+        gpa += len;
+    }
+}
+
+static void publish(AgentReceiver *rx)
+{
+    GArray *old = NULL;
+    guint extents = rx->accepted->len;
+    bool taken = false;
+
+    qemu_mutex_lock(&agent_state.lock);
+    if (rx->wanted && rx->header.generation == agent_state.generation) {
+        old = agent_state.report;
+        agent_state.report = rx->accepted;
+        agent_state.reports++;
+        rx->accepted = NULL;
+        taken = true;
+    }
+    qemu_mutex_unlock(&agent_state.lock);
+    if (old) {
+        g_array_free(old, true);
+    }
+    trace_handoff_agent_report(rx->header.generation, extents, taken);
+}
+
+static void reset_receiver(AgentReceiver *rx)
+{
+    rx->have = 0;
+    rx->in_extents = false;
+    rx->extents_left = 0;
+    if (rx->accepted) {
+        g_array_set_size(rx->accepted, 0);
+    } else {
+        rx->accepted = g_array_new(false, false, sizeof(HandoffFreeExtent));
+    }
+}
+
+/* A header arrived: false if it cannot be one of ours (framing is lost). */
+static bool start_report(AgentReceiver *rx)
+{
+    HandoffAgentReport *h = &rx->header;
+    uint64_t expected;
+    bool late;
+
+    h->magic = le32_to_cpu(h->magic);
+    h->version = le32_to_cpu(h->version);
+    h->generation = le64_to_cpu(h->generation);
+    h->count = le64_to_cpu(h->count);
+    if (h->magic != HANDOFF_AGENT_MAGIC || h->version != HANDOFF_AGENT_VERSION ||
+        h->count > HANDOFF_AGENT_MAX_EXTENTS) {
+        trace_handoff_agent_malformed(h->magic, h->version, h->count);
+        qemu_mutex_lock(&agent_state.lock);
+        agent_state.refused++;
+        qemu_mutex_unlock(&agent_state.lock);
+        return false;
+    }
+    qemu_mutex_lock(&agent_state.lock);
+    expected = agent_state.generation;
+    late = h->generation && h->generation <= agent_state.asked;
+    if (h->generation == agent_state.asked) {
+        agent_state.answer_due = false;
+    }
+    qemu_mutex_unlock(&agent_state.lock);
+    /* A late answer (its round is over) is normal; others are not. */
+    rx->wanted = expected && h->generation == expected;
+    if (!rx->wanted && !late) {
+        refuse("unasked generation", h->generation, expected);
+    }
+    rx->in_extents = true;
+    rx->extents_left = h->count;
+    rx->have = 0;
+    return true;
+}
+
+static ssize_t agent_have_data(VirtIOSerialPort *port, const uint8_t *buf,
+                               ssize_t len)
+{
+    AgentReceiver *rx = &HANDOFF_AGENT(port)->rx;
+    ssize_t used = 0;
+
+    while (used < len) {
+        uint8_t *dst = rx->in_extents ? (uint8_t *)&rx->extent
+                                      : (uint8_t *)&rx->header;
+        size_t want = (rx->in_extents ? sizeof(rx->extent)
+                                      : sizeof(rx->header)) - rx->have;
+        size_t n = MIN(want, (size_t)(len - used));
+
+        if (rx->in_extents && !rx->extents_left) {
+            break;      /* unreachable: a finished report resets below */
+        }
+        memcpy(dst + rx->have, buf + used, n);
+        rx->have += n;
+        used += n;
+        if (n < want) {
+            break;
+        }
+        if (!rx->in_extents) {
+            if (!start_report(rx)) {
+                /* Drop what follows until the agent opens the port anew. */
+                reset_receiver(rx);
+                virtio_serial_close(port);
+                return len;
+            }
+        } else {
+            rx->have = 0;
+            rx->extents_left--;
+            if (rx->wanted) {
+                accept_extent(rx, le64_to_cpu(rx->extent.gpa),
+                              le64_to_cpu(rx->extent.bytes));
+            }
+        }
+        if (rx->in_extents && !rx->extents_left) {
+            publish(rx);
+            reset_receiver(rx);
+        }
+    }
+    return len;
+}
+
+bool handoff_agent_present(void)
+{
+    return agent_state.agent != NULL;
+}
+
+bool handoff_agent_request(uint64_t generation)
+{
+    HandoffAgent *agent = agent_state.agent;
+    VirtIOSerialPort *port = agent ? VIRTIO_SERIAL_PORT(agent) : NULL;
+    HandoffAgentRequest req = {
+        .magic = cpu_to_le32(HANDOFF_AGENT_MAGIC),
+        .version = cpu_to_le32(HANDOFF_AGENT_VERSION),
+        .generation = cpu_to_le64(generation),
+    };
+    int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    bool busy;
+
+    if (!port) {
+        return false;
+    }
+    /* No report of an earlier round applies from now on. */
+    handoff_agent_forget();
+    qemu_mutex_lock(&agent_state.lock);
+    busy = agent_state.answer_due &&
+           now - agent_state.asked_at < AGENT_ANSWER_DUE_NS;
+    qemu_mutex_unlock(&agent_state.lock);
+    if (busy) {
+        trace_handoff_agent_request(generation, false);
+        return false;
+    }
+    if (!port->host_connected) {
+        reset_receiver(&agent->rx);
+        virtio_serial_open(port);
+    }
+    /* Not listening (no agent, or its buffers are full): no report. */
+    if (!port->guest_connected ||
+        virtio_serial_guest_ready(port) < sizeof(req) ||
+        virtio_serial_write(port, (uint8_t *)&req, sizeof(req)) !=
+            sizeof(req)) {
+        trace_handoff_agent_request(generation, false);
+        return false;
+    }
+    qemu_mutex_lock(&agent_state.lock);
+    agent_state.generation = agent_state.asked = generation;
+    agent_state.asked_at = now;
+    agent_state.answer_due = true;
+    qemu_mutex_unlock(&agent_state.lock);
+    trace_handoff_agent_request(generation, true);
+    return true;
+}
+
+GArray *handoff_agent_take_report(uint64_t generation)
+{
+    GArray *report = NULL;
+
+    qemu_mutex_lock(&agent_state.lock);
+    if (agent_state.report && generation == agent_state.generation) {
+        report = agent_state.report;
+        agent_state.report = NULL;
+    }
+    qemu_mutex_unlock(&agent_state.lock);
+    return report;
+}
+
+void handoff_agent_forget(void)
+{
+    GArray *old;
+
+    agent_state_init();
+    qemu_mutex_lock(&agent_state.lock);
+    agent_state.generation = 0;
+    old = agent_state.report;
+    agent_state.report = NULL;
+    qemu_mutex_unlock(&agent_state.lock);
+    if (old) {
+        g_array_free(old, true);
+    }
+}
+
+void handoff_agent_counters(uint64_t *reports, uint64_t *refused)
+{
+    agent_state_init();
+    qemu_mutex_lock(&agent_state.lock);
+    *reports = agent_state.reports;
+    *refused = agent_state.refused;
+    qemu_mutex_unlock(&agent_state.lock);
+}
+
+static void agent_realize(DeviceState *dev, Error **errp)
+{
+    HandoffAgent *agent = HANDOFF_AGENT(dev);
+
+    agent_state_init();
+    if (agent_state.agent) {
+        error_setg(errp, "a VM has at most one %s device", TYPE_HANDOFF_AGENT);
+        return;
+    }
+    reset_receiver(&agent->rx);
+    agent_state.agent = agent;
+    virtio_serial_open(VIRTIO_SERIAL_PORT(dev));
+}
+
+static void agent_unrealize(DeviceState *dev)
+{
+    HandoffAgent *agent = HANDOFF_AGENT(dev);
+
+    if (agent_state.agent == agent) {
+        agent_state.agent = NULL;
+    }
+    g_array_free(agent->rx.accepted, true);
+    agent->rx.accepted = NULL;
+}
+
+static void agent_instance_init(Object *obj)
+{
+    VirtIOSerialPort *port = VIRTIO_SERIAL_PORT(obj);
+
+    /* The name the agent looks for; a "name" property overrides it. */
+    port->name = g_strdup(HANDOFF_AGENT_PORT_NAME);
+}
+
+static void agent_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+    VirtIOSerialPortClass *k = VIRTIO_SERIAL_PORT_CLASS(klass);
+
+    k->realize = agent_realize;
+    k->unrealize = agent_unrealize;
+    k->have_data = agent_have_data;
+    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+    dc->desc = "qemu-handoff guest agent port (free memory reports)";
+}
+
+static const TypeInfo agent_info = {
+    .name = TYPE_HANDOFF_AGENT,
+    .parent = TYPE_VIRTIO_SERIAL_PORT,
+    .instance_size = sizeof(HandoffAgent),
+    .instance_init = agent_instance_init,
+    .class_init = agent_class_init,
+};
+
+static void agent_register_types(void)
+{
+    type_register_static(&agent_info);
+}
+
+type_init(agent_register_types)

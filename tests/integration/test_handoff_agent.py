@@ -1,0 +1,238 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Free guest memory does not cross the link: QEMU asks the guest agent
+(-device handoff-agent) for the guest's free pages after each round's
+dirty-log sync and sends those still due as zero runs. A guest frees 100
+MiB of random data: those pages are not sent, RAM is identical outside the
+pages sent as free (which read as zeros on the destination), and the guest
+runs on and passes a memory stress there. A hostile agent's reports change
+nothing; memory that changes hands while reports are in flight loses no
+write.
+"""
+
+import base64
+import os
+import re
+import struct
+
+import pytest
+
+from handoff_env import (AGENT_DEVICES, create_base, start_destination,
+                         start_from_base, wait_heartbeat_after)
+from identity import assert_same_vm
+
+MIB = 1 << 20
+FREED_MIB = 100
+TRACES = ("-trace", "handoff_save_free_run", "-trace", "handoff_agent_*")
+FREE_RUN = re.compile(r"handoff_save_free_run (\S+): 0x([0-9a-f]+)"
+                      r"\+0x([0-9a-f]+) free")
+
+
+@pytest.fixture(scope="module")
+def base(module_tmp):
+    work = str(module_tmp)
+    return create_base(work, os.path.join(work, "base"),
+                       extra_args=AGENT_DEVICES)
+
+
+def free_ranges(vm):
+    """Guest-physical ranges the source sent as free, from its trace.
+    RAM below 4 GiB (all of the test guest's) sits at its own address."""
+    ranges = []
+    for block, offset, size in FREE_RUN.findall(vm.read_log()):
+        assert block == "pc.ram", block
+        ranges.append((int(offset, 16), int(offset, 16) + int(size, 16)))
+    return ranges
+
+
+def mem_free(vm):
+    out = vm.shell("grep MemFree /proc/meminfo")
+    return int(re.search(r"MemFree:\s+(\d+) kB", out).group(1)) * 1024
+
+
+def hand_off(src, dst, bandwidth=None):
+    if bandwidth:
+        src.qmp.cmd("migrate-set-parameters", max_bandwidth=bandwidth)
+    src.qmp.cmd("migrate-handoff", uri=f"tcp:127.0.0.1:{dst.port}")
+    info = src.wait_migration()
+    assert info["status"] == "completed", info.get("error-desc")
+    return info["handoff"]
+
+
+def memory_stress(vm, mib):
+    """Fills @mib of the guest's free memory twice with the same random
+    data: equal checksums, and a guest that is still alive."""
+    sums = set()
+    for _ in range(2):
+        out = vm.shell(f"handoff-workload mem --mib {mib} --pattern random "
+                       f"--seed 5", timeout=300)
+        sums.add(re.search(r"checksum=([0-9a-f]+)", out).group(1))
+    assert len(sums) == 1, sums
+
+
+def test_freed_memory_is_not_sent(tmp_path, base, vms):
+    src = start_from_base("src", str(tmp_path), base,
+                          extra_args=[*AGENT_DEVICES, *TRACES])
+    vms.append(src)
+    wait_heartbeat_after(src, 1)
+    # 100 MiB of random bytes, then freed: stale data in free pages.
+    src.shell(f"handoff-workload mem --mib {FREED_MIB} --pattern random "
+              f"--seed 9 >/dev/null")
+    free = mem_free(src)
+    assert free >= FREED_MIB * MIB
+
+    dst = start_destination("dst", str(tmp_path), base,
+                            extra_args=AGENT_DEVICES)
+    vms.append(dst)
+    stats = hand_off(src, dst)
+    print(f"MemFree {free} bytes at the start; sent as free "
+          f"{stats['free-memory']} ({stats['free-memory'] / free:.1%}); "
+          f"stream {stats['output-bytes']} bytes; reports "
+          f"{stats['agent-reports']}")
+    assert stats["agent-reports"] >= 1, stats
+    assert stats["agent-refused"] == 0, stats
+    # What the guest called free when the handoff started was not sent:
+    # at least 90 % of it went as zero runs, and the stream is far smaller
+    # than the random data it would otherwise carry.
+    assert stats["free-memory"] >= 0.9 * free, (stats, free)
+    assert stats["output-bytes"] < FREED_MIB * MIB / 4, stats
+    ranges = free_ranges(src)
+    assert sum(b - a for a, b in ranges) == stats["free-memory"]
+    # The freed random data is what differs: zeros here, stale bytes there.
+    zeroed = assert_same_vm(src, dst, free=ranges)
+    assert zeroed * 4096 >= 0.8 * FREED_MIB * MIB, zeroed
+    memory_stress(dst, mem_free(dst) // MIB * 3 // 4)
+    wait_heartbeat_after(dst, 1)
+
+
+def le64(*values):
+    return struct.pack(f"<{len(values)}Q", *values)
+
+
+# Extents no report may apply: firmware ROM, beyond RAM, an MMIO page (the
+# IOAPIC), unaligned, wrapping around, empty.
+HOSTILE_EXTENTS = [
+    (0xF0000, 0x10000),
+    (1 << 32, 0x1000),
+    (0xFEC00000, 0x1000),
+    (0x123, 0x1000),
+    (0xFFFFFFFFFFFFF000, 0x2000),
+    (0x100000, 0),
+]
+
+# A stand-in for the agent, in the guest's busybox sh: answers each
+# request with the hostile extents, then twice the first real free block
+# the kernel module lists (the second time half of it: overlapping).
+HOSTILE_AGENT = r"""
+port=/dev/$(basename $(dirname $(grep -l org.qemu-handoff.agent.0 \
+    /sys/class/virtio-ports/*/name)))
+le() { n=$1; i=0; s=; while [ $i -lt 8 ]; do
+    s="$s\\$(printf %03o $((n & 255)))"; n=$((n >> 8)); i=$((i + 1)); done
+    printf "$s"; }
+exec 3<>$port
+while true; do
+    gen=$(dd bs=16 count=1 <&3 2>/dev/null | od -An -tu8 -j8 | tr -d ' ')
+    [ -n "$gen" ] || { sleep 0.2; continue; }
+    set -- $(od -An -tu8 -N16 /proc/handoff_free_pages)
+    { le $((0x147414848)); le $gen; le $((HOSTILE + 2))
+      cat /tmp/hostile.bin
+      le $(($1 * 4096)); le $(($2 * 4096))
+      le $(($1 * 4096)); le $(($2 / 2 * 4096)); } >&3
+    echo "answered $gen"
+done
+"""
+
+
+def guest_file(vm, path, data):
+    vm.shell(f"echo {base64.b64encode(data).decode()} | base64 -d > {path}")
+
+
+def test_hostile_agent_changes_nothing(tmp_path, base, vms):
+    src = start_from_base("src", str(tmp_path), base,
+                          extra_args=[*AGENT_DEVICES, *TRACES])
+    vms.append(src)
+    wait_heartbeat_after(src, 1)
+    src.shell("killall handoff-agent; sleep 0.5")
+    guest_file(src, "/tmp/hostile.bin",
+               b"".join(le64(*e) for e in HOSTILE_EXTENTS))
+    guest_file(src, "/tmp/hostile.sh",
+               f"HOSTILE={len(HOSTILE_EXTENTS)}\n{HOSTILE_AGENT}".encode())
+    port = "/dev/$(basename $(dirname $(grep -l org.qemu-handoff.agent.0 " \
+           "/sys/class/virtio-ports/*/name)))"
+    # Unasked (a generation never asked for), then garbage, which closes the port.
+    guest_file(src, "/tmp/stale.bin", le64(0x147414848, 7777, 0))
+    src.shell(f"cat /tmp/stale.bin > {port}; "
+              f"printf 'garbage!garbage!garbage!' > {port}; sleep 0.5")
+    src.shell("sh /tmp/hostile.sh > /tmp/hostile.log 2>&1 &")
+    # Data to send, at a pace that gives the shell stand-in (far slower
+    # than the agent) time to answer within the first round.
+    src.shell("handoff-workload mem --mib 64 --pattern random >/dev/null")
+
+    dst = start_destination("dst", str(tmp_path), base,
+                            extra_args=AGENT_DEVICES)
+    vms.append(dst)
+    stats = hand_off(src, dst, bandwidth=16 * MIB)
+    log = src.read_log()
+    assert "handoff_agent_malformed" in log
+    assert "unasked generation: 0x1e61" in log
+    for why in ("not writable RAM", "not memory", "not whole pages"):
+        assert why in log, why
+    assert stats["agent-reports"] >= 1, stats
+    # Each hostile extent refused, at least once (the unasked and garbled
+    # reports came before the handoff, whose statistics start at zero).
+    assert stats["agent-refused"] >= len(HOSTILE_EXTENTS), stats
+    ranges = free_ranges(src)
+    for a, b in ranges:
+        for bad, size in HOSTILE_EXTENTS[:3]:
+            assert b <= bad or a >= bad + size, (a, b, bad)
+    assert_same_vm(src, dst, free=ranges)
+    wait_heartbeat_after(dst, 1)
+
+
+def churn_totals(vm):
+    out = vm.shell("killall -USR1 handoff-workload; sleep 1; "
+                   "tail -n 1 /tmp/churn.log")
+    m = re.search(r"churn: (\d+) cycles, (\d+) verified, (\d+) lost", out)
+    assert m, out
+    return tuple(int(x) for x in m.groups())
+
+
+def test_racing_allocations_lose_no_write(tmp_path, base, vms):
+    """Buffers allocated, written, verified and freed without pause while
+    handoffs with several rounds each ask for and apply free-page reports:
+    a page reported free and then written must go out again. The guest
+    itself counts lost writes: a buffer whose checksum changed. Runs
+    HANDOFF_RACE_HANDOFFS handoffs (3 by default; the issue's 50 with
+    scripts or by setting it), each VM handing off to the next."""
+    count = int(os.environ.get("HANDOFF_RACE_HANDOFFS", "3"))
+    vm = start_from_base("vm0", str(tmp_path), base,
+                         extra_args=[*AGENT_DEVICES])
+    vms.append(vm)
+    wait_heartbeat_after(vm, 1)
+    # Answers that come up to 300 ms after their snapshot: many arrive
+    # after their round ended, and applying one would zero pages the
+    # guest allocated and wrote since.
+    vm.shell("killall handoff-agent; sleep 0.3; "
+             "handoff-agent --late-ms 300 2>/tmp/handoff-agent.log &")
+    vm.shell("handoff-workload churn --slots 64 --kib 256 --pause-ms 10 "
+             "> /tmp/churn.log 2>&1 &")
+    wait_heartbeat_after(vm, 2)
+    reports = freed = 0
+    for i in range(1, count + 1):
+        nxt = start_destination(f"vm{i}", str(tmp_path), base,
+                                extra_args=AGENT_DEVICES, gdb=False)
+        vms.append(nxt)
+        stats = hand_off(vm, nxt, bandwidth=24 * MIB)
+        reports += stats["agent-reports"]
+        freed += stats["free-memory"]
+        nxt.wait_incoming()
+        nxt.qmp.cmd("cont")
+        vm.stop()
+        vm = nxt
+        wait_heartbeat_after(vm, 1)
+        cycles, verified, lost = churn_totals(vm)
+        print(f"handoff {i}: rounds {stats['iteration']}, reports "
+              f"{stats['agent-reports']}, free {stats['free-memory']} "
+              f"bytes; churn {cycles} cycles, {verified} verified, "
+              f"{lost} lost")
+        assert lost == 0, f"handoff {i}: {lost} lost writes"
+    assert reports >= count and freed > 0, (reports, freed)
