@@ -62,10 +62,10 @@ void hmp_info_migrate_handoff(Monitor *mon, HandoffStats *st)
                    st->xor_delta, st->dedup_rate * 100);
     monitor_printf(mon, "handoff zero runs: %" PRIu64 " chunks; %" PRIu64
                    " bytes discarded by the guest; %" PRIu64 " bytes of "
-                   "free memory (agent: %" PRIu64 " reports, %" PRIu64
-                   " refused)\n",
+                   "free memory (%" PRIu64 " hinted by the balloon; agent: %"
+                   PRIu64 " reports, %" PRIu64 " refused)\n",
                    st->zero_run, st->discarded, st->free_memory,
-                   st->agent_reports, st->agent_refused);
+                   st->free_hinted, st->agent_reports, st->agent_refused);
     monitor_printf(mon, "handoff bytes: in %" PRIu64 ", out %" PRIu64
                    " (ratio %.4f) in %" PRIu64 " frames\n",
                    st->input_bytes, st->output_bytes, st->ratio, st->frames);

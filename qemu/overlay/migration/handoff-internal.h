@@ -151,6 +151,14 @@ GArray *handoff_agent_take_report(uint64_t generation);
 void handoff_agent_forget(void);
 void handoff_agent_counters(uint64_t *reports, uint64_t *refused);
 
+/*
+ * virtio-balloon free page hints (handoff-hint.c): kept for the round of
+ * @generation only. Extents as the agent's, of guest RAM.
+ */
+void handoff_hints_accept(uint64_t generation);
+void handoff_hints_stop(void);
+GArray *handoff_hints_take(uint64_t generation);
+
 /* Last statistics of an outgoing handoff, kept after it ends. */
 void handoff_stats_publish(const HandoffStats *stats);
 

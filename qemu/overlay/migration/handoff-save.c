@@ -96,6 +96,7 @@ typedef struct HandoffSaveState {
     uint64_t generation;
     uint64_t round_freed;       /* chunks taken out of the round ahead */
     uint64_t free_bytes;        /* guest memory sent as free, in all */
+    uint64_t hinted_bytes;      /* of which virtio-balloon hinted */
     uint64_t agent_reports, agent_refused;  /* counters at the start */
 
     /* Throttling: dirtied vs sent since the previous round. */
@@ -218,7 +219,14 @@ static void shuffle(HandoffSaveState *s, size_t from, size_t to)
 static void start_round(HandoffSaveState *s)
 {
     uint64_t dirty_pages = 0, dirty_disk = 0;
+    Error *err = NULL;
     size_t i, carried;
+
+    /* virtio-balloon stops hinting before the sync, as around ram.c's. */
+    handoff_hints_stop();
+    if (precopy_notify(PRECOPY_NOTIFY_BEFORE_BITMAP_SYNC, &err)) {
+        error_report_err(err);
+    }
 
     g_array_remove_range(s->round, 0, s->next);
     s->next = 0;
@@ -307,12 +315,10 @@ static void clear_dirty_log(RAMBlock *rb, uint64_t page);
  */
 static void request_free_memory(HandoffSaveState *s)
 {
+    Error *err = NULL;
     size_t i;
 
-    s->generation = 0;
-    if (!handoff_agent_present()) {
-        return;
-    }
+    s->generation = s->iteration + 1;
     for (i = 0; i < s->n_blocks; i++) {
         RAMBlock *rb = s->blocks[i].rb;
         uint64_t page, step = rb->clear_bmap ? 1ULL << rb->clear_bmap_shift
@@ -322,8 +328,14 @@ static void request_free_memory(HandoffSaveState *s)
             clear_dirty_log(rb, page);
         }
     }
-    if (handoff_agent_request(s->iteration + 1)) {
-        s->generation = s->iteration + 1;
+    handoff_agent_request(s->generation);
+    /*
+     * virtio-balloon with free-page-hint=on starts a new hinting command
+     * here, as after ram.c's sync; its hints count for this round only.
+     */
+    handoff_hints_accept(s->generation);
+    if (precopy_notify(PRECOPY_NOTIFY_AFTER_BITMAP_SYNC, &err)) {
+        error_report_err(err);
     }
 }
 
@@ -347,17 +359,13 @@ static HandoffBlock *find_block(HandoffSaveState *s, RAMBlock *rb)
  * destination's page would otherwise keep the base's content, and the
  * stream would not say what the destination holds.
  */
-static int apply_free_report(HandoffSaveState *s, QEMUFile *f)
+static int apply_free_extents(HandoffSaveState *s, QEMUFile *f,
+                              GArray *report, uint64_t *bytes)
 {
-    g_autoptr(GArray) report = NULL;
     guint i;
     int rc;
 
-    if (!s->generation ||
-        !(report = handoff_agent_take_report(s->generation))) {
-        return 0;
-    }
-    for (i = 0; i < report->len; i++) {
+    for (i = 0; report && i < report->len; i++) {
         HandoffFreeExtent *e = &g_array_index(report, HandoffFreeExtent, i);
         HandoffBlock *b = find_block(s, e->rb);
         uint64_t chunks, first, end, run;
@@ -381,10 +389,32 @@ static int apply_free_report(HandoffSaveState *s, QEMUFile *f)
                 return engine_failed(f, rc, "handoff encoder");
             }
             s->round_freed += run;
-            s->free_bytes += run * HANDOFF_CHUNK_SIZE;
+            *bytes += run * HANDOFF_CHUNK_SIZE;
         }
     }
     return 0;
+}
+
+/* The agent's report and the balloon's hints for this round, if any. */
+static int apply_free_report(HandoffSaveState *s, QEMUFile *f)
+{
+    g_autoptr(GArray) report = NULL;
+    g_autoptr(GArray) hints = NULL;
+    uint64_t hinted = 0;
+    int rc;
+
+    if (!s->generation) {
+        return 0;
+    }
+    report = handoff_agent_take_report(s->generation);
+    hints = handoff_hints_take(s->generation);
+    rc = apply_free_extents(s, f, report, &s->free_bytes);
+    if (rc == 0) {
+        rc = apply_free_extents(s, f, hints, &hinted);
+        s->free_bytes += hinted;
+        s->hinted_bytes += hinted;
+    }
+    return rc;
 }
 
 static void next_round(HandoffSaveState *s, QEMUFile *f)
@@ -696,6 +726,7 @@ static void update_stats(HandoffSaveState *s)
     o->zero_run = st.chunks[HANDOFF_REC_ZERO_RUN];
     o->discarded = handoff_trim_discarded_bytes(s->trim);
     o->free_memory = s->free_bytes;
+    o->free_hinted = s->hinted_bytes;
     handoff_agent_counters(&o->agent_reports, &o->agent_refused);
     o->agent_reports -= s->agent_reports;
     o->agent_refused -= s->agent_refused;
@@ -873,6 +904,7 @@ static void handoff_save_cleanup(void *opaque)
         return;
     }
     handoff_agent_forget();
+    handoff_hints_stop();
     if (global_dirty_tracking & GLOBAL_DIRTY_MIGRATION) {
         memory_global_dirty_log_stop(GLOBAL_DIRTY_MIGRATION);
     }
@@ -1071,12 +1103,18 @@ static int handoff_save_complete(QEMUFile *f, void *opaque)
     HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
     int ret, rc;
 
+    Error *err = NULL;
+
     /* No report applies to the stopped round: its list is final. */
     handoff_agent_forget();
     s->generation = 0;
     s->iteration++;
     handoff_encoder_begin_iteration(s->enc, s->iteration);
     start_round(s);
+    /* With the VM stopped, the balloon tells the guest hinting is done. */
+    if (precopy_notify(PRECOPY_NOTIFY_AFTER_BITMAP_SYNC, &err)) {
+        error_report_err(err);
+    }
     ret = send_round(s, f, 0, true);
     if (ret == 0) {
         rc = handoff_encoder_finish(s->enc);

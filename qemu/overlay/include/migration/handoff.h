@@ -20,6 +20,12 @@ void handoff_mig_init(void);
 /* True while the handoff capability is enabled. */
 bool migrate_use_handoff(void);
 
+/*
+ * A free page hint of virtio-balloon (ram.c's qemu_guest_free_page_hint
+ * passes it on while the handoff capability is on; handoff-hint.c).
+ */
+void handoff_free_page_hint(void *addr, size_t len);
+
 /* Capability rules; false with @errp set when @cap_list is invalid. */
 bool handoff_caps_check(bool *cap_list, Error **errp);
 
