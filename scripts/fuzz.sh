@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# Fuzzes the engine with libFuzzer (clang, ASan + UBSan): the stream
-# decoder, the base index parser and `qemu-handoff inspect` (targets in
-# migration-handoff/fuzz/, docs/handoff-engine.md "Fuzzing"). The targets
+# Fuzzes with libFuzzer (clang, ASan + UBSan): the engine's stream
+# decoder, base index parser and `qemu-handoff inspect` (targets in
+# migration-handoff/fuzz/, docs/handoff-engine.md "Fuzzing"), and QEMU's
+# base manifest parser (qemu/fuzz/fuzz-manifest.c, built against the
+# configured QEMU tree of scripts/build-qemu.sh and its libqemuutil). The targets
 # run one after the other, each for its share of the time, starting from
 # its corpus in the repository (migration-handoff/fuzz/corpus/TARGET). For
 # each it prints executions, coverage and corpus size. Exits non-zero on
@@ -23,10 +25,19 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=$top/build/fuzz
 corpora=$top/migration-handoff/fuzz/corpus
-all_targets="decoder index inspect"
+qemu_build=$top/build/qemu
+all_targets="decoder index inspect manifest"
 # Shares of the time: the decoder's inputs cost the most to run and reach
 # the most code.
-declare -A weight=([decoder]=2 [index]=1 [inspect]=1)
+declare -A weight=([decoder]=2 [index]=1 [inspect]=1 [manifest]=1)
+corpus_of() {
+    if [ "$1" = manifest ]; then echo "$top/qemu/fuzz/corpus/$1"
+    else echo "$corpora/$1"; fi
+}
+bin_of() {
+    if [ "$1" = manifest ]; then echo "$build/qemu-fuzz/manifest-fuzzer"
+    else echo "$build/migration-handoff/$1-fuzzer"; fi
+}
 # Committed corpus per target, at most (the repository holds it).
 budget_kib=500
 
@@ -59,10 +70,59 @@ if [ ! -f "$build/build.ninja" ]; then
 fi
 ninja_targets=()
 for t in $targets; do
-    ninja_targets+=("migration-handoff/$t-fuzzer" "migration-handoff/$t-fuzz-smoke")
+    if [ "$t" = manifest ]; then
+        ninja_targets+=("migration-handoff/libhandoff.a")
+    else
+        ninja_targets+=("migration-handoff/$t-fuzzer" "migration-handoff/$t-fuzz-smoke")
+    fi
 done
 ninja -C "$build" -j"${FUZZ_JOBS:-$(nproc)}" "${ninja_targets[@]}" >"$build/ninja.log" 2>&1 ||
     { tail -n 30 "$build/ninja.log" >&2; exit 1; }
+
+# The QEMU-side target: our manifest parser and the harness compiled with
+# the configured QEMU tree's include paths and defines, linked with its
+# libqemuutil (QObject, JSON, Error) and the instrumented engine.
+build_manifest_fuzzer() {
+    local out=$build/qemu-fuzz flags san=(-fsanitize=address,undefined -g -O1)
+    [ -f "$qemu_build/libqemuutil.a" ] ||
+        { echo "fuzz: manifest: no QEMU build (run scripts/build-qemu.sh)" >&2; return 1; }
+    mkdir -p "$out"
+    flags=$(/usr/bin/python3 - "$qemu_build/compile_commands.json" <<'PY'
+import json, shlex, sys
+for e in json.load(open(sys.argv[1])):
+    if e["file"].endswith("migration/handoff-params.c"):
+        args, keep, i = shlex.split(e["command"]), [], 0
+        while i < len(args):
+            a = args[i]
+            if a in ("-iquote", "-isystem", "-I", "-D") and i + 1 < len(args):
+                keep += [a, args[i + 1]]
+                i += 2
+                continue
+            if a.startswith(("-I", "-D", "-isystem", "-std=")) or a in ("-m64", "-pthread"):
+                keep.append(a)
+            i += 1
+        print(shlex.join(keep))
+        break
+PY
+)
+    [ -n "$flags" ] || { echo "fuzz: manifest: QEMU tree has no handoff glue" >&2; return 1; }
+    # shellcheck disable=SC2086
+    (cd "$qemu_build" &&
+     clang "${san[@]}" -fsanitize=fuzzer-no-link $flags -Wno-unknown-warning-option \
+         -iquote "$top/qemu/overlay/migration" \
+         -c "$top/qemu/overlay/migration/handoff-manifest.c" -o "$out/manifest.o" &&
+     clang "${san[@]}" -fsanitize=fuzzer-no-link $flags -Wno-unknown-warning-option \
+         -iquote "$top/qemu/overlay/migration" \
+         -c "$top/qemu/fuzz/fuzz-manifest.c" -o "$out/harness.o" &&
+     clang++ "${san[@]}" -fsanitize=fuzzer "$out/harness.o" "$out/manifest.o" \
+         "$qemu_build/libqemuutil.a" "$build/migration-handoff/libhandoff.a" \
+         $(pkg-config --libs glib-2.0 libzstd liblzma zlib libxxhash) -lm \
+         -o "$out/manifest-fuzzer") >"$out/build.log" 2>&1 ||
+        { tail -n 30 "$out/build.log" >&2; return 1; }
+}
+if [[ " $targets " == *" manifest "* ]]; then
+    build_manifest_fuzzer || exit 1
+fi
 
 # UBSan reports are findings: stop at the first. A smaller ASan quarantine
 # than the default 256 MiB keeps freed memory in use instead of mapping
@@ -89,7 +149,8 @@ status=0 total_execs=0 start=$(date +%s)
 # others are libFuzzer's, named by their SHA-1; the largest of those go
 # when the set exceeds the budget.
 update_corpus() {
-    local t=$1 bin=$2 work=$3 repo=$corpora/$1 merged kept f name
+    local t=$1 bin=$2 work=$3 repo merged kept f name
+    repo=$(corpus_of "$t")
     merged=$(mktemp -d "$build/merge-$t.XXXXXX")
     if ! (cd "$build" && "$bin" -merge=1 "${fuzz_flags[@]}" "$merged" "$repo" "$work") \
             >"$build/merge-$t.log" 2>&1; then
@@ -115,8 +176,8 @@ update_corpus() {
 # $build/execs-$1. Returns non-zero on a finding.
 run_target() {
     local t=$1 share=$2 bin repo work artifacts log t0 rc wall execs cov repro
-    bin=$build/migration-handoff/$t-fuzzer
-    repo=$corpora/$t work=$build/corpus/$t artifacts=$build/artifacts/$t/
+    bin=$(bin_of "$t")
+    repo=$(corpus_of "$t") work=$build/corpus/$t artifacts=$build/artifacts/$t/
     log=$build/fuzz-$t.log
     mkdir -p "$repo" "$artifacts"
     rm -rf "$work" && mkdir -p "$work"
@@ -137,7 +198,8 @@ run_target() {
         tail -n 40 "$log" >&2
         repro=$(sed -n 's/.*Test unit written to //p' "$log" | tail -n 1)
         echo "fuzz: $t: FAILED (exit $rc) after ${execs:-0} executions; reproducer: ${repro:-none written}" >&2
-        echo "fuzz: $t: replay with $build/migration-handoff/$t-fuzz-smoke ${repro:-FILE} (full log $log)" >&2
+        echo "fuzz: $t: replay with $([ "$t" = manifest ] && echo "$bin" ||
+            echo "$build/migration-handoff/$t-fuzz-smoke") ${repro:-FILE} (full log $log)" >&2
         return 1
     fi
     rc=0

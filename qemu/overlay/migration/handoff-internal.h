@@ -63,6 +63,19 @@ typedef struct HandoffBaseStore {
 
 HandoffBaseStore *handoff_base_store_open(const char *dir, Error **errp);
 void handoff_base_store_free(HandoffBaseStore *store);
+
+/*
+ * The manifest (handoff-manifest.c): @text (at most this long) parsed,
+ * its fields checked into @store, then bound to the regions of
+ * @store->base: each memory block and the disk to the index region of
+ * its name, kind, size and file, every region once.
+ */
+#define HANDOFF_MANIFEST_MAX_BYTES (1 << 20)
+QDict *handoff_manifest_from_text(const char *path, const char *text,
+                                  Error **errp);
+bool handoff_manifest_parse(HandoffBaseStore *store, QDict *manifest,
+                            Error **errp);
+bool handoff_manifest_bind(HandoffBaseStore *store, Error **errp);
 /* Re-hashes the base's files (once per process unless @force). */
 bool handoff_base_store_verify(HandoffBaseStore *store, bool force,
                                Error **errp);
