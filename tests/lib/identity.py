@@ -11,6 +11,7 @@ and handoff test makes once the destination has loaded everything.
   follows the source's last, and init did not start again.
 """
 
+import os
 import subprocess
 
 from gdbstub import GDBStub
@@ -56,6 +57,21 @@ def ram_difference(src_dump, dst_dump, free=()):
             offset += len(block_a)
 
 
+def probe_address(src_dump, dst_dump):
+    """PROBE_ADDR, or the first address 1 MiB apart after it, in a page
+    both dumps hold alike: a byte flipped there is the only difference of
+    its page, whatever the free ranges say."""
+    size = os.path.getsize(src_dump)
+    with open(src_dump, "rb") as a, open(dst_dump, "rb") as b:
+        for probe in range(PROBE_ADDR, size, 0x10_0000):
+            page = probe - probe % PAGE
+            a.seek(page)
+            b.seek(page)
+            if a.read(PAGE) == b.read(PAGE):
+                return probe
+    raise AssertionError("no page of the dumps is alike")
+
+
 def assert_same_vm(src, dst, free=()):
     """src: finished source (postmigrate); dst: loaded destination, paused,
     started with gdb=True. @free: see ram_difference. Returns how many
@@ -77,10 +93,7 @@ def assert_same_vm(src, dst, free=()):
     difference, skipped = ram_difference(src_dump, dst_dump, free)
     assert difference is None, difference
 
-    # The probe byte sits outside the free pages, whose contents differ.
-    probe = PROBE_ADDR
-    while any(a <= probe < b for a, b in free):
-        probe += 0x10_0000
+    probe = probe_address(src_dump, dst_dump)
     gdb = GDBStub(dst.gdb_path)
     original = gdb.read(probe, 1)
     gdb.write(probe, bytes([original[0] ^ 0xFF]))
