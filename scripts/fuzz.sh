@@ -26,16 +26,18 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 build=$top/build/fuzz
 corpora=$top/migration-handoff/fuzz/corpus
 qemu_build=$top/build/qemu
-all_targets="decoder index inspect manifest"
+all_targets="decoder index inspect manifest load"
+qemu_targets=" manifest load "
 # Shares of the time: the decoder's inputs cost the most to run and reach
 # the most code.
-declare -A weight=([decoder]=2 [index]=1 [inspect]=1 [manifest]=1)
+declare -A weight=([decoder]=2 [index]=1 [inspect]=1 [manifest]=1 [load]=1)
+is_qemu_target() { [[ "$qemu_targets" == *" $1 "* ]]; }
 corpus_of() {
-    if [ "$1" = manifest ]; then echo "$top/qemu/fuzz/corpus/$1"
+    if is_qemu_target "$1"; then echo "$top/qemu/fuzz/corpus/$1"
     else echo "$corpora/$1"; fi
 }
 bin_of() {
-    if [ "$1" = manifest ]; then echo "$build/qemu-fuzz/manifest-fuzzer"
+    if is_qemu_target "$1"; then echo "$build/qemu-fuzz/$1-fuzzer"
     else echo "$build/migration-handoff/$1-fuzzer"; fi
 }
 # Committed corpus per target, at most (the repository holds it).
@@ -70,7 +72,7 @@ if [ ! -f "$build/build.ninja" ]; then
 fi
 ninja_targets=()
 for t in $targets; do
-    if [ "$t" = manifest ]; then
+    if is_qemu_target "$t"; then
         ninja_targets+=("migration-handoff/libhandoff.a")
     else
         ninja_targets+=("migration-handoff/$t-fuzzer" "migration-handoff/$t-fuzz-smoke")
@@ -79,18 +81,22 @@ done
 ninja -C "$build" -j"${FUZZ_JOBS:-$(nproc)}" "${ninja_targets[@]}" >"$build/ninja.log" 2>&1 ||
     { tail -n 30 "$build/ninja.log" >&2; exit 1; }
 
-# The QEMU-side target: our manifest parser and the harness compiled with
-# the configured QEMU tree's include paths and defines, linked with its
-# libqemuutil (QObject, JSON, Error) and the instrumented engine.
-build_manifest_fuzzer() {
-    local out=$build/qemu-fuzz flags san=(-fsanitize=address,undefined -g -O1)
+# The QEMU-side targets (qemu/fuzz/): a harness and our QEMU files it
+# drives, compiled with the configured QEMU tree's include paths and
+# defines, linked with its libqemuutil (QObject, JSON, Error, tracing) and
+# the instrumented engine. $1: target; $2: the QEMU file whose compile
+# flags they take (target-specific or not); then the sources (absolute).
+build_qemu_fuzzer() {
+    local t=$1 like=$2 out=$build/qemu-fuzz flags=() objs=() src
+    local san=(-fsanitize=address,undefined -g -O1)
+    shift 2
     [ -f "$qemu_build/libqemuutil.a" ] ||
-        { echo "fuzz: manifest: no QEMU build (run scripts/build-qemu.sh)" >&2; return 1; }
+        { echo "fuzz: $t: no QEMU build (run scripts/build-qemu.sh)" >&2; return 1; }
     mkdir -p "$out"
-    flags=$(/usr/bin/python3 - "$qemu_build/compile_commands.json" <<'PY'
+    mapfile -t flags < <(/usr/bin/python3 - "$qemu_build/compile_commands.json" "$like" <<'PY'
 import json, shlex, sys
 for e in json.load(open(sys.argv[1])):
-    if e["file"].endswith("migration/handoff-params.c"):
+    if e["file"].endswith("migration/" + sys.argv[2]):
         args, keep, i = shlex.split(e["command"]), [], 0
         while i < len(args):
             a = args[i]
@@ -101,27 +107,38 @@ for e in json.load(open(sys.argv[1])):
             if a.startswith(("-I", "-D", "-isystem", "-std=")) or a in ("-m64", "-pthread"):
                 keep.append(a)
             i += 1
-        print(shlex.join(keep))
+        print("\n".join(keep))
         break
 PY
 )
-    [ -n "$flags" ] || { echo "fuzz: manifest: QEMU tree has no handoff glue" >&2; return 1; }
-    # shellcheck disable=SC2086
-    (cd "$qemu_build" &&
-     clang "${san[@]}" -fsanitize=fuzzer-no-link $flags -Wno-unknown-warning-option \
-         -iquote "$top/qemu/overlay/migration" \
-         -c "$top/qemu/overlay/migration/handoff-manifest.c" -o "$out/manifest.o" &&
-     clang "${san[@]}" -fsanitize=fuzzer-no-link $flags -Wno-unknown-warning-option \
-         -iquote "$top/qemu/overlay/migration" \
-         -c "$top/qemu/fuzz/fuzz-manifest.c" -o "$out/harness.o" &&
-     clang++ "${san[@]}" -fsanitize=fuzzer "$out/harness.o" "$out/manifest.o" \
-         "$qemu_build/libqemuutil.a" "$build/migration-handoff/libhandoff.a" \
-         $(pkg-config --libs glib-2.0 libzstd liblzma zlib libxxhash) -lm \
-         -o "$out/manifest-fuzzer") >"$out/build.log" 2>&1 ||
-        { tail -n 30 "$out/build.log" >&2; return 1; }
+    [ "${#flags[@]}" -gt 0 ] || { echo "fuzz: $t: QEMU tree has no handoff glue" >&2; return 1; }
+    for src in "$@"; do
+        objs+=("$out/$t-$(basename "$src" .c).o")
+        (cd "$qemu_build" &&
+         clang "${san[@]}" -fsanitize=fuzzer-no-link "${flags[@]}" \
+             -Wno-unknown-warning-option -iquote "$top/qemu/overlay/migration" \
+             -iquote "$top/build/src/qemu/migration" \
+             -c "$src" -o "${objs[-1]}") >>"$out/build-$t.log" 2>&1 ||
+            { tail -n 30 "$out/build-$t.log" >&2; return 1; }
+    done
+    # shellcheck disable=SC2046
+    clang++ "${san[@]}" -fsanitize=fuzzer "${objs[@]}" \
+        -Wl,--start-group "$qemu_build/libqemuutil.a" "$qemu_build/libqom.fa" \
+        -Wl,--end-group \
+        "$build/migration-handoff/libhandoff.a" \
+        $(pkg-config --libs glib-2.0 libzstd liblzma zlib libxxhash) -lm \
+        -o "$out/$t-fuzzer" >>"$out/build-$t.log" 2>&1 ||
+        { tail -n 30 "$out/build-$t.log" >&2; return 1; }
 }
 if [[ " $targets " == *" manifest "* ]]; then
-    build_manifest_fuzzer || exit 1
+    rm -f "$build/qemu-fuzz/build-manifest.log"
+    build_qemu_fuzzer manifest handoff-params.c "$top/qemu/fuzz/fuzz-manifest.c" \
+        "$top/qemu/overlay/migration/handoff-manifest.c" || exit 1
+fi
+if [[ " $targets " == *" load "* ]]; then
+    rm -f "$build/qemu-fuzz/build-load.log"
+    build_qemu_fuzzer load handoff-load.c "$top/qemu/fuzz/fuzz-load.c" \
+        "$qemu_build/trace/trace-migration.c" || exit 1
 fi
 
 # UBSan reports are findings: stop at the first. A smaller ASan quarantine
@@ -182,7 +199,11 @@ run_target() {
     mkdir -p "$repo" "$artifacts"
     rm -rf "$work" && mkdir -p "$work"
     if [ -z "$(ls -A "$repo")" ]; then
-        "$build/migration-handoff/$t-fuzz-smoke" --write-seeds "$repo"
+        if is_qemu_target "$t"; then
+            HANDOFF_FUZZ_WRITE_SEEDS=$repo "$bin"
+        else
+            "$build/migration-handoff/$t-fuzz-smoke" --write-seeds "$repo"
+        fi
     fi
     echo "fuzz: $t: $share s from $(ls "$repo" | wc -l) inputs ($(kib "$repo") KiB)" >&2
     t0=$(date +%s)
@@ -198,7 +219,7 @@ run_target() {
         tail -n 40 "$log" >&2
         repro=$(sed -n 's/.*Test unit written to //p' "$log" | tail -n 1)
         echo "fuzz: $t: FAILED (exit $rc) after ${execs:-0} executions; reproducer: ${repro:-none written}" >&2
-        echo "fuzz: $t: replay with $([ "$t" = manifest ] && echo "$bin" ||
+        echo "fuzz: $t: replay with $(is_qemu_target "$t" && echo "$bin" ||
             echo "$build/migration-handoff/$t-fuzz-smoke") ${repro:-FILE} (full log $log)" >&2
         return 1
     fi
