@@ -23,6 +23,7 @@
 #include "qemu/osdep.h"
 #include "exec/cpu-common.h"
 #include "exec/ramblock.h"
+#include "hw/virtio/virtio-balloon.h"
 #include "migration/handoff.h"
 #include "qemu/thread.h"
 #include "handoff-internal.h"
@@ -45,6 +46,17 @@ static void hint_state_init(void)
         qemu_mutex_init(&hint_state.lock);
         done = true;
     }
+}
+
+bool handoff_hints_possible(void)
+{
+    bool ambiguous = false;
+    Object *obj = object_resolve_path_type("", TYPE_VIRTIO_BALLOON,
+                                           &ambiguous);
+
+    return ambiguous ||
+           (obj && virtio_has_feature(VIRTIO_BALLOON(obj)->host_features,
+                                      VIRTIO_BALLOON_F_FREE_PAGE_HINT));
 }
 
 void handoff_hints_accept(uint64_t generation)

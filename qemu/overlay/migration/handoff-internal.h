@@ -168,6 +168,7 @@ void handoff_agent_counters(uint64_t *reports, uint64_t *refused);
  * virtio-balloon free page hints (handoff-hint.c): kept for the round of
  * @generation only. Extents as the agent's, of guest RAM.
  */
+bool handoff_hints_possible(void);     /* a balloon with free-page-hint */
 void handoff_hints_accept(uint64_t generation);
 void handoff_hints_stop(void);
 GArray *handoff_hints_take(uint64_t generation);

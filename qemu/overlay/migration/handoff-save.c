@@ -311,13 +311,19 @@ static void clear_dirty_log(RAMBlock *rb, uint64_t page);
  * send_round does page by page as it reads them: a page reported free,
  * then written before its clear, would lose that write. So the log of
  * everything the sync fetched is cleared here, before the guest is asked,
- * as ram.c clears the whole log when it has no clear_bmap.
+ * as ram.c clears the whole log when it has no clear_bmap (and, for
+ * balloon hints, clears each hinted range). Only when something may
+ * report: on a large KVM guest the clear is a stall.
  */
 static void request_free_memory(HandoffSaveState *s)
 {
     Error *err = NULL;
     size_t i;
 
+    s->generation = 0;
+    if (!handoff_agent_present() && !handoff_hints_possible()) {
+        return;
+    }
     s->generation = s->iteration + 1;
     for (i = 0; i < s->n_blocks; i++) {
         RAMBlock *rb = s->blocks[i].rb;
