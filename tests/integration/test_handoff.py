@@ -104,8 +104,13 @@ def test_handoff_delta_off_under_auto(tmp_path, base, vms):
             break
         time.sleep(0.05)
     assert info["status"] == "completed", info.get("error-desc")
+    # The refusal above proves the parameter reaches the encoder; whether
+    # the controller leaves its starting mode within one short handoff
+    # depends on the machine's load (CI saw it stay at zstd-1 twice), and
+    # the engine's unit tests check that it never picks a delta mode when
+    # deltas are off. Here: none was used.
     assert info["handoff"]["adaptive"] and info["handoff"]["xor-delta"] == 0
-    assert len(modes) > 1 and not any("+" in m for m in modes), modes
+    assert modes and not any("+" in m for m in modes), modes
     assert_same_vm(src, dst)
 
 
