@@ -22,7 +22,6 @@ execution).
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -30,14 +29,12 @@ import tempfile
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
 
-from handoff_env import (AGENT_DEVICES, create_base,  # noqa: E402
+from handoff_env import (AGENT_DEVICES, BALLOON_DEVICES,  # noqa: E402
+                         FREE_RUN_TRACE, create_base, free_ranges, mem_free,
                          start_from_base, wait_heartbeat_after)
 from scenario import run_move  # noqa: E402
 from vm import test_guest  # noqa: E402
 
-BALLOON_DEVICES = ("-object", "iothread,id=balloon-io",
-                   "-device", "virtio-balloon-pci,id=balloon0,"
-                              "free-page-hint=on,iothread=balloon-io")
 # (label, method, devices)
 CELLS = [
     ("handoff", "handoff", ()),
@@ -68,12 +65,11 @@ class FreedMemory:
     def start_source(self, workdir, extra_args=()):
         vm = start_from_base("src", workdir, self.base_dir,
                              extra_args=[*self.device_args, *extra_args,
-                                         "-trace", "handoff_save_free_run"])
+                                         *FREE_RUN_TRACE])
         wait_heartbeat_after(vm, 1)
         vm.shell(f"handoff-workload mem --mib {self.freed_mib} --pattern "
                  f"random --seed 9 >/dev/null", timeout=300)
-        out = vm.shell("grep MemFree /proc/meminfo")
-        self.mem_free = int(re.search(r"(\d+) kB", out).group(1)) * 1024
+        self.mem_free = mem_free(vm)
         return vm
 
     def free_ranges(self, src):
@@ -82,9 +78,7 @@ class FreedMemory:
         with the balloon, any page (ram.c does not say which it skipped)."""
         if self.stock and "virtio-balloon" in " ".join(self.device_args):
             return [(0, self.guest.mem_mib << 20)]
-        return [(int(o, 16), int(o, 16) + int(n, 16)) for o, n in
-                re.findall(r"handoff_save_free_run pc.ram: 0x([0-9a-f]+)"
-                           r"\+0x([0-9a-f]+)", src.read_log())]
+        return free_ranges(src)
 
     def check_service(self, dst):
         return None

@@ -10,8 +10,10 @@
  * them: RAM and a "disk" that is RAM here too); handoff_load_verify()
  * then says whether the VM could run.
  *
- * Checked besides crashes and sanitizer reports: a load that verifies
- * leaves RAM within the regions (guard bytes around each stay intact).
+ * Checked besides crashes and sanitizer reports: no write lands outside
+ * a region (guard bytes around each stay intact), and handoff-load.c
+ * accepts exactly the inputs that are whole sections by an independent
+ * walk of the framing (reference_load), leaving the same RAM.
  *
  * The file layer is a stand-in: a QEMUFile reading the input, with
  * QEMU's semantics at its end (reads return zeros and set -EIO). What
@@ -253,56 +255,45 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* A load state over fresh RAM (the base's bytes, guard bytes around). */
+static HandoffLoadState *new_state(uint8_t *block_buf)
 {
+    HandoffLoadState *s = g_new0(HandoffLoadState, 1);
     HandoffWriter writer = {
         .struct_size = sizeof(writer),
+        .opaque = s,
         .write_chunk = write_chunk,
         .read_chunk = read_chunk,
         .zero_chunks = zero_chunks,
     };
-    uint8_t *ram[REGIONS];
-    uint64_t sizes[REGIONS];
-    static uint8_t *block_buf;
-    QEMUFile f = { .data = data, .size = size };
-    HandoffLoadState *s;
-    int i, rc = 0;
+    int i;
 
-    s = load_state = g_new0(HandoffLoadState, 1);
-    writer.opaque = s;
-    if (!block_buf) {
-        block_buf = g_malloc(HANDOFF_BLOCK_MAX);    /* as handoff_load_setup */
-    }
     s->buf = block_buf;
     s->n_regions = REGIONS;
-    s->host = ram;
-    s->size = sizes;
+    s->host = g_new0(uint8_t *, REGIONS);
+    s->size = g_new0(uint64_t, REGIONS);
     for (i = 0; i < REGIONS; i++) {
         /* RAM starts as the base's, as handoff_base_load_ram() does. */
-        ram[i] = g_malloc(REGION_BYTES + 2 * GUARD);
-        memset(ram[i], 0xee, REGION_BYTES + 2 * GUARD);
-        memcpy(ram[i] + GUARD, base_data[i], REGION_BYTES);
-        ram[i] += GUARD;
-        sizes[i] = REGION_BYTES;
+        uint8_t *p = g_malloc(REGION_BYTES + 2 * GUARD);
+
+        memset(p, 0xee, REGION_BYTES + 2 * GUARD);
+        memcpy(p + GUARD, base_data[i], REGION_BYTES);
+        s->host[i] = p + GUARD;
+        s->size[i] = REGION_BYTES;
     }
     if (handoff_decoder_create(base, &writer, NULL, &s->dec) < 0) {
         abort();
     }
-    /* Section parts until the input ends or one fails. */
-    while (f.pos < f.size && rc == 0) {
-        if (f.data[f.pos] == 0xff) {
-            f.pos++;            /* another section went by */
-            continue;
-        }
-        rc = handoff_load_state(&f, NULL, HANDOFF_SECTION_VERSION);
-    }
-    if (rc == 0 && handoff_load_verify() == 0 && !s->complete) {
-        abort();                /* verified without the end record */
-    }
+    return s;
+}
+
+/* Frees @s; aborts if a write landed outside a region. */
+static void free_state(HandoffLoadState *s)
+{
+    int i, j;
+
     for (i = 0; i < REGIONS; i++) {
-        uint8_t *p = ram[i] - GUARD;
-        int j;
+        uint8_t *p = s->host[i] - GUARD;
 
         for (j = 0; j < GUARD; j++) {
             if (p[j] != 0xee || p[GUARD + REGION_BYTES + j] != 0xee) {
@@ -312,7 +303,95 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         g_free(p);
     }
     handoff_decoder_free(s->dec);
+    g_free(s->host);
+    g_free(s->size);
     g_free(s);
+}
+
+/*
+ * The framing as handoff-stream.h defines it, walked independently of
+ * handoff-load.c, with the same decoder beneath: whether the input is a
+ * whole handoff section (every part ended, one end record, nothing after
+ * it) that the decoder accepts.
+ */
+static bool reference_load(HandoffLoadState *s, const uint8_t *p, size_t n)
+{
+    bool in_part = false;
+    size_t pos = 0;
+
+    while (pos < n) {
+        uint8_t kind = p[pos++];
+        uint32_t len;
+
+        if (!in_part && kind == 0xff) {
+            continue;
+        }
+        in_part = true;
+        switch (kind) {
+        case HANDOFF_BLOCK_EOS:
+            in_part = false;
+            break;
+        case HANDOFF_BLOCK_DATA:
+            if (s->complete || n - pos < 4) {
+                return false;
+            }
+            len = ldl_be_p(p + pos);
+            pos += 4;
+            if (!len || len > HANDOFF_BLOCK_MAX || n - pos < len ||
+                handoff_decoder_feed(s->dec, p + pos, len) < 0) {
+                return false;
+            }
+            pos += len;
+            break;
+        case HANDOFF_BLOCK_END:
+            if (s->complete || handoff_decoder_finish(s->dec) < 0) {
+                return false;
+            }
+            s->complete = true;
+            break;
+        default:
+            return false;
+        }
+    }
+    return s->complete && !in_part;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static uint8_t *block_buf;
+    QEMUFile f = { .data = data, .size = size };
+    HandoffLoadState *s, *ref;
+    bool loaded, expected;
+    int i, rc = 0;
+
+    if (!block_buf) {
+        block_buf = g_malloc(HANDOFF_BLOCK_MAX);    /* as handoff_load_setup */
+    }
+    s = load_state = new_state(block_buf);
+    /* Section parts until the input ends or one fails. */
+    while (f.pos < f.size && rc == 0) {
+        if (f.data[f.pos] == 0xff) {
+            f.pos++;            /* another section went by */
+            continue;
+        }
+        rc = handoff_load_state(&f, NULL, HANDOFF_SECTION_VERSION);
+    }
+    loaded = rc == 0 && handoff_load_verify() == 0;
+
+    /* handoff-load.c's verdict and RAM must be the reference's. */
+    ref = new_state(block_buf);
+    expected = reference_load(ref, data, size);
+    if (loaded != expected) {
+        abort();
+    }
+    for (i = 0; loaded && i < REGIONS; i++) {
+        if (memcmp(s->host[i], ref->host[i], REGION_BYTES)) {
+            abort();
+        }
+    }
+    free_state(ref);
+    free_state(s);
     load_state = NULL;
     return 0;
 }

@@ -14,7 +14,8 @@ import struct
 
 import pytest
 
-from handoff_env import create_base, start_from_base, wait_heartbeat_after
+from handoff_env import (create_base, mem_free, start_from_base,
+                         wait_heartbeat_after)
 
 PORT_NAME = "org.qemu-handoff.agent.0"
 MAGIC = 0x47414848
@@ -58,11 +59,6 @@ def ask(conn, generation, magic=MAGIC):
     body = recv_exactly(conn, 16 * count)
     return rgen, [struct.unpack_from("<QQ", body, 16 * i)
                   for i in range(count)]
-
-
-def mem_free(vm):
-    out = vm.shell("grep MemFree /proc/meminfo")
-    return int(re.search(r"MemFree:\s+(\d+) kB", out).group(1)) * 1024
 
 
 def check_extents(extents, ram_bytes):

@@ -16,22 +16,15 @@ import struct
 
 import pytest
 
-from handoff_env import (AGENT_DEVICES, create_base, start_destination,
-                         start_from_base, wait_heartbeat_after)
+from handoff_env import (AGENT_DEVICES, BALLOON_DEVICES, FREE_RUN_TRACE,
+                         create_base, free_ranges, mem_free,
+                         start_destination, start_from_base,
+                         wait_heartbeat_after)
 from identity import assert_same_vm
 
 MIB = 1 << 20
 FREED_MIB = 100
-TRACES = ("-trace", "handoff_save_free_run", "-trace", "handoff_agent_*")
-FREE_RUN = re.compile(r"handoff_save_free_run (\S+): 0x([0-9a-f]+)"
-                      r"\+0x([0-9a-f]+) free")
-
-
-# A guest without the agent's port but with virtio-balloon's free page
-# hinting, which QEMU's balloon drives from the precopy notifiers.
-BALLOON_DEVICES = ("-object", "iothread,id=balloon-io",
-                   "-device", "virtio-balloon-pci,id=balloon0,"
-                              "free-page-hint=on,iothread=balloon-io")
+TRACES = (*FREE_RUN_TRACE, "-trace", "handoff_agent_*")
 
 
 @pytest.fixture(scope="module")
@@ -46,21 +39,6 @@ def balloon_base(module_tmp):
     work = str(module_tmp / "balloon")
     return create_base(work, os.path.join(work, "base"),
                        extra_args=BALLOON_DEVICES)
-
-
-def free_ranges(vm):
-    """Guest-physical ranges the source sent as free, from its trace.
-    RAM below 4 GiB (all of the test guest's) sits at its own address."""
-    ranges = []
-    for block, offset, size in FREE_RUN.findall(vm.read_log()):
-        assert block == "pc.ram", block
-        ranges.append((int(offset, 16), int(offset, 16) + int(size, 16)))
-    return ranges
-
-
-def mem_free(vm):
-    out = vm.shell("grep MemFree /proc/meminfo")
-    return int(re.search(r"MemFree:\s+(\d+) kB", out).group(1)) * 1024
 
 
 def hand_off(src, dst, bandwidth=None):
@@ -83,20 +61,25 @@ def memory_stress(vm, mib):
     assert len(sums) == 1, sums
 
 
-def test_freed_memory_is_not_sent(tmp_path, base, vms):
+def freed_memory_move(tmp_path, base, vms, devices):
+    """A source with @devices that filled 100 MiB with random bytes and
+    freed them (stale data in free pages), and its destination: (source,
+    destination, MemFree at the start in bytes)."""
     src = start_from_base("src", str(tmp_path), base,
-                          extra_args=[*AGENT_DEVICES, *TRACES])
+                          extra_args=[*devices, *TRACES])
     vms.append(src)
     wait_heartbeat_after(src, 1)
-    # 100 MiB of random bytes, then freed: stale data in free pages.
     src.shell(f"handoff-workload mem --mib {FREED_MIB} --pattern random "
               f"--seed 9 >/dev/null")
     free = mem_free(src)
     assert free >= FREED_MIB * MIB
-
-    dst = start_destination("dst", str(tmp_path), base,
-                            extra_args=AGENT_DEVICES)
+    dst = start_destination("dst", str(tmp_path), base, extra_args=devices)
     vms.append(dst)
+    return src, dst, free
+
+
+def test_freed_memory_is_not_sent(tmp_path, base, vms):
+    src, dst, free = freed_memory_move(tmp_path, base, vms, AGENT_DEVICES)
     stats = hand_off(src, dst)
     print(f"MemFree {free} bytes at the start; sent as free "
           f"{stats['free-memory']} ({stats['free-memory'] / free:.1%}); "
@@ -123,16 +106,8 @@ def test_balloon_hints_stand_in_for_the_agent(tmp_path, balloon_base, vms):
     precopy uses, reach the handoff; what it hints is not sent, and the
     guest gets the hinted blocks back on the destination (a memory stress
     over most of its free memory passes)."""
-    src = start_from_base("src", str(tmp_path), balloon_base,
-                          extra_args=[*BALLOON_DEVICES, *TRACES])
-    vms.append(src)
-    wait_heartbeat_after(src, 1)
-    src.shell(f"handoff-workload mem --mib {FREED_MIB} --pattern random "
-              f"--seed 9 >/dev/null")
-    free = mem_free(src)
-    dst = start_destination("dst", str(tmp_path), balloon_base,
-                            extra_args=BALLOON_DEVICES)
-    vms.append(dst)
+    src, dst, free = freed_memory_move(tmp_path, balloon_base, vms,
+                                       BALLOON_DEVICES)
     stats = hand_off(src, dst, bandwidth=32 * MIB)
     print(f"MemFree {free} bytes at the start; hinted {stats['free-hinted']}"
           f" ({stats['free-hinted'] / free:.1%}); stream "
@@ -188,6 +163,11 @@ done
 """
 
 
+# The agent's port in the guest, for a shell command.
+AGENT_PORT = ("/dev/$(basename $(dirname $(grep -l org.qemu-handoff.agent.0 "
+              "/sys/class/virtio-ports/*/name)))")
+
+
 def guest_file(vm, path, data):
     vm.shell(f"echo {base64.b64encode(data).decode()} | base64 -d > {path}")
 
@@ -202,12 +182,10 @@ def test_hostile_agent_changes_nothing(tmp_path, base, vms):
                b"".join(le64(*e) for e in HOSTILE_EXTENTS))
     guest_file(src, "/tmp/hostile.sh",
                f"HOSTILE={len(HOSTILE_EXTENTS)}\n{HOSTILE_AGENT}".encode())
-    port = "/dev/$(basename $(dirname $(grep -l org.qemu-handoff.agent.0 " \
-           "/sys/class/virtio-ports/*/name)))"
     # Unasked (a generation never asked for), then garbage, which closes the port.
     guest_file(src, "/tmp/stale.bin", le64(0x147414848, 7777, 0))
-    src.shell(f"cat /tmp/stale.bin > {port}; "
-              f"printf 'garbage!garbage!garbage!' > {port}; sleep 0.5")
+    src.shell(f"cat /tmp/stale.bin > {AGENT_PORT}; "
+              f"printf 'garbage!garbage!garbage!' > {AGENT_PORT}; sleep 0.5")
     src.shell("sh /tmp/hostile.sh > /tmp/hostile.log 2>&1 &")
     # Data to send, at a pace that gives the shell stand-in (far slower
     # than the agent) time to answer within the first round.
@@ -232,6 +210,32 @@ def test_hostile_agent_changes_nothing(tmp_path, base, vms):
             assert b <= bad or a >= bad + size, (a, b, bad)
     assert_same_vm(src, dst, free=ranges)
     wait_heartbeat_after(dst, 1)
+
+
+def test_half_sent_report_is_dropped(tmp_path, base, vms):
+    """A report cut short (its header promises five extents, two came)
+    would swallow the next answer as its missing extents: the next request
+    starts both ends afresh instead, and that answer is taken whole."""
+    src = start_from_base("src", str(tmp_path), base,
+                          extra_args=[*AGENT_DEVICES, *TRACES])
+    vms.append(src)
+    wait_heartbeat_after(src, 1)
+    src.shell("killall handoff-agent; sleep 0.5")
+    guest_file(src, "/tmp/cut.bin", le64(0x147414848, 7777, 5,
+                                         0x100000, 0x1000, 0x200000, 0x1000))
+    src.shell(f"cat /tmp/cut.bin > {AGENT_PORT}; sleep 0.5; "
+              f"handoff-agent 2>/tmp/handoff-agent.log &")
+    src.shell(f"handoff-workload mem --mib {FREED_MIB} --pattern random "
+              f"--seed 9 >/dev/null")
+    dst = start_destination("dst", str(tmp_path), base,
+                            extra_args=AGENT_DEVICES)
+    vms.append(dst)
+    stats = hand_off(src, dst)
+    log = src.read_log()
+    assert re.search(r"handoff_agent_report generation 1: [1-9]\d* extents, "
+                     r"taken 1", log), log[-3000:]
+    assert stats["agent-refused"] >= 1 and stats["free-memory"] > 0, stats
+    assert_same_vm(src, dst, free=free_ranges(src))
 
 
 def churn_totals(vm):

@@ -8,6 +8,7 @@ to another QEMU that holds the same base (-incoming ... -handoff base=DIR).
 """
 
 import os
+import re
 import subprocess
 import time
 
@@ -18,6 +19,32 @@ from vm import QEMU_IMG, GuestVM, create_overlay, free_tcp_port
 # it, and every VM resumed from or handed off to it, has the same devices.
 AGENT_DEVICES = ("-device", "virtio-serial-pci,id=vser0",
                  "-device", "handoff-agent,bus=vser0.0")
+# A guest without the agent's port but with virtio-balloon's free page
+# hinting, which QEMU's balloon drives from the precopy notifiers.
+BALLOON_DEVICES = ("-object", "iothread,id=balloon-io",
+                   "-device", "virtio-balloon-pci,id=balloon0,"
+                              "free-page-hint=on,iothread=balloon-io")
+# On a source: the trace lines free_ranges() reads.
+FREE_RUN_TRACE = ("-trace", "handoff_save_free_run")
+_FREE_RUN = re.compile(r"handoff_save_free_run (\S+): 0x([0-9a-f]+)"
+                       r"\+0x([0-9a-f]+) free")
+
+
+def free_ranges(vm):
+    """Guest-physical ranges a source (started with FREE_RUN_TRACE) sent
+    as free. RAM below 4 GiB (all of the test guest's) sits at its own
+    address."""
+    ranges = []
+    for block, offset, size in _FREE_RUN.findall(vm.read_log()):
+        assert block == "pc.ram", block
+        ranges.append((int(offset, 16), int(offset, 16) + int(size, 16)))
+    return ranges
+
+
+def mem_free(vm):
+    """The guest's MemFree, in bytes."""
+    out = vm.shell("grep MemFree /proc/meminfo")
+    return int(re.search(r"MemFree:\s+(\d+) kB", out).group(1)) * 1024
 
 
 def overlay_on(base_dir, path):

@@ -85,12 +85,17 @@ static void agent_state_init(void)
     }
 }
 
-static void refuse(const char *why, uint64_t gpa, uint64_t bytes)
+static void count_refused(void)
 {
-    trace_handoff_agent_refused(why, gpa, bytes);
     qemu_mutex_lock(&agent_state.lock);
     agent_state.refused++;
     qemu_mutex_unlock(&agent_state.lock);
+}
+
+static void refuse(const char *why, uint64_t gpa, uint64_t bytes)
+{
+    trace_handoff_agent_refused(why, gpa, bytes);
+    count_refused();
 }
 
 /*
@@ -187,9 +192,7 @@ static bool start_report(AgentReceiver *rx)
     if (h->magic != HANDOFF_AGENT_MAGIC || h->version != HANDOFF_AGENT_VERSION ||
         h->count > HANDOFF_AGENT_MAX_EXTENTS) {
         trace_handoff_agent_malformed(h->magic, h->version, h->count);
-        qemu_mutex_lock(&agent_state.lock);
-        agent_state.refused++;
-        qemu_mutex_unlock(&agent_state.lock);
+        count_refused();
         return false;
     }
     qemu_mutex_lock(&agent_state.lock);
@@ -223,9 +226,6 @@ static ssize_t agent_have_data(VirtIOSerialPort *port, const uint8_t *buf,
                                       : sizeof(rx->header)) - rx->have;
         size_t n = MIN(want, (size_t)(len - used));
 
-        if (rx->in_extents && !rx->extents_left) {
-            break;      /* unreachable: a finished report resets below */
-        }
         memcpy(dst + rx->have, buf + used, n);
         rx->have += n;
         used += n;
@@ -284,6 +284,19 @@ bool handoff_agent_request(uint64_t generation)
     if (busy) {
         trace_handoff_agent_request(generation, false);
         return false;
+    }
+    /*
+     * A report still half received when the next request goes out (its
+     * answer overdue) has lost its framing: what follows would be read as
+     * its missing extents. Both ends start afresh instead: the agent sees
+     * the host leave and come back.
+     */
+    if (port->host_connected && (agent->rx.have || agent->rx.in_extents)) {
+        trace_handoff_agent_malformed(agent->rx.header.magic,
+                                      agent->rx.header.version,
+                                      agent->rx.extents_left);
+        count_refused();
+        virtio_serial_close(port);
     }
     if (!port->host_connected) {
         reset_receiver(&agent->rx);
