@@ -110,7 +110,11 @@ static BlockBackend *pick_disk(const char *device, Error **errp)
         }
         return blk;
     }
-    for (blk = blk_next(NULL); blk; blk = blk_next(blk)) {
+    /*
+     * Every device's BlockBackend, not only the monitor's (blk_next): a
+     * device given a -blockdev node, as libvirt does, has an anonymous one.
+     */
+    for (blk = blk_all_next(NULL); blk; blk = blk_all_next(blk)) {
         if (!blk_get_attached_dev(blk) || !blk_is_inserted(blk)) {
             continue;
         }
@@ -136,12 +140,13 @@ BlockBackend *handoff_base_find_disk(HandoffBaseStore *store, Error **errp)
         error_setg_errno(errp, errno, "base disk %s", store->disk_path);
         return NULL;
     }
-    for (blk = blk_next(NULL); blk; blk = blk_next(blk)) {
+    /* Devices' BlockBackends, anonymous ones included (see above). */
+    for (blk = blk_all_next(NULL); blk; blk = blk_all_next(blk)) {
         BlockDriverState *bs = blk_bs(blk);
         BlockDriverState *backing = bs ? bdrv_cow_bs(bs) : NULL;
         g_autofree char *have = NULL;
 
-        if (!backing) {
+        if (!backing || !blk_get_attached_dev(blk)) {
             continue;
         }
         have = realpath(backing->filename, NULL);

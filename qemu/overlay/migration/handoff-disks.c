@@ -139,7 +139,8 @@ HandoffDisks *handoff_disks_collect(HandoffBaseStore *store, Error **errp)
         g_array_free(extra, true);
         return NULL;
     }
-    for (blk = blk_next(NULL); blk; blk = blk_next(blk)) {
+    /* Devices' BlockBackends, anonymous ones (-blockdev) included. */
+    for (blk = blk_all_next(NULL); blk; blk = blk_all_next(blk)) {
         g_autofree char *id = NULL;
 
         if (blk == base_blk || !blk_get_attached_dev(blk) ||
