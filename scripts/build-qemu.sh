@@ -30,7 +30,7 @@ fi
 log "building libhandoff and our tools"
 ninja -C "$build/handoff" -j "$jobs" >/dev/null
 
-"$top/scripts/fetch-qemu.sh" "$build/src/qemu"
+"$top/scripts/fetch-fork.sh" qemu "$build/src/qemu"
 
 debian_version=$(dpkg-parsechangelog -l "$build/src/qemu/debian/changelog" -S Version)
 export PKG_CONFIG_PATH=$build/handoff/migration-handoff${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
