@@ -23,6 +23,8 @@ step "dependencies"
 scripts/install-deps.sh
 step "build"
 scripts/build-qemu.sh
+step "libvirt"
+scripts/build-libvirt.sh
 step "test guest"
 scripts/build-test-guest.sh
 

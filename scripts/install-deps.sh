@@ -22,6 +22,12 @@ packages=(
     # the test guest and the emulated WAN link; the guest agent's kernel
     # module builds against the cloud kernel's headers
     e2fsprogs cpio xz-utils gzip iproute2 kmod linux-headers-cloud-amd64
+    # Debian's own QEMU: a stock binary libvirt must refuse --handoff for
+    qemu-system-x86
+    # the libvirt fork (QEMU driver, libvirtd, virsh) and its test hosts
+    libxml2-dev libxml2-utils xsltproc libtirpc-dev rpcsvc-proto
+    libyajl-dev libnl-3-dev libnl-route-3-dev libreadline-dev libblkid-dev
+    util-linux
     # the benchmarks: the edge guest's root filesystem, plots
     mmdebstrap python3-matplotlib
 )
