@@ -72,6 +72,29 @@ def probe_address(src_dump, dst_dump):
     raise AssertionError("no page of the dumps is alike")
 
 
+def assert_same_ram(src_dump, dst, free=()):
+    """The RAM of @dst (paused, started with a gdbstub) is @src_dump's,
+    and a byte flipped in it would have been found at its address (the
+    byte is put back). @free: see ram_difference. Returns how many free
+    pages the destination holds as zeros."""
+    dst_ram, dst_dump = dst.ram_digest()
+    difference, skipped = ram_difference(src_dump, dst_dump, free)
+    assert difference is None, difference
+
+    probe = probe_address(src_dump, dst_dump)
+    gdb = GDBStub(dst.gdb_path)
+    original = gdb.read(probe, 1)
+    gdb.write(probe, bytes([original[0] ^ 0xFF]))
+    corrupt_ram, corrupt_dump = dst.ram_digest()
+    assert corrupt_ram != dst_ram
+    difference, _ = ram_difference(src_dump, corrupt_dump, free)
+    assert difference and f"guest-physical {probe:#x}:" in difference
+    gdb.write(probe, original)
+    gdb.close()
+    assert dst.ram_digest()[0] == dst_ram
+    return skipped
+
+
 def assert_same_vm(src, dst, free=()):
     """src: finished source (postmigrate); dst: loaded destination, paused,
     started with gdb=True. @free: see ram_difference. Returns how many
@@ -88,24 +111,17 @@ def assert_same_vm(src, dst, free=()):
                              capture_output=True, text=True)
     assert compare.returncode == 0, compare.stdout + compare.stderr
 
-    src_ram, src_dump = src.ram_digest()
-    dst_ram, dst_dump = dst.ram_digest()
-    difference, skipped = ram_difference(src_dump, dst_dump, free)
-    assert difference is None, difference
-
-    probe = probe_address(src_dump, dst_dump)
-    gdb = GDBStub(dst.gdb_path)
-    original = gdb.read(probe, 1)
-    gdb.write(probe, bytes([original[0] ^ 0xFF]))
-    corrupt_ram, corrupt_dump = dst.ram_digest()
-    assert corrupt_ram != dst_ram
-    difference, _ = ram_difference(src_dump, corrupt_dump, free)
-    assert difference and f"guest-physical {probe:#x}:" in difference
-    gdb.write(probe, original)
-    gdb.close()
-    assert dst.ram_digest()[0] == dst_ram
+    _, src_dump = src.ram_digest()
+    skipped = assert_same_ram(src_dump, dst, free)
 
     dst.qmp.cmd("cont")
+    assert_goes_on(dst, last_src_beat)
+    return skipped
+
+
+def assert_goes_on(dst, last_src_beat):
+    """@dst, just resumed, goes on where the source stopped: its first
+    heartbeat follows the source's last, and init did not start again."""
     dst.wait_serial(r"^heartbeat \d+\r?$", timeout=30)
     beats = dst.heartbeats()
     assert beats[0] in (last_src_beat + 1, last_src_beat + 2), \
@@ -113,4 +129,3 @@ def assert_same_vm(src, dst, free=()):
     assert "handoff-guest: ready" not in dst.serial(), \
         "the guest booted again on the destination"
     assert dst.status() == "running"
-    return skipped

@@ -42,7 +42,8 @@ class CertificateAuthority:
                            "expiration_days = 7\n")
 
     def credentials(self, workdir, name, endpoint, cn, also_trust=()):
-        """A tls-creds-x509 directory for @endpoint ("server" or "client")
+        """A tls-creds-x509 directory for @endpoint ("server", "client",
+        or "both" as a libvirt host's migrate_tls_x509_cert_dir holds)
         with a certificate for @cn from this CA, trusting this CA and the
         CAs in @also_trust (QEMU checks its own certificate too, so its
         issuer must be among them)."""
@@ -52,10 +53,10 @@ class CertificateAuthority:
             for ca in (self, *also_trust):
                 with open(os.path.join(ca.dir, "ca-cert.pem")) as f:
                     out_f.write(f.read())
-        if endpoint == "server":
+        if endpoint in ("server", "both"):
             self._issue(out, "server", cn, f"dns_name = {cn}\n"
                         "ip_address = 127.0.0.1\ntls_www_server\n")
-        else:
+        if endpoint in ("client", "both"):
             self._issue(out, "client", cn, "tls_www_client\n")
         return out
 

@@ -1,0 +1,254 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""`virsh migrate --handoff` between two libvirt hosts of the fork
+(tests/lib/libvirt_hosts.py): the domain arrives identical, libvirt's own
+protocol (pause-before-switchover on the source, late-block-activate on the
+destination) is honoured, and what cannot work is refused before anything
+moves, with the source running on."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from handoff_env import (create_base, overlay_on, run_workload,
+                         wait_heartbeat_after)
+from identity import assert_goes_on, assert_same_ram
+from tls import CertificateAuthority
+from libvirt_hosts import (IMAGES, LibvirtGuest, LibvirtHost, VirshError,
+                           built, domain_xml)
+from vm import QEMU_IMG, free_tcp_port
+
+pytestmark = pytest.mark.skipif(
+    not built(), reason="libvirt fork not built: scripts/build-libvirt.sh")
+
+DOMAIN = "alice"
+DST_NAME = "dst.cloudlet.test"
+# Debian's QEMU 7.2, without the fork (scripts/install-deps.sh).
+STOCK_QEMU = "/usr/bin/qemu-system-x86_64"
+
+
+@pytest.fixture(scope="module")
+def base(module_tmp):
+    return create_base(str(module_tmp), str(module_tmp / "base"))
+
+
+def started_hosts(tmp_path, tls_dirs=(None, None)):
+    """A source and a destination host; both stopped when the test ends."""
+    started = []
+    try:
+        for name, tls_dir in zip(("src", "dst"), tls_dirs):
+            started.append(LibvirtHost(tmp_path / name, name,
+                                       tls_dir=tls_dir))
+            started[-1].start()
+        yield started
+    finally:
+        for host in started:
+            host.stop()
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    yield from started_hosts(tmp_path)
+
+
+@pytest.fixture
+def tls_hosts(tmp_path):
+    """Hosts whose migrations may use TLS: certificates of one CA, and a
+    destination certificate for DST_NAME."""
+    ca = CertificateAuthority(str(tmp_path), "cloudlet-ca")
+    dirs = [ca.credentials(str(tmp_path), f"{name}-tls", "both", cn)
+            for name, cn in (("src", "src.cloudlet.test"), ("dst", DST_NAME))]
+    yield from started_hosts(tmp_path, dirs)
+
+
+def start_domain(host, base, tmp_path, **xml_options):
+    """Defines and starts the test guest on @host, on a fresh overlay of
+    the base's disk; waits until the guest is up."""
+    overlay_on(base, os.path.join(host.images, "disk.qcow2"))
+    xml = tmp_path / f"{DOMAIN}.xml"
+    xml.write_text(domain_xml(DOMAIN, "disk.qcow2", **xml_options))
+    host.virsh("create", str(xml))
+    guest = LibvirtGuest(host, DOMAIN)
+    guest.wait_serial(r"handoff-guest: ready", timeout=300)
+    return guest
+
+
+def migrate(src, dst, *options):
+    port = free_tcp_port()
+    return src.virsh("migrate", "--live", *options, DOMAIN, dst.uri,
+                     f"tcp://127.0.0.1:{port}")
+
+
+def monitor_commands(host, command):
+    """The arguments of every @command libvirt sent to QEMU, from the
+    daemon's monitor log."""
+    found = []
+    for m in re.finditer(r"QEMU_MONITOR_SEND_MSG: mon=\S+ msg=(\{.*\})$",
+                         host.read_log(), re.M):
+        if f'"execute":"{command}"' in m.group(1):
+            found.append(m.group(1))
+    return found
+
+
+def test_virsh_migrate_handoff_identical(tmp_path, base, hosts):
+    src_host, dst_host = hosts
+    src = start_domain(src_host, base, tmp_path)
+    run_workload(src, "mixed")
+    src.wait_serial(r"^heartbeat \d+\r?$")
+    overlay_on(base, os.path.join(dst_host.images, "disk.qcow2"))
+
+    # Paused before it leaves, so that its RAM can be compared with what
+    # arrives: libvirt kills the source's QEMU once the move succeeded.
+    src_host.virsh("suspend", DOMAIN)
+    last_beat = max(src.heartbeats())
+    _, src_dump = src.ram_digest()
+    src_disk = str(tmp_path / "src-disk.qcow2")
+    shutil.copyfile(src.disk, src_disk)
+
+    migrate(src_host, dst_host, "--handoff", "--handoff-base", base,
+            "--suspend")
+
+    assert DOMAIN not in src_host.domains()
+    dst = LibvirtGuest(dst_host, DOMAIN)
+    assert dst_host.virsh("domstate", DOMAIN).stdout.strip() == "paused"
+    # `stop` on a paused VM still flushes its disks (qcow2 metadata too).
+    dst.qmp.cmd("stop")
+    compare = subprocess.run([QEMU_IMG, "compare", "-U", src_disk, dst.disk],
+                             capture_output=True, text=True)
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+    assert_same_ram(src_dump, dst)
+    dst_host.virsh("resume", DOMAIN)
+    assert_goes_on(dst, last_beat)
+
+    # libvirt drove it as a handoff, with its usual switch-over protocol.
+    caps = monitor_commands(src_host, "migrate-set-capabilities")
+    assert any('"capability":"handoff","state":true' in c and
+               '"capability":"pause-before-switchover","state":true' in c and
+               '"capability":"return-path","state":true' in c
+               for c in caps), caps
+    assert monitor_commands(src_host, "migrate-continue"), \
+        "the source never paused before switch-over"
+    caps = monitor_commands(dst_host, "migrate-set-capabilities")
+    assert any('"capability":"handoff","state":true' in c and
+               '"capability":"late-block-activate","state":true' in c
+               for c in caps), caps
+    params = monitor_commands(dst_host, "migrate-set-parameters")
+    assert any(f'"handoff-base":"{base}"' in p for p in params), params
+
+
+def test_virsh_migrate_handoff_live(tmp_path, base, hosts):
+    src_host, dst_host = hosts
+    src = start_domain(src_host, base, tmp_path)
+    run_workload(src, "mixed")
+    overlay_on(base, os.path.join(dst_host.images, "disk.qcow2"))
+
+    migrate(src_host, dst_host, "--handoff", "--handoff-base", base,
+            "--handoff-compression", "zstd-3")
+
+    dst = LibvirtGuest(dst_host, DOMAIN)
+    assert dst_host.virsh("domstate", DOMAIN).stdout.strip() == "running"
+    last_beat = max(src.heartbeats())
+    assert_goes_on(dst, last_beat)
+    # What the source wrote is what the destination holds.
+    dst_host.virsh("suspend", DOMAIN)
+    dst.qmp.cmd("stop")
+    compare = subprocess.run([QEMU_IMG, "compare", "-U", src.disk, dst.disk],
+                             capture_output=True, text=True)
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+    # The job's data figures are the handoff stream's (patch 0004).
+    stats = dst_host.virsh("domjobinfo", "--completed", DOMAIN).stdout
+    assert re.search(r"Job type:\s+Completed", stats), stats
+    processed = re.search(r"Data processed:\s+([\d.]+) (\w+)", stats)
+    assert processed and float(processed.group(1)) > 0, stats
+
+
+@pytest.mark.parametrize("case", [
+    "no-base-option", "copy-storage", "tunnelled", "base-missing-on-source",
+    "base-missing-on-destination"])
+def test_virsh_migrate_handoff_refused(tmp_path, base, hosts, case):
+    src_host, dst_host = hosts
+    src = start_domain(src_host, base, tmp_path)
+    overlay_on(base, os.path.join(dst_host.images, "disk.qcow2"))
+    # A base each host holds at the same path in its namespace, or not.
+    local_base = os.path.join(IMAGES, "local-base")
+    options, expected = {
+        "no-base-option": (["--handoff"],
+                           r"handoff needs the base VM it is made against"),
+        "copy-storage": (["--handoff", "--handoff-base", base,
+                          "--copy-storage-all"],
+                         r"handoff cannot be combined with "
+                         r"--copy-storage-all"),
+        "tunnelled": (["--handoff", "--handoff-base", base, "--p2p",
+                       "--tunnelled"],
+                      r"handoff cannot be combined with --tunnelled"),
+        "base-missing-on-source": (
+            ["--handoff", "--handoff-base", local_base],
+            rf"handoff base '{local_base}' not found on the source host"),
+        "base-missing-on-destination": (
+            ["--handoff", "--handoff-base", local_base],
+            rf"handoff base '{local_base}' not found on the destination "
+            rf"host"),
+    }[case]
+    if case == "base-missing-on-destination":
+        os.makedirs(os.path.join(src_host.images, "local-base"))
+        with open(os.path.join(src_host.images, "local-base", "base.json"),
+                  "w") as f:
+            f.write("{}")
+    with pytest.raises(VirshError) as err:
+        if "--p2p" in options:
+            src_host.virsh("migrate", "--live", *options, DOMAIN, dst_host.uri)
+        else:
+            migrate(src_host, dst_host, *options)
+    assert re.search(expected, err.value.stderr), err.value.stderr
+
+    assert src_host.virsh("domstate", DOMAIN).stdout.strip() == "running"
+    assert DOMAIN not in dst_host.domains()
+    wait_heartbeat_after(src, 2)
+
+
+@pytest.mark.skipif(not os.access(STOCK_QEMU, os.X_OK),
+                    reason=f"no stock QEMU at {STOCK_QEMU}")
+def test_virsh_migrate_handoff_refused_by_stock_qemu(tmp_path, base, hosts):
+    """Debian's own QEMU has no handoff capability: libvirt, which probes
+    the capabilities when it starts QEMU, refuses before anything moves."""
+    src_host, dst_host = hosts
+    src = start_domain(src_host, base, tmp_path, emulator=STOCK_QEMU)
+    overlay_on(base, os.path.join(dst_host.images, "disk.qcow2"))
+    with pytest.raises(VirshError) as err:
+        migrate(src_host, dst_host, "--handoff", "--handoff-base", base)
+    assert "Migration option 'handoff' is not supported by QEMU binary" \
+        in err.value.stderr, err.value.stderr
+    assert src_host.virsh("domstate", DOMAIN).stdout.strip() == "running"
+    assert DOMAIN not in dst_host.domains()
+    wait_heartbeat_after(src, 2)
+
+
+def test_virsh_migrate_handoff_tls(tmp_path, base, tls_hosts):
+    """--handoff --tls: libvirt's TLS migration (tls-creds-x509 objects it
+    makes from each host's certificate directory, peer verified) carries
+    the handoff; a destination name its certificate does not hold is
+    refused and the source runs on."""
+    src_host, dst_host = tls_hosts
+    src = start_domain(src_host, base, tmp_path)
+    run_workload(src, "mixed")
+    overlay_on(base, os.path.join(dst_host.images, "disk.qcow2"))
+
+    with pytest.raises(VirshError) as err:
+        migrate(src_host, dst_host, "--handoff", "--handoff-base", base,
+                "--tls", "--tls-destination", "impostor.cloudlet.test")
+    assert re.search(r"[Cc]ertificate", err.value.stderr), err.value.stderr
+    assert src_host.virsh("domstate", DOMAIN).stdout.strip() == "running"
+    assert DOMAIN not in dst_host.domains()
+    overlay_on(base, os.path.join(dst_host.images, "disk.qcow2"))
+
+    migrate(src_host, dst_host, "--handoff", "--handoff-base", base,
+            "--tls", "--tls-destination", DST_NAME)
+    dst = LibvirtGuest(dst_host, DOMAIN)
+    assert_goes_on(dst, max(src.heartbeats()))
+    tls = monitor_commands(src_host, "object-add")
+    assert any('"qom-type":"tls-creds-x509"' in c and
+               '"endpoint":"client"' in c for c in tls), tls
+    params = monitor_commands(src_host, "migrate-set-parameters")
+    assert any(f'"tls-hostname":"{DST_NAME}"' in p for p in params), params
