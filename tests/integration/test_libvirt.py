@@ -8,16 +8,19 @@ moves, with the source running on."""
 import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 
 import pytest
 
-from handoff_env import (create_base, overlay_on, run_workload,
+from handoff_env import (overlay_on, run_workload,
                          wait_heartbeat_after)
 from identity import assert_goes_on, assert_same_ram
 from tls import CertificateAuthority
 from libvirt_hosts import (IMAGES, LibvirtGuest, LibvirtHost, VirshError,
                            built, domain_xml)
+from libvirt_hosts import create_base as create_libvirt_base
 from vm import QEMU_IMG, free_tcp_port
 
 pytestmark = pytest.mark.skipif(
@@ -31,21 +34,39 @@ STOCK_QEMU = "/usr/bin/qemu-system-x86_64"
 
 @pytest.fixture(scope="module")
 def base(module_tmp):
-    return create_base(str(module_tmp), str(module_tmp / "base"))
+    """A base saved from a libvirt domain, on a host of its own."""
+    host = LibvirtHost(module_tmp / "base-host", "base-host")
+    try:
+        host.start()
+        return create_libvirt_base(host, module_tmp / "base", module_tmp)
+    finally:
+        host.stop()
 
 
-def started_hosts(tmp_path, tls_dirs=(None, None)):
+def started_hosts(tmp_path, tls_dirs=(None, None), binds=(None, None)):
     """A source and a destination host; both stopped when the test ends."""
     started = []
     try:
-        for name, tls_dir in zip(("src", "dst"), tls_dirs):
+        for name, tls_dir, bind in zip(("src", "dst"), tls_dirs, binds):
             started.append(LibvirtHost(tmp_path / name, name,
-                                       tls_dir=tls_dir))
+                                       tls_dir=tls_dir, binds=bind))
             started[-1].start()
         yield started
     finally:
         for host in started:
             host.stop()
+
+
+@pytest.fixture(scope="module")
+def other_base(module_tmp):
+    """Another base of the same VM, saved at another moment."""
+    host = LibvirtHost(module_tmp / "other-base-host", "other-base-host")
+    try:
+        host.start()
+        return create_libvirt_base(host, module_tmp / "other-base",
+                                   module_tmp)
+    finally:
+        host.stop()
 
 
 @pytest.fixture
@@ -63,15 +84,21 @@ def tls_hosts(tmp_path):
     yield from started_hosts(tmp_path, dirs)
 
 
-def start_domain(host, base, tmp_path, **xml_options):
-    """Defines and starts the test guest on @host, on a fresh overlay of
-    the base's disk; waits until the guest is up."""
+def start_domain(host, base, tmp_path, resume=True, **xml_options):
+    """Starts the test guest on @host, on a fresh overlay of the base's
+    disk: resumed from the base as a cloudlet starts a user VM, or with
+    resume=False booted; waits until the guest runs."""
     overlay_on(base, os.path.join(host.images, "disk.qcow2"))
     xml = tmp_path / f"{DOMAIN}.xml"
-    xml.write_text(domain_xml(DOMAIN, "disk.qcow2", **xml_options))
+    xml.write_text(domain_xml(DOMAIN, "disk.qcow2",
+                              resume_from=base if resume else None,
+                              **xml_options))
     host.virsh("create", str(xml))
     guest = LibvirtGuest(host, DOMAIN)
-    guest.wait_serial(r"handoff-guest: ready", timeout=300)
+    if resume:
+        guest.wait_serial(r"^heartbeat \d+\r?$", timeout=60)
+    else:
+        guest.wait_serial(r"handoff-guest: ready", timeout=300)
     return guest
 
 
@@ -138,19 +165,53 @@ def test_virsh_migrate_handoff_identical(tmp_path, base, hosts):
     assert any(f'"handoff-base":"{base}"' in p for p in params), params
 
 
-def test_virsh_migrate_handoff_live(tmp_path, base, hosts):
+def migrate_watched(src_host, dst_host, *options):
+    """Runs a migration (--bandwidth 2 MiB/s, so that it lasts a few
+    seconds) while sampling `virsh domjobinfo` on the source; returns the
+    finished virsh process, its stderr and the job's data processed at
+    each sample."""
+    port = free_tcp_port()
+    proc = src_host.virsh_background(
+        "migrate", "--live", "--bandwidth", "2", *options, DOMAIN,
+        dst_host.uri, f"tcp://127.0.0.1:{port}")
+    samples = []
+    while proc.poll() is None:
+        processed = src_host.job_data_processed(DOMAIN)
+        if processed is not None:
+            samples.append(processed)
+        time.sleep(0.2)
+    _, err = proc.communicate()
+    return proc, err, samples
+
+
+def wait_for_progress(host, minimum=1 << 20, timeout=60):
+    deadline = time.monotonic() + timeout
+    while (host.job_data_processed(DOMAIN) or 0) < minimum:
+        assert time.monotonic() < deadline, "the job shows no progress"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("mode", ["direct", "p2p"])
+def test_virsh_migrate_handoff_live(tmp_path, base, hosts, mode):
+    """The running guest moves with its workload; domjobinfo follows the
+    handoff stream while it runs; the domain runs on B and is gone on A."""
     src_host, dst_host = hosts
     src = start_domain(src_host, base, tmp_path)
     run_workload(src, "mixed")
     overlay_on(base, os.path.join(dst_host.images, "disk.qcow2"))
 
-    migrate(src_host, dst_host, "--handoff", "--handoff-base", base,
-            "--handoff-compression", "zstd-3")
+    options = ["--handoff", "--handoff-base", base,
+               "--handoff-compression", "zstd-3"]
+    if mode == "p2p":
+        options.append("--p2p")
+    proc, err, samples = migrate_watched(src_host, dst_host, *options)
+    assert proc.returncode == 0, err
+    assert samples and max(samples) > min(samples), samples
 
+    assert DOMAIN not in src_host.domains()
     dst = LibvirtGuest(dst_host, DOMAIN)
     assert dst_host.virsh("domstate", DOMAIN).stdout.strip() == "running"
-    last_beat = max(src.heartbeats())
-    assert_goes_on(dst, last_beat)
+    assert_goes_on(dst, max(src.heartbeats()))
     # What the source wrote is what the destination holds.
     dst_host.virsh("suspend", DOMAIN)
     dst.qmp.cmd("stop")
@@ -162,6 +223,53 @@ def test_virsh_migrate_handoff_live(tmp_path, base, hosts):
     assert re.search(r"Job type:\s+Completed", stats), stats
     processed = re.search(r"Data processed:\s+([\d.]+) (\w+)", stats)
     assert processed and float(processed.group(1)) > 0, stats
+
+
+def assert_still_at_source(src_host, dst_host, src):
+    assert src_host.virsh("domstate", DOMAIN).stdout.strip() == "running"
+    assert DOMAIN not in dst_host.domains()
+    wait_heartbeat_after(src, 2)
+
+
+def test_virsh_migrate_handoff_wrong_base(tmp_path, base, other_base):
+    """The destination host holds another base at the same path: QEMU
+    there refuses the stream, and virsh prints its reason."""
+    hosts = started_hosts(tmp_path, binds=(None, {base: other_base}))
+    src_host, dst_host = next(hosts)
+    try:
+        src = start_domain(src_host, base, tmp_path)
+        overlay_on(base, os.path.join(dst_host.images, "disk.qcow2"))
+        with pytest.raises(VirshError) as err:
+            migrate(src_host, dst_host, "--handoff", "--handoff-base", base)
+        assert "HANDOFF_E_WRONG_BASE" in err.value.stderr, err.value.stderr
+        assert_still_at_source(src_host, dst_host, src)
+    finally:
+        hosts.close()
+
+
+@pytest.mark.parametrize("how", ["domjobabort", "destination-killed"])
+def test_virsh_migrate_handoff_interrupted(tmp_path, base, hosts, how):
+    src_host, dst_host = hosts
+    src = start_domain(src_host, base, tmp_path)
+    run_workload(src, "mixed")
+    overlay_on(base, os.path.join(dst_host.images, "disk.qcow2"))
+    port = free_tcp_port()
+    proc = src_host.virsh_background(
+        "migrate", "--live", "--bandwidth", "1", "--handoff",
+        "--handoff-base", base, DOMAIN, dst_host.uri,
+        f"tcp://127.0.0.1:{port}")
+    wait_for_progress(src_host)
+    if how == "domjobabort":
+        src_host.virsh("domjobabort", DOMAIN)
+        expected = r"canceled by client"
+    else:
+        os.kill(dst_host.qemu_pid(DOMAIN), signal.SIGKILL)
+        expected = r"Handoff failed|Connection reset|Broken pipe|" \
+                   r"Unable to write|unexpectedly"
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert re.search(expected, err), err
+    assert_still_at_source(src_host, dst_host, src)
 
 
 @pytest.mark.parametrize("case", [
@@ -214,7 +322,8 @@ def test_virsh_migrate_handoff_refused_by_stock_qemu(tmp_path, base, hosts):
     """Debian's own QEMU has no handoff capability: libvirt, which probes
     the capabilities when it starts QEMU, refuses before anything moves."""
     src_host, dst_host = hosts
-    src = start_domain(src_host, base, tmp_path, emulator=STOCK_QEMU)
+    src = start_domain(src_host, base, tmp_path, resume=False,
+                       emulator=STOCK_QEMU)
     overlay_on(base, os.path.join(dst_host.images, "disk.qcow2"))
     with pytest.raises(VirshError) as err:
         migrate(src_host, dst_host, "--handoff", "--handoff-base", base)

@@ -25,13 +25,15 @@ of a migration: the test reads them at host.images.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
 import uuid
 from xml.sax.saxutils import escape
 
-from vm import BUILD, FIRMWARE_DIRS, QEMU, GuestVM, test_guest
+from vm import (BUILD, FIRMWARE_DIRS, QEMU, GuestVM, create_overlay,
+                test_guest)
 
 PREFIX = os.path.join(BUILD, "libvirt", "prefix")
 LIBVIRTD = os.path.join(PREFIX, "sbin", "libvirtd")
@@ -61,7 +63,9 @@ def built():
 class LibvirtHost:
     """One libvirtd of the fork that believes it is a host of its own."""
 
-    def __init__(self, root, name, netns=None, tls_dir=None):
+    def __init__(self, root, name, netns=None, tls_dir=None, binds=None):
+        """@binds: {path: directory} this host sees at path instead (e.g.
+        another base at the path the source's base has)."""
         self.root = str(root)
         self.name = name
         self.netns = netns
@@ -71,6 +75,7 @@ class LibvirtHost:
         self.uri = f"qemu+unix:///system?socket={self.socket}"
         self.log_path = os.path.join(self.root, "log", "libvirtd.log")
         self.tls_dir = tls_dir
+        self.binds = dict(binds or {})
         self.proc = None
 
     def _write_config(self):
@@ -100,9 +105,11 @@ class LibvirtHost:
         self._write_config()
         for target in MOUNTS.values():
             os.makedirs(target, exist_ok=True)
-        binds = " && ".join(
-            f"mount --bind {os.path.join(self.root, d)} {target}"
-            for d, target in MOUNTS.items())
+        mounts = [(os.path.join(self.root, d), target)
+                  for d, target in MOUNTS.items()]
+        mounts += [(source, path) for path, source in self.binds.items()]
+        binds = " && ".join(f"mount --bind {source} {target}"
+                            for source, target in mounts)
         argv = ["unshare", "--mount", "--propagation", "private", "--",
                 "sh", "-c", f"{binds} && exec {LIBVIRTD} --pid-file "
                 f"{os.path.join(MOUNTS['run'], 'libvirtd.pid')}"]
@@ -150,6 +157,27 @@ class LibvirtHost:
             raise VirshError(args, r)
         return r
 
+    def virsh_background(self, *args):
+        """virsh running on; communicate() gives its output."""
+        return subprocess.Popen([VIRSH, "-q", "-c", self.uri, *args],
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def job_data_processed(self, domain):
+        """Bytes `virsh domjobinfo` says the running job has processed, or
+        None when no job runs."""
+        out = self.virsh("domjobinfo", domain, check=False).stdout
+        m = re.search(r"Data processed:\s+([\d.]+) (B|KiB|MiB|GiB)", out)
+        if "Unbounded" not in out or not m:
+            return None
+        unit = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+        return float(m.group(1)) * unit[m.group(2)]
+
+    def qemu_pid(self, domain):
+        with open(os.path.join(self.root, "run", "qemu",
+                               f"{domain}.pid")) as f:
+            return int(f.read().strip())
+
     def qmp(self, command, **arguments):
         """A QMP command to a domain's QEMU, through libvirt."""
         domain = arguments.pop("domain")
@@ -195,12 +223,14 @@ class LibvirtHost:
 
 
 def domain_xml(name, disk_file, guest=None, workload="none", gdb=True,
-               emulator=QEMU):
+               emulator=QEMU, resume_from=None):
     """The test guest as a libvirt domain: a TCG VM booting the guest's
     kernel, its disk an overlay on the base disk (virtio, discard=unmap),
     its console a socket logged to a file, and a gdbstub for the identity
     check's negative control. Paths are those of every host's namespace.
-    @emulator: the fork's QEMU unless a test wants another."""
+    @emulator: the fork's QEMU unless a test wants another. @resume_from:
+    a base directory the VM starts from (-handoff base=DIR,resume=on, which
+    QEMU ignores on the destination of a migration) instead of booting."""
     guest = guest or test_guest()
     console = os.path.join(IMAGES, f"{name}.console")
     serial = os.path.join(IMAGES, f"{name}.serial")
@@ -210,6 +240,8 @@ def domain_xml(name, disk_file, guest=None, workload="none", gdb=True,
     if gdb:
         gdb_path = os.path.join(IMAGES, f"{name}.gdb")
         args += ["-gdb", f"unix:{gdb_path},server=on,wait=off"]
+    if resume_from:
+        args += ["-handoff", f"base={resume_from},resume=on"]
     extra = "".join(f"<qemu:arg value='{escape(a)}'/>" for a in args)
     cmdline = escape(f"{guest.append} handoff.workload={workload}")
     return f"""<domain type='qemu'
@@ -302,3 +334,22 @@ class LibvirtGuest(GuestVM):
 
     def stop(self):
         self.host.virsh("destroy", self.name, check=False)
+
+
+def create_base(host, base_dir, workdir):
+    """Saves a base from a domain of @host booting the test guest: user
+    domains with the same definition (domain_xml) resume from it, since
+    libvirt places their devices as it placed the base VM's."""
+    create_overlay(os.path.join(host.images, "base-vm.qcow2"))
+    xml = os.path.join(str(workdir), "base-vm.xml")
+    with open(xml, "w") as f:
+        f.write(domain_xml("base-vm", "base-vm.qcow2"))
+    host.virsh("create", xml)
+    vm = LibvirtGuest(host, "base-vm", "base-vm.qcow2")
+    try:
+        vm.wait_serial(r"handoff-guest: ready", timeout=300)
+        vm.wait_serial(r"^heartbeat 2\r?$", timeout=30)
+        vm.qmp.cmd("handoff-base-create", dir=str(base_dir))
+    finally:
+        vm.stop()
+    return str(base_dir)

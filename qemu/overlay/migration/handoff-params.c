@@ -428,12 +428,12 @@ void handoff_cli_apply(bool incoming, Error **errp)
         return;
     }
 
-    if (qemu_opt_get_bool(opts, "resume", false)) {
-        if (incoming) {
-            error_setg(errp, "-handoff resume=on starts the VM from its base "
-                       "and cannot be combined with -incoming");
-            return;
-        }
+    /*
+     * resume=on says how the VM was born. With -incoming its state comes
+     * from the source instead: a domain definition (libvirt's) carries the
+     * same command line to every host the VM moves to, so it is no error.
+     */
+    if (qemu_opt_get_bool(opts, "resume", false) && !incoming) {
         handoff_base_resume(base, errp);
         return;
     }
