@@ -32,8 +32,10 @@ import time
 import uuid
 from xml.sax.saxutils import escape
 
-from vm import (BUILD, FIRMWARE_DIRS, QEMU, GuestVM, create_overlay,
-                test_guest)
+from handoff_env import overlay_on, run_workload
+from identity import assert_goes_on
+from vm import (BUILD, FIRMWARE_DIRS, QEMU, QEMU_IMG, GuestVM, create_overlay,
+                free_tcp_port, test_guest)
 
 PREFIX = os.path.join(BUILD, "libvirt", "prefix")
 LIBVIRTD = os.path.join(PREFIX, "sbin", "libvirtd")
@@ -336,20 +338,105 @@ class LibvirtGuest(GuestVM):
         self.host.virsh("destroy", self.name, check=False)
 
 
-def create_base(host, base_dir, workdir):
-    """Saves a base from a domain of @host booting the test guest: user
-    domains with the same definition (domain_xml) resume from it, since
-    libvirt places their devices as it placed the base VM's."""
-    create_overlay(os.path.join(host.images, "base-vm.qcow2"))
-    xml = os.path.join(str(workdir), "base-vm.xml")
-    with open(xml, "w") as f:
-        f.write(domain_xml("base-vm", "base-vm.qcow2"))
-    host.virsh("create", xml)
-    vm = LibvirtGuest(host, "base-vm", "base-vm.qcow2")
+def create_base(workdir, base_dir):
+    """Saves a base in @base_dir from a domain booting the test guest, on a
+    host of its own (under @workdir): user domains with the same definition
+    (domain_xml) resume from it, since libvirt places their devices as it
+    placed the base VM's."""
+    host = LibvirtHost(os.path.join(str(workdir), "base-host"), "base-host")
     try:
+        host.start()
+        create_overlay(os.path.join(host.images, "base-vm.qcow2"))
+        xml = os.path.join(host.root, "base-vm.xml")
+        with open(xml, "w") as f:
+            f.write(domain_xml("base-vm", "base-vm.qcow2"))
+        host.virsh("create", xml)
+        vm = LibvirtGuest(host, "base-vm", "base-vm.qcow2")
         vm.wait_serial(r"handoff-guest: ready", timeout=300)
         vm.wait_serial(r"^heartbeat 2\r?$", timeout=30)
         vm.qmp.cmd("handoff-base-create", dir=str(base_dir))
     finally:
-        vm.stop()
+        host.stop()
     return str(base_dir)
+
+
+DOMAIN = "alice"
+
+
+def start_domain(host, base, workdir, resume=True, **xml_options):
+    """Starts the test guest as domain DOMAIN on @host, on a fresh overlay
+    of the base's disk: resumed from the base as a cloudlet starts a user
+    VM, or with resume=False booted; waits until the guest runs."""
+    overlay_on(base, os.path.join(host.images, "disk.qcow2"))
+    xml = os.path.join(str(workdir), f"{DOMAIN}.xml")
+    with open(xml, "w") as f:
+        f.write(domain_xml(DOMAIN, "disk.qcow2",
+                           resume_from=base if resume else None,
+                           **xml_options))
+    host.virsh("create", xml)
+    guest = LibvirtGuest(host, DOMAIN)
+    if resume:
+        guest.wait_serial(r"^heartbeat \d+\r?$", timeout=60)
+    else:
+        guest.wait_serial(r"handoff-guest: ready", timeout=300)
+    return guest
+
+
+def stock_definition(host):
+    """DOMAIN's definition on @host without -handoff: a destination that
+    waits for a plain migration (virsh migrate --xml)."""
+    definition = host.virsh("dumpxml", "--migratable", DOMAIN).stdout
+    return re.sub(r"<qemu:arg value=.-handoff./>\s*"
+                  r"<qemu:arg value=.base=[^>]*/>", "", definition)
+
+
+def move_over_wan(workdir, base, link, src_host, dst_host, method,
+                  workload="mixed", log=lambda line: None):
+    """One move of a fresh guest (resumed from @base, after @workload)
+    from @src_host to @dst_host, which runs in @link's namespace, through
+    the link's relays (migration and NBD ports alike). @method: "handoff"
+    or "copy-storage-inc" (libvirt's stock way for a VM on local disks:
+    NBD for the disk, QEMU's precopy for RAM). Checks that the guest goes
+    on at the destination with the source's disk (AssertionError if not),
+    destroys it there, and returns (seconds, bytes sent to the
+    destination)."""
+    src = start_domain(src_host, base, workdir)
+    run_workload(src, workload)
+    overlay_on(base, os.path.join(dst_host.images, "disk.qcow2"))
+    port, nbd_port = free_tcp_port(), free_tcp_port()
+    relays = len(link.relays)
+    addr, _ = link.relay_to(port, listen_port=port)
+    link.relay_to(nbd_port, listen_port=nbd_port)
+    if method == "handoff":
+        options = ["--handoff", "--handoff-base", base]
+    else:
+        xml = os.path.join(str(workdir), "stock-dst.xml")
+        with open(xml, "w") as f:
+            f.write(stock_definition(src_host))
+        options = ["--copy-storage-inc", "--disks-port", str(nbd_port),
+                   "--xml", xml]
+    # QEMU there listens on the namespace's loopback, behind the relays
+    # (qemu.conf refuses a loopback migration_address; the option is fine).
+    argv = ["migrate", "--live", "--listen-address", "127.0.0.1", *options,
+            DOMAIN, dst_host.uri, f"tcp://{addr}:{port}"]
+    log("virsh -c " + src_host.uri + " " + " ".join(argv))
+    start = time.monotonic()
+    src_host.virsh(*argv, timeout=900)
+    seconds = time.monotonic() - start
+    sent = sum(r.bytes_forwarded[0] for r in link.relays[relays:])
+    assert_moved(src, LibvirtGuest(dst_host, DOMAIN))
+    dst_host.virsh("destroy", DOMAIN)
+    return seconds, sent
+
+
+def assert_moved(src, dst):
+    """@dst, the domain just arrived running on its host, goes on where
+    @src stopped and holds the disk @src left (compared with @dst
+    suspended, its disks flushed); @dst stays suspended."""
+    assert_goes_on(dst, max(src.heartbeats()))
+    dst.host.virsh("suspend", dst.name)
+    # `stop` on a paused VM still flushes its disks (qcow2 metadata too).
+    dst.qmp.cmd("stop")
+    compare = subprocess.run([QEMU_IMG, "compare", "-U", src.disk, dst.disk],
+                             capture_output=True, text=True)
+    assert compare.returncode == 0, compare.stdout + compare.stderr

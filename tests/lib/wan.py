@@ -267,16 +267,16 @@ class WanLink:
             tc("tc", "qdisc", "add", "dev", dev, *tbf)
         self.rate_mbit = rate_mbit
 
-    def relay_to(self, target_port):
+    def relay_to(self, target_port, listen_port=0):
         """Starts a delay relay in the namespace forwarding to
         127.0.0.1:target_port there; returns the (addr, port) the source
-        side connects to."""
+        side connects to: @listen_port, or one the kernel picks."""
         host_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
         try:
             setns(self._netns_fd)
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.ns_addr, 0))
+            sock.bind((self.ns_addr, listen_port))
             sock.listen(8)
         finally:
             setns(host_ns)
