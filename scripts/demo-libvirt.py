@@ -68,12 +68,12 @@ def main(argv=None):
                         f"workload {args.workload}, moving to B")
                     t0 = time.monotonic()
                     try:
-                        seconds, sent = move_over_wan(
-                            work, base, link, src, dst, method,
-                            workload=args.workload, log=log)
-                        results.append((method, seconds, sent, "yes"))
+                        f = move_over_wan(work, base, link, src, dst, method,
+                                          workload=args.workload, log=log)
+                        results.append((method, f["seconds"],
+                                        f["qemu_seconds"], f["bytes"], "yes"))
                     except AssertionError as e:
-                        results.append((method, time.monotonic() - t0, 0,
+                        results.append((method, time.monotonic() - t0, 0, 0,
                                         f"NO: {e}"))
             finally:
                 dst.stop()
@@ -84,11 +84,14 @@ def main(argv=None):
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n  {'virsh migrate':<20}{'total s':>9}{'to B, MB':>10}  "
-          f"running on B with A's disk")
-    for method, seconds, sent, ok in results:
-        print(f"  --{method:<18}{seconds:>9.1f}{sent / 1e6:>10.1f}  {ok}")
-    return 0 if all(r[3] == "yes" for r in results) else 1
+    print(f"\n  {'virsh migrate':<20}{'virsh s':>9}{'job s':>8}"
+          f"{'to B, MB':>10}  running on B with A's disk")
+    for method, seconds, job, sent, ok in results:
+        print(f"  --{method:<18}{seconds:>9.1f}{job:>8.1f}{sent / 1e6:>10.1f}"
+              f"  {ok}")
+    print("  virsh s: the command's wall time; job s: the migration job's "
+          "time elapsed (virsh domjobinfo --completed)")
+    return 0 if all(r[4] == "yes" for r in results) else 1
 
 
 if __name__ == "__main__":
