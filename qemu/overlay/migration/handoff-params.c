@@ -225,6 +225,23 @@ void handoff_rp_error(MigrationState *s, const char *text, size_t len)
     }
 }
 
+void handoff_rp_lost(MigrationState *s, int err)
+{
+    Error *local = NULL;
+
+    /* A cancel ends the return path too; it is no failure to explain. */
+    if (s->state == MIGRATION_STATUS_CANCELLING ||
+        s->state == MIGRATION_STATUS_CANCELLED) {
+        return;
+    }
+    /* The first error is kept: a verdict the destination sent wins. */
+    error_setg(&local, "Handoff failed: the connection to the destination "
+               "ended before it confirmed the handoff (its QEMU exited, or "
+               "the link was cut): %s", strerror(-err));
+    migrate_set_error(s, local);
+    error_free(local);
+}
+
 /* handoff and the return path it needs, in one go. */
 static bool handoff_enable_capability(Error **errp)
 {

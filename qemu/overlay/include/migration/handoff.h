@@ -58,6 +58,13 @@ void handoff_params_apply(MigrateSetParameters *params,
 void handoff_rp_error(MigrationState *s, const char *text, size_t len);
 
 /*
+ * The return path ended (error @err, or EOF) before the destination gave
+ * its verdict: it exited or the link was cut. Named as such, since what
+ * the outgoing stream runs into next is a closed socket.
+ */
+void handoff_rp_lost(MigrationState *s, int err);
+
+/*
  * Destination checks (migration/savevm.c). A destination configured for a
  * handoff refuses sections the handoff replaces ("ram", "block": a plain
  * migration aimed at it), and refuses to finish loading unless the handoff
