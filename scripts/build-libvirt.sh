@@ -30,30 +30,26 @@ log() { printf 'build-libvirt: %s\n' "$*" >&2; }
 options=(
     --prefix="$prefix" --libdir=lib -Dsystem=false
     --buildtype=debugoptimized -Dwerror=false
-    -Ddocs=disabled -Dtests=disabled -Dexpensive_tests=disabled
-    -Dnls=disabled -Dbash_completion=disabled -Dinit_script=none
+    -Dinit_script=none -Dqemu_user=root -Dqemu_group=root
     -Ddriver_qemu=enabled -Ddriver_remote=enabled -Ddriver_libvirtd=enabled
-    -Dyajl=enabled -Dqemu_user=root -Dqemu_group=root
-    -Ddriver_bhyve=disabled -Ddriver_esx=disabled -Ddriver_hyperv=disabled
-    -Ddriver_interface=disabled -Ddriver_libxl=disabled -Ddriver_lxc=disabled
-    -Ddriver_ch=disabled -Ddriver_network=disabled -Ddriver_openvz=disabled
-    -Ddriver_secrets=disabled -Ddriver_test=disabled -Ddriver_vbox=disabled
-    -Ddriver_vmware=disabled -Ddriver_vz=disabled
-    -Dstorage_dir=disabled -Dstorage_disk=disabled -Dstorage_fs=disabled
-    -Dstorage_gluster=disabled -Dstorage_iscsi=disabled
-    -Dstorage_iscsi_direct=disabled -Dstorage_lvm=disabled
-    -Dstorage_mpath=disabled -Dstorage_rbd=disabled -Dstorage_scsi=disabled
-    -Dstorage_vstorage=disabled -Dstorage_zfs=disabled
-    -Dapparmor=disabled -Dsecdriver_apparmor=disabled
-    -Dapparmor_profiles=disabled -Dselinux=disabled
-    -Dsecdriver_selinux=disabled -Dpolkit=disabled -Dfirewalld=disabled
-    -Dfirewalld_zone=disabled -Dsasl=disabled -Dlibssh=disabled
-    -Dlibssh2=disabled -Dwireshark_dissector=disabled -Dsanlock=disabled
-    -Ddtrace=disabled -Dnss=disabled -Dhost_validate=disabled
-    -Dlogin_shell=disabled -Dsysctl_config=disabled -Dnumad=disabled
-    -Dudev=disabled -Dpciaccess=disabled -Dlibpcap=disabled
-    -Dglusterfs=disabled -Dlibiscsi=disabled -Dcurl=disabled
+    -Dyajl=enabled
 )
+# Everything else off: other drivers, storage backends, security drivers,
+# docs, tests and optional libraries the QEMU driver can do without.
+for d in bhyve esx hyperv interface libxl lxc ch network openvz secrets \
+         test vbox vmware vz; do
+    options+=("-Ddriver_$d=disabled")
+done
+for s in dir disk fs gluster iscsi iscsi_direct lvm mpath rbd scsi vstorage zfs; do
+    options+=("-Dstorage_$s=disabled")
+done
+for f in docs tests expensive_tests nls bash_completion apparmor \
+         secdriver_apparmor apparmor_profiles selinux secdriver_selinux \
+         polkit firewalld firewalld_zone sasl libssh libssh2 \
+         wireshark_dissector sanlock dtrace nss host_validate login_shell \
+         sysctl_config numad udev pciaccess libpcap glusterfs libiscsi curl; do
+    options+=("-D$f=disabled")
+done
 config_key=$(printf '%s\n' "${options[@]}" | sha256sum | cut -d' ' -f1)
 
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}

@@ -9,19 +9,18 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import time
 
 import pytest
 
 from handoff_env import overlay_on, run_workload, wait_heartbeat_after
-from identity import assert_goes_on, assert_same_ram
+from identity import assert_goes_on, assert_same_disk, assert_same_ram
 from libvirt_hosts import (DOMAIN, IMAGES, LibvirtGuest, LibvirtHost,
                            VirshError, assert_moved, built, move_over_wan,
                            start_domain)
 from libvirt_hosts import create_base as create_libvirt_base
 from tls import CertificateAuthority
-from vm import QEMU_IMG, free_tcp_port
+from vm import free_tcp_port
 from wan import WanLink
 
 pytestmark = pytest.mark.skipif(
@@ -117,9 +116,7 @@ def test_virsh_migrate_handoff_identical(tmp_path, base, hosts):
     assert dst_host.virsh("domstate", DOMAIN).stdout.strip() == "paused"
     # `stop` on a paused VM still flushes its disks (qcow2 metadata too).
     dst.qmp.cmd("stop")
-    compare = subprocess.run([QEMU_IMG, "compare", "-U", src_disk, dst.disk],
-                             capture_output=True, text=True)
-    assert compare.returncode == 0, compare.stdout + compare.stderr
+    assert_same_disk(src_disk, dst.disk)
     assert_same_ram(src_dump, dst)
     dst_host.virsh("resume", DOMAIN)
     assert_goes_on(dst, last_beat)
@@ -242,8 +239,9 @@ def test_virsh_migrate_handoff_interrupted(tmp_path, base, hosts, how):
 
 
 @pytest.mark.parametrize("case", [
-    "no-base-option", "copy-storage", "tunnelled", "base-missing-on-source",
-    "base-missing-on-destination"])
+    "no-base-option", "relative-base", "copy-storage", "tunnelled",
+    "base-missing-on-source", "base-missing-on-destination",
+    "bad-compression"])
 def test_virsh_migrate_handoff_refused(tmp_path, base, hosts, case):
     src_host, dst_host = hosts
     src = start_domain(src_host, base, tmp_path)
@@ -253,6 +251,12 @@ def test_virsh_migrate_handoff_refused(tmp_path, base, hosts, case):
     options, expected = {
         "no-base-option": (["--handoff"],
                            r"handoff needs the base VM it is made against"),
+        "relative-base": (["--handoff", "--handoff-base", "bases/b"],
+                          r"handoff base 'bases/b' must be an absolute "
+                          r"path"),
+        "bad-compression": (["--handoff", "--handoff-base", base,
+                             "--handoff-compression", "zstd-99"],
+                            r"Handoff compression: .*\(or auto\)"),
         "copy-storage": (["--handoff", "--handoff-base", base,
                           "--copy-storage-all"],
                          r"handoff cannot be combined with "

@@ -66,12 +66,17 @@ def create_base(workdir, base_dir, guest=None, disk_interface="virtio",
                  disk_interface=disk_interface,
                  extra_args=extra_args).start()
     try:
-        vm.wait_serial(r"handoff-guest: ready", timeout=300)
-        vm.wait_serial(r"^heartbeat 2\r?$", timeout=30)
-        vm.qmp.cmd("handoff-base-create", dir=base_dir)
+        save_base(vm, base_dir)
     finally:
         vm.stop()
     return base_dir
+
+
+def save_base(vm, base_dir):
+    """Saves @vm, booting the test guest, as a base once it has settled."""
+    vm.wait_serial(r"handoff-guest: ready", timeout=300)
+    vm.wait_serial(r"^heartbeat 2\r?$", timeout=30)
+    vm.qmp.cmd("handoff-base-create", dir=str(base_dir))
 
 
 def start_from_base(name, workdir, base_dir, extra_args=(), guest=None,

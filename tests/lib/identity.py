@@ -72,6 +72,14 @@ def probe_address(src_dump, dst_dump):
     raise AssertionError("no page of the dumps is alike")
 
 
+def assert_same_disk(src_disk, dst_disk):
+    """The two images read the same (qemu-img compare, images in use
+    allowed: flush the destination first)."""
+    compare = subprocess.run([QEMU_IMG, "compare", "-U", src_disk, dst_disk],
+                             capture_output=True, text=True)
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+
+
 def assert_same_ram(src_dump, dst, free=()):
     """The RAM of @dst (paused, started with a gdbstub) is @src_dump's,
     and a byte flipped in it would have been found at its address (the
@@ -107,9 +115,7 @@ def assert_same_vm(src, dst, free=()):
     # `stop` on a paused VM still drains and flushes its block devices, so
     # the destination overlay on the host is complete before we read it.
     dst.qmp.cmd("stop")
-    compare = subprocess.run([QEMU_IMG, "compare", "-U", src.disk, dst.disk],
-                             capture_output=True, text=True)
-    assert compare.returncode == 0, compare.stdout + compare.stderr
+    assert_same_disk(src.disk, dst.disk)
 
     _, src_dump = src.ram_digest()
     skipped = assert_same_ram(src_dump, dst, free)

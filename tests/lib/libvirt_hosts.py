@@ -30,11 +30,11 @@ import signal
 import subprocess
 import time
 import uuid
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, quoteattr
 
-from handoff_env import overlay_on, run_workload
-from identity import assert_goes_on
-from vm import (BUILD, FIRMWARE_DIRS, QEMU, QEMU_IMG, GuestVM, create_overlay,
+from handoff_env import overlay_on, run_workload, save_base
+from identity import assert_goes_on, assert_same_disk
+from vm import (BUILD, FIRMWARE_DIRS, QEMU, GuestVM, create_overlay,
                 free_tcp_port, test_guest)
 
 PREFIX = os.path.join(BUILD, "libvirt", "prefix")
@@ -250,7 +250,7 @@ def domain_xml(name, disk_file, guest=None, workload="none", gdb=True,
         args += ["-gdb", f"unix:{gdb_path},server=on,wait=off"]
     if resume_from:
         args += ["-handoff", f"base={resume_from},resume=on"]
-    extra = "".join(f"<qemu:arg value='{escape(a)}'/>" for a in args)
+    extra = "".join(f"<qemu:arg value={quoteattr(a)}/>" for a in args)
     cmdline = escape(f"{guest.append} handoff.workload={workload}")
     return f"""<domain type='qemu'
         xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
@@ -259,22 +259,22 @@ def domain_xml(name, disk_file, guest=None, workload="none", gdb=True,
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{guest.kernel}</kernel>
-    <initrd>{guest.initrd}</initrd>
+    <kernel>{escape(guest.kernel)}</kernel>
+    <initrd>{escape(guest.initrd)}</initrd>
     <cmdline>{cmdline}</cmdline>
   </os>
   <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
   <devices>
-    <emulator>{emulator}</emulator>
+    <emulator>{escape(emulator)}</emulator>
     <disk type='file' device='disk'>
       <driver name='qemu' type='qcow2' cache='writeback' discard='unmap'/>
-      <source file='{os.path.join(IMAGES, disk_file)}'/>
+      <source file={quoteattr(os.path.join(IMAGES, disk_file))}/>
       <target dev='vda' bus='virtio'/>
     </disk>
     <serial type='unix'>
-      <source mode='bind' path='{console}'/>
-      <log file='{serial}'/>
+      <source mode='bind' path={quoteattr(console)}/>
+      <log file={quoteattr(serial)}/>
       <target port='0'/>
     </serial>
     <controller type='usb' model='none'/>
@@ -357,10 +357,7 @@ def create_base(workdir, base_dir):
         with open(xml, "w") as f:
             f.write(domain_xml("base-vm", "base-vm.qcow2"))
         host.virsh("create", xml)
-        vm = LibvirtGuest(host, "base-vm", "base-vm.qcow2")
-        vm.wait_serial(r"handoff-guest: ready", timeout=300)
-        vm.wait_serial(r"^heartbeat 2\r?$", timeout=30)
-        vm.qmp.cmd("handoff-base-create", dir=str(base_dir))
+        save_base(LibvirtGuest(host, "base-vm", "base-vm.qcow2"), base_dir)
     finally:
         host.stop()
     return str(base_dir)
@@ -448,6 +445,4 @@ def assert_moved(src, dst):
     dst.host.virsh("suspend", dst.name)
     # `stop` on a paused VM still flushes its disks (qcow2 metadata too).
     dst.qmp.cmd("stop")
-    compare = subprocess.run([QEMU_IMG, "compare", "-U", src.disk, dst.disk],
-                             capture_output=True, text=True)
-    assert compare.returncode == 0, compare.stdout + compare.stderr
+    assert_same_disk(src.disk, dst.disk)
