@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 
-from qmp import QMPClient
+from qmp import QMPClient, end_qemu
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("QEMU_HANDOFF_BUILD", os.path.join(TOP, "build"))
@@ -272,18 +272,8 @@ class GuestVM:
         return h.hexdigest(), dump
 
     def stop(self):
-        if self.qmp:
-            try:
-                self.qmp.cmd("quit")
-            except Exception:
-                pass
-            self.qmp.close()
-            self.qmp = None
-        if self.proc and self.proc.poll() is None:
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.qmp or self.proc:
+            end_qemu(self.qmp, self.proc)
+        self.qmp = None
         if getattr(self, "_log", None):
             self._log.close()

@@ -383,6 +383,7 @@ static QemuOptsList qemu_handoff_opts = {
         { .name = "workers", .type = QEMU_OPT_NUMBER },
         { .name = "random-order", .type = QEMU_OPT_BOOL },
         { .name = "shared-disks", .type = QEMU_OPT_STRING },
+        { .name = "overlay", .type = QEMU_OPT_STRING },
         { /* end of list */ }
     },
 };
@@ -392,6 +393,26 @@ void handoff_cli_parse(const char *optarg, Error **errp)
     if (!qemu_opts_parse_noisily(&qemu_handoff_opts, optarg, false)) {
         error_setg(errp, "Invalid -handoff option '%s'", optarg);
     }
+}
+
+bool handoff_cli_claims_incoming(const char **incoming, Error **errp)
+{
+    QemuOpts *opts = qemu_opts_find(&qemu_handoff_opts, NULL);
+    const char *overlay = opts ? qemu_opt_get(opts, "overlay") : NULL;
+    static char *uri;
+
+    if (!overlay) {
+        return false;
+    }
+    if (*incoming) {
+        error_setg(errp, "-handoff overlay= launches the VM from its "
+                   "overlay: it cannot be combined with -incoming");
+        return false;
+    }
+    g_free(uri);
+    uri = g_strdup_printf(HANDOFF_OVERLAY_URI "%s", overlay);
+    *incoming = uri;
+    return true;
 }
 
 void handoff_cli_apply(bool incoming, Error **errp)

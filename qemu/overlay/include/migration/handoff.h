@@ -88,5 +88,20 @@ void hmp_info_migrate_handoff(Monitor *mon, HandoffStats *stats);
 /* The -handoff command-line option (softmmu/vl.c). */
 void handoff_cli_parse(const char *optarg, Error **errp);
 void handoff_cli_apply(bool incoming, Error **errp);
+/*
+ * -handoff overlay=FILE stands for an incoming migration from the overlay:
+ * sets *@incoming and returns true then; -incoming as well is an error.
+ */
+bool handoff_cli_claims_incoming(const char **incoming, Error **errp);
+
+/*
+ * VM overlay files (migration/handoff-overlay-*.c) are the migration
+ * transport of this URI scheme: handoff-overlay-save writes one, and an
+ * incoming migration from one launches the VM it holds.
+ */
+#define HANDOFF_OVERLAY_URI "handoff-overlay:"
+void handoff_overlay_start_outgoing(MigrationState *s, const char *path,
+                                    Error **errp);
+void handoff_overlay_start_incoming(const char *path, Error **errp);
 
 #endif /* QEMU_MIGRATION_HANDOFF_H */

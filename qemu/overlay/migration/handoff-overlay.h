@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * VM overlay files (docs/overlay-format.md): what a cloudlet needs to turn
+ * a base it holds into a user's VM. A fixed header, a description of the
+ * VM (JSON: base, machine, disks, command-line fragment, creation record),
+ * then the handoff migration stream of the VM against the base.
+ *
+ * The layout is defined here and in docs/overlay-format.md only; the
+ * synthesis service (scripts/synthesis/overlay_file.py) reads the same
+ * bytes, and tests/integration/test_synthesis.py checks that both agree.
+ */
+#ifndef QEMU_MIGRATION_HANDOFF_OVERLAY_H
+#define QEMU_MIGRATION_HANDOFF_OVERLAY_H
+
+#include "migration/handoff.h"
+#include "qapi/qmp/qdict.h"
+#include "handoff-internal.h"
+
+#define HANDOFF_OVERLAY_MAGIC "QHOVRLAY"
+#define HANDOFF_OVERLAY_MAGIC_BYTES 8
+#define HANDOFF_OVERLAY_VERSION 1
+#define HANDOFF_OVERLAY_HEADER_BYTES 64
+#define HANDOFF_OVERLAY_DIGEST_BYTES 32            /* SHA-256 */
+#define HANDOFF_OVERLAY_DESCRIPTION_MAX (1 << 20)
+/* Mode an overlay is compressed with unless the operator names one. */
+#define HANDOFF_OVERLAY_DEFAULT_COMPRESSION "lzma-6"
+
+/*
+ * Header, big-endian:
+ *   0  magic "QHOVRLAY"        8 bytes
+ *   8  version                 u32
+ *  12  description bytes       u32 (JSON, at most 1 MiB, follows the header)
+ *  16  stream bytes            u64 (0 while the overlay is being written)
+ *  24  SHA-256                 32 bytes, of the description then the stream
+ *  56  reserved, zero          8 bytes
+ */
+typedef struct HandoffOverlayHeader {
+    uint32_t version;
+    uint32_t description_bytes;
+    uint64_t stream_bytes;
+    uint8_t digest[HANDOFF_OVERLAY_DIGEST_BYTES];
+} HandoffOverlayHeader;
+
+void handoff_overlay_header_encode(const HandoffOverlayHeader *h,
+                                   uint8_t out[HANDOFF_OVERLAY_HEADER_BYTES]);
+bool handoff_overlay_header_decode(const uint8_t in[HANDOFF_OVERLAY_HEADER_BYTES],
+                                   HandoffOverlayHeader *h, Error **errp);
+
+/* An overlay file opened for launching, its stream verified. */
+typedef struct HandoffOverlayFile {
+    int fd;                     /* positioned at the stream's first byte */
+    HandoffOverlayHeader header;
+    QDict *description;
+} HandoffOverlayFile;
+
+/*
+ * Opens @path, checks the header, reads and parses the description and
+ * hashes it and the whole stream against the header's digest: a
+ * truncated, unfinished or corrupted overlay is refused before a byte is
+ * applied.
+ */
+HandoffOverlayFile *handoff_overlay_file_open(const char *path,
+                                              Error **errp);
+void handoff_overlay_file_free(HandoffOverlayFile *file);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(HandoffOverlayFile, handoff_overlay_file_free)
+
+/*
+ * The description (handoff-overlay-describe.c): made from this VM when an
+ * overlay is saved; checked against this VM (machine and base) before
+ * one is loaded, naming the first field that differs.
+ */
+QDict *handoff_overlay_describe(HandoffBaseStore *store, HandoffDisks *disks,
+                                const char *compression);
+bool handoff_overlay_check(QDict *description, HandoffBaseStore *store,
+                           Error **errp);
+
+/*
+ * The command-line fragment a cloudlet needs to recreate the VM's
+ * machine and devices (handoff-overlay-args.c): this process's arguments
+ * without the host's own (monitors, paths of logs, -incoming, -handoff),
+ * each handed-off disk's image named "@disk:REGION" and each serial
+ * port's backend "@serial".
+ */
+QList *handoff_overlay_args(HandoffDisks *disks);
+
+#endif /* QEMU_MIGRATION_HANDOFF_OVERLAY_H */

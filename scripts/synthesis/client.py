@@ -1,0 +1,92 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The client side of a synthesis: sends an overlay to a cloudlet's
+synthesis service and returns its answer.
+
+The answer can come before the overlay is all sent (a refusal: unknown
+base, too large, busy), so the socket is watched for it while sending.
+"""
+
+import json
+import os
+import select
+import socket
+import sys
+import time
+
+from . import overlay_file
+
+CHUNK = 1 << 20
+
+
+class SynthesisFailed(Exception):
+    """The service refused the overlay or failed to launch it."""
+
+
+def _progress(sent, total, start, out):
+    elapsed = max(time.monotonic() - start, 1e-6)
+    out.write(f"\rsynthesize: {sent / 1e6:8.1f} of {total / 1e6:.1f} MB "
+              f"({100 * sent / max(total, 1):3.0f} %), "
+              f"{sent * 8 / elapsed / 1e6:6.1f} Mbit/s")
+    out.flush()
+
+
+def _read_answer(sock, timeout):
+    sock.settimeout(timeout)
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    if not data:
+        raise SynthesisFailed("the service closed the connection without "
+                              "an answer")
+    return json.loads(data)
+
+
+def _send(sock, f, total, progress):
+    """Sends the file; returns early (False) if an answer is waiting."""
+    sent, start, shown = 0, time.monotonic(), 0.0
+    while True:
+        data = f.read(CHUNK)
+        if not data:
+            return True
+        view = memoryview(data)
+        while view:
+            readable, writable, _ = select.select([sock], [sock], [], 60)
+            if readable:
+                return False
+            if writable:
+                n = sock.send(view)
+                view, sent = view[n:], sent + n
+        if progress and time.monotonic() - shown > 0.5:
+            _progress(sent, total, start, progress)
+            shown = time.monotonic()
+
+
+def synthesize(address, path, forward=(), name=None, progress=sys.stderr,
+               timeout=600):
+    """Sends the overlay at @path to the service at (host, port); returns
+    its result (a dict) with "client-seconds" added, or raises
+    SynthesisFailed with the service's reason."""
+    overlay_file.read_info(path)                # refuse our own bad file
+    total = os.path.getsize(path)
+    request = {"name": name or os.path.basename(path),
+               "forward": [int(p) for p in forward]}
+    start = time.monotonic()
+    with socket.create_connection(address, timeout=60) as sock, \
+            open(path, "rb") as f:
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        try:
+            complete = _send(sock, f, total, progress)
+        except (BrokenPipeError, ConnectionResetError):
+            complete = False
+        if progress:
+            if complete:
+                _progress(total, total, start, progress)
+            progress.write("\n")
+        answer = _read_answer(sock, timeout)
+    if not answer.get("ok"):
+        raise SynthesisFailed(answer.get("error", "refused"))
+    answer["client-seconds"] = round(time.monotonic() - start, 3)
+    return answer

@@ -1,0 +1,211 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Launching a VM from an overlay's description at a cloudlet.
+
+The description carries the command-line fragment of the saved VM's
+machine and devices (see docs/overlay-format.md). Here it becomes a QEMU
+command line: each disk the overlay carries gets a fresh image ("@disk:
+REGION": an overlay on the base's disk, or an empty image of the disk's
+size), each serial port a console of ours ("@serial"), the user-mode NIC
+the forwarded ports, and QEMU waits for the stream (-incoming defer), its
+VM paused (-S) until everything has been checked.
+"""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+
+from .policy import check_args
+from .qmp import QMPClient, QMPError, end_qemu
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+DEFAULT_QEMU = os.path.join(TOP, "build", "qemu", "qemu-system-x86_64")
+# Debian's firmware packages (seabios, ipxe-qemu) and QEMU's own ROMs.
+FIRMWARE_DIRS = ("/usr/share/seabios", "/usr/lib/ipxe/qemu",
+                 "/usr/share/qemu")
+
+
+class LaunchError(Exception):
+    """The VM could not be launched, with the reason."""
+
+
+def free_port(address):
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+
+
+def _escape(value):
+    """A value inside QEMU's comma-separated option syntax."""
+    return value.replace(",", ",,")
+
+
+def _qemu_img(qemu):
+    return os.path.join(os.path.dirname(qemu), "qemu-img")
+
+
+def make_disks(description, base_dir, workdir, qemu):
+    """A fresh image per disk the overlay carries: region -> path."""
+    disks = {}
+    for disk in description.get("disks", []):
+        region = disk["region"]
+        path = os.path.join(workdir, re.sub(r"[^\w.-]", "_", region)
+                            + ".qcow2")
+        if disk.get("base"):
+            cmd = ["create", "-q", "-f", "qcow2", "-b",
+                   os.path.join(base_dir, "disk.raw"), "-F", "raw", path]
+        else:
+            cmd = ["create", "-q", "-f", "qcow2", path, str(disk["bytes"])]
+        run = subprocess.run([_qemu_img(qemu), *cmd], capture_output=True,
+                             text=True)
+        if run.returncode:
+            raise LaunchError(f"cannot create the image of disk {region}: "
+                              f"{run.stderr.strip()}")
+        disks[region] = path
+    return disks
+
+
+def _forward_netdev(arg, forwards, address):
+    """-netdev user,...: with a hostfwd per guest port (host port chosen)."""
+    for guest_port, host_port in forwards.items():
+        arg += f",hostfwd=tcp:{address}:{host_port}-:{guest_port}"
+    return arg
+
+
+def machine_args(description, disks, forwards, address="127.0.0.1"):
+    """The description's fragment, placeholders filled."""
+    out, serials, user_nic = [], 0, False
+    args = description["args"]
+    for i, arg in enumerate(args):
+        prev = args[i - 1] if i else ""
+        if arg == "@serial" and prev == "-serial":
+            arg = "chardev:console" if serials == 0 else "null"
+            serials += 1
+        elif prev == "-drive":
+            arg = re.sub(r"(^|,)file=@disk:([^,]+)",
+                         lambda m: m.group(1) + "file=" + _escape(
+                             disks[m.group(2)]), arg)
+        elif prev == "-netdev" and arg.startswith("user") and not user_nic:
+            arg, user_nic = _forward_netdev(arg, forwards, address), True
+        out.append(arg)
+    if forwards and not user_nic:
+        raise LaunchError("ports to forward, but the VM has no user-mode "
+                          "NIC (-netdev user) to forward them to")
+    return out
+
+
+class LaunchedVM:
+    """One QEMU process at the cloudlet, loading or running an overlay."""
+
+    def __init__(self, name, workdir, description, base_dir, qemu=None,
+                 forwards=(), address="127.0.0.1", accel=None,
+                 extra_args=(), overlay=None, host_files=()):
+        """@overlay: a local overlay file QEMU reads itself (-handoff
+        overlay=); otherwise QEMU waits for the stream on stream_path.
+        @host_files: directories besides the base's and the firmware's
+        that the VM's kernel, initrd or firmware may come from."""
+        check_args(description["args"],
+                   [base_dir, *FIRMWARE_DIRS, *host_files])
+        self.name = name
+        self.workdir = workdir
+        self.qemu = qemu or DEFAULT_QEMU
+        self.qmp_path = os.path.join(workdir, "qmp.sock")
+        self.console_path = os.path.join(workdir, "console.sock")
+        self.serial_path = os.path.join(workdir, "serial.log")
+        self.log_path = os.path.join(workdir, "qemu.log")
+        self.stream_path = os.path.join(workdir, "stream.sock")
+        self.ports = {int(p): free_port(address) for p in forwards}
+        self.disks = make_disks(description, base_dir, workdir, self.qemu)
+        accel = accel or description["machine"]["accel"]
+        self.args = [
+            self.qemu, "-name", name, "-accel", accel, "-display", "none",
+            "-no-user-config",
+            *machine_args(description, self.disks, self.ports, address),
+            "-chardev", f"socket,id=console,path={self.console_path},"
+                        f"server=on,wait=off,logfile={self.serial_path}",
+            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+            "-S", *(a.replace("{workdir}", workdir) for a in extra_args)]
+        if overlay:
+            self.args += ["-handoff", f"base={_escape(base_dir)},"
+                                      f"overlay={_escape(overlay)}"]
+        else:
+            self.args += ["-handoff", f"base={_escape(base_dir)}",
+                          "-incoming", "defer"]
+        self.overlay = overlay
+        self.proc = None
+        self.qmp = None
+
+    def start(self):
+        """Starts QEMU and has it listen for the stream on stream_path."""
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log,
+                                         stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        try:
+            self._wait_for_monitor(120)
+            self.qmp = QMPClient(self.qmp_path, timeout=120)
+            if not self.overlay:
+                self.qmp.cmd("migrate-incoming",
+                             uri=f"unix:{self.stream_path}")
+        except (OSError, TimeoutError, QMPError, RuntimeError) as e:
+            self.stop()
+            raise LaunchError(f"QEMU did not start ({e}): "
+                              f"{self.failure()}") from None
+        return self
+
+    def _wait_for_monitor(self, timeout):
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.qmp_path):
+            if self.proc.poll() is not None:
+                raise LaunchError("QEMU exited")
+            if time.monotonic() > deadline:
+                raise LaunchError("no QMP monitor")
+            time.sleep(0.02)
+
+    def failure(self):
+        """Why QEMU failed, from its own words."""
+        try:
+            with open(self.log_path, errors="replace") as f:
+                lines = [ln.strip() for ln in f if ln.strip()]
+        except OSError:
+            lines = []
+        causes = [ln for ln in lines if "handoff:" in ln] or lines[-3:]
+        return "; ".join(causes) or "no message"
+
+    def wait_loaded(self, timeout=600):
+        """Waits until QEMU loaded the whole stream; raises LaunchError
+        with QEMU's reason if it refused it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LaunchError(f"QEMU exited while loading: "
+                                  f"{self.failure()}")
+            try:
+                status = self.qmp.cmd("query-migrate").get("status")
+            except (OSError, QMPError, ConnectionError):
+                status = None
+            if status == "completed":
+                return
+            if status == "failed":
+                raise LaunchError(f"QEMU refused the stream: "
+                                  f"{self.failure()}")
+            time.sleep(0.02)
+        raise LaunchError(f"stream not loaded after {timeout} s")
+
+    def run(self):
+        self.qmp.cmd("cont")
+
+    def release_monitor(self):
+        """Hands the QMP socket over: QEMU serves one client at a time,
+        and the VM's owner (an operator, a test) may want it."""
+        if self.qmp:
+            self.qmp.close()
+            self.qmp = None
+
+    def stop(self, remove_files=False):
+        end_qemu(self.qmp, self.proc)
+        self.qmp = None
+        if remove_files:
+            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,109 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""VM overlay files, as the synthesis service reads them.
+
+The layout is QEMU's (qemu/overlay/migration/handoff-overlay.h) and is
+documented in docs/overlay-format.md: a 64-byte header, a JSON description
+of the VM, then the handoff migration stream. tests/integration/
+test_synthesis.py reads files QEMU wrote with this module, so the two
+cannot drift apart unnoticed.
+"""
+
+import hashlib
+import json
+import struct
+
+MAGIC = b"QHOVRLAY"
+VERSION = 1
+HEADER_BYTES = 64
+DESCRIPTION_MAX = 1 << 20
+# magic, version, description bytes, stream bytes, SHA-256, reserved
+_HEADER = struct.Struct(">8sIIQ32s8s")
+
+
+class OverlayError(Exception):
+    """An overlay that cannot be used, with the reason."""
+
+
+class Header:
+    def __init__(self, description_bytes, stream_bytes, digest):
+        self.description_bytes = description_bytes
+        self.stream_bytes = stream_bytes
+        self.digest = digest
+
+
+def parse_header(raw):
+    """The header of an overlay from its first HEADER_BYTES bytes."""
+    if len(raw) < HEADER_BYTES:
+        raise OverlayError("overlay truncated in its header")
+    magic, version, desc, stream, digest, reserved = _HEADER.unpack(
+        raw[:HEADER_BYTES])
+    if magic != MAGIC:
+        raise OverlayError("not a VM overlay (no overlay magic)")
+    if version != VERSION:
+        raise OverlayError(f"overlay format version {version}, this service "
+                           f"reads {VERSION}")
+    if reserved != bytes(8):
+        raise OverlayError("overlay header has reserved bytes set")
+    if not 0 < desc <= DESCRIPTION_MAX:
+        raise OverlayError(f"overlay description of {desc} bytes "
+                           f"(1..{DESCRIPTION_MAX} allowed)")
+    if stream == 0:
+        raise OverlayError("overlay was never finished (its save failed or "
+                           "is still running)")
+    return Header(desc, stream, digest)
+
+
+def parse_description(raw):
+    """The description (a dict) from its bytes."""
+    try:
+        description = json.loads(raw.decode())
+    except (UnicodeDecodeError, ValueError) as e:
+        raise OverlayError(f"overlay description: {e}") from None
+    if not isinstance(description, dict):
+        raise OverlayError("overlay description is not a JSON object")
+    for group, keys in (("base", ("id",)), ("machine", ("type", "accel"))):
+        if not all(isinstance(description.get(group, {}).get(k), str)
+                   for k in keys):
+            raise OverlayError(f"overlay description lacks {group}."
+                               f"{'/'.join(keys)}")
+    if not isinstance(description.get("args"), list) or not all(
+            isinstance(a, str) for a in description["args"]):
+        raise OverlayError("overlay description lacks its args")
+    return description
+
+
+class StreamCheck:
+    """Counts and hashes a stream as it passes; verify() at its end. The
+    digest covers the description (@description_raw) too: it decides the
+    VM's command line."""
+
+    def __init__(self, header, description_raw):
+        self.header = header
+        self.bytes = 0
+        self._sum = hashlib.sha256(description_raw)
+
+    def update(self, data):
+        self.bytes += len(data)
+        if self.bytes > self.header.stream_bytes:
+            raise OverlayError("overlay has bytes after the stream its "
+                               "header names")
+        self._sum.update(data)
+
+    def verify(self):
+        if self.bytes < self.header.stream_bytes:
+            raise OverlayError(f"overlay truncated: its stream has "
+                               f"{self.bytes} of the "
+                               f"{self.header.stream_bytes} bytes its header "
+                               f"names")
+        if self._sum.digest() != self.header.digest:
+            raise OverlayError("overlay corrupted: the SHA-256 of its "
+                               "description and stream differs from its "
+                               "header's")
+
+
+def read_info(path):
+    """(header, description) of the overlay file at @path."""
+    with open(path, "rb") as f:
+        header = parse_header(f.read(HEADER_BYTES))
+        description = parse_description(f.read(header.description_bytes))
+    return header, description
