@@ -102,6 +102,7 @@ def cmd_synthesize(args):
 def cmd_launch(args):
     _, description = overlay_file.read_info(args.overlay)
     workdir = args.workdir or tempfile.mkdtemp(prefix="handoff-vm-")
+    os.makedirs(workdir, exist_ok=True)
     vm = LaunchedVM(args.name, workdir, description, args.base,
                     qemu=args.qemu, forwards=args.forward,
                     overlay=os.path.abspath(args.overlay),

@@ -79,6 +79,9 @@ def synthesize(address, path, forward=(), name=None, progress=sys.stderr,
         sock.sendall(json.dumps(request).encode() + b"\n")
         try:
             complete = _send(sock, f, total, progress)
+            # The end of the file is the end of the overlay: a short one
+            # is found truncated, not waited for.
+            sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             complete = False
         if progress:

@@ -18,6 +18,7 @@ import subprocess
 import time
 
 from .policy import check_args
+from .port_relay import PortRelay
 from .qmp import QMPClient, QMPError, end_qemu
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -75,7 +76,8 @@ def _forward_netdev(arg, forwards, address):
 
 
 def machine_args(description, disks, forwards, address="127.0.0.1"):
-    """The description's fragment, placeholders filled."""
+    """The description's fragment, placeholders filled. @forwards: guest
+    port -> host port on @address."""
     out, serials, user_nic = [], 0, False
     args = description["args"]
     for i, arg in enumerate(args):
@@ -106,6 +108,7 @@ class LaunchedVM:
         overlay=); otherwise QEMU waits for the stream on stream_path.
         @host_files: directories besides the base's and the firmware's
         that the VM's kernel, initrd or firmware may come from."""
+        base_dir = os.path.abspath(base_dir)
         check_args(description["args"],
                    [base_dir, *FIRMWARE_DIRS, *host_files])
         self.name = name
@@ -116,13 +119,19 @@ class LaunchedVM:
         self.serial_path = os.path.join(workdir, "serial.log")
         self.log_path = os.path.join(workdir, "qemu.log")
         self.stream_path = os.path.join(workdir, "stream.sock")
-        self.ports = {int(p): free_port(address) for p in forwards}
+        # QEMU forwards from loopback; other addresses go through a relay
+        # (port_relay.py says why). ports: guest port -> public port.
+        loopback = {int(p): free_port("127.0.0.1") for p in forwards}
+        self.relays = [] if address == "127.0.0.1" else [
+            PortRelay(address, p) for p in loopback.values()]
+        self.ports = dict(zip(loopback, (r.port for r in self.relays))) \
+            if self.relays else loopback
         self.disks = make_disks(description, base_dir, workdir, self.qemu)
         accel = accel or description["machine"]["accel"]
         self.args = [
             self.qemu, "-name", name, "-accel", accel, "-display", "none",
             "-no-user-config",
-            *machine_args(description, self.disks, self.ports, address),
+            *machine_args(description, self.disks, loopback),
             "-chardev", f"socket,id=console,path={self.console_path},"
                         f"server=on,wait=off,logfile={self.serial_path}",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
@@ -207,5 +216,7 @@ class LaunchedVM:
     def stop(self, remove_files=False):
         end_qemu(self.qmp, self.proc)
         self.qmp = None
+        for relay in self.relays:
+            relay.close()
         if remove_files:
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -18,6 +18,7 @@ else stops that QEMU and removes its files.
 
 import json
 import os
+import shutil
 import socket
 import socketserver
 import threading
@@ -137,6 +138,7 @@ class Synthesis:
         self.peer = peer
         self.t = {"start": time.monotonic()}
         self.vm = None
+        self.workdir = None
 
     def run(self):
         request = recv_line(self.sock)
@@ -159,7 +161,7 @@ class Synthesis:
     def _launch(self, request, check, description, base_dir):
         header = check.header
         name = self.server.vm_name(request.get("name"))
-        workdir = os.path.join(self.server.workdir, name)
+        workdir = self.workdir = os.path.join(self.server.workdir, name)
         os.makedirs(workdir)
         ports = [int(p) for p in request.get("forward", [])]
         spool = Spool(os.path.join(workdir, "stream.spool"))
@@ -212,9 +214,12 @@ class Synthesis:
                 "total": round(t["running"] - t["start"], 3)}}
 
     def abandon(self):
+        """Stops what a refused synthesis started and removes its files."""
         if self.vm:
-            self.vm.stop(remove_files=True)
+            self.vm.stop()
             self.vm = None
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class SynthesisServer(socketserver.ThreadingTCPServer):
@@ -226,7 +231,7 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
                  forward_address="127.0.0.1", host_files=(), paused=False,
                  log=print):
         super().__init__(address, SynthesisHandler)
-        self.bases_dir = bases_dir
+        self.bases_dir = os.path.abspath(bases_dir)
         self.workdir = workdir
         self.max_clients = max_clients
         self.max_bytes = max_bytes

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -317,3 +318,177 @@ def test_service_synthesizes_identical_vm(tmp_path, saved, bases_dir):
                          r"\d+ bytes, timings", service.log()), service.log()
     finally:
         service.stop()
+
+
+def refused_by_service(service, overlay, *extra):
+    """Runs the client on @overlay against @service; it must fail. Returns
+    its message; the service must have launched nothing (no VM files)."""
+    run = synthesize(("127.0.0.1", service.port), overlay, *extra)
+    assert run.returncode != 0, run.stdout
+    assert service.vm_dirs() == [], service.vm_dirs()
+    return run.stderr
+
+
+def rewritten_description(saved, tmp_path, change):
+    """A copy of the overlay whose description @change(dict) rewrote, with
+    a digest that matches (as a hostile client would make it)."""
+    header, description = overlay_file.read_info(saved.path)
+    change(description)
+    text = json.dumps(description).encode()
+    with open(saved.path, "rb") as f:
+        f.seek(overlay_file.HEADER_BYTES + header.description_bytes)
+        stream = f.read()
+    digest = hashlib.sha256(text + stream).digest()
+    path = tmp_path / "rewritten.overlay"
+    with open(path, "wb") as f:
+        f.write(overlay_file.MAGIC + struct.pack(
+            ">IIQ32s8s", overlay_file.VERSION, len(text), len(stream),
+            digest, bytes(8)))
+        f.write(text + stream)
+    return str(path)
+
+
+def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
+    service = Service(str(tmp_path), bases_dir, free_tcp_port(),
+                      extra=("--max-bytes", str(8 << 20),
+                             "--max-clients", "1"))
+    try:
+        # Larger than this service takes (its stream is ~26 MB).
+        assert "exceeds this service's limit of 8388608" in \
+            refused_by_service(service, saved.path)
+        service.stop()
+        service = Service(str(tmp_path), bases_dir, free_tcp_port(),
+                          extra=("--max-clients", "1"))
+        for how, cause in (("truncated", "overlay truncated: its stream "
+                            "has"),
+                           ("corrupted", "overlay corrupted: the SHA-256")):
+            message = refused_by_service(
+                service, damaged_copy(saved, tmp_path, how))
+            assert cause in message, message
+
+        # An unknown base, and a command line a cloudlet must not run.
+        def other_base(d):
+            d["base"]["id"] = "0" * 32
+
+        def host_file(d):
+            d["args"] += ["-drive", "file=/etc/shadow,format=raw,if=ide"]
+
+        for change, cause in ((other_base, f"unknown base {'0' * 32}"),
+                              (host_file, "overlay drive names a host "
+                               "file: file=/etc/shadow")):
+            message = refused_by_service(
+                service, rewritten_description(saved, tmp_path, change))
+            assert cause in message, message
+
+        # Too many clients: one holds the only slot, the next is refused.
+        with socket.create_connection(("127.0.0.1", service.port)) as s:
+            s.sendall(b'{"name": "slow"}\n')
+            time.sleep(1)
+            message = refused_by_service(service, saved.path)
+            assert "busy: 1 syntheses are running" in message, message
+        assert re.search(r"refused: unknown base 0{32}", service.log())
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("args,cause", [
+    (["-drive", "driver=file,filename=/etc/passwd"], "its own backend"),
+    (["-kernel", "/etc/shadow"], "outside the directories"),
+    (["-netdev", "user,id=n,smb=/root"], "['smb']"),
+    (["-netdev", "tap,id=n"], "not user-mode"),
+    (["-device", "vfio-pci,host=01:00.0"], "vfio-pci is not allowed"),
+    (["-device", '{"driver": "vfio-pci"}'], "JSON syntax"),
+    (["-object", "memory-backend-file,id=m,mem-path=/dev/shm/x"],
+     "memory-backend-file is not allowed"),
+    (["-chardev", "file,id=c,path=/tmp/x"], "option -chardev"),
+    (["-global", "migration.handoff-base=/"], "migration's own"),
+    (["-serial", "file:/etc/x"], "only @serial"),
+])
+def test_policy_refuses_what_reaches_the_host(args, cause):
+    from synthesis.policy import check_args
+    from synthesis.overlay_file import OverlayError
+    ok = ["-machine", "pc", "-m", "256", "-drive",
+          "file=@disk:disk,format=qcow2,if=virtio", "-L", "/usr/share/qemu"]
+    check_args(ok, ["/usr/share/qemu"])
+    with pytest.raises(OverlayError, match=re.escape(cause)):
+        check_args(ok + args, ["/usr/share/qemu"])
+
+
+# --- two clients at once over the WAN, a service answering through its
+# forwarded port -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def nic_saved(module_tmp):
+    """An overlay of a test guest with a user-mode NIC, serving a page of
+    its own with busybox httpd on port 8080 when saved."""
+    guest = vm_lib.test_guest()
+    guest.nic = True
+    work = module_tmp / "nic"
+    base_dir = create_base(str(work / "b"), str(work / "base"), guest=guest)
+    src = start_from_base("src", str(work), base_dir, guest=guest)
+    try:
+        src.wait_serial(r"^heartbeat \d+\r?$")
+        # The test guest's init sets up a NIC for the edge guests only.
+        src.shell("ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0")
+        page = src.shell("mkdir -p /tmp/www && cat /proc/sys/kernel/random/"
+                         "uuid | tee /tmp/www/index.html && httpd -p 8080 "
+                         "-h /tmp/www").strip()
+        src.qmp.cmd("stop")
+        path = work / "web.overlay"
+        save_overlay(src, path)
+        saved = Saved(str(path), src.disk, None, max(src.heartbeats()))
+        saved.page, saved.base = page, base_dir
+        return saved
+    finally:
+        src.stop()
+
+
+def http_get(address, port, timeout=60):
+    with socket.create_connection((address, port), timeout=timeout) as s:
+        s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data.decode(errors="replace")
+
+
+def test_two_clients_over_wan_get_their_service(tmp_path, nic_saved):
+    bases = tmp_path / "bases"
+    bases.mkdir()
+    os.symlink(nic_saved.base, bases / "web")
+    with WanLink(rate_mbit=25, rtt_ms=50) as link:
+        port = free_tcp_port()
+        service = Service(str(tmp_path), str(bases), port,
+                          wrap=link.ns_command([]),
+                          extra=("--forward-address", link.ns_addr))
+        try:
+            addr = link.relay_to(port)
+            runs = [None, None]
+
+            def client(i):
+                runs[i] = synthesize(addr, nic_saved.path, "--forward",
+                                     "8080", "--name", f"web{i}")
+
+            threads = [threading.Thread(target=client, args=(i,))
+                       for i in (0, 1)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            results = []
+            for run in runs:
+                assert run.returncode == 0, run.stderr + service.log()
+                results.append(json.loads(run.stdout))
+            assert results[0]["vm"] != results[1]["vm"]
+            for result in results:
+                assert result["address"] == link.ns_addr
+                reply = http_get(link.ns_addr, result["ports"]["8080"])
+                assert reply.startswith("HTTP/1.") and nic_saved.page in \
+                    reply, reply
+                vm = SynthesizedVM(result)
+                try:
+                    assert_goes_on(vm, nic_saved.last_beat)
+                finally:
+                    vm.stop()
+        finally:
+            service.stop()
