@@ -26,7 +26,7 @@ import time
 import pytest
 
 from handoff_env import (create_base, overlay_on, run_workload,
-                         start_from_base)
+                         start_from_base, wait_heartbeat_after)
 from identity import assert_goes_on, assert_same_disk, assert_same_ram
 from qmp import QMPClient
 import vm as vm_lib  # noqa: E402
@@ -130,7 +130,7 @@ def test_overlay_file_layout_and_description(saved, base):
     assert description["created"]["tool"].startswith("qemu-handoff 0.4.0")
 
 
-def test_cancelled_save_leaves_nothing(tmp_path, base, vms):
+def test_cancelled_save_leaves_nothing_and_a_running_vm_saves(tmp_path, base, vms):
     src = start_from_base("src", str(tmp_path), base)
     vms.append(src)
     src.wait_serial(r"^heartbeat \d+\r?$")
@@ -145,6 +145,17 @@ def test_cancelled_save_leaves_nothing(tmp_path, base, vms):
     caps = {c["capability"]: c["state"]
             for c in src.qmp.cmd("query-migrate-capabilities")}
     assert not caps["handoff"] and not caps["return-path"]
+
+    # Saved again while it runs, through HMP: rounds, then paused.
+    src.qmp.cmd("migrate-set-parameters", max_bandwidth=1 << 30)
+    src.qmp.cmd("migrate-set-parameters", handoff_base=base)
+    assert "Saving" in src.qmp.hmp(f"handoff_overlay_save {path} zstd-3")
+    assert src.wait_migration()["status"] == "completed"
+    assert "Migration status: completed" in src.qmp.hmp("info migrate")
+    assert src.status() == "postmigrate"
+    assert overlay_file.read_info(str(path))[1]["compression"] == "zstd-3"
+    src.qmp.cmd("cont")
+    wait_heartbeat_after(src, 2)
 
 
 # --- QEMU launches it: -handoff base=DIR,overlay=FILE ----------------------
