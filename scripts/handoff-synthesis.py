@@ -61,6 +61,7 @@ def cmd_serve(args):
                              forward_address=args.forward_address,
                              host_files=args.host_files,
                              paused=args.paused,
+                             client_timeout=args.client_timeout,
                              log=lambda m: print(f"handoff-synthesis: {m}",
                                                  flush=True))
     bases = server.bases()
@@ -150,6 +151,9 @@ def parser():
                    metavar="DIR", help="a directory VMs may take their "
                    "kernel, initrd or firmware from, besides the base's "
                    "and Debian's firmware directories (repeatable)")
+    s.add_argument("--client-timeout", type=float, default=120,
+                   help="seconds a client may send nothing before its "
+                   "synthesis is abandoned (120)")
     s.add_argument("--paused", action="store_true",
                    help="leave each VM paused once verified and loaded "
                    "(resume it with `cont` on the QMP socket the result "

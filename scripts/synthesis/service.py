@@ -77,6 +77,11 @@ def recv_line(sock):
     return request
 
 
+def stalled(sock):
+    return (f"the client sent nothing for {sock.gettimeout():.0f} s: "
+            f"synthesis abandoned")
+
+
 class Spool:
     """Stream bytes kept on disk as they arrive, read back at QEMU's pace:
     the transfer does not wait for QEMU to start, nor QEMU for the end."""
@@ -103,6 +108,8 @@ class Spool:
                     self.written += len(data)
                     self._cond.notify_all()
             check.verify()
+        except TimeoutError:
+            self.error = stalled(sock)
         except (OSError, OverlayError) as e:
             self.error = str(e)
         finally:
@@ -229,7 +236,7 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
     def __init__(self, address, bases_dir, workdir, max_clients=4,
                  max_bytes=4 << 30, qemu=None, qemu_args=(),
                  forward_address="127.0.0.1", host_files=(), paused=False,
-                 log=print):
+                 client_timeout=120, log=print):
         super().__init__(address, SynthesisHandler)
         self.bases_dir = os.path.abspath(bases_dir)
         self.workdir = workdir
@@ -240,6 +247,7 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         self.forward_address = forward_address
         self.host_files = list(host_files)
         self.paused = paused
+        self.client_timeout = client_timeout
         self.log = log
         self.vms = []
         self._slots = threading.BoundedSemaphore(max_clients)
@@ -280,13 +288,16 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
                           f"later"})
             server.log(f"synthesis from {peer}: refused, busy")
             return
+        # A client that stops sending must not hold its slot for ever.
+        sock.settimeout(server.client_timeout)
         synthesis = Synthesis(server, sock, peer)
         try:
             result = synthesis.run()
         except (Refused, OverlayError, LaunchError, OSError) as e:
+            cause = stalled(sock) if isinstance(e, TimeoutError) else str(e)
             synthesis.abandon()
-            self._answer({"ok": False, "error": str(e)})
-            server.log(f"synthesis from {peer}: refused: {e}")
+            self._answer({"ok": False, "error": cause})
+            server.log(f"synthesis from {peer}: refused: {cause}")
             return
         finally:
             server.leave()

@@ -369,7 +369,8 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
             refused_by_service(service, saved.path)
         service.stop()
         service = Service(str(tmp_path), bases_dir, free_tcp_port(),
-                          extra=("--max-clients", "1"))
+                          extra=("--max-clients", "1",
+                                 "--client-timeout", "3"))
         for how, cause in (("truncated", "overlay truncated: its stream "
                             "has"),
                            ("corrupted", "overlay corrupted: the SHA-256")):
@@ -391,12 +392,17 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
                 service, rewritten_description(saved, tmp_path, change))
             assert cause in message, message
 
-        # Too many clients: one holds the only slot, the next is refused.
+        # Too many clients: one holds the only slot, the next is refused;
+        # the first, sending nothing more, is given up after 3 s.
         with socket.create_connection(("127.0.0.1", service.port)) as s:
             s.sendall(b'{"name": "slow"}\n')
             time.sleep(1)
             message = refused_by_service(service, saved.path)
             assert "busy: 1 syntheses are running" in message, message
+            s.settimeout(30)
+            answer = json.loads(s.recv(65536))
+            assert answer == {"ok": False, "error": "the client sent nothing "
+                              "for 3 s: synthesis abandoned"}, answer
         assert re.search(r"refused: unknown base 0{32}", service.log())
     finally:
         service.stop()
