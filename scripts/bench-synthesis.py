@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ sys.path.insert(0, os.path.join(TOP, "scripts"))
 from vm import BUILD, free_tcp_port  # noqa: E402
 from wan import WanLink  # noqa: E402
 from workloads import make_workload  # noqa: E402
-from synthesis.client import synthesize  # noqa: E402
+from synthesis.client import ask, synthesize  # noqa: E402
 
 SYNTHESIS = os.path.join(TOP, "scripts", "handoff-synthesis.py")
 CLI = os.path.join(BUILD, "handoff", "migration-handoff", "qemu-handoff")
@@ -96,7 +95,7 @@ def make_overlay(app, work):
         modified, full = modified_bytes(src, app.base_dir, work)
         path = os.path.join(work, f"{app.name}.overlay")
         t0 = time.monotonic()
-        src.qmp.cmd("handoff-overlay-save", path=path)
+        src.qmp.cmd("handoff-overlay-save", path=path, base=app.base_dir)
         info = src.wait_migration(timeout=3600)
         if info["status"] != "completed":
             raise RuntimeError(f"saving {app.name}: {info}")
@@ -108,18 +107,11 @@ def make_overlay(app, work):
             "full_image_zstd9_bytes": full}
 
 
-def first_request(address, port, request, timeout=600):
+def first_request(address, port, request):
     """Sends the application its request; returns (answer, seconds)."""
     t0 = time.monotonic()
-    with socket.create_connection((address, port), timeout=timeout) as s:
-        s.sendall(request.encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data), time.monotonic() - t0
+    answer = ask(address, port, request)
+    return answer, time.monotonic() - t0
 
 
 def synthesize_over(app, overlay, rate, rtt, work):

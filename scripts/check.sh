@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# The README's test command: installs what is missing, builds the fork and
-# the test guest, then runs every test: CUnit unit tests through meson, a
-# bounded libFuzzer run of the fuzz targets, then the integration tests
-# that boot real guests in real QEMU processes.
+# The README's test command: installs what is missing, builds the fork,
+# its libvirt, the test guest and the edge guest, then runs every test:
+# CUnit unit tests through meson, a bounded libFuzzer run of the fuzz
+# targets, then the integration tests that boot real guests in real QEMU
+# processes.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,6 +28,9 @@ step "libvirt"
 scripts/build-libvirt.sh
 step "test guest"
 scripts/build-test-guest.sh
+# The OCR application VM of the synthesis test boots the edge guest.
+step "edge guest"
+scripts/build-edge-guest.sh
 
 rm -rf "$results" && mkdir -p "$results"
 status=0

@@ -30,18 +30,32 @@ def _progress(sent, total, start, out):
     out.flush()
 
 
-def _read_answer(sock, timeout):
-    sock.settimeout(timeout)
+def read_json_line(sock):
+    """One line of JSON from @sock (None if it closes first)."""
     data = b""
     while not data.endswith(b"\n"):
         chunk = sock.recv(65536)
         if not chunk:
             break
         data += chunk
-    if not data:
+    return json.loads(data) if data.strip() else None
+
+
+def ask(address, port, line, timeout=600):
+    """Sends one request line to a VM's forwarded service (the edge
+    applications' protocol) and returns its JSON answer."""
+    with socket.create_connection((address, port), timeout=timeout) as s:
+        s.sendall(line.encode() + b"\n")
+        return read_json_line(s)
+
+
+def _read_answer(sock, timeout):
+    sock.settimeout(timeout)
+    answer = read_json_line(sock)
+    if answer is None:
         raise SynthesisFailed("the service closed the connection without "
                               "an answer")
-    return json.loads(data)
+    return answer
 
 
 def _send(sock, f, total, progress):

@@ -6,8 +6,8 @@
 // cell grid), integrated with velocity Verlet at up to --hz steps a second.
 // The hot state (particles, grid) is rewritten at every step; the terrain is
 // a large read-mostly table made at start-up. A TCP request line (any text)
-// on 127.0.0.1:--port is answered with one line of JSON: step, particle
-// count, total energy and the last step's time.
+// on port --port (every address) is answered with one line of JSON: step,
+// particle count, total energy and the last step's time.
 //
 // Built static on the host (the guest needs nothing installed for it).
 
@@ -146,7 +146,9 @@ void Serve(int port, size_t particles) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // Every address: a synthesis forwards this port to the VM's NIC (the
+  // VM's user-mode network is restricted, so nothing else reaches it).
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0 ||
       listen(fd, 8) < 0) {
     std::perror("physics-service: listen");
