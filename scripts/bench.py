@@ -17,6 +17,8 @@ continue an interrupted run), then OUT/summary.md and OUT/plots/*.png.
   scripts/bench.sh                 # everything (hours: stock at 5 Mbit/s is slow)
   scripts/bench.sh --quick         # CI-size guest, one bandwidth, minutes
   scripts/bench.py --workloads ocr --profiles 10 --systems handoff stock
+  scripts/bench.py --workloads physics --profiles 25 \
+      --systems handoff-semantic stock-semantic    # with the semantic layer
   scripts/bench.py --report-only   # redo summary and plots from results.json
   scripts/bench.py --report-only --docs docs/bench   # publish them
 """
@@ -159,6 +161,35 @@ class Results:
         os.replace(tmp, self.path)
 
 
+def _semantic_note(r):
+    """What the semantic layer gave a cell, for its progress line."""
+    g, h = r.get("guest"), r.get("handoff") or {}
+    if not g:
+        return ""
+    note = (f"; trimmed {g['trimmed_bytes'] / 2**20:.0f} MiB, MemFree "
+            f"{g['mem_free_bytes'] / 2**20:.0f} MiB")
+    if h:
+        note += (f", sent as free {h.get('free-memory', 0) / 2**20:.0f} MiB"
+                 f" ({h.get('agent-reports', 0)} agent reports), "
+                 f"{h.get('zero-run', 0)} chunks in zero runs")
+    return note
+
+
+def _variants(name, cache):
+    """variant(semantic) -> the workload `name`, prepared on first use:
+    the semantic systems move its semantic variant (workloads.py)."""
+    made = {}
+
+    def variant(semantic):
+        if semantic not in made:
+            label = f"{name} (semantic layer)" if semantic else name
+            print(f"bench: preparing workload {label}")
+            made[semantic] = make_workload(name, cache, semantic).prepare(
+                log=lambda m: print(f"  {m}", flush=True))
+        return made[semantic]
+    return variant
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -218,19 +249,18 @@ def main(argv=None):
             name not in results.data["breakdown"]
         if not mine and not need_breakdown:
             continue
-        workload = make_workload(name, cache)
-        print(f"bench: preparing workload {name}")
-        workload.prepare(log=lambda m: print(f"  {m}", flush=True))
+        variant = _variants(name, cache)
         if need_breakdown:
             work = tempfile.mkdtemp(prefix=f"qemu-handoff-{name}-",
                                     dir=os.path.join(BUILD, "bench"))
             try:
                 results.data["breakdown"][name] = overlay_breakdown(
-                    workload, work, lambda m: print(m, flush=True))
+                    variant(False), work, lambda m: print(m, flush=True))
                 results.save()
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         for (_, profile, system) in mine:
+            workload = variant(bool(METHODS[system].get("semantic")))
             n += 1
             label = f"[{n}/{len(cells)}] {name} {profile:>7} {system:<18}"
             work = tempfile.mkdtemp(prefix="qemu-handoff-cell-",
@@ -251,7 +281,7 @@ def main(argv=None):
                       f"guest downtime {r['guest_downtime_ms']} ms, "
                       f"{r['wire_bytes'] / 1e6:.1f} MB on the wire"
                       f"{', verified' if r.get('verified') else ''}"
-                      + " " * 30)
+                      f"{_semantic_note(r)}" + " " * 30)
             else:
                 failures += 1
                 print(f"\r  {label} {r['status']}: {r['error']}" + " " * 30)

@@ -34,7 +34,8 @@ def _axes(data):
     systems = _order({c["method"] for c in cells},
                      ["stock", "stock-xbzrle", "stock-compress",
                       "stock-multifd-zstd", "handoff", "handoff-zstd-3",
-                      "handoff-lzma-1"])
+                      "handoff-lzma-1", "stock-semantic",
+                      "stock-multifd-zstd-semantic", "handoff-semantic"])
     return workloads, profiles, systems
 
 
@@ -83,17 +84,27 @@ def _cell_table(data, workload):
     return rows
 
 
-def _speedup_table(data):
+def _semantic(method):
+    """A system with the semantic layer (scenario.py's `*-semantic`)."""
+    return method.endswith("-semantic")
+
+
+def _speedup_table(data, semantic=False):
+    """Handoff (auto) against the fastest stock system, each side with the
+    semantic layer or each without it."""
     workloads, profiles, _ = _axes(data)
-    rows = ["| workload | link | best stock | handoff (auto) | speed-up "
+    handoff = "handoff-semantic" if semantic else "handoff"
+    label = "handoff-semantic" if semantic else "handoff (auto)"
+    rows = [f"| workload | link | best stock | {label} | speed-up "
             "| wire bytes, stock / handoff | guest downtime, stock / handoff |",
             "|---|---|---|---|---|---|---|"]
     for w in workloads:
         for p in profiles:
             cells = [c for c in _ok(data["cells"])
                      if c["workload"] == w and c["profile"] == p]
-            stock = [c for c in cells if c["method"].startswith("stock")]
-            hand = [c for c in cells if c["method"] == "handoff"]
+            stock = [c for c in cells if c["method"].startswith("stock")
+                     and _semantic(c["method"]) == semantic]
+            hand = [c for c in cells if c["method"] == handoff]
             if not stock or not hand:
                 continue
             best = min(stock, key=lambda c: c["total_time_ms"])
@@ -124,6 +135,34 @@ def _records_table(data, workload):
     return rows
 
 
+def _semantic_table(data):
+    """What the semantic layer had to work with and what it removed."""
+    rows = ["| workload | link | system | trimmed | MemFree at start "
+            "| sent as free (of MemFree) | agent reports | zero-run chunks "
+            "| discarded during the move | agent CPU share |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in _ok(data["cells"]):
+        g = c.get("guest")
+        if not g:
+            continue
+        h = c.get("handoff")
+        mib = 2**20
+        cols = [c["workload"], _profile_label(c["profile"]), c["method"],
+                f"{g['trimmed_bytes'] / mib:.0f} MiB",
+                f"{g['mem_free_bytes'] / mib:.0f} MiB"]
+        if h:   # stock says nothing of what the hints or zeros saved
+            cols += [f"{h['free-memory'] / mib:.0f} MiB "
+                     f"({h['free-memory'] / g['mem_free_bytes']:.0%})",
+                     str(h["agent-reports"]), str(h["zero-run"]),
+                     f"{h['discarded'] / mib:.1f} MiB"]
+        else:
+            cols += ["-"] * 4
+        share = g.get("agent_cpu_share")
+        cols.append(f"{share:.3%}" if share is not None else "-")
+        rows.append("| " + " | ".join(cols) + " |")
+    return rows
+
+
 def _breakdown_table(data):
     rows = ["| workload | modified state | " + " | ".join(
         s["step"] for s in next(iter(data["breakdown"].values()))["steps"])
@@ -148,6 +187,11 @@ def summary(data):
     if len(_speedup_table(data)) > 2:
         lines += ["## Handoff versus the best stock configuration", ""]
         lines += _speedup_table(data) + [""]
+    if len(_speedup_table(data, semantic=True)) > 2:
+        lines += ["## With the semantic layer (TRIM, guest agent, balloon "
+                  "hints) on both sides", ""]
+        lines += _speedup_table(data, semantic=True) + [""]
+        lines += _semantic_table(data) + [""]
     for w in workloads:
         lines += [f"## {w}", ""] + _cell_table(data, w) + [""]
         rec = _records_table(data, w)

@@ -42,7 +42,8 @@ die() { log "error: $*"; exit 1; }
 
 key=$( {
     echo "$GUEST_KERNEL_VERSION $disk_mib $mem_mib ${app_depends[*]}"
-    cat "$0" "$top/tests/edge-guest/init" "$top"/tests/edge-guest/apps/*
+    cat "$0" "$top/tests/edge-guest/init" "$top"/tests/edge-guest/apps/* \
+        "$top"/guest-agent/include/* "$top"/guest-agent/src/*
     sha256sum "$GUEST_INITRD"
 } | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$out/.key" 2>/dev/null)" = "$key" ] && [ -f "$out/edge.env" ]; then
@@ -119,7 +120,7 @@ Architecture: amd64
 Maintainer: qemu-handoff developers <qemu-handoff@localhost>
 Depends: ${app_depends[$app]:-base-files}
 Description: qemu-handoff edge guest application: $app
- A service answering requests on 127.0.0.1:$port, for the handoff benchmarks.
+ A service answering requests on port $port, for the handoff benchmarks.
 EOF
     dpkg-deb --root-owner-group -Zxz --build "$pkg" \
         "$repo/handoff-${app}_1.0_amd64.deb" >/dev/null
@@ -140,6 +141,15 @@ kdeb=$(ls "$cache_root/guest/linux-image-${GUEST_KERNEL_VERSION}"_*.deb 2>/dev/n
 # Into merged /usr: the package's /lib must not replace the lib symlink.
 dpkg-deb --fsys-tarfile "$kdeb" | tar -x --keep-directory-symlink -C "$rootfs"
 install -m 0755 "$top/tests/edge-guest/init" "$rootfs/sbin/handoff-edge-init"
+# The guest agent: the module comes with the test guest's initramfs, which
+# loads it before switching to this disk (the disk has no kmod to load
+# modules with); the daemon goes on the disk, where init starts it.
+zcat "$GUEST_INITRD" | cpio -i --quiet --to-stdout etc/modules |
+    grep -qx 'extra/handoff_free_pages.ko' ||
+    die "$GUEST_INITRD does not load the guest agent's module (rebuild it: scripts/build-test-guest.sh)"
+g++ -std=c++20 -O2 -static -Wall -Wextra -I"$top/guest-agent/include" \
+    -o "$rootfs/usr/local/sbin/handoff-agent" "$top"/guest-agent/src/*.cc ||
+    die "cannot build the guest agent"
 mkdir -p "$rootfs/usr/lib/handoff-edge/apps"
 echo edge >"$rootfs/etc/hostname"
 

@@ -15,6 +15,13 @@ that gets moved:
 
 After a move, check_service() asks the destination's service again: the
 application must still answer, with the same answer.
+
+An EdgeApp's semantic variant (semantic=True, for the benchmark systems
+`*-semantic`) is the same application on a base and VMs with the semantic
+layer's devices (SEMANTIC_DEVICES), whose guest runs `clean` (`apt-get
+clean; sync; fstrim -av`) before each move; guest_facts() then tells what
+the guest had to offer: bytes trimmed, MemFree at the start of the move,
+and the guest agent's CPU time across it.
 """
 
 import functools
@@ -27,7 +34,9 @@ import shutil
 import threading
 import time
 
-from handoff_env import create_base, run_workload, start_from_base
+from handoff_env import (AGENT_DEVICES, BALLOON_DEVICES, FREE_RUN_TRACE,
+                         create_base, free_ranges, mem_free, run_workload,
+                         start_from_base)
 from vm import EDGE, GuestVM, edge_guest, test_guest
 
 
@@ -43,9 +52,17 @@ def _serve_directory(path):
     return server, server.server_address[1]
 
 
-def _base(cache_dir, guest, key):
+# The semantic layer's devices: the guest agent's port, which a handoff
+# asks for free memory, and virtio-balloon's free page hinting, which stock
+# precopy honours (a handoff takes its hints too). Both on one base, so
+# that every system moves the same prepared VM; bases record their device
+# layout, so the base, the VMs made from it and destinations all have them.
+SEMANTIC_DEVICES = (*AGENT_DEVICES, *BALLOON_DEVICES)
+
+
+def _base(cache_dir, guest, key, devices=()):
     """The guest's base, saved once under cache_dir and reused while `key`
-    (what the guest was built from) is unchanged."""
+    (what the guest was built from) is unchanged; with @devices."""
     base_dir = os.path.join(cache_dir, "base")
     stamp = os.path.join(cache_dir, "base.key")
     if os.path.exists(stamp) and open(stamp).read() == key and \
@@ -53,7 +70,7 @@ def _base(cache_dir, guest, key):
         return base_dir
     shutil.rmtree(cache_dir, ignore_errors=True)
     os.makedirs(cache_dir)
-    create_base(cache_dir, base_dir, guest=guest)
+    create_base(cache_dir, base_dir, guest=guest, extra_args=devices)
     with open(stamp, "w") as f:
         f.write(key)
     return base_dir
@@ -102,14 +119,18 @@ class TestWorkload:
 class EdgeApp:
     """An application of the edge guest: `face`, `ocr` or `physics`."""
 
-    def __init__(self, cache_dir, app):
+    def __init__(self, cache_dir, app, semantic=False):
         self.name = app
         self.app = app
+        self.semantic = semantic
+        self.device_args = SEMANTIC_DEVICES if semantic else ()
         self.guest = edge_guest()
-        self.edge_dir = os.path.join(cache_dir, "edge")
+        self.edge_dir = os.path.join(
+            cache_dir, "edge-semantic" if semantic else "edge")
         self.dir = os.path.join(self.edge_dir, app)
         self.base_dir = None
         self.reply = None
+        self.facts = {}
 
     @property
     def _state(self):
@@ -122,7 +143,8 @@ class EdgeApp:
     def prepare(self, log=print):
         """Base (once for all apps) and the prepared VM (once per app)."""
         key = _file_key(os.path.join(EDGE, ".key"))
-        self.base_dir = _base(self.edge_dir, self.guest, key)
+        self.base_dir = _base(self.edge_dir, self.guest, key,
+                              self.device_args)
         stamp = os.path.join(self.dir, "prepared.json")
         if os.path.exists(stamp):
             with open(stamp) as f:
@@ -134,7 +156,8 @@ class EdgeApp:
         os.makedirs(self.dir)
         server, port = _serve_directory(os.path.join(EDGE, "repo"))
         vm = start_from_base("prepare", self.dir, self.base_dir,
-                             guest=self.guest, host_access=True)
+                             guest=self.guest, host_access=True,
+                             extra_args=self.device_args)
         try:
             vm.wait_serial(r"^heartbeat \d+\r?$", timeout=60)
             vm.console_command(f"repo http://10.0.2.2:{port}")
@@ -193,14 +216,18 @@ class EdgeApp:
         # Written back now, not when the VM's disk is flushed at switch-over
         # (inside the measured downtime).
         os.sync()
+        trace = FREE_RUN_TRACE if self.semantic else ()
         src = GuestVM("src", workdir, disk, guest=self.guest,
                       incoming=f"exec:cat {self._state}",
-                      extra_args=extra_args).start()
+                      extra_args=[*self.device_args, *trace,
+                                  *extra_args]).start()
         try:
             if src.wait_incoming()["status"] != "completed":
                 raise RuntimeError("restoring the prepared VM failed")
             src.qmp.cmd("cont")
             self.check_service(src)
+            if self.semantic:
+                self._clean(src)
         except Exception:
             src.stop()
             raise
@@ -218,12 +245,60 @@ class EdgeApp:
             assert got == want, f"{self.app}: {got} != {want}"
         return reply
 
+    def _clean(self, vm):
+        """What the guest does before it moves: drops apt's package cache
+        and trims the free blocks (the overlay turns them into zero
+        clusters); then the facts the move starts from."""
+        vm.console_command("clean")
+        m = vm.wait_serial(r"^handoff-guest: cleaned (\d+)\r?$",
+                           timeout=600)
+        self.facts = {"trimmed_bytes": int(m.group(1)),
+                      "mem_free_bytes": mem_free(vm),
+                      "agent_before": _agent_times(vm)}
 
-def make_workload(name, cache_dir):
+    def free_ranges(self, src):
+        """What the identity check lets read as zeros at the destination:
+        after a handoff, the ranges its trace says it sent as free; after
+        stock precopy with the balloon, any page (ram.c does not say which
+        hinted pages it skipped)."""
+        if not self.semantic:
+            return ()
+        if src.qmp.cmd("query-migrate").get("handoff") is None:
+            return [(0, self.guest.mem_mib << 20)]
+        return free_ranges(src)
+
+    def guest_facts(self, dst):
+        """After a verified move of the semantic variant: bytes trimmed,
+        MemFree when the move started, and the guest agent's CPU seconds
+        over the guest seconds from then until now (on @dst)."""
+        if not self.semantic:
+            return None
+        before, after = self.facts["agent_before"], _agent_times(dst)
+        cpu = after["cpu_s"] - before["cpu_s"]
+        guest_s = after["uptime_s"] - before["uptime_s"]
+        return {"trimmed_bytes": self.facts["trimmed_bytes"],
+                "mem_free_bytes": self.facts["mem_free_bytes"],
+                "agent_cpu_s": round(cpu, 4), "guest_s": round(guest_s, 2),
+                "agent_cpu_share": round(cpu / guest_s, 5) if guest_s else None}
+
+
+def _agent_times(vm):
+    """The guest agent's CPU time (schedstat: nanoseconds on a CPU) and the
+    guest's uptime, read together in the guest."""
+    out = vm.shell("cat /proc/$(cat /run/handoff-agent.pid)/schedstat "
+                   "/proc/uptime")
+    sched, uptime = out.strip().splitlines()[-2:]
+    return {"cpu_s": int(sched.split()[0]) / 1e9,
+            "uptime_s": float(uptime.split()[0])}
+
+
+def make_workload(name, cache_dir, semantic=False):
     """`test` (the test guest's mixed workload), `test-NAME` (another of
-    its workloads) or an edge application (`face`, `ocr`, `physics`)."""
-    if name == "test":
-        return TestWorkload(cache_dir)
-    if name.startswith("test-"):
-        return TestWorkload(cache_dir, name[len("test-"):])
-    return EdgeApp(cache_dir, name)
+    its workloads) or an edge application (`face`, `ocr`, `physics`).
+    @semantic: the edge application's semantic variant (EdgeApp)."""
+    if name == "test" or name.startswith("test-"):
+        if semantic:
+            raise ValueError("the semantic layer's benchmark systems run "
+                             "on the edge guest's applications only")
+        return TestWorkload(cache_dir, name[len("test-"):] or "mixed")
+    return EdgeApp(cache_dir, name, semantic)
