@@ -89,7 +89,7 @@ def print_result(result, as_json):
                       for g, h in result["ports"].items()) or "none"
     print(f"VM {result['vm']} {result['state']}: {result['overlay-bytes']} overlay "
           f"bytes; transfer {t['transfer']:.2f} s, launch {t['launch']:.2f} "
-          f"s (overlapped), apply after transfer {t['apply']:.2f} s, total "
+          f"s, apply after transfer {t['apply']:.2f} s, total "
           f"{t['total']:.2f} s; ports: {ports}")
 
 

@@ -92,6 +92,7 @@ class Spool:
         self._cond = threading.Condition()
         self.written = 0
         self.done = False
+        self.done_at = None     # when the last byte came in (or the end)
         self.error = None
 
     def receive(self, sock, check):
@@ -113,6 +114,7 @@ class Spool:
         except (OSError, OverlayError) as e:
             self.error = str(e)
         finally:
+            self.done_at = time.monotonic()
             self._writer.close()
             with self._cond:
                 self.done = True
@@ -184,7 +186,7 @@ class Synthesis:
         self.t["ready"] = time.monotonic()
         self._feed(spool)
         receiver.join()
-        self.t["received"] = time.monotonic()
+        self.t["received"] = spool.done_at
         if spool.error:
             raise Refused(spool.error)
         self.vm.wait_loaded()
