@@ -243,6 +243,8 @@ def main(argv=None):
     failures = 0
     n = len(cells) - len(todo)
     started = time.monotonic()
+    # Cells work in build/bench (a fresh clone has none until now).
+    os.makedirs(os.path.join(BUILD, "bench"), exist_ok=True)
     for name in workloads:
         mine = [c for c in todo if c[0] == name]
         need_breakdown = not args.no_breakdown and \
