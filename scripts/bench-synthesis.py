@@ -36,9 +36,9 @@ from vm import BUILD, free_tcp_port  # noqa: E402
 from wan import WanLink  # noqa: E402
 from workloads import make_workload  # noqa: E402
 from synthesis.client import ask, synthesize  # noqa: E402
+from bench import CLI, snapshot_images  # noqa: E402
 
 SYNTHESIS = os.path.join(TOP, "scripts", "handoff-synthesis.py")
-CLI = os.path.join(BUILD, "handoff", "migration-handoff", "qemu-handoff")
 APP_PORTS = {"face": 8001, "ocr": 8002}
 REQUESTS = {"face": "/usr/share/handoff-edge/face.jpg",
             "ocr": "/usr/share/handoff-edge/ocr.png"}
@@ -53,12 +53,7 @@ def modified_bytes(src, base_dir, work):
     the base's own), as scripts/bench.py's overlay breakdown counts them."""
     snap = os.path.join(work, "snapshot")
     src.qmp.cmd("handoff-base-create", dir=snap)
-    with open(os.path.join(snap, "base.json")) as f:
-        manifest = json.load(f)
-    images = []
-    for m in manifest["memory"]:
-        images += ["--mem", f"{m['name']}={os.path.join(snap, m['file'])}"]
-    images += ["--disk", f"disk={os.path.join(snap, manifest['disk']['file'])}"]
+    manifest, images = snapshot_images(snap)
     stream = os.path.join(work, "stream")
     r = subprocess.run([CLI, "encode", "--base",
                         os.path.join(base_dir, "index"), *images, "-o",

@@ -81,6 +81,18 @@ def machine():
             "accel": "tcg"}
 
 
+def snapshot_images(snap):
+    """A VM saved as a base in @snap (handoff-base-create): its manifest
+    and the `qemu-handoff encode` arguments naming its RAM and disk."""
+    with open(os.path.join(snap, "base.json")) as f:
+        manifest = json.load(f)
+    images = []
+    for m in manifest["memory"]:
+        images += ["--mem", f"{m['name']}={os.path.join(snap, m['file'])}"]
+    images += ["--disk", f"disk={os.path.join(snap, manifest['disk']['file'])}"]
+    return manifest, images
+
+
 def overlay_breakdown(workload, work, log):
     """Encodes the VM's state (as it would be moved) offline, one technique
     added per step; returns {step: output bytes, ...} and the modified
@@ -92,12 +104,7 @@ def overlay_breakdown(workload, work, log):
         src.qmp.cmd("handoff-base-create", dir=snap)
     finally:
         src.stop()
-    with open(os.path.join(snap, "base.json")) as f:
-        manifest = json.load(f)
-    images = []
-    for m in manifest["memory"]:
-        images += ["--mem", f"{m['name']}={os.path.join(snap, m['file'])}"]
-    images += ["--disk", f"disk={os.path.join(snap, manifest['disk']['file'])}"]
+    manifest, images = snapshot_images(snap)
     out = {"steps": []}
     for step, flags in BREAKDOWN:
         log(f"  overlay breakdown: {step}")

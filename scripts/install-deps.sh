@@ -28,8 +28,8 @@ packages=(
     libxml2-dev libxml2-utils xsltproc libtirpc-dev rpcsvc-proto
     libyajl-dev libnl-3-dev libnl-route-3-dev libreadline-dev libblkid-dev
     util-linux
-    # the benchmarks: the edge guest's root filesystem, plots
-    mmdebstrap python3-matplotlib
+    # the benchmarks: the edge guest's root filesystem, plots, whole-VM sizes
+    mmdebstrap python3-matplotlib zstd
 )
 
 missing=()

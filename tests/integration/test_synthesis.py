@@ -197,6 +197,13 @@ def damaged_copy(saved, tmp_path, how):
     with open(path, "r+b") as f:
         if how == "truncated":
             f.truncate(size - 4096)
+        elif how == "cut-in-header":
+            f.truncate(overlay_file.HEADER_BYTES - 1)
+        elif how == "cut-in-description":
+            f.truncate(overlay_file.HEADER_BYTES + header.description_bytes
+                       - 1)
+        elif how == "cut-after-description":
+            f.truncate(overlay_file.HEADER_BYTES + header.description_bytes)
         elif how == "corrupted":
             f.seek(size // 2)
             byte = f.read(1)
@@ -216,6 +223,9 @@ def damaged_copy(saved, tmp_path, how):
 
 @pytest.mark.parametrize("how,cause", [
     ("truncated", r"truncated: its stream has \d+ of the \d+ bytes"),
+    ("cut-in-header", r"overlay truncated in its header"),
+    ("cut-in-description", r"overlay truncated in its description"),
+    ("cut-after-description", r"truncated: its stream has 0 of the"),
     ("corrupted", r"overlay corrupted: the SHA-256"),
     ("unfinished", r"overlay was never finished"),
     ("description", r"overlay corrupted: the SHA-256"),
