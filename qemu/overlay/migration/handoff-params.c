@@ -242,6 +242,31 @@ void handoff_rp_lost(MigrationState *s, int err)
     error_free(local);
 }
 
+/*
+ * A destination that exited, or a cut link, shows on the outgoing stream
+ * as EPIPE or ECONNRESET, often before the return-path thread has read
+ * what the destination sent last: its verdict, or the end of the
+ * connection. That thread records the cause; the stream's own error
+ * ("Broken pipe") would only hide it, and which of the two threads gets
+ * there first is a race. So wait for the return path to end (a peer that
+ * closed has nothing more to send, so this is quick; bounded at 2 s in
+ * case it never does), then name the lost destination if nothing has been
+ * recorded. Only the migration thread sleeps here, without the BQL.
+ */
+void handoff_stream_failed(MigrationState *s, int err)
+{
+    int waited_ms;
+
+    if (err != -EPIPE && err != -ECONNRESET) {
+        return;
+    }
+    for (waited_ms = 0; waited_ms < 2000 && s->rp_state.rp_thread_created &&
+         !qatomic_read(&s->rp_state.error); waited_ms += 10) {
+        g_usleep(10 * 1000);
+    }
+    handoff_rp_lost(s, err);
+}
+
 /* handoff and the return path it needs, in one go. */
 static bool handoff_enable_capability(Error **errp)
 {

@@ -65,6 +65,12 @@ void handoff_rp_error(MigrationState *s, const char *text, size_t len);
 void handoff_rp_lost(MigrationState *s, int err);
 
 /*
+ * Migration thread: the outgoing stream failed with @err. Records the
+ * destination's cause first when there is one (see handoff-params.c).
+ */
+void handoff_stream_failed(MigrationState *s, int err);
+
+/*
  * Destination checks (migration/savevm.c). A destination configured for a
  * handoff refuses sections the handoff replaces ("ram", "block": a plain
  * migration aimed at it), and refuses to finish loading unless the handoff
