@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from synthesis import overlay_file  # noqa: E402
 from synthesis.client import SynthesisFailed, synthesize  # noqa: E402
+from synthesis.create import CreateError, create_overlay  # noqa: E402
 from synthesis.launcher import DEFAULT_QEMU, LaunchedVM, LaunchError  # noqa: E402,E501
 from synthesis.overlay_file import OverlayError  # noqa: E402
 from synthesis.service import SynthesisServer  # noqa: E402
@@ -27,6 +28,8 @@ A VM overlay (QMP handoff-overlay-save, HMP handoff_overlay_save) holds
 what a VM adds to a base VM, and a description of the VM. A cloudlet that
 holds the base turns it into the running VM:
 
+  create      makes an overlay offline, from a VM's disk images and its
+              saved memory state (or none: the VM at power-on)
   serve       the cloudlet's synthesis service: receives overlays over TCP,
               launches each VM, answers with its forwarded ports and timings
   synthesize  the client: sends an overlay to a service
@@ -50,6 +53,16 @@ def cmd_info(args):
     print(json.dumps({"stream-bytes": header.stream_bytes,
                       "stream-sha256": header.digest.hex(),
                       "description": description}, indent=2))
+
+
+def cmd_create(args):
+    vm_args = args.vm_args[1:] if args.vm_args[:1] == ["--"] \
+        else args.vm_args
+    create_overlay(args.output, args.base, vm_args, state=args.state,
+                   compression=args.compression, qemu=args.qemu)
+    print(f"overlay {args.output}: {os.path.getsize(args.output)} bytes "
+          f"({args.compression or 'lzma-6'}; "
+          f"{'from ' + args.state if args.state else 'at power-on'})")
 
 
 def cmd_serve(args):
@@ -130,6 +143,28 @@ def parser():
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
+    cr = sub.add_parser(
+        "create", help="make an overlay from a VM's images, offline",
+        usage="%(prog)s --base DIR -o OVERLAY [--state FILE] "
+              "[--compression MODE] -- QEMU_OPTIONS...",
+        description="Starts QEMU paused on the VM's images with the VM's "
+        "own options (QEMU_OPTIONS: machine, memory, drives, devices, as "
+        "the VM is started; its drives name its disk images), loads the "
+        "state if given, and saves the overlay as handoff-overlay-save "
+        "does. The guest does not run.")
+    cr.add_argument("--base", required=True, help="the base directory")
+    cr.add_argument("-o", "--output", required=True, help="overlay file")
+    cr.add_argument("--state", help="the VM's memory and device state: a "
+                    "QEMU migration stream saved to a file (migrate "
+                    "\"exec:cat > FILE\"); without it the overlay holds "
+                    "the VM at power-on, and it boots when synthesized")
+    cr.add_argument("--compression", help="a fixed handoff compression "
+                    "mode (default lzma-6)")
+    cr.add_argument("--qemu", default=DEFAULT_QEMU)
+    cr.add_argument("vm_args", nargs=argparse.REMAINDER,
+                    metavar="-- QEMU_OPTIONS")
+    cr.set_defaults(func=cmd_create)
+
     s = sub.add_parser("serve", help="run the cloudlet's synthesis service")
     s.add_argument("--bases", required=True,
                    help="directory of base directories (each with base.json)")
@@ -194,7 +229,8 @@ def main():
     args = parser().parse_args()
     try:
         args.func(args)
-    except (OverlayError, SynthesisFailed, LaunchError, OSError) as e:
+    except (OverlayError, SynthesisFailed, LaunchError, CreateError,
+            OSError) as e:
         sys.exit(f"handoff-synthesis: {e}")
 
 

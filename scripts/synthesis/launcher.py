@@ -68,6 +68,18 @@ def make_disks(description, base_dir, workdir, qemu):
     return disks
 
 
+def qemu_failure(log_path):
+    """Why QEMU failed, in its own words (its log at @log_path): the
+    handoff's lines if any, else its last ones."""
+    try:
+        with open(log_path, errors="replace") as f:
+            lines = [ln.strip() for ln in f if ln.strip()]
+    except OSError:
+        lines = []
+    causes = [ln for ln in lines if "handoff:" in ln] or lines[-3:]
+    return "; ".join(causes) or "no message"
+
+
 def _forward_netdev(arg, forwards, address):
     """-netdev user,...: with a hostfwd per guest port (host port chosen)."""
     for guest_port, host_port in forwards.items():
@@ -174,14 +186,7 @@ class LaunchedVM:
             time.sleep(0.02)
 
     def failure(self):
-        """Why QEMU failed, from its own words."""
-        try:
-            with open(self.log_path, errors="replace") as f:
-                lines = [ln.strip() for ln in f if ln.strip()]
-        except OSError:
-            lines = []
-        causes = [ln for ln in lines if "handoff:" in ln] or lines[-3:]
-        return "; ".join(causes) or "no message"
+        return qemu_failure(self.log_path)
 
     def wait_loaded(self, timeout=600):
         """Waits until QEMU loaded the whole stream; raises LaunchError

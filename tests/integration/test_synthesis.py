@@ -241,6 +241,101 @@ def test_qemu_refuses_other_machine(tmp_path, saved, base):
             "536870912") in log, log
 
 
+# --- made offline: handoff-synthesis.py create --------------------------------
+
+def offline_vm_args(tmp_path, disk):
+    """The VM's QEMU options, as its owner starts it, for `create`: without
+    the monitor and -handoff, which the tool sets itself."""
+    args = GuestVM("offline", str(tmp_path), disk).args[1:]
+    for own in ("-qmp", "-handoff"):
+        while own in args:
+            i = args.index(own)
+            del args[i:i + 2]
+    return args
+
+
+def create(base, overlay, vm_args, *options):
+    return subprocess.run(
+        [sys.executable, SYNTHESIS, "create", "--base", base, "-o",
+         str(overlay), *options, "--", *vm_args],
+        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+
+
+def test_create_from_images_and_state_is_the_vm(tmp_path, base, vms):
+    """A VM suspended to a state file (stock migrate to exec:) and its
+    disk image become an overlay without the VM running; synthesized, it is
+    that VM: RAM and disk identical, its heartbeat goes on."""
+    src = start_from_base("src", str(tmp_path), base)
+    vms.append(src)
+    run_workload(src, "mixed")
+    src.wait_serial(r"^heartbeat \d+\r?$")
+    src.qmp.cmd("stop")
+    state = tmp_path / "vm.state"
+    src.qmp.cmd("migrate-set-capabilities", capabilities=[
+        {"capability": "handoff", "state": False}])
+    src.qmp.cmd("migrate", uri=f"exec:cat > {state}")
+    assert src.wait_migration()["status"] == "completed"
+    _, dump = src.ram_digest()
+    src.stop()
+    saved = Saved(None, str(tmp_path / "kept.qcow2"), dump,
+                  max(src.heartbeats()))
+    shutil.copy(src.disk, saved.disk)
+
+    saved.path = tmp_path / "offline.overlay"
+    run = create(base, saved.path, offline_vm_args(tmp_path, src.disk),
+                 "--state", str(state))
+    assert run.returncode == 0, run.stderr
+    print(run.stdout.strip())
+    description = overlay_file.read_info(str(saved.path))[1]
+    assert description["disks"][0]["base"] is True
+    assert "-incoming" not in description["args"]
+
+    dst = qemu_with_overlay(tmp_path, base, saved.path).start()
+    vms.append(dst)
+    assert dst.wait_incoming()["status"] == "completed"
+    assert_is_saved_vm(saved, dst)
+
+
+def test_create_at_power_on_boots(tmp_path, base, vms):
+    """Without a state the overlay holds the VM at power-on: synthesized,
+    it boots from its images."""
+    disk = overlay_on(base, str(tmp_path / "cold.qcow2"))
+    overlay = tmp_path / "cold.overlay"
+    run = create(base, overlay, offline_vm_args(tmp_path, disk),
+                 "--compression", "zstd-3")
+    assert run.returncode == 0, run.stderr
+    assert "at power-on" in run.stdout
+    assert overlay_file.read_info(str(overlay))[1]["compression"] == "zstd-3"
+    dst = qemu_with_overlay(tmp_path, base, overlay).start()
+    vms.append(dst)
+    assert dst.wait_incoming()["status"] == "completed"
+    assert "heartbeat" not in dst.serial()
+    dst.qmp.cmd("cont")
+    dst.wait_serial(r"^heartbeat 1\r?$", timeout=120)
+
+
+def test_create_refusals_write_nothing(tmp_path, base):
+    disk = overlay_on(base, str(tmp_path / "vm.qcow2"))
+    vm_args = offline_vm_args(tmp_path, disk)
+    overlay = tmp_path / "refused.overlay"
+    state = tmp_path / "cut.state"
+    state.write_bytes(b"QEVM\0\0\0\3" + os.urandom(4096))
+    cases = [
+        (("--state", str(state)), vm_args,
+         rf"cannot load the state {state}: .*load of migration failed"),
+        (("--state", str(tmp_path / "none")), vm_args, r"no such state file"),
+        ((), [*vm_args, "-incoming", "defer"],
+         r"-incoming: this tool sets it itself"),
+        ((), [], r"give the VM's QEMU options after `--`"),
+    ]
+    for options, args, cause in cases:
+        run = create(base, overlay, args, *options)
+        assert run.returncode != 0
+        assert re.search(cause, run.stderr), run.stderr
+        assert not os.path.exists(overlay)
+        assert not os.path.exists(f"{overlay}.part")
+
+
 # --- the synthesis service ---------------------------------------------------
 
 class Service:
