@@ -19,7 +19,7 @@ from breakdown.disk_map import find_qemu_img  # noqa: E402
 
 DESCRIPTION = """\
 NAME
-  vm-breakdown - what a VM's modified disk state is made of
+  vm-breakdown - what a VM's modified disk and memory state is made of
 
 DESCRIPTION
   A VM started from a base differs from it by what it has done since: on
@@ -59,6 +59,15 @@ DESCRIPTION
   (compressed, encrypted, a network backing) are first copied to a sparse
   raw file (qemu-img convert, in --tmpdir), as --copy forces.
 
+  Memory (--qmp SOCKET --base DIR, the VM running with the qemu-handoff
+  guest agent, -device handoff-agent): the guest's RAM is read through
+  its QEMU (pmemsave) and each 4 KiB page that differs from the base's
+  memory image is counted by what the guest kernel keeps in it, as the
+  agent reports (QMP handoff-agent-page-classes): free (what a handoff
+  with the agent does not send), page cache, anonymous (process memory),
+  kernel (slab, page tables) or other. The VM keeps running: memory is a
+  snapshot of something that moves.
+
   A disk of a VM that was running is a filesystem that was mounted: its
   journal may hold metadata not yet at its home location. The journal's
   committed transactions are replayed in memory, as the next mount would,
@@ -83,8 +92,11 @@ OUTPUT
                  files (the --top largest: path, inode, bytes),
                  filesystems (type, label, block size, journal replay),
                  partition_table, partitions, read_method, depth
-    memory       null: no memory source exists yet (the guest agent will
-                 report free / page cache / anonymous memory)
+    memory       null without --qmp; else source, ram_bytes,
+                 modified_bytes, classes (bytes of modified pages: free,
+                 page_cache, anonymous, kernel, other, unmapped), guest
+                 (the same classes over all RAM), and free_bytes,
+                 page_cache_bytes, anonymous_bytes (of modified pages)
     timings      seconds per step
     warnings     list of strings
   Paths have no leading slash in directories ("/" is the root); with more
@@ -100,6 +112,8 @@ EXAMPLES
   scripts/vm-breakdown.py /srv/vms/alice.qcow2 --depth 2 --top 10
   scripts/vm-breakdown.py /srv/vms/alice.qcow2 --json | jq .disk.categories
   scripts/vm-breakdown.py -U /srv/vms/alice.qcow2   # VM still running
+  scripts/vm-breakdown.py -U /srv/vms/alice.qcow2 --qmp /run/alice.qmp \
+      --base /var/lib/handoff/bases/debian12      # and its memory
 
 LIMITS
   A file with several hard links counts under the first name found.
@@ -138,6 +152,11 @@ def parse_args(argv):
     p.add_argument("--no-journal", action="store_true",
                    help="do not replay the journal's committed "
                         "transactions")
+    p.add_argument("--qmp", metavar="SOCKET",
+                   help="the running VM's QMP socket (a UNIX socket): also "
+                        "break its memory down, with the guest agent")
+    p.add_argument("--base", metavar="DIR",
+                   help="with --qmp: the VM's base directory")
     p.add_argument("--qemu-img", metavar="PATH",
                    help="qemu-img to use (default: the fork's build/qemu/"
                         "qemu-img, else qemu-img on PATH)")
@@ -167,7 +186,8 @@ def main(argv=None):
                        qemu_img=find_qemu_img(args.qemu_img),
                        force_share=args.force_share, copy=args.copy,
                        tmpdir=args.tmpdir,
-                       replay_journal=not args.no_journal)
+                       replay_journal=not args.no_journal,
+                       qmp=args.qmp, base=args.base)
         result = analyse(args.overlay, opts, progress)
         doc = report.document(result, memory.collect(opts, progress))
     except BreakdownError as e:

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //
 // handoff-agent: the qemu-handoff guest agent. Waits on its virtio-serial
-// port for QEMU's requests and answers each with the guest's free memory
+// port for QEMU's requests and answers each with the guest's free memory,
+// or, asked for page classes, with what every page frame holds
 // (guest-agent/README.md, handoff_agent_protocol.h). Idle between
 // requests: it costs the guest nothing while no handoff runs.
 #include <fcntl.h>
@@ -18,6 +19,7 @@
 
 #include "free_list.h"
 #include "handoff_agent_protocol.h"
+#include "page_classes.h"
 #include "port.h"
 
 namespace handoff_agent {
@@ -60,6 +62,26 @@ bool Answer(int fd, const HandoffAgentRequest& req, const char* free_path,
   return true;
 }
 
+// Answers a page-class request: a header and one byte per page frame.
+bool AnswerClasses(int fd, const HandoffAgentRequest& req,
+                   const char* free_path) {
+  const uint64_t page_size = sysconf(_SC_PAGESIZE);
+  std::vector<HandoffAgentExtent> free;
+  std::vector<uint8_t> classes;
+  std::string why = ReadFreeList(free_path, page_size, &free);
+  if (!why.empty()) Log("%s: no page counted as free", why.c_str());
+  why = ReadPageClasses(kPageFlagsPath, free, page_size, &classes);
+  if (!why.empty()) Log("%s: reporting no page classes", why.c_str());
+  HandoffAgentReport rep = {HANDOFF_AGENT_CLASSES_MAGIC, HANDOFF_AGENT_VERSION,
+                            req.generation, classes.size()};
+  if (!WriteFully(fd, &rep, sizeof(rep)) ||
+      !WriteFully(fd, classes.data(), classes.size()))
+    return false;
+  Log("page classes %llu: %zu pages",
+      static_cast<unsigned long long>(req.generation), classes.size());
+  return true;
+}
+
 int Serve(const std::string& port, const char* free_path, unsigned late_ms) {
   int fd = open(port.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) {
@@ -74,11 +96,19 @@ int Serve(const std::string& port, const char* free_path, unsigned late_ms) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       continue;
     }
-    if (req.magic != HANDOFF_AGENT_MAGIC || req.version != HANDOFF_AGENT_VERSION) {
-      Log("ignoring a request with magic %#x version %u", req.magic, req.version);
-      continue;
+    bool written;
+    if (req.version != HANDOFF_AGENT_VERSION) {
+      written = true;
+      Log("ignoring a request of version %u", req.version);
+    } else if (req.magic == HANDOFF_AGENT_MAGIC) {
+      written = Answer(fd, req, free_path, late_ms);
+    } else if (req.magic == HANDOFF_AGENT_CLASSES_MAGIC) {
+      written = AnswerClasses(fd, req, free_path);
+    } else {
+      written = true;
+      Log("ignoring a request with magic %#x", req.magic);
     }
-    if (!Answer(fd, req, free_path, late_ms)) Log("cannot write to %s", port.c_str());
+    if (!written) Log("cannot write to %s", port.c_str());
   }
 }
 
@@ -100,8 +130,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "usage: handoff-agent [--port NAME] [--free-pages PATH] "
                    "[--late-ms MS]\n"
-                   "Answers QEMU's free-memory requests on the virtio-serial "
-                   "port NAME (default %s)\nwith the snapshot of PATH "
+                   "Answers QEMU's free-memory (and page-class) requests on the "
+                   "virtio-serial\nport NAME (default %s) with the snapshot of PATH "
                    "(default %s, from the handoff_free_pages module).\n"
                    "--late-ms: answer up to MS ms after the snapshot, as a "
                    "busy guest would (tests).\n",

@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define HANDOFF_VERSION_MAJOR   0
-#define HANDOFF_VERSION_MINOR   4
+#define HANDOFF_VERSION_MINOR   5
 #define HANDOFF_VERSION_RELEASE 0
 #define HANDOFF_VERSION_NUMBER (HANDOFF_VERSION_MAJOR * 10000 + \
                                 HANDOFF_VERSION_MINOR * 100 + \

@@ -20,7 +20,8 @@ CATEGORIES = ("files", "unnamed_files", "journal", "metadata",
 
 class Options:
     def __init__(self, depth=3, top=20, qemu_img=None, force_share=False,
-                 copy=False, tmpdir=None, replay_journal=True):
+                 copy=False, tmpdir=None, replay_journal=True, qmp=None,
+                 base=None):
         self.depth = depth
         self.top = top
         self.qemu_img = qemu_img
@@ -28,6 +29,8 @@ class Options:
         self.copy = copy
         self.tmpdir = tmpdir
         self.replay_journal = replay_journal
+        self.qmp = qmp          # the running VM's QMP socket (memory)
+        self.base = base        # its base directory (memory)
 
 
 def _dir_key(parts, depth):

@@ -30,6 +30,35 @@ def _pct(n, whole):
     return f"{100.0 * n / whole:.1f}" if whole else "-"
 
 
+MEMORY_ROWS = (("free", "[free (not sent with the guest agent)]"),
+               ("page_cache", "[page cache]"),
+               ("anonymous", "[anonymous (process memory)]"),
+               ("kernel", "[kernel (slab, page tables)]"),
+               ("other", "[other (kernel text, reserved)]"),
+               ("unmapped", "[beyond the agent's map]"))
+
+
+def _memory_table(mem):
+    if mem is None:
+        return ["", "Memory: not read (--qmp SOCKET --base DIR reads it "
+                "through the guest agent)"]
+    whole = mem["modified_bytes"]
+    lines = ["", f"Memory modified since the base: {_mib(whole)} MiB of "
+             f"{_mib(mem['ram_bytes'])} MiB (page classes: "
+             f"{mem['source']})", "",
+             f"{'MiB':>9} {'%':>6}  {'of all RAM':>10}  what the guest keeps "
+             f"in it"]
+    for key, name in MEMORY_ROWS:
+        n = mem["classes"][key]
+        if n or key != "unmapped":
+            lines.append(f"{_mib(n):>9} {_pct(n, whole):>6}  "
+                         f"{_mib(mem['guest'][key]):>10}  {name}")
+    lines.append(f"{'-' * 9} {'-' * 6}")
+    lines.append(f"{_mib(whole):>9} {_pct(whole, whole):>6}  "
+                 f"{_mib(mem['ram_bytes']):>10}  total")
+    return lines
+
+
 def to_table(doc, top=20):
     img, disk = doc["image"], doc["disk"]
     lines = []
@@ -101,10 +130,7 @@ def to_table(doc, top=20):
         lines.append(f"{_mib(n):>9} {_pct(n, whole):>6}  {name}")
     lines.append(f"{'-' * 9} {'-' * 6}")
     lines.append(f"{_mib(whole):>9} {_pct(whole, whole):>6}  total modified")
-    if doc.get("memory") is None:
-        lines.append("")
-        lines.append("Memory: no source yet (the guest agent will provide "
-                     "free / page cache / anonymous)")
+    lines += _memory_table(doc.get("memory"))
     for w in doc.get("warnings", []):
         lines.append(f"warning: {w}")
     return "\n".join(lines) + "\n"

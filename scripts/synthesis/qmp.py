@@ -39,6 +39,7 @@ class QMPClient:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"no QMP socket at {path}")
                 time.sleep(0.05)
+        self._timeout = timeout
         self._sock.settimeout(timeout)
         # An event can come first: QEMU sends events to a QMP monitor that
         # has not handled its connection yet (commands unset, not in
@@ -74,6 +75,26 @@ class QMPClient:
                 raise QMPError(command, resp["error"])
             elif "return" in resp:
                 return resp["return"]
+
+    def wait_event(self, name, timeout, match=lambda data: True):
+        """The first event @name whose data @match accepts (taken from
+        those already received, else waited for): its data."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for ev in self.events:
+                if ev["event"] == name and match(ev.get("data", {})):
+                    self.events.remove(ev)
+                    return ev.get("data", {})
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {name} event in {timeout} s")
+            self._sock.settimeout(left)
+            try:
+                self.events.append(self._read())
+            except socket.timeout:
+                pass
+            finally:
+                self._sock.settimeout(self._timeout)
 
     def hmp(self, command_line):
         return self.cmd("human-monitor-command", command_line=command_line)

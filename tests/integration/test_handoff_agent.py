@@ -10,9 +10,12 @@ write.
 """
 
 import base64
+import json
 import os
 import re
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -21,6 +24,8 @@ from handoff_env import (AGENT_DEVICES, BALLOON_DEVICES, FREE_RUN_TRACE,
                          start_destination, start_from_base,
                          wait_heartbeat_after)
 from identity import assert_same_vm
+from qmp import QMPError
+from vm import TOP
 
 MIB = 1 << 20
 FREED_MIB = 100
@@ -172,12 +177,19 @@ def guest_file(vm, path, data):
     vm.shell(f"echo {base64.b64encode(data).decode()} | base64 -d > {path}")
 
 
-def test_hostile_agent_changes_nothing(tmp_path, base, vms):
+def source_without_agent(tmp_path, base, vms):
+    """A running source with the agent's port, traced, whose guest agent
+    was stopped: the test plays the agent."""
     src = start_from_base("src", str(tmp_path), base,
                           extra_args=[*AGENT_DEVICES, *TRACES])
     vms.append(src)
     wait_heartbeat_after(src, 1)
     src.shell("killall handoff-agent; sleep 0.5")
+    return src
+
+
+def test_hostile_agent_changes_nothing(tmp_path, base, vms):
+    src = source_without_agent(tmp_path, base, vms)
     guest_file(src, "/tmp/hostile.bin",
                b"".join(le64(*e) for e in HOSTILE_EXTENTS))
     guest_file(src, "/tmp/hostile.sh",
@@ -290,3 +302,77 @@ def test_racing_allocations_lose_no_write(tmp_path, base, vms):
               f"{lost} lost")
         assert lost == 0, f"handoff {i}: {lost} lost writes"
     assert reports >= count and freed > 0, (reports, freed)
+
+
+# --- the agent's page classes: scripts/vm-breakdown.py --qmp ----------------
+
+BREAKDOWN = os.path.join(TOP, "scripts", "vm-breakdown.py")
+
+
+def memory_breakdown(vm, base, monitor):
+    """vm-breakdown's memory section for running @vm (QMP on @monitor)."""
+    run = subprocess.run([sys.executable, BREAKDOWN, "-U", vm.disk, "--qmp",
+                          monitor, "--base", base, "--json", "-q"],
+                         capture_output=True, text=True, timeout=300)
+    return run
+
+
+def test_memory_breakdown_names_what_the_guest_keeps(tmp_path, base, vms):
+    """The guest holds 32 MiB in a file (page cache), 48 MiB of process
+    memory (anonymous) and 64 MiB it wrote and freed: each is found among
+    the modified pages, with the class the agent gives it."""
+    monitor = str(tmp_path / "breakdown.qmp")
+    src = start_from_base("src", str(tmp_path), base, extra_args=[
+        *AGENT_DEVICES, "-qmp", f"unix:{monitor},server=on,wait=off"])
+    vms.append(src)
+    wait_heartbeat_after(src, 1)
+    src.shell("dd if=/dev/urandom of=/tmp/cached bs=1M count=32 2>/dev/null")
+    src.shell("handoff-workload mem --mib 48 --pattern random --seed 3 "
+              "--hold >/dev/null &")
+    src.shell("sleep 1; handoff-workload mem --mib 64 --pattern random "
+              "--seed 4 >/dev/null")
+    run = memory_breakdown(src, base, monitor)
+    assert run.returncode == 0, run.stderr
+    mem = json.loads(run.stdout)["memory"]
+    print(json.dumps(mem))
+    assert mem["source"] == "guest-agent"
+    assert mem["ram_bytes"] == 256 * MIB
+    classes = mem["classes"]
+    assert sum(classes.values()) == mem["modified_bytes"]
+    assert sum(mem["guest"].values()) == mem["ram_bytes"]
+    assert classes["page_cache"] >= 30 * MIB, classes
+    assert classes["anonymous"] >= 46 * MIB, classes
+    assert classes["free"] >= 56 * MIB, classes
+    # The guest's own count of free memory agrees with the map's.
+    assert abs(mem["guest"]["free"] - mem_free(src)) < 16 * MIB
+    wait_heartbeat_after(src, 1)
+
+
+def test_page_classes_refusals(tmp_path, base, balloon_base, vms):
+    """A map nobody asked for is dropped; an agent that does not answer
+    leaves an error event and no file; a VM without the agent's port says
+    so."""
+    src = source_without_agent(tmp_path, base, vms)
+    # An unasked map of 2 pages (magic "HHAC", version 1, generation 99).
+    guest_file(src, "/tmp/unasked.bin",
+               le64(0x143414848, 99, 2) + b"\x01\x03")
+    src.shell(f"cat /tmp/unasked.bin > {AGENT_PORT}; sleep 0.5")
+    path = str(tmp_path / "classes")
+    # The port is open but nobody reads it: the request is sent, and lost.
+    src.shell(f"sleep 30 < {AGENT_PORT} > /dev/null &")
+    src.qmp.cmd("handoff-agent-page-classes", path=path)
+    with pytest.raises(QMPError, match="a page-class map is still awaited"):
+        src.qmp.cmd("handoff-agent-page-classes", path=path + ".2")
+    event = src.qmp.wait_event("HANDOFF_AGENT_PAGE_CLASSES", 30)
+    assert event == {"path": path, "error": "the guest agent did not answer "
+                                            "within 10 s"}, event
+    assert not os.path.exists(path)
+    assert "unasked page classes: 0x63 0x2" in src.read_log()
+
+    plain = start_from_base("plain", str(tmp_path), balloon_base,
+                            extra_args=BALLOON_DEVICES)
+    vms.append(plain)
+    with pytest.raises(QMPError, match=r"this VM has no guest agent port "
+                                       r"\(-device handoff-agent\)"):
+        plain.qmp.cmd("handoff-agent-page-classes", path=path)
+    assert not os.path.exists(path)

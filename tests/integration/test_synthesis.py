@@ -127,7 +127,9 @@ def test_overlay_file_layout_and_description(saved, base):
                       "-display", "-accel"):
         assert host_only not in args
     assert description["compression"] == "lzma-6"
-    assert description["created"]["tool"].startswith("qemu-handoff 0.4.0")
+    with open(os.path.join(TOP, "VERSION")) as f:
+        version = f.read().strip()
+    assert description["created"]["tool"].startswith(f"qemu-handoff {version}")
 
 
 def test_cancelled_save_leaves_nothing_and_a_running_vm_saves(tmp_path, base, vms):

@@ -15,6 +15,10 @@
  * which the agent sees as the host going away, and it is reopened with
  * the next request. A report is only ever taken for the generation asked
  * last (handoff-save.c, docs/guest-agent.md: the safety rule).
+ *
+ * The same port carries the answers to page-class requests (what each
+ * page frame holds, for a breakdown: handoff-agent-classes.c); only their
+ * framing is handled here.
  */
 
 #include "qemu/osdep.h"
@@ -44,6 +48,8 @@ typedef struct AgentReceiver {
     HandoffAgentExtent extent;
     bool wanted;                /* of the generation asked for */
     GArray *accepted;           /* HandoffFreeExtent */
+    bool in_classes;            /* in the bytes of a page-class map */
+    uint64_t classes_left;
 } AgentReceiver;
 
 struct HandoffAgent {
@@ -171,6 +177,8 @@ static void reset_receiver(AgentReceiver *rx)
     rx->have = 0;
     rx->in_extents = false;
     rx->extents_left = 0;
+    rx->in_classes = false;
+    rx->classes_left = 0;
     if (rx->accepted) {
         g_array_set_size(rx->accepted, 0);
     } else {
@@ -189,6 +197,18 @@ static bool start_report(AgentReceiver *rx)
     h->version = le32_to_cpu(h->version);
     h->generation = le64_to_cpu(h->generation);
     h->count = le64_to_cpu(h->count);
+    if (h->magic == HANDOFF_AGENT_CLASSES_MAGIC &&
+        h->version == HANDOFF_AGENT_VERSION &&
+        h->count <= handoff_agent_classes_max_pages()) {
+        rx->wanted = handoff_agent_classes_expected(h->generation);
+        if (!rx->wanted) {
+            refuse("unasked page classes", h->generation, h->count);
+        }
+        rx->in_classes = true;
+        rx->classes_left = h->count;
+        rx->have = 0;
+        return true;
+    }
     if (h->magic != HANDOFF_AGENT_MAGIC || h->version != HANDOFF_AGENT_VERSION ||
         h->count > HANDOFF_AGENT_MAX_EXTENTS) {
         trace_handoff_agent_malformed(h->magic, h->version, h->count);
@@ -213,6 +233,62 @@ static bool start_report(AgentReceiver *rx)
     return true;
 }
 
+/* Bytes of a page-class map, passed on if it was asked for. */
+static void take_classes(AgentReceiver *rx, const uint8_t *buf, size_t len)
+{
+    if (rx->wanted && len) {
+        handoff_agent_classes_data(buf, len);
+    }
+    rx->classes_left -= len;
+    if (rx->classes_left) {
+        return;
+    }
+    if (rx->wanted) {
+        handoff_agent_classes_end(rx->header.count);
+    }
+    reset_receiver(rx);
+}
+
+/*
+ * Bytes of a header or an extent record: how many were used, or -1 when
+ * the framing is lost.
+ */
+static ssize_t take_record(AgentReceiver *rx, const uint8_t *buf, size_t len)
+{
+    uint8_t *dst = rx->in_extents ? (uint8_t *)&rx->extent
+                                  : (uint8_t *)&rx->header;
+    size_t want = (rx->in_extents ? sizeof(rx->extent)
+                                  : sizeof(rx->header)) - rx->have;
+    size_t n = MIN(want, len);
+
+    memcpy(dst + rx->have, buf, n);
+    rx->have += n;
+    if (n < want) {
+        return n;
+    }
+    if (!rx->in_extents) {
+        if (!start_report(rx)) {
+            return -1;
+        }
+        if (rx->in_classes) {
+            take_classes(rx, NULL, 0);  /* a map of no pages is complete */
+            return n;
+        }
+    } else {
+        rx->have = 0;
+        rx->extents_left--;
+        if (rx->wanted) {
+            accept_extent(rx, le64_to_cpu(rx->extent.gpa),
+                          le64_to_cpu(rx->extent.bytes));
+        }
+    }
+    if (rx->in_extents && !rx->extents_left) {
+        publish(rx);
+        reset_receiver(rx);
+    }
+    return n;
+}
+
 static ssize_t agent_have_data(VirtIOSerialPort *port, const uint8_t *buf,
                                ssize_t len)
 {
@@ -220,37 +296,21 @@ static ssize_t agent_have_data(VirtIOSerialPort *port, const uint8_t *buf,
     ssize_t used = 0;
 
     while (used < len) {
-        uint8_t *dst = rx->in_extents ? (uint8_t *)&rx->extent
-                                      : (uint8_t *)&rx->header;
-        size_t want = (rx->in_extents ? sizeof(rx->extent)
-                                      : sizeof(rx->header)) - rx->have;
-        size_t n = MIN(want, (size_t)(len - used));
+        ssize_t n;
 
-        memcpy(dst + rx->have, buf + used, n);
-        rx->have += n;
-        used += n;
-        if (n < want) {
-            break;
-        }
-        if (!rx->in_extents) {
-            if (!start_report(rx)) {
-                /* Drop what follows until the agent opens the port anew. */
-                reset_receiver(rx);
-                virtio_serial_close(port);
-                return len;
-            }
+        if (rx->in_classes) {
+            n = MIN(rx->classes_left, (uint64_t)(len - used));
+            take_classes(rx, buf + used, n);
         } else {
-            rx->have = 0;
-            rx->extents_left--;
-            if (rx->wanted) {
-                accept_extent(rx, le64_to_cpu(rx->extent.gpa),
-                              le64_to_cpu(rx->extent.bytes));
-            }
+            n = take_record(rx, buf + used, len - used);
         }
-        if (rx->in_extents && !rx->extents_left) {
-            publish(rx);
+        if (n < 0) {
+            /* Drop what follows until the agent opens the port anew. */
             reset_receiver(rx);
+            virtio_serial_close(port);
+            return len;
         }
+        used += n;
     }
     return len;
 }
@@ -260,15 +320,40 @@ bool handoff_agent_present(void)
     return agent_state.agent != NULL;
 }
 
+/* The receiver is inside an answer. */
+static bool receiving(HandoffAgent *agent)
+{
+    return agent->rx.have || agent->rx.in_extents || agent->rx.in_classes;
+}
+
+/*
+ * Sends a request, opening the port first if it is closed. False when no
+ * agent listens (or its buffers are full): then no answer comes.
+ */
+static bool write_request(HandoffAgent *agent, uint32_t magic,
+                          uint64_t generation)
+{
+    VirtIOSerialPort *port = VIRTIO_SERIAL_PORT(agent);
+    HandoffAgentRequest req = {
+        .magic = cpu_to_le32(magic),
+        .version = cpu_to_le32(HANDOFF_AGENT_VERSION),
+        .generation = cpu_to_le64(generation),
+    };
+
+    if (!port->host_connected) {
+        reset_receiver(&agent->rx);
+        virtio_serial_open(port);
+    }
+    return port->guest_connected &&
+           virtio_serial_guest_ready(port) >= sizeof(req) &&
+           virtio_serial_write(port, (uint8_t *)&req, sizeof(req)) ==
+               sizeof(req);
+}
+
 bool handoff_agent_request(uint64_t generation)
 {
     HandoffAgent *agent = agent_state.agent;
     VirtIOSerialPort *port = agent ? VIRTIO_SERIAL_PORT(agent) : NULL;
-    HandoffAgentRequest req = {
-        .magic = cpu_to_le32(HANDOFF_AGENT_MAGIC),
-        .version = cpu_to_le32(HANDOFF_AGENT_VERSION),
-        .generation = cpu_to_le64(generation),
-    };
     int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
     bool busy;
 
@@ -291,22 +376,14 @@ bool handoff_agent_request(uint64_t generation)
      * its missing extents. Both ends start afresh instead: the agent sees
      * the host leave and come back.
      */
-    if (port->host_connected && (agent->rx.have || agent->rx.in_extents)) {
+    if (port->host_connected && receiving(agent)) {
         trace_handoff_agent_malformed(agent->rx.header.magic,
                                       agent->rx.header.version,
                                       agent->rx.extents_left);
         count_refused();
         virtio_serial_close(port);
     }
-    if (!port->host_connected) {
-        reset_receiver(&agent->rx);
-        virtio_serial_open(port);
-    }
-    /* Not listening (no agent, or its buffers are full): no report. */
-    if (!port->guest_connected ||
-        virtio_serial_guest_ready(port) < sizeof(req) ||
-        virtio_serial_write(port, (uint8_t *)&req, sizeof(req)) !=
-            sizeof(req)) {
+    if (!write_request(agent, HANDOFF_AGENT_MAGIC, generation)) {
         trace_handoff_agent_request(generation, false);
         return false;
     }
@@ -316,6 +393,27 @@ bool handoff_agent_request(uint64_t generation)
     agent_state.answer_due = true;
     qemu_mutex_unlock(&agent_state.lock);
     trace_handoff_agent_request(generation, true);
+    return true;
+}
+
+bool handoff_agent_request_classes(uint64_t generation, Error **errp)
+{
+    HandoffAgent *agent = agent_state.agent;
+
+    if (!agent) {
+        error_setg(errp, "this VM has no guest agent port "
+                   "(-device %s)", TYPE_HANDOFF_AGENT);
+        return false;
+    }
+    if (VIRTIO_SERIAL_PORT(agent)->host_connected && receiving(agent)) {
+        error_setg(errp, "the guest agent is answering another request; "
+                   "retry");
+        return false;
+    }
+    if (!write_request(agent, HANDOFF_AGENT_CLASSES_MAGIC, generation)) {
+        error_setg(errp, "no guest agent listens on the port");
+        return false;
+    }
     return true;
 }
 
@@ -398,7 +496,8 @@ static void agent_class_init(ObjectClass *klass, void *data)
     k->unrealize = agent_unrealize;
     k->have_data = agent_have_data;
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
-    dc->desc = "qemu-handoff guest agent port (free memory reports)";
+    dc->desc = "qemu-handoff guest agent port (free memory reports, "
+               "page classes)";
 }
 
 static const TypeInfo agent_info = {

@@ -165,6 +165,16 @@ void handoff_agent_forget(void);
 void handoff_agent_counters(uint64_t *reports, uint64_t *refused);
 
 /*
+ * Page classes (handoff-agent-classes.c), main loop. The agent port sends
+ * a request; the receiver passes on the bytes of the answer expected.
+ */
+bool handoff_agent_request_classes(uint64_t generation, Error **errp);
+uint64_t handoff_agent_classes_max_pages(void);
+bool handoff_agent_classes_expected(uint64_t generation);
+void handoff_agent_classes_data(const uint8_t *buf, size_t len);
+void handoff_agent_classes_end(uint64_t pages);
+
+/*
  * virtio-balloon free page hints (handoff-hint.c): kept for the round of
  * @generation only. Extents as the agent's, of guest RAM.
  */

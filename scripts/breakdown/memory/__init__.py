@@ -1,16 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Memory sources: what a VM's modified memory is made of.
 
-None exists yet. The guest agent (guest-agent/) will be the first: it
-knows which guest pages are free, page cache or anonymous. A source is one
-module in this package that defines
+A source is one module in this package that defines
 
   NAME = "guest-agent"
   def available(options) -> bool
-      whether it can answer for this VM (e.g. the agent's socket exists)
+      whether it can answer for this VM (e.g. a QMP socket was given)
   def collect(options, progress) -> dict
-      {"source": NAME, "total_bytes": N, "free_bytes": N,
-       "page_cache_bytes": N, "anonymous_bytes": N, ...}
+      the JSON document's "memory" member (guest_agent.py describes it)
 
 and is listed in SOURCES below. collect() returns the first available
 source's answer, or None: the JSON document's "memory" member is then null.
@@ -18,7 +15,7 @@ source's answer, or None: the JSON document's "memory" member is then null.
 
 import importlib
 
-SOURCES = []   # module names in this package, in order of preference
+SOURCES = ["guest_agent"]   # modules of this package, preferred first
 
 
 def collect(options, progress=lambda msg: None):

@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * What every guest page frame holds (free, page cache, anonymous,
+ * kernel), asked of the guest agent for a breakdown of the VM's memory
+ * (scripts/vm-breakdown.py --qmp). QMP handoff-agent-page-classes sends
+ * the request and returns; the agent's answer, one byte per page frame
+ * (handoff_agent_protocol.h), is written to the file as it arrives, and
+ * the HANDOFF_AGENT_PAGE_CLASSES event says when the map is complete or
+ * why there is none. It returns at once because the answer comes through
+ * the main loop the command runs in.
+ *
+ * The map is statistics: its size is bounded by the machine's memory,
+ * its bytes are the guest's word, and nothing a handoff sends or skips
+ * depends on it. Main loop only (the BQL).
+ */
+
+#include "qemu/osdep.h"
+#include "exec/target_page.h"
+#include "hw/boards.h"
+#include "qemu/units.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-handoff.h"
+#include "qapi/qapi-events-handoff.h"
+#include "qemu/timer.h"
+#include "handoff-internal.h"
+#include "handoff_agent_protocol.h"
+#include "trace.h"
+
+/* An agent that has not answered by then is taken as gone. */
+#define CLASSES_ANSWER_MS 10000
+
+static struct {
+    int fd;                     /* of the map being written; -1: none */
+    char *path;
+    uint64_t generation;        /* of the request waiting for its answer */
+    uint64_t last_generation;
+    int write_errno;            /* the first failed write's */
+    QEMUTimer *timer;
+} classes = { .fd = -1 };
+
+/* Ends the waiting request: the event, and no file left on error. */
+static void classes_finish(uint64_t pages, const char *error)
+{
+    g_autofree char *path = classes.path;
+
+    timer_del(classes.timer);
+    if (qemu_close(classes.fd) < 0 && !error) {
+        error = "cannot write the map";
+    }
+    classes.fd = -1;
+    classes.path = NULL;
+    if (error) {
+        unlink(path);
+    }
+    trace_handoff_agent_classes_end(path, pages, error ? error : "");
+    qapi_event_send_handoff_agent_page_classes(path, !error, pages,
+                                               !!error, error);
+}
+
+static void classes_timeout(void *opaque)
+{
+    if (classes.fd >= 0) {
+        classes_finish(0, "the guest agent did not answer within 10 s");
+    }
+}
+
+void qmp_handoff_agent_page_classes(const char *path, Error **errp)
+{
+    int fd;
+
+    if (classes.fd >= 0) {
+        error_setg(errp, "a page-class map is still awaited (for %s)",
+                   classes.path);
+        return;
+    }
+    fd = qemu_create(path, O_WRONLY | O_TRUNC, 0600, errp);
+    if (fd < 0) {
+        return;
+    }
+    if (!handoff_agent_request_classes(classes.last_generation + 1, errp)) {
+        qemu_close(fd);
+        unlink(path);
+        return;
+    }
+    if (!classes.timer) {
+        classes.timer = timer_new_ms(QEMU_CLOCK_REALTIME, classes_timeout,
+                                     NULL);
+    }
+    classes.generation = ++classes.last_generation;
+    classes.fd = fd;
+    classes.path = g_strdup(path);
+    classes.write_errno = 0;
+    timer_mod(classes.timer,
+              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + CLASSES_ANSWER_MS);
+    trace_handoff_agent_classes_request(path, classes.generation);
+}
+
+/* The highest page frame of RAM the machine can have, above 4 GiB too. */
+uint64_t handoff_agent_classes_max_pages(void)
+{
+    uint64_t bytes = current_machine->maxram_size + 4 * GiB;
+
+    return MIN(bytes / qemu_target_page_size(), HANDOFF_AGENT_MAX_CLASS_PAGES);
+}
+
+bool handoff_agent_classes_expected(uint64_t generation)
+{
+    return classes.fd >= 0 && generation == classes.generation;
+}
+
+void handoff_agent_classes_data(const uint8_t *buf, size_t len)
+{
+    if (!classes.write_errno && qemu_write_full(classes.fd, buf, len) != len) {
+        classes.write_errno = errno;
+    }
+}
+
+void handoff_agent_classes_end(uint64_t pages)
+{
+    g_autofree char *why = NULL;
+
+    if (classes.fd < 0) {
+        return;
+    }
+    if (classes.write_errno) {
+        why = g_strdup_printf("cannot write %s: %s", classes.path,
+                              strerror(classes.write_errno));
+    }
+    classes_finish(pages, why);
+}
