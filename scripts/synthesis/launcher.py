@@ -80,6 +80,13 @@ def qemu_failure(log_path):
     return "; ".join(causes) or "no message"
 
 
+def _disk_path(disks, region):
+    if region not in disks:
+        raise LaunchError(f"overlay drive names disk {region}, which the "
+                          f"overlay does not carry")
+    return disks[region]
+
+
 def _forward_netdev(arg, forwards, address):
     """-netdev user,...: with a hostfwd per guest port (host port chosen)."""
     for guest_port, host_port in forwards.items():
@@ -100,7 +107,7 @@ def machine_args(description, disks, forwards, address="127.0.0.1"):
         elif prev == "-drive":
             arg = re.sub(r"(^|,)file=@disk:([^,]+)",
                          lambda m: m.group(1) + "file=" + _escape(
-                             disks[m.group(2)]), arg)
+                             _disk_path(disks, m.group(2))), arg)
         elif prev == "-netdev" and arg.startswith("user") and not user_nic:
             arg, user_nic = _forward_netdev(arg, forwards, address), True
         out.append(arg)

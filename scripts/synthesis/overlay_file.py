@@ -62,14 +62,25 @@ def parse_description(raw):
     if not isinstance(description, dict):
         raise OverlayError("overlay description is not a JSON object")
     for group, keys in (("base", ("id",)), ("machine", ("type", "accel"))):
-        if not all(isinstance(description.get(group, {}).get(k), str)
-                   for k in keys):
+        values = description.get(group)
+        if not isinstance(values, dict) or not all(
+                isinstance(values.get(k), str) for k in keys):
             raise OverlayError(f"overlay description lacks {group}."
                                f"{'/'.join(keys)}")
     if not isinstance(description.get("args"), list) or not all(
             isinstance(a, str) for a in description["args"]):
         raise OverlayError("overlay description lacks its args")
+    disks = description.get("disks", [])
+    if not isinstance(disks, list) or not all(_is_disk(d) for d in disks):
+        raise OverlayError("overlay description's disks are not a list of "
+                           "{region, bytes, base}")
     return description
+
+
+def _is_disk(disk):
+    return isinstance(disk, dict) and isinstance(disk.get("region"), str) \
+        and type(disk.get("bytes")) is int and disk["bytes"] >= 0 and \
+        isinstance(disk.get("base", False), bool)
 
 
 class StreamCheck:

@@ -23,12 +23,14 @@ import socket
 import socketserver
 import threading
 import time
+import traceback
 
 from . import overlay_file
 from .launcher import LaunchedVM, LaunchError
 from .overlay_file import OverlayError
 
 REQUEST_MAX = 4096
+MAX_FORWARDS = 16             # ports one VM may have forwarded
 CHUNK = 1 << 20
 
 
@@ -72,9 +74,26 @@ def recv_line(sock):
         request = json.loads(data)
     except ValueError:
         raise Refused("request line is not JSON") from None
+    return parse_request(request)
+
+
+def parse_request(request):
+    """The request line's fields, checked: {"name": str or None,
+    "forward": [TCP ports]}."""
     if not isinstance(request, dict):
         raise Refused("request line is not a JSON object")
-    return request
+    unknown = sorted(set(request) - {"name", "forward"})
+    if unknown:
+        raise Refused(f"request line has unknown field {unknown[0]!r}")
+    name = request.get("name")
+    if name is not None and not isinstance(name, str):
+        raise Refused("request line's name is not a string")
+    forward = request.get("forward", [])
+    if not isinstance(forward, list) or len(forward) > MAX_FORWARDS or \
+            not all(type(p) is int and 0 < p < 65536 for p in forward):
+        raise Refused(f"request line's forward is not a list of at most "
+                      f"{MAX_FORWARDS} TCP ports")
+    return {"name": name, "forward": forward}
 
 
 def stalled(sock):
@@ -169,10 +188,10 @@ class Synthesis:
 
     def _launch(self, request, check, description, base_dir):
         header = check.header
-        name = self.server.vm_name(request.get("name"))
+        name = self.server.vm_name(request["name"])
         workdir = self.workdir = os.path.join(self.server.workdir, name)
         os.makedirs(workdir)
-        ports = [int(p) for p in request.get("forward", [])]
+        ports = request["forward"]
         spool = Spool(os.path.join(workdir, "stream.spool"))
         receiver = threading.Thread(target=spool.receive,
                                     args=(self.sock, check), daemon=True)
@@ -300,6 +319,13 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
             synthesis.abandon()
             self._answer({"ok": False, "error": cause})
             server.log(f"synthesis from {peer}: refused: {cause}")
+            return
+        except Exception as e:     # a bug of ours: the client still hears
+            synthesis.abandon()
+            self._answer({"ok": False, "error": f"internal error of the "
+                          f"synthesis service: {e!r}"})
+            server.log(f"synthesis from {peer}: internal error: "
+                       f"{traceback.format_exc()}")
             return
         finally:
             server.leave()

@@ -492,12 +492,47 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
         def host_file(d):
             d["args"] += ["-drive", "file=/etc/shadow,format=raw,if=ide"]
 
+        def base_not_object(d):
+            d["base"] = [d["base"]["id"]]
+
+        def bad_disks(d):
+            d["disks"] = [{"region": 1, "bytes": "many"}]
+
+        def foreign_disk(d):
+            d["args"] = [a.replace("@disk:disk", "@disk:other")
+                         for a in d["args"]]
+
         for change, cause in ((other_base, f"unknown base {'0' * 32}"),
                               (host_file, "overlay drive names a host "
-                               "file: file=/etc/shadow")):
+                               "file: file=/etc/shadow"),
+                              (base_not_object, "overlay description lacks "
+                               "base.id"),
+                              (bad_disks, "overlay description's disks are "
+                               "not a list"),
+                              (foreign_disk, "overlay drive names disk "
+                               "other, which the overlay does not carry")):
             message = refused_by_service(
                 service, rewritten_description(saved, tmp_path, change))
             assert cause in message, message
+
+        # Request lines a client made up: each refused, naming the field.
+        for line, cause in (
+                (b"not json", "request line is not JSON"),
+                (b"[1]", "request line is not a JSON object"),
+                (b'{"evil": 1}', "request line has unknown field 'evil'"),
+                (b'{"name": 5}', "request line's name is not a string"),
+                (b'{"forward": "80"}', "forward is not a list of at most"),
+                (b'{"forward": [0]}', "forward is not a list of at most"),
+                (b'{"forward": [80.5]}', "forward is not a list of at most"),
+                (b'{"forward": [%s]}' % b",".join([b"80"] * 17),
+                 "forward is not a list of at most 16 TCP ports")):
+            with socket.create_connection(("127.0.0.1", service.port)) as s:
+                s.sendall(line + b"\n")
+                s.settimeout(30)
+                answer = json.loads(s.recv(65536))
+            assert answer["ok"] is False and cause in answer["error"], \
+                (line, answer)
+            assert service.vm_dirs() == []
 
         # Too many clients: one holds the only slot, the next is refused;
         # the first, sending nothing more, is given up after 3 s.
