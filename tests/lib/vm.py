@@ -15,6 +15,7 @@ import subprocess
 import time
 
 from qmp import QMPClient, end_qemu
+from synthesis.launcher import free_port
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("QEMU_HANDOFF_BUILD", os.path.join(TOP, "build"))
@@ -84,9 +85,8 @@ def edge_guest():
 
 
 def free_tcp_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free on loopback now (launcher.free_port: one helper)."""
+    return free_port("127.0.0.1")
 
 
 def qemu_img(*args):
