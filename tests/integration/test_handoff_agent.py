@@ -309,12 +309,12 @@ def test_racing_allocations_lose_no_write(tmp_path, base, vms):
 BREAKDOWN = os.path.join(TOP, "scripts", "vm-breakdown.py")
 
 
-def memory_breakdown(vm, base, monitor):
-    """vm-breakdown's memory section for running @vm (QMP on @monitor)."""
-    run = subprocess.run([sys.executable, BREAKDOWN, "-U", vm.disk, "--qmp",
-                          monitor, "--base", base, "--json", "-q"],
-                         capture_output=True, text=True, timeout=300)
-    return run
+def memory_breakdown(vm, monitor, *base):
+    """vm-breakdown of running @vm (QMP on @monitor), --base @base."""
+    base = ["--base", *base] if base else []
+    return subprocess.run([sys.executable, BREAKDOWN, "-U", vm.disk, "--qmp",
+                           monitor, *base, "--json", "-q"],
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_memory_breakdown_names_what_the_guest_keeps(tmp_path, base, vms):
@@ -331,7 +331,12 @@ def test_memory_breakdown_names_what_the_guest_keeps(tmp_path, base, vms):
               "--hold >/dev/null &")
     src.shell("sleep 1; handoff-workload mem --mib 64 --pattern random "
               "--seed 4 >/dev/null")
-    run = memory_breakdown(src, base, monitor)
+    # A directory that is not the VM's base, or none, is refused first.
+    for wrong, cause in (((str(tmp_path),), "not a base directory"),
+                         ((), "--qmp needs --base DIR")):
+        run = memory_breakdown(src, monitor, *wrong)
+        assert run.returncode == 1 and cause in run.stderr, run.stderr
+    run = memory_breakdown(src, monitor, base)
     assert run.returncode == 0, run.stderr
     mem = json.loads(run.stdout)["memory"]
     print(json.dumps(mem))
@@ -348,18 +353,48 @@ def test_memory_breakdown_names_what_the_guest_keeps(tmp_path, base, vms):
     wait_heartbeat_after(src, 1)
 
 
+# A stand-in for the agent that answers the one page-class request it
+# reads with a map announced as 4096 pages and cut off after 100 bytes.
+CUT_MAP_AGENT = r"""
+port=/dev/$(basename $(dirname $(grep -l org.qemu-handoff.agent.0 \
+    /sys/class/virtio-ports/*/name)))
+le() { n=$1; i=0; s=; while [ $i -lt 8 ]; do
+    s="$s\\$(printf %03o $((n & 255)))"; n=$((n >> 8)); i=$((i + 1)); done
+    printf "$s"; }
+exec 3<>$port
+gen=
+while [ -z "$gen" ]; do     # the host end may be closed until it asks
+    gen=$(dd bs=16 count=1 <&3 2>/dev/null | od -An -tu8 -j8 2>/dev/null |
+          tr -d ' ')
+    [ -n "$gen" ] || sleep 0.2
+done
+{ le $((0x143414848)); le $gen; le 4096
+  dd if=/dev/zero bs=100 count=1 2>/dev/null; } >&3
+echo "cut $gen"
+"""
+
+
 def test_page_classes_refusals(tmp_path, base, balloon_base, vms):
-    """A map nobody asked for is dropped; an agent that does not answer
-    leaves an error event and no file; a VM without the agent's port says
-    so."""
+    """A map nobody asked for is dropped; a map announced larger than the
+    machine loses the framing; an answer cut short ends in an error event
+    with no file, and does not block the next request, which the real
+    agent answers; a VM without the agent's port says so."""
     src = source_without_agent(tmp_path, base, vms)
-    # An unasked map of 2 pages (magic "HHAC", version 1, generation 99).
+    # An unasked map of 2 pages (magic "HHAC", version 1, generation 99),
+    # then one of 2^40 pages.
     guest_file(src, "/tmp/unasked.bin",
                le64(0x143414848, 99, 2) + b"\x01\x03")
-    src.shell(f"cat /tmp/unasked.bin > {AGENT_PORT}; sleep 0.5")
+    guest_file(src, "/tmp/huge.bin", le64(0x143414848, 98, 1 << 40))
+    src.shell(f"cat /tmp/unasked.bin > {AGENT_PORT}; sleep 0.5; "
+              f"cat /tmp/huge.bin > {AGENT_PORT}; sleep 0.5")
+    log = src.read_log()
+    assert "unasked page classes: 0x63 0x2" in log
+    assert "magic 0x43414848 version 1 count 1099511627776: port closed" \
+        in log
+
+    guest_file(src, "/tmp/cut.sh", CUT_MAP_AGENT.encode())
+    src.shell("sh /tmp/cut.sh > /tmp/cut.log 2>&1 & sleep 1")
     path = str(tmp_path / "classes")
-    # The port is open but nobody reads it: the request is sent, and lost.
-    src.shell(f"sleep 30 < {AGENT_PORT} > /dev/null &")
     src.qmp.cmd("handoff-agent-page-classes", path=path)
     with pytest.raises(QMPError, match="a page-class map is still awaited"):
         src.qmp.cmd("handoff-agent-page-classes", path=path + ".2")
@@ -367,7 +402,15 @@ def test_page_classes_refusals(tmp_path, base, balloon_base, vms):
     assert event == {"path": path, "error": "the guest agent did not answer "
                                             "within 10 s"}, event
     assert not os.path.exists(path)
-    assert "unasked page classes: 0x63 0x2" in src.read_log()
+    assert "cut 1" in src.shell("cat /tmp/cut.log")
+
+    # The half-received map is dropped when the next request goes out.
+    src.shell("handoff-agent 2>/tmp/handoff-agent.log & sleep 1")
+    src.qmp.cmd("handoff-agent-page-classes", path=path)
+    event = src.qmp.wait_event("HANDOFF_AGENT_PAGE_CLASSES", 30)
+    assert event.get("pages", 0) >= 256 * MIB // 4096, event
+    assert os.path.getsize(path) == event["pages"]
+    os.unlink(path)
 
     plain = start_from_base("plain", str(tmp_path), balloon_base,
                             extra_args=BALLOON_DEVICES)

@@ -32,8 +32,7 @@
 static struct {
     int fd;                     /* of the map being written; -1: none */
     char *path;
-    uint64_t generation;        /* of the request waiting for its answer */
-    uint64_t last_generation;
+    uint64_t generation;        /* of the last request (awaited: fd >= 0) */
     int write_errno;            /* the first failed write's */
     QEMUTimer *timer;
 } classes = { .fd = -1 };
@@ -77,7 +76,7 @@ void qmp_handoff_agent_page_classes(const char *path, Error **errp)
     if (fd < 0) {
         return;
     }
-    if (!handoff_agent_request_classes(classes.last_generation + 1, errp)) {
+    if (!handoff_agent_request_classes(classes.generation + 1, errp)) {
         qemu_close(fd);
         unlink(path);
         return;
@@ -86,7 +85,7 @@ void qmp_handoff_agent_page_classes(const char *path, Error **errp)
         classes.timer = timer_new_ms(QEMU_CLOCK_REALTIME, classes_timeout,
                                      NULL);
     }
-    classes.generation = ++classes.last_generation;
+    classes.generation++;
     classes.fd = fd;
     classes.path = g_strdup(path);
     classes.write_errno = 0;
@@ -108,18 +107,24 @@ bool handoff_agent_classes_expected(uint64_t generation)
     return classes.fd >= 0 && generation == classes.generation;
 }
 
-void handoff_agent_classes_data(const uint8_t *buf, size_t len)
+/*
+ * A map that began while its request was awaited may go on after the
+ * request timed out; its bytes then belong to no file.
+ */
+void handoff_agent_classes_data(uint64_t generation, const uint8_t *buf,
+                                size_t len)
 {
-    if (!classes.write_errno && qemu_write_full(classes.fd, buf, len) != len) {
+    if (handoff_agent_classes_expected(generation) && !classes.write_errno &&
+        qemu_write_full(classes.fd, buf, len) != len) {
         classes.write_errno = errno;
     }
 }
 
-void handoff_agent_classes_end(uint64_t pages)
+void handoff_agent_classes_end(uint64_t generation, uint64_t pages)
 {
     g_autofree char *why = NULL;
 
-    if (classes.fd < 0) {
+    if (!handoff_agent_classes_expected(generation)) {
         return;
     }
     if (classes.write_errno) {

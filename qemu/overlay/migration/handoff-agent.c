@@ -158,6 +158,13 @@ static void publish(AgentReceiver *rx)
     bool taken = false;
 
     qemu_mutex_lock(&agent_state.lock);
+    /*
+     * Due until its last extent is in: a request sent between its header
+     * and its extents would find it half received and drop it.
+     */
+    if (rx->header.generation == agent_state.asked) {
+        agent_state.answer_due = false;
+    }
     if (rx->wanted && rx->header.generation == agent_state.generation) {
         old = agent_state.report;
         agent_state.report = rx->accepted;
@@ -218,9 +225,6 @@ static bool start_report(AgentReceiver *rx)
     qemu_mutex_lock(&agent_state.lock);
     expected = agent_state.generation;
     late = h->generation && h->generation <= agent_state.asked;
-    if (h->generation == agent_state.asked) {
-        agent_state.answer_due = false;
-    }
     qemu_mutex_unlock(&agent_state.lock);
     /* A late answer (its round is over) is normal; others are not. */
     rx->wanted = expected && h->generation == expected;
@@ -237,14 +241,14 @@ static bool start_report(AgentReceiver *rx)
 static void take_classes(AgentReceiver *rx, const uint8_t *buf, size_t len)
 {
     if (rx->wanted && len) {
-        handoff_agent_classes_data(buf, len);
+        handoff_agent_classes_data(rx->header.generation, buf, len);
     }
     rx->classes_left -= len;
     if (rx->classes_left) {
         return;
     }
     if (rx->wanted) {
-        handoff_agent_classes_end(rx->header.count);
+        handoff_agent_classes_end(rx->header.generation, rx->header.count);
     }
     reset_receiver(rx);
 }
@@ -327,6 +331,25 @@ static bool receiving(HandoffAgent *agent)
 }
 
 /*
+ * An answer still half received when the next request goes out (it is
+ * overdue, or nobody waits for it any more) has lost its framing: what
+ * follows would be read as its missing part. Both ends start afresh
+ * instead: the agent sees the host leave and come back.
+ */
+static void drop_half_received(HandoffAgent *agent)
+{
+    if (VIRTIO_SERIAL_PORT(agent)->host_connected && receiving(agent)) {
+        trace_handoff_agent_malformed(agent->rx.header.magic,
+                                      agent->rx.header.version,
+                                      agent->rx.in_classes
+                                          ? agent->rx.classes_left
+                                          : agent->rx.extents_left);
+        count_refused();
+        virtio_serial_close(VIRTIO_SERIAL_PORT(agent));
+    }
+}
+
+/*
  * Sends a request, opening the port first if it is closed. False when no
  * agent listens (or its buffers are full): then no answer comes.
  */
@@ -370,19 +393,7 @@ bool handoff_agent_request(uint64_t generation)
         trace_handoff_agent_request(generation, false);
         return false;
     }
-    /*
-     * A report still half received when the next request goes out (its
-     * answer overdue) has lost its framing: what follows would be read as
-     * its missing extents. Both ends start afresh instead: the agent sees
-     * the host leave and come back.
-     */
-    if (port->host_connected && receiving(agent)) {
-        trace_handoff_agent_malformed(agent->rx.header.magic,
-                                      agent->rx.header.version,
-                                      agent->rx.extents_left);
-        count_refused();
-        virtio_serial_close(port);
-    }
+    drop_half_received(agent);
     if (!write_request(agent, HANDOFF_AGENT_MAGIC, generation)) {
         trace_handoff_agent_request(generation, false);
         return false;
@@ -399,17 +410,25 @@ bool handoff_agent_request(uint64_t generation)
 bool handoff_agent_request_classes(uint64_t generation, Error **errp)
 {
     HandoffAgent *agent = agent_state.agent;
+    int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    bool free_report_due;
 
     if (!agent) {
         error_setg(errp, "this VM has no guest agent port "
                    "(-device %s)", TYPE_HANDOFF_AGENT);
         return false;
     }
-    if (VIRTIO_SERIAL_PORT(agent)->host_connected && receiving(agent)) {
+    qemu_mutex_lock(&agent_state.lock);
+    free_report_due = agent_state.answer_due &&
+                      now - agent_state.asked_at < AGENT_ANSWER_DUE_NS;
+    qemu_mutex_unlock(&agent_state.lock);
+    /* A handoff's report on its way is left alone; anything else is over. */
+    if (receiving(agent) && !agent->rx.in_classes && free_report_due) {
         error_setg(errp, "the guest agent is answering another request; "
                    "retry");
         return false;
     }
+    drop_half_received(agent);
     if (!write_request(agent, HANDOFF_AGENT_CLASSES_MAGIC, generation)) {
         error_setg(errp, "no guest agent listens on the port");
         return false;

@@ -171,8 +171,10 @@ void handoff_agent_counters(uint64_t *reports, uint64_t *refused);
 bool handoff_agent_request_classes(uint64_t generation, Error **errp);
 uint64_t handoff_agent_classes_max_pages(void);
 bool handoff_agent_classes_expected(uint64_t generation);
-void handoff_agent_classes_data(const uint8_t *buf, size_t len);
-void handoff_agent_classes_end(uint64_t pages);
+/* Bytes and end of the map of @generation: dropped unless it is awaited. */
+void handoff_agent_classes_data(uint64_t generation, const uint8_t *buf,
+                                size_t len);
+void handoff_agent_classes_end(uint64_t generation, uint64_t pages);
 
 /*
  * virtio-balloon free page hints (handoff-hint.c): kept for the round of

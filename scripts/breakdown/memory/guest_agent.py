@@ -77,6 +77,15 @@ def _page_classes(qmp, path, progress):
         return f.read()
 
 
+def _class_name(classes, page):
+    """The class of @page in the agent's map (a byte the protocol does not
+    define counts as other: the map is the guest's word)."""
+    if page >= len(classes):
+        return "unmapped"
+    c = classes[page]
+    return CLASSES[c] if c < len(CLASSES) else "other"
+
+
 def _count(ram_path, base_path, ram_bytes, classes):
     """(modified bytes by class, all bytes by class)."""
     modified = dict.fromkeys(CLASSES + ("unmapped",), 0)
@@ -88,9 +97,7 @@ def _count(ram_path, base_path, ram_bytes, classes):
             b = memoryview(base.read(CHUNK_PAGES * PAGE))
             for i in range(min(CHUNK_PAGES, pages - first)):
                 page = first + i
-                c = classes[page] if page < len(classes) else None
-                name = CLASSES[c] if c is not None and c < len(CLASSES) \
-                    else ("unmapped" if c is None else "other")
+                name = _class_name(classes, page)
                 guest[name] += PAGE
                 o = i * PAGE
                 if a[o:o + PAGE] != b[o:o + PAGE]:
