@@ -35,7 +35,8 @@ def _check_vm_args(vm_args):
         raise CreateError("give the VM's QEMU options after `--`, as the VM "
                           "is started (machine, memory, drives, devices)")
     for arg in vm_args:
-        if arg.split("=")[0] in _OWN_OPTIONS:
+        # QEMU reads --name as -name.
+        if "-" + arg.split("=")[0].lstrip("-") in _OWN_OPTIONS:
             raise CreateError(f"{arg}: this tool sets it itself; give the "
                               f"VM's options only")
 
@@ -74,11 +75,13 @@ class _PausedQEMU:
                 raise CreateError(f"QEMU exited: {self.failure()}")
             try:
                 info = self.qmp.cmd("query-migrate")
-            except OSError:
-                if self.proc.wait(10) is not None:
-                    raise CreateError(f"QEMU exited: {self.failure()}") \
+            except OSError as e:
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    raise CreateError(f"QEMU's monitor failed: {e}") \
                         from None
-                raise
+                raise CreateError(f"QEMU exited: {self.failure()}") from None
             if info.get("status") in done:
                 return info
             if progress:

@@ -322,16 +322,21 @@ def test_create_refusals_write_nothing(tmp_path, base):
     overlay = tmp_path / "refused.overlay"
     state = tmp_path / "cut.state"
     state.write_bytes(b"QEVM\0\0\0\3" + os.urandom(4096))
+    not_a_base = str(tmp_path)
     cases = [
-        (("--state", str(state)), vm_args,
+        (base, ("--state", str(state)), vm_args,
          rf"cannot load the state {state}: .*load of migration failed"),
-        (("--state", str(tmp_path / "none")), vm_args, r"no such state file"),
-        ((), [*vm_args, "-incoming", "defer"],
+        (base, ("--state", str(tmp_path / "none")), vm_args,
+         r"no such state file"),
+        (base, (), [*vm_args, "-incoming", "defer"],
          r"-incoming: this tool sets it itself"),
-        ((), [], r"give the VM's QEMU options after `--`"),
+        (base, (), [*vm_args, "--qmp", "stdio"],
+         r"--qmp: this tool sets it itself"),
+        (base, (), [], r"give the VM's QEMU options after `--`"),
+        (not_a_base, (), vm_args, r"Not a handoff base: .*base.json"),
     ]
-    for options, args, cause in cases:
-        run = create(base, overlay, args, *options)
+    for base_dir, options, args, cause in cases:
+        run = create(base_dir, overlay, args, *options)
         assert run.returncode != 0
         assert re.search(cause, run.stderr), run.stderr
         assert not os.path.exists(overlay)
