@@ -52,7 +52,7 @@ def modified_bytes(src, base_dir, work):
     """Chunks of the paused VM that differ from the base (neither zero nor
     the base's own), as scripts/bench.py's overlay breakdown counts them."""
     snap = os.path.join(work, "snapshot")
-    src.qmp.cmd("handoff-base-create", dir=snap)
+    src.qmp.slow_cmd(1800, "handoff-base-create", dir=snap)
     manifest, images = snapshot_images(snap)
     stream = os.path.join(work, "stream")
     r = subprocess.run([CLI, "encode", "--base",

@@ -101,7 +101,7 @@ def overlay_breakdown(workload, work, log):
     src = workload.start_source(work)
     try:
         # A base of the VM itself: every RAM block and the disk as images.
-        src.qmp.cmd("handoff-base-create", dir=snap)
+        src.qmp.slow_cmd(1800, "handoff-base-create", dir=snap)
     finally:
         src.stop()
     manifest, images = snapshot_images(snap)

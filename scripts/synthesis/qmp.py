@@ -76,6 +76,16 @@ class QMPClient:
             elif "return" in resp:
                 return resp["return"]
 
+    def slow_cmd(self, seconds, command, **args):
+        """cmd() for a command QEMU runs to its end before it answers
+        (handoff-base-create copies whole images, pmemsave writes all of
+        RAM): waits up to @seconds instead of the client's timeout."""
+        self._sock.settimeout(seconds)
+        try:
+            return self.cmd(command, **args)
+        finally:
+            self._sock.settimeout(self._timeout)
+
     def wait_event(self, name, timeout, match=lambda data: True):
         """The first event @name whose data @match accepts (taken from
         those already received, else waited for): its data."""

@@ -145,16 +145,23 @@ HOSTILE_EXTENTS = [
     (0x100000, 0),
 ]
 
-# A stand-in for the agent, in the guest's busybox sh: answers each
-# request with the hostile extents, then twice the first real free block
-# the kernel module lists (the second time half of it: overlapping).
-HOSTILE_AGENT = r"""
-port=/dev/$(basename $(dirname $(grep -l org.qemu-handoff.agent.0 \
-    /sys/class/virtio-ports/*/name)))
+# The agent's port in the guest, for a shell command.
+AGENT_PORT = ("/dev/$(basename $(dirname $(grep -l org.qemu-handoff.agent.0 "
+              "/sys/class/virtio-ports/*/name)))")
+
+# The start of a stand-in agent in the guest's busybox sh: the port open as
+# fd 3, and le N printing N as 8 little-endian bytes.
+STAND_IN_PRELUDE = f"port={AGENT_PORT}\n" + r"""
 le() { n=$1; i=0; s=; while [ $i -lt 8 ]; do
     s="$s\\$(printf %03o $((n & 255)))"; n=$((n >> 8)); i=$((i + 1)); done
     printf "$s"; }
 exec 3<>$port
+"""
+
+# A stand-in for the agent, in the guest's busybox sh: answers each
+# request with the hostile extents, then twice the first real free block
+# the kernel module lists (the second time half of it: overlapping).
+HOSTILE_AGENT = STAND_IN_PRELUDE + r"""
 while true; do
     gen=$(dd bs=16 count=1 <&3 2>/dev/null | od -An -tu8 -j8 | tr -d ' ')
     [ -n "$gen" ] || { sleep 0.2; continue; }
@@ -166,11 +173,6 @@ while true; do
     echo "answered $gen"
 done
 """
-
-
-# The agent's port in the guest, for a shell command.
-AGENT_PORT = ("/dev/$(basename $(dirname $(grep -l org.qemu-handoff.agent.0 "
-              "/sys/class/virtio-ports/*/name)))")
 
 
 def guest_file(vm, path, data):
@@ -355,13 +357,7 @@ def test_memory_breakdown_names_what_the_guest_keeps(tmp_path, base, vms):
 
 # A stand-in for the agent that answers the one page-class request it
 # reads with a map announced as 4096 pages and cut off after 100 bytes.
-CUT_MAP_AGENT = r"""
-port=/dev/$(basename $(dirname $(grep -l org.qemu-handoff.agent.0 \
-    /sys/class/virtio-ports/*/name)))
-le() { n=$1; i=0; s=; while [ $i -lt 8 ]; do
-    s="$s\\$(printf %03o $((n & 255)))"; n=$((n >> 8)); i=$((i + 1)); done
-    printf "$s"; }
-exec 3<>$port
+CUT_MAP_AGENT = STAND_IN_PRELUDE + r"""
 gen=
 while [ -z "$gen" ]; do     # the host end may be closed until it asks
     gen=$(dd bs=16 count=1 <&3 2>/dev/null | od -An -tu8 -j8 2>/dev/null |

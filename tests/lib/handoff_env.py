@@ -76,7 +76,7 @@ def save_base(vm, base_dir):
     """Saves @vm, booting the test guest, as a base once it has settled."""
     vm.wait_serial(r"handoff-guest: ready", timeout=300)
     vm.wait_serial(r"^heartbeat 2\r?$", timeout=30)
-    vm.qmp.cmd("handoff-base-create", dir=str(base_dir))
+    vm.qmp.slow_cmd(1800, "handoff-base-create", dir=str(base_dir))
 
 
 def start_from_base(name, workdir, base_dir, extra_args=(), guest=None,

@@ -263,8 +263,9 @@ class GuestVM:
     def ram_digest(self):
         """SHA-256 of the guest's RAM, read with pmemsave while paused."""
         dump = os.path.join(self.workdir, f"{self.name}.ram")
-        self.qmp.cmd("pmemsave", val=0, size=self.guest.mem_mib << 20,
-                     filename=dump)
+        self.qmp.slow_cmd(600, "pmemsave", val=0,
+                          size=self.guest.mem_mib << 20,
+                          filename=dump)
         h = hashlib.sha256()
         with open(dump, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

@@ -127,7 +127,8 @@ def collect(options, progress):
             progress(f"memory: reading {ram_bytes >> 20} MiB of guest RAM")
             ram_path = os.path.join(tmp, "ram")
             try:
-                qmp.cmd("pmemsave", val=0, size=ram_bytes, filename=ram_path)
+                qmp.slow_cmd(600, "pmemsave", val=0, size=ram_bytes,
+                             filename=ram_path)
             except QMPError as e:
                 raise BreakdownError(f"reading guest RAM: {e}")
             modified, guest = _count(ram_path, base_path, ram_bytes,
