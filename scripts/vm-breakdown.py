@@ -112,7 +112,7 @@ EXAMPLES
   scripts/vm-breakdown.py /srv/vms/alice.qcow2 --depth 2 --top 10
   scripts/vm-breakdown.py /srv/vms/alice.qcow2 --json | jq .disk.categories
   scripts/vm-breakdown.py -U /srv/vms/alice.qcow2   # VM still running
-  scripts/vm-breakdown.py -U /srv/vms/alice.qcow2 --qmp /run/alice.qmp \
+  scripts/vm-breakdown.py -U /srv/vms/alice.qcow2 --qmp /run/alice.qmp \\
       --base /var/lib/handoff/bases/debian12      # and its memory
 
 LIMITS

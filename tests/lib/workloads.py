@@ -209,8 +209,10 @@ class EdgeApp:
         time.sleep(0.2)     # the rest of the line
         return self._reply(vm, after)
 
-    def start_source(self, workdir, extra_args=()):
-        """A copy of the prepared VM, running, its service warm."""
+    def start_source(self, workdir, extra_args=(), clean=True):
+        """A copy of the prepared VM, running, its service warm; the
+        semantic variant's guest has cleaned up (clean() unless @clean is
+        False)."""
         disk = os.path.join(workdir, "src.qcow2")
         shutil.copyfile(self._disk, disk)
         # Written back now, not when the VM's disk is flushed at switch-over
@@ -226,8 +228,8 @@ class EdgeApp:
                 raise RuntimeError("restoring the prepared VM failed")
             src.qmp.cmd("cont")
             self.check_service(src)
-            if self.semantic:
-                self._clean(src)
+            if self.semantic and clean:
+                self.clean(src)
         except Exception:
             src.stop()
             raise
@@ -245,7 +247,7 @@ class EdgeApp:
             assert got == want, f"{self.app}: {got} != {want}"
         return reply
 
-    def _clean(self, vm):
+    def clean(self, vm):
         """What the guest does before it moves: drops apt's package cache
         and trims the free blocks (the overlay turns them into zero
         clusters); then the facts the move starts from."""
