@@ -7,7 +7,8 @@ namespace handoff_agent {
 namespace {
 
 // Bits of /proc/kpageflags (Linux's uapi kernel-page-flags.h).
-constexpr int kLru = 5, kSlab = 7, kAnon = 12, kNoPage = 20, kPgTable = 26;
+constexpr int kLru = 5, kSlab = 7, kAnon = 12, kNoPage = 20, kThp = 22,
+              kZeroPage = 24, kPgTable = 26;
 
 constexpr bool Has(uint64_t flags, int bit) { return flags >> bit & 1; }
 
@@ -18,6 +19,10 @@ uint8_t ClassOfFlags(uint64_t flags) {
   if (Has(flags, kAnon)) return HANDOFF_PAGE_ANONYMOUS;
   // File pages (shmem and tmpfs included, as the kernel's "Cached" does).
   if (Has(flags, kLru)) return HANDOFF_PAGE_CACHE;
+  // The tail pages of a large page-cache folio (tmpfs huge pages) lack
+  // LRU, which 6.1 copies from each page's own flags; THP follows the head
+  // (set when it is LRU or anonymous, and for the huge zero page).
+  if (Has(flags, kThp) && !Has(flags, kZeroPage)) return HANDOFF_PAGE_CACHE;
   if (Has(flags, kSlab) || Has(flags, kPgTable)) return HANDOFF_PAGE_KERNEL;
   return HANDOFF_PAGE_OTHER;
 }
