@@ -63,8 +63,10 @@ bool Answer(int fd, const HandoffAgentRequest& req, const char* free_path,
 }
 
 // Answers a page-class request: a header and one byte per page frame.
+// @stall_ms: the map pauses that long halfway, as an agent that stopped
+// midway would (tests: QEMU resets the port, and this answer is dropped).
 bool AnswerClasses(int fd, const HandoffAgentRequest& req,
-                   const char* free_path) {
+                   const char* free_path, unsigned stall_ms) {
   const uint64_t page_size = sysconf(_SC_PAGESIZE);
   std::vector<HandoffAgentExtent> free;
   std::vector<uint8_t> classes;
@@ -74,16 +76,21 @@ bool AnswerClasses(int fd, const HandoffAgentRequest& req,
   if (!why.empty()) Log("%s: reporting no page classes", why.c_str());
   HandoffAgentReport rep = {HANDOFF_AGENT_CLASSES_MAGIC, HANDOFF_AGENT_VERSION,
                             req.generation, classes.size()};
+  const size_t half = stall_ms ? classes.size() / 2 : classes.size();
   if (!WriteFully(fd, &rep, sizeof(rep)) ||
-      !WriteFully(fd, classes.data(), classes.size()))
+      !WriteFully(fd, classes.data(), half))
+    return false;
+  std::this_thread::sleep_for(std::chrono::milliseconds(stall_ms));
+  if (!WriteFully(fd, classes.data() + half, classes.size() - half))
     return false;
   Log("page classes %llu: %zu pages",
       static_cast<unsigned long long>(req.generation), classes.size());
   return true;
 }
 
-int Serve(const std::string& port, const char* free_path, unsigned late_ms) {
-  int fd = open(port.c_str(), O_RDWR | O_CLOEXEC);
+int Serve(const std::string& port, const char* free_path, unsigned late_ms,
+          unsigned stall_ms) {
+  int fd = open(port.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     Log("%s: %s", port.c_str(), strerror(errno));
     return 1;
@@ -103,12 +110,15 @@ int Serve(const std::string& port, const char* free_path, unsigned late_ms) {
     } else if (req.magic == HANDOFF_AGENT_MAGIC) {
       written = Answer(fd, req, free_path, late_ms);
     } else if (req.magic == HANDOFF_AGENT_CLASSES_MAGIC) {
-      written = AnswerClasses(fd, req, free_path);
+      written = AnswerClasses(fd, req, free_path, stall_ms);
+      stall_ms = 0;  // the first answer only
     } else {
       written = true;
       Log("ignoring a request with magic %#x", req.magic);
     }
-    if (!written) Log("cannot write to %s", port.c_str());
+    if (!written)
+      Log("generation %llu: the host end closed: answer dropped",
+          static_cast<unsigned long long>(req.generation));
   }
 }
 
@@ -118,7 +128,7 @@ int Serve(const std::string& port, const char* free_path, unsigned late_ms) {
 int main(int argc, char** argv) {
   std::string port_name = HANDOFF_AGENT_PORT_NAME;
   const char* free_path = handoff_agent::kFreePagesPath;
-  unsigned late_ms = 0;
+  unsigned late_ms = 0, stall_ms = 0;
   for (int i = 1; i < argc; i++) {
     if (!std::strcmp(argv[i], "--port") && i + 1 < argc) {
       port_name = argv[++i];
@@ -126,15 +136,19 @@ int main(int argc, char** argv) {
       free_path = argv[++i];
     } else if (!std::strcmp(argv[i], "--late-ms") && i + 1 < argc) {
       late_ms = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
+    } else if (!std::strcmp(argv[i], "--stall-ms") && i + 1 < argc) {
+      stall_ms = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
     } else {
       std::fprintf(stderr,
                    "usage: handoff-agent [--port NAME] [--free-pages PATH] "
-                   "[--late-ms MS]\n"
+                   "[--late-ms MS] [--stall-ms MS]\n"
                    "Answers QEMU's free-memory (and page-class) requests on the "
                    "virtio-serial\nport NAME (default %s) with the snapshot of PATH "
                    "(default %s, from the handoff_free_pages module).\n"
                    "--late-ms: answer up to MS ms after the snapshot, as a "
-                   "busy guest would (tests).\n",
+                   "busy guest would (tests).\n"
+                   "--stall-ms: pause the first page-class map halfway for "
+                   "MS ms (tests).\n",
                    HANDOFF_AGENT_PORT_NAME, handoff_agent::kFreePagesPath);
       return 2;
     }
@@ -145,5 +159,5 @@ int main(int argc, char** argv) {
                        port_name.c_str());
     return 0;
   }
-  return handoff_agent::Serve(port, free_path, late_ms);
+  return handoff_agent::Serve(port, free_path, late_ms, stall_ms);
 }

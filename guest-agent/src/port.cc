@@ -2,6 +2,7 @@
 #include "port.h"
 
 #include <dirent.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -26,11 +27,32 @@ std::string FindPort(const std::string& name) {
   return found;
 }
 
+namespace {
+
+// Waits until @fd is ready for @events; false when the host end is closed.
+// (virtio_console reports POLLHUP for that, and reads then return 0.)
+bool Wait(int fd, short events) {
+  pollfd p = {fd, events, 0};
+  for (;;) {
+    int n = poll(&p, 1, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    if (p.revents & events) return true;
+    if (p.revents & (POLLHUP | POLLERR | POLLNVAL)) return false;
+  }
+}
+
+}  // namespace
+
 bool ReadFully(int fd, void* buf, size_t len) {
   auto* p = static_cast<char*>(buf);
   while (len > 0) {
     ssize_t n = read(fd, p, len);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      if (!Wait(fd, POLLIN)) return false;
+      continue;
+    }
     if (n <= 0) return false;
     p += n;
     len -= static_cast<size_t>(n);
@@ -43,6 +65,10 @@ bool WriteFully(int fd, const void* buf, size_t len) {
   while (len > 0) {
     ssize_t n = write(fd, p, len);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      if (!Wait(fd, POLLOUT)) return false;
+      continue;
+    }
     if (n <= 0) return false;
     p += n;
     len -= static_cast<size_t>(n);

@@ -7,7 +7,9 @@
  * (handoff_agent_protocol.h), is written to the file as it arrives, and
  * the HANDOFF_AGENT_PAGE_CLASSES event says when the map is complete or
  * why there is none. It returns at once because the answer comes through
- * the main loop the command runs in.
+ * the main loop the command runs in. The map is written beside @path and
+ * renamed to it when complete: a reader never sees half a map, and a
+ * request that fails leaves a file already at @path alone.
  *
  * The map is statistics: its size is bounded by the machine's memory,
  * its bytes are the guest's word, and nothing a handoff sends or skips
@@ -26,12 +28,16 @@
 #include "handoff_agent_protocol.h"
 #include "trace.h"
 
-/* An agent that has not answered by then is taken as gone. */
-#define CLASSES_ANSWER_MS 10000
+/*
+ * An agent that sends nothing for this long is taken as gone (a large map
+ * may take longer as a whole: each byte that arrives re-arms the timer).
+ */
+#define CLASSES_SILENCE_S 10
 
 static struct {
     int fd;                     /* of the map being written; -1: none */
     char *path;
+    char *part;                 /* where it is written until complete */
     uint64_t generation;        /* of the last request (awaited: fd >= 0) */
     int write_errno;            /* the first failed write's */
     QEMUTimer *timer;
@@ -41,15 +47,21 @@ static struct {
 static void classes_finish(uint64_t pages, const char *error)
 {
     g_autofree char *path = classes.path;
+    g_autofree char *part = classes.part;
+    g_autofree char *why = NULL;
 
     timer_del(classes.timer);
     if (qemu_close(classes.fd) < 0 && !error) {
         error = "cannot write the map";
     }
+    if (!error && rename(part, path) < 0) {
+        error = why = g_strdup_printf("cannot rename %s: %s", part,
+                                      strerror(errno));
+    }
     classes.fd = -1;
-    classes.path = NULL;
+    classes.path = classes.part = NULL;
     if (error) {
-        unlink(path);
+        unlink(part);
     }
     trace_handoff_agent_classes_end(path, pages, error ? error : "");
     qapi_event_send_handoff_agent_page_classes(path, !error, pages,
@@ -58,13 +70,23 @@ static void classes_finish(uint64_t pages, const char *error)
 
 static void classes_timeout(void *opaque)
 {
+    g_autofree char *why = g_strdup_printf("the guest agent sent nothing "
+                                           "for %d s", CLASSES_SILENCE_S);
+
     if (classes.fd >= 0) {
-        classes_finish(0, "the guest agent did not answer within 10 s");
+        classes_finish(0, why);
     }
+}
+
+static void classes_rearm(void)
+{
+    timer_mod(classes.timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                             CLASSES_SILENCE_S * 1000);
 }
 
 void qmp_handoff_agent_page_classes(const char *path, Error **errp)
 {
+    g_autofree char *part = g_strdup_printf("%s.part", path);
     int fd;
 
     if (classes.fd >= 0) {
@@ -72,13 +94,13 @@ void qmp_handoff_agent_page_classes(const char *path, Error **errp)
                    classes.path);
         return;
     }
-    fd = qemu_create(path, O_WRONLY | O_TRUNC, 0600, errp);
+    fd = qemu_create(part, O_WRONLY | O_TRUNC, 0600, errp);
     if (fd < 0) {
         return;
     }
     if (!handoff_agent_request_classes(classes.generation + 1, errp)) {
         qemu_close(fd);
-        unlink(path);
+        unlink(part);
         return;
     }
     if (!classes.timer) {
@@ -88,9 +110,9 @@ void qmp_handoff_agent_page_classes(const char *path, Error **errp)
     classes.generation++;
     classes.fd = fd;
     classes.path = g_strdup(path);
+    classes.part = g_steal_pointer(&part);
     classes.write_errno = 0;
-    timer_mod(classes.timer,
-              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + CLASSES_ANSWER_MS);
+    classes_rearm();
     trace_handoff_agent_classes_request(path, classes.generation);
 }
 
@@ -114,8 +136,11 @@ bool handoff_agent_classes_expected(uint64_t generation)
 void handoff_agent_classes_data(uint64_t generation, const uint8_t *buf,
                                 size_t len)
 {
-    if (handoff_agent_classes_expected(generation) && !classes.write_errno &&
-        qemu_write_full(classes.fd, buf, len) != len) {
+    if (!handoff_agent_classes_expected(generation)) {
+        return;
+    }
+    classes_rearm();
+    if (!classes.write_errno && qemu_write_full(classes.fd, buf, len) != len) {
         classes.write_errno = errno;
     }
 }

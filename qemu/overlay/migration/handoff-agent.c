@@ -11,10 +11,11 @@
  * writable RAM the guest sees at that address (RAM above 4 GiB sits at
  * another offset of its RAMBlock than its address: the memory map
  * decides, not arithmetic). Anything else is refused with a trace line
- * and changes nothing; a report that breaks the framing closes the port,
- * which the agent sees as the host going away, and it is reopened with
- * the next request. A report is only ever taken for the generation asked
- * last (handoff-save.c, docs/guest-agent.md: the safety rule).
+ * and changes nothing; a report that breaks the framing, or stops midway,
+ * closes the port, which the agent sees as the host going away (it drops
+ * what it was writing), and the next request reopens it. A report is only
+ * ever taken for the generation asked last (handoff-save.c,
+ * docs/guest-agent.md: the safety rule).
  *
  * The same port carries the answers to page-class requests (what each
  * page frame holds, for a breakdown: handoff-agent-classes.c); only their
@@ -55,6 +56,8 @@ typedef struct AgentReceiver {
 struct HandoffAgent {
     VirtIOSerialPort parent_obj;
     AgentReceiver rx;           /* main loop only */
+    QEMUTimer *stall_timer;     /* runs while an answer is half received */
+    int64_t closed_ns;          /* when the port was last reset */
 };
 
 /*
@@ -80,6 +83,24 @@ static struct {
 
 /* After this, an unanswered request is taken as lost. */
 #define AGENT_ANSWER_DUE_NS (1 * NANOSECONDS_PER_SECOND)
+
+/*
+ * An answer with no bytes for this long has stopped midway: the port is
+ * reset then, rather than when the next request comes, so that request
+ * can go out at once.
+ */
+#define AGENT_STALL_MS 1000
+
+/*
+ * A reset port stays closed this long. The guest's writes block (they do
+ * not fail) while the host end is closed, and a close followed at once by
+ * an open reaches the guest as two control messages it may handle before
+ * the agent runs: the agent would go on writing the old answer into the
+ * new session, which would read it as a new answer with the wrong framing.
+ * Closed for a while, the agent sees the host leave (poll gives EPOLLHUP)
+ * and drops what it was writing.
+ */
+#define AGENT_REOPEN_NS (300 * SCALE_MS)
 
 static void agent_state_init(void)
 {
@@ -293,10 +314,45 @@ static ssize_t take_record(AgentReceiver *rx, const uint8_t *buf, size_t len)
     return n;
 }
 
+/* The receiver is inside an answer. */
+static bool receiving(HandoffAgent *agent)
+{
+    return agent->rx.have || agent->rx.in_extents || agent->rx.in_classes;
+}
+
+/* Framing is lost: both ends start afresh (AGENT_REOPEN_NS). */
+static void reset_port(HandoffAgent *agent)
+{
+    timer_del(agent->stall_timer);
+    reset_receiver(&agent->rx);
+    virtio_serial_close(VIRTIO_SERIAL_PORT(agent));
+    agent->closed_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+}
+
+/*
+ * An answer that stopped midway has lost its framing: what follows would
+ * be read as its missing part.
+ */
+static void agent_stalled(void *opaque)
+{
+    HandoffAgent *agent = opaque;
+
+    if (receiving(agent)) {
+        trace_handoff_agent_malformed(agent->rx.header.magic,
+                                      agent->rx.header.version,
+                                      agent->rx.in_classes
+                                          ? agent->rx.classes_left
+                                          : agent->rx.extents_left);
+        count_refused();
+        reset_port(agent);
+    }
+}
+
 static ssize_t agent_have_data(VirtIOSerialPort *port, const uint8_t *buf,
                                ssize_t len)
 {
-    AgentReceiver *rx = &HANDOFF_AGENT(port)->rx;
+    HandoffAgent *agent = HANDOFF_AGENT(port);
+    AgentReceiver *rx = &agent->rx;
     ssize_t used = 0;
 
     while (used < len) {
@@ -309,12 +365,16 @@ static ssize_t agent_have_data(VirtIOSerialPort *port, const uint8_t *buf,
             n = take_record(rx, buf + used, len - used);
         }
         if (n < 0) {
-            /* Drop what follows until the agent opens the port anew. */
-            reset_receiver(rx);
-            virtio_serial_close(port);
+            reset_port(agent);
             return len;
         }
         used += n;
+    }
+    if (receiving(agent)) {
+        timer_mod(agent->stall_timer,
+                  qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + AGENT_STALL_MS);
+    } else {
+        timer_del(agent->stall_timer);
     }
     return len;
 }
@@ -324,35 +384,26 @@ bool handoff_agent_present(void)
     return agent_state.agent != NULL;
 }
 
-/* The receiver is inside an answer. */
-static bool receiving(HandoffAgent *agent)
-{
-    return agent->rx.have || agent->rx.in_extents || agent->rx.in_classes;
-}
-
 /*
- * An answer still half received when the next request goes out (it is
- * overdue, or nobody waits for it any more) has lost its framing: what
- * follows would be read as its missing part. Both ends start afresh
- * instead: the agent sees the host leave and come back.
+ * Whether a request can go out now, the port open: not until a reset port
+ * has been closed for AGENT_REOPEN_NS. An answer still coming is left
+ * alone: the agent answers in turn and reads the request after it.
  */
-static void drop_half_received(HandoffAgent *agent)
+static bool port_ready(HandoffAgent *agent, int64_t now)
 {
-    if (VIRTIO_SERIAL_PORT(agent)->host_connected && receiving(agent)) {
-        trace_handoff_agent_malformed(agent->rx.header.magic,
-                                      agent->rx.header.version,
-                                      agent->rx.in_classes
-                                          ? agent->rx.classes_left
-                                          : agent->rx.extents_left);
-        count_refused();
-        virtio_serial_close(VIRTIO_SERIAL_PORT(agent));
+    VirtIOSerialPort *port = VIRTIO_SERIAL_PORT(agent);
+
+    if (!port->host_connected) {
+        if (now - agent->closed_ns < AGENT_REOPEN_NS) {
+            return false;
+        }
+        reset_receiver(&agent->rx);
+        virtio_serial_open(port);
     }
+    return true;
 }
 
-/*
- * Sends a request, opening the port first if it is closed. False when no
- * agent listens (or its buffers are full): then no answer comes.
- */
+/* False when no agent listens (or its buffers are full): no answer comes. */
 static bool write_request(HandoffAgent *agent, uint32_t magic,
                           uint64_t generation)
 {
@@ -363,10 +414,6 @@ static bool write_request(HandoffAgent *agent, uint32_t magic,
         .generation = cpu_to_le64(generation),
     };
 
-    if (!port->host_connected) {
-        reset_receiver(&agent->rx);
-        virtio_serial_open(port);
-    }
     return port->guest_connected &&
            virtio_serial_guest_ready(port) >= sizeof(req) &&
            virtio_serial_write(port, (uint8_t *)&req, sizeof(req)) ==
@@ -389,12 +436,8 @@ bool handoff_agent_request(uint64_t generation)
     busy = agent_state.answer_due &&
            now - agent_state.asked_at < AGENT_ANSWER_DUE_NS;
     qemu_mutex_unlock(&agent_state.lock);
-    if (busy) {
-        trace_handoff_agent_request(generation, false);
-        return false;
-    }
-    drop_half_received(agent);
-    if (!write_request(agent, HANDOFF_AGENT_MAGIC, generation)) {
+    if (busy || !port_ready(agent, now) ||
+        !write_request(agent, HANDOFF_AGENT_MAGIC, generation)) {
         trace_handoff_agent_request(generation, false);
         return false;
     }
@@ -410,25 +453,17 @@ bool handoff_agent_request(uint64_t generation)
 bool handoff_agent_request_classes(uint64_t generation, Error **errp)
 {
     HandoffAgent *agent = agent_state.agent;
-    int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
-    bool free_report_due;
 
     if (!agent) {
         error_setg(errp, "this VM has no guest agent port "
                    "(-device %s)", TYPE_HANDOFF_AGENT);
         return false;
     }
-    qemu_mutex_lock(&agent_state.lock);
-    free_report_due = agent_state.answer_due &&
-                      now - agent_state.asked_at < AGENT_ANSWER_DUE_NS;
-    qemu_mutex_unlock(&agent_state.lock);
-    /* A handoff's report on its way is left alone; anything else is over. */
-    if (receiving(agent) && !agent->rx.in_classes && free_report_due) {
-        error_setg(errp, "the guest agent is answering another request; "
-                   "retry");
+    if (!port_ready(agent, qemu_clock_get_ns(QEMU_CLOCK_REALTIME))) {
+        error_setg(errp, "the guest agent's port is being reset (an answer "
+                   "broke off or broke the protocol); retry");
         return false;
     }
-    drop_half_received(agent);
     if (!write_request(agent, HANDOFF_AGENT_CLASSES_MAGIC, generation)) {
         error_setg(errp, "no guest agent listens on the port");
         return false;
@@ -483,6 +518,8 @@ static void agent_realize(DeviceState *dev, Error **errp)
         return;
     }
     reset_receiver(&agent->rx);
+    agent->stall_timer = timer_new_ms(QEMU_CLOCK_REALTIME, agent_stalled,
+                                      agent);
     agent_state.agent = agent;
     virtio_serial_open(VIRTIO_SERIAL_PORT(dev));
 }
@@ -494,6 +531,8 @@ static void agent_unrealize(DeviceState *dev)
     if (agent_state.agent == agent) {
         agent_state.agent = NULL;
     }
+    timer_free(agent->stall_timer);
+    agent->stall_timer = NULL;
     g_array_free(agent->rx.accepted, true);
     agent->rx.accepted = NULL;
 }
