@@ -58,6 +58,9 @@ def cmd_info(args):
 def cmd_create(args):
     vm_args = args.vm_args[1:] if args.vm_args[:1] == ["--"] \
         else args.vm_args
+    # Ended like Ctrl-C: QEMU stopped and no partial file left.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(
+        "handoff-synthesis: terminated; no overlay written"))
     create_overlay(args.output, args.base, vm_args, state=args.state,
                    compression=args.compression, qemu=args.qemu)
     print(f"overlay {args.output}: {os.path.getsize(args.output)} bytes "
@@ -232,6 +235,8 @@ def main():
     except (OverlayError, SynthesisFailed, LaunchError, CreateError,
             OSError) as e:
         sys.exit(f"handoff-synthesis: {e}")
+    except KeyboardInterrupt:
+        sys.exit("handoff-synthesis: interrupted")
 
 
 if __name__ == "__main__":

@@ -57,15 +57,33 @@ class _PausedQEMU:
                                          stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
         self.qmp = None
+        try:
+            self._connect()
+        except (CreateError, OSError, RuntimeError, ValueError):
+            # QEMU makes its socket before it opens the drives: a bad
+            # option or a locked image ends it after we could connect.
+            end_qemu(None, self.proc)
+            raise CreateError(f"QEMU did not start: {self.failure()}") \
+                from None
+
+    def _connect(self):
         deadline = time.monotonic() + 60
         while not os.path.exists(self.qmp_path):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise CreateError(f"QEMU did not start: {self.failure()}")
+                raise CreateError("no monitor")
             time.sleep(0.02)
         self.qmp = QMPClient(self.qmp_path, timeout=120)
 
     def failure(self):
         return qemu_failure(self.log_path)
+
+    def monitor_lost(self, e):
+        """Why the monitor failed with @e: QEMU's own words if it ended."""
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            return f"QEMU's monitor failed: {e}"
+        return f"QEMU exited: {self.failure()}"
 
     def migration(self, done, timeout, progress=None):
         """Polls query-migrate until its status is in @done."""
@@ -76,12 +94,7 @@ class _PausedQEMU:
             try:
                 info = self.qmp.cmd("query-migrate")
             except OSError as e:
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    raise CreateError(f"QEMU's monitor failed: {e}") \
-                        from None
-                raise CreateError(f"QEMU exited: {self.failure()}") from None
+                raise CreateError(self.monitor_lost(e)) from None
             if info.get("status") in done:
                 return info
             if progress:
@@ -124,28 +137,37 @@ def create_overlay(path, base, vm_args, state=None, compression=None,
     if state and not os.path.isfile(state):
         raise CreateError(f"{state}: no such state file")
     with tempfile.TemporaryDirectory(prefix="handoff-create-") as workdir:
+        vm = _PausedQEMU(qemu or DEFAULT_QEMU, vm_args, workdir,
+                         incoming=bool(state))
+        saved = False
         try:
-            vm = _PausedQEMU(qemu or DEFAULT_QEMU, vm_args, workdir,
-                             incoming=bool(state))
-        except (OSError, QMPError, ConnectionError) as e:
-            raise CreateError(f"QEMU did not start: {e}") from None
-        try:
-            if state:
-                _load_state(vm, state)
-            args = {"path": os.path.abspath(path),
-                    "base": os.path.abspath(base)}
-            if compression:
-                args["compression"] = compression
-            vm.qmp.cmd("handoff-overlay-save", **args)
-            info = vm.migration(("completed", "failed", "cancelled"),
-                                timeout=24 * 3600,
-                                progress=_show_progress if progress else None)
-            if progress:
-                print(file=sys.stderr)
-            if info["status"] != "completed":
-                raise CreateError(info.get("error-desc", info["status"]))
+            info = _save(vm, path, base, state, compression, progress)
+            saved = True
             return info
         except QMPError as e:
             raise CreateError(str(e)) from None
+        except OSError as e:
+            raise CreateError(vm.monitor_lost(e)) from None
         finally:
             vm.stop()
+            # QEMU removes its partial file when a save fails, not when
+            # it is told to quit in the middle of one (Ctrl-C, SIGTERM).
+            if not saved and os.path.exists(path + ".part"):
+                os.unlink(path + ".part")
+
+
+def _save(vm, path, base, state, compression, progress):
+    if state:
+        _load_state(vm, state)
+    args = {"path": os.path.abspath(path), "base": os.path.abspath(base)}
+    if compression:
+        args["compression"] = compression
+    vm.qmp.cmd("handoff-overlay-save", **args)
+    info = vm.migration(("completed", "failed", "cancelled"),
+                        timeout=24 * 3600,
+                        progress=_show_progress if progress else None)
+    if progress:
+        print(file=sys.stderr)
+    if info["status"] != "completed":
+        raise CreateError(info.get("error-desc", info["status"]))
+    return info

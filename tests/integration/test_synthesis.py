@@ -334,6 +334,9 @@ def test_create_refusals_write_nothing(tmp_path, base):
          r"--qmp: this tool sets it itself"),
         (base, (), [], r"give the VM's QEMU options after `--`"),
         (not_a_base, (), vm_args, r"Not a handoff base: .*base.json"),
+        # QEMU ends after its monitor is up: its own words, no QEMU left.
+        (base, (), [*vm_args, "-drive", f"file={tmp_path}/none.qcow2"],
+         r"QEMU did not start: .*none\.qcow2.*No such file"),
     ]
     for base_dir, options, args, cause in cases:
         run = create(base_dir, overlay, args, *options)
@@ -341,6 +344,9 @@ def test_create_refusals_write_nothing(tmp_path, base):
         assert re.search(cause, run.stderr), run.stderr
         assert not os.path.exists(overlay)
         assert not os.path.exists(f"{overlay}.part")
+    assert not subprocess.run(["pgrep", "-f", "handoff-create-"],
+                              capture_output=True).stdout, \
+        "a QEMU of create is still running"
 
 
 # --- the synthesis service ---------------------------------------------------

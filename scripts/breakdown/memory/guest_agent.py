@@ -29,6 +29,7 @@ The document's "memory" member:
 import json
 import os
 import tempfile
+import time
 
 from breakdown import BreakdownError
 from synthesis.qmp import QMPClient, QMPError
@@ -53,28 +54,53 @@ def _base_ram(base_dir):
             manifest = json.load(f)
     except (OSError, ValueError) as e:
         raise BreakdownError(f"{base_dir}: not a base directory ({e})")
-    for region in manifest.get("memory", []):
-        if region.get("name") == "pc.ram":
-            path = os.path.realpath(os.path.join(base_dir, region["file"]))
-            if not path.startswith(os.path.realpath(base_dir) + os.sep):
-                raise BreakdownError(f"{base_dir}: pc.ram lies outside it")
-            return path, int(region["size"])
-    raise BreakdownError(f"{base_dir}: its base has no pc.ram region")
+    try:
+        regions = [r for r in manifest["memory"] if r["name"] == "pc.ram"]
+        if regions:
+            path = os.path.realpath(os.path.join(base_dir,
+                                                 regions[0]["file"]))
+            size = int(regions[0]["size"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise BreakdownError(f"{base_dir}: its base.json is not a base's "
+                             f"manifest ({type(e).__name__}: {e})")
+    if not regions:
+        raise BreakdownError(f"{base_dir}: its base has no pc.ram region")
+    if not path.startswith(os.path.realpath(base_dir) + os.sep):
+        raise BreakdownError(f"{base_dir}: pc.ram lies outside it")
+    return path, size
+
+
+def _ask_classes(qmp, path):
+    """Sends the request; QEMU asks to retry while it resets the agent's
+    port after an answer that stopped midway (for 300 ms)."""
+    for attempt in range(10):
+        try:
+            return qmp.cmd("handoff-agent-page-classes", path=path)
+        except QMPError as e:
+            if "retry" not in e.desc or attempt == 9:
+                raise
+            time.sleep(0.5)
 
 
 def _page_classes(qmp, path, progress):
     progress("memory: asking the guest agent what each page holds")
     try:
-        qmp.cmd("handoff-agent-page-classes", path=path)
-        data = qmp.wait_event("HANDOFF_AGENT_PAGE_CLASSES", 30,
+        _ask_classes(qmp, path)
+        # QEMU ends the request after 10 s without a byte from the agent.
+        data = qmp.wait_event("HANDOFF_AGENT_PAGE_CLASSES", 600,
                               lambda d: d.get("path") == path)
-    except (QMPError, TimeoutError) as e:
+        if "error" in data:
+            raise BreakdownError(f"the guest agent's page classes: "
+                                 f"{data['error']}")
+        with open(path, "rb") as f:
+            classes = f.read()
+    except (QMPError, OSError) as e:
         raise BreakdownError(f"the guest agent's page classes: {e}")
-    if "error" in data:
-        raise BreakdownError(f"the guest agent's page classes: "
-                             f"{data['error']}")
-    with open(path, "rb") as f:
-        return f.read()
+    if not classes:
+        # The agent answers so when it cannot read /proc/kpageflags.
+        raise BreakdownError("the guest agent sent an empty page-class map "
+                             "(its log in the guest says why)")
+    return classes
 
 
 def _class_name(classes, page):
@@ -120,8 +146,8 @@ def collect(options, progress):
     try:
         with tempfile.TemporaryDirectory(dir=options.tmpdir,
                                          prefix="vm-breakdown-") as tmp:
-            # QEMU writes both files: they must be where it can.
-            os.chmod(tmp, 0o755)
+            # QEMU writes both files here, as its own user: --tmpdir must
+            # be writable by it (it is when QEMU runs as the caller).
             classes = _page_classes(qmp, os.path.join(tmp, "classes"),
                                     progress)
             progress(f"memory: reading {ram_bytes >> 20} MiB of guest RAM")
@@ -129,7 +155,7 @@ def collect(options, progress):
             try:
                 qmp.slow_cmd(600, "pmemsave", val=0, size=ram_bytes,
                              filename=ram_path)
-            except QMPError as e:
+            except (QMPError, OSError) as e:
                 raise BreakdownError(f"reading guest RAM: {e}")
             modified, guest = _count(ram_path, base_path, ram_bytes,
                                      classes)
