@@ -30,9 +30,11 @@ import sys
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
+sys.path.insert(0, os.path.join(TOP, "scripts"))
 
 from vm import BUILD  # noqa: E402
 from workloads import make_workload  # noqa: E402
+from breakdown.report import MEMORY_ROWS  # noqa: E402
 
 BREAKDOWN = os.path.join(TOP, "scripts", "vm-breakdown.py")
 MIB = 1 << 20
@@ -44,11 +46,6 @@ DISK_ROWS = (("free_blocks_deleted_files", "free blocks (deleted files)"),
              ("journal", "ext4 journal"),
              ("metadata", "filesystem metadata"),
              ("outside_filesystems", "outside the filesystem"))
-MEMORY_ROWS = (("free", "free (the agent keeps it off the wire)"),
-               ("page_cache", "page cache"),
-               ("anonymous", "anonymous (process memory)"),
-               ("kernel", "kernel (slab, page tables)"),
-               ("other", "other"), ("unmapped", "beyond the agent's map"))
 
 
 def log(msg):
@@ -135,7 +132,8 @@ def app_table(name, result):
     lines.append(_row("**memory: modified pages**",
                       [m["modified_bytes"] for m in mems]))
     for key, label in MEMORY_ROWS:
-        lines.append(_row(label, [m["classes"][key] for m in mems]))
+        lines.append(_row(label.strip("[]"),
+                          [m["classes"][key] for m in mems]))
     lines.append(_row("**memory left to send (modified, not free)**",
                       [m["modified_bytes"] - m["classes"]["free"]
                        for m in mems]))
@@ -166,11 +164,16 @@ def main():
     ap.add_argument("--cache", default=os.path.join(BUILD, "bench", "cache"))
     ap.add_argument("--docs", metavar="DIR",
                     help="also copy results.json and summary.md to DIR")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write summary.md from OUT/results.json")
     opts = ap.parse_args()
     os.makedirs(opts.out, exist_ok=True)
-    results = {}
-    for name in opts.apps:
-        results[name] = measure(name, opts.cache, opts.out)
+    if opts.report_only:
+        with open(os.path.join(opts.out, "results.json")) as f:
+            results = json.load(f)
+    else:
+        results = {name: measure(name, opts.cache, opts.out)
+                   for name in opts.apps}
     report(results, opts.out)
     if opts.docs:
         os.makedirs(opts.docs, exist_ok=True)

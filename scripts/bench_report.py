@@ -163,15 +163,35 @@ def _semantic_table(data):
     return rows
 
 
+# The offline steps end where a live move starts: the same VM moved at
+# 10 Mbit/s, then its semantic variant (its guest trimmed and cleaned up,
+# the agent's free pages left out), when the run measured them.
+LIVE_STEPS = (("handoff, live at 10 Mbit/s", "handoff"),
+              ("+ semantic layer, live", "handoff-semantic"))
+
+
+def _steps(data, workload, b):
+    """(step, bytes or None) of @workload's breakdown @b: the offline
+    encodings, then the live moves if any workload has them."""
+    steps = [(s["step"], s["bytes"]) for s in b["steps"]]
+    cells = _ok(data["cells"])
+    if any(_find(cells, w, "10", "handoff-semantic")
+           for w in data["breakdown"]):
+        for step, system in LIVE_STEPS:
+            c = _find(cells, workload, "10", system)
+            steps.append((step, c["wire_bytes"] if c else None))
+    return steps
+
+
 def _breakdown_table(data):
+    items = [(w, b, _steps(data, w, b)) for w, b in data["breakdown"].items()]
     rows = ["| workload | modified state | " + " | ".join(
-        s["step"] for s in next(iter(data["breakdown"].values()))["steps"])
-        + " |"]
+        step for step, _ in items[0][2]) + " |"]
     rows.append("|---" * (len(rows[0].split("|")) - 2) + "|")
-    for w, b in data["breakdown"].items():
+    for w, b, steps in items:
         mod = b["modified_bytes"]
-        cols = [f"{s['bytes'] / MB:.1f} MB ({s['bytes'] / mod:.0%})"
-                for s in b["steps"]]
+        cols = [f"{n / MB:.1f} MB ({n / mod:.0%})" if n is not None else "-"
+                for _, n in steps]
         rows.append(f"| {w} | {mod / MB:.1f} MB | " + " | ".join(cols) + " |")
     return rows
 
@@ -320,21 +340,20 @@ def _adaptation(data, path):
 def _breakdown_plot(data, path):
     if not data.get("breakdown"):
         return False
-    items = list(data["breakdown"].items())
-    fig, ax = plt.subplots(figsize=(3 + 2.5 * len(items), 4.2))
-    steps = ["modified state"] + [s["step"] for s in items[0][1]["steps"]]
+    items = [(w, [("modified state", b["modified_bytes"])] +
+              _steps(data, w, b)) for w, b in data["breakdown"].items()]
+    steps = [step for step, _ in items[0][1]]
+    fig, ax = plt.subplots(figsize=(3 + 0.4 * len(steps) * len(items), 4.2))
     width = 0.8 / len(steps)
     for i, step in enumerate(steps):
-        ys = []
-        for _, b in items:
-            ys.append((b["modified_bytes"] if i == 0
-                       else b["steps"][i - 1]["bytes"]) / MB)
+        ys = [(s[i][1] or 0) / MB for _, s in items]
         ax.bar([j + (i - (len(steps) - 1) / 2) * width
                 for j in range(len(items))], ys, width, label=step)
     ax.set_xticks(range(len(items)))
     ax.set_xticklabels([w for w, _ in items])
     ax.set_ylabel("MB")
-    ax.set_title("Overlay size, one technique added at a time")
+    ax.set_title("Overlay size, one technique added at a time "
+                 "(then live moves)")
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
