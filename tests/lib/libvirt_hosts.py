@@ -189,10 +189,12 @@ class LibvirtHost:
     def qmp(self, command, **arguments):
         """A QMP command to a domain's QEMU, through libvirt."""
         domain = arguments.pop("domain")
+        timeout = arguments.pop("virsh_timeout", 300)
         msg = {"execute": command}
         if arguments:
             msg["arguments"] = arguments
-        out = self.virsh("qemu-monitor-command", domain, json.dumps(msg))
+        out = self.virsh("qemu-monitor-command", domain, json.dumps(msg),
+                         timeout=timeout)
         reply = json.loads(out.stdout)
         if "error" in reply:
             raise RuntimeError(f"{command}: {reply['error']['desc']}")
@@ -312,6 +314,11 @@ class _DomainMonitor:
 
     def cmd(self, command, **arguments):
         return self.host.qmp(command, domain=self.name, **arguments)
+
+    def slow_cmd(self, seconds, command, **arguments):
+        """QMPClient.slow_cmd's: waits up to @seconds for the answer."""
+        return self.host.qmp(command, domain=self.name,
+                             virsh_timeout=seconds, **arguments)
 
     def close(self):
         pass
