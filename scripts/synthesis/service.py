@@ -312,23 +312,25 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
         # A client that stops sending must not hold its slot for ever.
         sock.settimeout(server.client_timeout)
         synthesis = Synthesis(server, sock, peer)
+        refusal = None
         try:
             result = synthesis.run()
         except (Refused, OverlayError, LaunchError, OSError) as e:
             cause = stalled(sock) if isinstance(e, TimeoutError) else str(e)
             synthesis.abandon()
-            self._answer({"ok": False, "error": cause})
-            server.log(f"synthesis from {peer}: refused: {cause}")
-            return
+            refusal = ({"ok": False, "error": cause}, f"refused: {cause}")
         except Exception as e:     # a bug of ours: the client still hears
             synthesis.abandon()
-            self._answer({"ok": False, "error": f"internal error of the "
-                          f"synthesis service: {e!r}"})
-            server.log(f"synthesis from {peer}: internal error: "
-                       f"{traceback.format_exc()}")
-            return
+            refusal = ({"ok": False, "error": f"internal error of the "
+                        f"synthesis service: {e!r}"},
+                       f"internal error: {traceback.format_exc()}")
         finally:
+            # Free before the client hears, which may come back at once.
             server.leave()
+        if refusal:
+            self._answer(refusal[0])
+            server.log(f"synthesis from {peer}: {refusal[1]}")
+            return
         with server._lock:
             server.vms.append(synthesis.vm)
         self._answer(result)
