@@ -6,6 +6,8 @@ and handoff test makes once the destination has loaded everything.
   agent reported free may read as zeros instead), with a negative
   control: one byte flipped in the destination through its gdbstub must be
   reported at its address, and is put back before the guest runs;
+- the stopped source's RAM unchanged seconds after the move (nothing
+  writes a stopped VM's memory);
 - disks identical (qemu-img compare on the two overlays);
 - the guest goes on where it stopped: the destination's first heartbeat
   follows the source's last, and init did not start again.
@@ -13,6 +15,7 @@ and handoff test makes once the destination has loaded everything.
 
 import os
 import subprocess
+import time
 
 from gdbstub import GDBStub
 from vm import QEMU_IMG
@@ -24,15 +27,39 @@ PROBE_ADDR = 0x5A5_A5A5
 PAGE = 4096
 
 
+def _window(page, i, width=64):
+    """The @width bytes of @page around index @i, aligned, as hex."""
+    start = i - i % width
+    return start, page[start:start + width].hex(" ", 8)
+
+
+def _describe_page(address, pa, pb):
+    """What differs in one page of the two dumps: its first differing
+    address and both sides' bytes there (64 of them, aligned), so that a
+    failure can be read without the dumps (a vring field, a counter, a
+    page of text)."""
+    i = next(i for i, (x, y) in enumerate(zip(pa, pb)) if x != y)
+    count = sum(x != y for x, y in zip(pa, pb))
+    start, src = _window(pa, i)
+    _, dst = _window(pb, i)
+    return (f"RAM differs first at guest-physical {address + i:#x}: "
+            f"{pa[i]:#04x} != {pb[i]:#04x} (page offset {i:#x}, {count} "
+            f"bytes of the page differ)\n"
+            f"  source      {address + start:#x}: {src}\n"
+            f"  destination {address + start:#x}: {dst}")
+
+
 def ram_difference(src_dump, dst_dump, free=()):
     """Compares two RAM dumps. @free: guest-physical byte ranges the
     source's guest agent reported free; a page there may read as zeros on
     the destination instead of the source's stale bytes. Returns (None or
-    a message naming the first differing address, pages that were zeros
-    on the destination because they were free)."""
+    a message naming the first differing address, both sides' bytes there
+    and how many pages differ in all, pages that were zeros on the
+    destination because they were free)."""
     free_pages = {p for a, b in free for p in range(a // PAGE, b // PAGE)}
     zero = bytes(PAGE)
     skipped = 0
+    first, others = None, []
     with open(src_dump, "rb") as a, open(dst_dump, "rb") as b:
         offset = 0
         while True:
@@ -40,7 +67,7 @@ def ram_difference(src_dump, dst_dump, free=()):
             if len(block_a) != len(block_b):
                 return f"RAM dumps differ in length near {offset:#x}", skipped
             if not block_a:
-                return None, skipped
+                break
             if block_a != block_b:
                 for p in range(0, len(block_a), PAGE):
                     pa, pb = block_a[p:p + PAGE], block_b[p:p + PAGE]
@@ -49,12 +76,18 @@ def ram_difference(src_dump, dst_dump, free=()):
                     if (offset + p) // PAGE in free_pages and pb == zero:
                         skipped += 1
                         continue
-                    i = next(i for i, (x, y) in enumerate(zip(pa, pb))
-                             if x != y)
-                    return (f"RAM differs first at guest-physical "
-                            f"{offset + p + i:#x}: {pa[i]:#04x} != "
-                            f"{pb[i]:#04x}"), skipped
+                    if first is None:
+                        first = _describe_page(offset + p, pa, pb)
+                    else:
+                        others.append(offset + p)
             offset += len(block_a)
+    if first is None:
+        return None, skipped
+    if others:
+        listed = ", ".join(f"{a:#x}" for a in others[:8])
+        first += (f"\n  {len(others)} more pages differ: {listed}"
+                  f"{', ...' if len(others) > 8 else ''}")
+    return first, skipped
 
 
 def probe_address(src_dump, dst_dump):
@@ -118,11 +151,30 @@ def assert_same_vm(src, dst, free=()):
     assert_same_disk(src.disk, dst.disk)
 
     _, src_dump = src.ram_digest()
-    skipped = assert_same_ram(src_dump, dst, free)
+    first_dump = src_dump[:-len(".ram")] + ".first.ram"
+    os.replace(src_dump, first_dump)
+    skipped = assert_same_ram(first_dump, dst, free)
+    # Seconds later (the destination's dumps and probe), the stopped
+    # source has not written its RAM since (no device, timer or iothread
+    # of a stopped VM may: what it sent would no longer be what it holds).
+    assert_ram_unchanged(src, first_dump)
+    os.unlink(first_dump)
 
     dst.qmp.cmd("cont")
     assert_goes_on(dst, last_src_beat)
     return skipped
+
+
+def assert_ram_unchanged(vm, earlier_dump, seconds=0):
+    """@vm (stopped) holds the RAM of @earlier_dump, its own, @seconds
+    later: a stopped VM's memory is what a handoff sent or an overlay
+    saved, and nothing may write it afterwards."""
+    time.sleep(seconds)
+    _, dump = vm.ram_digest()
+    difference, _ = ram_difference(earlier_dump, dump)
+    assert difference is None, \
+        f"{vm.name} is stopped, yet its RAM changed (earlier dump first):\n" \
+        f"{difference}"
 
 
 def assert_goes_on(dst, last_src_beat):
