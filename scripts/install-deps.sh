@@ -22,6 +22,8 @@ packages=(
     # the test guest and the emulated WAN link; the guest agent's kernel
     # module builds against the cloud kernel's headers
     e2fsprogs cpio xz-utils gzip iproute2 kmod linux-headers-cloud-amd64
+    # a test holds one QEMU thread at a source line to open a race window
+    gdb
     # Debian's own QEMU: a stock binary libvirt must refuse --handoff for
     qemu-system-x86
     # the libvirt fork (QEMU driver, libvirtd, virsh) and its test hosts

@@ -24,7 +24,8 @@ from handoff_env import (AGENT_DEVICES, BALLOON_DEVICES, FREE_RUN_TRACE,
                          create_base, free_ranges, mem_free,
                          start_destination, start_from_base,
                          wait_heartbeat_after)
-from identity import assert_same_vm
+from host_gdb import HeldThread, qemu_source_line
+from identity import assert_ram_unchanged, assert_same_vm
 from qmp import QMPError
 from vm import TOP
 
@@ -84,6 +85,7 @@ def freed_memory_move(tmp_path, base, vms, devices):
     return src, dst, free
 
 
+@pytest.mark.race
 def test_freed_memory_is_not_sent(tmp_path, base, vms):
     src, dst, free = freed_memory_move(tmp_path, base, vms, AGENT_DEVICES)
     stats = hand_off(src, dst)
@@ -107,6 +109,7 @@ def test_freed_memory_is_not_sent(tmp_path, base, vms):
     wait_heartbeat_after(dst, 1)
 
 
+@pytest.mark.race
 def test_balloon_hints_stand_in_for_the_agent(tmp_path, balloon_base, vms):
     """No agent, a balloon with free-page-hint=on: its hints, which stock
     precopy uses, reach the handoff; what it hints is not sent, and the
@@ -256,6 +259,99 @@ def test_half_sent_report_is_dropped(tmp_path, base, vms):
     assert_same_vm(src, dst, free=free_ranges(src))
 
 
+# A stand-in that starts a report (its header promises five extents, one
+# follows) and trickles the other four a byte every 0.2 s, its port open:
+# the port's stall timer is re-armed by each byte while the guest runs.
+TRICKLE_AGENT = STAND_IN_PRELUDE + r"""
+echo $$ > /tmp/trickle.pid
+cat /tmp/head.bin >&3
+i=0
+while [ $i -lt 64 ]; do
+    dd if=/tmp/rest.bin bs=1 skip=$i count=1 2>/dev/null >&3
+    i=$((i + 1)); sleep 0.2
+done
+sleep 600
+"""
+
+
+def test_stopped_vm_ram_holds_while_an_answer_is_cut(tmp_path, base, vms):
+    """A VM stopped while its agent's answer is half sent: the port's stall
+    reset (which puts a control message into the guest's buffers) waits
+    until the VM runs. Before, its timer ran on the host's clock and
+    closed the port a second into the stop: two dumps of the stopped VM
+    differed."""
+    src = start_from_base("src", str(tmp_path), base,
+                          extra_args=[*AGENT_DEVICES, *TRACES, "-trace",
+                                      "virtio_serial_send_control_event"])
+    vms.append(src)
+    wait_heartbeat_after(src, 1)
+    src.shell("killall handoff-agent; sleep 0.5")
+    guest_file(src, "/tmp/head.bin", le64(0x147414848, 7777, 5,
+                                          0x100000, 0x1000))
+    guest_file(src, "/tmp/rest.bin", le64(*(0x200000, 0x1000) * 4))
+    guest_file(src, "/tmp/trickle.sh", TRICKLE_AGENT.encode())
+    src.shell("sh /tmp/trickle.sh >/dev/null 2>&1 &")
+    time.sleep(2)
+    src.qmp.cmd("stop")
+    closes = src.read_log().count("event 6, value 0")
+    _, dump = src.ram_digest()
+    first = dump[:-len(".ram")] + ".first.ram"
+    os.replace(dump, first)
+    assert_ram_unchanged(src, first, seconds=2.5)
+    assert not re.search(r"count [1-4]: port closed", src.read_log())
+
+    # Running again, the trickle stopped: the port is reset a second
+    # (of guest time) after the last byte, with the guest-visible close.
+    src.qmp.cmd("cont")
+    src.shell("kill $(cat /tmp/trickle.pid)")
+    deadline = time.monotonic() + 30
+    while not re.search(r"count [1-4]: port closed", src.read_log()):
+        assert time.monotonic() < deadline, src.read_log()[-3000:]
+        time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while src.read_log().count("event 6, value 0") == closes:
+        assert time.monotonic() < deadline, src.read_log()[-3000:]
+        time.sleep(0.2)
+    wait_heartbeat_after(src, 1)
+
+
+def test_stopped_vm_ram_holds_while_the_balloon_iothread_lags(
+        tmp_path, balloon_base, vms):
+    """The balloon's free page hinting, in its iothread, ends each batch by
+    re-enabling the vq's notification: a write of avail_event into guest
+    RAM. That thread held (gdb) just before it, the VM stopped during a
+    handoff, the thread let go: the stopped VM's RAM does not change (the
+    write waits until the VM runs). Before (patch 0015), it landed in the
+    stopped VM: what a source under CPU load wrote after its final round,
+    the one difference seen between a moved VM and its source."""
+    src = start_from_base("src", str(tmp_path), balloon_base,
+                          extra_args=BALLOON_DEVICES)
+    vms.append(src)
+    wait_heartbeat_after(src, 1)
+    dst = start_destination("dst", str(tmp_path), balloon_base,
+                            extra_args=BALLOON_DEVICES)
+    vms.append(dst)
+    held = HeldThread(src.proc.pid, qemu_source_line(
+        "hw/virtio/virtio-balloon.c", "dev->free_page_hint_status == "
+                                      "FREE_PAGE_HINT_S_START);"))
+    try:
+        # Slow and never done: the rounds (and the hints) go on.
+        src.qmp.cmd("migrate-set-parameters", max_bandwidth=1 * MIB,
+                    downtime_limit=1)
+        src.qmp.cmd("migrate-handoff", uri=f"tcp:127.0.0.1:{dst.port}")
+        held.wait_held(timeout=120)
+        src.qmp.cmd("stop")
+        _, dump = src.ram_digest()
+        first = dump[:-len(".ram")] + ".first.ram"
+        os.replace(dump, first)
+    finally:
+        held.release()
+    assert_ram_unchanged(src, first, seconds=1)
+    src.qmp.cmd("migrate_cancel")
+    src.qmp.cmd("cont")
+    wait_heartbeat_after(src, 1)
+
+
 def churn_totals(vm):
     out = vm.shell("killall -USR1 handoff-workload; sleep 2; "
                    "grep 'churn: [0-9]' /tmp/churn.log | tail -n 1")
@@ -264,6 +360,7 @@ def churn_totals(vm):
     return tuple(int(x) for x in m.groups())
 
 
+@pytest.mark.race
 def test_racing_allocations_lose_no_write(tmp_path, base, vms):
     """Buffers allocated, written, verified and freed without pause while
     handoffs with several rounds each ask for and apply free-page reports:
@@ -453,6 +550,13 @@ def test_page_classes_refusals(tmp_path, base, balloon_base, vms):
     assert event.get("pages", 0) >= 256 * MIB // 4096, event
     assert os.path.getsize(path) == event["pages"]
     os.unlink(path)
+    # A stopped guest is not asked: it cannot answer, and the request
+    # would be written into its memory.
+    src.qmp.cmd("stop")
+    with pytest.raises(QMPError, match="the VM is not running"):
+        src.qmp.cmd("handoff-agent-page-classes", path=path)
+    assert not os.path.exists(path) and not os.path.exists(path + ".part")
+    src.qmp.cmd("cont")
 
     plain = start_from_base("plain", str(tmp_path), balloon_base,
                             extra_args=BALLOON_DEVICES)

@@ -33,6 +33,7 @@
 #include "qemu/thread.h"
 #include "qemu/timer.h"
 #include "qom/object.h"
+#include "sysemu/runstate.h"
 #include "handoff-internal.h"
 #include "handoff_agent_protocol.h"
 #include "trace.h"
@@ -58,6 +59,9 @@ struct HandoffAgent {
     AgentReceiver rx;           /* main loop only */
     QEMUTimer *stall_timer;     /* runs while an answer is half received */
     int64_t closed_ns;          /* when the port was last reset */
+    bool close_when_running;    /* a reset waits for a stopped VM to run */
+    QEMUBH *close_bh;
+    VMChangeStateEntry *vmstate_entry;
 };
 
 /*
@@ -87,7 +91,8 @@ static struct {
 /*
  * An answer with no bytes for this long has stopped midway: the port is
  * reset then, rather than when the next request comes, so that request
- * can go out at once.
+ * can go out at once. Guest time (QEMU_CLOCK_VIRTUAL): a stopped guest
+ * sends nothing and has not stalled.
  */
 #define AGENT_STALL_MS 1000
 
@@ -320,13 +325,53 @@ static bool receiving(HandoffAgent *agent)
     return agent->rx.have || agent->rx.in_extents || agent->rx.in_classes;
 }
 
-/* Framing is lost: both ends start afresh (AGENT_REOPEN_NS). */
+static void close_port(HandoffAgent *agent)
+{
+    agent->close_when_running = false;
+    virtio_serial_close(VIRTIO_SERIAL_PORT(agent));
+    agent->closed_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+}
+
+/*
+ * Framing is lost: both ends start afresh (AGENT_REOPEN_NS). Closing the
+ * port puts a control message into the guest's buffers, a write to guest
+ * RAM: never while the VM is stopped, whose memory a handoff has sent or
+ * an overlay saved after its final dirty-log sync (the source would no
+ * longer be what the destination holds). Such a close waits until the VM
+ * runs again; the receiver drops what it had at once.
+ */
 static void reset_port(HandoffAgent *agent)
 {
     timer_del(agent->stall_timer);
     reset_receiver(&agent->rx);
-    virtio_serial_close(VIRTIO_SERIAL_PORT(agent));
-    agent->closed_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    if (!runstate_is_running()) {
+        agent->close_when_running = true;
+        trace_handoff_agent_close_deferred();
+        return;
+    }
+    close_port(agent);
+}
+
+static void agent_deferred_close(void *opaque)
+{
+    HandoffAgent *agent = opaque;
+
+    if (agent->close_when_running && runstate_is_running()) {
+        close_port(agent);
+    }
+}
+
+/*
+ * From a bottom half: vm_state_notify() calls this before the devices'
+ * own handlers have restarted them.
+ */
+static void agent_vm_state_change(void *opaque, bool running, RunState state)
+{
+    HandoffAgent *agent = opaque;
+
+    if (running && agent->close_when_running) {
+        qemu_bh_schedule(agent->close_bh);
+    }
 }
 
 /*
@@ -372,7 +417,7 @@ static ssize_t agent_have_data(VirtIOSerialPort *port, const uint8_t *buf,
     }
     if (receiving(agent)) {
         timer_mod(agent->stall_timer,
-                  qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + AGENT_STALL_MS);
+                  qemu_clock_get_ms(QEMU_CLOCK_VIRTUAL) + AGENT_STALL_MS);
     } else {
         timer_del(agent->stall_timer);
     }
@@ -385,14 +430,20 @@ bool handoff_agent_present(void)
 }
 
 /*
- * Whether a request can go out now, the port open: not until a reset port
- * has been closed for AGENT_REOPEN_NS. An answer still coming is left
- * alone: the agent answers in turn and reads the request after it.
+ * Whether a request can go out now, the port open: only to a running
+ * guest (a request and a reopened port are writes into its RAM, and a
+ * stopped guest cannot answer), not while a reset waits for it to run,
+ * and not until a reset port has been closed for AGENT_REOPEN_NS. An
+ * answer still coming is left alone: the agent answers in turn and reads
+ * the request after it.
  */
 static bool port_ready(HandoffAgent *agent, int64_t now)
 {
     VirtIOSerialPort *port = VIRTIO_SERIAL_PORT(agent);
 
+    if (!runstate_is_running() || agent->close_when_running) {
+        return false;
+    }
     if (!port->host_connected) {
         if (now - agent->closed_ns < AGENT_REOPEN_NS) {
             return false;
@@ -459,6 +510,11 @@ bool handoff_agent_request_classes(uint64_t generation, Error **errp)
                    "(-device %s)", TYPE_HANDOFF_AGENT);
         return false;
     }
+    if (!runstate_is_running()) {
+        error_setg(errp, "the VM is not running: its guest agent cannot "
+                   "answer (and a request would write into its memory)");
+        return false;
+    }
     if (!port_ready(agent, qemu_clock_get_ns(QEMU_CLOCK_REALTIME))) {
         error_setg(errp, "the guest agent's port is being reset (an answer "
                    "broke off or broke the protocol); retry");
@@ -518,8 +574,11 @@ static void agent_realize(DeviceState *dev, Error **errp)
         return;
     }
     reset_receiver(&agent->rx);
-    agent->stall_timer = timer_new_ms(QEMU_CLOCK_REALTIME, agent_stalled,
+    agent->stall_timer = timer_new_ms(QEMU_CLOCK_VIRTUAL, agent_stalled,
                                       agent);
+    agent->close_bh = qemu_bh_new(agent_deferred_close, agent);
+    agent->vmstate_entry =
+        qemu_add_vm_change_state_handler(agent_vm_state_change, agent);
     agent_state.agent = agent;
     virtio_serial_open(VIRTIO_SERIAL_PORT(dev));
 }
@@ -533,6 +592,12 @@ static void agent_unrealize(DeviceState *dev)
     }
     timer_free(agent->stall_timer);
     agent->stall_timer = NULL;
+    if (agent->vmstate_entry) {
+        qemu_del_vm_change_state_handler(agent->vmstate_entry);
+        agent->vmstate_entry = NULL;
+    }
+    qemu_bh_delete(agent->close_bh);
+    agent->close_bh = NULL;
     g_array_free(agent->rx.accepted, true);
     agent->rx.accepted = NULL;
 }
