@@ -497,11 +497,13 @@ static bool trim_names(HandoffSaveState *s, HandoffDisk *d, uint64_t first,
 /*
  * Marks in s->disk_zero which of chunks [first, first + n) read as zeros,
  * as the block layer says: a range the guest discarded (the trim map
- * names it, or in round 0 the overlay holds zero clusters from discards
- * before the handoff) is sent as a zero run, never skipped, since the
- * destination must read zeros there too, not the base. Only whole chunks
- * count. Chunks the map named that are not zero were written since (or
- * the discard covered part of a cluster): the map forgets them.
+ * names it, or the overlay holds zero clusters from discards before the
+ * handoff) is sent as a zero run, never skipped, since the destination
+ * must read zeros there too, not the base. Asked in every round: round 0
+ * may end early, and the chunks it had not reached, carried into later
+ * rounds, are those the map knows nothing of. Only whole chunks count.
+ * Chunks the map named that are not zero were written since (or the
+ * discard covered part of a cluster): the map forgets them.
  */
 static int find_zero_chunks(HandoffSaveState *s, HandoffDisk *d,
                             uint64_t first, size_t n)
@@ -511,9 +513,6 @@ static int find_zero_chunks(HandoffSaveState *s, HandoffDisk *d,
     size_t i = 0;
 
     memset(s->disk_zero, 0, n * sizeof(bool));
-    if (!named && s->iteration > 0) {
-        return 0;
-    }
     while (i < n) {
         int64_t pnum = 0;
         uint64_t whole;
