@@ -9,6 +9,21 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "race: races guest writes against handoff rounds; "
+        "HANDOFF_SOAK=N runs each such test N times (scripts/soak-races.sh)")
+
+
+def pytest_generate_tests(metafunc):
+    """HANDOFF_SOAK=N: every test marked `race` runs N times, on the
+    module's bases made once."""
+    rounds = int(os.environ.get("HANDOFF_SOAK", "1"))
+    if rounds > 1 and metafunc.definition.get_closest_marker("race"):
+        metafunc.fixturenames.append("soak_round")
+        metafunc.parametrize("soak_round", range(rounds))
+
+
 @pytest.fixture
 def vms():
     """VMs a test starts; all are stopped when it ends, pass or fail."""

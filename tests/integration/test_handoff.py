@@ -53,6 +53,7 @@ def test_handoff_preserves_ram_disk_and_execution(tmp_path, base, vms,
     assert_same_vm(src, dst)
 
 
+@pytest.mark.race
 def test_handoff_while_every_page_is_rewritten(tmp_path, base, vms):
     """A guest rewriting its hot pages several times a second, moved over a
     slow (rate-limited) stream: many rounds, every dirty-log sync racing

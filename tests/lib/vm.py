@@ -25,6 +25,9 @@ GUEST = os.path.join(BUILD, "guest")
 FIRMWARE_DIRS = ["/usr/share/seabios", "/usr/lib/ipxe/qemu", "/usr/share/qemu"]
 
 GUEST_MEM_MIB = 256
+# vCPUs of every test VM (a base and the VMs resumed from it agree):
+# scripts/soak-races.sh runs the racing tests with 1 and 2.
+SMP = os.environ.get("QEMU_HANDOFF_SMP", "1")
 EDGE = os.path.join(BUILD, "edge")
 
 
@@ -121,7 +124,7 @@ class GuestVM:
         append = f"{self.guest.append} handoff.workload={workload}"
         self.args = [
             QEMU, "-name", name, "-accel", "tcg", "-machine", "pc",
-            "-m", str(self.guest.mem_mib), "-smp", "1", "-nodefaults",
+            "-m", str(self.guest.mem_mib), "-smp", SMP, "-nodefaults",
             "-display", "none", "-no-user-config",
             "-kernel", self.guest.kernel, "-initrd", self.guest.initrd,
             "-append", append,
