@@ -5,8 +5,8 @@
 # balloon hints racing the handoff's rounds), each run N times under CPU
 # and I/O load, with 1 and then 2 vCPUs (MTTCG runs each vCPU in its own
 # thread, outside the BQL). A failure stops the soak and keeps its images
-# and logs (the failing test's tmp dir is printed by pytest). Outside CI:
-# it takes hours.
+# and logs (the failing test's tmp dir is printed by pytest); pytest's
+# output is in build/soak-races/. Outside CI: it takes hours.
 #
 #   scripts/soak-races.sh                    # 20 runs of each, 1 and 2 vCPUs
 #   scripts/soak-races.sh --runs 5 --smp 2 --hogs 3
@@ -57,7 +57,8 @@ sh -c "while :; do dd if=/dev/zero of='$load_dir/io' bs=1M count=256 \
 start=$(date +%s)
 for smp in $smps; do
     echo "soak-races: $runs runs of each racing test, $smp vCPU(s), $hogs CPU hogs and an I/O writer"
-    log=$load_dir/pytest-$smp.log
+    mkdir -p "$top/build/soak-races"
+    log=$top/build/soak-races/pytest-smp$smp.log
     rc=0
     QEMU_HANDOFF_SMP=$smp HANDOFF_SOAK=$runs \
         /usr/bin/python3 -m pytest -x -q -p no:cacheprovider -m race \
@@ -66,8 +67,7 @@ for smp in $smps; do
     if [ "$rc" -ne 0 ]; then
         echo "soak-races: FAILED with $smp vCPU(s) after $(( $(date +%s) - start )) s" >&2
         grep -E 'RAM differs|lost|Error|assert' "$log" | head -n 40 >&2
-        cp "$log" "${TMPDIR:-/tmp}/soak-races-failed-$smp.log"
-        echo "soak-races: whole log: ${TMPDIR:-/tmp}/soak-races-failed-$smp.log" >&2
+        echo "soak-races: whole log: $log" >&2
         exit 1
     fi
 done
