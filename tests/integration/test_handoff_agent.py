@@ -268,7 +268,7 @@ cat /tmp/head.bin >&3
 i=0
 while [ $i -lt 64 ]; do
     dd if=/tmp/rest.bin bs=1 skip=$i count=1 2>/dev/null >&3
-    i=$((i + 1)); sleep 0.2
+    i=$((i + 1)); echo $i > /tmp/trickle.sent; sleep 0.2
 done
 sleep 600
 """
@@ -291,14 +291,24 @@ def test_stopped_vm_ram_holds_while_an_answer_is_cut(tmp_path, base, vms):
     guest_file(src, "/tmp/rest.bin", le64(*(0x200000, 0x1000) * 4))
     guest_file(src, "/tmp/trickle.sh", TRICKLE_AGENT.encode())
     src.shell("sh /tmp/trickle.sh >/dev/null 2>&1 &")
-    time.sleep(2)
+    # The answer is under way: some of its trickled bytes have gone.
+    deadline = time.monotonic() + 60
+    while int(src.shell("cat /tmp/trickle.sent 2>/dev/null || echo 0")
+              .split()[-1]) < 3:
+        assert time.monotonic() < deadline, "the stand-in sends nothing"
+        time.sleep(0.2)
     src.qmp.cmd("stop")
-    closes = src.read_log().count("event 6, value 0")
+    log = src.read_log()
+    closes = log.count("event 6, value 0")
+    resets = len(re.findall(r"count [1-4]: port closed", log))
     _, dump = src.ram_digest()
     first = dump[:-len(".ram")] + ".first.ram"
     os.replace(dump, first)
     assert_ram_unchanged(src, first, seconds=2.5)
-    assert not re.search(r"count [1-4]: port closed", src.read_log())
+    # No reset while stopped (one before the stop, a step of the trickle
+    # slower than a second on a loaded host, would not matter).
+    assert len(re.findall(r"count [1-4]: port closed", src.read_log())) \
+        == resets
 
     # Running again, the trickle stopped: the port is reset a second
     # (of guest time) after the last byte, with the guest-visible close.
@@ -331,10 +341,11 @@ def test_stopped_vm_ram_holds_while_the_balloon_iothread_lags(
     dst = start_destination("dst", str(tmp_path), balloon_base,
                             extra_args=BALLOON_DEVICES)
     vms.append(dst)
-    held = HeldThread(src.proc.pid, qemu_source_line(
-        "hw/virtio/virtio-balloon.c", "dev->free_page_hint_status == "
-                                      "FREE_PAGE_HINT_S_START);"))
+    held = None
     try:
+        held = HeldThread(src.proc.pid, qemu_source_line(
+            "hw/virtio/virtio-balloon.c", "dev->free_page_hint_status == "
+                                          "FREE_PAGE_HINT_S_START);"))
         # Slow and never done: the rounds (and the hints) go on.
         src.qmp.cmd("migrate-set-parameters", max_bandwidth=1 * MIB,
                     downtime_limit=1)
@@ -345,7 +356,8 @@ def test_stopped_vm_ram_holds_while_the_balloon_iothread_lags(
         first = dump[:-len(".ram")] + ".first.ram"
         os.replace(dump, first)
     finally:
-        held.release()
+        if held:
+            held.release()
     assert_ram_unchanged(src, first, seconds=1)
     src.qmp.cmd("migrate_cancel")
     src.qmp.cmd("cont")

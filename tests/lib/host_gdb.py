@@ -43,7 +43,12 @@ class HeldThread:
             stderr=subprocess.STDOUT, text=True, bufsize=1)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self._run_all()
+        try:
+            self._run_all()
+        except BaseException:
+            # A gdb that could not let the process run must not hold it.
+            self.proc.kill()
+            raise
 
     def _run_all(self, timeout=30):
         """In non-stop mode attach stops the threads one by one, reported
