@@ -32,6 +32,8 @@ from vm import TOP
 MIB = 1 << 20
 FREED_MIB = 100
 TRACES = (*FREE_RUN_TRACE, "-trace", "handoff_agent_*")
+# A reset port stays closed AGENT_REOPEN_NS (300 ms, handoff-agent.c); a margin.
+AGENT_REOPEN_S = 0.6
 
 
 @pytest.fixture(scope="module")
@@ -246,6 +248,14 @@ def test_half_sent_report_is_dropped(tmp_path, base, vms):
               f"handoff-agent 2>/tmp/handoff-agent.log &")
     src.shell(f"handoff-workload mem --mib {FREED_MIB} --pattern random "
               f"--seed 9 >/dev/null")
+    # The reset comes a second (of guest time) after the cut answer's last
+    # byte; a request within AGENT_REOPEN_NS of it is not sent (that round
+    # goes without a report). The handoff starts once the port is ready.
+    deadline = time.monotonic() + 60
+    while "count 3: port closed" not in src.read_log():
+        assert time.monotonic() < deadline, src.read_log()[-3000:]
+        time.sleep(0.1)
+    time.sleep(AGENT_REOPEN_S)
     dst = start_destination("dst", str(tmp_path), base,
                             extra_args=AGENT_DEVICES)
     vms.append(dst)
