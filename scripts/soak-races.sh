@@ -6,7 +6,8 @@
 # and I/O load, with 1 and then 2 vCPUs (MTTCG runs each vCPU in its own
 # thread, outside the BQL). A failure stops the soak and keeps its images
 # and logs (the failing test's tmp dir is printed by pytest); pytest's
-# output is in build/soak-races/. Outside CI: it takes hours.
+# output is in build/soak-races/, a file per soak and vCPU count (none is
+# overwritten). Outside CI: it takes hours.
 #
 #   scripts/soak-races.sh                    # 20 runs of each, 1 and 2 vCPUs
 #   scripts/soak-races.sh --runs 5 --smp 2 --hogs 3
@@ -55,10 +56,11 @@ sh -c "while :; do dd if=/dev/zero of='$load_dir/io' bs=1M count=256 \
         oflag=direct conv=fsync 2>/dev/null; done" & load_pids+=($!)
 
 start=$(date +%s)
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
 for smp in $smps; do
     echo "soak-races: $runs runs of each racing test, $smp vCPU(s), $hogs CPU hogs and an I/O writer"
     mkdir -p "$top/build/soak-races"
-    log=$top/build/soak-races/pytest-smp$smp.log
+    log=$top/build/soak-races/pytest-$stamp-smp$smp.log
     rc=0
     QEMU_HANDOFF_SMP=$smp HANDOFF_SOAK=$runs \
         /usr/bin/python3 -m pytest -x -q -p no:cacheprovider -m race \
