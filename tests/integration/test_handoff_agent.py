@@ -25,8 +25,10 @@ from handoff_env import (AGENT_DEVICES, BALLOON_DEVICES, FREE_RUN_TRACE,
                          start_destination, start_from_base,
                          wait_heartbeat_after)
 from host_gdb import HeldThread, qemu_source_line
-from identity import assert_ram_unchanged, assert_same_vm
+from gdbstub import GDBStub
+from identity import assert_ram_unchanged, assert_same_vm, ram_difference
 from qmp import QMPError
+from ram_owner import Owners, page_classes, virtqueue_areas
 from vm import TOP
 
 MIB = 1 << 20
@@ -372,6 +374,53 @@ def test_stopped_vm_ram_holds_while_the_balloon_iothread_lags(
     src.qmp.cmd("migrate_cancel")
     src.qmp.cmd("cont")
     wait_heartbeat_after(src, 1)
+
+
+def test_a_ram_difference_names_its_owner(tmp_path, base, vms):
+    """The identity proof's report names what holds a differing byte, so
+    that a lost write explains itself: a virtqueue's ring field, a buffer
+    its descriptors point to (where a virtio-serial control message
+    lands), what the guest keeps in the page (the agent's page classes).
+    A byte flipped through the gdbstub in each, the VM stopped: each is
+    named, and put back."""
+    vm = start_from_base("vm", str(tmp_path), base,
+                         extra_args=AGENT_DEVICES, gdb=True)
+    vms.append(vm)
+    wait_heartbeat_after(vm, 1)
+    classes = page_classes(vm.qmp, str(tmp_path / "classes"))
+    assert classes, "the agent sent no page classes"
+    kernel = classes.index(4) * 4096 + 0x10     # HANDOFF_PAGE_KERNEL
+    vm.qmp.cmd("stop")
+    _, dump = vm.ram_digest()
+    first = dump[:-len(".ram")] + ".first.ram"
+    os.replace(dump, first)
+    areas = virtqueue_areas(vm.qmp, first)
+    serial = [a for a in areas if a[2].startswith("virtio-serial")]
+    # Queue 2 is the control receive queue: QEMU writes control messages
+    # (a port's open and close) into the buffers its descriptors name.
+    used_idx = next(s for s, _, label in serial
+                    if label.endswith("queue 2: used ring flags/idx")) + 2
+    buffer = next(s for s, _, label in serial
+                  if "queue 2: buffer of descriptor" in label) + 4
+    owners = Owners(areas, classes)
+    gdb = GDBStub(vm.gdb_path)
+    try:
+        for address, named in (
+                (used_idx, "queue 2: used ring flags/idx"),
+                (buffer, "queue 2: buffer of descriptor"),
+                (kernel, "classes its page as kernel (slab")):
+            original = gdb.read(address, 1)
+            gdb.write(address, bytes([original[0] ^ 0x5A]))
+            _, dump = vm.ram_digest()
+            gdb.write(address, original)
+            difference, _ = ram_difference(first, dump, owner=owners)
+            assert difference and f"guest-physical {address:#x}:" in \
+                difference and named in difference, (named, difference)
+    finally:
+        gdb.close()
+    assert_ram_unchanged(vm, first)
+    vm.qmp.cmd("cont")
+    wait_heartbeat_after(vm, 1)
 
 
 def churn_totals(vm):

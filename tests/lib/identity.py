@@ -18,6 +18,7 @@ import subprocess
 import time
 
 from gdbstub import GDBStub
+from ram_owner import owners_of
 from vm import QEMU_IMG
 
 # Inside the guest's 256 MiB, away from the firmware areas.
@@ -33,29 +34,34 @@ def _window(page, i, width=64):
     return start, page[start:start + width].hex(" ", 8)
 
 
-def _describe_page(address, pa, pb):
+def _describe_page(address, pa, pb, owner=None):
     """What differs in one page of the two dumps: its first differing
     address and both sides' bytes there (64 of them, aligned), so that a
     failure can be read without the dumps (a vring field, a counter, a
-    page of text)."""
+    page of text), and with @owner (address -> text, ram_owner.Owners)
+    what holds that address."""
     i = next(i for i, (x, y) in enumerate(zip(pa, pb)) if x != y)
     count = sum(x != y for x, y in zip(pa, pb))
     start, src = _window(pa, i)
     _, dst = _window(pb, i)
-    return (f"RAM differs first at guest-physical {address + i:#x}: "
+    text = (f"RAM differs first at guest-physical {address + i:#x}: "
             f"{pa[i]:#04x} != {pb[i]:#04x} (page offset {i:#x}, {count} "
             f"bytes of the page differ)\n"
             f"  source      {address + start:#x}: {src}\n"
             f"  destination {address + start:#x}: {dst}")
+    if owner is not None:
+        text += f"\n  owner: {owner(address + i)}"
+    return text
 
 
-def ram_difference(src_dump, dst_dump, free=()):
+def ram_difference(src_dump, dst_dump, free=(), owner=None):
     """Compares two RAM dumps. @free: guest-physical byte ranges the
     source's guest agent reported free; a page there may read as zeros on
-    the destination instead of the source's stale bytes. Returns (None or
-    a message naming the first differing address, both sides' bytes there
-    and how many pages differ in all, pages that were zeros on the
-    destination because they were free)."""
+    the destination instead of the source's stale bytes. @owner: see
+    _describe_page. Returns (None or a message naming the first differing
+    address, both sides' bytes there, its owner and how many pages differ
+    in all, pages that were zeros on the destination because they were
+    free)."""
     free_pages = {p for a, b in free for p in range(a // PAGE, b // PAGE)}
     zero = bytes(PAGE)
     skipped = 0
@@ -77,7 +83,7 @@ def ram_difference(src_dump, dst_dump, free=()):
                         skipped += 1
                         continue
                     if first is None:
-                        first = _describe_page(offset + p, pa, pb)
+                        first = _describe_page(offset + p, pa, pb, owner)
                     else:
                         others.append(offset + p)
             offset += len(block_a)
@@ -113,13 +119,24 @@ def assert_same_disk(src_disk, dst_disk):
     assert compare.returncode == 0, compare.stdout + compare.stderr
 
 
-def assert_same_ram(src_dump, dst, free=()):
+def _explained(src_dump, dst_dump, free, explain):
+    """ram_difference, and when the dumps differ, again with the owners
+    @explain() names (a zero-argument callable: asking costs QMP round
+    trips, and the page classes need the destination running)."""
+    difference, skipped = ram_difference(src_dump, dst_dump, free)
+    if difference and explain is not None:
+        difference, _ = ram_difference(src_dump, dst_dump, free, explain())
+    return difference, skipped
+
+
+def assert_same_ram(src_dump, dst, free=(), explain=None):
     """The RAM of @dst (paused, started with a gdbstub) is @src_dump's,
     and a byte flipped in it would have been found at its address (the
-    byte is put back). @free: see ram_difference. Returns how many free
-    pages the destination holds as zeros."""
+    byte is put back). @free: see ram_difference; @explain: see
+    _explained. Returns how many free pages the destination holds as
+    zeros."""
     dst_ram, dst_dump = dst.ram_digest()
-    difference, skipped = ram_difference(src_dump, dst_dump, free)
+    difference, skipped = _explained(src_dump, dst_dump, free, explain)
     assert difference is None, difference
 
     probe = probe_address(src_dump, dst_dump)
@@ -153,7 +170,12 @@ def assert_same_vm(src, dst, free=()):
     _, src_dump = src.ram_digest()
     first_dump = src_dump[:-len(".ram")] + ".first.ram"
     os.replace(src_dump, first_dump)
-    skipped = assert_same_ram(first_dump, dst, free)
+    # A difference names its owner: the source's virtqueues (rings and
+    # the buffers in its dump), and what the guest keeps there, asked of
+    # the destination's agent (resumed: the check has failed already).
+    skipped = assert_same_ram(
+        first_dump, dst, free,
+        explain=lambda: owners_of(src, first_dump, classes_of=dst))
     # Seconds later (the destination's dumps and probe), the stopped
     # source has not written its RAM since (no device, timer or iothread
     # of a stopped VM may: what it sent would no longer be what it holds).
@@ -171,7 +193,8 @@ def assert_ram_unchanged(vm, earlier_dump, seconds=0):
     saved, and nothing may write it afterwards."""
     time.sleep(seconds)
     _, dump = vm.ram_digest()
-    difference, _ = ram_difference(earlier_dump, dump)
+    difference, _ = _explained(earlier_dump, dump, (),
+                               lambda: owners_of(vm, earlier_dump))
     assert difference is None, \
         f"{vm.name} is stopped, yet its RAM changed (earlier dump first):\n" \
         f"{difference}"
