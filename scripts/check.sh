@@ -35,6 +35,9 @@ scripts/build-edge-guest.sh
 rm -rf "$results" && mkdir -p "$results"
 status=0
 
+step "docs (documented files exist, documented scripts run)"
+/usr/bin/python3 scripts/check-docs.py || status=1
+
 step "unit tests"
 meson test -C build/handoff --print-errorlogs --verbose || status=1
 cp build/handoff/meson-logs/testlog.junit.xml "$results/unit.xml" 2>/dev/null || true

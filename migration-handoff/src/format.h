@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //
-// Stream format v1: the constants and layouts of docs/stream-format.md.
+// Stream format v2 (kStreamVersion): the constants and layouts of
+// docs/stream-format.md.
 // Encoder and decoder share this file so that they cannot disagree; the
 // document is the authority for anyone writing another decoder.
 #ifndef HANDOFF_FORMAT_H
