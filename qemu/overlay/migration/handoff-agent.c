@@ -432,7 +432,7 @@ bool handoff_agent_present(void)
 /*
  * Whether a request can go out now, the port open: only to a running
  * guest (a request and a reopened port are writes into its RAM, and a
- * stopped guest cannot answer), not while a reset waits for it to run,
+ * stopped guest cannot answer), not while a reset is still to be done,
  * and not until a reset port has been closed for AGENT_REOPEN_NS. An
  * answer still coming is left alone: the agent answers in turn and reads
  * the request after it.
@@ -441,7 +441,17 @@ static bool port_ready(HandoffAgent *agent, int64_t now)
 {
     VirtIOSerialPort *port = VIRTIO_SERIAL_PORT(agent);
 
-    if (!runstate_is_running() || agent->close_when_running) {
+    if (!runstate_is_running()) {
+        return false;
+    }
+    if (agent->close_when_running) {
+        /*
+         * A reset deferred while the VM was not running, and not done
+         * since: a wakeup from S3 sets the run state without notifying
+         * VM state handlers (qemu_system_wakeup_request), and the stall
+         * timer's guest clock runs while the guest is suspended.
+         */
+        close_port(agent);
         return false;
     }
     if (!port->host_connected) {
