@@ -74,7 +74,7 @@ class FreedMemory:
 
     def free_ranges(self, src):
         """What the identity check lets read as zeros at the destination:
-        for a handoff, the ranges its trace says it sent as free; for stock
+        for a handoff, the ranges its trace says went last as free; for stock
         with the balloon, any page (ram.c does not say which it skipped)."""
         if self.stock and "virtio-balloon" in " ".join(self.device_args):
             return [(0, self.guest.mem_mib << 20)]

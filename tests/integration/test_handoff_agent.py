@@ -21,8 +21,8 @@ import time
 import pytest
 
 from handoff_env import (AGENT_DEVICES, BALLOON_DEVICES, FREE_RUN_TRACE,
-                         create_base, free_ranges, mem_free,
-                         start_destination, start_from_base,
+                         create_base, free_ranges, mem_free, page_set,
+                         sent_free_ranges, start_destination, start_from_base,
                          wait_heartbeat_after)
 from host_gdb import HeldThread, qemu_source_line
 from gdbstub import GDBStub
@@ -104,13 +104,77 @@ def test_freed_memory_is_not_sent(tmp_path, base, vms):
     # than the random data it would otherwise carry.
     assert stats["free-memory"] >= 0.9 * free, (stats, free)
     assert stats["output-bytes"] < FREED_MIB * MIB / 4, stats
+    assert sum(b - a for a, b in sent_free_ranges(src)) == \
+        stats["free-memory"]
     ranges = free_ranges(src)
-    assert sum(b - a for a, b in ranges) == stats["free-memory"]
     # The freed random data is what differs: zeros here, stale bytes there.
     zeroed = assert_same_vm(src, dst, free=ranges)
     assert zeroed * 4096 >= 0.8 * FREED_MIB * MIB, zeroed
     memory_stress(dst, mem_free(dst) // MIB * 3 // 4)
     wait_heartbeat_after(dst, 1)
+
+
+def test_a_page_sent_free_and_written_afterwards_arrives(tmp_path, base, vms):
+    """Pages the agent reported free go as zero runs; the guest then takes
+    them back and writes 64 MiB of random data into them, while the
+    handoff goes on. Their writes must arrive: the identity proof lets the
+    destination hold zeros only where a page went *last* as free (trace
+    handoff_save_free_final), and these pages went again as data. A
+    destination that kept the zeros (one page zeroed through its gdbstub)
+    fails that proof; it would have passed one that accepted every page
+    ever sent as free."""
+    src, dst, _ = freed_memory_move(tmp_path, base, vms, AGENT_DEVICES)
+    # Slow rounds that never converge, until the pages are taken back.
+    src.qmp.cmd("migrate-set-parameters", max_bandwidth=2 * MIB,
+                downtime_limit=1)
+    src.qmp.cmd("migrate-handoff", uri=f"tcp:127.0.0.1:{dst.port}")
+    deadline = time.monotonic() + 120
+    while "handoff_save_free_run" not in src.read_log():
+        assert time.monotonic() < deadline, src.read_log()[-3000:]
+        time.sleep(0.2)
+    src.shell("handoff-workload mem --mib 64 --pattern random --seed 11 "
+              "--hold >/tmp/held.out 2>&1 &")
+    deadline = time.monotonic() + 120
+    while "checksum=" not in src.shell("cat /tmp/held.out"):
+        assert time.monotonic() < deadline, src.shell("cat /tmp/held.out")
+        time.sleep(0.5)
+    src.qmp.cmd("migrate-set-parameters", max_bandwidth=1024 * MIB,
+                downtime_limit=600000)
+    info = src.wait_migration()
+    assert info["status"] == "completed", info.get("error-desc")
+    assert dst.wait_incoming()["status"] == "completed"
+
+    final = free_ranges(src)
+    rewritten = sorted(page_set(sent_free_ranges(src)) - page_set(final))
+    print(f"sent as free {len(page_set(sent_free_ranges(src)))} pages, "
+          f"of which {len(rewritten)} went again as data")
+    assert len(rewritten) * 4096 >= 16 * MIB, len(rewritten)
+
+    # The control: a lost write (the destination keeps the zeros) in one
+    # of those pages is found by the proof, and was invisible to the old.
+    _, src_dump = src.ram_digest()
+    with open(src_dump, "rb") as f:
+        # A page whose first byte is not zero: the lost write shows there.
+        page = next(p for p in rewritten
+                    if f.seek(p * 4096) is not None and f.read(1) != b"\0")
+    gdb = GDBStub(dst.gdb_path)
+    pieces = range(page * 4096, page * 4096 + 4096, 512)   # gdb's packets
+    try:
+        original = [gdb.read(a, 512) for a in pieces]
+        for a in pieces:
+            gdb.write(a, bytes(512))
+        _, lost_dump = dst.ram_digest()
+        for a, data in zip(pieces, original):
+            gdb.write(a, data)
+    finally:
+        gdb.close()
+    difference, _ = ram_difference(src_dump, lost_dump, free=final)
+    assert difference and f"guest-physical {page * 4096:#x}:" in \
+        difference, difference
+    old_proof, _ = ram_difference(src_dump, lost_dump,
+                                  free=sent_free_ranges(src))
+    assert old_proof is None, old_proof
+    assert_same_vm(src, dst, free=final)
 
 
 @pytest.mark.race
@@ -127,8 +191,9 @@ def test_balloon_hints_stand_in_for_the_agent(tmp_path, balloon_base, vms):
           f"{stats['output-bytes']} bytes")
     assert stats["agent-reports"] == 0, stats
     assert stats["free-hinted"] == stats["free-memory"] > 0, stats
+    assert sum(b - a for a, b in sent_free_ranges(src)) == \
+        stats["free-memory"]
     ranges = free_ranges(src)
-    assert sum(b - a for a, b in ranges) == stats["free-memory"]
     assert_same_vm(src, dst, free=ranges)
     # The guest driver gave the hinted blocks back when told hinting was
     # done: its free memory is what it was.
@@ -226,11 +291,10 @@ def test_hostile_agent_changes_nothing(tmp_path, base, vms):
     # Each hostile extent refused, at least once (the unasked and garbled
     # reports came before the handoff, whose statistics start at zero).
     assert stats["agent-refused"] >= len(HOSTILE_EXTENTS), stats
-    ranges = free_ranges(src)
-    for a, b in ranges:
+    for a, b in sent_free_ranges(src):
         for bad, size in HOSTILE_EXTENTS[:3]:
             assert b <= bad or a >= bad + size, (a, b, bad)
-    assert_same_vm(src, dst, free=ranges)
+    assert_same_vm(src, dst, free=free_ranges(src))
     wait_heartbeat_after(dst, 1)
 
 

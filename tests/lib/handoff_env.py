@@ -24,21 +24,42 @@ AGENT_DEVICES = ("-device", "virtio-serial-pci,id=vser0",
 BALLOON_DEVICES = ("-object", "iothread,id=balloon-io",
                    "-device", "virtio-balloon-pci,id=balloon0,"
                               "free-page-hint=on,iothread=balloon-io")
-# On a source: the trace lines free_ranges() reads.
-FREE_RUN_TRACE = ("-trace", "handoff_save_free_run")
+# On a source: the trace lines sent_free_ranges() and free_ranges() read.
+FREE_RUN_TRACE = ("-trace", "handoff_save_free_run",
+                  "-trace", "handoff_save_free_final")
 _FREE_RUN = re.compile(r"handoff_save_free_run (\S+): 0x([0-9a-f]+)"
                        r"\+0x([0-9a-f]+) free")
+_FREE_FINAL = re.compile(r"handoff_save_free_final (\S+): 0x([0-9a-f]+)"
+                         r"\+0x([0-9a-f]+) went last as free")
 
 
-def free_ranges(vm):
-    """Guest-physical ranges a source (started with FREE_RUN_TRACE) sent
-    as free. RAM below 4 GiB (all of the test guest's) sits at its own
-    address."""
+def _ranges(regex, vm):
+    """Guest-physical ranges of @regex's trace lines. RAM below 4 GiB (all
+    of the test guest's) sits at its own address."""
     ranges = []
-    for block, offset, size in _FREE_RUN.findall(vm.read_log()):
+    for block, offset, size in regex.findall(vm.read_log()):
         assert block == "pc.ram", block
         ranges.append((int(offset, 16), int(offset, 16) + int(size, 16)))
     return ranges
+
+
+def sent_free_ranges(vm):
+    """What a source (started with FREE_RUN_TRACE) sent as free, in any
+    round: their sizes add up to its free-memory statistic."""
+    return _ranges(_FREE_RUN, vm)
+
+
+def free_ranges(vm):
+    """Where the destination may hold zeros for the source's stale bytes:
+    what a source (started with FREE_RUN_TRACE, its handoff complete) sent
+    last as free. A page sent as free and written afterwards went again
+    as data, is not among them, and must be identical."""
+    return _ranges(_FREE_FINAL, vm)
+
+
+def page_set(ranges):
+    """The 4 KiB pages @ranges cover."""
+    return {p for a, b in ranges for p in range(a // 4096, b // 4096)}
 
 
 def mem_free(vm):

@@ -260,7 +260,7 @@ class EdgeApp:
 
     def free_ranges(self, src):
         """What the identity check lets read as zeros at the destination:
-        after a handoff, the ranges its trace says it sent as free; after
+        after a handoff, the ranges its trace says went last as free; after
         stock precopy with the balloon, any page (ram.c does not say which
         hinted pages it skipped)."""
         if not self.semantic:

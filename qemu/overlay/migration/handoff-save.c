@@ -65,6 +65,14 @@ typedef struct HandoffBlock {
      * free ones out (sent as zeros); an item whose bit is clear is skipped.
      */
     unsigned long *pending;
+    /*
+     * Chunks whose last copy sent was a zero run for free memory (set by
+     * a report, cleared when the chunk goes again as data): at the end,
+     * exactly where the destination may hold zeros for the source's stale
+     * bytes (trace handoff_save_free_final). A page sent free and written
+     * afterwards is not among them: its write must have arrived.
+     */
+    unsigned long *sent_free;
 } HandoffBlock;
 
 /* One chunk to offer the engine: region and chunk index. */
@@ -386,6 +394,7 @@ static int apply_free_extents(HandoffSaveState *s, QEMUFile *f,
              first = find_next_bit(b->pending, end, first + run)) {
             run = find_next_zero_bit(b->pending, end, first) - first;
             bitmap_clear(b->pending, first, run);
+            bitmap_set(b->sent_free, first, run);
             trace_handoff_save_free_run(qemu_ram_get_idstr(b->rb),
                                         first * HANDOFF_CHUNK_SIZE,
                                         run * HANDOFF_CHUNK_SIZE);
@@ -653,6 +662,7 @@ static int send_round(HandoffSaveState *s, QEMUFile *f, int64_t deadline,
                 continue;
             }
             clear_dirty_log(b->rb, it->index / CHUNKS_PER_PAGE);
+            clear_bit(it->index, b->sent_free);
             rc = handoff_encoder_submit(s->enc, it->region, it->index,
                                         b->rb->host +
                                         it->index * HANDOFF_CHUNK_SIZE);
@@ -788,6 +798,7 @@ static bool setup_blocks(HandoffSaveState *s, Error **errp)
         rb->clear_bmap_shift = shift;
         rb->clear_bmap = bitmap_new(clear_bmap_size(b->pages, shift));
         b->pending = bitmap_new(b->pages * CHUNKS_PER_PAGE);
+        b->sent_free = bitmap_new(b->pages * CHUNKS_PER_PAGE);
     }
     s->n_blocks = n;
     return true;
@@ -920,6 +931,7 @@ static void handoff_save_cleanup(void *opaque)
             g_free(s->blocks[i].rb->clear_bmap);
             s->blocks[i].rb->clear_bmap = NULL;
             g_free(s->blocks[i].pending);
+            g_free(s->blocks[i].sent_free);
         }
     }
     if (cpu_throttle_active()) {
@@ -1099,6 +1111,31 @@ static void handoff_save_pending(QEMUFile *f, void *opaque,
 }
 
 /*
+ * What the destination holds as zeros for free memory, once the stream is
+ * complete: a test's identity proof accepts zeros there and only there.
+ */
+static void trace_free_final(HandoffSaveState *s)
+{
+    size_t i;
+
+    if (!trace_event_get_state_backends(TRACE_HANDOFF_SAVE_FREE_FINAL)) {
+        return;
+    }
+    for (i = 0; i < s->n_blocks; i++) {
+        HandoffBlock *b = &s->blocks[i];
+        uint64_t chunks = b->pages * CHUNKS_PER_PAGE, first, end;
+
+        for (first = find_first_bit(b->sent_free, chunks); first < chunks;
+             first = find_next_bit(b->sent_free, chunks, end)) {
+            end = find_next_zero_bit(b->sent_free, chunks, first);
+            trace_handoff_save_free_final(qemu_ram_get_idstr(b->rb),
+                                          first * HANDOFF_CHUNK_SIZE,
+                                          (end - first) * HANDOFF_CHUNK_SIZE);
+        }
+    }
+}
+
+/*
  * VM stopped, BQL held (kept: nothing may change the VM or its disk now):
  * the last round, then the end of the stream.
  */
@@ -1131,6 +1168,7 @@ static int handoff_save_complete(QEMUFile *f, void *opaque)
     }
     qemu_put_byte(f, HANDOFF_BLOCK_END);
     qemu_put_byte(f, HANDOFF_BLOCK_EOS);
+    trace_free_final(s);
     update_stats(s);
     handoff_encoder_stats(s->enc, &st);
     trace_handoff_save_complete(st.output_bytes, st.frames);
