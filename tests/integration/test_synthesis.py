@@ -27,7 +27,8 @@ import pytest
 
 from handoff_env import (create_base, overlay_on, run_workload,
                          start_from_base, wait_heartbeat_after)
-from identity import assert_goes_on, assert_same_disk, assert_same_ram
+from identity import (assert_goes_on, assert_ram_unchanged, assert_same_disk,
+                      assert_same_ram)
 from qmp import QMPClient
 import vm as vm_lib  # noqa: E402
 from vm import GUEST, TOP, GuestVM, free_tcp_port
@@ -83,7 +84,11 @@ def saved(module_tmp, base):
         params = src.qmp.cmd("query-migrate-parameters")
         assert params["handoff-compression"] == "auto"
         _, dump = src.ram_digest()
-        return Saved(str(path), src.disk, dump, max(src.heartbeats()))
+        first = dump[:-len(".ram")] + ".first.ram"
+        os.replace(dump, first)
+        # Nothing writes the saved VM's memory after the save's final sync.
+        assert_ram_unchanged(src, first, seconds=1)
+        return Saved(str(path), src.disk, first, max(src.heartbeats()))
     finally:
         src.stop()
 
