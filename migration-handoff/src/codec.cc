@@ -13,35 +13,33 @@
 namespace handoff {
 namespace {
 
-struct CodecEntry {
-  const char* name;
-  int min_level, max_level;
-};
-
-// Indexed by HandoffCodec, the number frames carry.
+// Indexed by HandoffCodec, the number frames carry. zstd stops at 19: its
+// levels 20-22 ("ultra") need windows far larger than a frame.
 constexpr CodecEntry kCodecs[] = {
-    {"none", 0, 0},   // HANDOFF_CODEC_NONE: stored
-    {"zstd", 1, 19},  // HANDOFF_CODEC_ZSTD
-    {"lzma", 0, 9},   // HANDOFF_CODEC_LZMA
-    {"zlib", 1, 9},   // HANDOFF_CODEC_ZLIB
+    {"none", "", 0, 0},          // HANDOFF_CODEC_NONE: stored
+    {"zstd", "libzstd", 1, 19},  // HANDOFF_CODEC_ZSTD
+    {"lzma", "liblzma", 0, 9},   // HANDOFF_CODEC_LZMA
+    {"zlib", "zlib", 1, 9},      // HANDOFF_CODEC_ZLIB
 };
 static_assert(HANDOFF_CODEC_NONE == 0 && HANDOFF_CODEC_ZSTD == 1 &&
               HANDOFF_CODEC_LZMA == 2 && HANDOFF_CODEC_ZLIB == 3);
 
-const CodecEntry* Find(int codec) {
+}  // namespace
+
+size_t CodecCount() { return std::size(kCodecs); }
+
+const CodecEntry* FindCodec(int codec) {
   if (codec < 0 || codec >= static_cast<int>(std::size(kCodecs))) return nullptr;
   return &kCodecs[codec];
 }
 
-}  // namespace
-
 bool CodecLevelValid(int codec, int level) {
-  const CodecEntry* c = Find(codec);
+  const CodecEntry* c = FindCodec(codec);
   return c != nullptr && level >= c->min_level && level <= c->max_level;
 }
 
 const char* CodecName(int codec) {
-  const CodecEntry* c = Find(codec);
+  const CodecEntry* c = FindCodec(codec);
   return c != nullptr ? c->name : "unknown";
 }
 

@@ -19,6 +19,18 @@ struct ZSTD_DCtx_s;
 
 namespace handoff {
 
+// The codec table, the only one: a codec's name, its library and the
+// levels the engine accepts (handoff_codec_info reports it with the
+// library's run-time version).
+struct CodecEntry {
+  const char* name;
+  const char* library;  // "" for none
+  int min_level, max_level;
+};
+size_t CodecCount();
+// The entry of codec number @codec (HandoffCodec), or nullptr.
+const CodecEntry* FindCodec(int codec);
+
 // True when @level is accepted for @codec (see handoff_codec_info).
 bool CodecLevelValid(int codec, int level);
 const char* CodecName(int codec);

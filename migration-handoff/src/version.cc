@@ -5,12 +5,13 @@
 
 #include "handoff.h"
 
+#include "codec.h"
+
 #include <lzma.h>
 #include <xxhash.h>
 #include <zlib.h>
 #include <zstd.h>
 
-#include <array>
 #include <string>
 
 namespace handoff {
@@ -31,19 +32,15 @@ std::string DottedVersion(unsigned number) {
          std::to_string(number % 100);
 }
 
-const std::array<HandoffCodecInfo, 4>& Codecs() {
-  // Built once; the strings live as long as the process.
-  static const std::array<HandoffCodecInfo, 4> codecs = [] {
-    static const std::string lzma = lzma_version_string();
-    return std::array<HandoffCodecInfo, 4>{{
-        {HANDOFF_CODEC_NONE, "none", "", "", 0, 0},
-        {HANDOFF_CODEC_ZSTD, "zstd", "libzstd", ZSTD_versionString(), 1,
-         ZSTD_maxCLevel() < 19 ? ZSTD_maxCLevel() : 19},
-        {HANDOFF_CODEC_LZMA, "lzma", "liblzma", lzma.c_str(), 0, 9},
-        {HANDOFF_CODEC_ZLIB, "zlib", "zlib", zlibVersion(), 1, 9},
-    }};
-  }();
-  return codecs;
+// The run-time version of @codec's library ("" for none).
+const char* LibraryVersion(int codec) {
+  static const std::string lzma = lzma_version_string();
+  switch (codec) {
+    case HANDOFF_CODEC_ZSTD: return ZSTD_versionString();
+    case HANDOFF_CODEC_LZMA: return lzma.c_str();
+    case HANDOFF_CODEC_ZLIB: return zlibVersion();
+    default: return "";
+  }
 }
 
 }  // namespace
@@ -60,14 +57,19 @@ const char* handoff_version_string(void) noexcept {
 }
 
 size_t handoff_codec_count(void) noexcept {
-  return handoff::Codecs().size();
+  return handoff::CodecCount();
 }
 
+// The codec table is codec.cc's; this adds the libraries' versions.
 int handoff_codec_info(size_t index, HandoffCodecInfo* info) noexcept {
   try {
-    const auto& codecs = handoff::Codecs();
-    if (info == nullptr || index >= codecs.size()) return -1;
-    *info = codecs[index];
+    const handoff::CodecEntry* c =
+        index < handoff::CodecCount() ? handoff::FindCodec(static_cast<int>(index))
+                                      : nullptr;
+    if (info == nullptr || c == nullptr) return -1;
+    *info = {static_cast<HandoffCodec>(index), c->name, c->library,
+             handoff::LibraryVersion(static_cast<int>(index)), c->min_level,
+             c->max_level};
     return 0;
   } catch (...) {
     return -1;
