@@ -109,9 +109,10 @@ bool handoff_params_check(MigrationParameters *params, Error **errp)
                                    errp)) {
         return false;
     }
-    if (params->has_handoff_workers && params->handoff_workers > 64) {
+    if (params->has_handoff_workers &&
+        params->handoff_workers > HANDOFF_MAX_THREADS) {
         error_setg(errp, "Parameter 'handoff-workers' expects a value "
-                   "between 0 (one per host CPU) and 64");
+                   "between 0 (one per host CPU) and %d", HANDOFF_MAX_THREADS);
         return false;
     }
     return true;
@@ -187,9 +188,14 @@ bool handoff_parse_compression(const char *text, HandoffCompression *mode,
 {
     memset(mode, 0, sizeof(*mode));
     if (!text || !strcmp(text, "auto")) {
+        /* The controller starts where the engine's defaults say. */
+        HandoffEncoderConfig defaults = {
+            .struct_size = sizeof(HandoffEncoderConfig)
+        };
+
+        handoff_encoder_config_default(&defaults);
         mode->adaptive = true;
-        mode->mode.codec = HANDOFF_CODEC_ZSTD;
-        mode->mode.level = 1;
+        mode->mode = defaults.mode;
         return true;
     }
     /* Names and level ranges are the engine's (handoff_mode_parse). */
@@ -468,9 +474,9 @@ void handoff_cli_apply(bool incoming, Error **errp)
     }
     if (qemu_opt_get(opts, "workers")) {
         workers = qemu_opt_get_number(opts, "workers", 0);
-        if (workers > 64) {
-            error_setg(errp, "-handoff workers=%" PRIu64 ": at most 64",
-                       workers);
+        if (workers > HANDOFF_MAX_THREADS) {
+            error_setg(errp, "-handoff workers=%" PRIu64 ": at most %d",
+                       workers, HANDOFF_MAX_THREADS);
             return;
         }
         p.has_handoff_workers = true;
