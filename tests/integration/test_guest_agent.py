@@ -14,12 +14,10 @@ import struct
 
 import pytest
 
+from agent_protocol import MAGIC, PORT_NAME, VERSION
 from handoff_env import (create_base, mem_free, start_from_base,
                          wait_heartbeat_after)
 
-PORT_NAME = "org.qemu-handoff.agent.0"
-MAGIC = 0x47414848
-VERSION = 1
 PAGE = 4096
 MIB = 1 << 20
 

@@ -25,6 +25,7 @@ from handoff_env import (AGENT_DEVICES, BALLOON_DEVICES, FREE_RUN_TRACE,
                          sent_free_ranges, start_destination, start_from_base,
                          wait_heartbeat_after)
 from host_gdb import HeldThread, qemu_source_line
+from agent_protocol import PAGE_KERNEL
 from gdbstub import GDBStub
 from identity import assert_ram_unchanged, assert_same_vm, ram_difference
 from qmp import QMPError
@@ -453,7 +454,7 @@ def test_a_ram_difference_names_its_owner(tmp_path, base, vms):
     wait_heartbeat_after(vm, 1)
     classes = page_classes(vm.qmp, str(tmp_path / "classes"))
     assert classes, "the agent sent no page classes"
-    kernel = classes.index(4) * 4096 + 0x10     # HANDOFF_PAGE_KERNEL
+    kernel = classes.index(PAGE_KERNEL) * 4096 + 0x10
     vm.qmp.cmd("stop")
     _, dump = vm.ram_digest()
     first = dump[:-len(".ram")] + ".first.ram"
@@ -472,7 +473,7 @@ def test_a_ram_difference_names_its_owner(tmp_path, base, vms):
         for address, named in (
                 (used_idx, "queue 2: used ring flags/idx"),
                 (buffer, "queue 2: buffer of descriptor"),
-                (kernel, "classes its page as kernel (slab")):
+                (kernel, "classes its page as kernel (slab caches")):
             original = gdb.read(address, 1)
             gdb.write(address, bytes([original[0] ^ 0x5A]))
             _, dump = vm.ram_digest()

@@ -15,13 +15,10 @@ Two owners can be told from the host:
 import struct
 import time
 
+from agent_protocol import PAGE_CLASSES
 from qmp import QMPError
 
 PAGE = 4096
-# HandoffAgentPageClass (guest-agent/include/handoff_agent_protocol.h).
-PAGE_CLASSES = ("other (kernel text, reserved, a hole)", "free",
-                "page cache", "anonymous (process memory)",
-                "kernel (slab, page tables)")
 DESC_SIZE = 16      # struct vring_desc: addr, len, flags, next
 VRING_DESC_F_INDIRECT = 4
 MAX_QUEUES = 1024   # VIRTIO_QUEUE_MAX
@@ -121,9 +118,9 @@ class Owners:
                  if start <= address < end]
         if self.classes is not None and address // PAGE < len(self.classes):
             c = self.classes[address // PAGE]
-            names.append("the guest agent classes its page as "
-                         + (PAGE_CLASSES[c] if c < len(PAGE_CLASSES)
-                            else PAGE_CLASSES[0]))
+            name, holds = PAGE_CLASSES[c if c < len(PAGE_CLASSES) else 0]
+            names.append(f"the guest agent classes its page as {name} "
+                         f"({holds})")
         return "; ".join(names) or "no virtqueue; owner unknown"
 
 
