@@ -22,13 +22,13 @@ sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
 
 from handoff_env import start_destination  # noqa: E402
 from identity import assert_same_vm  # noqa: E402
-from scenario import TLS_HOST, _tls_arguments  # noqa: E402
+from scenario import TLS_HOST, tls_arguments  # noqa: E402
 from workloads import TestWorkload  # noqa: E402
 
 
 def one_move(work, workload, mode, tls):
     os.makedirs(work)
-    args = _tls_arguments(work) if tls else ((), ())
+    args = tls_arguments(work) if tls else ((), ())
     src = workload.start_source(work, extra_args=args[0])
     dst = start_destination("dst", work, workload.base_dir,
                             extra_args=args[1])

@@ -141,7 +141,7 @@ def progress_line(label):
 TLS_HOST = "dst.cloudlet.test"
 
 
-def _tls_arguments(workdir):
+def tls_arguments(workdir):
     """-object arguments for TLS with peer verification, from a fresh CA:
     (source's, destination's)."""
     ca = CertificateAuthority(workdir, "tls-ca")
@@ -160,7 +160,7 @@ def run_move(method, workdir, workload, schedule, rtt_ms=50, progress=None,
                          f"(workloads.make_workload(..., semantic=True))")
     os.makedirs(workdir, exist_ok=True)
     vms = []
-    tls = _tls_arguments(workdir) if spec.get("tls") else ((), ())
+    tls = tls_arguments(workdir) if spec.get("tls") else ((), ())
     with WanLink(rate_mbit=schedule[0][1], rtt_ms=rtt_ms) as link:
         try:
             src = workload.start_source(workdir, extra_args=tls[0])
