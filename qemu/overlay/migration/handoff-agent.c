@@ -62,6 +62,7 @@ struct HandoffAgent {
     bool close_when_running;    /* a reset waits for a stopped VM to run */
     QEMUBH *close_bh;
     VMChangeStateEntry *vmstate_entry;
+    Notifier wakeup;            /* from S3: no VM state change is notified */
 };
 
 /*
@@ -375,6 +376,19 @@ static void agent_vm_state_change(void *opaque, bool running, RunState state)
 }
 
 /*
+ * A wakeup from S3 makes the VM run again without notifying VM state
+ * handlers; the guest clock of the stall timer ran while it slept.
+ */
+static void agent_wakeup(Notifier *notifier, void *data)
+{
+    HandoffAgent *agent = container_of(notifier, HandoffAgent, wakeup);
+
+    if (agent->close_when_running) {
+        qemu_bh_schedule(agent->close_bh);
+    }
+}
+
+/*
  * An answer that stopped midway has lost its framing: what follows would
  * be read as its missing part.
  */
@@ -446,10 +460,9 @@ static bool port_ready(HandoffAgent *agent, int64_t now)
     }
     if (agent->close_when_running) {
         /*
-         * A reset deferred while the VM was not running, and not done
-         * since: a wakeup from S3 sets the run state without notifying
-         * VM state handlers (qemu_system_wakeup_request), and the stall
-         * timer's guest clock runs while the guest is suspended.
+         * A reset deferred while the VM was not running, its bottom half
+         * not run yet (a fallback: the VM state handler and the wakeup
+         * notifier schedule it).
          */
         close_port(agent);
         return false;
@@ -589,6 +602,8 @@ static void agent_realize(DeviceState *dev, Error **errp)
     agent->close_bh = qemu_bh_new(agent_deferred_close, agent);
     agent->vmstate_entry =
         qemu_add_vm_change_state_handler(agent_vm_state_change, agent);
+    agent->wakeup.notify = agent_wakeup;
+    qemu_register_wakeup_notifier(&agent->wakeup);
     agent_state.agent = agent;
     virtio_serial_open(VIRTIO_SERIAL_PORT(dev));
 }
@@ -605,6 +620,10 @@ static void agent_unrealize(DeviceState *dev)
     if (agent->vmstate_entry) {
         qemu_del_vm_change_state_handler(agent->vmstate_entry);
         agent->vmstate_entry = NULL;
+    }
+    if (agent->wakeup.notify) {
+        notifier_remove(&agent->wakeup);
+        agent->wakeup.notify = NULL;
     }
     qemu_bh_delete(agent->close_bh);
     agent->close_bh = NULL;
