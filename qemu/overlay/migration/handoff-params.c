@@ -193,7 +193,11 @@ bool handoff_parse_compression(const char *text, HandoffCompression *mode,
             .struct_size = sizeof(HandoffEncoderConfig)
         };
 
-        handoff_encoder_config_default(&defaults);
+        if (handoff_encoder_config_default(&defaults) < 0) {
+            error_setg(errp, "Handoff compression: %s",
+                       handoff_last_error_message());
+            return false;
+        }
         mode->adaptive = true;
         mode->mode = defaults.mode;
         return true;
