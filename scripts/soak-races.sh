@@ -73,6 +73,6 @@ for smp in $smps; do
         exit 1
     fi
 done
-handoffs_per_run=$(( 4 + ${HANDOFF_RACE_HANDOFFS:-3} ))
+handoffs_per_run=$(( 5 + ${HANDOFF_RACE_HANDOFFS:-3} ))
 total=$(( runs * handoffs_per_run * $(echo "$smps" | wc -w) ))
 echo "soak-races: $total handoffs, 0 differences, in $(( $(date +%s) - start )) s"
