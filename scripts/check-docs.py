@@ -62,13 +62,13 @@ def paths_of(text):
 
 
 def exists(path):
-    """@path is a file or directory of ours, or names one by its prefix
-    (`qemu/patches/0015` for the patch of that number)."""
+    """@path is a file or directory of ours, or names a patch by its
+    number (`qemu/patches/0015`)."""
     full = os.path.join(TOP, path)
     if os.path.exists(full):
         return True
     folder, name = os.path.split(full)
-    return os.path.isdir(folder) and any(
+    return name.isdigit() and os.path.isdir(folder) and any(
         f.startswith(name + "-") for f in os.listdir(folder))
 
 

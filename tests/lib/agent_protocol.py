@@ -31,6 +31,10 @@ def _read():
             defines[name] = int(m.group(1), 0) << int(m.group(2) or 0)
     classes = {int(n): (name.lower(), comment)
                for name, n, comment in _CLASS.findall(text)}
+    # Every class this reads, none skipped: as many as the enum counts.
+    count = len(re.findall(r"^\s*HANDOFF_PAGE_\w+ = \d+,", text, re.M))
+    assert sorted(classes) == list(range(count)), \
+        f"{HEADER}: HandoffAgentPageClass is not what this reads"
     return defines, [classes[i] for i in range(len(classes))]
 
 

@@ -125,7 +125,12 @@ def _explained(src_dump, dst_dump, free, explain):
     trips, and the page classes need the destination running)."""
     difference, skipped = ram_difference(src_dump, dst_dump, free)
     if difference and explain is not None:
-        difference, _ = ram_difference(src_dump, dst_dump, free, explain())
+        try:
+            owners = explain()
+        except Exception as e:      # the difference matters, not this
+            return (f"{difference}\n  owner: not found ({type(e).__name__}: "
+                    f"{e})"), skipped
+        difference, _ = ram_difference(src_dump, dst_dump, free, owners)
     return difference, skipped
 
 
