@@ -8,7 +8,7 @@
 # the client library, the remote driver, the QEMU driver, the monolithic
 # libvirtd and virsh. Docs, tests and every other driver are off.
 #
-# The daemons it installs are run by tests/lib/libvirt_hosts.py, each in a
+# The daemons it installs are run by python/qemu_handoff/libvirt_hosts.py, each in a
 # mount namespace of its own so that two of them are two hosts.
 #
 # Usage: scripts/build-libvirt.sh      (JOBS=N sets ninja's parallelism)

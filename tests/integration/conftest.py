@@ -1,12 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 import os
 import shutil
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-
-
-import pytest  # noqa: E402
+import pytest
 
 
 def pytest_configure(config):

@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 
-TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+from qemu_handoff.paths import TOP
 
 
 def test_quick_benchmark_runs_end_to_end(tmp_path):

@@ -30,16 +30,16 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import time
 import uuid
 import zlib
 
 import pytest
 
-from handoff_env import (create_base, start_from_base,
-                         wait_heartbeat_after)
-from vm import BUILD, QEMU_IMG, TOP
+from qemu_handoff.bases import (create_base, start_from_base,
+                                wait_heartbeat_after)
+from qemu_handoff.guest import QEMU_IMG
+from qemu_handoff.paths import BUILD, TOP
 
 TOOL = os.path.join(TOP, "scripts", "vm-breakdown.py")
 QEMU_IO = os.path.join(BUILD, "qemu", "qemu-io")
@@ -300,10 +300,9 @@ def assert_replay_matches(overlay, stored, recovered):
     same blocks with the same bytes. Not compared: the journal's own
     blocks (e2fsck marks the journal empty) and the primary superblock's
     block (e2fsck clears needs_recovery in it)."""
-    sys.path.insert(0, os.path.join(TOP, "scripts"))
-    from breakdown import ext4, jbd2
-    from breakdown.disk_map import find_qemu_img, read_disk_map
-    from breakdown.disk_reader import open_disk
+    from qemu_handoff.breakdown import ext4, jbd2
+    from qemu_handoff.breakdown.disk_map import find_qemu_img, read_disk_map
+    from qemu_handoff.breakdown.disk_reader import open_disk
     reader = open_disk(read_disk_map(overlay, find_qemu_img()))
     try:
         fs = ext4.Ext4(reader, 0, reader.size)

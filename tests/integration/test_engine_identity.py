@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from qmp import QMPClient
-from vm import QEMU
+from qemu_handoff.qmp import QMPClient
+from qemu_handoff.guest import QEMU
 
 # Written by the engine's own unit test against the same libraries; here we
 # check that QEMU reports what the engine says, end to end through QAPI.

@@ -14,9 +14,9 @@ import struct
 
 import pytest
 
-from agent_protocol import MAGIC, PORT_NAME, VERSION
-from handoff_env import (create_base, mem_free, start_from_base,
-                         wait_heartbeat_after)
+from qemu_handoff.formats.agent_protocol import MAGIC, PORT_NAME, VERSION
+from qemu_handoff.bases import (create_base, mem_free, start_from_base,
+                                wait_heartbeat_after)
 
 PAGE = 4096
 MIB = 1 << 20
@@ -112,7 +112,7 @@ def test_agent_reports_the_free_lists(tmp_path, base, vms):
 def test_agent_without_its_port_exits_quietly(tmp_path, vms):
     """A VM without the port (every other test's): the agent says so and
     leaves, the guest runs as before."""
-    from vm import GuestVM, create_overlay
+    from qemu_handoff.guest import GuestVM, create_overlay
     disk = create_overlay(str(tmp_path / "plain.qcow2"))
     vm = GuestVM("plain", str(tmp_path), disk).start()
     vms.append(vm)

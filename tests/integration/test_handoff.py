@@ -3,7 +3,7 @@
 
 A base is saved from the booted test guest; user VMs resume from it, run a
 workload and are handed off to a destination holding the same base. The
-moved VM must be the VM that left (tests/lib/identity.py), and handoff must
+moved VM must be the VM that left (qemu_handoff.identity), and handoff must
 have sent less than the state it moved.
 """
 
@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from handoff_env import (create_base, run_workload, start_destination,
-                         start_from_base, wait_heartbeat_after)
-from identity import assert_same_vm
-from wan import WanLink, loopback_relay
+from qemu_handoff.bases import (create_base, run_workload, start_destination,
+                                start_from_base, wait_heartbeat_after)
+from qemu_handoff.identity import assert_same_vm
+from qemu_handoff.wan import WanLink, loopback_relay
 
 
 @pytest.fixture(scope="module")

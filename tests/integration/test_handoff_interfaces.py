@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from qmp import QMPClient, QMPError
-from vm import QEMU
+from qemu_handoff.qmp import QMPClient, QMPError
+from qemu_handoff.guest import QEMU
 
 
 def start(tmp_path, *args):

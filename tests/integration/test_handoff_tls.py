@@ -5,10 +5,11 @@ with a named error while the source runs on."""
 
 import pytest
 
-from handoff_env import (create_base, run_workload, start_destination,
-                         start_from_base, wait_heartbeat_after)
-from identity import assert_same_vm
-from tls import CertificateAuthority, certificate_subject, tls_object
+from qemu_handoff.bases import (create_base, run_workload, start_destination,
+                                start_from_base, wait_heartbeat_after)
+from qemu_handoff.identity import assert_same_vm
+from qemu_handoff.tls import (CertificateAuthority, certificate_subject,
+                              tls_object)
 
 DST_NAME = "dst.cloudlet.test"
 

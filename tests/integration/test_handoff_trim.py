@@ -11,10 +11,10 @@ import subprocess
 
 import pytest
 
-from handoff_env import (create_base, run_workload, start_destination,
-                         start_from_base, wait_heartbeat_after)
-from identity import assert_same_vm
-from vm import QEMU_IMG
+from qemu_handoff.bases import (create_base, run_workload, start_destination,
+                                start_from_base, wait_heartbeat_after)
+from qemu_handoff.identity import assert_same_vm
+from qemu_handoff.guest import QEMU_IMG
 
 MIB = 1 << 20
 CHUNK = 4096

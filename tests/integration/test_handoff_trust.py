@@ -16,13 +16,13 @@ import subprocess
 
 import pytest
 
-from handoff_env import (create_base, overlay_on, run_workload,
-                         start_destination, start_from_base,
-                         wait_heartbeat_after)
-from identity import assert_same_vm
+from qemu_handoff.bases import (create_base, overlay_on, run_workload,
+                                start_destination, start_from_base,
+                                wait_heartbeat_after)
+from qemu_handoff.identity import assert_same_vm
 from stream_surgery import HandoffTailDropper
-from vm import QEMU_IMG, GuestVM, free_tcp_port
-from wan import loopback_relay
+from qemu_handoff.guest import QEMU_IMG, GuestVM, free_tcp_port
+from qemu_handoff.wan import loopback_relay
 
 
 @pytest.fixture(scope="module")

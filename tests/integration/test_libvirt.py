@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """`virsh migrate --handoff` between two libvirt hosts of the fork
-(tests/lib/libvirt_hosts.py): the domain arrives identical, libvirt's own
+(qemu_handoff.libvirt_hosts): the domain arrives identical, libvirt's own
 protocol (pause-before-switchover on the source, late-block-activate on the
 destination) is honoured, and what cannot work is refused before anything
 moves, with the source running on."""
@@ -13,15 +13,16 @@ import time
 
 import pytest
 
-from handoff_env import overlay_on, run_workload, wait_heartbeat_after
-from identity import assert_goes_on, assert_same_disk, assert_same_ram
-from libvirt_hosts import (DOMAIN, IMAGES, LibvirtGuest, LibvirtHost,
-                           VirshError, assert_moved, built, move_over_wan,
-                           start_domain)
-from libvirt_hosts import create_base as create_libvirt_base
-from tls import CertificateAuthority
-from vm import free_tcp_port
-from wan import WanLink
+from qemu_handoff.bases import overlay_on, run_workload, wait_heartbeat_after
+from qemu_handoff.identity import (assert_goes_on, assert_same_disk,
+                                   assert_same_ram)
+from qemu_handoff.libvirt_hosts import (DOMAIN, IMAGES, LibvirtGuest,
+                                        LibvirtHost, VirshError, assert_moved,
+                                        built, move_over_wan, start_domain)
+from qemu_handoff.libvirt_hosts import create_base as create_libvirt_base
+from qemu_handoff.tls import CertificateAuthority
+from qemu_handoff.guest import free_tcp_port
+from qemu_handoff.wan import WanLink
 
 pytestmark = pytest.mark.skipif(
     not built(), reason="libvirt fork not built: scripts/build-libvirt.sh")

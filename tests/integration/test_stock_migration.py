@@ -3,13 +3,13 @@
 
 Boots the test guest, lets a workload fill memory and write files, migrates
 it with plain `migrate` (incremental block migration over the shared base)
-to a second process started with -S, then proves identity (tests/lib/
-identity.py): RAM, disk, and the guest going on where it stopped.
+to a second process started with -S, then proves identity (qemu_handoff.
+identity): RAM, disk, and the guest going on where it stopped.
 """
 
 
-from identity import assert_same_vm
-from vm import GuestVM, create_overlay, free_tcp_port
+from qemu_handoff.identity import assert_same_vm
+from qemu_handoff.guest import GuestVM, create_overlay, free_tcp_port
 
 
 def test_stock_migrate_preserves_ram_disk_and_execution(tmp_path, vms):

@@ -25,17 +25,17 @@ import time
 
 import pytest
 
-from handoff_env import (create_base, overlay_on, run_workload,
-                         start_from_base, wait_heartbeat_after)
-from identity import (assert_goes_on, assert_ram_unchanged, assert_same_disk,
-                      assert_same_ram)
-from qmp import QMPClient
-import vm as vm_lib  # noqa: E402
-from vm import GUEST, TOP, GuestVM, free_tcp_port
-from wan import WanLink
+from qemu_handoff.bases import (create_base, overlay_on, run_workload,
+                                start_from_base, wait_heartbeat_after)
+from qemu_handoff.identity import (assert_goes_on, assert_ram_unchanged,
+                                   assert_same_disk, assert_same_ram)
+from qemu_handoff.qmp import QMPClient
+import qemu_handoff.guest as vm_lib
+from qemu_handoff.guest import GUEST, GuestVM, free_tcp_port
+from qemu_handoff.paths import TOP
+from qemu_handoff.wan import WanLink
 
-sys.path.insert(0, os.path.join(TOP, "scripts"))
-from synthesis import overlay_file  # noqa: E402
+from qemu_handoff.formats import overlay as overlay_file
 
 SYNTHESIS = os.path.join(TOP, "scripts", "handoff-synthesis.py")
 
@@ -580,8 +580,8 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
     (["-serial", "file:/etc/x"], "only @serial"),
 ])
 def test_policy_refuses_what_reaches_the_host(args, cause):
-    from synthesis.policy import check_args
-    from synthesis.overlay_file import OverlayError
+    from qemu_handoff.synthesis.policy import check_args
+    from qemu_handoff.formats.overlay import OverlayError
     ok = ["-machine", "pc", "-m", "256", "-drive",
           "file=@disk:disk,format=qcow2,if=virtio", "-L", "/usr/share/qemu"]
     check_args(ok, ["/usr/share/qemu"])

@@ -3,7 +3,7 @@
 model loaded in a service that stays warm) saved as an overlay, synthesized
 by the service, and asked to read a page through the forwarded port.
 
-The prepared VM (tests/lib/workloads.py: the edge base plus the `ocr`
+The prepared VM (qemu_handoff.workloads: the edge base plus the `ocr`
 application installed with apt-get into its overlay) is shared with the
 benchmarks and made once per edge guest build (minutes under TCG).
 """
@@ -14,11 +14,11 @@ import subprocess
 import sys
 import time
 
-from vm import BUILD, TOP, free_tcp_port
-from workloads import make_workload
+from qemu_handoff.guest import free_tcp_port
+from qemu_handoff.paths import BUILD, TOP
+from qemu_handoff.workloads import make_workload
 
-sys.path.insert(0, os.path.join(TOP, "scripts"))
-from synthesis.client import ask  # noqa: E402
+from qemu_handoff.synthesis.client import ask
 
 SYNTHESIS = os.path.join(TOP, "scripts", "handoff-synthesis.py")
 OCR_PORT = 8002

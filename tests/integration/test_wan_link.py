@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from wan import WanLink, enter_namespace
+from qemu_handoff.wan import WanLink, enter_namespace
 
 
 def serve_in_namespace(link, handler):

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from vm import BUILD
+from qemu_handoff.paths import BUILD
 
 
 def qemu_source_line(path, after, skip=("/*", "*", "*/")):

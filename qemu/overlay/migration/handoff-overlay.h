@@ -6,7 +6,7 @@
  * then the handoff migration stream of the VM against the base.
  *
  * The layout is defined here and in docs/overlay-format.md only; the
- * synthesis service (scripts/synthesis/overlay_file.py) reads the same
+ * synthesis service (python/qemu_handoff/formats/overlay.py) reads the same
  * bytes, and tests/integration/test_synthesis.py checks that both agree.
  */
 #ifndef QEMU_MIGRATION_HANDOFF_OVERLAY_H

@@ -18,10 +18,9 @@ import os
 import shutil
 import subprocess
 
+from ..paths import BUILD
 from . import BreakdownError
 from .intervals import normalise
-
-TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def find_qemu_img(explicit=None):
@@ -31,8 +30,7 @@ def find_qemu_img(explicit=None):
         if not os.access(explicit, os.X_OK):
             raise BreakdownError(f"{explicit}: not an executable qemu-img")
         return explicit
-    build = os.environ.get("QEMU_HANDOFF_BUILD", os.path.join(TOP, "build"))
-    candidate = os.path.join(build, "qemu", "qemu-img")
+    candidate = os.path.join(BUILD, "qemu", "qemu-img")
     if os.access(candidate, os.X_OK):
         return candidate
     found = shutil.which("qemu-img")

@@ -12,7 +12,7 @@ import re
 import subprocess
 import time
 
-from vm import QEMU_IMG, GuestVM, create_overlay, free_tcp_port
+from .guest import QEMU_IMG, GuestVM, create_overlay, free_tcp_port
 
 
 # The guest agent's port, driven by QEMU (-device handoff-agent): a VM with

@@ -2,7 +2,7 @@
 """One move of a VM over an emulated WAN link, by handoff or by stock QEMU
 migration, measured: the unit the demo and the benchmarks are made of.
 
-Every move starts the same way: the workload (tests/lib/workloads.py) puts
+Every move starts the same way: the workload (qemu_handoff.workloads) puts
 a source VM into the state to move; a destination holding the same base
 waits in the link's network namespace; the source moves the VM through the
 link's delay relay while the link follows its rate schedule. The bytes on
@@ -14,10 +14,10 @@ import os
 import threading
 import time
 
-from handoff_env import start_destination
-from identity import assert_same_vm
-from tls import CertificateAuthority, tls_object
-from wan import WanLink
+from .bases import start_destination
+from .identity import assert_same_vm
+from .tls import CertificateAuthority, tls_object
+from .wan import WanLink
 
 # How each system is started. Stock systems copy the disk with incremental
 # block migration over the shared base (`migrate -i`); `caps` and `params`

@@ -1,10 +1,14 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """VM synthesis: overlays a cloudlet turns into running VMs.
 
-overlay_file  the overlay file layout (QEMU writes it: handoff-overlay-save)
 launcher      a QEMU command line from an overlay's description, and the
               QEMU process that loads the overlay
 service       the cloudlet's synthesis service (handoff-synthesis.py serve)
 client        sending an overlay to it (handoff-synthesis.py synthesize)
-qmp           the QMP client all of these (and the tests) use
+create        an overlay made offline from a VM's images
+policy        what an overlay's command-line fragment may hold
+port_relay    forwarded guest ports
+cli           scripts/handoff-synthesis.py
+
+The overlay file itself is read by qemu_handoff.formats.overlay.
 """

@@ -17,9 +17,9 @@ import os
 import subprocess
 import time
 
-from gdbstub import GDBStub
-from ram_owner import owners_of
-from vm import QEMU_IMG
+from .gdbstub import GDBStub
+from .ram_owner import owners_of
+from .guest import QEMU_IMG
 
 # Inside the guest's 256 MiB, away from the firmware areas.
 PROBE_ADDR = 0x5A5_A5A5

@@ -19,13 +19,11 @@ import time
 
 from .policy import check_args
 from .port_relay import PortRelay
-from .qmp import QMPClient, QMPError, end_qemu
+from ..qmp import QMPClient, QMPError, end_qemu
 
-TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+from ..paths import FIRMWARE_DIRS, TOP
+
 DEFAULT_QEMU = os.path.join(TOP, "build", "qemu", "qemu-system-x86_64")
-# Debian's firmware packages (seabios, ipxe-qemu) and QEMU's own ROMs.
-FIRMWARE_DIRS = ("/usr/share/seabios", "/usr/lib/ipxe/qemu",
-                 "/usr/share/qemu")
 
 
 class LaunchError(Exception):

@@ -26,18 +26,22 @@ The document's "memory" member:
                   of modified pages (classes' values, for short)
 """
 
-import json
 import os
 import tempfile
 import time
 
-from breakdown import BreakdownError
-from synthesis.qmp import QMPClient, QMPError
+from ...formats import manifest
+from ...formats.agent_protocol import PAGE_CLASSES
+from .. import BreakdownError
+from ...qmp import QMPClient, QMPError
 
 NAME = "guest-agent"
 PAGE = 4096
 # HandoffAgentPageClass (guest-agent/include/handoff_agent_protocol.h).
-CLASSES = ("other", "free", "page_cache", "anonymous", "kernel")
+# The classes by number, as the protocol header defines them; the report
+# calls the header's "cache" page_cache (its JSON keys are documented).
+CLASSES = tuple("page_cache" if name == "cache" else name
+                for name, _ in PAGE_CLASSES)
 # Below 4 GiB, the pc machine maps at most this much RAM at its address.
 LOW_RAM_LIMIT = 3 << 30
 CHUNK_PAGES = 16384             # pages compared per read (64 MiB)
@@ -50,21 +54,11 @@ def available(options):
 def _base_ram(base_dir):
     """(path, size) of the base's main RAM image."""
     try:
-        with open(os.path.join(base_dir, "base.json")) as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as e:
-        raise BreakdownError(f"{base_dir}: not a base directory ({e})")
-    try:
-        regions = [r for r in manifest["memory"] if r["name"] == "pc.ram"]
-        if regions:
-            path = os.path.realpath(os.path.join(base_dir,
-                                                 regions[0]["file"]))
-            size = int(regions[0]["size"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise BreakdownError(f"{base_dir}: its base.json is not a base's "
-                             f"manifest ({type(e).__name__}: {e})")
-    if not regions:
-        raise BreakdownError(f"{base_dir}: its base has no pc.ram region")
+        ram = manifest.read(base_dir).ram("pc.ram")
+    except manifest.ManifestError as e:
+        raise BreakdownError(str(e))
+    path, size = os.path.realpath(ram.path), ram.size
+    # The manifest's path is inside the directory; a link in it may not be.
     if not path.startswith(os.path.realpath(base_dir) + os.sep):
         raise BreakdownError(f"{base_dir}: pc.ram lies outside it")
     return path, size

@@ -25,9 +25,10 @@ import threading
 import time
 import traceback
 
-from . import overlay_file
+from ..formats import manifest
+from ..formats import overlay as overlay_file
 from .launcher import LaunchedVM, LaunchError
-from .overlay_file import OverlayError
+from ..formats.overlay import OverlayError
 
 REQUEST_MAX = 4096
 MAX_FORWARDS = 16             # ports one VM may have forwarded
@@ -44,9 +45,8 @@ def find_bases(bases_dir):
     for name in sorted(os.listdir(bases_dir)):
         path = os.path.join(bases_dir, name)
         try:
-            with open(os.path.join(path, "base.json")) as f:
-                bases[json.load(f)["id"]] = path
-        except (OSError, ValueError, KeyError, TypeError):
+            bases[manifest.read(path).id] = path
+        except manifest.ManifestError:
             continue
     return bases
 

@@ -6,7 +6,7 @@ it). A constant renamed or dropped there fails here by name."""
 import os
 import re
 
-from vm import TOP
+from ..paths import TOP
 
 HEADER = os.path.join(TOP, "guest-agent", "include",
                       "handoff_agent_protocol.h")

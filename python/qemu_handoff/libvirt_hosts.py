@@ -32,10 +32,10 @@ import time
 import uuid
 from xml.sax.saxutils import escape, quoteattr
 
-from handoff_env import overlay_on, run_workload, save_base
-from identity import assert_goes_on, assert_same_disk
-from vm import (BUILD, FIRMWARE_DIRS, QEMU, GuestVM, create_overlay,
-                free_tcp_port, test_guest)
+from .bases import overlay_on, run_workload, save_base
+from .identity import assert_goes_on, assert_same_disk
+from .guest import (BUILD, FIRMWARE_DIRS, QEMU, GuestVM, create_overlay,
+                    free_tcp_port, test_guest)
 
 PREFIX = os.path.join(BUILD, "libvirt", "prefix")
 LIBVIRTD = os.path.join(PREFIX, "sbin", "libvirtd")

@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 
-from . import overlay_file
+from ..formats import overlay as overlay_file
 
 CHUNK = 1 << 20
 

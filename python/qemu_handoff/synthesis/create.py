@@ -19,7 +19,7 @@ import tempfile
 import time
 
 from .launcher import DEFAULT_QEMU, qemu_failure
-from .qmp import QMPClient, QMPError, end_qemu
+from ..qmp import QMPClient, QMPError, end_qemu
 
 # Options this tool owns: the VM's options must not bring their own.
 _OWN_OPTIONS = ("-incoming", "-handoff", "-daemonize", "-loadvm", "-qmp",

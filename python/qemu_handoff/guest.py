@@ -14,15 +14,13 @@ import socket
 import subprocess
 import time
 
-from qmp import QMPClient, end_qemu
-from synthesis.launcher import free_port
+from .paths import BUILD, FIRMWARE_DIRS
+from .qmp import QMPClient, end_qemu
+from .synthesis.launcher import free_port
 
-TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.environ.get("QEMU_HANDOFF_BUILD", os.path.join(TOP, "build"))
 QEMU = os.path.join(BUILD, "qemu", "qemu-system-x86_64")
 QEMU_IMG = os.path.join(BUILD, "qemu", "qemu-img")
 GUEST = os.path.join(BUILD, "guest")
-FIRMWARE_DIRS = ["/usr/share/seabios", "/usr/lib/ipxe/qemu", "/usr/share/qemu"]
 
 GUEST_MEM_MIB = 256
 # vCPUs of every test VM (a base and the VMs resumed from it agree):

@@ -34,10 +34,10 @@ import shutil
 import threading
 import time
 
-from handoff_env import (AGENT_DEVICES, BALLOON_DEVICES, FREE_RUN_TRACE,
-                         create_base, free_ranges, mem_free, run_workload,
-                         start_from_base)
-from vm import EDGE, GuestVM, edge_guest, test_guest
+from .bases import (AGENT_DEVICES, BALLOON_DEVICES, FREE_RUN_TRACE,
+                    create_base, free_ranges, mem_free, run_workload,
+                    start_from_base)
+from .guest import EDGE, GuestVM, edge_guest, test_guest
 
 
 def _serve_directory(path):

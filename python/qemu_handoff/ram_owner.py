@@ -15,8 +15,8 @@ Two owners can be told from the host:
 import struct
 import time
 
-from agent_protocol import PAGE_CLASSES
-from qmp import QMPError
+from .formats.agent_protocol import PAGE_CLASSES
+from .qmp import QMPError
 
 PAGE = 4096
 DESC_SIZE = 16      # struct vring_desc: addr, len, flags, next

@@ -20,7 +20,7 @@ from a base needs. So the fragment is checked before QEMU starts:
 import os
 import re
 
-from .overlay_file import OverlayError
+from ..formats.overlay import OverlayError
 
 ARG_OPTIONS = {"-machine", "-M", "-m", "-smp", "-cpu", "-device", "-global",
                "-kernel", "-initrd", "-append", "-netdev", "-nic", "-net",

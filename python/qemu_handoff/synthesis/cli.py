@@ -1,0 +1,236 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""handoff-synthesis: VM overlays turned into running VMs at a cloudlet.
+
+See `scripts/handoff-synthesis.py --help` and docs/synthesis.md; the code
+is in qemu_handoff.synthesis.
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+
+from ..formats import overlay as overlay_file
+from .client import SynthesisFailed, synthesize
+from .create import CreateError, create_overlay
+from .launcher import DEFAULT_QEMU, LaunchedVM, LaunchError
+from ..formats.overlay import OverlayError
+from .service import SynthesisServer
+
+DESCRIPTION = """\
+A VM overlay (QMP handoff-overlay-save, HMP handoff_overlay_save) holds
+what a VM adds to a base VM, and a description of the VM. A cloudlet that
+holds the base turns it into the running VM:
+
+  create      makes an overlay offline, from a VM's disk images and its
+              saved memory state (or none: the VM at power-on)
+  serve       the cloudlet's synthesis service: receives overlays over TCP,
+              launches each VM, answers with its forwarded ports and timings
+  synthesize  the client: sends an overlay to a service
+  launch      launches a local overlay file here, without a service
+  info        prints an overlay's header and description
+
+Nothing runs before the whole overlay arrived, its SHA-256 matched and
+QEMU loaded it; an unknown base is refused before any bulk data.
+"""
+
+
+def host_port(text):
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"'{text}' is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def cmd_info(args):
+    header, description = overlay_file.read_info(args.overlay)
+    print(json.dumps({"stream-bytes": header.stream_bytes,
+                      "stream-sha256": header.digest.hex(),
+                      "description": description}, indent=2))
+
+
+def cmd_create(args):
+    vm_args = args.vm_args[1:] if args.vm_args[:1] == ["--"] \
+        else args.vm_args
+    # Ended like Ctrl-C: QEMU stopped and no partial file left.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(
+        "handoff-synthesis: terminated; no overlay written"))
+    create_overlay(args.output, args.base, vm_args, state=args.state,
+                   compression=args.compression, qemu=args.qemu)
+    print(f"overlay {args.output}: {os.path.getsize(args.output)} bytes "
+          f"({args.compression or 'lzma-6'}; "
+          f"{'from ' + args.state if args.state else 'at power-on'})")
+
+
+def cmd_serve(args):
+    os.makedirs(args.workdir, exist_ok=True)
+    server = SynthesisServer(args.listen, args.bases, args.workdir,
+                             max_clients=args.max_clients,
+                             max_bytes=args.max_bytes, qemu=args.qemu,
+                             qemu_args=args.qemu_arg,
+                             forward_address=args.forward_address,
+                             host_files=args.host_files,
+                             paused=args.paused,
+                             client_timeout=args.client_timeout,
+                             log=lambda m: print(f"handoff-synthesis: {m}",
+                                                 flush=True))
+    bases = server.bases()
+    print(f"handoff-synthesis: serving {len(bases)} base(s) from "
+          f"{args.bases} on {args.listen[0]}:{server.server_address[1]}",
+          flush=True)
+    # SIGTERM stops the VMs this service launched, like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
+        target=server.shutdown).start())
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop_vms()
+        server.server_close()
+
+
+def print_result(result, as_json):
+    if as_json:
+        print(json.dumps(result))
+        return
+    t = result["timings"]
+    ports = ", ".join(f"guest {g} -> {result['address']}:{h}"
+                      for g, h in result["ports"].items()) or "none"
+    print(f"VM {result['vm']} {result['state']}: {result['overlay-bytes']} overlay "
+          f"bytes; transfer {t['transfer']:.2f} s, launch {t['launch']:.2f} "
+          f"s, apply after transfer {t['apply']:.2f} s, total "
+          f"{t['total']:.2f} s; ports: {ports}")
+
+
+def cmd_synthesize(args):
+    result = synthesize(args.service, args.overlay, forward=args.forward,
+                        name=args.name,
+                        progress=None if args.json else sys.stderr)
+    print_result(result, args.json)
+
+
+def cmd_launch(args):
+    _, description = overlay_file.read_info(args.overlay)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="handoff-vm-")
+    os.makedirs(workdir, exist_ok=True)
+    vm = LaunchedVM(args.name, workdir, description, args.base,
+                    qemu=args.qemu, forwards=args.forward,
+                    overlay=os.path.abspath(args.overlay),
+                    host_files=args.host_files)
+    if args.print_command:
+        print(" ".join(vm.args))
+        return
+    vm.start()
+    try:
+        vm.wait_loaded()
+        vm.run()
+        print(f"VM {args.name} running (files in {workdir}; ports "
+              f"{json.dumps(vm.ports)}); Ctrl-C stops it", flush=True)
+        vm.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        vm.stop()
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="handoff-synthesis.py", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    cr = sub.add_parser(
+        "create", help="make an overlay from a VM's images, offline",
+        usage="%(prog)s --base DIR -o OVERLAY [--state FILE] "
+              "[--compression MODE] -- QEMU_OPTIONS...",
+        description="Starts QEMU paused on the VM's images with the VM's "
+        "own options (QEMU_OPTIONS: machine, memory, drives, devices, as "
+        "the VM is started; its drives name its disk images), loads the "
+        "state if given, and saves the overlay as handoff-overlay-save "
+        "does. The guest does not run.")
+    cr.add_argument("--base", required=True, help="the base directory")
+    cr.add_argument("-o", "--output", required=True, help="overlay file")
+    cr.add_argument("--state", help="the VM's memory and device state: a "
+                    "QEMU migration stream saved to a file (migrate "
+                    "\"exec:cat > FILE\"); without it the overlay holds "
+                    "the VM at power-on, and it boots when synthesized")
+    cr.add_argument("--compression", help="a fixed handoff compression "
+                    "mode (default lzma-6)")
+    cr.add_argument("--qemu", default=DEFAULT_QEMU)
+    cr.add_argument("vm_args", nargs=argparse.REMAINDER,
+                    metavar="-- QEMU_OPTIONS")
+    cr.set_defaults(func=cmd_create)
+
+    s = sub.add_parser("serve", help="run the cloudlet's synthesis service")
+    s.add_argument("--bases", required=True,
+                   help="directory of base directories (each with base.json)")
+    s.add_argument("--listen", type=host_port, default=("0.0.0.0", 7070),
+                   help="HOST:PORT (0.0.0.0:7070)")
+    s.add_argument("--workdir", default="/var/lib/qemu-handoff/vms",
+                   help="where each VM's images and sockets go")
+    s.add_argument("--max-clients", type=int, default=4,
+                   help="syntheses at once; more are refused (4)")
+    s.add_argument("--max-bytes", type=int, default=4 << 30,
+                   help="largest overlay stream accepted (4 GiB)")
+    s.add_argument("--forward-address", default="127.0.0.1",
+                   help="host address forwarded VM ports listen on")
+    s.add_argument("--qemu", default=DEFAULT_QEMU)
+    s.add_argument("--qemu-arg", action="append", default=[],
+                   help="extra QEMU argument for every VM (repeatable; "
+                   "{workdir} is the VM's directory)")
+    s.add_argument("--host-files", action="append", default=[],
+                   metavar="DIR", help="a directory VMs may take their "
+                   "kernel, initrd or firmware from, besides the base's "
+                   "and Debian's firmware directories (repeatable)")
+    s.add_argument("--client-timeout", type=float, default=120,
+                   help="seconds a client may send nothing before its "
+                   "synthesis is abandoned (120)")
+    s.add_argument("--paused", action="store_true",
+                   help="leave each VM paused once verified and loaded "
+                   "(resume it with `cont` on the QMP socket the result "
+                   "names)")
+    s.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("synthesize", help="send an overlay to a service")
+    c.add_argument("service", type=host_port, help="HOST:PORT")
+    c.add_argument("overlay")
+    c.add_argument("--forward", type=int, action="append", default=[],
+                   metavar="GUEST_PORT", help="TCP port of the VM to "
+                   "forward (repeatable)")
+    c.add_argument("--name", help="VM name (default: the file's)")
+    c.add_argument("--json", action="store_true",
+                   help="print the result as JSON, no progress line")
+    c.set_defaults(func=cmd_synthesize)
+
+    la = sub.add_parser("launch", help="launch a local overlay here")
+    la.add_argument("overlay")
+    la.add_argument("--base", required=True, help="the base directory")
+    la.add_argument("--name", default="vm")
+    la.add_argument("--workdir")
+    la.add_argument("--forward", type=int, action="append", default=[])
+    la.add_argument("--host-files", action="append", default=[],
+                    metavar="DIR", help="as for serve")
+    la.add_argument("--qemu", default=DEFAULT_QEMU)
+    la.add_argument("--print-command", action="store_true",
+                    help="print the QEMU command line instead")
+    la.set_defaults(func=cmd_launch)
+
+    i = sub.add_parser("info", help="print an overlay's description")
+    i.add_argument("overlay")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main():
+    args = parser().parse_args()
+    try:
+        args.func(args)
+    except (OverlayError, SynthesisFailed, LaunchError, CreateError,
+            OSError) as e:
+        sys.exit(f"handoff-synthesis: {e}")
+    except KeyboardInterrupt:
+        sys.exit("handoff-synthesis: interrupted")
