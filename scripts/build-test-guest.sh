@@ -105,12 +105,13 @@ g++ -std=c++20 -O2 -static -Wall -Wextra -o "$root/bin/handoff-workload" \
 kheaders=/usr/src/linux-headers-${kpkg#linux-image-}
 [ -d "$kheaders" ] ||
     die "$kheaders missing: apt-get install linux-headers-${kpkg#linux-image-}"
-mkdir -p "$work/kmod"
-cp "$top"/guest-agent/kmod/* "$work/kmod/"
-make -s -C "$kheaders" M="$work/kmod" modules >"$work/kmod.log" 2>&1 ||
+# Laid out as in the tree: the module includes ../include.
+mkdir -p "$work/agent"
+cp -r "$top"/guest-agent/kmod "$top"/guest-agent/include "$work/agent/"
+make -s -C "$kheaders" M="$work/agent/kmod" modules >"$work/kmod.log" 2>&1 ||
     { cat "$work/kmod.log" >&2; die "cannot build the guest agent's module"; }
 mkdir -p "$root/lib/modules/extra"
-cp "$work/kmod/handoff_free_pages.ko" "$root/lib/modules/extra/"
+cp "$work/agent/kmod/handoff_free_pages.ko" "$root/lib/modules/extra/"
 echo "extra/handoff_free_pages.ko" >>"$root/etc/modules"
 g++ -std=c++20 -O2 -static -Wall -Wextra -I"$top/guest-agent/include" \
     -o "$root/bin/handoff-agent" "$top"/guest-agent/src/*.cc ||

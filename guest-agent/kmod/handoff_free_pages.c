@@ -7,7 +7,8 @@
  * the first page of a free buddy block, without its order, and is read
  * without the zone lock. This module walks every zone's buddy free lists
  * under zone->lock and hands out, per open of /proc/handoff_free_pages,
- * one snapshot: records of { u64 pfn, u64 pages }, little-endian.
+ * one snapshot: an array of struct handoff_free_pages_record (the
+ * daemon's and this module's shared header, handoff_free_pages.h).
  *
  * Why a page in the snapshot may go unsent: the host starts dirty logging
  * before it asks for a report, and every page was free when its zone was
@@ -29,14 +30,11 @@
 #include <linux/proc_fs.h>
 #include <linux/vmalloc.h>
 
-struct free_extent {
-	u64 pfn;
-	u64 pages;
-};
+#include "handoff_free_pages.h"
 
 struct snapshot {
 	size_t n, cap;
-	struct free_extent e[];
+	struct handoff_free_pages_record e[];
 };
 
 /*
@@ -148,7 +146,7 @@ static int __init handoff_free_pages_init(void)
 			"on: free pages hold state, not loading\n");
 		return -EOPNOTSUPP;
 	}
-	entry = proc_create("handoff_free_pages", 0400, NULL, &free_pages_ops);
+	entry = proc_create(HANDOFF_FREE_PAGES_PROC_NAME, 0400, NULL, &free_pages_ops);
 	return entry ? 0 : -ENOMEM;
 }
 

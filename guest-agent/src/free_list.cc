@@ -14,8 +14,12 @@ std::string ReadFreeList(const char* path, uint64_t page_size,
   std::vector<uint64_t> words;
   std::string why = ReadWords(path, SIZE_MAX, &words);
   if (!why.empty()) return why;
-  for (size_t i = 0; i + 1 < words.size(); i += 2)
-    out->push_back({words[i] * page_size, words[i + 1] * page_size});
+  // The module's records, read as the words they are made of.
+  static_assert(sizeof(handoff_free_pages_record) == 2 * sizeof(uint64_t));
+  for (size_t i = 0; i + 1 < words.size(); i += 2) {
+    handoff_free_pages_record r = {words[i], words[i + 1]};
+    out->push_back({r.pfn * page_size, r.pages * page_size});
+  }
   Coalesce(out);
   return "";
 }
