@@ -29,7 +29,7 @@ class CertificateAuthority:
                   template=f"cn = {name}\nca\ncert_signing_key\n"
                            "expiration_days = 7\n")
 
-    def _issue(self, out_dir, role, cn, extra):
+    def _issue(self, out_dir, role, cn, extra, validity):
         key, cert = f"{role}-key.pem", f"{role}-cert.pem"
         _certtool("--generate-privkey", "--outfile", key, cwd=out_dir)
         _certtool("--generate-certificate", "--load-privkey", key,
@@ -39,14 +39,31 @@ class CertificateAuthority:
                   "--outfile", cert, cwd=out_dir,
                   template=f"organization = qemu-handoff tests\ncn = {cn}\n"
                            f"{extra}encryption_key\nsigning_key\n"
-                           "expiration_days = 7\n")
+                           f"{validity}")
 
-    def credentials(self, workdir, name, endpoint, cn, also_trust=()):
+    def revoke(self, creds_dir, cert_path):
+        """Writes this CA's revocation list, revoking the certificate at
+        @cert_path, into @creds_dir as ca-crl.pem (where a service that
+        reads a tls-creds-x509 directory looks for it)."""
+        _certtool("--generate-crl", "--load-ca-privkey",
+                  os.path.join(self.dir, "ca-key.pem"),
+                  "--load-ca-certificate",
+                  os.path.join(self.dir, "ca-cert.pem"),
+                  "--load-certificate", cert_path,
+                  "--outfile", os.path.join(creds_dir, "ca-crl.pem"),
+                  cwd=self.dir, template="crl_next_update = 7\n"
+                                         "crl_number = 1\n")
+
+    def credentials(self, workdir, name, endpoint, cn, also_trust=(),
+                    expired=False):
         """A tls-creds-x509 directory for @endpoint ("server", "client",
         or "both" as a libvirt host's migrate_tls_x509_cert_dir holds)
         with a certificate for @cn from this CA, trusting this CA and the
         CAs in @also_trust (QEMU checks its own certificate too, so its
-        issuer must be among them)."""
+        issuer must be among them); @expired: one valid only in 2020."""
+        validity = ('activation_date = "2020-01-01 00:00:00"\n'
+                    'expiration_date = "2020-02-01 00:00:00"\n'
+                    if expired else "expiration_days = 7\n")
         out = os.path.join(workdir, name)
         os.makedirs(out)
         with open(os.path.join(out, "ca-cert.pem"), "w") as out_f:
@@ -55,9 +72,9 @@ class CertificateAuthority:
                     out_f.write(f.read())
         if endpoint in ("server", "both"):
             self._issue(out, "server", cn, f"dns_name = {cn}\n"
-                        "ip_address = 127.0.0.1\ntls_www_server\n")
+                        "ip_address = 127.0.0.1\ntls_www_server\n", validity)
         if endpoint in ("client", "both"):
-            self._issue(out, "client", cn, "tls_www_client\n")
+            self._issue(out, "client", cn, "tls_www_client\n", validity)
         return out
 
 

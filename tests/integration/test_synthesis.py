@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -30,6 +31,9 @@ from qemu_handoff.bases import (create_base, overlay_on, run_workload,
 from qemu_handoff.identity import (assert_goes_on, assert_ram_unchanged,
                                    assert_same_disk, assert_same_ram)
 from qemu_handoff.qmp import QMPClient
+from qemu_handoff.synthesis.client import read_json_line
+from qemu_handoff.synthesis.transport import client_context
+from qemu_handoff.tls import CertificateAuthority
 import qemu_handoff.guest as vm_lib
 from qemu_handoff.guest import GUEST, GuestVM, free_tcp_port
 from qemu_handoff.paths import TOP
@@ -357,9 +361,10 @@ def test_create_refusals_write_nothing(tmp_path, base):
 # --- the synthesis service ---------------------------------------------------
 
 class Service:
-    """scripts/handoff-synthesis.py serve, as a process (in @wrap)."""
+    """scripts/handoff-synthesis.py serve, as a process (in @wrap): with
+    the TLS credentials directory @tls, else plaintext on loopback."""
 
-    def __init__(self, workdir, bases, port, wrap=(), extra=()):
+    def __init__(self, workdir, bases, port, wrap=(), extra=(), tls=None):
         self.log_path = os.path.join(workdir, "service.log")
         self.workdir = os.path.join(workdir, "vms")
         self.port = port
@@ -369,7 +374,8 @@ class Service:
              "--listen", f"127.0.0.1:{port}", "--workdir", self.workdir,
              "--host-files", GUEST,
              "--qemu-arg=-gdb", "--qemu-arg=unix:{workdir}/gdb.sock,"
-                                "server=on,wait=off", *extra],
+                                "server=on,wait=off",
+             *(("--tls-creds", tls) if tls else ("--insecure",)), *extra],
             stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while "serving" not in self.log():
@@ -407,25 +413,29 @@ class SynthesizedVM(GuestVM):
         def poll(self):
             return None
 
-    def __init__(self, result):
+    def __init__(self, result, service):
         self.name = result["vm"]
-        self.workdir = result["workdir"]
+        # The client is told no host path: the operator (this test) knows
+        # where the service keeps its VMs.
+        self.workdir = os.path.join(service.workdir, self.name)
         self.disk = os.path.join(self.workdir, "disk.qcow2")
         self.guest = vm_lib.test_guest()
         self.serial_path = os.path.join(self.workdir, "serial.log")
         self.log_path = os.path.join(self.workdir, "qemu.log")
         self.gdb_path = os.path.join(self.workdir, "gdb.sock")
         self.proc = self._Running()
-        self.qmp = QMPClient(result["qmp"])
+        self.qmp = QMPClient(os.path.join(self.workdir, "qmp.sock"))
 
     def stop(self):
         self.qmp.close()
 
 
 def synthesize(service_addr, overlay, *extra):
+    """The client, plaintext unless @extra names TLS credentials."""
+    plain = () if "--tls-creds" in extra else ("--insecure",)
     run = subprocess.run([sys.executable, SYNTHESIS, "synthesize",
                           f"{service_addr[0]}:{service_addr[1]}", overlay,
-                          "--json", *extra],
+                          "--json", *plain, *extra],
                          capture_output=True, text=True, timeout=600)
     return run
 
@@ -443,7 +453,11 @@ def test_service_synthesizes_identical_vm(tmp_path, saved, bases_dir):
         assert t["total"] >= t["transfer"] > 0 and t["launch"] > 0
         assert result["overlay-bytes"] == overlay_file.read_info(
             saved.path)[0].stream_bytes
-        vm = SynthesizedVM(result)
+        # Nothing of the host: no path, no other VM, no base list.
+        assert set(result) - {"client-seconds"} == {
+            "ok", "vm", "state", "address", "ports",
+            "overlay-bytes", "timings"}, result
+        vm = SynthesizedVM(result, service)
         try:
             assert_is_saved_vm(saved, vm)
         finally:
@@ -566,6 +580,168 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
         service.stop()
 
 
+SERVICE_NAME = "cloudlet.test"
+
+
+def cloudlet_credentials(tmp_path):
+    """A cloudlet's CA, the service's credentials and a client's."""
+    ca = CertificateAuthority(str(tmp_path), "cloudlet-ca")
+    service = ca.credentials(str(tmp_path), "service", "server",
+                             SERVICE_NAME)
+    client = ca.credentials(str(tmp_path), "phone", "client", "phone0")
+    return ca, service, client
+
+
+def tls_refused(service, attempt):
+    """@attempt (a function of the port) fails on the TLS handshake: the
+    service logs one more TLS refusal and has read no request."""
+    before = service.log().count(": refused, TLS: ")
+    with pytest.raises((OSError, ssl.SSLError)):
+        attempt(service.port)
+    deadline = time.monotonic() + 10
+    while service.log().count(": refused, TLS: ") == before:
+        assert time.monotonic() < deadline, service.log()
+        time.sleep(0.1)
+    assert service.vm_dirs() == []
+
+
+def test_service_lets_in_only_clients_its_ca_signed(tmp_path, saved,
+                                                    bases_dir):
+    """Mutual TLS: a client whose certificate another CA signed, one
+    revoked by the service's CRL, an expired one, one without a
+    certificate and one speaking plaintext are all refused on the
+    handshake, before the service reads a byte of their request."""
+    ca, service_creds, client = cloudlet_credentials(tmp_path)
+    other = CertificateAuthority(str(tmp_path), "other-ca")
+    foreign = other.credentials(str(tmp_path), "foreign", "client", "x",
+                                also_trust=(ca,))
+    revoked = ca.credentials(str(tmp_path), "revoked", "client", "phone1")
+    ca.revoke(service_creds, os.path.join(revoked, "client-cert.pem"))
+    expired = ca.credentials(str(tmp_path), "expired", "client", "phone2",
+                             expired=True)
+    service = Service(str(tmp_path), bases_dir, free_tcp_port(),
+                      tls=service_creds)
+    try:
+        assert "mutual TLS" in service.log()
+
+        def client_with(creds):
+            def attempt(port):
+                sock = socket.create_connection(("127.0.0.1", port), 30)
+                with client_context(creds).wrap_socket(
+                        sock, server_hostname=SERVICE_NAME) as s:
+                    # TLS 1.3: the client's certificate is judged after
+                    # the client's side of the handshake is done.
+                    s.sendall(b'{"name": "x"}\n')
+                    if not s.recv(65536):
+                        raise ConnectionError("closed without an answer")
+            return attempt
+
+        def no_certificate(port):
+            ctx = ssl.create_default_context(
+                cafile=os.path.join(service_creds, "ca-cert.pem"))
+            sock = socket.create_connection(("127.0.0.1", port), 30)
+            with ctx.wrap_socket(sock, server_hostname=SERVICE_NAME) as s:
+                s.sendall(b'{"name": "x"}\n')
+                if not s.recv(65536):
+                    raise ConnectionError("closed without an answer")
+
+        def plaintext(port):
+            with socket.create_connection(("127.0.0.1", port), 30) as s:
+                s.sendall(b'{"name": "x"}\n')
+                if not s.recv(65536):
+                    raise ConnectionError("closed without an answer")
+
+        for attempt in (client_with(foreign), client_with(revoked),
+                        client_with(expired), no_certificate, plaintext):
+            tls_refused(service, attempt)
+        # The real client says why; a client of the right CA that asks
+        # for another name refuses the service itself.
+        run = synthesize(("127.0.0.1", service.port), saved.path,
+                         "--tls-creds", foreign, "--tls-name", SERVICE_NAME)
+        assert run.returncode != 0 and "SSL" in run.stderr, run.stderr
+        run = synthesize(("127.0.0.1", service.port), saved.path,
+                         "--tls-creds", client, "--tls-name", "other.test")
+        assert run.returncode != 0 and "TLS with 127.0.0.1" in run.stderr, \
+            run.stderr
+        assert service.vm_dirs() == []
+    finally:
+        service.stop()
+
+
+def test_plaintext_only_on_loopback(tmp_path, saved, bases_dir):
+    for command, cause in (
+            (["serve", "--bases", bases_dir, "--listen", "0.0.0.0:7070",
+              "--insecure"], "--insecure is refused on 0.0.0.0"),
+            (["serve", "--bases", bases_dir, "--listen", "127.0.0.1:7070"],
+             "serve needs --tls-creds DIR"),
+            (["synthesize", "192.0.2.1:7070", saved.path, "--insecure"],
+             "--insecure is refused on 192.0.2.1"),
+            (["synthesize", "127.0.0.1:7070", saved.path],
+             "synthesize needs --tls-creds DIR")):
+        run = subprocess.run([sys.executable, SYNTHESIS, *command],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode != 0 and cause in run.stderr, (command, run)
+
+
+def test_service_bounds_each_client_in_time(tmp_path, saved, bases_dir):
+    """A client trickling its request is cut at the transfer's deadline
+    (each byte comes well within the idle timeout); a refused client still
+    sending is cut off within a second of its answer, having sent little
+    of a stream it would have gone on sending."""
+    service = Service(str(tmp_path), bases_dir, free_tcp_port(),
+                      extra=("--client-timeout", "2",
+                             "--transfer-timeout", "4"))
+    try:
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", service.port)) as s:
+            s.settimeout(30)
+            try:
+                for byte in b'{"name": "a-slow-client-indeed"}\n':
+                    s.sendall(bytes([byte]))
+                    time.sleep(0.5)
+            except OSError:
+                pass                    # refused (and closed) meanwhile
+            answer = json.loads(s.recv(65536))
+        assert answer == {"ok": False, "error": "the transfer took longer "
+                          "than 4 s, this service's limit: synthesis "
+                          "abandoned"}, answer
+        assert time.monotonic() - start < 8
+
+        def other_base(d):
+            d["base"]["id"] = "1" * 32
+        refused = rewritten_description(saved, tmp_path, other_base)
+        sent = [0]
+        with socket.create_connection(("127.0.0.1", service.port)) as s, \
+                open(refused, "rb") as f:
+            s.sendall(b'{"name": "x"}\n')
+            head = f.read(1 << 20)
+
+            def flood():
+                try:
+                    s.sendall(head)
+                    while True:
+                        sent[0] += s.send(b"\0" * (1 << 16))
+                except OSError:
+                    pass
+            sender = threading.Thread(target=flood)
+            sender.start()
+            s.settimeout(30)
+            answer = read_json_line(s)
+            answered = time.monotonic()
+            sender.join(timeout=10)
+            assert not sender.is_alive(), "the service never closed"
+            closed_after = time.monotonic() - answered
+        assert answer["ok"] is False and "unknown base 1111" in \
+            answer["error"] and "holds" not in answer["error"], answer
+        assert closed_after < 2, closed_after
+        # What it sent: the refused part, what the service read until it
+        # closed (8 MiB at most), what the two sockets buffer.
+        assert sent[0] < 32 << 20, sent[0]
+        assert service.vm_dirs() == []
+    finally:
+        service.stop()
+
+
 @pytest.mark.parametrize("args,cause", [
     (["-drive", "driver=file,filename=/etc/passwd"], "its own backend"),
     (["-kernel", "/etc/shadow"], "outside the directories"),
@@ -628,21 +804,27 @@ def http_get(address, port, timeout=60):
 
 
 def test_two_clients_over_wan_get_their_service(tmp_path, nic_saved):
+    """Over the WAN, mutual TLS (the default): one client's two VMs, then
+    its third refused by the per-client quota before its overlay is
+    read."""
     bases = tmp_path / "bases"
     bases.mkdir()
     os.symlink(nic_saved.base, bases / "web")
+    _, service_creds, client_creds = cloudlet_credentials(tmp_path)
+    tls = ("--tls-creds", client_creds, "--tls-name", SERVICE_NAME)
     with WanLink(rate_mbit=25, rtt_ms=50) as link:
         port = free_tcp_port()
         service = Service(str(tmp_path), str(bases), port,
-                          wrap=link.ns_command([]),
-                          extra=("--forward-address", link.ns_addr))
+                          wrap=link.ns_command([]), tls=service_creds,
+                          extra=("--forward-address", link.ns_addr,
+                                 "--max-vms-per-client", "2"))
         try:
             addr = link.relay_to(port)
             runs = [None, None]
 
             def client(i):
                 runs[i] = synthesize(addr, nic_saved.path, "--forward",
-                                     "8080", "--name", f"web{i}")
+                                     "8080", "--name", f"web{i}", *tls)
 
             threads = [threading.Thread(target=client, args=(i,))
                        for i in (0, 1)]
@@ -660,10 +842,15 @@ def test_two_clients_over_wan_get_their_service(tmp_path, nic_saved):
                 reply = http_get(link.ns_addr, result["ports"]["8080"])
                 assert reply.startswith("HTTP/1.") and nic_saved.page in \
                     reply, reply
-                vm = SynthesizedVM(result)
+                vm = SynthesizedVM(result, service)
                 try:
                     assert_goes_on(vm, nic_saved.last_beat)
                 finally:
                     vm.stop()
+            run = synthesize(addr, nic_saved.path, "--name", "web2", *tls)
+            assert run.returncode != 0 and "quota: you hold 2 VMs here" in \
+                run.stderr, run.stderr
+            assert re.search(r"synthesis from 127\.0\.0\.1:\d+ \(phone0\): "
+                             r"refused: quota", service.log()), service.log()
         finally:
             service.stop()

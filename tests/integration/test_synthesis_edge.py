@@ -56,13 +56,13 @@ def test_ocr_vm_synthesized_answers_through_forwarded_port(tmp_path):
         [sys.executable, SYNTHESIS, "serve", "--bases", str(bases),
          "--listen", f"127.0.0.1:{port}", "--workdir",
          str(tmp_path / "vms"), "--host-files",
-         os.path.dirname(app.guest.kernel)], stdout=log,
+         os.path.dirname(app.guest.kernel), "--insecure"], stdout=log,
         stderr=subprocess.STDOUT)
     try:
         wait_serving(log.name, service)
         run = subprocess.run(
             [sys.executable, SYNTHESIS, "synthesize", f"127.0.0.1:{port}",
-             overlay, "--forward", str(OCR_PORT), "--json"],
+             overlay, "--forward", str(OCR_PORT), "--json", "--insecure"],
             capture_output=True, text=True, timeout=1200)
         assert run.returncode == 0, run.stderr + open(log.name).read()
         result = json.loads(run.stdout)

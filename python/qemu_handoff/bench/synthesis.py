@@ -32,9 +32,12 @@ from ..guest import free_tcp_port
 from ..wan import WanLink
 from ..workloads import make_workload
 from ..synthesis.client import ask, synthesize
+from ..synthesis.transport import client_context
+from ..tls import CertificateAuthority
 from .matrix import CLI, snapshot_images
 
 SYNTHESIS = os.path.join(TOP, "scripts", "handoff-synthesis.py")
+SERVICE_NAME = "cloudlet.test"
 APP_PORTS = {"face": 8001, "ocr": 8002}
 REQUESTS = {"face": "/usr/share/handoff-edge/face.jpg",
             "ocr": "/usr/share/handoff-edge/ocr.png"}
@@ -115,6 +118,13 @@ def synthesize_over(app, overlay, rate, rtt, work):
     os.makedirs(bases, exist_ok=True)
     if not os.path.exists(os.path.join(bases, "edge")):
         os.symlink(app.base_dir, os.path.join(bases, "edge"))
+    creds = os.path.join(work, "tls")
+    if not os.path.isdir(creds):
+        # The service's default, mutual TLS, is what is measured.
+        os.makedirs(creds)
+        ca = CertificateAuthority(creds, "ca")
+        ca.credentials(creds, "service", "server", SERVICE_NAME)
+        ca.credentials(creds, "client", "client", "bench")
     with WanLink(rate_mbit=rate, rtt_ms=rtt) as link:
         port = free_tcp_port()
         with open(os.path.join(work, "service.log"), "w") as slog:
@@ -123,14 +133,17 @@ def synthesize_over(app, overlay, rate, rtt, work):
                 "--listen", f"127.0.0.1:{port}", "--workdir",
                 os.path.join(work, "vms"), "--host-files",
                 os.path.dirname(app.guest.kernel),
-                "--forward-address", link.ns_addr]), stdout=slog,
+                "--forward-address", link.ns_addr, "--tls-creds",
+                os.path.join(creds, "service")]), stdout=slog,
                 stderr=subprocess.STDOUT)
             try:
                 time.sleep(2)
                 addr = link.relay_to(port)
                 t0 = time.monotonic()
-                result = synthesize(addr, overlay, forward=[APP_PORTS[
-                    app.name]], name=app.name, progress=None)
+                result = synthesize(
+                    addr, overlay, forward=[APP_PORTS[app.name]],
+                    name=app.name, progress=None, tls_name=SERVICE_NAME,
+                    tls=client_context(os.path.join(creds, "client")))
                 answer, request_s = first_request(
                     link.ns_addr, result["ports"][str(APP_PORTS[app.name])],
                     REQUESTS[app.name])

@@ -19,6 +19,8 @@ from .create import CreateError, create_overlay
 from .launcher import DEFAULT_QEMU, LaunchedVM, LaunchError
 from ..formats.overlay import OverlayError
 from .service import SynthesisServer
+from .transport import (TransportError, client_context, is_loopback,
+                        server_context)
 
 DESCRIPTION = """\
 A VM overlay (QMP handoff-overlay-save, HMP handoff_overlay_save) holds
@@ -65,21 +67,47 @@ def cmd_create(args):
           f"{'from ' + args.state if args.state else 'at power-on'})")
 
 
+def transport(args, host, role):
+    """The TLS context of --tls-creds, or None with --insecure, which
+    plaintext allows only to or on loopback."""
+    if args.tls_creds and args.insecure:
+        sys.exit("handoff-synthesis: --tls-creds and --insecure exclude "
+                 "each other")
+    if args.insecure:
+        if not is_loopback(host):
+            sys.exit(f"handoff-synthesis: --insecure is refused on {host}: "
+                     f"plaintext only on a loopback address (overlays "
+                     f"are a user's memory and disk)")
+        return None
+    if not args.tls_creds:
+        sys.exit(f"handoff-synthesis: {role} needs --tls-creds DIR "
+                 f"(mutual TLS), or --insecure on a loopback address")
+    return (server_context if role == "serve" else
+            client_context)(args.tls_creds)
+
+
 def cmd_serve(args):
-    os.makedirs(args.workdir, exist_ok=True)
-    server = SynthesisServer(args.listen, args.bases, args.workdir,
+    tls = transport(args, args.listen[0], "serve")
+    # Spool, disks, sockets and logs: the service's and its VMs' alone.
+    os.umask(0o077)
+    os.makedirs(args.workdir, mode=0o700, exist_ok=True)
+    server = SynthesisServer(args.listen, args.bases, args.workdir, tls=tls,
                              max_clients=args.max_clients,
+                             max_vms=args.max_vms,
+                             max_vms_per_client=args.max_vms_per_client,
                              max_bytes=args.max_bytes, qemu=args.qemu,
                              qemu_args=args.qemu_arg,
                              forward_address=args.forward_address,
                              host_files=args.host_files,
                              paused=args.paused,
                              client_timeout=args.client_timeout,
+                             transfer_timeout=args.transfer_timeout,
                              log=lambda m: print(f"handoff-synthesis: {m}",
                                                  flush=True))
     bases = server.bases()
     print(f"handoff-synthesis: serving {len(bases)} base(s) from "
-          f"{args.bases} on {args.listen[0]}:{server.server_address[1]}",
+          f"{args.bases} on {args.listen[0]}:{server.server_address[1]} "
+          f"({'mutual TLS' if tls else 'plaintext, loopback only'})",
           flush=True)
     # SIGTERM stops the VMs this service launched, like Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
@@ -107,8 +135,10 @@ def print_result(result, as_json):
 
 
 def cmd_synthesize(args):
+    tls = transport(args, args.service[0], "synthesize")
     result = synthesize(args.service, args.overlay, forward=args.forward,
-                        name=args.name,
+                        name=args.name, tls=tls,
+                        tls_name=args.tls_name or args.service[0],
                         progress=None if args.json else sys.stderr)
     print_result(result, args.json)
 
@@ -170,10 +200,23 @@ def parser():
                    help="directory of base directories (each with base.json)")
     s.add_argument("--listen", type=host_port, default=("0.0.0.0", 7070),
                    help="HOST:PORT (0.0.0.0:7070)")
+    s.add_argument("--tls-creds", metavar="DIR", help="the service's TLS "
+                   "credentials, laid out as QEMU's tls-creds-x509 reads "
+                   "them: ca-cert.pem (the CA whose clients are let in), "
+                   "server-cert.pem, server-key.pem, optionally "
+                   "ca-crl.pem; required unless --insecure")
+    s.add_argument("--insecure", action="store_true", help="plaintext, "
+                   "no client authentication: only on a loopback address")
     s.add_argument("--workdir", default="/var/lib/qemu-handoff/vms",
                    help="where each VM's images and sockets go")
     s.add_argument("--max-clients", type=int, default=4,
                    help="syntheses at once; more are refused (4)")
+    s.add_argument("--max-vms", type=int, default=16,
+                   help="VMs this service keeps running, all clients "
+                   "together (16)")
+    s.add_argument("--max-vms-per-client", type=int, default=4,
+                   help="VMs one client (one certificate name) may hold "
+                   "(4)")
     s.add_argument("--max-bytes", type=int, default=4 << 30,
                    help="largest overlay stream accepted (4 GiB)")
     s.add_argument("--forward-address", default="127.0.0.1",
@@ -189,10 +232,13 @@ def parser():
     s.add_argument("--client-timeout", type=float, default=120,
                    help="seconds a client may send nothing before its "
                    "synthesis is abandoned (120)")
+    s.add_argument("--transfer-timeout", type=float, default=3600,
+                   help="seconds a client's whole transfer may take, from "
+                   "its connection to the overlay's last byte (3600)")
     s.add_argument("--paused", action="store_true",
                    help="leave each VM paused once verified and loaded "
-                   "(resume it with `cont` on the QMP socket the result "
-                   "names)")
+                   "(resume it with `cont` on its QMP socket, "
+                   "WORKDIR/NAME/qmp.sock)")
     s.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("synthesize", help="send an overlay to a service")
@@ -202,6 +248,14 @@ def parser():
                    metavar="GUEST_PORT", help="TCP port of the VM to "
                    "forward (repeatable)")
     c.add_argument("--name", help="VM name (default: the file's)")
+    c.add_argument("--tls-creds", metavar="DIR", help="the client's TLS "
+                   "credentials: ca-cert.pem (the CA that signed the "
+                   "service), client-cert.pem, client-key.pem; required "
+                   "unless --insecure")
+    c.add_argument("--tls-name", help="the name the service's certificate "
+                   "must carry (default: HOST)")
+    c.add_argument("--insecure", action="store_true", help="plaintext, to "
+                   "a service on a loopback address only")
     c.add_argument("--json", action="store_true",
                    help="print the result as JSON, no progress line")
     c.set_defaults(func=cmd_synthesize)
@@ -230,7 +284,7 @@ def main():
     try:
         args.func(args)
     except (OverlayError, SynthesisFailed, LaunchError, CreateError,
-            OSError) as e:
+            TransportError, OSError) as e:
         sys.exit(f"handoff-synthesis: {e}")
     except KeyboardInterrupt:
         sys.exit("handoff-synthesis: interrupted")

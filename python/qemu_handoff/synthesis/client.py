@@ -10,12 +10,14 @@ import json
 import os
 import select
 import socket
+import ssl
 import sys
 import time
 
 from ..formats import overlay as overlay_file
 
 CHUNK = 1 << 20
+SEND_PIECE = 64 << 10
 
 
 class SynthesisFailed(Exception):
@@ -71,31 +73,46 @@ def _send(sock, f, total, progress):
             if readable:
                 return False
             if writable:
-                n = sock.send(view)
+                # In pieces, so that an answer is seen soon after it came.
+                n = sock.send(view[:SEND_PIECE])
                 view, sent = view[n:], sent + n
         if progress and time.monotonic() - shown > 0.5:
             _progress(sent, total, start, progress)
             shown = time.monotonic()
 
 
+def _connect(address, tls, tls_name):
+    sock = socket.create_connection(address, timeout=60)
+    if tls is None:
+        return sock
+    try:
+        return tls.wrap_socket(sock, server_hostname=tls_name)
+    except (OSError, ssl.SSLError) as e:
+        sock.close()
+        raise SynthesisFailed(f"TLS with {address[0]}:{address[1]}: {e}")
+
+
 def synthesize(address, path, forward=(), name=None, progress=sys.stderr,
-               timeout=600):
-    """Sends the overlay at @path to the service at (host, port); returns
-    its result (a dict) with "client-seconds" added, or raises
+               timeout=600, tls=None, tls_name=None):
+    """Sends the overlay at @path to the service at (host, port), over
+    @tls (an ssl.SSLContext from transport.client_context, checking the
+    service's certificate for @tls_name) or plaintext (None); returns its
+    result (a dict) with "client-seconds" added, or raises
     SynthesisFailed with the service's reason."""
     overlay_file.read_info(path)                # refuse our own bad file
     total = os.path.getsize(path)
     request = {"name": name or os.path.basename(path),
                "forward": [int(p) for p in forward]}
     start = time.monotonic()
-    with socket.create_connection(address, timeout=60) as sock, \
-            open(path, "rb") as f:
+    with _connect(address, tls, tls_name) as sock, open(path, "rb") as f:
         sock.sendall(json.dumps(request).encode() + b"\n")
         try:
             complete = _send(sock, f, total, progress)
             # The end of the file is the end of the overlay: a short one
-            # is found truncated, not waited for.
-            sock.shutdown(socket.SHUT_WR)
+            # is found truncated, not waited for. (Under TLS a half-close
+            # would end the session: the service's deadlines end it.)
+            if tls is None:
+                sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             complete = False
         if progress:

@@ -175,7 +175,8 @@ class LaunchedVM:
             if not self.overlay:
                 self.qmp.cmd("migrate-incoming",
                              uri=f"unix:{self.stream_path}")
-        except (OSError, TimeoutError, QMPError, RuntimeError) as e:
+        except (OSError, TimeoutError, QMPError, RuntimeError,
+                LaunchError) as e:
             self.stop()
             raise LaunchError(f"QEMU did not start ({e}): "
                               f"{self.failure()}") from None

@@ -14,13 +14,24 @@ One connection is one synthesis (protocol in docs/synthesis.md):
 The VM runs only once the whole stream arrived, its SHA-256 matched the
 header's and QEMU loaded it (QEMU runs it with -S until then); anything
 else stops that QEMU and removes its files.
+
+A client is a stranger: with TLS (the default, transport.py) only one
+whose certificate the cloudlet's CA signed gets past the handshake, and
+before any byte of its request is read. Each client is bounded: the VMs
+it holds (and all clients together), the time its whole transfer may
+take, not only each read, and a refusal closes its connection within a
+second. It hears of its own VM only (name, forwarded ports, timings):
+no host path, no other client's VM, no list of the cloudlet's bases.
 """
 
+import collections
 import json
 import os
+import secrets
 import shutil
 import socket
 import socketserver
+import ssl
 import threading
 import time
 import traceback
@@ -28,11 +39,14 @@ import traceback
 from ..formats import manifest
 from ..formats import overlay as overlay_file
 from .launcher import LaunchedVM, LaunchError
+from .transport import client_identity
 from ..formats.overlay import OverlayError
 
 REQUEST_MAX = 4096
 MAX_FORWARDS = 16             # ports one VM may have forwarded
 CHUNK = 1 << 20
+REFUSAL_LINGER_S = 1.0        # how long a refused client is read from,
+REFUSAL_LINGER_BYTES = 8 << 20  # and how much of what it sends at most
 
 
 class Refused(Exception):
@@ -51,20 +65,88 @@ def find_bases(bases_dir):
     return bases
 
 
-def recv_exactly(sock, n, what):
+class ClientClock:
+    """A client's time: at most @idle_s without a byte, and all it sends
+    (request, header, description, stream) within @total_s of its
+    connection, so that a client trickling a byte at a time cannot hold
+    a slot for ever."""
+
+    def __init__(self, idle_s, total_s):
+        self.idle_s, self.total_s = idle_s, total_s
+        self.end = time.monotonic() + total_s
+
+    def recv(self, sock, n):
+        remaining = self.end - time.monotonic()
+        if remaining <= 0:
+            raise Refused(self._overdue())
+        sock.settimeout(min(self.idle_s, remaining))
+        try:
+            return sock.recv(n)
+        except TimeoutError:
+            if time.monotonic() >= self.end:
+                raise Refused(self._overdue()) from None
+            raise Refused(f"the client sent nothing for {self.idle_s:g} s: "
+                          f"synthesis abandoned") from None
+
+    def _overdue(self):
+        return (f"the transfer took longer than {self.total_s:g} s, this "
+                f"service's limit: synthesis abandoned")
+
+
+class VMLedger:
+    """The VMs this service launched, each with its owner (a client's
+    identity), and the syntheses on their way to being one: what
+    --max-vms and --max-vms-per-client bound. A synthesis takes its place
+    before it reads the overlay and gives it back if refused."""
+
+    def __init__(self, max_total, max_per_owner):
+        self.max_total, self.max_per_owner = max_total, max_per_owner
+        self._lock = threading.Lock()
+        self._vms = []                          # (owner, LaunchedVM)
+        self._pending = collections.Counter()
+
+    def reserve(self, owner):
+        with self._lock:
+            self._vms = [(o, vm) for o, vm in self._vms
+                         if vm.proc.poll() is None]
+            total = len(self._vms) + sum(self._pending.values())
+            mine = (sum(1 for o, _ in self._vms if o == owner) +
+                    self._pending[owner])
+            if total >= self.max_total:
+                raise Refused(f"busy: this service runs {self.max_total} "
+                              f"VMs, the most it takes; retry later")
+            if mine >= self.max_per_owner:
+                raise Refused(f"quota: you hold {mine} VMs here, the most "
+                              f"this service gives one client")
+            self._pending[owner] += 1
+
+    def settle(self, owner, vm=None):
+        """Ends @owner's reservation: @vm runs, or (None) it never will."""
+        with self._lock:
+            self._pending[owner] -= 1
+            if vm is not None:
+                self._vms.append((owner, vm))
+
+    def take_all(self):
+        with self._lock:
+            vms, self._vms = [vm for _, vm in self._vms], []
+        return vms
+
+
+def recv_exactly(clock, sock, n, what):
     data = b""
     while len(data) < n:
-        chunk = sock.recv(n - len(data))
+        chunk = clock.recv(sock, n - len(data))
         if not chunk:
             raise Refused(f"overlay truncated in its {what}")
         data += chunk
     return data
 
 
-def recv_line(sock):
+def recv_line(clock, sock):
     data = b""
     while not data.endswith(b"\n"):
-        chunk = sock.recv(1)
+        chunk = clock.recv(sock, 1)
         if not chunk:
             raise Refused("connection closed before the request line")
         data += chunk
@@ -96,11 +178,6 @@ def parse_request(request):
     return {"name": name, "forward": forward}
 
 
-def stalled(sock):
-    return (f"the client sent nothing for {sock.gettimeout():.0f} s: "
-            f"synthesis abandoned")
-
-
 class Spool:
     """Stream bytes kept on disk as they arrive, read back at QEMU's pace:
     the transfer does not wait for QEMU to start, nor QEMU for the end."""
@@ -114,11 +191,11 @@ class Spool:
         self.done_at = None     # when the last byte came in (or the end)
         self.error = None
 
-    def receive(self, sock, check):
+    def receive(self, clock, sock, check):
         try:
             while check.bytes < check.header.stream_bytes:
-                data = sock.recv(min(CHUNK, check.header.stream_bytes
-                                     - check.bytes))
+                data = clock.recv(sock, min(CHUNK, check.header.stream_bytes
+                                            - check.bytes))
                 if not data:
                     break
                 check.update(data)
@@ -128,9 +205,7 @@ class Spool:
                     self.written += len(data)
                     self._cond.notify_all()
             check.verify()
-        except TimeoutError:
-            self.error = stalled(sock)
-        except (OSError, OverlayError) as e:
+        except (Refused, OSError, OverlayError) as e:
             self.error = str(e)
         finally:
             self.done_at = time.monotonic()
@@ -160,29 +235,32 @@ class Spool:
 class Synthesis:
     """One client's synthesis, from its request line to its result."""
 
-    def __init__(self, server, sock, peer):
+    def __init__(self, server, sock, owner):
         self.server = server
         self.sock = sock
-        self.peer = peer
+        self.owner = owner
         self.t = {"start": time.monotonic()}
+        self.clock = ClientClock(server.client_timeout,
+                                 server.transfer_timeout)
         self.vm = None
         self.workdir = None
 
     def run(self):
-        request = recv_line(self.sock)
-        header = overlay_file.parse_header(
-            recv_exactly(self.sock, overlay_file.HEADER_BYTES, "header"))
+        request = recv_line(self.clock, self.sock)
+        header = overlay_file.parse_header(recv_exactly(
+            self.clock, self.sock, overlay_file.HEADER_BYTES, "header"))
         if header.stream_bytes > self.server.max_bytes:
             raise Refused(f"overlay of {header.stream_bytes} bytes exceeds "
                           f"this service's limit of {self.server.max_bytes}")
-        raw = recv_exactly(self.sock, header.description_bytes,
+        raw = recv_exactly(self.clock, self.sock, header.description_bytes,
                            "description")
         description = overlay_file.parse_description(raw)
         base_id = description["base"]["id"]
         base_dir = self.server.bases().get(base_id)
         if not base_dir:
-            raise Refused(f"unknown base {base_id}: this cloudlet holds "
-                          f"{', '.join(self.server.bases()) or 'none'}")
+            # Which bases the cloudlet holds is not the client's business.
+            raise Refused(f"unknown base {base_id}: this cloudlet does not "
+                          f"hold it")
         check = overlay_file.StreamCheck(header, raw)
         return self._launch(request, check, description, base_dir)
 
@@ -194,7 +272,8 @@ class Synthesis:
         ports = request["forward"]
         spool = Spool(os.path.join(workdir, "stream.spool"))
         receiver = threading.Thread(target=spool.receive,
-                                    args=(self.sock, check), daemon=True)
+                                    args=(self.clock, self.sock, check),
+                                    daemon=True)
         receiver.start()
         self.t["launch"] = time.monotonic()
         self.vm = LaunchedVM(name, workdir, description, base_dir,
@@ -226,15 +305,15 @@ class Synthesis:
                 pass            # QEMU gave up: wait_loaded() says why
 
     def _result(self, header, base_dir):
+        """What the client hears: its VM's name, address, forwarded ports
+        and timings; host paths stay in the service's log."""
         t = self.t
         return {
             "ok": True, "vm": self.vm.name,
             "state": "paused" if self.server.paused else "running",
             "address": self.server.forward_address,
             "ports": {str(g): h for g, h in self.vm.ports.items()},
-            "base": base_dir, "overlay-bytes": header.stream_bytes,
-            "workdir": self.vm.workdir, "qmp": self.vm.qmp_path,
-            "console": self.vm.console_path,
+            "overlay-bytes": header.stream_bytes,
             "timings": {
                 "transfer": round(t["received"] - t["start"], 3),
                 "launch": round(t["ready"] - t["launch"], 3),
@@ -254,11 +333,15 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, bases_dir, workdir, max_clients=4,
+    def __init__(self, address, bases_dir, workdir, tls=None,
+                 max_clients=4, max_vms=16, max_vms_per_client=4,
                  max_bytes=4 << 30, qemu=None, qemu_args=(),
                  forward_address="127.0.0.1", host_files=(), paused=False,
-                 client_timeout=120, log=print):
+                 client_timeout=120, transfer_timeout=3600, log=print):
+        """@tls: the ssl.SSLContext clients must pass (transport.py), or
+        None for plaintext (the CLI allows it on loopback only)."""
         super().__init__(address, SynthesisHandler)
+        self.tls = tls
         self.bases_dir = os.path.abspath(bases_dir)
         self.workdir = workdir
         self.max_clients = max_clients
@@ -269,21 +352,21 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         self.host_files = list(host_files)
         self.paused = paused
         self.client_timeout = client_timeout
+        self.transfer_timeout = transfer_timeout
         self.log = log
-        self.vms = []
+        self.vms = VMLedger(max_vms, max_vms_per_client)
         self._slots = threading.BoundedSemaphore(max_clients)
-        self._lock = threading.Lock()
-        self._serial = 0
 
     def bases(self):
         return find_bases(self.bases_dir)
 
     def vm_name(self, wanted):
-        with self._lock:
-            self._serial += 1
-            stem = "".join(c for c in str(wanted or "vm")
-                           if c.isalnum() or c in "-_")[:32] or "vm"
-            return f"{stem}-{os.getpid()}-{self._serial}"
+        """The client's name for its VM, cut to what is safe in a path,
+        and 64 random bits: no client can guess another's VM. Short, as
+        its sockets' paths must fit a UNIX socket address (108 bytes)."""
+        stem = "".join(c for c in str(wanted or "vm")
+                       if c.isascii() and (c.isalnum() or c in "-_"))[:16]
+        return f"{stem or 'vm'}-{secrets.token_urlsafe(8)}"
 
     def try_enter(self):
         return self._slots.acquire(blocking=False)
@@ -292,52 +375,65 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         self._slots.release()
 
     def stop_vms(self):
-        with self._lock:
-            vms, self.vms = self.vms, []
-        for vm in vms:
+        for vm in self.vms.take_all():
             vm.stop()
 
 
 class SynthesisHandler(socketserver.BaseRequestHandler):
     def handle(self):
-        server, sock = self.server, self.request
+        server = self.server
         peer = f"{self.client_address[0]}:{self.client_address[1]}"
+        if server.tls is not None:
+            try:
+                # The handshake is bounded like any read of the client.
+                self.request.settimeout(server.client_timeout)
+                self.request = server.tls.wrap_socket(self.request,
+                                                      server_side=True)
+            except (OSError, ssl.SSLError) as e:
+                server.log(f"synthesis from {peer}: refused, TLS: {e}")
+                return
+        sock = self.request
+        # Whom the VMs and quotas count under: a certificate's name, or
+        # (plaintext, loopback only) the peer's address.
+        owner = client_identity(sock) or self.client_address[0]
+        peer = f"{peer} ({owner})" if server.tls is not None else peer
         if not server.try_enter():
+            server.log(f"synthesis from {peer}: refused, busy")
             self._answer({"ok": False, "error":
                           f"busy: {server.max_clients} syntheses are "
                           f"running, the most this service takes; retry "
                           f"later"})
-            server.log(f"synthesis from {peer}: refused, busy")
             return
-        # A client that stops sending must not hold its slot for ever.
-        sock.settimeout(server.client_timeout)
-        synthesis = Synthesis(server, sock, peer)
-        refusal = None
+        synthesis = Synthesis(server, sock, owner)
+        refusal = reserved = None
         try:
+            server.vms.reserve(owner)
+            reserved = True
             result = synthesis.run()
         except (Refused, OverlayError, LaunchError, OSError) as e:
-            cause = stalled(sock) if isinstance(e, TimeoutError) else str(e)
             synthesis.abandon()
-            refusal = ({"ok": False, "error": cause}, f"refused: {cause}")
-        except Exception as e:     # a bug of ours: the client still hears
+            refusal = ({"ok": False, "error": str(e)}, f"refused: {e}")
+        except Exception:          # a bug of ours: the client still hears
             synthesis.abandon()
-            refusal = ({"ok": False, "error": f"internal error of the "
-                        f"synthesis service: {e!r}"},
+            refusal = ({"ok": False, "error": "internal error of the "
+                        "synthesis service"},
                        f"internal error: {traceback.format_exc()}")
         finally:
             # Free before the client hears, which may come back at once.
+            if reserved:
+                server.vms.settle(owner, None if refusal else synthesis.vm)
             server.leave()
         if refusal:
-            self._answer(refusal[0])
+            # Logged first: answering lingers on the client for a second.
             server.log(f"synthesis from {peer}: {refusal[1]}")
+            self._answer(refusal[0])
             return
-        with server._lock:
-            server.vms.append(synthesis.vm)
         self._answer(result)
         server.log(f"synthesis from {peer}: {result['vm']} {result['state']}, "
                    f"{result['overlay-bytes']} bytes, "
                    f"timings {json.dumps(result['timings'])}, "
-                   f"ports {json.dumps(result['ports'])}")
+                   f"ports {json.dumps(result['ports'])}, "
+                   f"files in {synthesis.vm.workdir}")
 
     def _answer(self, message):
         try:
@@ -349,10 +445,15 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
 
     def _drain(self):
         """After a refusal: a client still sending would get a reset that
-        can discard the answer before it reads it, so the rest of what it
-        sends is read and dropped until it hangs up (or 10 s pass)."""
-        self.request.shutdown(socket.SHUT_WR)
-        self.request.settimeout(10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self.request.recv(CHUNK):
-            pass
+        can discard the answer before it reads it, so what it sends is
+        read and dropped until it hangs up, for a second and 8 MiB at
+        most (ours stops sending as soon as the answer is there); then
+        the connection is closed."""
+        deadline = time.monotonic() + REFUSAL_LINGER_S
+        left = REFUSAL_LINGER_BYTES
+        while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+            self.request.settimeout(remaining)
+            data = self.request.recv(min(CHUNK, left))
+            if not data:
+                break
+            left -= len(data)
