@@ -57,11 +57,6 @@ def free_ranges(vm):
     return _ranges(_FREE_FINAL, vm)
 
 
-def page_set(ranges):
-    """The 4 KiB pages @ranges cover."""
-    return {p for a, b in ranges for p in range(a // 4096, b // 4096)}
-
-
 def mem_free(vm):
     """The guest's MemFree, in bytes."""
     out = vm.shell("grep MemFree /proc/meminfo")

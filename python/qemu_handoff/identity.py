@@ -28,6 +28,11 @@ PROBE_ADDR = 0x5A5_A5A5
 PAGE = 4096
 
 
+def page_set(ranges):
+    """The 4 KiB pages the [start, end) byte ranges @ranges cover."""
+    return {p for a, b in ranges for p in range(a // PAGE, b // PAGE)}
+
+
 def _window(page, i, width=64):
     """The @width bytes of @page around index @i, aligned, as hex."""
     start = i - i % width
@@ -62,7 +67,7 @@ def ram_difference(src_dump, dst_dump, free=(), owner=None):
     address, both sides' bytes there, its owner and how many pages differ
     in all, pages that were zeros on the destination because they were
     free)."""
-    free_pages = {p for a, b in free for p in range(a // PAGE, b // PAGE)}
+    free_pages = page_set(free)
     zero = bytes(PAGE)
     skipped = 0
     first, others = None, []

@@ -21,17 +21,18 @@ import time
 import pytest
 
 from qemu_handoff.bases import (AGENT_DEVICES, BALLOON_DEVICES, FREE_RUN_TRACE,
-                                create_base, free_ranges, mem_free, page_set,
+                                create_base, free_ranges, mem_free,
                                 sent_free_ranges, start_destination,
                                 start_from_base, wait_heartbeat_after)
-from host_gdb import HeldThread, qemu_source_line
 from qemu_handoff.formats.agent_protocol import PAGE_KERNEL
 from qemu_handoff.gdbstub import GDBStub
 from qemu_handoff.identity import (assert_ram_unchanged, assert_same_vm,
-                                   ram_difference)
+                                   page_set, ram_difference)
 from qemu_handoff.qmp import QMPError
 from qemu_handoff.ram_owner import Owners, page_classes, virtqueue_areas
 from qemu_handoff.paths import TOP
+
+from host_gdb import HeldThread, qemu_source_line
 
 MIB = 1 << 20
 FREED_MIB = 100

@@ -20,9 +20,10 @@ from qemu_handoff.bases import (create_base, overlay_on, run_workload,
                                 start_destination, start_from_base,
                                 wait_heartbeat_after)
 from qemu_handoff.identity import assert_same_vm
-from stream_surgery import HandoffTailDropper
 from qemu_handoff.guest import QEMU_IMG, GuestVM, free_tcp_port
 from qemu_handoff.wan import loopback_relay
+
+from stream_surgery import HandoffTailDropper
 
 
 @pytest.fixture(scope="module")
