@@ -226,16 +226,6 @@ std::string ModeString(const HandoffMode& m) {
   return handoff_mode_name(&m, name, sizeof(name)) < 0 ? "?" : name;
 }
 
-bool ParseMode(const std::string& codec, int level, const std::string& delta,
-               HandoffMode* mode, std::string* err) {
-  std::string text = codec;
-  if (codec != "none") text += "-" + std::to_string(level);
-  if (delta != "none") text += "+" + delta;
-  if (handoff_mode_parse(text.c_str(), mode) == 0) return true;
-  *err = handoff_last_error_message();
-  return false;
-}
-
 int Fail(const char* command, int code) {
   fprintf(stderr, "qemu-handoff %s: %s\n", command,
           *handoff_last_error_message() ? handoff_last_error_message()

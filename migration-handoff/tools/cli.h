@@ -99,8 +99,6 @@ std::string JsonString(const std::string& s);
 
 std::string Hex(const uint8_t* p, size_t n);
 std::string ModeString(const HandoffMode& m);
-bool ParseMode(const std::string& codec, int level, const std::string& delta,
-               HandoffMode* mode, std::string* err);
 int Fail(const char* command, int code);
 // Prints the usage of @command (all commands when NULL) on stderr; 2.
 int Usage(const char* command = nullptr);
