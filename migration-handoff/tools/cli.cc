@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <thread>
+#include <vector>
 
 namespace handoff_cli {
 
@@ -130,6 +132,22 @@ bool Image::Create(const std::string& path, uint64_t size, std::string* err) {
 
 void Image::Sync() {
   if (data_ != nullptr) msync(data_, size_, MS_SYNC);
+}
+
+int DrainEncoder(HandoffEncoder* enc, size_t cap,
+                 const std::function<void(const uint8_t*, size_t)>& sink) {
+  std::vector<uint8_t> buf(cap);
+  for (;;) {
+    size_t n = 0;
+    int rc = handoff_encoder_pull_wait(enc, buf.data(), cap, &n);
+    if (rc != 0) return rc;
+    if (n == 0 && handoff_encoder_done(enc)) return 0;
+    if (n == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    sink(buf.data(), n);
+  }
 }
 
 double NowSeconds() { return static_cast<double>(NowNs()) * 1e-9; }

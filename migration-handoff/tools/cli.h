@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -62,6 +63,11 @@ class Image {
   uint8_t* data_ = nullptr;
   uint64_t size_ = 0;
 };
+
+// Pulls @enc's bytes until its stream is complete, at most @cap at a
+// time, handing each piece to @sink. 0, or the code a pull failed with.
+int DrainEncoder(HandoffEncoder* enc, size_t cap,
+                 const std::function<void(const uint8_t*, size_t)>& sink);
 
 double NowSeconds();
 uint64_t NowNs();

@@ -303,21 +303,11 @@ bool RunEncoder(HandoffBase* base, const HandoffEncoderConfig& mode,
   if (handoff_encoder_create(base, &cfg, &enc) != 0) return false;
   std::atomic<bool> failed{false};
   auto pull = [&] {
-    std::vector<uint8_t> buf(1 << 20);
-    for (;;) {
-      size_t n = 0;
-      if (handoff_encoder_pull_wait(enc, buf.data(), buf.size(), &n) != 0) {
-        failed = true;
-        return;
-      }
-      if (n == 0 && handoff_encoder_done(enc)) return;
-      if (n == 0) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        continue;
-      }
+    int rc = DrainEncoder(enc, 1 << 20, [&](const uint8_t* data, size_t n) {
       out->output += n;
-      if (keep) out->stream.insert(out->stream.end(), buf.begin(), buf.begin() + n);
-    }
+      if (keep) out->stream.insert(out->stream.end(), data, data + n);
+    });
+    if (rc != 0) failed = true;
   };
   std::thread puller;
   try {

@@ -176,26 +176,14 @@ class StreamWriter {
 };
 
 void StreamWriter::Run() {
-  std::vector<uint8_t> buf(1 << 20);
   uint64_t sent = 0;
   Progress progress("encode", progress_);
-  for (;;) {
-    size_t n = 0;
-    // With a paced link, send at most 64 KiB at a time.
-    size_t cap = rate_Bps_ > 0 ? 65536 : buf.size();
-    int prc = handoff_encoder_pull_wait(enc_, buf.data(), cap, &n);
-    if (prc != 0) {
-      rc_ = prc;
-      return;
-    }
-    if (n == 0 && handoff_encoder_done(enc_)) break;
-    if (n == 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      continue;
-    }
+  // With a paced link, send at most 64 KiB at a time.
+  int rc = DrainEncoder(enc_, rate_Bps_ > 0 ? 65536 : 1 << 20,
+                        [&](const uint8_t* data, size_t n) {
     // After a write error keep draining, so the producer never waits on
     // a link that is gone; the error is reported at the end.
-    if (rc_ == 0 && fwrite(buf.data(), 1, n, out_) != n) rc_ = HANDOFF_E_IO;
+    if (rc_ == 0 && fwrite(data, 1, n, out_) != n) rc_ = HANDOFF_E_IO;
     sent += n;
     Pace(sent);
     handoff_encoder_report_network(enc_, sent, NowNs());
@@ -204,6 +192,10 @@ void StreamWriter::Run() {
     handoff_encoder_stats(enc_, &st);
     progress.Update(static_cast<double>(st.input_bytes) / 1048576.0,
                     static_cast<double>(total_bytes_) / 1048576.0, "MiB");
+  });
+  if (rc != 0) {
+    rc_ = rc;
+    return;
   }
   progress.Done();
 }

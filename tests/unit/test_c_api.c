@@ -135,14 +135,15 @@ static int decisions_use_delta(const char *log)
     return 0;
 }
 
-/* Encodes, adaptively, a VM whose every other page differs from the base
- * by one byte (where an XOR delta pays); returns the XOR-coded chunks. */
-static uint64_t adaptive_xor_chunks(const TestVm *base_vm, HandoffBase *base,
-                                    int allow_delta)
+/* Encodes with @config a VM whose every other page differs from the base
+ * by one byte (where an XOR delta pays) and fills *@st. With
+ * @no_delta_decisions, the controller must have chosen no delta mode. */
+static void encode_one_byte_edits(const TestVm *base_vm, HandoffBase *base,
+                                  const HandoffEncoderConfig *config,
+                                  int no_delta_decisions,
+                                  HandoffEncoderStats *st)
 {
-    HandoffEncoderConfig config = { .struct_size = sizeof(HandoffEncoderConfig) };
     HandoffEncoder *enc = NULL;
-    HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
     TestVm vm;
     uint8_t *stream;
     size_t len;
@@ -152,21 +153,31 @@ static uint64_t adaptive_xor_chunks(const TestVm *base_vm, HandoffBase *base,
     for (c = 0; c < vm.chunks; c += 2) {
         vm.mem[c * CHUNK + 100] ^= 1;
     }
-    handoff_encoder_config_default(&config);
-    config.allow_delta = allow_delta;
-    config.frame_bytes = 16 * CHUNK;
-    CU_ASSERT_EQUAL_FATAL(handoff_encoder_create(base, &config, &enc), 0);
+    CU_ASSERT_EQUAL_FATAL(handoff_encoder_create(base, config, &enc), 0);
     CU_ASSERT_EQUAL(test_submit_all(enc, &vm, 0), 0);
     CU_ASSERT_EQUAL(handoff_encoder_finish(enc), 0);
     stream = test_pull_all(enc, &len);
-    CU_ASSERT_EQUAL(handoff_encoder_stats(enc, &st), 0);
-    CU_ASSERT(st.frames > 4);
-    if (!allow_delta) {
+    CU_ASSERT_EQUAL(handoff_encoder_stats(enc, st), 0);
+    if (no_delta_decisions) {
         CU_ASSERT_FALSE(decisions_use_delta(handoff_encoder_decision_log(enc)));
     }
     free(stream);
     handoff_encoder_free(enc);
     test_vm_free(&vm);
+}
+
+/* The XOR-coded chunks of encode_one_byte_edits, adaptively. */
+static uint64_t adaptive_xor_chunks(const TestVm *base_vm, HandoffBase *base,
+                                    int allow_delta)
+{
+    HandoffEncoderConfig config = { .struct_size = sizeof(HandoffEncoderConfig) };
+    HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
+
+    handoff_encoder_config_default(&config);
+    config.allow_delta = allow_delta;
+    config.frame_bytes = 16 * CHUNK;
+    encode_one_byte_edits(base_vm, base, &config, !allow_delta, &st);
+    CU_ASSERT(st.frames > 4);
     return st.xor_chunks;
 }
 
@@ -345,35 +356,19 @@ static void test_compression_policy_struct_size(void)
     CU_ASSERT_EQUAL(newer.config.dedup, 0);
 }
 
-/* Encodes with a fixed @compression a VM whose every other page differs
- * from the base by one byte; returns the XOR-coded chunks. */
+/* The XOR-coded chunks of encode_one_byte_edits in a fixed mode, set by
+ * the compression policy. */
 static uint64_t fixed_xor_chunks(const TestVm *base_vm, HandoffBase *base,
                                  const char *compression,
                                  HandoffDeltaPolicy deltas)
 {
     HandoffEncoderConfig config;
-    HandoffEncoder *enc = NULL;
     HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
-    TestVm vm;
-    uint8_t *stream;
-    size_t len;
-    uint64_t c;
 
-    test_vm_copy(&vm, base_vm);
-    for (c = 0; c < vm.chunks; c += 2) {
-        vm.mem[c * CHUNK + 100] ^= 1;
-    }
     CU_ASSERT_EQUAL_FATAL(config_with(&config, compression, deltas), 0);
-    CU_ASSERT_EQUAL_FATAL(handoff_encoder_create(base, &config, &enc), 0);
-    CU_ASSERT_EQUAL(test_submit_all(enc, &vm, 0), 0);
-    CU_ASSERT_EQUAL(handoff_encoder_finish(enc), 0);
-    stream = test_pull_all(enc, &len);
-    CU_ASSERT_EQUAL(handoff_encoder_stats(enc, &st), 0);
+    encode_one_byte_edits(base_vm, base, &config, 0, &st);
     CU_ASSERT_EQUAL(st.mode.delta, config.mode.delta);
     CU_ASSERT_EQUAL(st.mode_switches, 0);
-    free(stream);
-    handoff_encoder_free(enc);
-    test_vm_free(&vm);
     return st.xor_chunks;
 }
 
