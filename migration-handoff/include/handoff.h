@@ -369,6 +369,8 @@ typedef enum HandoffDeltaPolicy {
  * - a mode name as handoff_mode_parse reads it: adaptive = 0, that mode
  *   throughout, with XOR added as @deltas says;
  * - allow_delta = (@deltas != HANDOFF_DELTAS_OFF).
+ * @deltas is a HandoffDeltaPolicy, passed as int so that any value a
+ * caller gives is read safely (and refused unless it is one of them).
  * Returns 0, or HANDOFF_E_INVALID_ARGUMENT with @config unchanged and
  * handoff_last_error_message() naming the cause: NULL @config or a
  * struct_size below the first layout; a name handoff_mode_parse refuses
@@ -379,8 +381,7 @@ typedef enum HandoffDeltaPolicy {
  */
 int handoff_encoder_config_set_compression(HandoffEncoderConfig *config,
                                            const char *compression,
-                                           HandoffDeltaPolicy deltas)
-    HANDOFF_NOEXCEPT;
+                                           int deltas) HANDOFF_NOEXCEPT;
 
 /* @base must outlive the encoder. The stream header is queued at once. */
 int handoff_encoder_create(const HandoffBase *base,

@@ -332,7 +332,7 @@ int handoff_encoder_config_default(HandoffEncoderConfig* config) noexcept {
 
 int handoff_encoder_config_set_compression(HandoffEncoderConfig* config,
                                            const char* compression,
-                                           HandoffDeltaPolicy deltas) noexcept {
+                                           int deltas) noexcept {
   return Guard([&]() -> Status {
     if (config == nullptr) return Invalid("null config");
     // Only fields of the first layout are written: any struct_size from

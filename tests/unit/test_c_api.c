@@ -280,7 +280,7 @@ static void test_compression_policy_refusals(void)
 {
     static const struct {
         const char *text;
-        HandoffDeltaPolicy deltas;
+        int deltas;
         const char *message;
     } bad[] = {
         { "zstd-20", HANDOFF_DELTAS_ON, "zstd levels are 1..19" },
@@ -291,8 +291,8 @@ static void test_compression_policy_refusals(void)
         { "Auto", HANDOFF_DELTAS_ON, "codec 'Auto' is not" },
         { "zstd-3+xor", HANDOFF_DELTAS_OFF,
           "mode zstd-3+xor uses a delta, and deltas are not allowed" },
-        { "auto", (HandoffDeltaPolicy)3, "delta policy 3" },
-        { "zstd-3", (HandoffDeltaPolicy)-1, "delta policy -1" },
+        { "auto", 3, "delta policy 3" },
+        { "zstd-3", -1, "delta policy -1" },
     };
     HandoffEncoderConfig c, before;
     size_t i;
