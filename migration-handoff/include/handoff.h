@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define HANDOFF_VERSION_MAJOR   0
-#define HANDOFF_VERSION_MINOR   5
+#define HANDOFF_VERSION_MINOR   6
 #define HANDOFF_VERSION_RELEASE 0
 #define HANDOFF_VERSION_NUMBER (HANDOFF_VERSION_MAJOR * 10000 + \
                                 HANDOFF_VERSION_MINOR * 100 + \
@@ -344,6 +344,44 @@ typedef struct HandoffEncoderConfig {
  * HANDOFF_E_INVALID_ARGUMENT (NULL, or struct_size too small). */
 int handoff_encoder_config_default(HandoffEncoderConfig *config)
     HANDOFF_NOEXCEPT;
+
+/* Whether compression may use deltas against the base (XOR, zstd prefix),
+ * and what a mode naming none means: the @deltas of the call below. */
+typedef enum HandoffDeltaPolicy {
+    /* Never: "auto" chooses among modes without a delta, a mode naming
+     * one is refused. QEMU's handoff-delta off. */
+    HANDOFF_DELTAS_OFF = 0,
+    /* Allowed, and a mode naming no delta gets XOR unless its codec is
+     * none ("zstd-3" runs as "zstd-3+xor"). QEMU's handoff-delta on. */
+    HANDOFF_DELTAS_ON = 1,
+    /* Allowed, and a mode runs exactly as named ("zstd-3" without a
+     * delta): qemu-handoff encode --codec, bench --modes. */
+    HANDOFF_DELTAS_AS_NAMED = 2,
+} HandoffDeltaPolicy;
+
+/*
+ * The engine's compression policy, one call for a compression setting and
+ * a delta setting (QEMU's handoff-compression and handoff-delta): sets
+ * config->adaptive, config->mode and config->allow_delta, and no other
+ * field, so call it after handoff_encoder_config_default.
+ * - @compression "auto" or NULL: adaptive = 1, the controller choosing
+ *   modes from the one handoff_encoder_config_default starts in;
+ * - a mode name as handoff_mode_parse reads it: adaptive = 0, that mode
+ *   throughout, with XOR added as @deltas says;
+ * - allow_delta = (@deltas != HANDOFF_DELTAS_OFF).
+ * @deltas is a HandoffDeltaPolicy, passed as int so that any value a
+ * caller gives is read safely (and refused unless it is one of them).
+ * Returns 0, or HANDOFF_E_INVALID_ARGUMENT with @config unchanged and
+ * handoff_last_error_message() naming the cause: NULL @config or a
+ * struct_size below the first layout; a name handoff_mode_parse refuses
+ * (its message, e.g. "mode 'zstd-20': zstd levels are 1..19"); a mode
+ * naming a delta under HANDOFF_DELTAS_OFF ("mode zstd-3+xor uses a delta,
+ * and deltas are not allowed", as handoff_encoder_create says of such a
+ * config); an unknown @deltas.
+ */
+int handoff_encoder_config_set_compression(HandoffEncoderConfig *config,
+                                           const char *compression,
+                                           int deltas) HANDOFF_NOEXCEPT;
 
 /* @base must outlive the encoder. The stream header is queued at once. */
 int handoff_encoder_create(const HandoffBase *base,

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "base.h"
+#include "compression_policy.h"
 #include "decoder.h"
 #include "encoder.h"
 #include "handoff.h"
@@ -311,13 +312,9 @@ HandoffEncoderConfig DefaultEncoderConfig() {
   HandoffEncoderConfig c;
   std::memset(&c, 0, sizeof(c));
   c.struct_size = sizeof(c);
-  c.adaptive = 1;
-  c.mode.codec = HANDOFF_CODEC_ZSTD;
-  c.mode.level = 1;
-  c.mode.delta = HANDOFF_DELTA_NONE;
+  SetAdaptive(/*allow_delta=*/true, &c);
   c.seed = 0x68616e646f6666ull;  // "handoff"
   c.dedup = 1;
-  c.allow_delta = 1;
   return c;
 }
 
@@ -330,6 +327,21 @@ int handoff_encoder_config_default(HandoffEncoderConfig* config) noexcept {
     return handoff::WriteSized(handoff::DefaultEncoderConfig(),
                                handoff::kEncoderConfigV1,
                                "HandoffEncoderConfig", config);
+  });
+}
+
+int handoff_encoder_config_set_compression(HandoffEncoderConfig* config,
+                                           const char* compression,
+                                           int deltas) noexcept {
+  return Guard([&]() -> Status {
+    if (config == nullptr) return Invalid("null config");
+    // Only fields of the first layout are written: any struct_size from
+    // there on is the caller's own, and bytes past it stay untouched.
+    static_assert(offsetof(HandoffEncoderConfig, allow_delta) <
+                  handoff::kEncoderConfigV1);
+    HANDOFF_RETURN_IF_ERROR(handoff::CheckStructSize(
+        config->struct_size, handoff::kEncoderConfigV1, "HandoffEncoderConfig"));
+    return handoff::SetCompression(compression, deltas, config);
   });
 }
 

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 
+#include "compression_policy.h"
 #include "format.h"
 #include "workers.h"
 
@@ -63,20 +64,9 @@ Status Encoder::Create(const Base* base, const HandoffEncoderConfig& config_in,
     return Status(HANDOFF_E_INVALID_ARGUMENT,
                   "frame_bytes must be within 4096..4 MiB");
   if (config.queue_frames == 0) config.queue_frames = 2 * config.threads + 2;
-  if (!CodecLevelValid(config.mode.codec, config.mode.level))
-    return Status(HANDOFF_E_INVALID_ARGUMENT,
-                  "mode level " + std::to_string(config.mode.level) +
-                      " not valid for codec " + CodecName(config.mode.codec));
-  if (config.mode.delta == HANDOFF_DELTA_PREFIX &&
-      config.mode.codec != HANDOFF_CODEC_ZSTD)
-    return Status(HANDOFF_E_INVALID_ARGUMENT, "prefix delta needs zstd");
-  if (config.mode.delta < HANDOFF_DELTA_NONE ||
-      config.mode.delta > HANDOFF_DELTA_PREFIX)
-    return Status(HANDOFF_E_INVALID_ARGUMENT, "unknown delta mode");
-  if (!config.allow_delta && config.mode.delta != HANDOFF_DELTA_NONE)
-    return Status(HANDOFF_E_INVALID_ARGUMENT,
-                  "mode " + ModeName(config.mode) +
-                      " uses a delta, and deltas are not allowed");
+  // The mode was decided by the compression policy (or by a caller that
+  // filled the struct itself): only its invariants are checked here.
+  HANDOFF_RETURN_IF_ERROR(CheckCompression(config));
 
   std::unique_ptr<Encoder> enc(new Encoder(base, config));
   Encoder* self = enc.get();

@@ -16,6 +16,23 @@ Status Invalid(const std::string& why) {
   return Status(HANDOFF_E_INVALID_ARGUMENT, why);
 }
 
+// The codec table's names as a sentence: "none, zstd, lzma or zlib".
+std::string CodecNames() {
+  std::string names;
+  for (size_t i = 0; i < CodecCount(); i++) {
+    if (i != 0) names += i + 1 == CodecCount() ? " or " : ", ";
+    names += FindCodec(static_cast<int>(i))->name;
+  }
+  return names;
+}
+
+// The codec named @name, or -1.
+int FindCodecByName(const std::string& name) {
+  for (size_t i = 0; i < CodecCount(); i++)
+    if (name == FindCodec(static_cast<int>(i))->name) return static_cast<int>(i);
+  return -1;
+}
+
 }  // namespace
 
 std::string ModeName(const HandoffMode& m) {
@@ -44,14 +61,12 @@ Status ParseMode(const std::string& text, HandoffMode* mode) {
   }
   size_t dash = rest.find('-');
   std::string codec = rest.substr(0, dash);
-  HandoffCodecInfo info = {};
-  bool found = false;
-  for (size_t i = 0; i < handoff_codec_count() && !found; i++)
-    found = handoff_codec_info(i, &info) == 0 && codec == info.name;
-  if (!found)
-    return Invalid("mode '" + text + "': codec '" + codec +
-                   "' is not none, zstd, lzma or zlib");
-  m.codec = info.codec;
+  const int found = FindCodecByName(codec);
+  if (found < 0)
+    return Invalid("mode '" + text + "': codec '" + codec + "' is not " +
+                   CodecNames());
+  const CodecEntry& info = *FindCodec(found);
+  m.codec = static_cast<HandoffCodec>(found);
   if (m.codec == HANDOFF_CODEC_NONE) {
     if (dash != std::string::npos)
       return Invalid("mode '" + text + "': none takes no level");

@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <thread>
+#include <vector>
 
 namespace handoff_cli {
 
@@ -132,6 +134,22 @@ void Image::Sync() {
   if (data_ != nullptr) msync(data_, size_, MS_SYNC);
 }
 
+int DrainEncoder(HandoffEncoder* enc, size_t cap,
+                 const std::function<void(const uint8_t*, size_t)>& sink) {
+  std::vector<uint8_t> buf(cap);
+  for (;;) {
+    size_t n = 0;
+    int rc = handoff_encoder_pull_wait(enc, buf.data(), cap, &n);
+    if (rc != 0) return rc;
+    if (n == 0 && handoff_encoder_done(enc)) return 0;
+    if (n == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    sink(buf.data(), n);
+  }
+}
+
 double NowSeconds() { return static_cast<double>(NowNs()) * 1e-9; }
 
 uint64_t NowNs() {
@@ -224,16 +242,6 @@ std::string Hex(const uint8_t* p, size_t n) {
 std::string ModeString(const HandoffMode& m) {
   char name[64];
   return handoff_mode_name(&m, name, sizeof(name)) < 0 ? "?" : name;
-}
-
-bool ParseMode(const std::string& codec, int level, const std::string& delta,
-               HandoffMode* mode, std::string* err) {
-  std::string text = codec;
-  if (codec != "none") text += "-" + std::to_string(level);
-  if (delta != "none") text += "+" + delta;
-  if (handoff_mode_parse(text.c_str(), mode) == 0) return true;
-  *err = handoff_last_error_message();
-  return false;
 }
 
 int Fail(const char* command, int code) {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -63,6 +64,11 @@ class Image {
   uint64_t size_ = 0;
 };
 
+// Pulls @enc's bytes until its stream is complete, at most @cap at a
+// time, handing each piece to @sink. 0, or the code a pull failed with.
+int DrainEncoder(HandoffEncoder* enc, size_t cap,
+                 const std::function<void(const uint8_t*, size_t)>& sink);
+
 double NowSeconds();
 uint64_t NowNs();
 
@@ -99,8 +105,6 @@ std::string JsonString(const std::string& s);
 
 std::string Hex(const uint8_t* p, size_t n);
 std::string ModeString(const HandoffMode& m);
-bool ParseMode(const std::string& codec, int level, const std::string& delta,
-               HandoffMode* mode, std::string* err);
 int Fail(const char* command, int code);
 // Prints the usage of @command (all commands when NULL) on stderr; 2.
 int Usage(const char* command = nullptr);

@@ -135,14 +135,15 @@ static int decisions_use_delta(const char *log)
     return 0;
 }
 
-/* Encodes, adaptively, a VM whose every other page differs from the base
- * by one byte (where an XOR delta pays); returns the XOR-coded chunks. */
-static uint64_t adaptive_xor_chunks(const TestVm *base_vm, HandoffBase *base,
-                                    int allow_delta)
+/* Encodes with @config a VM whose every other page differs from the base
+ * by one byte (where an XOR delta pays) and fills *@st. With
+ * @no_delta_decisions, the controller must have chosen no delta mode. */
+static void encode_one_byte_edits(const TestVm *base_vm, HandoffBase *base,
+                                  const HandoffEncoderConfig *config,
+                                  int no_delta_decisions,
+                                  HandoffEncoderStats *st)
 {
-    HandoffEncoderConfig config = { .struct_size = sizeof(HandoffEncoderConfig) };
     HandoffEncoder *enc = NULL;
-    HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
     TestVm vm;
     uint8_t *stream;
     size_t len;
@@ -152,21 +153,31 @@ static uint64_t adaptive_xor_chunks(const TestVm *base_vm, HandoffBase *base,
     for (c = 0; c < vm.chunks; c += 2) {
         vm.mem[c * CHUNK + 100] ^= 1;
     }
-    handoff_encoder_config_default(&config);
-    config.allow_delta = allow_delta;
-    config.frame_bytes = 16 * CHUNK;
-    CU_ASSERT_EQUAL_FATAL(handoff_encoder_create(base, &config, &enc), 0);
+    CU_ASSERT_EQUAL_FATAL(handoff_encoder_create(base, config, &enc), 0);
     CU_ASSERT_EQUAL(test_submit_all(enc, &vm, 0), 0);
     CU_ASSERT_EQUAL(handoff_encoder_finish(enc), 0);
     stream = test_pull_all(enc, &len);
-    CU_ASSERT_EQUAL(handoff_encoder_stats(enc, &st), 0);
-    CU_ASSERT(st.frames > 4);
-    if (!allow_delta) {
+    CU_ASSERT_EQUAL(handoff_encoder_stats(enc, st), 0);
+    if (no_delta_decisions) {
         CU_ASSERT_FALSE(decisions_use_delta(handoff_encoder_decision_log(enc)));
     }
     free(stream);
     handoff_encoder_free(enc);
     test_vm_free(&vm);
+}
+
+/* The XOR-coded chunks of encode_one_byte_edits, adaptively. */
+static uint64_t adaptive_xor_chunks(const TestVm *base_vm, HandoffBase *base,
+                                    int allow_delta)
+{
+    HandoffEncoderConfig config = { .struct_size = sizeof(HandoffEncoderConfig) };
+    HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
+
+    handoff_encoder_config_default(&config);
+    config.allow_delta = allow_delta;
+    config.frame_bytes = 16 * CHUNK;
+    encode_one_byte_edits(base_vm, base, &config, !allow_delta, &st);
+    CU_ASSERT(st.frames > 4);
     return st.xor_chunks;
 }
 
@@ -192,6 +203,190 @@ static void test_deltas_can_be_forbidden(void)
     /* With deltas allowed the outcome depends on the controller's timing
      * (test_controller checks the candidate list); without, none. */
     CU_ASSERT_EQUAL(adaptive_xor_chunks(&base_vm, base, 0), 0);
+    handoff_base_free(base);
+    test_vm_free(&base_vm);
+}
+
+/* A default configuration with the compression policy applied. */
+static int config_with(HandoffEncoderConfig *config, const char *compression,
+                       HandoffDeltaPolicy deltas)
+{
+    memset(config, 0, sizeof(*config));
+    config->struct_size = sizeof(*config);
+    CU_ASSERT_EQUAL_FATAL(handoff_encoder_config_default(config), 0);
+    return handoff_encoder_config_set_compression(config, compression,
+                                                  deltas);
+}
+
+static int mode_is(const HandoffMode *m, HandoffCodec codec, int level,
+                   HandoffDelta delta)
+{
+    return m->codec == codec && m->level == level && m->delta == delta;
+}
+
+/*
+ * handoff_encoder_config_set_compression: "auto" starts where the default
+ * configuration does; a fixed mode gets XOR under HANDOFF_DELTAS_ON
+ * unless it names a delta or stores; OFF forbids deltas; AS_NAMED keeps
+ * the name.
+ */
+static void test_compression_policy_resolves_modes(void)
+{
+    HandoffEncoderConfig defaults = { .struct_size = sizeof(defaults) };
+    HandoffEncoderConfig c;
+
+    CU_ASSERT_EQUAL_FATAL(handoff_encoder_config_default(&defaults), 0);
+
+    CU_ASSERT_EQUAL(config_with(&c, "lzma-6", HANDOFF_DELTAS_AS_NAMED), 0);
+    CU_ASSERT_EQUAL(handoff_encoder_config_set_compression(
+                        &c, "auto", HANDOFF_DELTAS_ON), 0);
+    CU_ASSERT_EQUAL(c.adaptive, 1);
+    CU_ASSERT(mode_is(&c.mode, defaults.mode.codec, defaults.mode.level,
+                      defaults.mode.delta));
+    CU_ASSERT(mode_is(&c.mode, HANDOFF_CODEC_ZSTD, 1, HANDOFF_DELTA_NONE));
+    CU_ASSERT_EQUAL(c.allow_delta, 1);
+    CU_ASSERT_EQUAL(memcmp(&c, &defaults, sizeof(c)), 0);
+
+    CU_ASSERT_EQUAL(config_with(&c, NULL, HANDOFF_DELTAS_OFF), 0);
+    CU_ASSERT_EQUAL(c.adaptive, 1);
+    CU_ASSERT_EQUAL(c.allow_delta, 0);
+    CU_ASSERT(mode_is(&c.mode, defaults.mode.codec, defaults.mode.level,
+                      defaults.mode.delta));
+
+    CU_ASSERT_EQUAL(config_with(&c, "zstd-3", HANDOFF_DELTAS_ON), 0);
+    CU_ASSERT_EQUAL(c.adaptive, 0);
+    CU_ASSERT_EQUAL(c.allow_delta, 1);
+    CU_ASSERT(mode_is(&c.mode, HANDOFF_CODEC_ZSTD, 3, HANDOFF_DELTA_XOR));
+    CU_ASSERT_EQUAL(config_with(&c, "zstd-9+prefix", HANDOFF_DELTAS_ON), 0);
+    CU_ASSERT(mode_is(&c.mode, HANDOFF_CODEC_ZSTD, 9, HANDOFF_DELTA_PREFIX));
+    CU_ASSERT_EQUAL(config_with(&c, "none", HANDOFF_DELTAS_ON), 0);
+    CU_ASSERT(mode_is(&c.mode, HANDOFF_CODEC_NONE, 0, HANDOFF_DELTA_NONE));
+
+    CU_ASSERT_EQUAL(config_with(&c, "zlib-6", HANDOFF_DELTAS_OFF), 0);
+    CU_ASSERT_EQUAL(c.adaptive, 0);
+    CU_ASSERT_EQUAL(c.allow_delta, 0);
+    CU_ASSERT(mode_is(&c.mode, HANDOFF_CODEC_ZLIB, 6, HANDOFF_DELTA_NONE));
+
+    CU_ASSERT_EQUAL(config_with(&c, "zstd-3", HANDOFF_DELTAS_AS_NAMED), 0);
+    CU_ASSERT_EQUAL(c.allow_delta, 1);
+    CU_ASSERT(mode_is(&c.mode, HANDOFF_CODEC_ZSTD, 3, HANDOFF_DELTA_NONE));
+    CU_ASSERT_EQUAL(config_with(&c, "lzma-1+xor", HANDOFF_DELTAS_AS_NAMED),
+                    0);
+    CU_ASSERT(mode_is(&c.mode, HANDOFF_CODEC_LZMA, 1, HANDOFF_DELTA_XOR));
+}
+
+/* Refusals name their cause and leave the configuration as it was. */
+static void test_compression_policy_refusals(void)
+{
+    static const struct {
+        const char *text;
+        int deltas;
+        const char *message;
+    } bad[] = {
+        { "zstd-20", HANDOFF_DELTAS_ON, "zstd levels are 1..19" },
+        { "brotli-3", HANDOFF_DELTAS_ON,
+          "codec 'brotli' is not none, zstd, lzma or zlib" },
+        { "zlib-3+prefix", HANDOFF_DELTAS_ON, "+prefix needs zstd" },
+        { "", HANDOFF_DELTAS_ON, "codec '' is not" },
+        { "Auto", HANDOFF_DELTAS_ON, "codec 'Auto' is not" },
+        { "zstd-3+xor", HANDOFF_DELTAS_OFF,
+          "mode zstd-3+xor uses a delta, and deltas are not allowed" },
+        { "auto", 3, "delta policy 3" },
+        { "zstd-3", -1, "delta policy -1" },
+    };
+    HandoffEncoderConfig c, before;
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CU_ASSERT_EQUAL(config_with(&c, i % 2 ? "auto" : "lzma-6",
+                                    HANDOFF_DELTAS_OFF), 0);
+        before = c;
+        CU_ASSERT_EQUAL(handoff_encoder_config_set_compression(
+                            &c, bad[i].text, bad[i].deltas),
+                        HANDOFF_E_INVALID_ARGUMENT);
+        CU_ASSERT_PTR_NOT_NULL(strstr(handoff_last_error_message(),
+                                      bad[i].message));
+        CU_ASSERT_EQUAL(memcmp(&c, &before, sizeof(c)), 0);
+    }
+    CU_ASSERT_EQUAL(handoff_encoder_config_set_compression(
+                        NULL, "auto", HANDOFF_DELTAS_ON),
+                    HANDOFF_E_INVALID_ARGUMENT);
+}
+
+/* Sizes: below the first layout refused; a newer caller's larger struct
+ * accepted, its bytes past this library's fields left alone; the fields
+ * the policy does not own untouched. */
+typedef struct NewerConfigForPolicy {
+    HandoffEncoderConfig config;
+    uint64_t future_field;
+} NewerConfigForPolicy;
+
+static void test_compression_policy_struct_size(void)
+{
+    NewerConfigForPolicy newer;
+    HandoffEncoderConfig c;
+
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL(handoff_encoder_config_set_compression(
+                        &c, "auto", HANDOFF_DELTAS_ON),
+                    HANDOFF_E_INVALID_ARGUMENT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(handoff_last_error_message(),
+                                  "struct_size"));
+    CU_ASSERT_EQUAL(c.adaptive, 0);
+    c.struct_size = offsetof(HandoffEncoderConfig, allow_delta);
+    CU_ASSERT_EQUAL(handoff_encoder_config_set_compression(
+                        &c, "auto", HANDOFF_DELTAS_ON),
+                    HANDOFF_E_INVALID_ARGUMENT);
+
+    memset(&newer, 0, sizeof(newer));
+    newer.config.struct_size = sizeof(newer);
+    CU_ASSERT_EQUAL_FATAL(handoff_encoder_config_default(&newer.config), 0);
+    newer.config.threads = 3;
+    newer.config.seed = 99;
+    newer.config.dedup = 0;
+    newer.future_field = 0xA5A5A5A5A5A5A5A5ull;
+    CU_ASSERT_EQUAL(handoff_encoder_config_set_compression(
+                        &newer.config, "zstd-3", HANDOFF_DELTAS_ON), 0);
+    CU_ASSERT(mode_is(&newer.config.mode, HANDOFF_CODEC_ZSTD, 3,
+                      HANDOFF_DELTA_XOR));
+    CU_ASSERT_EQUAL(newer.future_field, 0xA5A5A5A5A5A5A5A5ull);
+    CU_ASSERT_EQUAL(newer.config.struct_size, sizeof(newer));
+    CU_ASSERT_EQUAL(newer.config.threads, 3);
+    CU_ASSERT_EQUAL(newer.config.seed, 99);
+    CU_ASSERT_EQUAL(newer.config.dedup, 0);
+}
+
+/* The XOR-coded chunks of encode_one_byte_edits in a fixed mode, set by
+ * the compression policy. */
+static uint64_t fixed_xor_chunks(const TestVm *base_vm, HandoffBase *base,
+                                 const char *compression,
+                                 HandoffDeltaPolicy deltas)
+{
+    HandoffEncoderConfig config;
+    HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
+
+    CU_ASSERT_EQUAL_FATAL(config_with(&config, compression, deltas), 0);
+    encode_one_byte_edits(base_vm, base, &config, 0, &st);
+    CU_ASSERT_EQUAL(st.mode.delta, config.mode.delta);
+    CU_ASSERT_EQUAL(st.mode_switches, 0);
+    return st.xor_chunks;
+}
+
+/* What the policy resolves is what the encoder runs: "zstd-1" with deltas
+ * on sends one-byte edits as XOR, as named it sends them raw. */
+static void test_compression_policy_reaches_the_encoder(void)
+{
+    HandoffBase *base;
+    TestVm base_vm;
+
+    test_make_base_vm(&base_vm, 256, 11);
+    base = test_base_from_vm(&base_vm);
+    CU_ASSERT(fixed_xor_chunks(&base_vm, base, "zstd-1",
+                               HANDOFF_DELTAS_ON) >= 64);
+    CU_ASSERT_EQUAL(fixed_xor_chunks(&base_vm, base, "zstd-1",
+                                     HANDOFF_DELTAS_AS_NAMED), 0);
+    CU_ASSERT_EQUAL(fixed_xor_chunks(&base_vm, base, "zstd-1",
+                                     HANDOFF_DELTAS_OFF), 0);
     handoff_base_free(base);
     test_vm_free(&base_vm);
 }
@@ -323,6 +518,14 @@ int main(void)
     CU_add_test(suite, "mode names round trip", test_mode_names_round_trip);
     CU_add_test(suite, "deltas can be forbidden",
                 test_deltas_can_be_forbidden);
+    CU_add_test(suite, "compression policy resolves modes",
+                test_compression_policy_resolves_modes);
+    CU_add_test(suite, "compression policy refusals",
+                test_compression_policy_refusals);
+    CU_add_test(suite, "compression policy struct size",
+                test_compression_policy_struct_size);
+    CU_add_test(suite, "compression policy reaches the encoder",
+                test_compression_policy_reaches_the_encoder);
     CU_add_test(suite, "structs carry their size",
                 test_structs_carry_their_size);
     CU_add_test(suite, "remaining bytes estimate",

@@ -162,6 +162,51 @@ static void test_cli_round_trip(void)
     CU_ASSERT(files_equal("disk.img", "disk.orig"));
 }
 
+/* encode's --codec, --level and --delta name the mode that runs, exactly
+ * (the engine's XOR rule for a mode without a delta is QEMU's, not the
+ * tool's); --level and --delta without --codec, or with --adaptive, are
+ * refused rather than ignored. */
+static void test_encode_compression_options(void)
+{
+    static const struct {
+        const char *options;
+        const char *mode;
+    } named[] = {
+        { "--codec zstd --level 1", "\"mode\": \"zstd-1\"," },
+        { "--codec zstd", "\"mode\": \"zstd-1\"," },
+        { "--codec zlib --level 6 --delta none", "\"mode\": \"zlib-6\"," },
+        { "--codec zstd --level 3 --delta xor", "\"mode\": \"zstd-3+xor\"," },
+        { "--codec zstd --level 9 --delta prefix",
+          "\"mode\": \"zstd-9+prefix\"," },
+        { "--codec none", "\"mode\": \"none\"," },
+    };
+    static const struct {
+        const char *options;
+        const char *message;
+    } refused[] = {
+        { "--level 3", "--level and --delta need --codec" },
+        { "--delta xor", "--level and --delta need --codec" },
+        { "--adaptive --codec lzma --level 6", "--adaptive takes none" },
+        { "--codec zstd --level 20", "zstd levels are 1..19" },
+        { "--codec zlib --delta prefix", "+prefix needs zstd" },
+        { "--codec auto", "codec 'auto' is not" },
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(named) / sizeof(named[0]); i++) {
+        CU_ASSERT_EQUAL(run("encode --base base.hidx --mem mem2.img --disk "
+                            "disk2.img -o m.hos --json %s", named[i].options),
+                        0);
+        CU_ASSERT_PTR_NOT_NULL(strstr(slurp("out.txt"), named[i].mode));
+    }
+    for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        CU_ASSERT_EQUAL(exit_code(run("encode --base base.hidx --mem mem2.img "
+                                      "--disk disk2.img -o m.hos %s",
+                                      refused[i].options)), 2);
+        CU_ASSERT_PTR_NOT_NULL(strstr(slurp("err.txt"), refused[i].message));
+    }
+}
+
 /* A stream cut anywhere (inside the header, a frame header or a frame's
  * payload) is reported as truncated with exit 1, never read beyond its
  * end. The first frame's payload extends well past the page holding the
@@ -356,6 +401,8 @@ int main(int argc, char **argv)
     }
     suite = CU_add_suite("cli", init_suite, clean_suite);
     CU_add_test(suite, "round trip through files", test_cli_round_trip);
+    CU_add_test(suite, "encode compression options",
+                test_encode_compression_options);
     CU_add_test(suite, "inspect truncated streams",
                 test_inspect_truncated_streams);
     CU_add_test(suite, "inspect names an unknown codec",
