@@ -200,8 +200,9 @@ static void write_seed(const char *dir, const char *mode, int rounds)
 
     handoff_encoder_config_default(&config);
     config.threads = 1;
-    config.adaptive = 0;
-    if (handoff_mode_parse(mode, &config.mode) < 0 ||
+    /* Each seed in exactly the mode it names (deltas included). */
+    if (handoff_encoder_config_set_compression(
+            &config, mode, HANDOFF_DELTAS_AS_NAMED) < 0 ||
         handoff_encoder_create(base, &config, &enc) < 0) {
         abort();
     }

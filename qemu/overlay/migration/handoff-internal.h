@@ -9,15 +9,14 @@
 #include "qapi/qapi-types-handoff.h"
 #include "sysemu/block-backend.h"
 
-/* A parsed handoff-compression value. */
-typedef struct HandoffCompression {
-    bool adaptive;              /* "auto": the controller picks */
-    HandoffMode mode;           /* fixed, or where "auto" starts */
-    bool explicit_delta;        /* the value named one ("zstd-3+prefix") */
-} HandoffCompression;
-
-bool handoff_parse_compression(const char *text, HandoffCompression *mode,
-                               Error **errp);
+/*
+ * @config: the engine's defaults with handoff-compression @text ("auto",
+ * NULL or a mode name) and handoff-delta @delta applied. The policy
+ * (auto's start mode, the XOR rule) is the engine's:
+ * handoff_encoder_config_set_compression.
+ */
+bool handoff_compression_config(const char *text, bool delta,
+                                HandoffEncoderConfig *config, Error **errp);
 
 /*
  * Whether migration parameter handoff-shared-disks (@list) names the disk

@@ -219,7 +219,7 @@ void qmp_handoff_overlay_save(const char *path, bool has_base,
     const char *mode = has_compression ? compression
                                        : HANDOFF_OVERLAY_DEFAULT_COMPRESSION;
     g_autofree char *uri = g_strdup_printf(HANDOFF_OVERLAY_URI "%s", path);
-    HandoffCompression parsed;
+    HandoffEncoderConfig parsed;
     OverlaySave *save;
 
     if (overlay_save || migration_is_running(s->state)) {
@@ -235,7 +235,8 @@ void qmp_handoff_overlay_save(const char *path, bool has_base,
                    "handoff-base");
         return;
     }
-    if (!handoff_parse_compression(mode, &parsed, errp)) {
+    /* Validated here; the save resolves it with handoff-delta. */
+    if (!handoff_compression_config(mode, true, &parsed, errp)) {
         return;
     }
     save = g_new0(OverlaySave, 1);

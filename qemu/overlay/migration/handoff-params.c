@@ -102,11 +102,16 @@ void handoff_params_query(const MigrationParameters *current,
 
 bool handoff_params_check(MigrationParameters *params, Error **errp)
 {
-    HandoffCompression mode;
+    HandoffEncoderConfig config;
 
+    /*
+     * The name alone: handoff-delta may be set after it, so it is judged
+     * with deltas allowed; the two meet when a handoff starts
+     * (create_encoder), where the engine may still refuse the pair.
+     */
     if (params->has_handoff_compression &&
-        !handoff_parse_compression(params->handoff_compression, &mode,
-                                   errp)) {
+        !handoff_compression_config(params->handoff_compression, true,
+                                    &config, errp)) {
         return false;
     }
     if (params->has_handoff_workers &&
@@ -183,32 +188,17 @@ bool handoff_disk_is_shared(const char *list, const char *drive,
     return false;
 }
 
-bool handoff_parse_compression(const char *text, HandoffCompression *mode,
-                               Error **errp)
+bool handoff_compression_config(const char *text, bool delta,
+                                HandoffEncoderConfig *config, Error **errp)
 {
-    memset(mode, 0, sizeof(*mode));
-    if (!text || !strcmp(text, "auto")) {
-        /* The controller starts where the engine's defaults say. */
-        HandoffEncoderConfig defaults = {
-            .struct_size = sizeof(HandoffEncoderConfig)
-        };
-
-        if (handoff_encoder_config_default(&defaults) < 0) {
-            error_setg(errp, "Handoff compression: %s",
-                       handoff_last_error_message());
-            return false;
-        }
-        mode->adaptive = true;
-        mode->mode = defaults.mode;
-        return true;
-    }
-    /* Names and level ranges are the engine's (handoff_mode_parse). */
-    if (handoff_mode_parse(text, &mode->mode) < 0) {
+    *config = (HandoffEncoderConfig){ .struct_size = sizeof(*config) };
+    if (handoff_encoder_config_default(config) < 0 ||
+        handoff_encoder_config_set_compression(
+            config, text, delta ? HANDOFF_DELTAS_ON : HANDOFF_DELTAS_OFF) < 0) {
         error_setg(errp, "Handoff compression: %s (or auto)",
                    handoff_last_error_message());
         return false;
     }
-    mode->explicit_delta = mode->mode.delta != HANDOFF_DELTA_NONE;
     return true;
 }
 

@@ -880,27 +880,25 @@ static HandoffEncoder *create_encoder(HandoffSaveState *s, Error **errp)
 {
     MigrationState *ms = migrate_get_current();
     HandoffEncoderConfig config = { .struct_size = sizeof(HandoffEncoderConfig) };
-    HandoffCompression mode;
     HandoffEncoder *enc = NULL;
     int rc;
 
-    if (!handoff_parse_compression(ms->parameters.handoff_compression, &mode,
-                                   errp)) {
+    /*
+     * "auto" or the mode with handoff-delta: the engine's policy decides
+     * auto's start, whether a fixed mode gets XOR, and refuses a mode
+     * naming a delta when deltas are off.
+     */
+    handoff_encoder_config_default(&config);
+    rc = handoff_encoder_config_set_compression(
+        &config, ms->parameters.handoff_compression,
+        ms->parameters.handoff_delta ? HANDOFF_DELTAS_ON : HANDOFF_DELTAS_OFF);
+    if (rc < 0) {
+        handoff_error_engine(errp, rc, "cannot start the handoff encoder");
         return NULL;
     }
-    handoff_encoder_config_default(&config);
     config.threads = ms->parameters.handoff_workers;
-    config.adaptive = mode.adaptive;
-    config.mode = mode.mode;
-    /* handoff-delta: "auto" then never picks a delta mode. */
-    config.allow_delta = ms->parameters.handoff_delta;
-    /* A fixed mode without a delta of its own gets XOR when allowed. */
-    if (!mode.adaptive && !mode.explicit_delta &&
-        ms->parameters.handoff_delta && mode.mode.codec != HANDOFF_CODEC_NONE) {
-        config.mode.delta = HANDOFF_DELTA_XOR;
-    }
     config.seed = g_get_real_time();
-    s->stats.adaptive = mode.adaptive;
+    s->stats.adaptive = config.adaptive;
     rc = handoff_encoder_create(s->disks->base, &config, &enc);
     if (rc < 0) {
         handoff_error_engine(errp, rc, "cannot start the handoff encoder");
