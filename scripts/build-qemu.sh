@@ -43,7 +43,7 @@ configure_args=(
     --enable-tcg --enable-kvm
     --enable-tools
     --enable-zstd --enable-linux-aio --enable-slirp --enable-fdt=system
-    --enable-gnutls
+    --enable-gnutls --enable-seccomp
     --enable-attr --enable-cap-ng --enable-malloc-trim
     --enable-live-block-migration
     --disable-docs --disable-user

@@ -15,6 +15,9 @@ packages=(
     libslirp-dev libcap-ng-dev libattr1-dev flex bison
     # TLS between cloudlets (tls-creds-x509) and the certificates tests make
     libgnutls28-dev gnutls-bin
+    # -sandbox: the synthesis service confines the QEMU of every VM it
+    # launches with seccomp, as Debian builds its QEMU
+    libseccomp-dev
     # the engine's libraries and the unit-test framework
     liblzma-dev zlib1g-dev libxxhash-dev libcunit1-dev
     # firmware: the dfsg QEMU source ships none

@@ -430,6 +430,19 @@ class SynthesizedVM(GuestVM):
         self.qmp.close()
 
 
+def qemu_status(name):
+    """/proc/PID/status of the QEMU running VM @name (-name NAME)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f"\0-name\0{name}\0".encode() in f.read():
+                    with open(f"/proc/{pid}/status") as status:
+                        return status.read()
+        except OSError:
+            continue
+    raise AssertionError(f"no QEMU runs VM {name}")
+
+
 def synthesize(service_addr, overlay, *extra):
     """The client, plaintext unless @extra names TLS credentials."""
     plain = () if "--tls-creds" in extra else ("--insecure",)
@@ -457,6 +470,8 @@ def test_service_synthesizes_identical_vm(tmp_path, saved, bases_dir):
         assert set(result) - {"client-seconds"} == {
             "ok", "vm", "state", "address", "ports",
             "overlay-bytes", "timings"}, result
+        # Its QEMU runs under the seccomp filter (mode 2).
+        assert "Seccomp:\t2\n" in qemu_status(result["vm"])
         vm = SynthesizedVM(result, service)
         try:
             assert_is_saved_vm(saved, vm)
