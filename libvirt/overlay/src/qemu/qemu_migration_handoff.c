@@ -65,12 +65,10 @@ int
 qemuMigrationHandoffCheckParams(virTypedParameterPtr params,
                                 int nparams,
                                 unsigned int flags,
-                                qemuMigrationParty party)
+                                qemuMigrationParty party G_GNUC_UNUSED)
 {
-    const char *host = party == QEMU_MIGRATION_SOURCE ? "source" : "destination";
     const char *base = NULL;
     const char *compression = NULL;
-    g_autofree char *manifest = NULL;
 
     if (virTypedParamsGetString(params, nparams,
                                 VIR_MIGRATE_PARAM_HANDOFF_BASE, &base) < 0 ||
@@ -100,9 +98,34 @@ qemuMigrationHandoffCheckParams(virTypedParameterPtr params,
                        _("handoff base '%s' must be an absolute path"), base);
         return -1;
     }
+    return 0;
+}
 
-    /* Checked here so that a host without the base refuses before either
-     * QEMU is told anything; QEMU verifies the base's content itself. */
+
+/*
+ * Whether the base exists on this host, so that a host without it refuses
+ * before either QEMU is told anything (QEMU verifies the base's content
+ * itself). Called only once the caller passed the domain's access check:
+ * the answer tells whether a path exists on the host, which a client
+ * without the right to migrate the domain must not learn.
+ */
+int
+qemuMigrationHandoffCheckBase(virTypedParameterPtr params,
+                              int nparams,
+                              unsigned int flags,
+                              qemuMigrationParty party)
+{
+    const char *host = party == QEMU_MIGRATION_SOURCE ? "source" : "destination";
+    const char *base = NULL;
+    g_autofree char *manifest = NULL;
+
+    if (!(flags & VIR_MIGRATE_HANDOFF))
+        return 0;
+    if (virTypedParamsGetString(params, nparams,
+                                VIR_MIGRATE_PARAM_HANDOFF_BASE, &base) < 0 ||
+        qemuMigrationHandoffCheckParams(params, nparams, flags, party) < 0)
+        return -1;
+
     manifest = g_build_filename(base, HANDOFF_BASE_MANIFEST, NULL);
     if (!virFileIsRegular(manifest)) {
         virReportError(VIR_ERR_OPERATION_INVALID,

@@ -14,8 +14,16 @@
 int
 qemuMigrationHandoffCheckFlags(unsigned int flags);
 
+/* The handoff parameters' syntax: no file is looked at. */
 int
 qemuMigrationHandoffCheckParams(virTypedParameterPtr params,
                                 int nparams,
                                 unsigned int flags,
                                 qemuMigrationParty party);
+
+/* The base on this host: only after the domain's access check. */
+int
+qemuMigrationHandoffCheckBase(virTypedParameterPtr params,
+                              int nparams,
+                              unsigned int flags,
+                              qemuMigrationParty party);
