@@ -20,6 +20,12 @@ bool handoff_parse_compression(const char *text, HandoffCompression *mode,
                                Error **errp);
 
 /*
+ * Capability handoff and the return path it needs, in one go
+ * (handoff-params.c; migrate-handoff and -handoff both enable it).
+ */
+bool handoff_enable_capability(Error **errp);
+
+/*
  * Whether migration parameter handoff-shared-disks (@list) names the disk
  * whose drive is @drive or whose device is @device.
  */
