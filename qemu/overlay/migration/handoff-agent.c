@@ -14,7 +14,7 @@
  * and changes nothing; a report that breaks the framing, or stops midway,
  * closes the port, which the agent sees as the host going away (it drops
  * what it was writing), and the next request reopens it. A report is only
- * ever taken for the generation asked last (handoff-save.c,
+ * ever taken for the generation asked last (handoff-save-rounds.c,
  * docs/guest-agent.md: the safety rule).
  *
  * The same port carries the answers to page-class requests (what each
