@@ -186,7 +186,8 @@ static bool pull_block(HandoffEncoder *enc, GByteArray *out, bool wait)
 /*
  * A seed: the section parts a source sends for @rounds rounds in @mode,
  * changing chunks of both regions (new data, base copies, zeros, a zero
- * run), as handoff-save.c frames them.
+ * run), as the source's save loop frames them (handoff-save-send.c: DATA
+ * blocks; handoff-save-rounds.c: EOS and END).
  */
 static void write_seed(const char *dir, const char *mode, int rounds)
 {

@@ -17,9 +17,6 @@
  */
 
 #include "qemu/osdep.h"
-#include "exec/target_page.h"
-#include "hw/boards.h"
-#include "qemu/units.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-handoff.h"
 #include "qapi/qapi-events-handoff.h"
@@ -84,6 +81,48 @@ static void classes_rearm(void)
                              CLASSES_SILENCE_S * 1000);
 }
 
+static bool handoff_agent_classes_expected(uint64_t generation)
+{
+    return classes.fd >= 0 && generation == classes.generation;
+}
+
+/*
+ * A map that began while its request was awaited may go on after the
+ * request timed out; its bytes then belong to no file.
+ */
+static void handoff_agent_classes_data(uint64_t generation,
+                                       const uint8_t *buf, size_t len)
+{
+    if (!handoff_agent_classes_expected(generation)) {
+        return;
+    }
+    classes_rearm();
+    if (!classes.write_errno && qemu_write_full(classes.fd, buf, len) != len) {
+        classes.write_errno = errno;
+    }
+}
+
+static void handoff_agent_classes_end(uint64_t generation, uint64_t pages)
+{
+    g_autofree char *why = NULL;
+
+    if (!handoff_agent_classes_expected(generation)) {
+        return;
+    }
+    if (classes.write_errno) {
+        why = g_strdup_printf("cannot write %s: %s", classes.path,
+                              strerror(classes.write_errno));
+    }
+    classes_finish(pages, why);
+}
+
+/* The agent's port hands the answer to these (handoff-internal.h). */
+static const HandoffAgentClassesSink classes_sink = {
+    .expected = handoff_agent_classes_expected,
+    .data = handoff_agent_classes_data,
+    .end = handoff_agent_classes_end,
+};
+
 void qmp_handoff_agent_page_classes(const char *path, Error **errp)
 {
     g_autofree char *part = g_strdup_printf("%s.part", path);
@@ -98,7 +137,8 @@ void qmp_handoff_agent_page_classes(const char *path, Error **errp)
     if (fd < 0) {
         return;
     }
-    if (!handoff_agent_request_classes(classes.generation + 1, errp)) {
+    if (!handoff_agent_request_classes(classes.generation + 1,
+                                       &classes_sink, errp)) {
         qemu_close(fd);
         unlink(part);
         return;
@@ -114,47 +154,4 @@ void qmp_handoff_agent_page_classes(const char *path, Error **errp)
     classes.write_errno = 0;
     classes_rearm();
     trace_handoff_agent_classes_request(path, classes.generation);
-}
-
-/* The highest page frame of RAM the machine can have, above 4 GiB too. */
-uint64_t handoff_agent_classes_max_pages(void)
-{
-    uint64_t bytes = current_machine->maxram_size + 4 * GiB;
-
-    return MIN(bytes / qemu_target_page_size(), HANDOFF_AGENT_MAX_CLASS_PAGES);
-}
-
-bool handoff_agent_classes_expected(uint64_t generation)
-{
-    return classes.fd >= 0 && generation == classes.generation;
-}
-
-/*
- * A map that began while its request was awaited may go on after the
- * request timed out; its bytes then belong to no file.
- */
-void handoff_agent_classes_data(uint64_t generation, const uint8_t *buf,
-                                size_t len)
-{
-    if (!handoff_agent_classes_expected(generation)) {
-        return;
-    }
-    classes_rearm();
-    if (!classes.write_errno && qemu_write_full(classes.fd, buf, len) != len) {
-        classes.write_errno = errno;
-    }
-}
-
-void handoff_agent_classes_end(uint64_t generation, uint64_t pages)
-{
-    g_autofree char *why = NULL;
-
-    if (!handoff_agent_classes_expected(generation)) {
-        return;
-    }
-    if (classes.write_errno) {
-        why = g_strdup_printf("cannot write %s: %s", classes.path,
-                              strerror(classes.write_errno));
-    }
-    classes_finish(pages, why);
 }

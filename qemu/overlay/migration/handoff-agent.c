@@ -14,12 +14,12 @@
  * and changes nothing; a report that breaks the framing, or stops midway,
  * closes the port, which the agent sees as the host going away (it drops
  * what it was writing), and the next request reopens it. A report is only
- * ever taken for the generation asked last (handoff-save.c,
+ * ever taken for the generation asked last (handoff-save-rounds.c,
  * docs/guest-agent.md: the safety rule).
  *
  * The same port carries the answers to page-class requests (what each
  * page frame holds, for a breakdown: handoff-agent-classes.c); only their
- * framing is handled here.
+ * framing is handled here, their bytes go to the sink the request named.
  */
 
 #include "qemu/osdep.h"
@@ -27,11 +27,14 @@
 #include "exec/address-spaces.h"
 #include "exec/ram_addr.h"
 #include "exec/ramblock.h"
+#include "exec/target_page.h"
+#include "hw/boards.h"
 #include "hw/qdev-properties.h"
 #include "hw/virtio/virtio-serial.h"
 #include "qapi/error.h"
 #include "qemu/thread.h"
 #include "qemu/timer.h"
+#include "qemu/units.h"
 #include "qom/object.h"
 #include "sysemu/runstate.h"
 #include "handoff-internal.h"
@@ -107,6 +110,9 @@ static struct {
  * and drops what it was writing.
  */
 #define AGENT_REOPEN_NS (300 * SCALE_MS)
+
+/* Who takes the answers to page-class requests (main loop). */
+static const HandoffAgentClassesSink *classes_sink;
 
 static void agent_state_init(void)
 {
@@ -220,6 +226,14 @@ static void reset_receiver(AgentReceiver *rx)
     }
 }
 
+/* The highest page frame of RAM the machine can have, above 4 GiB too. */
+static uint64_t classes_max_pages(void)
+{
+    uint64_t bytes = current_machine->maxram_size + 4 * GiB;
+
+    return MIN(bytes / qemu_target_page_size(), HANDOFF_AGENT_MAX_CLASS_PAGES);
+}
+
 /* A header arrived: false if it cannot be one of ours (framing is lost). */
 static bool start_report(AgentReceiver *rx)
 {
@@ -233,8 +247,9 @@ static bool start_report(AgentReceiver *rx)
     h->count = le64_to_cpu(h->count);
     if (h->magic == HANDOFF_AGENT_CLASSES_MAGIC &&
         h->version == HANDOFF_AGENT_VERSION &&
-        h->count <= handoff_agent_classes_max_pages()) {
-        rx->wanted = handoff_agent_classes_expected(h->generation);
+        h->count <= classes_max_pages()) {
+        rx->wanted = classes_sink &&
+                     classes_sink->expected(h->generation);
         if (!rx->wanted) {
             refuse("unasked page classes", h->generation, h->count);
         }
@@ -268,14 +283,14 @@ static bool start_report(AgentReceiver *rx)
 static void take_classes(AgentReceiver *rx, const uint8_t *buf, size_t len)
 {
     if (rx->wanted && len) {
-        handoff_agent_classes_data(rx->header.generation, buf, len);
+        classes_sink->data(rx->header.generation, buf, len);
     }
     rx->classes_left -= len;
     if (rx->classes_left) {
         return;
     }
     if (rx->wanted) {
-        handoff_agent_classes_end(rx->header.generation, rx->header.count);
+        classes_sink->end(rx->header.generation, rx->header.count);
     }
     reset_receiver(rx);
 }
@@ -524,7 +539,9 @@ bool handoff_agent_request(uint64_t generation)
     return true;
 }
 
-bool handoff_agent_request_classes(uint64_t generation, Error **errp)
+bool handoff_agent_request_classes(uint64_t generation,
+                                   const HandoffAgentClassesSink *sink,
+                                   Error **errp)
 {
     HandoffAgent *agent = agent_state.agent;
 
@@ -547,6 +564,7 @@ bool handoff_agent_request_classes(uint64_t generation, Error **errp)
         error_setg(errp, "no guest agent listens on the port");
         return false;
     }
+    classes_sink = sink;
     return true;
 }
 

@@ -6,7 +6,8 @@
  * The balloon drives hinting from the precopy notifiers that ram.c fires
  * around its dirty-log sync: BEFORE_BITMAP_SYNC stops the guest's
  * reporting, AFTER_BITMAP_SYNC starts a new one with a new command ID.
- * Handoff fires the same notifiers around its own sync (handoff-save.c),
+ * Handoff fires the same notifiers around its own sync
+ * (handoff-save-rounds.c),
  * and ram.c's qemu_guest_free_page_hint(), which the balloon calls for
  * each block the guest hints, hands the hint here while the handoff
  * capability is on (ram.c's own bitmaps are idle then).

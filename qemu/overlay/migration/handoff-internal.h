@@ -19,6 +19,12 @@ bool handoff_compression_config(const char *text, bool delta,
                                 HandoffEncoderConfig *config, Error **errp);
 
 /*
+ * Capability handoff and the return path it needs, in one go
+ * (handoff-params.c; migrate-handoff and -handoff both enable it).
+ */
+bool handoff_enable_capability(Error **errp);
+
+/*
  * Whether migration parameter handoff-shared-disks (@list) names the disk
  * whose drive is @drive or whose device is @device.
  */
@@ -164,16 +170,23 @@ void handoff_agent_forget(void);
 void handoff_agent_counters(uint64_t *reports, uint64_t *refused);
 
 /*
- * Page classes (handoff-agent-classes.c), main loop. The agent port sends
- * a request; the receiver passes on the bytes of the answer expected.
+ * Page classes (handoff-agent-classes.c) ride on the agent's port, main
+ * loop only. The port frames the answer and hands it to the sink its
+ * request named: it calls nothing of the page-class map by name, so the
+ * map is a client of the port and never the other way round.
  */
-bool handoff_agent_request_classes(uint64_t generation, Error **errp);
-uint64_t handoff_agent_classes_max_pages(void);
-bool handoff_agent_classes_expected(uint64_t generation);
-/* Bytes and end of the map of @generation: dropped unless it is awaited. */
-void handoff_agent_classes_data(uint64_t generation, const uint8_t *buf,
-                                size_t len);
-void handoff_agent_classes_end(uint64_t generation, uint64_t pages);
+typedef struct HandoffAgentClassesSink {
+    /* Whether the map of @generation is the one awaited. */
+    bool (*expected)(uint64_t generation);
+    /* Bytes and end of the map of @generation, once it was expected. */
+    void (*data)(uint64_t generation, const uint8_t *buf, size_t len);
+    void (*end)(uint64_t generation, uint64_t pages);
+} HandoffAgentClassesSink;
+
+/* Sends the request of @generation; its answer will go to @sink. */
+bool handoff_agent_request_classes(uint64_t generation,
+                                   const HandoffAgentClassesSink *sink,
+                                   Error **errp);
 
 /*
  * virtio-balloon free page hints (handoff-hint.c): kept for the round of

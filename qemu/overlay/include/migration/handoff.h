@@ -66,7 +66,7 @@ void handoff_rp_lost(MigrationState *s, int err);
 
 /*
  * Migration thread: the outgoing stream failed with @err. Records the
- * destination's cause first when there is one (see handoff-params.c).
+ * destination's cause first when there is one (see handoff-return-path.c).
  */
 void handoff_stream_failed(MigrationState *s, int err);
 

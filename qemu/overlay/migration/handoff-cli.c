@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The -handoff command-line option: base=DIR and the other handoff
+ * parameters set as migrate-set-parameters would, capability handoff
+ * enabled, resume=on starting the VM from its base, overlay=FILE standing
+ * for an incoming migration from a VM overlay file.
+ */
+#include "qemu/osdep.h"
+#include "migration/handoff.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-migration.h"
+#include "qemu/config-file.h"
+#include "qemu/option.h"
+#include "handoff-internal.h"
+
+static QemuOptsList qemu_handoff_opts = {
+    .name = "handoff",
+    .implied_opt_name = "base",
+    .merge_lists = true,
+    .head = QTAILQ_HEAD_INITIALIZER(qemu_handoff_opts.head),
+    .desc = {
+        { .name = "base", .type = QEMU_OPT_STRING },
+        { .name = "resume", .type = QEMU_OPT_BOOL },
+        { .name = "compression", .type = QEMU_OPT_STRING },
+        { .name = "delta", .type = QEMU_OPT_BOOL },
+        { .name = "workers", .type = QEMU_OPT_NUMBER },
+        { .name = "random-order", .type = QEMU_OPT_BOOL },
+        { .name = "shared-disks", .type = QEMU_OPT_STRING },
+        { .name = "overlay", .type = QEMU_OPT_STRING },
+        { /* end of list */ }
+    },
+};
+
+void handoff_cli_parse(const char *optarg, Error **errp)
+{
+    if (!qemu_opts_parse_noisily(&qemu_handoff_opts, optarg, false)) {
+        error_setg(errp, "Invalid -handoff option '%s'", optarg);
+    }
+}
+
+bool handoff_cli_claims_incoming(const char **incoming, Error **errp)
+{
+    QemuOpts *opts = qemu_opts_find(&qemu_handoff_opts, NULL);
+    const char *overlay = opts ? qemu_opt_get(opts, "overlay") : NULL;
+    static char *uri;
+
+    if (!overlay) {
+        return false;
+    }
+    if (*incoming) {
+        error_setg(errp, "-handoff overlay= launches the VM from its "
+                   "overlay: it cannot be combined with -incoming");
+        return false;
+    }
+    g_free(uri);
+    uri = g_strdup_printf(HANDOFF_OVERLAY_URI "%s", overlay);
+    *incoming = uri;
+    return true;
+}
+
+void handoff_cli_apply(bool incoming, Error **errp)
+{
+    QemuOpts *opts = qemu_opts_find(&qemu_handoff_opts, NULL);
+    MigrateSetParameters p = { 0 };
+    const char *base;
+    uint64_t workers;
+    Error *err = NULL;
+
+    if (!opts) {
+        return;
+    }
+    base = qemu_opt_get(opts, "base");
+    if (!base || !*base) {
+        error_setg(errp, "-handoff needs base=DIR");
+        return;
+    }
+    p.has_handoff_base = true;
+    p.handoff_base = (char *)base;
+    if (qemu_opt_get(opts, "compression")) {
+        p.has_handoff_compression = true;
+        p.handoff_compression = (char *)qemu_opt_get(opts, "compression");
+    }
+    if (qemu_opt_get(opts, "delta")) {
+        p.has_handoff_delta = true;
+        p.handoff_delta = qemu_opt_get_bool(opts, "delta", true);
+    }
+    if (qemu_opt_get(opts, "workers")) {
+        workers = qemu_opt_get_number(opts, "workers", 0);
+        if (workers > HANDOFF_MAX_THREADS) {
+            error_setg(errp, "-handoff workers=%" PRIu64 ": at most %d",
+                       workers, HANDOFF_MAX_THREADS);
+            return;
+        }
+        p.has_handoff_workers = true;
+        p.handoff_workers = workers;
+    }
+    if (qemu_opt_get(opts, "random-order")) {
+        p.has_handoff_random_order = true;
+        p.handoff_random_order = qemu_opt_get_bool(opts, "random-order",
+                                                   true);
+    }
+    if (qemu_opt_get(opts, "shared-disks")) {
+        p.has_handoff_shared_disks = true;
+        p.handoff_shared_disks = (char *)qemu_opt_get(opts, "shared-disks");
+    }
+    qmp_migrate_set_parameters(&p, &err);
+    if (err) {
+        error_propagate_prepend(errp, err, "-handoff: ");
+        return;
+    }
+
+    /*
+     * resume=on says how the VM was born. With -incoming its state comes
+     * from the source instead: a domain definition (libvirt's) carries the
+     * same command line to every host the VM moves to, so it is no error.
+     */
+    if (qemu_opt_get_bool(opts, "resume", false) && !incoming) {
+        handoff_base_resume(base, errp);
+        return;
+    }
+    if (!handoff_enable_capability(&err)) {
+        error_propagate_prepend(errp, err, "-handoff: ");
+        return;
+    }
+    /*
+     * A destination opens (and on first use re-hashes) its base now, not
+     * when the stream arrives: a bad base stops it here, and the check's
+     * cost is not paid while the source's data waits.
+     */
+    if (incoming) {
+        handoff_base_store_free(handoff_base_store_open(base, errp));
+    }
+}
