@@ -273,25 +273,31 @@ def source_without_agent(tmp_path, base, vms):
     return src
 
 
+def hand_off_with_stand_in(src, script, tmp_path, base, vms):
+    """Starts the stand-in agent @script in @src's guest, gives it data
+    to send at a pace that lets the shell stand-in (far slower than the
+    agent) answer within the first round, and hands @src off; returns
+    the destination and the handoff's statistics."""
+    guest_file(src, "/tmp/stand-in.sh", script.encode())
+    src.shell("sh /tmp/stand-in.sh > /tmp/stand-in.log 2>&1 &")
+    src.shell("handoff-workload mem --mib 64 --pattern random >/dev/null")
+    dst = start_destination("dst", str(tmp_path), base,
+                            extra_args=AGENT_DEVICES)
+    vms.append(dst)
+    return dst, hand_off(src, dst, bandwidth=16 * MIB)
+
+
 def test_hostile_agent_changes_nothing(tmp_path, base, vms):
     src = source_without_agent(tmp_path, base, vms)
     guest_file(src, "/tmp/hostile.bin",
                b"".join(le64(*e) for e in HOSTILE_EXTENTS))
-    guest_file(src, "/tmp/hostile.sh",
-               f"HOSTILE={len(HOSTILE_EXTENTS)}\n{HOSTILE_AGENT}".encode())
     # Unasked (a generation never asked for), then garbage, which closes the port.
     guest_file(src, "/tmp/stale.bin", le64(0x147414848, 7777, 0))
     src.shell(f"cat /tmp/stale.bin > {AGENT_PORT}; "
               f"printf 'garbage!garbage!garbage!' > {AGENT_PORT}; sleep 0.5")
-    src.shell("sh /tmp/hostile.sh > /tmp/hostile.log 2>&1 &")
-    # Data to send, at a pace that gives the shell stand-in (far slower
-    # than the agent) time to answer within the first round.
-    src.shell("handoff-workload mem --mib 64 --pattern random >/dev/null")
-
-    dst = start_destination("dst", str(tmp_path), base,
-                            extra_args=AGENT_DEVICES)
-    vms.append(dst)
-    stats = hand_off(src, dst, bandwidth=16 * MIB)
+    dst, stats = hand_off_with_stand_in(
+        src, f"HOSTILE={len(HOSTILE_EXTENTS)}\n{HOSTILE_AGENT}", tmp_path,
+        base, vms)
     log = src.read_log()
     assert "handoff_agent_malformed" in log
     assert "unasked generation: 0x1e61" in log
@@ -306,6 +312,38 @@ def test_hostile_agent_changes_nothing(tmp_path, base, vms):
             assert b <= bad or a >= bad + size, (a, b, bad)
     assert_same_vm(src, dst, free=free_ranges(src))
     wait_heartbeat_after(dst, 1)
+
+
+# A stand-in whose every answer claims the same 160 MiB of RAM twice: a
+# report over the guest's 256 MiB, which no free list can be.
+OVERCLAIMING_AGENT = STAND_IN_PRELUDE + r"""
+while true; do
+    gen=$(dd bs=16 count=1 <&3 2>/dev/null | od -An -tu8 -j8 | tr -d ' ')
+    [ -n "$gen" ] || { sleep 0.2; continue; }
+    { le $((0x147414848)); le $gen; le 2
+      le $((1 << 20)); le $((160 << 20)); le $((1 << 20)); le $((160 << 20))
+    } >&3
+    echo "answered $gen"
+done
+"""
+
+
+def test_report_claiming_more_than_the_ram_is_refused(tmp_path, base, vms):
+    """Extents are checked one by one; their sum is bounded too: a report
+    covering more than the guest's RAM (overlapping itself) is refused
+    whole, so a hostile guest cannot make the host hold or walk more than
+    its RAM's worth of extents. Nothing goes as free, and the moved VM is
+    the VM."""
+    src = source_without_agent(tmp_path, base, vms)
+    dst, stats = hand_off_with_stand_in(src, OVERCLAIMING_AGENT, tmp_path,
+                                        base, vms)
+    assert "more than the guest's RAM" in src.read_log()
+    assert stats["agent-reports"] == 0 and stats["free-memory"] == 0, stats
+    assert sent_free_ranges(src) == []
+    assert_same_vm(src, dst)
+    wait_heartbeat_after(dst, 1)
+    # The stand-in answered (its log moved with the guest's /tmp).
+    assert "answered" in dst.shell("cat /tmp/stand-in.log")
 
 
 def test_half_sent_report_is_dropped(tmp_path, base, vms):
@@ -690,6 +728,14 @@ def test_page_classes_refusals(tmp_path, base, balloon_base, vms):
     assert "magic 0x43414848 version 1 count 3996: port closed" in \
         src.read_log()
     src.shell("handoff-agent 2>/tmp/handoff-agent.log & sleep 1")
+    # A link planted where the map is written first is not followed.
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not QEMU's to write")
+    os.symlink(victim, path + ".part")
+    with pytest.raises(QMPError, match="File exists"):
+        src.qmp.cmd("handoff-agent-page-classes", path=path)
+    assert victim.read_bytes() == b"not QEMU's to write"
+    os.unlink(path + ".part")
     src.qmp.cmd("handoff-agent-page-classes", path=path)
     event = src.qmp.wait_event("HANDOFF_AGENT_PAGE_CLASSES", 30)
     assert event.get("pages", 0) >= 256 * MIB // 4096, event

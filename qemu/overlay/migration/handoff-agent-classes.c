@@ -133,7 +133,11 @@ void qmp_handoff_agent_page_classes(const char *path, Error **errp)
                    classes.path);
         return;
     }
-    fd = qemu_create(part, O_WRONLY | O_TRUNC, 0600, errp);
+    /*
+     * A new file, never one that is there: a link planted at PATH.part
+     * would have QEMU (often root) truncate and write where it points.
+     */
+    fd = qemu_create(part, O_WRONLY | O_EXCL | O_NOFOLLOW, 0600, errp);
     if (fd < 0) {
         return;
     }

@@ -53,6 +53,8 @@ typedef struct AgentReceiver {
     HandoffAgentExtent extent;
     bool wanted;                /* of the generation asked for */
     GArray *accepted;           /* HandoffFreeExtent */
+    uint64_t accepted_bytes;    /* what they cover (overlaps counted twice) */
+    bool overclaimed;           /* more than the guest has: not taken */
     bool in_classes;            /* in the bytes of a page-class map */
     uint64_t classes_left;
 } AgentReceiver;
@@ -145,6 +147,9 @@ static void accept_extent(AgentReceiver *rx, uint64_t gpa, uint64_t bytes)
 {
     uint64_t end;
 
+    if (rx->overclaimed) {
+        return;
+    }
     if (!bytes || (gpa | bytes) & ~TARGET_PAGE_MASK ||
         uadd64_overflow(gpa, bytes, &end)) {
         refuse("not whole pages", gpa, bytes);
@@ -172,7 +177,20 @@ static void accept_extent(AgentReceiver *rx, uint64_t gpa, uint64_t bytes)
             sec.readonly || memory_region_is_ram_device(sec.mr) ||
             !sec.mr->ram_block) {
             refuse("not writable RAM", gpa, len);
+        } else if (rx->accepted->len >= HANDOFF_AGENT_MAX_EXTENTS ||
+                   rx->accepted_bytes + len > current_machine->maxram_size) {
+            /*
+             * A free list covers each page once and holds no more than
+             * the guest's RAM: this one overlaps itself. Its pieces would
+             * cost memory here and bitmap walks in the migration thread
+             * in proportion to what it claims, so the whole report goes.
+             */
+            refuse("more than the guest's RAM", gpa, len);
+            rx->overclaimed = true;
+            memory_region_unref(sec.mr);
+            return;
         } else {
+            rx->accepted_bytes += len;
             e.rb = sec.mr->ram_block;
             /* A RAM region's block starts where the region does. */
             e.offset = sec.offset_within_region;
@@ -198,7 +216,8 @@ static void publish(AgentReceiver *rx)
     if (rx->header.generation == agent_state.asked) {
         agent_state.answer_due = false;
     }
-    if (rx->wanted && rx->header.generation == agent_state.generation) {
+    if (rx->wanted && !rx->overclaimed &&
+        rx->header.generation == agent_state.generation) {
         old = agent_state.report;
         agent_state.report = rx->accepted;
         agent_state.reports++;
@@ -217,6 +236,8 @@ static void reset_receiver(AgentReceiver *rx)
     rx->have = 0;
     rx->in_extents = false;
     rx->extents_left = 0;
+    rx->accepted_bytes = 0;
+    rx->overclaimed = false;
     rx->in_classes = false;
     rx->classes_left = 0;
     if (rx->accepted) {

@@ -177,7 +177,8 @@ static int overlay_save_open(OverlaySave *save, QDict *description,
                    json->len);
         return -1;
     }
-    fd = qemu_create(save->part, O_WRONLY | O_TRUNC, 0600, errp);
+    /* A new file, as for the page-class map: no link followed. */
+    fd = qemu_create(save->part, O_WRONLY | O_EXCL | O_NOFOLLOW, 0600, errp);
     if (fd < 0) {
         return -1;
     }
