@@ -669,6 +669,23 @@ def test_service_lets_in_only_clients_its_ca_signed(tmp_path, saved,
         for attempt in (client_with(foreign), client_with(revoked),
                         client_with(expired), no_certificate, plaintext):
             tls_refused(service, attempt)
+        # Connections that never start their handshake hold a thread each:
+        # 16 of them (4 per synthesis slot) at most; the next is closed at
+        # once, not kept waiting.
+        idle = [socket.create_connection(("127.0.0.1", service.port), 30)
+                for _ in range(16)]
+        try:
+            time.sleep(1)
+            with socket.create_connection(("127.0.0.1", service.port),
+                                          30) as s:
+                start = time.monotonic()
+                s.settimeout(5)
+                assert s.recv(1) == b""
+                assert time.monotonic() - start < 2
+            assert "refused, 16 connections are open" in service.log()
+        finally:
+            for s in idle:
+                s.close()
         # The real client says why; a client of the right CA that asks
         # for another name refuses the service itself.
         run = synthesize(("127.0.0.1", service.port), saved.path,

@@ -47,6 +47,8 @@ MAX_FORWARDS = 16             # ports one VM may have forwarded
 CHUNK = 1 << 20
 REFUSAL_LINGER_S = 1.0        # how long a refused client is read from,
 REFUSAL_LINGER_BYTES = 8 << 20  # and how much of what it sends at most
+HANDSHAKE_TIMEOUT_S = 10      # a TLS handshake, however slow the client
+CONNECTIONS_PER_SLOT = 4      # connections held at once, per synthesis slot
 
 
 class Refused(Exception):
@@ -356,6 +358,10 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         self.log = log
         self.vms = VMLedger(max_vms, max_vms_per_client)
         self._slots = threading.BoundedSemaphore(max_clients)
+        # Every connection costs a thread until it is refused or served,
+        # a handshake included: bounded too, not only syntheses.
+        self.max_connections = CONNECTIONS_PER_SLOT * max_clients
+        self._connections = threading.BoundedSemaphore(self.max_connections)
 
     def bases(self):
         return find_bases(self.bases_dir)
@@ -383,10 +389,20 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
     def handle(self):
         server = self.server
         peer = f"{self.client_address[0]}:{self.client_address[1]}"
+        if not server._connections.acquire(blocking=False):
+            server.log(f"synthesis from {peer}: refused, "
+                       f"{server.max_connections} connections are open")
+            return
+        try:
+            self._handle(server, peer)
+        finally:
+            server._connections.release()
+
+    def _handle(self, server, peer):
         if server.tls is not None:
             try:
-                # The handshake is bounded like any read of the client.
-                self.request.settimeout(server.client_timeout)
+                self.request.settimeout(min(HANDSHAKE_TIMEOUT_S,
+                                            server.client_timeout))
                 self.request = server.tls.wrap_socket(self.request,
                                                       server_side=True)
             except (OSError, ssl.SSLError) as e:
