@@ -45,6 +45,10 @@ cp build/handoff/meson-logs/testlog.junit.xml "$results/unit.xml" 2>/dev/null ||
 step "fuzzing (bounded)"
 scripts/fuzz.sh --seconds "${FUZZ_SECONDS:-30}" --no-corpus-update || status=1
 
+step "Python unit and property tests"
+/usr/bin/python3 -m pytest -v -p no:cacheprovider \
+    --junitxml="$results/python.xml" tests/python || status=1
+
 step "integration tests"
 /usr/bin/python3 -m pytest -v -p no:cacheprovider \
     --junitxml="$results/integration.xml" tests/integration || status=1

@@ -10,6 +10,8 @@ packages=(
     # toolchain and build systems
     build-essential pkg-config dpkg-dev patch ccache meson ninja-build
     python3 python3-pytest clang libclang-rt-14-dev
+    # property tests: the synthesis service's command-line generator
+    python3-hypothesis
     # QEMU's build dependencies for the configuration we build
     libglib2.0-dev libpixman-1-dev libfdt-dev libzstd-dev libaio-dev
     libslirp-dev libcap-ng-dev libattr1-dev flex bison

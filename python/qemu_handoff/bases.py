@@ -9,6 +9,7 @@ to another QEMU that holds the same base (-incoming ... -handoff base=DIR).
 
 import os
 import re
+import shutil
 import subprocess
 import time
 
@@ -93,6 +94,18 @@ def save_base(vm, base_dir):
     vm.wait_serial(r"handoff-guest: ready", timeout=300)
     vm.wait_serial(r"^heartbeat 2\r?$", timeout=30)
     vm.qmp.slow_cmd(1800, "handoff-base-create", dir=str(base_dir))
+    add_boot_files(base_dir, vm.guest)
+
+
+def add_boot_files(base_dir, guest):
+    """The files a VM of this base boots from (kernel, initramfs), in the
+    base's boot/ directory: a cloudlet launches an overlay's VM with the
+    files of the names its description gives, from there only
+    (docs/synthesis.md, "Bases")."""
+    boot = os.path.join(base_dir, "boot")
+    os.makedirs(boot, exist_ok=True)
+    for path in (guest.kernel, guest.initrd):
+        shutil.copyfile(path, os.path.join(boot, os.path.basename(path)))
 
 
 def start_from_base(name, workdir, base_dir, extra_args=(), guest=None,

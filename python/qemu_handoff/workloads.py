@@ -35,8 +35,8 @@ import threading
 import time
 
 from .bases import (AGENT_DEVICES, BALLOON_DEVICES, FREE_RUN_TRACE,
-                    create_base, free_ranges, mem_free, run_workload,
-                    start_from_base)
+                    add_boot_files, create_base, free_ranges, mem_free,
+                    run_workload, start_from_base)
 from .guest import EDGE, GuestVM, edge_guest, test_guest
 
 
@@ -67,6 +67,7 @@ def _base(cache_dir, guest, key, devices=()):
     stamp = os.path.join(cache_dir, "base.key")
     if os.path.exists(stamp) and open(stamp).read() == key and \
             os.path.exists(os.path.join(base_dir, "base.json")):
+        add_boot_files(base_dir, guest)     # bases saved before boot/ was
         return base_dir
     shutil.rmtree(cache_dir, ignore_errors=True)
     os.makedirs(cache_dir)

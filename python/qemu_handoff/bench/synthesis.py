@@ -131,9 +131,7 @@ def synthesize_over(app, overlay, rate, rtt, work):
             service = subprocess.Popen(link.ns_command([
                 sys.executable, SYNTHESIS, "serve", "--bases", bases,
                 "--listen", f"127.0.0.1:{port}", "--workdir",
-                os.path.join(work, "vms"), "--host-files",
-                os.path.dirname(app.guest.kernel),
-                "--forward-address", link.ns_addr, "--tls-creds",
+                os.path.join(work, "vms"), "--forward-address", link.ns_addr, "--tls-creds",
                 os.path.join(creds, "service")]), stdout=slog,
                 stderr=subprocess.STDOUT)
             try:

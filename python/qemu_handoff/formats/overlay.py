@@ -10,12 +10,23 @@ cannot drift apart unnoticed.
 
 import hashlib
 import json
+import os
+import re
 import struct
+
+from ..paths import TOP
 
 MAGIC = b"QHOVRLAY"
 VERSION = 1
 HEADER_BYTES = 64
 DESCRIPTION_MAX = 1 << 20
+# The description's version, from its one definition (QEMU writes it).
+_HEADER_FILE = os.path.join(TOP, "qemu", "overlay", "migration",
+                            "handoff-overlay.h")
+with open(_HEADER_FILE) as _f:
+    DESCRIPTION_VERSION = int(re.search(
+        r"^#define HANDOFF_OVERLAY_DESCRIPTION_VERSION (\d+)$", _f.read(),
+        re.M).group(1))
 # magic, version, description bytes, stream bytes, SHA-256, reserved
 _HEADER = struct.Struct(">8sIIQ32s8s")
 
@@ -53,23 +64,40 @@ def parse_header(raw):
     return Header(desc, stream, digest)
 
 
+def _object(pairs):
+    """A JSON object with each key once: readers disagree on which of two
+    counts (QEMU's option parser took the last), so neither does."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"key {twice!r} twice in one object")
+    return obj
+
+
 def parse_description(raw):
     """The description (a dict) from its bytes."""
     try:
-        description = json.loads(raw.decode())
+        description = json.loads(raw.decode(), object_pairs_hook=_object)
     except (UnicodeDecodeError, ValueError) as e:
         raise OverlayError(f"overlay description: {e}") from None
     if not isinstance(description, dict):
         raise OverlayError("overlay description is not a JSON object")
+    version = description.get("version", 1)
+    if version != DESCRIPTION_VERSION:
+        raise OverlayError(
+            f"overlay description version {version!r}"
+            + (" (a QEMU command-line fragment)" if version == 1 else "")
+            + f": this cloudlet launches version {DESCRIPTION_VERSION} "
+              f"(the machine as data) only; save the VM again with this "
+              f"release (handoff-overlay-save, or handoff-synthesis.py "
+              f"create)")
     for group, keys in (("base", ("id",)), ("machine", ("type", "accel"))):
         values = description.get(group)
         if not isinstance(values, dict) or not all(
                 isinstance(values.get(k), str) for k in keys):
             raise OverlayError(f"overlay description lacks {group}."
                                f"{'/'.join(keys)}")
-    if not isinstance(description.get("args"), list) or not all(
-            isinstance(a, str) for a in description["args"]):
-        raise OverlayError("overlay description lacks its args")
     disks = description.get("disks", [])
     if not isinstance(disks, list) or not all(_is_disk(d) for d in disks):
         raise OverlayError("overlay description's disks are not a list of "

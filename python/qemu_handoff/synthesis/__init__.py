@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """VM synthesis: overlays a cloudlet turns into running VMs.
 
-launcher      a QEMU command line from an overlay's description, and the
-              QEMU process that loads the overlay
+machine_args  the QEMU options of an overlay's machine description,
+              through the cloudlet's allowlist
+launcher      the QEMU process that loads an overlay, with the
+              cloudlet's own disks, console and forwards
 service       the cloudlet's synthesis service (handoff-synthesis.py serve)
 client        sending an overlay to it (handoff-synthesis.py synthesize)
 create        an overlay made offline from a VM's images
-policy        what an overlay's command-line fragment may hold
 port_relay    forwarded guest ports
 cli           scripts/handoff-synthesis.py
 

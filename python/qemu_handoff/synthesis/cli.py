@@ -98,7 +98,6 @@ def cmd_serve(args):
                              max_bytes=args.max_bytes, qemu=args.qemu,
                              qemu_args=args.qemu_arg,
                              forward_address=args.forward_address,
-                             host_files=args.host_files,
                              paused=args.paused,
                              client_timeout=args.client_timeout,
                              transfer_timeout=args.transfer_timeout,
@@ -150,7 +149,7 @@ def cmd_launch(args):
     vm = LaunchedVM(args.name, workdir, description, args.base,
                     qemu=args.qemu, forwards=args.forward,
                     overlay=os.path.abspath(args.overlay),
-                    host_files=args.host_files)
+)
     if args.print_command:
         print(" ".join(vm.args))
         return
@@ -225,10 +224,6 @@ def parser():
     s.add_argument("--qemu-arg", action="append", default=[],
                    help="extra QEMU argument for every VM (repeatable; "
                    "{workdir} is the VM's directory)")
-    s.add_argument("--host-files", action="append", default=[],
-                   metavar="DIR", help="a directory VMs may take their "
-                   "kernel, initrd or firmware from, besides the base's "
-                   "and Debian's firmware directories (repeatable)")
     s.add_argument("--client-timeout", type=float, default=120,
                    help="seconds a client may send nothing before its "
                    "synthesis is abandoned (120)")
@@ -266,8 +261,6 @@ def parser():
     la.add_argument("--name", default="vm")
     la.add_argument("--workdir")
     la.add_argument("--forward", type=int, action="append", default=[])
-    la.add_argument("--host-files", action="append", default=[],
-                    metavar="DIR", help="as for serve")
     la.add_argument("--qemu", default=DEFAULT_QEMU)
     la.add_argument("--print-command", action="store_true",
                     help="print the QEMU command line instead")

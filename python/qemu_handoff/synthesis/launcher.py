@@ -1,13 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Launching a VM from an overlay's description at a cloudlet.
 
-The description carries the command-line fragment of the saved VM's
-machine and devices (see docs/overlay-format.md). Here it becomes a QEMU
-command line: each disk the overlay carries gets a fresh image ("@disk:
-REGION": an overlay on the base's disk, or an empty image of the disk's
-size), each serial port a console of ours ("@serial"), the user-mode NIC
-the forwarded ports, and QEMU waits for the stream (-incoming defer), its
-VM paused (-S) until everything has been checked.
+The description says what the saved VM's machine and devices are, as
+data (see docs/overlay-format.md); machine_args.py turns it into QEMU
+options through its allowlist. Here the cloudlet adds its own: each disk
+the overlay carries gets a fresh image (an overlay on the base's disk, or
+an empty image of the disk's size), the first serial port a console of
+ours, the user-mode NIC the forwarded ports, and QEMU waits for the stream
+(-incoming defer), its VM paused (-S) until everything has been checked.
 """
 
 import os
@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 
-from .policy import check_args
+from .machine_args import Limits, machine_args
 from .port_relay import PortRelay
 from ..qmp import QMPClient, QMPError, end_qemu
 
@@ -31,6 +31,8 @@ from ..paths import FIRMWARE_DIRS, TOP
 SANDBOX = ("-sandbox", "on,obsolete=deny,elevateprivileges=deny,"
                        "spawn=deny,resourcecontrol=deny")
 
+# A base's boot files (kernel, initrd, firmware), named in descriptions.
+BOOT_DIR = "boot"
 DEFAULT_QEMU = os.path.join(TOP, "build", "qemu", "qemu-system-x86_64")
 
 
@@ -86,41 +88,14 @@ def qemu_failure(log_path):
     return "; ".join(causes) or "no message"
 
 
-def _disk_path(disks, region):
-    if region not in disks:
-        raise LaunchError(f"overlay drive names disk {region}, which the "
-                          f"overlay does not carry")
-    return disks[region]
-
-
-def _forward_netdev(arg, forwards, address):
-    """-netdev user,...: with a hostfwd per guest port (host port chosen)."""
-    for guest_port, host_port in forwards.items():
-        arg += f",hostfwd=tcp:{address}:{host_port}-:{guest_port}"
-    return arg
-
-
-def machine_args(description, disks, forwards, address="127.0.0.1"):
-    """The description's fragment, placeholders filled. @forwards: guest
-    port -> host port on @address."""
-    out, serials, user_nic = [], 0, False
-    args = description["args"]
-    for i, arg in enumerate(args):
-        prev = args[i - 1] if i else ""
-        if arg == "@serial" and prev == "-serial":
-            arg = "chardev:console" if serials == 0 else "null"
-            serials += 1
-        elif prev == "-drive":
-            arg = re.sub(r"(^|,)file=@disk:([^,]+)",
-                         lambda m: m.group(1) + "file=" + _escape(
-                             _disk_path(disks, m.group(2))), arg)
-        elif prev == "-netdev" and arg.startswith("user") and not user_nic:
-            arg, user_nic = _forward_netdev(arg, forwards, address), True
-        out.append(arg)
-    if forwards and not user_nic:
-        raise LaunchError("ports to forward, but the VM has no user-mode "
-                          "NIC (-netdev user) to forward them to")
-    return out
+def check_machine(description, base_dir, forwards=(), limits=None):
+    """Raises OverlayError naming what @description asks that this
+    cloudlet does not run: checked with placeholder images and ports, so
+    nothing is made (and no bulk data read) for a refused one."""
+    machine_args(description, limits or Limits(),
+                 os.path.join(base_dir, BOOT_DIR),
+                 {d["region"]: "-" for d in description["disks"]},
+                 forwards={int(p): 1 for p in forwards})
 
 
 class LaunchedVM:
@@ -128,14 +103,16 @@ class LaunchedVM:
 
     def __init__(self, name, workdir, description, base_dir, qemu=None,
                  forwards=(), address="127.0.0.1", accel=None,
-                 extra_args=(), overlay=None, host_files=()):
+                 extra_args=(), overlay=None, limits=None):
         """@overlay: a local overlay file QEMU reads itself (-handoff
         overlay=); otherwise QEMU waits for the stream on stream_path.
-        @host_files: directories besides the base's and the firmware's
-        that the VM's kernel, initrd or firmware may come from."""
+        @limits: what the VM may have (machine_args.Limits). Raises
+        OverlayError naming what the description asks that is not
+        allowed, before anything is made."""
         base_dir = os.path.abspath(base_dir)
-        check_args(description["args"],
-                   [base_dir, *FIRMWARE_DIRS, *host_files])
+        limits = limits or Limits()
+        boot_dir = os.path.join(base_dir, BOOT_DIR)
+        check_machine(description, base_dir, forwards, limits)
         self.name = name
         self.workdir = workdir
         self.qemu = qemu or DEFAULT_QEMU
@@ -153,10 +130,12 @@ class LaunchedVM:
             if self.relays else loopback
         self.disks = make_disks(description, base_dir, workdir, self.qemu)
         accel = accel or description["machine"]["accel"]
+        firmware = [a for d in FIRMWARE_DIRS for a in ("-L", d)]
         self.args = [
             self.qemu, "-name", name, "-accel", accel, "-display", "none",
-            "-no-user-config", *SANDBOX,
-            *machine_args(description, self.disks, loopback),
+            "-no-user-config", *SANDBOX, *firmware,
+            *machine_args(description, limits, boot_dir, self.disks,
+                          forwards=loopback),
             "-chardev", f"socket,id=console,path={self.console_path},"
                         f"server=on,wait=off,logfile={self.serial_path}",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",

@@ -38,7 +38,8 @@ import traceback
 
 from ..formats import manifest
 from ..formats import overlay as overlay_file
-from .launcher import LaunchedVM, LaunchError
+from .launcher import LaunchedVM, LaunchError, check_machine
+from .machine_args import Limits
 from .transport import client_identity
 from ..formats.overlay import OverlayError
 
@@ -263,6 +264,8 @@ class Synthesis:
             # Which bases the cloudlet holds is not the client's business.
             raise Refused(f"unknown base {base_id}: this cloudlet does not "
                           f"hold it")
+        check_machine(description, base_dir, request["forward"],
+                      self.server.limits)
         check = overlay_file.StreamCheck(header, raw)
         return self._launch(request, check, description, base_dir)
 
@@ -282,7 +285,7 @@ class Synthesis:
                              qemu=self.server.qemu, forwards=ports,
                              address=self.server.forward_address,
                              extra_args=self.server.qemu_args,
-                             host_files=self.server.host_files).start()
+                             limits=self.server.limits).start()
         self.t["ready"] = time.monotonic()
         self._feed(spool)
         receiver.join()
@@ -338,7 +341,7 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
     def __init__(self, address, bases_dir, workdir, tls=None,
                  max_clients=4, max_vms=16, max_vms_per_client=4,
                  max_bytes=4 << 30, qemu=None, qemu_args=(),
-                 forward_address="127.0.0.1", host_files=(), paused=False,
+                 forward_address="127.0.0.1", paused=False,
                  client_timeout=120, transfer_timeout=3600, log=print):
         """@tls: the ssl.SSLContext clients must pass (transport.py), or
         None for plaintext (the CLI allows it on loopback only)."""
@@ -351,8 +354,8 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         self.qemu = qemu
         self.qemu_args = list(qemu_args)
         self.forward_address = forward_address
-        self.host_files = list(host_files)
         self.paused = paused
+        self.limits = Limits()
         self.client_timeout = client_timeout
         self.transfer_timeout = transfer_timeout
         self.log = log

@@ -13,23 +13,8 @@
 #include "qapi/error.h"
 #include "qapi/qmp/qlist.h"
 #include "qapi/qmp/qnum.h"
-#include "qemu/accel.h"
 #include "sysemu/sysemu.h"
 #include "handoff-overlay.h"
-
-static QDict *describe_machine(void)
-{
-    MachineState *ms = current_machine;
-    QDict *machine = qdict_new();
-
-    qdict_put_str(machine, "type", MACHINE_GET_CLASS(ms)->name);
-    qdict_put_int(machine, "ram-bytes", ms->ram_size);
-    qdict_put_int(machine, "cpus", ms->smp.cpus);
-    qdict_put_int(machine, "max-cpus", ms->smp.max_cpus);
-    qdict_put_str(machine, "cpu-type", ms->cpu_type ?: "");
-    qdict_put_str(machine, "accel", current_accel_name());
-    return machine;
-}
 
 static QList *describe_disks(HandoffDisks *disks)
 {
@@ -73,9 +58,9 @@ QDict *handoff_overlay_describe(HandoffBaseStore *store, HandoffDisks *disks,
     qdict_put_str(base, "id", store->id);
     qdict_put_str(base, "machine", store->machine);
     qdict_put(description, "base", base);
-    qdict_put(description, "machine", describe_machine());
+    qdict_put_int(description, "version", HANDOFF_OVERLAY_DESCRIPTION_VERSION);
+    handoff_overlay_describe_machine(description, disks);
     qdict_put(description, "disks", describe_disks(disks));
-    qdict_put(description, "args", handoff_overlay_args(disks));
     qdict_put_str(description, "compression", compression);
     qdict_put(description, "created", describe_creation());
     return description;

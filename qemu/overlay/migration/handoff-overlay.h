@@ -75,12 +75,14 @@ bool handoff_overlay_check(QDict *description, HandoffBaseStore *store,
                            Error **errp);
 
 /*
- * The command-line fragment a cloudlet needs to recreate the VM's
- * machine and devices (handoff-overlay-args.c): this process's arguments
- * without the host's own (monitors, paths of logs, -incoming, -handoff),
- * each handed-off disk's image named "@disk:REGION" and each serial
- * port's backend "@serial".
+ * The machine as data (handoff-overlay-machine.c): machine type, RAM,
+ * CPUs, boot files by name, serial ports, and each device the user made
+ * with the properties that differ from its defaults, host resources named
+ * by kind only. A cloudlet builds the command line from it through its own
+ * allowlist; no text of the overlay reaches its QEMU's option parser.
+ * Version 1 descriptions carried a command-line fragment ("args") instead.
  */
-QList *handoff_overlay_args(HandoffDisks *disks);
+#define HANDOFF_OVERLAY_DESCRIPTION_VERSION 2
+void handoff_overlay_describe_machine(QDict *description, HandoffDisks *disks);
 
 #endif /* QEMU_MIGRATION_HANDOFF_OVERLAY_H */
