@@ -41,7 +41,8 @@ Status ReadRegionTable(ByteReader* r, Geometry* out) {
   uint32_t count = r->Get<uint32_t>();
   if (count == 0 || count > HANDOFF_MAX_REGIONS)
     return Status(HANDOFF_E_BAD_GEOMETRY,
-                  "region count " + std::to_string(count) + " outside 1..64");
+                  "region count " + std::to_string(count) + " outside 1.." +
+                      std::to_string(HANDOFF_MAX_REGIONS));
   std::vector<Region> regions;
   for (uint32_t i = 0; i < count; i++) {
     Region region;

@@ -54,74 +54,58 @@ static void shuffle(HandoffSaveState *s, size_t from, size_t to)
 }
 
 /*
- * Called with the BQL: moves both dirty logs into a new round. Chunks the
- * previous round had not offered yet stay in it, ahead of the new ones (a
- * round may end early when the rest is estimated to fit the downtime).
+ * Moves the memory dirty log into the round (and the blocks' pending
+ * maps); returns how many pages it held. After memory_global_dirty_log_
+ * sync(), under the RCU read lock the caller holds.
  */
-void handoff_save_start_round(HandoffSaveState *s)
+static uint64_t take_memory_log(HandoffSaveState *s)
 {
-    uint64_t dirty_pages = 0, dirty_disk = 0;
-    Error *err = NULL;
-    size_t i, carried;
+    uint64_t dirty_pages = 0;
+    size_t i;
 
-    /* virtio-balloon stops hinting before the sync, as around ram.c's. */
-    handoff_hints_stop();
-    if (precopy_notify(PRECOPY_NOTIFY_BEFORE_BITMAP_SYNC, &err)) {
-        error_report_err(err);
-    }
+    for (i = 0; i < s->n_blocks; i++) {
+        HandoffBlock *b = &s->blocks[i];
+        unsigned long page;
 
-    g_array_remove_range(s->round, 0, s->next);
-    s->next = 0;
-    carried = s->round->len;
-    s->memory_sent = s->disk_sent = 0;
-    s->round_freed = 0;
-
-    memory_global_dirty_log_sync();
-    WITH_RCU_READ_LOCK_GUARD() {
-        for (i = 0; i < s->n_blocks; i++) {
-            HandoffBlock *b = &s->blocks[i];
-            unsigned long page;
-
-            /*
-             * Moves the global log into rb->bmap and clears it. Under TCG
-             * a vCPU writes a page whose TLB entry is writable without
-             * marking it: once its bit is cleared, the entry must be made
-             * to take the marking path again, and only after the clear (a
-             * page marked in between would keep a writable entry with a
-             * clear bit, and its next writes would be lost).
-             */
-            cpu_physical_memory_sync_dirty_bitmap(b->rb, 0,
-                                                  b->pages * TARGET_PAGE_SIZE);
-            if (tcg_enabled()) {
-                tlb_reset_dirty_range_all(b->rb->offset,
-                                          b->pages * TARGET_PAGE_SIZE);
-            }
-            for (page = find_first_bit(b->rb->bmap, b->pages);
-                 page < b->pages;
-                 page = find_next_bit(b->rb->bmap, b->pages, page + 1)) {
-                int c;
-
-                for (c = 0; c < CHUNKS_PER_PAGE; c++) {
-                    add_item(s, b->region, page * CHUNKS_PER_PAGE + c);
-                }
-                bitmap_set(b->pending, page * CHUNKS_PER_PAGE,
-                           CHUNKS_PER_PAGE);
-                dirty_pages++;
-            }
-            bitmap_zero(b->rb->bmap, b->pages);
+        /*
+         * Moves the global log into rb->bmap and clears it. Under TCG
+         * a vCPU writes a page whose TLB entry is writable without
+         * marking it: once its bit is cleared, the entry must be made
+         * to take the marking path again, and only after the clear (a
+         * page marked in between would keep a writable entry with a
+         * clear bit, and its next writes would be lost).
+         */
+        cpu_physical_memory_sync_dirty_bitmap(b->rb, 0,
+                                              b->pages * TARGET_PAGE_SIZE);
+        if (tcg_enabled()) {
+            tlb_reset_dirty_range_all(b->rb->offset,
+                                      b->pages * TARGET_PAGE_SIZE);
         }
-    }
-    /*
-     * A store that passed its TLB check before the reset may still be on
-     * its way: wait until every vCPU has left its translation block, so
-     * that the pages read from now on hold it.
-     */
-    memory_global_after_dirty_log_sync();
-    if (s->random_order && s->round->len > carried + 1) {
-        shuffle(s, carried, s->round->len);
-    }
+        for (page = find_first_bit(b->rb->bmap, b->pages);
+             page < b->pages;
+             page = find_next_bit(b->rb->bmap, b->pages, page + 1)) {
+            int c;
 
-    /* Disk chunks stay in offset order: they are read in runs. */
+            for (c = 0; c < CHUNKS_PER_PAGE; c++) {
+                add_item(s, b->region, page * CHUNKS_PER_PAGE + c);
+            }
+            bitmap_set(b->pending, page * CHUNKS_PER_PAGE, CHUNKS_PER_PAGE);
+            dirty_pages++;
+        }
+        bitmap_zero(b->rb->bmap, b->pages);
+    }
+    return dirty_pages;
+}
+
+/*
+ * Moves the disks' dirty bitmaps into the round; returns how many chunks
+ * they held. Disk chunks stay in offset order: they are read in runs.
+ */
+static uint64_t take_disk_log(HandoffSaveState *s)
+{
+    uint64_t dirty_disk = 0;
+    size_t i;
+
     for (i = 0; s->disks && i < s->disks->n; i++) {
         HandoffDisk *d = &s->disks->disk[i];
         BdrvDirtyBitmap *dirty = s->disk_dirty[i];
@@ -137,6 +121,46 @@ void handoff_save_start_round(HandoffSaveState *s)
         bdrv_reset_dirty_bitmap_locked(dirty, 0, d->size);
         bdrv_dirty_bitmap_unlock(dirty);
     }
+    return dirty_disk;
+}
+
+/*
+ * Called with the BQL: moves both dirty logs into a new round. Chunks the
+ * previous round had not offered yet stay in it, ahead of the new ones (a
+ * round may end early when the rest is estimated to fit the downtime).
+ */
+void handoff_save_start_round(HandoffSaveState *s)
+{
+    uint64_t dirty_pages, dirty_disk;
+    Error *err = NULL;
+    size_t carried;
+
+    /* virtio-balloon stops hinting before the sync, as around ram.c's. */
+    handoff_hints_stop();
+    if (precopy_notify(PRECOPY_NOTIFY_BEFORE_BITMAP_SYNC, &err)) {
+        error_report_err(err);
+    }
+
+    g_array_remove_range(s->round, 0, s->next);
+    s->next = 0;
+    carried = s->round->len;
+    s->memory_sent = s->disk_sent = 0;
+    s->round_freed = 0;
+
+    memory_global_dirty_log_sync();
+    WITH_RCU_READ_LOCK_GUARD() {
+        dirty_pages = take_memory_log(s);
+    }
+    /*
+     * A store that passed its TLB check before the reset may still be on
+     * its way: wait until every vCPU has left its translation block, so
+     * that the pages read from now on hold it.
+     */
+    memory_global_after_dirty_log_sync();
+    if (s->random_order && s->round->len > carried + 1) {
+        shuffle(s, carried, s->round->len);
+    }
+    dirty_disk = take_disk_log(s);
     trace_handoff_save_round(s->iteration, dirty_pages, dirty_disk);
 }
 

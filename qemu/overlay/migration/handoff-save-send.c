@@ -340,6 +340,57 @@ static int send_disk_run(HandoffSaveState *s, QEMUFile *f, HandoffDisk *d,
     return 0;
 }
 
+static HandoffBlock *block_of_region(HandoffSaveState *s, uint32_t region)
+{
+    size_t i;
+
+    for (i = 0; i < s->n_blocks; i++) {
+        if (s->blocks[i].region == region) {
+            return &s->blocks[i];
+        }
+    }
+    return NULL;
+}
+
+/* One memory chunk of the round, unless it went already (as free, or it
+ * was listed twice: carried and dirtied). */
+static int send_memory_chunk(HandoffSaveState *s, QEMUFile *f,
+                             const HandoffItem *it)
+{
+    HandoffBlock *b = block_of_region(s, it->region);
+    int rc;
+
+    assert(b);
+    if (!test_and_clear_bit(it->index, b->pending)) {
+        s->round_freed -= !!s->round_freed;
+        return 0;
+    }
+    handoff_save_clear_dirty_log(b->rb, it->index / CHUNKS_PER_PAGE);
+    clear_bit(it->index, b->sent_free);
+    rc = handoff_encoder_submit(s->enc, it->region, it->index,
+                                b->rb->host + it->index * HANDOFF_CHUNK_SIZE);
+    if (rc < 0) {
+        return handoff_save_engine_failed(f, rc, "handoff encoder");
+    }
+    s->memory_sent++;
+    return 0;
+}
+
+/* How many chunks from s->next on are a run of @it's disk (read with one
+ * request). */
+static size_t disk_run_length(HandoffSaveState *s, const HandoffItem *it)
+{
+    HandoffItem *items = (HandoffItem *)s->round->data;
+    size_t n = 1;
+
+    while (s->next + n < s->round->len && n < DISK_RUN_CHUNKS &&
+           items[s->next + n].region == it->region &&
+           items[s->next + n].index == it->index + n) {
+        n++;
+    }
+    return n;
+}
+
 /*
  * Offers chunks of the round until @deadline (0: all of them) or the rate
  * limit. @bql: the caller holds the BQL (disk reads need it).
@@ -360,46 +411,19 @@ int handoff_save_send_round(HandoffSaveState *s, QEMUFile *f,
             break;
         }
         if (!disk) {
-            HandoffBlock *b = NULL;
-            size_t i;
-
-            for (i = 0; i < s->n_blocks; i++) {
-                if (s->blocks[i].region == it->region) {
-                    b = &s->blocks[i];
-                    break;
-                }
-            }
-            assert(b);
             s->next++;
-            if (!test_and_clear_bit(it->index, b->pending)) {
-                /* Sent as free, or listed twice (carried and dirtied). */
-                s->round_freed -= !!s->round_freed;
-                continue;
-            }
-            handoff_save_clear_dirty_log(b->rb, it->index / CHUNKS_PER_PAGE);
-            clear_bit(it->index, b->sent_free);
-            rc = handoff_encoder_submit(s->enc, it->region, it->index,
-                                        b->rb->host +
-                                        it->index * HANDOFF_CHUNK_SIZE);
-            if (rc < 0) {
-                return handoff_save_engine_failed(f, rc, "handoff encoder");
-            }
-            s->memory_sent++;
+            rc = send_memory_chunk(s, f, it);
         } else {
-            /* A run of consecutive chunks, read with one request. */
-            size_t n = 1;
+            size_t n = disk_run_length(s, it);
 
-            while (s->next + n < s->round->len && n < DISK_RUN_CHUNKS &&
-                   items[s->next + n].region == it->region &&
-                   items[s->next + n].index == it->index + n) {
-                n++;
-            }
             rc = send_disk_run(s, f, disk, it->index, n, bql);
-            if (rc < 0) {
-                return rc;
+            if (rc == 0) {
+                s->disk_sent += n;
+                s->next += n;
             }
-            s->disk_sent += n;
-            s->next += n;
+        }
+        if (rc < 0) {
+            return rc;
         }
         /* Keep the link busy while the engine's workers compress. */
         if (++since_drain >= 64) {
