@@ -364,7 +364,10 @@ class Service:
     """scripts/handoff-synthesis.py serve, as a process (in @wrap): with
     the TLS credentials directory @tls, else plaintext on loopback."""
 
-    def __init__(self, workdir, bases, port, wrap=(), extra=(), tls=None):
+    def __init__(self, workdir, bases, port, wrap=(), extra=(), tls=None,
+                 keep_vms=False):
+        """@keep_vms: its VMs outlive it (the service's default); else
+        it is run with --stop-vms-on-exit, so a test leaves no VM."""
         self.log_path = os.path.join(workdir, "service.log")
         self.workdir = os.path.join(workdir, "vms")
         self.port = port
@@ -375,7 +378,8 @@ class Service:
              "--host-files", GUEST,
              "--qemu-arg=-gdb", "--qemu-arg=unix:{workdir}/gdb.sock,"
                                 "server=on,wait=off",
-             *(("--tls-creds", tls) if tls else ("--insecure",)), *extra],
+             *(("--tls-creds", tls) if tls else ("--insecure",)),
+             *(() if keep_vms else ("--stop-vms-on-exit",)), *extra],
             stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while "serving" not in self.log():
@@ -698,6 +702,125 @@ def test_service_lets_in_only_clients_its_ca_signed(tmp_path, saved,
         assert service.vm_dirs() == []
     finally:
         service.stop()
+
+
+def assert_no_host_path(text, tmp_path, bases_dir):
+    """@text (what a client heard) names neither the service's directories
+    (all under @tmp_path) nor where its base really is."""
+    base = os.path.realpath(os.path.join(bases_dir, "test"))
+    assert str(tmp_path) not in text and base not in text, text
+
+
+def client_request(service, command, creds, *args):
+    """`list` or `stop NAME` of the client with credentials @creds: (exit
+    status, its output, JSON if it printed some)."""
+    run = subprocess.run([sys.executable, SYNTHESIS, command,
+                          f"127.0.0.1:{service.port}", *args, "--json",
+                          "--tls-creds", creds, "--tls-name", SERVICE_NAME],
+                         capture_output=True, text=True, timeout=120)
+    output = run.stdout + run.stderr
+    return run.returncode, output, \
+        json.loads(run.stdout) if run.returncode == 0 else None
+
+
+def qemu_runs(name):
+    try:
+        qemu_status(name)
+        return True
+    except AssertionError:
+        return False
+
+
+def test_clients_list_and_stop_only_their_vms_which_outlive_the_service(
+        tmp_path, saved, bases_dir):
+    """Client B neither sees nor stops client A's VM, and hears of A's
+    name what it hears of a name no VM has. A's VM outlives the service;
+    the service restarted finds it, counts it in A's quota, lists it to A
+    and stops it when A asks. No answer names a host path."""
+    ca, service_creds, a_creds = cloudlet_credentials(tmp_path)
+    b_creds = ca.credentials(str(tmp_path), "tablet", "client", "tablet0")
+    service = Service(str(tmp_path), bases_dir, free_tcp_port(),
+                      tls=service_creds, keep_vms=True,
+                      extra=("--max-vms-per-client", "1"))
+    outputs, vm = [], None
+    try:
+        run = synthesize(("127.0.0.1", service.port), saved.path, "--name",
+                         "mine", "--tls-creds", a_creds, "--tls-name",
+                         SERVICE_NAME)
+        assert run.returncode == 0, run.stderr + service.log()
+        result = json.loads(run.stdout)
+        vm = result["vm"]
+        listed = {"vm": vm, "state": "running", "address": "127.0.0.1",
+                  "ports": {}}
+
+        rc, out, answer = client_request(service, "list", b_creds)
+        outputs.append(out)
+        assert rc == 0 and answer == {"ok": True, "vms": []}, out
+        for name in (vm, "mine-AAAAAAAAAAA"):
+            rc, out, _ = client_request(service, "stop", b_creds, name)
+            outputs.append(out)
+            assert rc != 0 and out.strip().endswith(
+                f"handoff-synthesis: no VM {name} of yours"), out
+        assert qemu_runs(vm)
+        rc, out, answer = client_request(service, "list", a_creds)
+        outputs.append(out)
+        assert answer == {"ok": True, "vms": [listed]}, out
+
+        # The service ends; the VM does not. Restarted, the service knows
+        # it again: its owner's quota (1) is taken, it is listed.
+        service.stop()
+        assert qemu_runs(vm)
+        service = Service(str(tmp_path), bases_dir, free_tcp_port(),
+                          tls=service_creds,
+                          extra=("--max-vms-per-client", "1"))
+        assert f"found VM {vm} of tablet0" not in service.log()
+        assert re.search(rf"found VM {vm} of phone0 \(pid \d+,",
+                         service.log()), service.log()
+        rc, out, answer = client_request(service, "list", a_creds)
+        outputs.append(out)
+        assert answer == {"ok": True, "vms": [listed]}, out
+        run = synthesize(("127.0.0.1", service.port), saved.path,
+                         "--tls-creds", a_creds, "--tls-name", SERVICE_NAME)
+        outputs.append(run.stdout + run.stderr)
+        assert run.returncode != 0 and "quota: you hold 1 VMs here" in \
+            run.stderr, run.stderr
+        rc, out, _ = client_request(service, "stop", b_creds, vm)
+        outputs.append(out)
+        assert rc != 0 and f"no VM {vm} of yours" in out, out
+        rc, out, answer = client_request(service, "stop", a_creds, vm)
+        outputs.append(out)
+        assert answer == {"ok": True, "vm": vm, "state": "stopped"}, out
+        assert not qemu_runs(vm) and service.vm_dirs() == []
+        rc, out, answer = client_request(service, "list", a_creds)
+        assert answer == {"ok": True, "vms": []}, out
+        vm = None
+    finally:
+        service.stop()
+        if vm:
+            subprocess.run([sys.executable, SYNTHESIS, "stop-all",
+                            "--workdir", service.workdir], timeout=60)
+    for out in outputs:
+        assert_no_host_path(out, tmp_path, bases_dir)
+
+
+def test_answers_carry_no_host_path(tmp_path, saved, bases_dir):
+    """QEMU's words name host files: the operator's log has them, the
+    client hears only the cause."""
+    service = Service(str(tmp_path), bases_dir, free_tcp_port(), extra=(
+        # QEMU ends before its monitor is up, naming the file.
+        "--qemu-arg=-object",
+        "--qemu-arg=secret,id=absent,file={workdir}/absent.key"))
+    try:
+        run = synthesize(("127.0.0.1", service.port), saved.path)
+        assert run.returncode != 0
+        assert run.stderr.strip() == ("handoff-synthesis: the VM could not "
+                                      "be started"), run.stderr
+        assert re.search(r"refused: the VM could not be started: .*"
+                         r"absent\.key", service.log()), service.log()
+        assert service.vm_dirs() == []
+    finally:
+        service.stop()
+    assert_no_host_path(run.stdout + run.stderr, tmp_path, bases_dir)
 
 
 def test_plaintext_only_on_loopback(tmp_path, saved, bases_dir):
