@@ -823,6 +823,32 @@ def test_answers_carry_no_host_path(tmp_path, saved, bases_dir):
     assert_no_host_path(run.stdout + run.stderr, tmp_path, bases_dir)
 
 
+def test_service_verifies_a_base_once_until_its_files_change(base):
+    """The service proves a base's files against its index once; a file
+    touched (its mtime even put back: its ctime moves) is proven again,
+    and a failed proof refuses the base."""
+    from qemu_handoff.formats import manifest
+    from qemu_handoff.synthesis.base_check import (BaseCheckFailed,
+                                                   VerifiedBases)
+    base_id = manifest.read(base).id
+    log = []
+    bases = VerifiedBases(log.append)
+    bases.check(base, base_id)
+    bases.check(base, base_id)
+    assert len(log) == 1 and re.match(
+        rf"base {base_id} \(.*\) verified: \d+ bytes in", log[0]), log
+    disk = manifest.read(base).disk.path
+    st = os.stat(disk)
+    os.utime(disk, ns=(st.st_atime_ns, st.st_mtime_ns))
+    bases.check(base, base_id)
+    assert len(log) == 2, log
+    with pytest.raises(BaseCheckFailed, match="failed its verification"):
+        bases.check(base, "0" * 32)         # not the ID its index gives
+    failing = VerifiedBases(log.append, tool="/bin/false")
+    with pytest.raises(BaseCheckFailed, match="failed its verification"):
+        failing.check(base, base_id)
+
+
 def test_plaintext_only_on_loopback(tmp_path, saved, bases_dir):
     for command, cause in (
             (["serve", "--bases", bases_dir, "--listen", "0.0.0.0:7070",

@@ -44,6 +44,7 @@ import traceback
 
 from ..formats import manifest
 from ..formats import overlay as overlay_file
+from .base_check import TOOL, BaseCheckFailed, VerifiedBases
 from .launcher import LaunchedVM, LaunchError
 from .registry import LOADING, VMRecord, scan
 from .transport import client_identity
@@ -350,6 +351,11 @@ class Synthesis:
             # Which bases the cloudlet holds is not the client's business.
             raise Refused(f"unknown base {base_id}: this cloudlet does not "
                           f"hold it")
+        try:
+            self.server.verified.check(base_dir, base_id)
+        except BaseCheckFailed as e:
+            raise Refused(f"this cloudlet cannot use base {base_id} now",
+                          detail=str(e)) from None
         check = overlay_file.StreamCheck(header, raw)
         return self._launch(request, check, description, base_dir)
 
@@ -433,7 +439,8 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
                  max_clients=4, max_vms=16, max_vms_per_client=4,
                  max_bytes=4 << 30, qemu=None, qemu_args=(),
                  forward_address="127.0.0.1", host_files=(), paused=False,
-                 client_timeout=120, transfer_timeout=3600, log=print):
+                 client_timeout=120, transfer_timeout=3600, log=print,
+                 base_tool=TOOL):
         """@tls: the ssl.SSLContext clients must pass (transport.py), or
         None for plaintext (the CLI allows it on loopback only)."""
         super().__init__(address, SynthesisHandler)
@@ -451,6 +458,7 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         self.transfer_timeout = transfer_timeout
         self.log = log
         self.vms = VMLedger(max_vms, max_vms_per_client)
+        self.verified = VerifiedBases(log, base_tool)
         self._syntheses = set()     # under way, for abandon_syntheses()
         # The VMs of the service's previous runs (registry.py).
         found = scan(workdir, log)
