@@ -56,7 +56,8 @@ def test_ocr_vm_synthesized_answers_through_forwarded_port(tmp_path):
         [sys.executable, SYNTHESIS, "serve", "--bases", str(bases),
          "--listen", f"127.0.0.1:{port}", "--workdir",
          str(tmp_path / "vms"), "--host-files",
-         os.path.dirname(app.guest.kernel), "--insecure"], stdout=log,
+         os.path.dirname(app.guest.kernel), "--insecure",
+         "--stop-vms-on-exit"], stdout=log,
         stderr=subprocess.STDOUT)
     try:
         wait_serving(log.name, service)

@@ -134,7 +134,8 @@ def synthesize_over(app, overlay, rate, rtt, work):
                 os.path.join(work, "vms"), "--host-files",
                 os.path.dirname(app.guest.kernel),
                 "--forward-address", link.ns_addr, "--tls-creds",
-                os.path.join(creds, "service")]), stdout=slog,
+                os.path.join(creds, "service"), "--stop-vms-on-exit"]),
+                stdout=slog,
                 stderr=subprocess.STDOUT)
             try:
                 time.sleep(2)
