@@ -485,6 +485,7 @@ def test_service_synthesizes_identical_vm(tmp_path, saved, bases_dir):
                          r"\d+ bytes, timings", service.log()), service.log()
     finally:
         service.stop()
+    assert not qemu_runs(result["vm"]), "--stop-vms-on-exit left it"
 
 
 def refused_by_service(service, overlay, *extra):
@@ -821,6 +822,46 @@ def test_answers_carry_no_host_path(tmp_path, saved, bases_dir):
     finally:
         service.stop()
     assert_no_host_path(run.stdout + run.stderr, tmp_path, bases_dir)
+
+
+def test_vm_records_guard_against_pid_reuse(tmp_path):
+    """Records as a service left them, of stand-in VMs (processes whose
+    command line names them as QEMU's does): stop-all signals the one
+    whose pid and start time match, never the process now holding a
+    recorded pid, and stops and removes one that was still loading."""
+    from qemu_handoff.synthesis.registry import VMRecord, start_time
+    workdir = tmp_path / "vms"
+
+    def stand_in(name, state, started=None):
+        proc = subprocess.Popen([sys.executable, "-c", "import time; "
+                                 "time.sleep(120)", "-name", name])
+        (workdir / name).mkdir(parents=True)
+        VMRecord("phone0", name, proc.pid,
+                 started or start_time(proc.pid), state, "127.0.0.1", {},
+                 {}, "qmp.sock", str(workdir / name)).save()
+        return proc
+
+    running = stand_in("vm-running", "running")
+    reused = stand_in("vm-reused", "running", started=1)
+    loading = stand_in("vm-loading", "loading")
+    try:
+        assert oct(os.stat(workdir / "vm-running" / "vm.json").st_mode
+                   & 0o777) == "0o600"
+        run = subprocess.run([sys.executable, SYNTHESIS, "stop-all",
+                              "--workdir", str(workdir)],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert running.wait(timeout=10) == -15
+        assert loading.wait(timeout=10) == -15
+        assert reused.poll() is None, "a reused pid was signalled"
+        assert "VM vm-running of phone0 stopped" in run.stdout
+        assert "VM vm-reused of phone0 no longer runs" in run.stdout
+        assert sorted(os.listdir(workdir)) == ["vm-reused", "vm-running"]
+        assert os.listdir(workdir / "vm-running") == []
+    finally:
+        for proc in (running, reused, loading):
+            proc.kill()
+            proc.wait()
 
 
 def test_service_verifies_a_base_once_until_its_files_change(base):
