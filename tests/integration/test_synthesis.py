@@ -707,9 +707,11 @@ def test_service_lets_in_only_clients_its_ca_signed(tmp_path, saved,
 
 def assert_no_host_path(text, tmp_path, bases_dir):
     """@text (what a client heard) names neither the service's directories
-    (all under @tmp_path) nor where its base really is."""
-    base = os.path.realpath(os.path.join(bases_dir, "test"))
-    assert str(tmp_path) not in text and base not in text, text
+    (all under @tmp_path) nor where its bases really are."""
+    assert str(tmp_path) not in text, text
+    for name in os.listdir(bases_dir):
+        base = os.path.realpath(os.path.join(bases_dir, name))
+        assert base not in text, text
 
 
 def client_request(service, command, creds, *args):
@@ -733,26 +735,32 @@ def qemu_runs(name):
 
 
 def test_clients_list_and_stop_only_their_vms_which_outlive_the_service(
-        tmp_path, saved, bases_dir):
+        tmp_path, nic_saved, bases_dir):
     """Client B neither sees nor stops client A's VM, and hears of A's
-    name what it hears of a name no VM has. A's VM outlives the service;
-    the service restarted finds it, counts it in A's quota, lists it to A
-    and stops it when A asks. No answer names a host path."""
+    name what it hears of a name no VM has. A's VM outlives the service
+    (its public port, a relay of the service's, does not); the service
+    restarted finds it, relays the same port again, counts it in A's
+    quota, lists it to A and stops it when A asks. No answer names a host
+    path."""
+    os.symlink(nic_saved.base, os.path.join(bases_dir, "web"))
     ca, service_creds, a_creds = cloudlet_credentials(tmp_path)
     b_creds = ca.credentials(str(tmp_path), "tablet", "client", "tablet0")
+    # Not 127.0.0.1: the forwarded port is the service's relay.
+    options = ("--max-vms-per-client", "1", "--forward-address",
+               "127.0.0.2")
     service = Service(str(tmp_path), bases_dir, free_tcp_port(),
-                      tls=service_creds, keep_vms=True,
-                      extra=("--max-vms-per-client", "1"))
+                      tls=service_creds, keep_vms=True, extra=options)
     outputs, vm = [], None
     try:
-        run = synthesize(("127.0.0.1", service.port), saved.path, "--name",
-                         "mine", "--tls-creds", a_creds, "--tls-name",
-                         SERVICE_NAME)
+        run = synthesize(("127.0.0.1", service.port), nic_saved.path,
+                         "--name", "mine", "--forward", "8080",
+                         "--tls-creds", a_creds, "--tls-name", SERVICE_NAME)
         assert run.returncode == 0, run.stderr + service.log()
         result = json.loads(run.stdout)
-        vm = result["vm"]
-        listed = {"vm": vm, "state": "running", "address": "127.0.0.1",
-                  "ports": {}}
+        vm, port = result["vm"], result["ports"]["8080"]
+        assert nic_saved.page in http_get("127.0.0.2", port)
+        listed = {"vm": vm, "state": "running", "address": "127.0.0.2",
+                  "ports": {"8080": port}}
 
         rc, out, answer = client_request(service, "list", b_creds)
         outputs.append(out)
@@ -771,16 +779,18 @@ def test_clients_list_and_stop_only_their_vms_which_outlive_the_service(
         # it again: its owner's quota (1) is taken, it is listed.
         service.stop()
         assert qemu_runs(vm)
+        with pytest.raises(OSError):
+            http_get("127.0.0.2", port, timeout=5)
         service = Service(str(tmp_path), bases_dir, free_tcp_port(),
-                          tls=service_creds,
-                          extra=("--max-vms-per-client", "1"))
+                          tls=service_creds, extra=options)
+        assert nic_saved.page in http_get("127.0.0.2", port)
         assert f"found VM {vm} of tablet0" not in service.log()
         assert re.search(rf"found VM {vm} of phone0 \(pid \d+,",
                          service.log()), service.log()
         rc, out, answer = client_request(service, "list", a_creds)
         outputs.append(out)
         assert answer == {"ok": True, "vms": [listed]}, out
-        run = synthesize(("127.0.0.1", service.port), saved.path,
+        run = synthesize(("127.0.0.1", service.port), nic_saved.path,
                          "--tls-creds", a_creds, "--tls-name", SERVICE_NAME)
         outputs.append(run.stdout + run.stderr)
         assert run.returncode != 0 and "quota: you hold 1 VMs here" in \
