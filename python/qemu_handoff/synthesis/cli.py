@@ -168,6 +168,8 @@ def cmd_list(args):
     if args.json:
         print(json.dumps(answer))
         return
+    if not answer["vms"]:
+        print("no VM of yours runs there")
     for vm in answer["vms"]:
         ports = ", ".join(f"guest {g} -> {vm['address']}:{h}"
                           for g, h in vm["ports"].items()) or "none"
