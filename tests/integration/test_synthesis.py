@@ -575,7 +575,14 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
                 (b'{"forward": [0]}', "forward is not a list of at most"),
                 (b'{"forward": [80.5]}', "forward is not a list of at most"),
                 (b'{"forward": [%s]}' % b",".join([b"80"] * 17),
-                 "forward is not a list of at most 16 TCP ports")):
+                 "forward is not a list of at most 16 TCP ports"),
+                (b'{"op": "reboot"}', "op is not synthesize, list or stop"),
+                (b'{"op": ["list"]}', "op is not synthesize, list or stop"),
+                (b'{"op": "stop"}', "request line's stop names no VM"),
+                (b'{"op": "list", "name": "x"}',
+                 "request line has unknown field 'name'"),
+                (b'{"op": "stop", "name": "x", "forward": [80]}',
+                 "request line has unknown field 'forward'")):
             with socket.create_connection(("127.0.0.1", service.port)) as s:
                 s.sendall(line + b"\n")
                 s.settimeout(30)
