@@ -881,6 +881,36 @@ def test_vm_records_guard_against_pid_reuse(tmp_path):
             proc.wait()
 
 
+def test_relay_restored_on_another_port_when_its_own_was_taken(tmp_path):
+    """A restarted service whose VM's public port another process took
+    meanwhile relays it from a new port, and records and says so."""
+    from qemu_handoff.synthesis.registry import VMRecord
+    with socket.create_server(("127.0.0.1", 0)) as vm_side, \
+            socket.create_server(("127.0.0.2", 0)) as taken:
+        public = taken.getsockname()[1]
+        workdir = tmp_path / "vm-x"
+        workdir.mkdir()
+        record = VMRecord("phone0", "vm-x", 1, 1, "running", "127.0.0.2",
+                          {8080: public}, {8080: vm_side.getsockname()[1]},
+                          "qmp.sock", str(workdir))
+        log = []
+        record.restore_relays(log.append)
+        try:
+            port = record.ports[8080]
+            assert port != public and re.match(
+                rf"VM vm-x: port {public} on 127\.0\.0\.2 taken .*: guest "
+                rf"port 8080 now on {port}$", log[0]), log
+            assert VMRecord.load(str(workdir)).ports == {8080: port}
+            with socket.create_connection(("127.0.0.2", port), 10) as c:
+                c.sendall(b"x")
+                conn, _ = vm_side.accept()
+                with conn:
+                    assert conn.recv(1) == b"x"
+        finally:
+            for relay in record.relays:
+                relay.close()
+
+
 def test_service_verifies_a_base_once_until_its_files_change(base):
     """The service proves a base's files against its index once; a file
     touched (its mtime even put back: its ctime moves) is proven again,
