@@ -222,34 +222,8 @@ def client_options(p, json_help):
     p.add_argument("--json", action="store_true", help=json_help)
 
 
-def parser():
-    p = argparse.ArgumentParser(
-        prog="handoff-synthesis.py", description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-
-    cr = sub.add_parser(
-        "create", help="make an overlay from a VM's images, offline",
-        usage="%(prog)s --base DIR -o OVERLAY [--state FILE] "
-              "[--compression MODE] -- QEMU_OPTIONS...",
-        description="Starts QEMU paused on the VM's images with the VM's "
-        "own options (QEMU_OPTIONS: machine, memory, drives, devices, as "
-        "the VM is started; its drives name its disk images), loads the "
-        "state if given, and saves the overlay as handoff-overlay-save "
-        "does. The guest does not run.")
-    cr.add_argument("--base", required=True, help="the base directory")
-    cr.add_argument("-o", "--output", required=True, help="overlay file")
-    cr.add_argument("--state", help="the VM's memory and device state: a "
-                    "QEMU migration stream saved to a file (migrate "
-                    "\"exec:cat > FILE\"); without it the overlay holds "
-                    "the VM at power-on, and it boots when synthesized")
-    cr.add_argument("--compression", help="a fixed handoff compression "
-                    "mode (default lzma-6)")
-    cr.add_argument("--qemu", default=DEFAULT_QEMU)
-    cr.add_argument("vm_args", nargs=argparse.REMAINDER,
-                    metavar="-- QEMU_OPTIONS")
-    cr.set_defaults(func=cmd_create)
-
+def add_serve(sub):
+    """serve and its options: the cloudlet's side."""
     s = sub.add_parser("serve", help="run the cloudlet's synthesis service")
     s.add_argument("--bases", required=True,
                    help="directory of base directories (each with base.json)")
@@ -300,6 +274,9 @@ def parser():
                    "WORKDIR/NAME/qmp.sock)")
     s.set_defaults(func=cmd_serve)
 
+
+def add_client_commands(sub):
+    """synthesize, list and stop (a client's), stop-all (the operator's)."""
     c = sub.add_parser("synthesize", help="send an overlay to a service")
     c.add_argument("service", type=host_port, help="HOST:PORT")
     c.add_argument("overlay")
@@ -328,6 +305,38 @@ def parser():
     sa.add_argument("--workdir", default="/var/lib/qemu-handoff/vms",
                     help="the service's --workdir")
     sa.set_defaults(func=cmd_stop_all)
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="handoff-synthesis.py", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    cr = sub.add_parser(
+        "create", help="make an overlay from a VM's images, offline",
+        usage="%(prog)s --base DIR -o OVERLAY [--state FILE] "
+              "[--compression MODE] -- QEMU_OPTIONS...",
+        description="Starts QEMU paused on the VM's images with the VM's "
+        "own options (QEMU_OPTIONS: machine, memory, drives, devices, as "
+        "the VM is started; its drives name its disk images), loads the "
+        "state if given, and saves the overlay as handoff-overlay-save "
+        "does. The guest does not run.")
+    cr.add_argument("--base", required=True, help="the base directory")
+    cr.add_argument("-o", "--output", required=True, help="overlay file")
+    cr.add_argument("--state", help="the VM's memory and device state: a "
+                    "QEMU migration stream saved to a file (migrate "
+                    "\"exec:cat > FILE\"); without it the overlay holds "
+                    "the VM at power-on, and it boots when synthesized")
+    cr.add_argument("--compression", help="a fixed handoff compression "
+                    "mode (default lzma-6)")
+    cr.add_argument("--qemu", default=DEFAULT_QEMU)
+    cr.add_argument("vm_args", nargs=argparse.REMAINDER,
+                    metavar="-- QEMU_OPTIONS")
+    cr.set_defaults(func=cmd_create)
+
+    add_serve(sub)
+    add_client_commands(sub)
 
     la = sub.add_parser("launch", help="launch a local overlay here")
     la.add_argument("overlay")
