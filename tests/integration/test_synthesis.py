@@ -374,7 +374,10 @@ class Service:
     """scripts/handoff-synthesis.py serve, as a process (in @wrap): with
     the TLS credentials directory @tls, else plaintext on loopback."""
 
-    def __init__(self, workdir, bases, port, wrap=(), extra=(), tls=None):
+    def __init__(self, workdir, bases, port, wrap=(), extra=(), tls=None,
+                 keep_vms=False):
+        """@keep_vms: its VMs outlive it (the service's default); else
+        it is run with --stop-vms-on-exit, so a test leaves no VM."""
         self.log_path = os.path.join(workdir, "service.log")
         self.workdir = os.path.join(workdir, "vms")
         self.port = port
@@ -384,7 +387,8 @@ class Service:
              "--listen", f"127.0.0.1:{port}", "--workdir", self.workdir,
              "--qemu-arg=-gdb", "--qemu-arg=unix:{workdir}/gdb.sock,"
                                 "server=on,wait=off",
-             *(("--tls-creds", tls) if tls else ("--insecure",)), *extra],
+             *(("--tls-creds", tls) if tls else ("--insecure",)),
+             *(() if keep_vms else ("--stop-vms-on-exit",)), *extra],
             stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while "serving" not in self.log():
@@ -490,6 +494,7 @@ def test_service_synthesizes_identical_vm(tmp_path, saved, bases_dir):
                          r"\d+ bytes, timings", service.log()), service.log()
     finally:
         service.stop()
+    assert not qemu_runs(result["vm"]), "--stop-vms-on-exit left it"
 
 
 def refused_by_service(service, overlay, *extra):
@@ -587,7 +592,14 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
                 (b'{"forward": [0]}', "forward is not a list of at most"),
                 (b'{"forward": [80.5]}', "forward is not a list of at most"),
                 (b'{"forward": [%s]}' % b",".join([b"80"] * 17),
-                 "forward is not a list of at most 16 TCP ports")):
+                 "forward is not a list of at most 16 TCP ports"),
+                (b'{"op": "reboot"}', "op is not synthesize, list or stop"),
+                (b'{"op": ["list"]}', "op is not synthesize, list or stop"),
+                (b'{"op": "stop"}', "request line's stop names no VM"),
+                (b'{"op": "list", "name": "x"}',
+                 "request line has unknown field 'name'"),
+                (b'{"op": "stop", "name": "x", "forward": [80]}',
+                 "request line has unknown field 'forward'")):
             with socket.create_connection(("127.0.0.1", service.port)) as s:
                 s.sendall(line + b"\n")
                 s.settimeout(30)
@@ -715,6 +727,231 @@ def test_service_lets_in_only_clients_its_ca_signed(tmp_path, saved,
         assert service.vm_dirs() == []
     finally:
         service.stop()
+
+
+def assert_no_host_path(text, tmp_path, bases_dir):
+    """@text (what a client heard) names neither the service's directories
+    (all under @tmp_path) nor where its bases really are."""
+    assert str(tmp_path) not in text, text
+    for name in os.listdir(bases_dir):
+        base = os.path.realpath(os.path.join(bases_dir, name))
+        assert base not in text, text
+
+
+def client_request(service, command, creds, *args):
+    """`list` or `stop NAME` of the client with credentials @creds: (exit
+    status, its output, JSON if it printed some)."""
+    run = subprocess.run([sys.executable, SYNTHESIS, command,
+                          f"127.0.0.1:{service.port}", *args, "--json",
+                          "--tls-creds", creds, "--tls-name", SERVICE_NAME],
+                         capture_output=True, text=True, timeout=120)
+    output = run.stdout + run.stderr
+    return run.returncode, output, \
+        json.loads(run.stdout) if run.returncode == 0 else None
+
+
+def qemu_runs(name):
+    try:
+        qemu_status(name)
+        return True
+    except AssertionError:
+        return False
+
+
+def test_clients_list_and_stop_only_their_vms_which_outlive_the_service(
+        tmp_path, nic_saved, bases_dir):
+    """Client B neither sees nor stops client A's VM, and hears of A's
+    name what it hears of a name no VM has. A's VM outlives the service
+    (its public port, a relay of the service's, does not); the service
+    restarted finds it, relays the same port again, counts it in A's
+    quota, lists it to A and stops it when A asks. No answer names a host
+    path."""
+    os.symlink(nic_saved.base, os.path.join(bases_dir, "web"))
+    ca, service_creds, a_creds = cloudlet_credentials(tmp_path)
+    b_creds = ca.credentials(str(tmp_path), "tablet", "client", "tablet0")
+    # Not 127.0.0.1: the forwarded port is the service's relay.
+    options = ("--max-vms-per-client", "1", "--forward-address",
+               "127.0.0.2")
+    service = Service(str(tmp_path), bases_dir, free_tcp_port(),
+                      tls=service_creds, keep_vms=True, extra=options)
+    outputs, vm = [], None
+    try:
+        run = synthesize(("127.0.0.1", service.port), nic_saved.path,
+                         "--name", "mine", "--forward", "8080",
+                         "--tls-creds", a_creds, "--tls-name", SERVICE_NAME)
+        assert run.returncode == 0, run.stderr + service.log()
+        result = json.loads(run.stdout)
+        vm, port = result["vm"], result["ports"]["8080"]
+        assert nic_saved.page in http_get("127.0.0.2", port)
+        listed = {"vm": vm, "state": "running", "address": "127.0.0.2",
+                  "ports": {"8080": port}}
+
+        rc, out, answer = client_request(service, "list", b_creds)
+        outputs.append(out)
+        assert rc == 0 and answer == {"ok": True, "vms": []}, out
+        for name in (vm, "mine-AAAAAAAAAAA"):
+            rc, out, _ = client_request(service, "stop", b_creds, name)
+            outputs.append(out)
+            assert rc != 0 and out.strip().endswith(
+                f"handoff-synthesis: no VM {name} of yours"), out
+        assert qemu_runs(vm)
+        rc, out, answer = client_request(service, "list", a_creds)
+        outputs.append(out)
+        assert answer == {"ok": True, "vms": [listed]}, out
+
+        # The service ends; the VM does not. Restarted, the service knows
+        # it again: its owner's quota (1) is taken, it is listed.
+        service.stop()
+        assert qemu_runs(vm)
+        with pytest.raises(OSError):
+            http_get("127.0.0.2", port, timeout=5)
+        service = Service(str(tmp_path), bases_dir, free_tcp_port(),
+                          tls=service_creds, extra=options)
+        assert nic_saved.page in http_get("127.0.0.2", port)
+        assert f"found VM {vm} of tablet0" not in service.log()
+        assert re.search(rf"found VM {vm} of phone0 \(pid \d+,",
+                         service.log()), service.log()
+        rc, out, answer = client_request(service, "list", a_creds)
+        outputs.append(out)
+        assert answer == {"ok": True, "vms": [listed]}, out
+        run = synthesize(("127.0.0.1", service.port), nic_saved.path,
+                         "--tls-creds", a_creds, "--tls-name", SERVICE_NAME)
+        outputs.append(run.stdout + run.stderr)
+        assert run.returncode != 0 and "quota: you hold 1 VMs here" in \
+            run.stderr, run.stderr
+        rc, out, _ = client_request(service, "stop", b_creds, vm)
+        outputs.append(out)
+        assert rc != 0 and f"no VM {vm} of yours" in out, out
+        rc, out, answer = client_request(service, "stop", a_creds, vm)
+        outputs.append(out)
+        assert answer == {"ok": True, "vm": vm, "state": "stopped"}, out
+        assert not qemu_runs(vm) and service.vm_dirs() == []
+        rc, out, answer = client_request(service, "list", a_creds)
+        assert answer == {"ok": True, "vms": []}, out
+        vm = None
+    finally:
+        service.stop()
+        if vm:
+            subprocess.run([sys.executable, SYNTHESIS, "stop-all",
+                            "--workdir", service.workdir], timeout=60)
+    for out in outputs:
+        assert_no_host_path(out, tmp_path, bases_dir)
+
+
+def test_answers_carry_no_host_path(tmp_path, saved, bases_dir):
+    """QEMU's words name host files: the operator's log has them, the
+    client hears only the cause."""
+    service = Service(str(tmp_path), bases_dir, free_tcp_port(), extra=(
+        # QEMU ends before its monitor is up, naming the file.
+        "--qemu-arg=-object",
+        "--qemu-arg=secret,id=absent,file={workdir}/absent.key"))
+    try:
+        run = synthesize(("127.0.0.1", service.port), saved.path)
+        assert run.returncode != 0
+        assert run.stderr.strip() == ("handoff-synthesis: the VM could not "
+                                      "be started"), run.stderr
+        assert re.search(r"refused: the VM could not be started: .*"
+                         r"absent\.key", service.log()), service.log()
+        assert service.vm_dirs() == []
+    finally:
+        service.stop()
+    assert_no_host_path(run.stdout + run.stderr, tmp_path, bases_dir)
+
+
+def test_vm_records_guard_against_pid_reuse(tmp_path):
+    """Records as a service left them, of stand-in VMs (processes whose
+    command line names them as QEMU's does): stop-all signals the one
+    whose pid and start time match, never the process now holding a
+    recorded pid, and stops and removes one that was still loading."""
+    from qemu_handoff.synthesis.registry import VMRecord, start_time
+    workdir = tmp_path / "vms"
+
+    def stand_in(name, state, started=None):
+        proc = subprocess.Popen([sys.executable, "-c", "import time; "
+                                 "time.sleep(120)", "-name", name])
+        (workdir / name).mkdir(parents=True)
+        VMRecord("phone0", name, proc.pid,
+                 started or start_time(proc.pid), state, "127.0.0.1", {},
+                 {}, "qmp.sock", str(workdir / name)).save()
+        return proc
+
+    running = stand_in("vm-running", "running")
+    reused = stand_in("vm-reused", "running", started=1)
+    loading = stand_in("vm-loading", "loading")
+    try:
+        assert oct(os.stat(workdir / "vm-running" / "vm.json").st_mode
+                   & 0o777) == "0o600"
+        run = subprocess.run([sys.executable, SYNTHESIS, "stop-all",
+                              "--workdir", str(workdir)],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert running.wait(timeout=10) == -15
+        assert loading.wait(timeout=10) == -15
+        assert reused.poll() is None, "a reused pid was signalled"
+        assert "VM vm-running of phone0 stopped" in run.stdout
+        assert "VM vm-reused of phone0 no longer runs" in run.stdout
+        assert sorted(os.listdir(workdir)) == ["vm-reused", "vm-running"]
+        assert os.listdir(workdir / "vm-running") == []
+    finally:
+        for proc in (running, reused, loading):
+            proc.kill()
+            proc.wait()
+
+
+def test_relay_restored_on_another_port_when_its_own_was_taken(tmp_path):
+    """A restarted service whose VM's public port another process took
+    meanwhile relays it from a new port, and records and says so."""
+    from qemu_handoff.synthesis.registry import VMRecord
+    with socket.create_server(("127.0.0.1", 0)) as vm_side, \
+            socket.create_server(("127.0.0.2", 0)) as taken:
+        public = taken.getsockname()[1]
+        workdir = tmp_path / "vm-x"
+        workdir.mkdir()
+        record = VMRecord("phone0", "vm-x", 1, 1, "running", "127.0.0.2",
+                          {8080: public}, {8080: vm_side.getsockname()[1]},
+                          "qmp.sock", str(workdir))
+        log = []
+        record.restore_relays(log.append)
+        try:
+            port = record.ports[8080]
+            assert port != public and re.match(
+                rf"VM vm-x: port {public} on 127\.0\.0\.2 taken .*: guest "
+                rf"port 8080 now on {port}$", log[0]), log
+            assert VMRecord.load(str(workdir)).ports == {8080: port}
+            with socket.create_connection(("127.0.0.2", port), 10) as c:
+                c.sendall(b"x")
+                conn, _ = vm_side.accept()
+                with conn:
+                    assert conn.recv(1) == b"x"
+        finally:
+            for relay in record.relays:
+                relay.close()
+
+
+def test_service_verifies_a_base_once_until_its_files_change(base):
+    """The service proves a base's files against its index once; a file
+    touched (its mtime even put back: its ctime moves) is proven again,
+    and a failed proof refuses the base."""
+    from qemu_handoff.formats import manifest
+    from qemu_handoff.synthesis.base_check import (BaseCheckFailed,
+                                                   VerifiedBases)
+    base_id = manifest.read(base).id
+    log = []
+    bases = VerifiedBases(log.append)
+    bases.check(base, base_id)
+    bases.check(base, base_id)
+    assert len(log) == 1 and re.match(
+        rf"base {base_id} \(.*\) verified: \d+ bytes in", log[0]), log
+    disk = manifest.read(base).disk.path
+    st = os.stat(disk)
+    os.utime(disk, ns=(st.st_atime_ns, st.st_mtime_ns))
+    bases.check(base, base_id)
+    assert len(log) == 2, log
+    with pytest.raises(BaseCheckFailed, match="failed its verification"):
+        bases.check(base, "0" * 32)         # not the ID its index gives
+    failing = VerifiedBases(log.append, tool="/bin/false")
+    with pytest.raises(BaseCheckFailed, match="failed its verification"):
+        failing.check(base, base_id)
 
 
 def test_plaintext_only_on_loopback(tmp_path, saved, bases_dir):

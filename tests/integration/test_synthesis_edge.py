@@ -55,7 +55,8 @@ def test_ocr_vm_synthesized_answers_through_forwarded_port(tmp_path):
     service = subprocess.Popen(
         [sys.executable, SYNTHESIS, "serve", "--bases", str(bases),
          "--listen", f"127.0.0.1:{port}", "--workdir",
-         str(tmp_path / "vms"), "--insecure"], stdout=log,
+         str(tmp_path / "vms"), "--insecure", "--stop-vms-on-exit"],
+         stdout=log,
         stderr=subprocess.STDOUT)
     try:
         wait_serving(log.name, service)

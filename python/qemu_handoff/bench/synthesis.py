@@ -131,8 +131,10 @@ def synthesize_over(app, overlay, rate, rtt, work):
             service = subprocess.Popen(link.ns_command([
                 sys.executable, SYNTHESIS, "serve", "--bases", bases,
                 "--listen", f"127.0.0.1:{port}", "--workdir",
-                os.path.join(work, "vms"), "--forward-address", link.ns_addr, "--tls-creds",
-                os.path.join(creds, "service")]), stdout=slog,
+                os.path.join(work, "vms"), "--forward-address", link.ns_addr,
+                "--tls-creds", os.path.join(creds, "service"),
+                "--stop-vms-on-exit"]),
+                stdout=slog,
                 stderr=subprocess.STDOUT)
             try:
                 time.sleep(2)

@@ -14,10 +14,11 @@ import tempfile
 import threading
 
 from ..formats import overlay as overlay_file
-from .client import SynthesisFailed, synthesize
+from .client import SynthesisFailed, manage, synthesize
 from .create import CreateError, create_overlay
 from .launcher import DEFAULT_QEMU, LaunchedVM, LaunchError
 from ..formats.overlay import OverlayError
+from .registry import scan
 from .service import SynthesisServer
 from .transport import (TransportError, client_context, is_loopback,
                         server_context)
@@ -32,12 +33,19 @@ holds the base turns it into the running VM:
   serve       the cloudlet's synthesis service: receives overlays over TCP,
               launches each VM, answers with its forwarded ports and timings
   synthesize  the client: sends an overlay to a service
+  list        the client: its VMs at a service
+  stop        the client: stops one of its VMs at a service
+  stop-all    the operator: stops every VM of a service's --workdir
   launch      launches a local overlay file here, without a service
   info        prints an overlay's header and description
 
 Nothing runs before the whole overlay arrived, its SHA-256 matched and
 QEMU loaded it; an unknown base is refused before any bulk data.
 """
+
+
+def log(message):
+    print(f"handoff-synthesis: {message}", flush=True)
 
 
 def host_port(text):
@@ -101,14 +109,14 @@ def cmd_serve(args):
                              paused=args.paused,
                              client_timeout=args.client_timeout,
                              transfer_timeout=args.transfer_timeout,
-                             log=lambda m: print(f"handoff-synthesis: {m}",
-                                                 flush=True))
+                             log=log)
     bases = server.bases()
     print(f"handoff-synthesis: serving {len(bases)} base(s) from "
           f"{args.bases} on {args.listen[0]}:{server.server_address[1]} "
           f"({'mutual TLS' if tls else 'plaintext, loopback only'})",
           flush=True)
-    # SIGTERM stops the VMs this service launched, like Ctrl-C.
+    # SIGTERM ends the service like Ctrl-C; its VMs run on unless
+    # --stop-vms-on-exit (a restart finds them again).
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
         target=server.shutdown).start())
     try:
@@ -116,8 +124,18 @@ def cmd_serve(args):
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop_vms()
+        server.abandon_syntheses()
+        if args.stop_vms_on_exit:
+            server.stop_vms()
         server.server_close()
+
+
+def cmd_stop_all(args):
+    """Stops the VMs recorded in a service's --workdir, the service
+    running or not (one that runs forgets them when it next looks)."""
+    for record in scan(args.workdir, log):
+        record.stop()
+        log(f"VM {record.name} of {record.owner} stopped")
 
 
 def print_result(result, as_json):
@@ -140,6 +158,29 @@ def cmd_synthesize(args):
                         tls_name=args.tls_name or args.service[0],
                         progress=None if args.json else sys.stderr)
     print_result(result, args.json)
+
+
+def cmd_list(args):
+    tls = transport(args, args.service[0], "list")
+    answer = manage(args.service, {"op": "list"}, tls=tls,
+                    tls_name=args.tls_name or args.service[0])
+    if args.json:
+        print(json.dumps(answer))
+        return
+    if not answer["vms"]:
+        print("no VM of yours runs there")
+    for vm in answer["vms"]:
+        ports = ", ".join(f"guest {g} -> {vm['address']}:{h}"
+                          for g, h in vm["ports"].items()) or "none"
+        print(f"{vm['vm']} {vm['state']}; ports: {ports}")
+
+
+def cmd_stop(args):
+    tls = transport(args, args.service[0], "stop")
+    answer = manage(args.service, {"op": "stop", "name": args.name},
+                    tls=tls, tls_name=args.tls_name or args.service[0])
+    print(json.dumps(answer) if args.json else
+          f"VM {answer['vm']} {answer['state']}")
 
 
 def cmd_launch(args):
@@ -166,34 +207,22 @@ def cmd_launch(args):
         vm.stop()
 
 
-def parser():
-    p = argparse.ArgumentParser(
-        prog="handoff-synthesis.py", description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+def client_options(p, json_help):
+    """The options every client command takes: how to reach the
+    service."""
+    p.add_argument("--tls-creds", metavar="DIR", help="the client's TLS "
+                   "credentials: ca-cert.pem (the CA that signed the "
+                   "service), client-cert.pem, client-key.pem; required "
+                   "unless --insecure")
+    p.add_argument("--tls-name", help="the name the service's certificate "
+                   "must carry (default: HOST)")
+    p.add_argument("--insecure", action="store_true", help="plaintext, to "
+                   "a service on a loopback address only")
+    p.add_argument("--json", action="store_true", help=json_help)
 
-    cr = sub.add_parser(
-        "create", help="make an overlay from a VM's images, offline",
-        usage="%(prog)s --base DIR -o OVERLAY [--state FILE] "
-              "[--compression MODE] -- QEMU_OPTIONS...",
-        description="Starts QEMU paused on the VM's images with the VM's "
-        "own options (QEMU_OPTIONS: machine, memory, drives, devices, as "
-        "the VM is started; its drives name its disk images), loads the "
-        "state if given, and saves the overlay as handoff-overlay-save "
-        "does. The guest does not run.")
-    cr.add_argument("--base", required=True, help="the base directory")
-    cr.add_argument("-o", "--output", required=True, help="overlay file")
-    cr.add_argument("--state", help="the VM's memory and device state: a "
-                    "QEMU migration stream saved to a file (migrate "
-                    "\"exec:cat > FILE\"); without it the overlay holds "
-                    "the VM at power-on, and it boots when synthesized")
-    cr.add_argument("--compression", help="a fixed handoff compression "
-                    "mode (default lzma-6)")
-    cr.add_argument("--qemu", default=DEFAULT_QEMU)
-    cr.add_argument("vm_args", nargs=argparse.REMAINDER,
-                    metavar="-- QEMU_OPTIONS")
-    cr.set_defaults(func=cmd_create)
 
+def add_serve(sub):
+    """serve and its options: the cloudlet's side."""
     s = sub.add_parser("serve", help="run the cloudlet's synthesis service")
     s.add_argument("--bases", required=True,
                    help="directory of base directories (each with base.json)")
@@ -230,12 +259,19 @@ def parser():
     s.add_argument("--transfer-timeout", type=float, default=3600,
                    help="seconds a client's whole transfer may take, from "
                    "its connection to the overlay's last byte (3600)")
+    s.add_argument("--stop-vms-on-exit", action="store_true",
+                   help="stop the VMs when the service ends; without it "
+                   "they run on and a service restarted on the same "
+                   "--workdir finds them again")
     s.add_argument("--paused", action="store_true",
                    help="leave each VM paused once verified and loaded "
                    "(resume it with `cont` on its QMP socket, "
                    "WORKDIR/NAME/qmp.sock)")
     s.set_defaults(func=cmd_serve)
 
+
+def add_client_commands(sub):
+    """synthesize, list and stop (a client's), stop-all (the operator's)."""
     c = sub.add_parser("synthesize", help="send an overlay to a service")
     c.add_argument("service", type=host_port, help="HOST:PORT")
     c.add_argument("overlay")
@@ -243,17 +279,59 @@ def parser():
                    metavar="GUEST_PORT", help="TCP port of the VM to "
                    "forward (repeatable)")
     c.add_argument("--name", help="VM name (default: the file's)")
-    c.add_argument("--tls-creds", metavar="DIR", help="the client's TLS "
-                   "credentials: ca-cert.pem (the CA that signed the "
-                   "service), client-cert.pem, client-key.pem; required "
-                   "unless --insecure")
-    c.add_argument("--tls-name", help="the name the service's certificate "
-                   "must carry (default: HOST)")
-    c.add_argument("--insecure", action="store_true", help="plaintext, to "
-                   "a service on a loopback address only")
-    c.add_argument("--json", action="store_true",
-                   help="print the result as JSON, no progress line")
+    client_options(c, "print the result as JSON, no progress line")
     c.set_defaults(func=cmd_synthesize)
+
+    ls = sub.add_parser("list", help="list your VMs at a service")
+    ls.add_argument("service", type=host_port, help="HOST:PORT")
+    client_options(ls, "print the answer as JSON")
+    ls.set_defaults(func=cmd_list)
+
+    st = sub.add_parser("stop", help="stop one of your VMs at a service "
+                        "(its files are removed)")
+    st.add_argument("service", type=host_port, help="HOST:PORT")
+    st.add_argument("name", help="the VM's name, as synthesize or list "
+                    "printed it")
+    client_options(st, "print the answer as JSON")
+    st.set_defaults(func=cmd_stop)
+
+    sa = sub.add_parser("stop-all", help="stop every VM a service "
+                        "launched (the operator's, on the cloudlet)")
+    sa.add_argument("--workdir", default="/var/lib/qemu-handoff/vms",
+                    help="the service's --workdir")
+    sa.set_defaults(func=cmd_stop_all)
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="handoff-synthesis.py", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    cr = sub.add_parser(
+        "create", help="make an overlay from a VM's images, offline",
+        usage="%(prog)s --base DIR -o OVERLAY [--state FILE] "
+              "[--compression MODE] -- QEMU_OPTIONS...",
+        description="Starts QEMU paused on the VM's images with the VM's "
+        "own options (QEMU_OPTIONS: machine, memory, drives, devices, as "
+        "the VM is started; its drives name its disk images), loads the "
+        "state if given, and saves the overlay as handoff-overlay-save "
+        "does. The guest does not run.")
+    cr.add_argument("--base", required=True, help="the base directory")
+    cr.add_argument("-o", "--output", required=True, help="overlay file")
+    cr.add_argument("--state", help="the VM's memory and device state: a "
+                    "QEMU migration stream saved to a file (migrate "
+                    "\"exec:cat > FILE\"); without it the overlay holds "
+                    "the VM at power-on, and it boots when synthesized")
+    cr.add_argument("--compression", help="a fixed handoff compression "
+                    "mode (default lzma-6)")
+    cr.add_argument("--qemu", default=DEFAULT_QEMU)
+    cr.add_argument("vm_args", nargs=argparse.REMAINDER,
+                    metavar="-- QEMU_OPTIONS")
+    cr.set_defaults(func=cmd_create)
+
+    add_serve(sub)
+    add_client_commands(sub)
 
     la = sub.add_parser("launch", help="launch a local overlay here")
     la.add_argument("overlay")

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The client side of a synthesis: sends an overlay to a cloudlet's
-synthesis service and returns its answer.
+synthesis service and returns its answer; lists and stops the client's
+VMs there.
 
 The answer can come before the overlay is all sent (a refusal: unknown
 base, too large, busy), so the socket is watched for it while sending.
@@ -123,4 +124,17 @@ def synthesize(address, path, forward=(), name=None, progress=sys.stderr,
     if not answer.get("ok"):
         raise SynthesisFailed(answer.get("error", "refused"))
     answer["client-seconds"] = round(time.monotonic() - start, 3)
+    return answer
+
+
+def manage(address, request, tls=None, tls_name=None, timeout=60):
+    """Sends one management request (a dict: {"op": "list"}, {"op":
+    "stop", "name": NAME}) to the service at (host, port), as synthesize
+    connects; returns its answer, or raises SynthesisFailed with the
+    service's reason."""
+    with _connect(address, tls, tls_name) as sock:
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        answer = _read_answer(sock, timeout)
+    if not answer.get("ok"):
+        raise SynthesisFailed(answer.get("error", "refused"))
     return answer

@@ -153,9 +153,12 @@ class LaunchedVM:
     def start(self):
         """Starts QEMU and has it listen for the stream on stream_path."""
         with open(self.log_path, "w") as log:
+            # A session of its own: the VM outlives a service ended by a
+            # signal to its process group (Ctrl-C).
             self.proc = subprocess.Popen(self.args, stdout=log,
                                          stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
         try:
             self._wait_for_monitor(120)
             self.qmp = QMPClient(self.qmp_path, timeout=120)

@@ -29,13 +29,18 @@ def _pipe(src, dst):
 
 
 class PortRelay:
-    """Listens on (address, any port) and relays to 127.0.0.1:target."""
+    """Listens on (address, port: any if 0) and relays to
+    127.0.0.1:target."""
 
-    def __init__(self, address, target):
+    def __init__(self, address, target, port=0):
         self.target = target
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((address, 0))
+        try:
+            self._sock.bind((address, port))
+        except OSError:
+            self._sock.close()
+            raise
         self._sock.listen(16)
         self.port = self._sock.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()

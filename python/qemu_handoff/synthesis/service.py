@@ -22,11 +22,17 @@ it holds (and all clients together), the time its whole transfer may
 take, not only each read, and a refusal closes its connection within a
 second. It hears of its own VM only (name, forwarded ports, timings):
 no host path, no other client's VM, no list of the cloudlet's bases.
+
+The same port takes two more requests, of a client's own VMs: list, and
+stop NAME (another client's VM is answered as a name no VM has). The VMs
+outlive the service; registry.py keeps their records, which a restarted
+service reads back.
 """
 
 import collections
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -38,8 +44,10 @@ import traceback
 
 from ..formats import manifest
 from ..formats import overlay as overlay_file
+from .base_check import TOOL, BaseCheckFailed, VerifiedBases
 from .launcher import LaunchedVM, LaunchError, check_machine
 from .machine_args import Limits
+from .registry import LOADING, VMRecord, scan
 from .transport import client_identity
 from ..formats.overlay import OverlayError
 
@@ -53,7 +61,42 @@ CONNECTIONS_PER_SLOT = 4      # connections held at once, per synthesis slot
 
 
 class Refused(Exception):
-    """A synthesis refused, with the reason sent to the client."""
+    """A request refused, with the reason sent to the client and, for the
+    operator's log only, @detail (which may name host paths)."""
+
+    def __init__(self, reason, detail=None):
+        super().__init__(reason)
+        self.detail = detail
+
+
+# LaunchError texts about the client's own overlay or request
+# (launcher.machine_args): told as they are. Any other may carry QEMU's
+# or qemu-img's words, and with them host paths.
+PUBLIC_LAUNCH_ERROR = re.compile(
+    r"overlay drive names disk .*, which the overlay does not carry|"
+    r"ports to forward, but the VM has no user-mode NIC .*", re.S)
+
+
+def public_cause(error):
+    """What a client hears of @error; the operator's log gets all of it.
+    Our own refusals and the overlay's faults name nothing of the host;
+    QEMU's and the system's words may."""
+    text = str(error)
+    if isinstance(error, (Refused, OverlayError)) or (
+            isinstance(error, LaunchError) and
+            PUBLIC_LAUNCH_ERROR.fullmatch(text)):
+        return text
+    if text.startswith("QEMU refused the stream"):
+        return "QEMU refused the stream"
+    return "the VM could not be started"
+
+
+def refused(error):
+    """(the client's answer, the log's words) for @error."""
+    cause = public_cause(error)
+    detail = getattr(error, "detail", None) or str(error)
+    said = detail if detail.startswith(cause) else f"{cause}: {detail}"
+    return {"ok": False, "error": cause}, f"refused: {said}"
 
 
 def find_bases(bases_dir):
@@ -76,7 +119,8 @@ class ClientClock:
 
     def __init__(self, idle_s, total_s):
         self.idle_s, self.total_s = idle_s, total_s
-        self.end = time.monotonic() + total_s
+        self.start = time.monotonic()
+        self.end = self.start + total_s
 
     def recv(self, sock, n):
         remaining = self.end - time.monotonic()
@@ -97,23 +141,38 @@ class ClientClock:
 
 
 class VMLedger:
-    """The VMs this service launched, each with its owner (a client's
-    identity), and the syntheses on their way to being one: what
-    --max-vms and --max-vms-per-client bound. A synthesis takes its place
-    before it reads the overlay and gives it back if refused."""
+    """The VMs this service launched or found again after a restart
+    (registry.VMRecord, each with its owner, a client's identity), and the
+    syntheses on their way to being one: what --max-vms and
+    --max-vms-per-client bound. A synthesis takes its place before it
+    reads the overlay and gives it back if refused."""
 
     def __init__(self, max_total, max_per_owner):
         self.max_total, self.max_per_owner = max_total, max_per_owner
         self._lock = threading.Lock()
-        self._vms = []                          # (owner, LaunchedVM)
+        self._vms = []                          # VMRecords
         self._pending = collections.Counter()
+
+    def _prune(self):
+        """Forgets the VMs that ended (their records removed); locked."""
+        live = []
+        for record in self._vms:
+            if record.alive():
+                live.append(record)
+            else:
+                record.stop()
+        self._vms = live
+
+    def adopt(self, records):
+        """VMs a previous run of the service launched, still running."""
+        with self._lock:
+            self._vms.extend(records)
 
     def reserve(self, owner):
         with self._lock:
-            self._vms = [(o, vm) for o, vm in self._vms
-                         if vm.proc.poll() is None]
+            self._prune()
             total = len(self._vms) + sum(self._pending.values())
-            mine = (sum(1 for o, _ in self._vms if o == owner) +
+            mine = (sum(1 for r in self._vms if r.owner == owner) +
                     self._pending[owner])
             if total >= self.max_total:
                 raise Refused(f"busy: this service runs {self.max_total} "
@@ -123,17 +182,34 @@ class VMLedger:
                               f"this service gives one client")
             self._pending[owner] += 1
 
-    def settle(self, owner, vm=None):
-        """Ends @owner's reservation: @vm runs, or (None) it never will."""
+    def settle(self, owner, record=None):
+        """Ends @owner's reservation: @record's VM runs, or (None) it
+        never will."""
         with self._lock:
             self._pending[owner] -= 1
-            if vm is not None:
-                self._vms.append((owner, vm))
+            if record is not None:
+                self._vms.append(record)
+
+    def owned_by(self, owner):
+        with self._lock:
+            self._prune()
+            return [r for r in self._vms if r.owner == owner]
+
+    def take(self, owner, name):
+        """@owner's VM @name, no longer counted here, or None: whether
+        there is no such VM or it is another client's is not told."""
+        with self._lock:
+            self._prune()
+            for record in self._vms:
+                if record.owner == owner and record.name == name:
+                    self._vms.remove(record)
+                    return record
+        return None
 
     def take_all(self):
         with self._lock:
-            vms, self._vms = [vm for _, vm in self._vms], []
-        return vms
+            records, self._vms = self._vms, []
+        return records
 
 
 def recv_exactly(clock, sock, n, what):
@@ -162,23 +238,33 @@ def recv_line(clock, sock):
     return parse_request(request)
 
 
+# Each request ("op") and the fields it takes besides "op".
+OPS = {"synthesize": {"name", "forward"}, "list": set(), "stop": {"name"}}
+
+
 def parse_request(request):
-    """The request line's fields, checked: {"name": str or None,
-    "forward": [TCP ports]}."""
+    """The request line's fields, checked: {"op": "synthesize" (the
+    default: an overlay follows), "list" or "stop"; "name": str or None
+    (stop's is required); "forward": [TCP ports]}."""
     if not isinstance(request, dict):
         raise Refused("request line is not a JSON object")
-    unknown = sorted(set(request) - {"name", "forward"})
+    op = request.get("op", "synthesize")
+    if not isinstance(op, str) or op not in OPS:
+        raise Refused("request line's op is not synthesize, list or stop")
+    unknown = sorted(set(request) - OPS[op] - {"op"})
     if unknown:
         raise Refused(f"request line has unknown field {unknown[0]!r}")
     name = request.get("name")
     if name is not None and not isinstance(name, str):
         raise Refused("request line's name is not a string")
+    if op == "stop" and name is None:
+        raise Refused("request line's stop names no VM")
     forward = request.get("forward", [])
     if not isinstance(forward, list) or len(forward) > MAX_FORWARDS or \
             not all(type(p) is int and 0 < p < 65536 for p in forward):
         raise Refused(f"request line's forward is not a list of at most "
                       f"{MAX_FORWARDS} TCP ports")
-    return {"name": name, "forward": forward}
+    return {"op": op, "name": name, "forward": forward}
 
 
 class Spool:
@@ -238,18 +324,20 @@ class Spool:
 class Synthesis:
     """One client's synthesis, from its request line to its result."""
 
-    def __init__(self, server, sock, owner):
+    def __init__(self, server, sock, owner, clock, request):
+        """@clock: the client's, which read @request (its first line)."""
         self.server = server
         self.sock = sock
         self.owner = owner
-        self.t = {"start": time.monotonic()}
-        self.clock = ClientClock(server.client_timeout,
-                                 server.transfer_timeout)
+        self.t = {"start": clock.start}
+        self.clock = clock
+        self.request = request
         self.vm = None
+        self.record = None
         self.workdir = None
 
     def run(self):
-        request = recv_line(self.clock, self.sock)
+        request = self.request
         header = overlay_file.parse_header(recv_exactly(
             self.clock, self.sock, overlay_file.HEADER_BYTES, "header"))
         if header.stream_bytes > self.server.max_bytes:
@@ -266,6 +354,11 @@ class Synthesis:
                           f"hold it")
         check_machine(description, base_dir, request["forward"],
                       self.server.limits)
+        try:
+            self.server.verified.check(base_dir, base_id)
+        except BaseCheckFailed as e:
+            raise Refused(f"this cloudlet cannot use base {base_id} now",
+                          detail=str(e)) from None
         check = overlay_file.StreamCheck(header, raw)
         return self._launch(request, check, description, base_dir)
 
@@ -286,6 +379,11 @@ class Synthesis:
                              address=self.server.forward_address,
                              extra_args=self.server.qemu_args,
                              limits=self.server.limits).start()
+        # Recorded at once: a service that ends now leaves no QEMU that a
+        # restart would not find (and stop: it never finished loading).
+        self.record = VMRecord.of(self.owner, self.vm, LOADING,
+                                  self.server.forward_address)
+        self.record.save()
         self.t["ready"] = time.monotonic()
         self._feed(spool)
         receiver.join()
@@ -298,6 +396,8 @@ class Synthesis:
             self.vm.run()
         self.t["running"] = time.monotonic()
         self.vm.release_monitor()
+        self.record.state = "paused" if self.server.paused else "running"
+        self.record.save()
         os.unlink(spool.path)
         return self._result(header, base_dir)
 
@@ -329,7 +429,7 @@ class Synthesis:
         """Stops what a refused synthesis started and removes its files."""
         if self.vm:
             self.vm.stop()
-            self.vm = None
+            self.vm = self.record = None
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -342,7 +442,8 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
                  max_clients=4, max_vms=16, max_vms_per_client=4,
                  max_bytes=4 << 30, qemu=None, qemu_args=(),
                  forward_address="127.0.0.1", paused=False,
-                 client_timeout=120, transfer_timeout=3600, log=print):
+                 client_timeout=120, transfer_timeout=3600, log=print,
+                 base_tool=TOOL):
         """@tls: the ssl.SSLContext clients must pass (transport.py), or
         None for plaintext (the CLI allows it on loopback only)."""
         super().__init__(address, SynthesisHandler)
@@ -360,6 +461,13 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         self.transfer_timeout = transfer_timeout
         self.log = log
         self.vms = VMLedger(max_vms, max_vms_per_client)
+        self.verified = VerifiedBases(log, base_tool)
+        self._syntheses = set()     # under way, for abandon_syntheses()
+        # The VMs of the service's previous runs (registry.py).
+        found = scan(workdir, log)
+        for record in found:
+            record.restore_relays(log)
+        self.vms.adopt(found)
         self._slots = threading.BoundedSemaphore(max_clients)
         # Every connection costs a thread until it is refused or served,
         # a handshake included: bounded too, not only syntheses.
@@ -383,9 +491,18 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
     def leave(self):
         self._slots.release()
 
+    def abandon_syntheses(self):
+        """Stops the VMs of the syntheses under way, which will not end
+        now that the service does (their QEMU would wait for the rest of
+        a stream for ever)."""
+        for synthesis in self._syntheses.copy():     # atomic, as add()
+            synthesis.abandon()
+
     def stop_vms(self):
-        for vm in self.vms.take_all():
-            vm.stop()
+        """Stops every VM of the service (serve --stop-vms-on-exit): their
+        records go, their files stay."""
+        for record in self.vms.take_all():
+            record.stop()
 
 
 class SynthesisHandler(socketserver.BaseRequestHandler):
@@ -411,19 +528,53 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
             except (OSError, ssl.SSLError) as e:
                 server.log(f"synthesis from {peer}: refused, TLS: {e}")
                 return
-        sock = self.request
         # Whom the VMs and quotas count under: a certificate's name, or
         # (plaintext, loopback only) the peer's address.
-        owner = client_identity(sock) or self.client_address[0]
+        owner = client_identity(self.request) or self.client_address[0]
         peer = f"{peer} ({owner})" if server.tls is not None else peer
+        clock = ClientClock(server.client_timeout, server.transfer_timeout)
+        try:
+            request = recv_line(clock, self.request)
+        except Refused as e:
+            server.log(f"request from {peer}: refused: {e}")
+            self._answer({"ok": False, "error": str(e)})
+            return
+        if request["op"] == "synthesize":
+            self._synthesize(server, peer, owner, clock, request)
+        else:
+            self._manage(server, f"{request['op']} from {peer}", owner,
+                         request)
+
+    def _manage(self, server, who, owner, request):
+        """list and stop, of the client's own VMs only: another client's
+        VM is answered as one that does not exist."""
+        if request["op"] == "list":
+            vms = [r.public() for r in server.vms.owned_by(owner)]
+            server.log(f"{who}: {len(vms)} VM(s)")
+            self._answer({"ok": True, "vms": vms})
+            return
+        name = request["name"]
+        record = server.vms.take(owner, name)
+        if record is None:
+            server.log(f"{who}: refused, no VM {name!r} of theirs")
+            self._answer({"ok": False, "error": f"no VM {name} of yours"})
+            return
+        record.stop()
+        shutil.rmtree(record.workdir, ignore_errors=True)
+        server.log(f"{who}: {name} stopped, its files removed")
+        self._answer({"ok": True, "vm": name, "state": "stopped"})
+
+    def _synthesize(self, server, peer, owner, clock, request):
+        peer = f"synthesis from {peer}"
         if not server.try_enter():
-            server.log(f"synthesis from {peer}: refused, busy")
+            server.log(f"{peer}: refused, busy")
             self._answer({"ok": False, "error":
                           f"busy: {server.max_clients} syntheses are "
                           f"running, the most this service takes; retry "
                           f"later"})
             return
-        synthesis = Synthesis(server, sock, owner)
+        synthesis = Synthesis(server, self.request, owner, clock, request)
+        server._syntheses.add(synthesis)
         refusal = reserved = None
         try:
             server.vms.reserve(owner)
@@ -431,7 +582,7 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
             result = synthesis.run()
         except (Refused, OverlayError, LaunchError, OSError) as e:
             synthesis.abandon()
-            refusal = ({"ok": False, "error": str(e)}, f"refused: {e}")
+            refusal = refused(e)
         except Exception:          # a bug of ours: the client still hears
             synthesis.abandon()
             refusal = ({"ok": False, "error": "internal error of the "
@@ -440,15 +591,17 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
         finally:
             # Free before the client hears, which may come back at once.
             if reserved:
-                server.vms.settle(owner, None if refusal else synthesis.vm)
+                server.vms.settle(owner, None if refusal
+                                  else synthesis.record)
+            server._syntheses.discard(synthesis)
             server.leave()
         if refusal:
             # Logged first: answering lingers on the client for a second.
-            server.log(f"synthesis from {peer}: {refusal[1]}")
+            server.log(f"{peer}: {refusal[1]}")
             self._answer(refusal[0])
             return
         self._answer(result)
-        server.log(f"synthesis from {peer}: {result['vm']} {result['state']}, "
+        server.log(f"{peer}: {result['vm']} {result['state']}, "
                    f"{result['overlay-bytes']} bytes, "
                    f"timings {json.dumps(result['timings'])}, "
                    f"ports {json.dumps(result['ports'])}, "
