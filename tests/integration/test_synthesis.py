@@ -522,7 +522,9 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
         service.stop()
         service = Service(str(tmp_path), bases_dir, free_tcp_port(),
                           extra=("--max-clients", "1",
-                                 "--client-timeout", "3"))
+                                 "--client-timeout", "3",
+                                 "--max-vm-ram-mib", "512",
+                                 "--max-vm-cpus", "2"))
         for how, cause in (("truncated", "overlay truncated: its stream "
                             "has"),
                            ("corrupted", "overlay corrupted: the SHA-256")):
@@ -547,6 +549,14 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
             d["args"] = [a.replace("@disk:disk", "@disk:other")
                          for a in d["args"]]
 
+        def machine(key, value):
+            return lambda d: d["machine"].update({key: value})
+
+        def arg(option, value):
+            def change(d):
+                d["args"][d["args"].index(option) + 1] = value
+            return change
+
         for change, cause in ((other_base, f"unknown base {'0' * 32}"),
                               (host_file, "overlay drive names a host "
                                "file: file=/etc/shadow"),
@@ -555,7 +565,26 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
                               (bad_disks, "overlay description's disks are "
                                "not a list"),
                               (foreign_disk, "overlay drive names disk "
-                               "other, which the overlay does not carry")):
+                               "other, which the overlay does not carry"),
+                              # More than this service gives one VM: the
+                              # description's figures, and QEMU's options
+                              # (which QEMU goes by) if they differ.
+                              (machine("ram-bytes", 1 << 30),
+                               "overlay's machine.ram-bytes 1073741824 "
+                               "exceeds this service's limit of 512 MiB"),
+                              (machine("cpus", 4), "overlay's machine.cpus "
+                               "4 exceeds this service's limit of 2"),
+                              (machine("max-cpus", 8), "overlay's "
+                               "machine.max-cpus 8 exceeds this service's "
+                               "limit of 2"),
+                              (arg("-m", "size=256M,maxmem=64G"),
+                               "overlay's -m size=256M,maxmem=64G asks for "
+                               "65536 MiB, more than this service's limit "
+                               "of 512 MiB"),
+                              (arg("-smp", "1,sockets=2,cores=4"),
+                               "overlay's -smp 1,sockets=2,cores=4 asks for "
+                               "8 CPUs, more than this service's limit of "
+                               "2")):
             message = refused_by_service(
                 service, rewritten_description(saved, tmp_path, change))
             assert cause in message, message

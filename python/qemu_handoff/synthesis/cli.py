@@ -102,6 +102,8 @@ def cmd_serve(args):
                              paused=args.paused,
                              client_timeout=args.client_timeout,
                              transfer_timeout=args.transfer_timeout,
+                             max_vm_ram_mib=args.max_vm_ram_mib,
+                             max_vm_cpus=args.max_vm_cpus,
                              log=lambda m: print(f"handoff-synthesis: {m}",
                                                  flush=True))
     bases = server.bases()
@@ -235,6 +237,13 @@ def parser():
     s.add_argument("--transfer-timeout", type=float, default=3600,
                    help="seconds a client's whole transfer may take, from "
                    "its connection to the overlay's last byte (3600)")
+    s.add_argument("--max-vm-ram-mib", type=int, default=4096,
+                   help="RAM one VM may have (its -m, maxmem included); "
+                   "larger overlays are refused before their stream is "
+                   "read (4096)")
+    s.add_argument("--max-vm-cpus", type=int, default=4,
+                   help="vCPUs one VM may have (its -smp, maxcpus and "
+                   "topology included); refused likewise (4)")
     s.add_argument("--paused", action="store_true",
                    help="leave each VM paused once verified and loaded "
                    "(resume it with `cont` on its QMP socket, "

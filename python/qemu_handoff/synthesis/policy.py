@@ -114,3 +114,96 @@ def check_args(args, roots):
                                f"cloudlet does not run")
         _check_value(option, args[i + 1], roots)
         i += 2
+
+
+# QEMU's size suffixes; a bare -m number is MiB.
+SIZE_SUFFIX = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30,
+               "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
+SMP_KEYS = {"cpus", "maxcpus", "sockets", "dies", "clusters", "cores",
+            "threads"}
+
+
+def _options(option, value, implied):
+    """QEMU option text "v,k=v,..." as a dict, the first bare value under
+    @implied; anything else refused."""
+    out = {}
+    for i, part in enumerate(value.split(",")):
+        key, eq, val = part.partition("=")
+        if not eq and i == 0:
+            key, val = implied, part
+        if not eq and i or key in out:
+            raise OverlayError(f"overlay's {option} {value} is not "
+                               f"understood")
+        out[key] = val
+    return out
+
+
+def _size(option, value, text):
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([bkmgtpe]?)", text.strip(), re.I)
+    if not m:
+        raise OverlayError(f"overlay's {option} {value} is not understood")
+    return int(float(m.group(1)) * SIZE_SUFFIX[m.group(2).lower() or "m"])
+
+
+def machine_size(args):
+    """The most RAM (bytes) and CPUs QEMU gives a VM of @args (checked
+    with check_args): -m's size or maxmem, -smp's cpus, maxcpus or the
+    product of its topology; QEMU's defaults (128 MiB, 1) without them."""
+    ram, cpus = 128 << 20, 1
+    for i, option in enumerate(args[:-1]):
+        # The machine's own properties for the same (smp.*, memory.*).
+        if option in ("-machine", "-M") and any(
+                k.startswith(("smp", "memory")) for k in _keys(args[i + 1])):
+            raise OverlayError(f"overlay sizes its machine in "
+                               f"{option} {args[i + 1]}: only -m and -smp")
+    for option in ("-m", "-smp"):
+        values = [args[i + 1] for i in range(len(args) - 1)
+                  if args[i] == option]
+        if len(values) > 1:
+            raise OverlayError(f"overlay gives {option} more than once")
+        if not values:
+            continue
+        value = values[0]
+        if option == "-m":
+            opts = _options(option, value, "size")
+            if set(opts) - {"size", "maxmem", "slots"}:
+                raise OverlayError(f"overlay's -m {value} is not understood")
+            ram = max(_size(option, value, opts[k])
+                      for k in ("size", "maxmem") if k in opts)
+            continue
+        opts = _options(option, value, "cpus")
+        if set(opts) - SMP_KEYS or not all(v.isdigit() for v in opts.values()):
+            raise OverlayError(f"overlay's -smp {value} is not understood")
+        n = {k: int(v) for k, v in opts.items()}
+        topology = 1
+        for k in ("sockets", "dies", "clusters", "cores", "threads"):
+            topology *= n.get(k, 1)
+        cpus = max(n.get("cpus", 1), n.get("maxcpus", 1), topology)
+    return ram, cpus
+
+
+def check_machine(description, max_ram_bytes, max_cpus):
+    """Refuses a VM larger than @max_ram_bytes or @max_cpus: by its
+    description's figures (QEMU writes them), then by the options QEMU
+    will be given, which are what QEMU goes by."""
+    machine = description["machine"]
+    mib = max_ram_bytes >> 20
+    for key, limit, text in (("ram-bytes", max_ram_bytes, f"{mib} MiB"),
+                             ("cpus", max_cpus, str(max_cpus)),
+                             ("max-cpus", max_cpus, str(max_cpus))):
+        value = machine.get(key, 0 if key == "max-cpus" else None)
+        if type(value) is not int or value < 0:
+            raise OverlayError(f"overlay description's machine.{key} is "
+                               f"not a number")
+        if value > limit:
+            raise OverlayError(f"overlay's machine.{key} {value} exceeds "
+                               f"this service's limit of {text}")
+    ram, cpus = machine_size(description["args"])
+    if ram > max_ram_bytes:
+        value = description["args"][description["args"].index("-m") + 1]
+        raise OverlayError(f"overlay's -m {value} asks for {ram >> 20} MiB, "
+                           f"more than this service's limit of {mib} MiB")
+    if cpus > max_cpus:
+        value = description["args"][description["args"].index("-smp") + 1]
+        raise OverlayError(f"overlay's -smp {value} asks for {cpus} CPUs, "
+                           f"more than this service's limit of {max_cpus}")

@@ -39,6 +39,7 @@ import traceback
 from ..formats import manifest
 from ..formats import overlay as overlay_file
 from .launcher import LaunchedVM, LaunchError
+from .policy import check_machine
 from .transport import client_identity
 from ..formats.overlay import OverlayError
 
@@ -257,6 +258,8 @@ class Synthesis:
         raw = recv_exactly(self.clock, self.sock, header.description_bytes,
                            "description")
         description = overlay_file.parse_description(raw)
+        check_machine(description, self.server.max_vm_ram_mib << 20,
+                      self.server.max_vm_cpus)
         base_id = description["base"]["id"]
         base_dir = self.server.bases().get(base_id)
         if not base_dir:
@@ -339,7 +342,8 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
                  max_clients=4, max_vms=16, max_vms_per_client=4,
                  max_bytes=4 << 30, qemu=None, qemu_args=(),
                  forward_address="127.0.0.1", host_files=(), paused=False,
-                 client_timeout=120, transfer_timeout=3600, log=print):
+                 client_timeout=120, transfer_timeout=3600, log=print,
+                 max_vm_ram_mib=4096, max_vm_cpus=4):
         """@tls: the ssl.SSLContext clients must pass (transport.py), or
         None for plaintext (the CLI allows it on loopback only)."""
         super().__init__(address, SynthesisHandler)
@@ -356,6 +360,7 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         self.client_timeout = client_timeout
         self.transfer_timeout = transfer_timeout
         self.log = log
+        self.max_vm_ram_mib, self.max_vm_cpus = max_vm_ram_mib, max_vm_cpus
         self.vms = VMLedger(max_vms, max_vms_per_client)
         self._slots = threading.BoundedSemaphore(max_clients)
         # Every connection costs a thread until it is refused or served,
