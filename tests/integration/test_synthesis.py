@@ -430,17 +430,62 @@ class SynthesizedVM(GuestVM):
         self.qmp.close()
 
 
-def qemu_status(name):
-    """/proc/PID/status of the QEMU running VM @name (-name NAME)."""
+def qemu_pid(name):
+    """The PID of the QEMU running VM @name (-name NAME)."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 if f"\0-name\0{name}\0".encode() in f.read():
-                    with open(f"/proc/{pid}/status") as status:
-                        return status.read()
+                    return int(pid)
         except OSError:
             continue
     raise AssertionError(f"no QEMU runs VM {name}")
+
+
+def qemu_status(name):
+    """/proc/PID/status of the QEMU running VM @name."""
+    with open(f"/proc/{qemu_pid(name)}/status") as status:
+        return status.read()
+
+
+def assert_confined(service, name):
+    """VM @name's QEMU runs as a uid and gid of its own from the service's
+    range, sees none of the host's files but its own directory (and
+    read-only system files, base, firmware), and runs within its limits."""
+    pid = qemu_pid(name)
+    status = qemu_status(name)
+    ids = {k: v.split() for k, v in re.findall(r"^(Uid|Gid|Groups):\t(.*)$",
+                                                status, re.M)}
+    uid, gid = int(ids["Uid"][0]), int(ids["Gid"][0])
+    assert len(set(ids["Uid"])) == 1 and len(set(ids["Gid"])) == 1, ids
+    assert uid >= 200000 and gid == uid and ids["Groups"] == [str(gid)], ids
+    with open("/etc/passwd") as f:
+        assert uid not in [int(ln.split(":")[2]) for ln in f if ":" in ln]
+    workdir = os.path.join(service.workdir, name)
+    st = os.stat(workdir)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (uid, gid, 0o700)
+    st = os.stat(os.path.join(workdir, "disk.qcow2"))
+    assert (st.st_uid, st.st_mode & 0o777) == (uid, 0o600)
+    # Its own mount namespace: the host's files are not there.
+    assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink(
+        "/proc/self/ns/mnt")
+    root = f"/proc/{pid}/root"
+    for host_only in ("/etc/passwd", "/root", "/home", "/var",
+                      service.log_path,
+                      os.path.join(os.path.dirname(service.workdir),
+                                   "bases")):
+        assert not os.path.lexists(root + host_only), host_only
+    assert os.path.isdir(root + workdir)
+    # Its root is read-only; its directory, the same as the host's, not.
+    with pytest.raises(OSError, match="Read-only file system"):
+        open(root + "/planted", "w")
+    assert os.path.samefile(root + workdir, workdir)
+    with open(f"/proc/{pid}/limits") as f:
+        limits = f.read()
+    assert re.search(r"^Max open files +1024 +1024 ", limits, re.M), limits
+    assert re.search(r"^Max processes +\d+ +\d+ ", limits, re.M), limits
+    assert re.search(r"^Max core file size +0 +0 ", limits, re.M), limits
+    return uid
 
 
 def synthesize(service_addr, overlay, *extra):
@@ -470,8 +515,9 @@ def test_service_synthesizes_identical_vm(tmp_path, saved, bases_dir):
         assert set(result) - {"client-seconds"} == {
             "ok", "vm", "state", "address", "ports",
             "overlay-bytes", "timings"}, result
-        # Its QEMU runs under the seccomp filter (mode 2).
+        # Its QEMU runs under the seccomp filter (mode 2), confined.
         assert "Seccomp:\t2\n" in qemu_status(result["vm"])
+        assert_confined(service, result["vm"])
         vm = SynthesizedVM(result, service)
         try:
             assert_is_saved_vm(saved, vm)
@@ -824,6 +870,48 @@ def test_policy_refuses_what_reaches_the_host(args, cause):
     check_args(ok, ["/usr/share/qemu"])
     with pytest.raises(OverlayError, match=re.escape(cause)):
         check_args(ok + args, ["/usr/share/qemu"])
+
+
+def test_confinement_uids_and_cgroup(tmp_path):
+    """VM uids skip accounts' and groups' ids, running processes' and
+    those held; a range holding an account's is refused. A delegated
+    cgroup (here a stand-in directory: this host's cgroup v2 has no
+    memory controller) gets a child per VM with its limits."""
+    from qemu_handoff.synthesis.confinement import (
+        Cgroup, ConfinementError, UidPool, check_range)
+    with open("/etc/passwd") as f:
+        account = max(int(ln.split(":")[2]) for ln in f if ":" in ln)
+    pool = UidPool(account, 3)
+    first = pool.take()
+    assert first != account and pool.take() != first
+    with pytest.raises(ConfinementError, match="no free uid"):
+        pool.take()
+    pool.give_back(first)
+    assert pool.take() == first
+    with pytest.raises(ConfinementError, match=f"holds id {account}"):
+        check_range(account - 1, 5)
+    with pytest.raises(ConfinementError, match="holds id 0"):
+        check_range(0, 10)
+    check_range(200000, 65536)
+
+    fake = tmp_path / "cgroup"
+    fake.mkdir()
+    (fake / "cgroup.controllers").write_text("cpuset cpu io memory\n")
+    with pytest.raises(ConfinementError, match="lacks the pids"):
+        Cgroup(str(fake))
+    (fake / "cgroup.controllers").write_text("cpu io memory pids\n")
+    cgroup = Cgroup(str(fake))
+    assert (fake / "cgroup.subtree_control").read_text() == \
+        "+memory +pids +cpu"
+    child = cgroup.create("vm-1", 256 << 20, 2)
+    limits = {f: (fake / "vm-1" / f).read_text()
+              for f in ("memory.max", "pids.max", "cpu.max")}
+    assert limits == {"memory.max": str(768 << 20), "pids.max": "130",
+                      "cpu.max": "200000 100000"}, limits
+    for f in limits:
+        os.unlink(os.path.join(child, f))
+    cgroup.remove(child)
+    assert not os.path.exists(child)
 
 
 # --- two clients at once over the WAN, a service answering through its

@@ -15,6 +15,8 @@ import threading
 
 from ..formats import overlay as overlay_file
 from .client import SynthesisFailed, synthesize
+from .confinement import (DEFAULT_FIRST_UID, DEFAULT_UIDS, Cgroup,
+                          ConfinementError, UidPool, check_range)
 from .create import CreateError, create_overlay
 from .launcher import DEFAULT_QEMU, LaunchedVM, LaunchError
 from ..formats.overlay import OverlayError
@@ -86,11 +88,33 @@ def transport(args, host, role):
             client_context)(args.tls_creds)
 
 
+def uid_range(text):
+    first, _, count = text.partition(":")
+    if not first.isdigit() or not count.isdigit():
+        raise argparse.ArgumentTypeError(f"'{text}' is not FIRST:COUNT")
+    return int(first), int(count)
+
+
+def confinement(args, workdir):
+    """The VMs' UidPool and Cgroup, or (--unconfined) none."""
+    if args.unconfined:
+        return None, None
+    if os.geteuid() != 0:
+        sys.exit("handoff-synthesis: confining VMs (own uid, mount "
+                 "namespace) needs root; run as root, or give "
+                 "--unconfined for VMs you trust")
+    check_range(*args.vm_uids)
+    cgroup = getattr(args, "cgroup", None)
+    return (UidPool(*args.vm_uids, workdir=workdir),
+            Cgroup(cgroup) if cgroup else None)
+
+
 def cmd_serve(args):
     tls = transport(args, args.listen[0], "serve")
     # Spool, disks, sockets and logs: the service's and its VMs' alone.
     os.umask(0o077)
     os.makedirs(args.workdir, mode=0o700, exist_ok=True)
+    uids, cgroup = confinement(args, os.path.abspath(args.workdir))
     server = SynthesisServer(args.listen, args.bases, args.workdir, tls=tls,
                              max_clients=args.max_clients,
                              max_vms=args.max_vms,
@@ -102,6 +126,7 @@ def cmd_serve(args):
                              paused=args.paused,
                              client_timeout=args.client_timeout,
                              transfer_timeout=args.transfer_timeout,
+                             uids=uids, cgroup=cgroup,
                              max_vm_ram_mib=args.max_vm_ram_mib,
                              max_vm_cpus=args.max_vm_cpus,
                              log=lambda m: print(f"handoff-synthesis: {m}",
@@ -109,8 +134,8 @@ def cmd_serve(args):
     bases = server.bases()
     print(f"handoff-synthesis: serving {len(bases)} base(s) from "
           f"{args.bases} on {args.listen[0]}:{server.server_address[1]} "
-          f"({'mutual TLS' if tls else 'plaintext, loopback only'})",
-          flush=True)
+          f"({'mutual TLS' if tls else 'plaintext, loopback only'}; VMs "
+          f"{confined_as(args, cgroup)})", flush=True)
     # SIGTERM stops the VMs this service launched, like Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
         target=server.shutdown).start())
@@ -121,6 +146,14 @@ def cmd_serve(args):
     finally:
         server.stop_vms()
         server.server_close()
+
+
+def confined_as(args, cgroup):
+    if args.unconfined:
+        return "unconfined"
+    first, count = args.vm_uids
+    return (f"confined: uids {first}..{first + count - 1}, "
+            f"{'cgroup ' + cgroup.path if cgroup else 'rlimits'}")
 
 
 def print_result(result, as_json):
@@ -147,12 +180,15 @@ def cmd_synthesize(args):
 
 def cmd_launch(args):
     _, description = overlay_file.read_info(args.overlay)
-    workdir = args.workdir or tempfile.mkdtemp(prefix="handoff-vm-")
+    workdir = os.path.abspath(args.workdir or
+                              tempfile.mkdtemp(prefix="handoff-vm-"))
     os.makedirs(workdir, exist_ok=True)
+    uids, _ = (None, None) if args.print_command else \
+        confinement(args, None)
     vm = LaunchedVM(args.name, workdir, description, args.base,
                     qemu=args.qemu, forwards=args.forward,
                     overlay=os.path.abspath(args.overlay),
-                    host_files=args.host_files)
+                    host_files=args.host_files, uids=uids)
     if args.print_command:
         print(" ".join(vm.args))
         return
@@ -167,6 +203,18 @@ def cmd_launch(args):
         pass
     finally:
         vm.stop()
+
+
+def confinement_options(p):
+    p.add_argument("--vm-uids", type=uid_range, metavar="FIRST:COUNT",
+                   default=(DEFAULT_FIRST_UID, DEFAULT_UIDS),
+                   help="the uids each VM's QEMU gets one of (its gid the "
+                   "same number), none an account or group may use "
+                   f"({DEFAULT_FIRST_UID}:{DEFAULT_UIDS})")
+    p.add_argument("--unconfined", action="store_true",
+                   help="run QEMU as this process's user, seeing the "
+                   "host's files (needed without root; for VMs you trust "
+                   "only)")
 
 
 def parser():
@@ -197,7 +245,18 @@ def parser():
                     metavar="-- QEMU_OPTIONS")
     cr.set_defaults(func=cmd_create)
 
-    s = sub.add_parser("serve", help="run the cloudlet's synthesis service")
+    s = sub.add_parser(
+        "serve", help="run the cloudlet's synthesis service",
+        description="Receives overlays over TCP (mutual TLS) and launches "
+        "each VM. Every VM's QEMU is confined: a uid and gid of its own "
+        "from --vm-uids (its directory and images are that uid's), a mount "
+        "namespace holding only the system's files, QEMU, the firmware, "
+        "the base and --host-files read-only and its own directory, "
+        "rlimits (open files, threads, no core dump) and, with --cgroup, "
+        "memory.max, pids.max and cpu.max; QEMU's seccomp sandbox on top. "
+        "Confining needs root (or --unconfined). RAM and vCPUs above "
+        "--max-vm-ram-mib / --max-vm-cpus are refused before the stream is "
+        "read. See docs/synthesis.md.")
     s.add_argument("--bases", required=True,
                    help="directory of base directories (each with base.json)")
     s.add_argument("--listen", type=host_port, default=("0.0.0.0", 7070),
@@ -244,6 +303,13 @@ def parser():
     s.add_argument("--max-vm-cpus", type=int, default=4,
                    help="vCPUs one VM may have (its -smp, maxcpus and "
                    "topology included); refused likewise (4)")
+    confinement_options(s)
+    s.add_argument("--cgroup", metavar="DIR", help="a cgroup v2 directory "
+                   "delegated to the service (memory, pids and cpu "
+                   "controllers available): each VM runs in a child with "
+                   "memory.max (its RAM + 512 MiB), pids.max and cpu.max "
+                   "(its vCPUs); without it only rlimits bound a VM's "
+                   "QEMU")
     s.add_argument("--paused", action="store_true",
                    help="leave each VM paused once verified and loaded "
                    "(resume it with `cont` on its QMP socket, "
@@ -278,6 +344,7 @@ def parser():
     la.add_argument("--host-files", action="append", default=[],
                     metavar="DIR", help="as for serve")
     la.add_argument("--qemu", default=DEFAULT_QEMU)
+    confinement_options(la)
     la.add_argument("--print-command", action="store_true",
                     help="print the QEMU command line instead")
     la.set_defaults(func=cmd_launch)
@@ -293,7 +360,7 @@ def main():
     try:
         args.func(args)
     except (OverlayError, SynthesisFailed, LaunchError, CreateError,
-            TransportError, OSError) as e:
+            TransportError, ConfinementError, OSError) as e:
         sys.exit(f"handoff-synthesis: {e}")
     except KeyboardInterrupt:
         sys.exit("handoff-synthesis: interrupted")

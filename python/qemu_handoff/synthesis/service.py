@@ -38,6 +38,7 @@ import traceback
 
 from ..formats import manifest
 from ..formats import overlay as overlay_file
+from .confinement import ConfinementError
 from .launcher import LaunchedVM, LaunchError
 from .policy import check_machine
 from .transport import client_identity
@@ -188,6 +189,9 @@ class Spool:
     def __init__(self, path):
         self.path = path
         self._writer = open(path, "wb")
+        # Opened now, before QEMU runs: the directory is QEMU's uid's, which
+        # could put a link to a host file in the spool's place later.
+        self._reader = open(path, "rb")
         self._cond = threading.Condition()
         self.written = 0
         self.done = False
@@ -221,7 +225,7 @@ class Spool:
         """Copies everything received into @out until the end (or an
         error: then stops, the stream being incomplete)."""
         offset = 0
-        with open(self.path, "rb") as f:
+        with self._reader as f:
             while True:
                 with self._cond:
                     while self.written == offset and not self.done:
@@ -285,7 +289,9 @@ class Synthesis:
                              qemu=self.server.qemu, forwards=ports,
                              address=self.server.forward_address,
                              extra_args=self.server.qemu_args,
-                             host_files=self.server.host_files).start()
+                             host_files=self.server.host_files,
+                             uids=self.server.uids,
+                             cgroup=self.server.cgroup).start()
         self.t["ready"] = time.monotonic()
         self._feed(spool)
         receiver.join()
@@ -343,9 +349,11 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
                  max_bytes=4 << 30, qemu=None, qemu_args=(),
                  forward_address="127.0.0.1", host_files=(), paused=False,
                  client_timeout=120, transfer_timeout=3600, log=print,
-                 max_vm_ram_mib=4096, max_vm_cpus=4):
+                 uids=None, cgroup=None, max_vm_ram_mib=4096,
+                 max_vm_cpus=4):
         """@tls: the ssl.SSLContext clients must pass (transport.py), or
-        None for plaintext (the CLI allows it on loopback only)."""
+        None for plaintext (the CLI allows it on loopback only).
+        @uids, @cgroup: the VMs' confinement (launcher.LaunchedVM)."""
         super().__init__(address, SynthesisHandler)
         self.tls = tls
         self.bases_dir = os.path.abspath(bases_dir)
@@ -360,6 +368,7 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         self.client_timeout = client_timeout
         self.transfer_timeout = transfer_timeout
         self.log = log
+        self.uids, self.cgroup = uids, cgroup
         self.max_vm_ram_mib, self.max_vm_cpus = max_vm_ram_mib, max_vm_cpus
         self.vms = VMLedger(max_vms, max_vms_per_client)
         self._slots = threading.BoundedSemaphore(max_clients)
@@ -431,7 +440,8 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
             server.vms.reserve(owner)
             reserved = True
             result = synthesis.run()
-        except (Refused, OverlayError, LaunchError, OSError) as e:
+        except (Refused, OverlayError, LaunchError, ConfinementError,
+                OSError) as e:
             synthesis.abandon()
             refusal = ({"ok": False, "error": str(e)}, f"refused: {e}")
         except Exception:          # a bug of ours: the client still hears
