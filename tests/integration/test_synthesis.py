@@ -952,6 +952,40 @@ def http_get(address, port, timeout=60):
     return data.decode(errors="replace")
 
 
+def test_forwarded_port_taken_meanwhile(tmp_path, nic_saved, monkeypatch):
+    """The port picked for a forward is taken by another process before
+    QEMU binds it: QEMU fails on it, and is started again on another."""
+    from qemu_handoff.synthesis import launcher
+    from qemu_handoff.synthesis.confinement import UidPool
+    taken = socket.create_server(("127.0.0.1", 0))
+    picks = []
+
+    def free_port(address):
+        picks.append(taken.getsockname()[1] if not picks
+                     else launcher.free_port.__wrapped__(address))
+        return picks[-1]
+    free_port.__wrapped__ = launcher.free_port
+    monkeypatch.setattr(launcher, "free_port", free_port)
+    _, description = overlay_file.read_info(nic_saved.path)
+    workdir = tmp_path / "vm"
+    workdir.mkdir()
+    # QEMU reads a local overlay itself, under its own uid.
+    overlay = shutil.copy(nic_saved.path, tmp_path / "web.overlay")
+    os.chmod(overlay, 0o644)
+    vm = launcher.LaunchedVM("race", str(workdir), description,
+                             nic_saved.base, forwards=[8080],
+                             overlay=str(overlay), host_files=[GUEST],
+                             uids=UidPool())
+    try:
+        vm.start()
+        assert len(picks) == 2 and vm.ports == {8080: picks[1]}, picks
+        assert vm.proc.poll() is None
+        vm.wait_loaded()
+    finally:
+        vm.stop(remove_files=True)
+        taken.close()
+
+
 def test_two_clients_over_wan_get_their_service(tmp_path, nic_saved):
     """Over the WAN, mutual TLS (the default): one client's two VMs, then
     its third refused by the per-client quota before its overlay is

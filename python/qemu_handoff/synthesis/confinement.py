@@ -151,7 +151,8 @@ def confined_command(args, uid, workdir, read_only, cpus, cgroup=None):
     """@args (QEMU's command line) run through confine.py: as @uid (and
     gid), seeing @read_only (host paths) and @workdir (writable)."""
     root = os.path.join(workdir, ".root")
-    os.mkdir(root, 0o700)
+    if not os.path.isdir(root):         # made by an earlier attempt
+        os.mkdir(root, 0o700)
     qemu = os.path.realpath(args[0])
     spec = {
         "uid": uid, "gid": uid, "cwd": workdir, "root": root,

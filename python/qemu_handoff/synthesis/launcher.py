@@ -36,6 +36,11 @@ SANDBOX = ("-sandbox", "on,obsolete=deny,elevateprivileges=deny,"
                        "spawn=deny,resourcecontrol=deny")
 
 DEFAULT_QEMU = os.path.join(TOP, "build", "qemu", "qemu-system-x86_64")
+# A forwarded port is picked free, closed, and bound by QEMU a moment
+# later: another process may take it meanwhile. QEMU then fails at once,
+# saying so, and is started again on other ports.
+PORT_RACE = "Could not set up host forwarding rule"
+PORT_ATTEMPTS = 3
 
 
 class LaunchError(Exception):
@@ -227,7 +232,17 @@ class LaunchedVM:
     def start(self):
         """Starts QEMU and has it listen for the stream on stream_path."""
         try:
-            self._start()
+            for attempt in range(PORT_ATTEMPTS):
+                if attempt:
+                    self.args = self._command()
+                try:
+                    self._start()
+                    break
+                except LaunchError:
+                    if attempt + 1 == PORT_ATTEMPTS or \
+                            PORT_RACE not in self.failure():
+                        raise
+                    self._end()
         finally:
             if self.uids:
                 # From now on its process and its files hold the uid.
@@ -266,13 +281,23 @@ class LaunchedVM:
                               f"{self.failure()}") from None
 
     def _wait_for_monitor(self, timeout):
+        """Until QEMU accepts on its QMP socket. It makes the socket early
+        and may still fail on a later option (a forwarded port taken) and
+        exit, the socket left behind: so its end is watched meanwhile."""
         deadline = time.monotonic() + timeout
-        # A socket QEMU listens on (the file, QEMU's, might be anything).
-        while not stat.S_ISSOCK(_mode(self.qmp_path)):
+        while True:
             if self.proc.poll() is not None:
                 raise LaunchError("QEMU exited")
             if time.monotonic() > deadline:
                 raise LaunchError("no QMP monitor")
+            # A socket QEMU listens on (the file, QEMU's, might be anything).
+            if stat.S_ISSOCK(_mode(self.qmp_path)):
+                with socket.socket(socket.AF_UNIX) as probe:
+                    try:
+                        probe.connect(self.qmp_path)
+                        return
+                    except OSError:
+                        pass
             time.sleep(0.02)
 
     def failure(self):
@@ -314,6 +339,8 @@ class LaunchedVM:
     def _end(self):
         end_qemu(self.qmp, self.proc)
         self.qmp = None
+        if os.path.lexists(self.qmp_path):
+            os.unlink(self.qmp_path)    # the next attempt waits for its own
 
     def stop(self, remove_files=False):
         self._end()
