@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import struct
@@ -529,6 +530,30 @@ def test_service_synthesizes_identical_vm(tmp_path, saved, bases_dir):
         service.stop()
 
 
+def test_launch_runs_confined(tmp_path, saved, base):
+    """`launch` (no service) confines its QEMU too; the overlay, readable
+    by root only, is handed to it open."""
+    workdir = tmp_path / "vm"
+    proc = subprocess.Popen(
+        [sys.executable, SYNTHESIS, "launch", saved.path, "--base", base,
+         "--host-files", GUEST, "--workdir", str(workdir), "--name",
+         "launched-here"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("VM launched-here running"), \
+            line + proc.stderr.read()
+        status = qemu_status("launched-here")
+        assert "Seccomp:\t2\n" in status
+        uid = int(re.search(r"^Uid:\t(\d+)", status, re.M).group(1))
+        assert uid >= 200000 and os.stat(workdir).st_uid == uid
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    with pytest.raises(AssertionError, match="no QEMU runs"):
+        qemu_pid("launched-here")
+
+
 def refused_by_service(service, overlay, *extra):
     """Runs the client on @overlay against @service; it must fail. Returns
     its message; the service must have launched nothing (no VM files)."""
@@ -969,12 +994,11 @@ def test_forwarded_port_taken_meanwhile(tmp_path, nic_saved, monkeypatch):
     _, description = overlay_file.read_info(nic_saved.path)
     workdir = tmp_path / "vm"
     workdir.mkdir()
-    # QEMU reads a local overlay itself, under its own uid.
-    overlay = shutil.copy(nic_saved.path, tmp_path / "web.overlay")
-    os.chmod(overlay, 0o644)
+    # The overlay is readable by root only: QEMU is handed it open.
+    assert os.stat(nic_saved.path).st_mode & 0o077 == 0
     vm = launcher.LaunchedVM("race", str(workdir), description,
                              nic_saved.base, forwards=[8080],
-                             overlay=str(overlay), host_files=[GUEST],
+                             overlay=nic_saved.path, host_files=[GUEST],
                              uids=UidPool())
     try:
         vm.start()

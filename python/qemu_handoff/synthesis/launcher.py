@@ -171,7 +171,7 @@ class LaunchedVM:
         self.stream_path = os.path.join(workdir, "stream.sock")
         self.uids, self.uid = uids, uids.take() if uids else None
         self.cgroup, self.cgroup_dir = cgroup, None
-        self.proc = self.qmp = self._log = None
+        self.proc = self.qmp = self._log = self.overlay_fd = None
         self.relays = []
         try:
             self._prepare(description, base_dir, forwards, address,
@@ -199,6 +199,11 @@ class LaunchedVM:
         self.extra_args = list(extra_args)
         self.base_dir = base_dir
         self.overlay = overlay and os.path.realpath(overlay)
+        # A confined QEMU is given the local overlay open (QEMU's fd set
+        # 1, /dev/fdset/1): the file needs to be readable by us, not by
+        # the VM's uid, and is not in its mount namespace.
+        self.overlay_fd = os.open(self.overlay, os.O_RDONLY | os.O_CLOEXEC) \
+            if overlay and self.uid is not None else None
         self.args = self._command()
 
     def _command(self):
@@ -223,6 +228,10 @@ class LaunchedVM:
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
             "-S", *(a.replace("{workdir}", workdir)
                     for a in self.extra_args)]
+        if self.overlay_fd is not None:
+            return args + ["-add-fd", f"fd={self.overlay_fd},set=1",
+                           "-handoff", f"base={_escape(self.base_dir)},"
+                                       f"overlay=/dev/fdset/1"]
         if self.overlay:
             return args + ["-handoff", f"base={_escape(self.base_dir)},"
                                        f"overlay={_escape(self.overlay)}"]
@@ -257,17 +266,17 @@ class LaunchedVM:
                 self.cgroup_dir = self.cgroup.create(self.name, ram, cpus)
             command = confined_command(
                 self.args, self.uid, self.workdir,
-                [*self.host_dirs, *([self.overlay] if self.overlay else [])],
-                cpus, self.cgroup_dir)
+                self.host_dirs, cpus, self.cgroup_dir)
         # The log is read through our own descriptor: the directory is
         # QEMU's, which could put a link to a host file in its place.
         if self._log:
             self._log.close()
         self._log = open(self.log_path, "w+", opener=lambda p, f: os.open(
             p, f | os.O_NOFOLLOW, 0o600))
-        self.proc = subprocess.Popen(command, stdout=self._log,
-                                     stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            pass_fds=() if self.overlay_fd is None else (self.overlay_fd,))
         try:
             self._wait_for_monitor(120)
             self.qmp = QMPClient(self.qmp_path, timeout=120)
@@ -350,6 +359,9 @@ class LaunchedVM:
             self.cgroup.remove(self.cgroup_dir)
         if self._log:
             self._log.close()
+        if self.overlay_fd is not None:
+            os.close(self.overlay_fd)
+            self.overlay_fd = None
         if remove_files:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
