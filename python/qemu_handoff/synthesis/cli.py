@@ -305,8 +305,9 @@ def parser():
                    "topology included); refused likewise (4)")
     confinement_options(s)
     s.add_argument("--cgroup", metavar="DIR", help="a cgroup v2 directory "
-                   "delegated to the service (memory, pids and cpu "
-                   "controllers available): each VM runs in a child with "
+                   "delegated to the service, not its own (memory, pids "
+                   "and cpu controllers available): each VM runs in a "
+                   "child with "
                    "memory.max (its RAM + 512 MiB), pids.max and cpu.max "
                    "(its vCPUs); without it only rlimits bound a VM's "
                    "QEMU")
