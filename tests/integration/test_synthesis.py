@@ -897,11 +897,13 @@ def test_policy_refuses_what_reaches_the_host(args, cause):
         check_args(ok + args, ["/usr/share/qemu"])
 
 
-def test_confinement_uids_and_cgroup(tmp_path):
+def test_confinement_uids_and_cgroup(tmp_path, monkeypatch):
     """VM uids skip accounts' and groups' ids, running processes' and
-    those held; a range holding an account's is refused. A delegated
+    those held; a range holding an account's, or overlapping a user's
+    subordinate ids (/etc/subuid), is refused. A delegated
     cgroup (here a stand-in directory: this host's cgroup v2 has no
     memory controller) gets a child per VM with its limits."""
+    from qemu_handoff.synthesis import confinement
     from qemu_handoff.synthesis.confinement import (
         Cgroup, ConfinementError, UidPool, check_range)
     with open("/etc/passwd") as f:
@@ -918,6 +920,13 @@ def test_confinement_uids_and_cgroup(tmp_path):
     with pytest.raises(ConfinementError, match="holds id 0"):
         check_range(0, 10)
     check_range(200000, 65536)
+    subuid = tmp_path / "subuid"
+    subuid.write_text("alice:100000:65536\nbob:265000:10\n")
+    monkeypatch.setattr(confinement, "_subordinate", lambda path: [
+        tuple(int(x) if x.isdigit() else x for x in ln.split(":"))
+        for ln in subuid.read_text().split()])
+    with pytest.raises(ConfinementError, match="overlaps bob's"):
+        check_range(200000, 65536)
 
     fake = tmp_path / "cgroup"
     fake.mkdir()

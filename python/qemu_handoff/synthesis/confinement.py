@@ -92,8 +92,20 @@ class UidPool:
             self._held.discard(uid)
 
 
+def _subordinate(path):
+    """The ranges of /etc/subuid or /etc/subgid: (owner, first, count)."""
+    try:
+        with open(path) as f:
+            fields = [ln.strip().split(":") for ln in f]
+    except OSError:
+        return []
+    return [(n, int(a), int(c)) for n, a, c in
+            (x for x in fields if len(x) == 3) if a.isdigit() and c.isdigit()]
+
+
 def check_range(first, count):
-    """Refuses a range that holds root or an account's or group's id."""
+    """Refuses a range that holds root or an account's or group's id, or
+    overlaps a user's subordinate ids (its containers' uids)."""
     ids = range(first, first + count)
     taken = sorted((_ids("/etc/passwd") | _ids("/etc/group")) & set(ids))
     if first <= 0 or count <= 0 or taken:
@@ -101,6 +113,12 @@ def check_range(first, count):
             f"uid range {first}..{first + count - 1} is not for VMs: "
             f"{'it holds id ' + str(taken[0]) if taken else 'empty or root'}"
             f" (pick ids no account or group uses)")
+    for path in ("/etc/subuid", "/etc/subgid"):
+        for owner, start, n in _subordinate(path):
+            if start < first + count and first < start + n:
+                raise ConfinementError(
+                    f"uid range {first}..{first + count - 1} is not for "
+                    f"VMs: it overlaps {owner}'s subordinate ids in {path}")
 
 
 class Cgroup:
