@@ -278,7 +278,7 @@ class LaunchedVM:
             stdin=subprocess.DEVNULL,
             pass_fds=() if self.overlay_fd is None else (self.overlay_fd,))
         try:
-            self._wait_for_monitor(120)
+            wait_for_monitor(self.proc, self.qmp_path, 120)
             self.qmp = QMPClient(self.qmp_path, timeout=120)
             if not self.overlay:
                 self.qmp.cmd("migrate-incoming",
@@ -288,26 +288,6 @@ class LaunchedVM:
             self._end()
             raise LaunchError(f"QEMU did not start ({e}): "
                               f"{self.failure()}") from None
-
-    def _wait_for_monitor(self, timeout):
-        """Until QEMU accepts on its QMP socket. It makes the socket early
-        and may still fail on a later option (a forwarded port taken) and
-        exit, the socket left behind: so its end is watched meanwhile."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise LaunchError("QEMU exited")
-            if time.monotonic() > deadline:
-                raise LaunchError("no QMP monitor")
-            # A socket QEMU listens on (the file, QEMU's, might be anything).
-            if stat.S_ISSOCK(_mode(self.qmp_path)):
-                with socket.socket(socket.AF_UNIX) as probe:
-                    try:
-                        probe.connect(self.qmp_path)
-                        return
-                    except OSError:
-                        pass
-            time.sleep(0.02)
 
     def failure(self):
         if not self._log or self._log.closed:
@@ -364,6 +344,29 @@ class LaunchedVM:
             self.overlay_fd = None
         if remove_files:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def wait_for_monitor(proc, path, timeout):
+    """Until QEMU (@proc) accepts on its QMP socket @path. It makes the
+    socket early and may still fail on a later option (a drive, a
+    forwarded port taken) and exit, the socket left behind: so its end is
+    watched meanwhile, not only the socket (a QMP client would wait its
+    whole timeout). Raises RuntimeError if QEMU exited, TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError("QEMU exited")
+        if time.monotonic() > deadline:
+            raise TimeoutError("no QMP monitor")
+        # A socket QEMU listens on (the file, QEMU's, might be anything).
+        if stat.S_ISSOCK(_mode(path)):
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(path)
+                    return
+                except OSError:
+                    pass
+        time.sleep(0.02)
 
 
 def _mode(path):
