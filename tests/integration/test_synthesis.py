@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import struct
@@ -443,17 +444,62 @@ class SynthesizedVM(GuestVM):
         self.qmp.close()
 
 
-def qemu_status(name):
-    """/proc/PID/status of the QEMU running VM @name (-name NAME)."""
+def qemu_pid(name):
+    """The PID of the QEMU running VM @name (-name NAME)."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 if f"\0-name\0{name}\0".encode() in f.read():
-                    with open(f"/proc/{pid}/status") as status:
-                        return status.read()
+                    return int(pid)
         except OSError:
             continue
     raise AssertionError(f"no QEMU runs VM {name}")
+
+
+def qemu_status(name):
+    """/proc/PID/status of the QEMU running VM @name."""
+    with open(f"/proc/{qemu_pid(name)}/status") as status:
+        return status.read()
+
+
+def assert_confined(service, name):
+    """VM @name's QEMU runs as a uid and gid of its own from the service's
+    range, sees none of the host's files but its own directory (and
+    read-only system files, base, firmware), and runs within its limits."""
+    pid = qemu_pid(name)
+    status = qemu_status(name)
+    ids = {k: v.split() for k, v in re.findall(r"^(Uid|Gid|Groups):\t(.*)$",
+                                                status, re.M)}
+    uid, gid = int(ids["Uid"][0]), int(ids["Gid"][0])
+    assert len(set(ids["Uid"])) == 1 and len(set(ids["Gid"])) == 1, ids
+    assert uid >= 200000 and gid == uid and ids["Groups"] == [str(gid)], ids
+    with open("/etc/passwd") as f:
+        assert uid not in [int(ln.split(":")[2]) for ln in f if ":" in ln]
+    workdir = os.path.join(service.workdir, name)
+    st = os.stat(workdir)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (uid, gid, 0o700)
+    st = os.stat(os.path.join(workdir, "disk.qcow2"))
+    assert (st.st_uid, st.st_mode & 0o777) == (uid, 0o600)
+    # Its own mount namespace: the host's files are not there.
+    assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink(
+        "/proc/self/ns/mnt")
+    root = f"/proc/{pid}/root"
+    for host_only in ("/etc/passwd", "/root", "/home", "/var",
+                      service.log_path,
+                      os.path.join(os.path.dirname(service.workdir),
+                                   "bases")):
+        assert not os.path.lexists(root + host_only), host_only
+    assert os.path.isdir(root + workdir)
+    # Its root is read-only; its directory, the same as the host's, not.
+    with pytest.raises(OSError, match="Read-only file system"):
+        open(root + "/planted", "w")
+    assert os.path.samefile(root + workdir, workdir)
+    with open(f"/proc/{pid}/limits") as f:
+        limits = f.read()
+    assert re.search(r"^Max open files +1024 +1024 ", limits, re.M), limits
+    assert re.search(r"^Max processes +\d+ +\d+ ", limits, re.M), limits
+    assert re.search(r"^Max core file size +0 +0 ", limits, re.M), limits
+    return uid
 
 
 def synthesize(service_addr, overlay, *extra):
@@ -483,8 +529,9 @@ def test_service_synthesizes_identical_vm(tmp_path, saved, bases_dir):
         assert set(result) - {"client-seconds"} == {
             "ok", "vm", "state", "address", "ports",
             "overlay-bytes", "timings"}, result
-        # Its QEMU runs under the seccomp filter (mode 2).
+        # Its QEMU runs under the seccomp filter (mode 2), confined.
         assert "Seccomp:\t2\n" in qemu_status(result["vm"])
+        assert_confined(service, result["vm"])
         vm = SynthesizedVM(result, service)
         try:
             assert_is_saved_vm(saved, vm)
@@ -495,6 +542,30 @@ def test_service_synthesizes_identical_vm(tmp_path, saved, bases_dir):
     finally:
         service.stop()
     assert not qemu_runs(result["vm"]), "--stop-vms-on-exit left it"
+
+
+def test_launch_runs_confined(tmp_path, saved, base):
+    """`launch` (no service) confines its QEMU too; the overlay, readable
+    by root only, is handed to it open."""
+    workdir = tmp_path / "vm"
+    proc = subprocess.Popen(
+        [sys.executable, SYNTHESIS, "launch", saved.path, "--base", base,
+         "--workdir", str(workdir), "--name",
+         "launched-here"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("VM launched-here running"), \
+            line + proc.stderr.read()
+        status = qemu_status("launched-here")
+        assert "Seccomp:\t2\n" in status
+        uid = int(re.search(r"^Uid:\t(\d+)", status, re.M).group(1))
+        assert uid >= 200000 and os.stat(workdir).st_uid == uid
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    with pytest.raises(AssertionError, match="no QEMU runs"):
+        qemu_pid("launched-here")
 
 
 def refused_by_service(service, overlay, *extra):
@@ -536,7 +607,9 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
         service.stop()
         service = Service(str(tmp_path), bases_dir, free_tcp_port(),
                           extra=("--max-clients", "1",
-                                 "--client-timeout", "3"))
+                                 "--client-timeout", "3",
+                                 "--max-vm-ram-mib", "512",
+                                 "--max-vm-cpus", "2"))
         for how, cause in (("truncated", "overlay truncated: its stream "
                             "has"),
                            ("corrupted", "overlay corrupted: the SHA-256")):
@@ -566,6 +639,16 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
         def foreign_disk(d):
             d["devices"][0]["properties"]["drive"] = "other"
 
+        def machine(key, value):
+            return lambda d: d["machine"].update({key: value})
+
+        def machine_sized(ram, cpus):
+            def change(d):
+                d["machine"].update({"ram-bytes": ram, "max-ram-bytes": ram,
+                                     "cpus": cpus, "max-cpus": cpus})
+                d["machine"]["topology"]["sockets"] = cpus
+            return change
+
         for change, cause in ((other_base, f"unknown base {'0' * 32}"),
                               (host_file, "device 1: model 'loader' is not "
                                "allowed"),
@@ -577,7 +660,18 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
                               (bad_disks, "overlay description's disks are "
                                "not a list"),
                               (foreign_disk, "device 0 (virtio-blk-pci): its "
-                               "drive is not a disk the overlay carries")):
+                               "drive is not a disk the overlay carries"),
+                              # More than this service gives one VM (QEMU's
+                              # -m and -smp are generated from these).
+                              (machine("ram-bytes", 1 << 30),
+                               "ram-bytes must be whole MiB, without "
+                               "hotpluggable memory"),
+                              (machine_sized(1 << 30, 1),
+                               "ram-bytes 1073741824 exceeds this "
+                               "cloudlet's limit of 512 MiB"),
+                              (machine_sized(256 << 20, 4),
+                               "max-cpus 4 exceeds this cloudlet's limit "
+                               "of 2")):
             message = refused_by_service(
                 service, rewritten_description(saved, tmp_path, change))
             assert cause in message, message
@@ -1028,6 +1122,57 @@ def test_service_bounds_each_client_in_time(tmp_path, saved, bases_dir):
         service.stop()
 
 
+def test_confinement_uids_and_cgroup(tmp_path, monkeypatch):
+    """VM uids skip accounts' and groups' ids, running processes' and
+    those held; a range holding an account's, or overlapping a user's
+    subordinate ids (/etc/subuid), is refused. A delegated
+    cgroup (here a stand-in directory: this host's cgroup v2 has no
+    memory controller) gets a child per VM with its limits."""
+    from qemu_handoff.synthesis import confinement
+    from qemu_handoff.synthesis.confinement import (
+        Cgroup, ConfinementError, UidPool, check_range)
+    with open("/etc/passwd") as f:
+        account = max(int(ln.split(":")[2]) for ln in f if ":" in ln)
+    pool = UidPool(account, 3)
+    first = pool.take()
+    assert first != account and pool.take() != first
+    with pytest.raises(ConfinementError, match="no free uid"):
+        pool.take()
+    pool.give_back(first)
+    assert pool.take() == first
+    with pytest.raises(ConfinementError, match=f"holds id {account}"):
+        check_range(account - 1, 5)
+    with pytest.raises(ConfinementError, match="holds id 0"):
+        check_range(0, 10)
+    check_range(200000, 65536)
+    subuid = tmp_path / "subuid"
+    subuid.write_text("alice:100000:65536\nbob:265000:10\n")
+    monkeypatch.setattr(confinement, "_subordinate", lambda path: [
+        tuple(int(x) if x.isdigit() else x for x in ln.split(":"))
+        for ln in subuid.read_text().split()])
+    with pytest.raises(ConfinementError, match="overlaps bob's"):
+        check_range(200000, 65536)
+
+    fake = tmp_path / "cgroup"
+    fake.mkdir()
+    (fake / "cgroup.controllers").write_text("cpuset cpu io memory\n")
+    with pytest.raises(ConfinementError, match="lacks the pids"):
+        Cgroup(str(fake))
+    (fake / "cgroup.controllers").write_text("cpu io memory pids\n")
+    cgroup = Cgroup(str(fake))
+    assert (fake / "cgroup.subtree_control").read_text() == \
+        "+memory +pids +cpu"
+    child = cgroup.create("vm-1", 256 << 20, 2)
+    limits = {f: (fake / "vm-1" / f).read_text()
+              for f in ("memory.max", "pids.max", "cpu.max")}
+    assert limits == {"memory.max": str(768 << 20), "pids.max": "130",
+                      "cpu.max": "200000 100000"}, limits
+    for f in limits:
+        os.unlink(os.path.join(child, f))
+    cgroup.remove(child)
+    assert not os.path.exists(child)
+
+
 # --- two clients at once over the WAN, a service answering through its
 # forwarded port -------------------------------------------------------------
 
@@ -1064,6 +1209,38 @@ def http_get(address, port, timeout=60):
         while chunk := s.recv(65536):
             data += chunk
     return data.decode(errors="replace")
+
+
+def test_forwarded_port_taken_meanwhile(tmp_path, nic_saved, monkeypatch):
+    """The port picked for a forward is taken by another process before
+    QEMU binds it: QEMU fails on it, and is started again on another."""
+    from qemu_handoff.synthesis import launcher
+    from qemu_handoff.synthesis.confinement import UidPool
+    taken = socket.create_server(("127.0.0.1", 0))
+    picks = []
+
+    def free_port(address):
+        picks.append(taken.getsockname()[1] if not picks
+                     else launcher.free_port.__wrapped__(address))
+        return picks[-1]
+    free_port.__wrapped__ = launcher.free_port
+    monkeypatch.setattr(launcher, "free_port", free_port)
+    _, description = overlay_file.read_info(nic_saved.path)
+    workdir = tmp_path / "vm"
+    workdir.mkdir()
+    # The overlay is readable by root only: QEMU is handed it open.
+    assert os.stat(nic_saved.path).st_mode & 0o077 == 0
+    vm = launcher.LaunchedVM("race", str(workdir), description,
+                             nic_saved.base, forwards=[8080],
+                             overlay=nic_saved.path, uids=UidPool())
+    try:
+        vm.start()
+        assert len(picks) == 2 and vm.ports == {8080: picks[1]}, picks
+        assert vm.proc.poll() is None
+        vm.wait_loaded()
+    finally:
+        vm.stop(remove_files=True)
+        taken.close()
 
 
 def test_two_clients_over_wan_get_their_service(tmp_path, nic_saved):

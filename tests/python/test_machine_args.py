@@ -163,11 +163,14 @@ HOSTILE = {
         (_set(["machine", "cpu-type"], "host-x86_64-cpu"),
          "cpu-type 'host-x86_64-cpu' is not allowed"),
     "more RAM than the cloudlet allows":
-        (_set(["machine", "ram-bytes"], 64 << 30), "ram-bytes must be"),
+        (lambda d: d["machine"].update({"ram-bytes": 64 << 30,
+                                        "max-ram-bytes": 64 << 30}),
+         "ram-bytes 68719476736 exceeds this cloudlet's limit of 1024 MiB"),
     "hotpluggable memory":
         (_set(["machine", "max-ram-bytes"], 1 << 30), "max-ram-bytes"),
     "more CPUs than the cloudlet allows":
-        (_set(["machine", "cpus"], 64), "cpus must be an integer in 1..4"),
+        (lambda d: d["machine"].update({"cpus": 64, "max-cpus": 64}),
+         "max-cpus 64 exceeds this cloudlet's limit of 4"),
     "a boolean for a number":
         (_set(["machine", "cpus"], True), "cpus must be an integer"),
     "a topology that does not multiply":

@@ -8,6 +8,11 @@ launcher      the QEMU process that loads an overlay, with the
 service       the cloudlet's synthesis service (handoff-synthesis.py serve)
 client        sending an overlay to it (handoff-synthesis.py synthesize)
 create        an overlay made offline from a VM's images
+confinement   each VM's QEMU confined: its uid, limits, cgroup
+confine       run as root between fork and QEMU's exec: the mount
+              namespace, the uid (a script of the standard library only)
+registry      each VM's record (vm.json): VMs found again after a restart
+base_check    each base verified once per service, again when it changes
 port_relay    forwarded guest ports
 cli           scripts/handoff-synthesis.py
 

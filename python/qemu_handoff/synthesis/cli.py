@@ -15,6 +15,8 @@ import threading
 
 from ..formats import overlay as overlay_file
 from .client import SynthesisFailed, manage, synthesize
+from .confinement import (DEFAULT_FIRST_UID, DEFAULT_UIDS, Cgroup,
+                          ConfinementError, UidPool, check_range)
 from .create import CreateError, create_overlay
 from .launcher import DEFAULT_QEMU, LaunchedVM, LaunchError
 from ..formats.overlay import OverlayError
@@ -94,11 +96,33 @@ def transport(args, host, role):
             client_context)(args.tls_creds)
 
 
+def uid_range(text):
+    first, _, count = text.partition(":")
+    if not first.isdigit() or not count.isdigit():
+        raise argparse.ArgumentTypeError(f"'{text}' is not FIRST:COUNT")
+    return int(first), int(count)
+
+
+def confinement(args, workdir):
+    """The VMs' UidPool and Cgroup, or (--unconfined) none."""
+    if args.unconfined:
+        return None, None
+    if os.geteuid() != 0:
+        sys.exit("handoff-synthesis: confining VMs (own uid, mount "
+                 "namespace) needs root; run as root, or give "
+                 "--unconfined for VMs you trust")
+    check_range(*args.vm_uids)
+    cgroup = getattr(args, "cgroup", None)
+    return (UidPool(*args.vm_uids, workdir=workdir),
+            Cgroup(cgroup) if cgroup else None)
+
+
 def cmd_serve(args):
     tls = transport(args, args.listen[0], "serve")
     # Spool, disks, sockets and logs: the service's and its VMs' alone.
     os.umask(0o077)
     os.makedirs(args.workdir, mode=0o700, exist_ok=True)
+    uids, cgroup = confinement(args, os.path.abspath(args.workdir))
     server = SynthesisServer(args.listen, args.bases, args.workdir, tls=tls,
                              max_clients=args.max_clients,
                              max_vms=args.max_vms,
@@ -109,12 +133,14 @@ def cmd_serve(args):
                              paused=args.paused,
                              client_timeout=args.client_timeout,
                              transfer_timeout=args.transfer_timeout,
-                             log=log)
+                             uids=uids, cgroup=cgroup,
+                             max_vm_ram_mib=args.max_vm_ram_mib,
+                             max_vm_cpus=args.max_vm_cpus, log=log)
     bases = server.bases()
     print(f"handoff-synthesis: serving {len(bases)} base(s) from "
           f"{args.bases} on {args.listen[0]}:{server.server_address[1]} "
-          f"({'mutual TLS' if tls else 'plaintext, loopback only'})",
-          flush=True)
+          f"({'mutual TLS' if tls else 'plaintext, loopback only'}; VMs "
+          f"{confined_as(args, cgroup)})", flush=True)
     # SIGTERM ends the service like Ctrl-C; its VMs run on unless
     # --stop-vms-on-exit (a restart finds them again).
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
@@ -128,6 +154,14 @@ def cmd_serve(args):
         if args.stop_vms_on_exit:
             server.stop_vms()
         server.server_close()
+
+
+def confined_as(args, cgroup):
+    if args.unconfined:
+        return "unconfined"
+    first, count = args.vm_uids
+    return (f"confined: uids {first}..{first + count - 1}, "
+            f"{'cgroup ' + cgroup.path if cgroup else 'rlimits'}")
 
 
 def cmd_stop_all(args):
@@ -185,12 +219,14 @@ def cmd_stop(args):
 
 def cmd_launch(args):
     _, description = overlay_file.read_info(args.overlay)
-    workdir = args.workdir or tempfile.mkdtemp(prefix="handoff-vm-")
+    workdir = os.path.abspath(args.workdir or
+                              tempfile.mkdtemp(prefix="handoff-vm-"))
     os.makedirs(workdir, exist_ok=True)
+    uids, _ = (None, None) if args.print_command else \
+        confinement(args, None)
     vm = LaunchedVM(args.name, workdir, description, args.base,
                     qemu=args.qemu, forwards=args.forward,
-                    overlay=os.path.abspath(args.overlay),
-)
+                    overlay=os.path.abspath(args.overlay), uids=uids)
     if args.print_command:
         print(" ".join(vm.args))
         return
@@ -221,9 +257,33 @@ def client_options(p, json_help):
     p.add_argument("--json", action="store_true", help=json_help)
 
 
+def confinement_options(p):
+    p.add_argument("--vm-uids", type=uid_range, metavar="FIRST:COUNT",
+                   default=(DEFAULT_FIRST_UID, DEFAULT_UIDS),
+                   help="the uids each VM's QEMU gets one of (its gid the "
+                   "same number), none an account or group may use "
+                   f"({DEFAULT_FIRST_UID}:{DEFAULT_UIDS})")
+    p.add_argument("--unconfined", action="store_true",
+                   help="run QEMU as this process's user, seeing the "
+                   "host's files (needed without root; for VMs you trust "
+                   "only)")
+
+
 def add_serve(sub):
     """serve and its options: the cloudlet's side."""
-    s = sub.add_parser("serve", help="run the cloudlet's synthesis service")
+    s = sub.add_parser(
+        "serve", help="run the cloudlet's synthesis service",
+        description="Receives overlays over TCP (mutual TLS) and launches "
+        "each VM from its machine description, through an allowlist. "
+        "Every VM's QEMU is confined: a uid and gid of its own from "
+        "--vm-uids (its directory and images are that uid's), a mount "
+        "namespace holding only the system's files, QEMU, the firmware "
+        "and the base read-only and its own directory, rlimits (open "
+        "files, threads, no core dump) and, with --cgroup, memory.max, "
+        "pids.max and cpu.max; QEMU's seccomp sandbox on top. Confining "
+        "needs root (or --unconfined). RAM and vCPUs above "
+        "--max-vm-ram-mib / --max-vm-cpus are refused before the stream is "
+        "read. See docs/synthesis.md.")
     s.add_argument("--bases", required=True,
                    help="directory of base directories (each with base.json)")
     s.add_argument("--listen", type=host_port, default=("0.0.0.0", 7070),
@@ -263,6 +323,20 @@ def add_serve(sub):
                    help="stop the VMs when the service ends; without it "
                    "they run on and a service restarted on the same "
                    "--workdir finds them again")
+    s.add_argument("--max-vm-ram-mib", type=int, default=4096,
+                   help="RAM one VM may have (its description's "
+                   "machine.ram-bytes); larger overlays are refused before "
+                   "their stream is read (4096)")
+    s.add_argument("--max-vm-cpus", type=int, default=4,
+                   help="vCPUs one VM may have (its description's "
+                   "machine.max-cpus); refused likewise (4)")
+    confinement_options(s)
+    s.add_argument("--cgroup", metavar="DIR", help="a cgroup v2 directory "
+                   "delegated to the service, not its own (memory, pids "
+                   "and cpu controllers available): each VM runs in a "
+                   "child with memory.max (its RAM + 512 MiB), pids.max "
+                   "and cpu.max (its vCPUs); without it only rlimits bound "
+                   "a VM's QEMU")
     s.add_argument("--paused", action="store_true",
                    help="leave each VM paused once verified and loaded "
                    "(resume it with `cont` on its QMP socket, "
@@ -342,6 +416,7 @@ def parser():
     la.add_argument("--qemu", default=DEFAULT_QEMU)
     la.add_argument("--print-command", action="store_true",
                     help="print the QEMU command line instead")
+    confinement_options(la)
     la.set_defaults(func=cmd_launch)
 
     i = sub.add_parser("info", help="print an overlay's description")
@@ -355,7 +430,7 @@ def main():
     try:
         args.func(args)
     except (OverlayError, SynthesisFailed, LaunchError, CreateError,
-            TransportError, OSError) as e:
+            TransportError, ConfinementError, OSError) as e:
         sys.exit(f"handoff-synthesis: {e}")
     except KeyboardInterrupt:
         sys.exit("handoff-synthesis: interrupted")

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from .launcher import DEFAULT_QEMU, qemu_failure
+from .launcher import DEFAULT_QEMU, qemu_failure, wait_for_monitor
 from ..qmp import QMPClient, QMPError, end_qemu
 
 # Options this tool owns: the VM's options must not bring their own.
@@ -67,11 +67,7 @@ class _PausedQEMU:
                 from None
 
     def _connect(self):
-        deadline = time.monotonic() + 60
-        while not os.path.exists(self.qmp_path):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise CreateError("no monitor")
-            time.sleep(0.02)
+        wait_for_monitor(self.proc, self.qmp_path, 60)
         self.qmp = QMPClient(self.qmp_path, timeout=120)
 
     def failure(self):

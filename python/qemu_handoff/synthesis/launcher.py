@@ -8,15 +8,19 @@ the overlay carries gets a fresh image (an overlay on the base's disk, or
 an empty image of the disk's size), the first serial port a console of
 ours, the user-mode NIC the forwarded ports, and QEMU waits for the stream
 (-incoming defer), its VM paused (-S) until everything has been checked.
+Confined (with a UidPool): its own uid, a mount namespace, limits
+(confinement.py).
 """
 
 import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import time
 
+from .confinement import confined_command
 from .machine_args import Limits, machine_args
 from .port_relay import PortRelay
 from ..qmp import QMPClient, QMPError, end_qemu
@@ -27,13 +31,19 @@ from ..paths import FIRMWARE_DIRS, TOP
 # seccomp filter (the fork is built with it, as Debian's QEMU is): no
 # obsolete system calls, no setuid, no fork or exec, no changing of its
 # scheduling or resources. A guest that breaks out of the device models
-# lands in a process that can do little more than QEMU's work.
+# lands in a process that can do little more than QEMU's work. (So QEMU
+# cannot drop privileges itself, -runas: confine.py does it before exec.)
 SANDBOX = ("-sandbox", "on,obsolete=deny,elevateprivileges=deny,"
                        "spawn=deny,resourcecontrol=deny")
 
 # A base's boot files (kernel, initrd, firmware), named in descriptions.
 BOOT_DIR = "boot"
 DEFAULT_QEMU = os.path.join(TOP, "build", "qemu", "qemu-system-x86_64")
+# A forwarded port is picked free, closed, and bound by QEMU a moment
+# later: another process may take it meanwhile. QEMU then fails at once,
+# saying so, and is started again on other ports.
+PORT_RACE = "Could not set up host forwarding rule"
+PORT_ATTEMPTS = 3
 
 
 class LaunchError(Exception):
@@ -55,8 +65,9 @@ def _qemu_img(qemu):
     return os.path.join(os.path.dirname(qemu), "qemu-img")
 
 
-def make_disks(description, base_dir, workdir, qemu):
-    """A fresh image per disk the overlay carries: region -> path."""
+def make_disks(description, base_dir, workdir, qemu, owner=None):
+    """A fresh image per disk the overlay carries: region -> path; each
+    the VM's uid's alone (@owner: uid, gid), if confined."""
     disks = {}
     for disk in description.get("disks", []):
         region = disk["region"]
@@ -72,6 +83,9 @@ def make_disks(description, base_dir, workdir, qemu):
         if run.returncode:
             raise LaunchError(f"cannot create the image of disk {region}: "
                               f"{run.stderr.strip()}")
+        if owner:
+            os.chown(path, *owner)
+            os.chmod(path, 0o600)
         disks[region] = path
     return disks
 
@@ -81,9 +95,13 @@ def qemu_failure(log_path):
     handoff's lines if any, else its last ones."""
     try:
         with open(log_path, errors="replace") as f:
-            lines = [ln.strip() for ln in f if ln.strip()]
+            return _causes(f.read())
     except OSError:
-        lines = []
+        return _causes("")
+
+
+def _causes(text):
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     causes = [ln for ln in lines if "handoff:" in ln] or lines[-3:]
     return "; ".join(causes) or "no message"
 
@@ -103,86 +121,161 @@ class LaunchedVM:
 
     def __init__(self, name, workdir, description, base_dir, qemu=None,
                  forwards=(), address="127.0.0.1", accel=None,
-                 extra_args=(), overlay=None, limits=None):
+                 extra_args=(), overlay=None, limits=None, uids=None,
+                 cgroup=None):
         """@overlay: a local overlay file QEMU reads itself (-handoff
         overlay=); otherwise QEMU waits for the stream on stream_path.
         @limits: what the VM may have (machine_args.Limits). Raises
         OverlayError naming what the description asks that is not
-        allowed, before anything is made."""
-        base_dir = os.path.abspath(base_dir)
-        limits = limits or Limits()
-        boot_dir = os.path.join(base_dir, BOOT_DIR)
-        check_machine(description, base_dir, forwards, limits)
+        allowed, before anything is made.
+        @uids: the UidPool QEMU's uid comes from (None: not confined);
+        @cgroup: the confinement.Cgroup the VM gets a child of."""
+        base_dir = os.path.realpath(base_dir)
+        self.limits = limits or Limits()
+        check_machine(description, base_dir, forwards, self.limits)
+        # What the VM's mount namespace holds of the host: the base (its
+        # boot/ files included) and the firmware, read-only.
+        self.host_dirs = [base_dir, *FIRMWARE_DIRS]
         self.name = name
         self.workdir = workdir
+        self.description = description
         self.qemu = qemu or DEFAULT_QEMU
         self.qmp_path = os.path.join(workdir, "qmp.sock")
         self.console_path = os.path.join(workdir, "console.sock")
         self.serial_path = os.path.join(workdir, "serial.log")
         self.log_path = os.path.join(workdir, "qemu.log")
         self.stream_path = os.path.join(workdir, "stream.sock")
+        self.uids, self.uid = uids, uids.take() if uids else None
+        self.cgroup, self.cgroup_dir = cgroup, None
+        self.proc = self.qmp = self._log = self.overlay_fd = None
+        self.relays = []
+        try:
+            self._prepare(description, base_dir, forwards, address,
+                          accel, extra_args, overlay)
+        except BaseException:
+            if self.uids:
+                self.uids.give_back(self.uid)
+            raise
+
+    def _prepare(self, description, base_dir, forwards, address,
+                 accel, extra_args, overlay):
+        workdir = self.workdir
+        if self.uid is not None:
+            # The VM's directory is its uid's; nothing else of the host.
+            os.chown(workdir, self.uid, self.uid)
+            os.chmod(workdir, 0o700)
         # QEMU forwards from loopback; other addresses go through a relay
         # (port_relay.py says why). ports: guest port -> public port.
-        loopback = {int(p): free_port("127.0.0.1") for p in forwards}
-        self.relays = [] if address == "127.0.0.1" else [
-            PortRelay(address, p) for p in loopback.values()]
-        self.ports = dict(zip(loopback, (r.port for r in self.relays))) \
-            if self.relays else loopback
-        self.disks = make_disks(description, base_dir, workdir, self.qemu)
-        accel = accel or description["machine"]["accel"]
+        self.forwards = [int(p) for p in forwards]
+        self.address = address
+        self.disks = make_disks(description, base_dir, workdir, self.qemu,
+                                None if self.uid is None
+                                else (self.uid, self.uid))
+        self.accel = accel or description["machine"]["accel"]
+        self.extra_args = list(extra_args)
+        self.base_dir = base_dir
+        self.overlay = overlay and os.path.realpath(overlay)
+        # A confined QEMU is given the local overlay open (QEMU's fd set
+        # 1, /dev/fdset/1): the file needs to be readable by us, not by
+        # the VM's uid, and is not in its mount namespace.
+        self.overlay_fd = os.open(self.overlay, os.O_RDONLY | os.O_CLOEXEC) \
+            if overlay and self.uid is not None else None
+        self.args = self._command()
+
+    def _command(self):
+        """QEMU's command line, on newly picked loopback ports."""
+        loopback = {p: free_port("127.0.0.1") for p in self.forwards}
+        if self.address == "127.0.0.1":
+            self.ports = loopback
+        else:
+            if not self.relays:
+                self.relays = [PortRelay(self.address, p)
+                               for p in loopback.values()]
+            for relay, port in zip(self.relays, loopback.values()):
+                relay.target = port
+            self.ports = dict(zip(loopback, (r.port for r in self.relays)))
+        workdir = self.workdir
         firmware = [a for d in FIRMWARE_DIRS for a in ("-L", d)]
-        self.args = [
-            self.qemu, "-name", name, "-accel", accel, "-display", "none",
-            "-no-user-config", *SANDBOX, *firmware,
-            *machine_args(description, limits, boot_dir, self.disks,
+        args = [
+            self.qemu, "-name", self.name, "-accel", self.accel,
+            "-display", "none", "-no-user-config", *SANDBOX, *firmware,
+            *machine_args(self.description, self.limits,
+                          os.path.join(self.base_dir, BOOT_DIR), self.disks,
                           forwards=loopback),
             "-chardev", f"socket,id=console,path={self.console_path},"
                         f"server=on,wait=off,logfile={self.serial_path}",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
-            "-S", *(a.replace("{workdir}", workdir) for a in extra_args)]
-        if overlay:
-            self.args += ["-handoff", f"base={_escape(base_dir)},"
-                                      f"overlay={_escape(overlay)}"]
-        else:
-            self.args += ["-handoff", f"base={_escape(base_dir)}",
-                          "-incoming", "defer"]
-        self.overlay = overlay
-        self.proc = None
-        self.qmp = None
+            "-S", *(a.replace("{workdir}", workdir)
+                    for a in self.extra_args)]
+        if self.overlay_fd is not None:
+            return args + ["-add-fd", f"fd={self.overlay_fd},set=1",
+                           "-handoff", f"base={_escape(self.base_dir)},"
+                                       f"overlay=/dev/fdset/1"]
+        if self.overlay:
+            return args + ["-handoff", f"base={_escape(self.base_dir)},"
+                                       f"overlay={_escape(self.overlay)}"]
+        return args + ["-handoff", f"base={_escape(self.base_dir)}",
+                       "-incoming", "defer"]
 
     def start(self):
         """Starts QEMU and has it listen for the stream on stream_path."""
-        with open(self.log_path, "w") as log:
-            # A session of its own: the VM outlives a service ended by a
-            # signal to its process group (Ctrl-C).
-            self.proc = subprocess.Popen(self.args, stdout=log,
-                                         stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
         try:
-            self._wait_for_monitor(120)
+            for attempt in range(PORT_ATTEMPTS):
+                if attempt:
+                    self.args = self._command()
+                try:
+                    self._start()
+                    break
+                except LaunchError:
+                    if attempt + 1 == PORT_ATTEMPTS or \
+                            PORT_RACE not in self.failure():
+                        raise
+                    self._end()
+        finally:
+            if self.uids:
+                # From now on its process and its files hold the uid.
+                self.uids.give_back(self.uid)
+        return self
+
+    def _start(self):
+        command = self.args
+        if self.uid is not None:
+            machine = self.description["machine"]
+            ram, cpus = machine["ram-bytes"], machine["max-cpus"]
+            if self.cgroup and not self.cgroup_dir:
+                self.cgroup_dir = self.cgroup.create(self.name, ram, cpus)
+            command = confined_command(
+                self.args, self.uid, self.workdir,
+                self.host_dirs, cpus, self.cgroup_dir)
+        # The log is read through our own descriptor: the directory is
+        # QEMU's, which could put a link to a host file in its place.
+        if self._log:
+            self._log.close()
+        self._log = open(self.log_path, "w+", opener=lambda p, f: os.open(
+            p, f | os.O_NOFOLLOW, 0o600))
+        # A session of its own: the VM outlives a service ended by a
+        # signal to its process group (Ctrl-C).
+        self.proc = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+            pass_fds=() if self.overlay_fd is None else (self.overlay_fd,))
+        try:
+            wait_for_monitor(self.proc, self.qmp_path, 120)
             self.qmp = QMPClient(self.qmp_path, timeout=120)
             if not self.overlay:
                 self.qmp.cmd("migrate-incoming",
                              uri=f"unix:{self.stream_path}")
         except (OSError, TimeoutError, QMPError, RuntimeError,
                 LaunchError) as e:
-            self.stop()
+            self._end()
             raise LaunchError(f"QEMU did not start ({e}): "
                               f"{self.failure()}") from None
-        return self
-
-    def _wait_for_monitor(self, timeout):
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(self.qmp_path):
-            if self.proc.poll() is not None:
-                raise LaunchError("QEMU exited")
-            if time.monotonic() > deadline:
-                raise LaunchError("no QMP monitor")
-            time.sleep(0.02)
 
     def failure(self):
-        return qemu_failure(self.log_path)
+        if not self._log or self._log.closed:
+            return "no message"
+        return _causes(os.pread(self._log.fileno(), 1 << 20, 0).decode(
+            errors="replace"))
 
     def wait_loaded(self, timeout=600):
         """Waits until QEMU loaded the whole stream; raises LaunchError
@@ -214,10 +307,52 @@ class LaunchedVM:
             self.qmp.close()
             self.qmp = None
 
-    def stop(self, remove_files=False):
+    def _end(self):
         end_qemu(self.qmp, self.proc)
         self.qmp = None
+        if os.path.lexists(self.qmp_path):
+            os.unlink(self.qmp_path)    # the next attempt waits for its own
+
+    def stop(self, remove_files=False):
+        self._end()
         for relay in self.relays:
             relay.close()
+        if self.cgroup_dir:
+            self.cgroup.remove(self.cgroup_dir)
+        if self._log:
+            self._log.close()
+        if self.overlay_fd is not None:
+            os.close(self.overlay_fd)
+            self.overlay_fd = None
         if remove_files:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def wait_for_monitor(proc, path, timeout):
+    """Until QEMU (@proc) accepts on its QMP socket @path. It makes the
+    socket early and may still fail on a later option (a drive, a
+    forwarded port taken) and exit, the socket left behind: so its end is
+    watched meanwhile, not only the socket (a QMP client would wait its
+    whole timeout). Raises RuntimeError if QEMU exited, TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError("QEMU exited")
+        if time.monotonic() > deadline:
+            raise TimeoutError("no QMP monitor")
+        # A socket QEMU listens on (the file, QEMU's, might be anything).
+        if stat.S_ISSOCK(_mode(path)):
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(path)
+                    return
+                except OSError:
+                    pass
+        time.sleep(0.02)
+
+
+def _mode(path):
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return 0

@@ -231,14 +231,19 @@ class Generator:
         if not isinstance(m.get("type"), str) or \
                 not MACHINE_TYPE.match(m["type"]):
             _refuse("machine", f"type {_shown(m.get('type'))} is not allowed")
-        ram = _int_field(m, "ram-bytes", 16 << 20, self.limits.max_ram_bytes,
-                         "machine")
+        ram = _int_field(m, "ram-bytes", 16 << 20, 1 << 50, "machine")
         if ram % (1 << 20) or m.get("max-ram-bytes") != ram:
             _refuse("machine", "ram-bytes must be whole MiB, without "
                                "hotpluggable memory (max-ram-bytes)")
-        cpus = _int_field(m, "cpus", 1, self.limits.max_cpus, "machine")
-        max_cpus = _int_field(m, "max-cpus", cpus, self.limits.max_cpus,
-                              "machine")
+        if ram > self.limits.max_ram_bytes:
+            _refuse("machine", f"ram-bytes {ram} exceeds this cloudlet's "
+                               f"limit of {self.limits.max_ram_bytes >> 20} "
+                               f"MiB")
+        cpus = _int_field(m, "cpus", 1, 1024, "machine")
+        max_cpus = _int_field(m, "max-cpus", cpus, 1024, "machine")
+        if max_cpus > self.limits.max_cpus:
+            _refuse("machine", f"max-cpus {max_cpus} exceeds this "
+                               f"cloudlet's limit of {self.limits.max_cpus}")
         topology = m.get("topology")
         _only(topology, frozenset(TOPOLOGY_FIELDS), "machine.topology")
         shape = [_int_field(topology, k, 1, max_cpus, "machine.topology")

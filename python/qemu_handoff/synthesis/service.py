@@ -45,6 +45,7 @@ import traceback
 from ..formats import manifest
 from ..formats import overlay as overlay_file
 from .base_check import TOOL, BaseCheckFailed, VerifiedBases
+from .confinement import ConfinementError
 from .launcher import LaunchedVM, LaunchError, check_machine
 from .machine_args import Limits
 from .registry import LOADING, VMRecord, scan
@@ -274,6 +275,9 @@ class Spool:
     def __init__(self, path):
         self.path = path
         self._writer = open(path, "wb")
+        # Opened now, before QEMU runs: the directory is QEMU's uid's, which
+        # could put a link to a host file in the spool's place later.
+        self._reader = open(path, "rb")
         self._cond = threading.Condition()
         self.written = 0
         self.done = False
@@ -307,7 +311,7 @@ class Spool:
         """Copies everything received into @out until the end (or an
         error: then stops, the stream being incomplete)."""
         offset = 0
-        with open(self.path, "rb") as f:
+        with self._reader as f:
             while True:
                 with self._cond:
                     while self.written == offset and not self.done:
@@ -378,7 +382,9 @@ class Synthesis:
                              qemu=self.server.qemu, forwards=ports,
                              address=self.server.forward_address,
                              extra_args=self.server.qemu_args,
-                             limits=self.server.limits).start()
+                             limits=self.server.limits,
+                             uids=self.server.uids,
+                             cgroup=self.server.cgroup).start()
         # Recorded at once: a service that ends now leaves no QEMU that a
         # restart would not find (and stop: it never finished loading).
         self.record = VMRecord.of(self.owner, self.vm, LOADING,
@@ -443,9 +449,11 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
                  max_bytes=4 << 30, qemu=None, qemu_args=(),
                  forward_address="127.0.0.1", paused=False,
                  client_timeout=120, transfer_timeout=3600, log=print,
-                 base_tool=TOOL):
+                 base_tool=TOOL, uids=None, cgroup=None,
+                 max_vm_ram_mib=4096, max_vm_cpus=4):
         """@tls: the ssl.SSLContext clients must pass (transport.py), or
-        None for plaintext (the CLI allows it on loopback only)."""
+        None for plaintext (the CLI allows it on loopback only).
+        @uids, @cgroup: the VMs' confinement (launcher.LaunchedVM)."""
         super().__init__(address, SynthesisHandler)
         self.tls = tls
         self.bases_dir = os.path.abspath(bases_dir)
@@ -456,10 +464,12 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         self.qemu_args = list(qemu_args)
         self.forward_address = forward_address
         self.paused = paused
-        self.limits = Limits()
+        self.limits = Limits(max_ram_bytes=max_vm_ram_mib << 20,
+                             max_cpus=max_vm_cpus)
         self.client_timeout = client_timeout
         self.transfer_timeout = transfer_timeout
         self.log = log
+        self.uids, self.cgroup = uids, cgroup
         self.vms = VMLedger(max_vms, max_vms_per_client)
         self.verified = VerifiedBases(log, base_tool)
         self._syntheses = set()     # under way, for abandon_syntheses()
@@ -580,7 +590,8 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
             server.vms.reserve(owner)
             reserved = True
             result = synthesis.run()
-        except (Refused, OverlayError, LaunchError, OSError) as e:
+        except (Refused, OverlayError, LaunchError, ConfinementError,
+                OSError) as e:
             synthesis.abandon()
             refusal = refused(e)
         except Exception:          # a bug of ours: the client still hears
