@@ -52,12 +52,27 @@ def ask(address, port, line, timeout=600):
         return read_json_line(s)
 
 
+# Under TLS 1.3 the service checks the client's certificate after the
+# client's side of the handshake is done: a refused client learns it on
+# its first read or write, as an alert, a reset or a bare end of stream,
+# whichever the race between the two sides gives.
+TLS_REFUSED = ("the service ended the TLS session without an answer: it "
+               "lets in only clients whose certificate its CA signed, not "
+               "expired and not revoked")
+
+
 def _read_answer(sock, timeout):
     sock.settimeout(timeout)
-    answer = read_json_line(sock)
+    try:
+        answer = read_json_line(sock)
+    except (ssl.SSLError, ConnectionResetError) as e:
+        if not isinstance(sock, ssl.SSLSocket):
+            raise
+        raise SynthesisFailed(f"{TLS_REFUSED} ({e})") from None
     if answer is None:
-        raise SynthesisFailed("the service closed the connection without "
-                              "an answer")
+        raise SynthesisFailed(TLS_REFUSED if isinstance(sock, ssl.SSLSocket)
+                              else "the service closed the connection "
+                                   "without an answer")
     return answer
 
 
@@ -106,16 +121,16 @@ def synthesize(address, path, forward=(), name=None, progress=sys.stderr,
                "forward": [int(p) for p in forward]}
     start = time.monotonic()
     with _connect(address, tls, tls_name) as sock, open(path, "rb") as f:
-        sock.sendall(json.dumps(request).encode() + b"\n")
         try:
+            sock.sendall(json.dumps(request).encode() + b"\n")
             complete = _send(sock, f, total, progress)
             # The end of the file is the end of the overlay: a short one
             # is found truncated, not waited for. (Under TLS a half-close
             # would end the session: the service's deadlines end it.)
             if tls is None:
                 sock.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            complete = False
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            complete = False            # the answer says why, if any
         if progress:
             if complete:
                 _progress(total, total, start, progress)
@@ -133,7 +148,10 @@ def manage(address, request, tls=None, tls_name=None, timeout=60):
     connects; returns its answer, or raises SynthesisFailed with the
     service's reason."""
     with _connect(address, tls, tls_name) as sock:
-        sock.sendall(json.dumps(request).encode() + b"\n")
+        try:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass                        # the answer says why, if any
         answer = _read_answer(sock, timeout)
     if not answer.get("ok"):
         raise SynthesisFailed(answer.get("error", "refused"))
