@@ -1049,6 +1049,34 @@ def test_service_verifies_a_base_once_until_its_files_change(base):
         failing.check(base, base_id)
 
 
+def test_clients_file_limits_bases_and_vms(tmp_path, saved, bases_dir):
+    """serve --clients: a client may use only the bases the file names
+    for it (another is refused as a base the cloudlet does not hold), up
+    to its own VM count; a client the file does not name is refused. All
+    before a byte of the overlay's stream, no VM made."""
+    ca, service_creds, phone0 = cloudlet_credentials(tmp_path)
+    phone1 = ca.credentials(str(tmp_path), "phone1", "client", "phone1")
+    stranger = ca.credentials(str(tmp_path), "stranger", "client", "x")
+    clients = tmp_path / "clients.json"
+    clients.write_text(json.dumps({
+        "phone0": {"bases": ["another"], "max-vms": 4},
+        "phone1": {"max-vms": 0}}))
+    service = Service(str(tmp_path), bases_dir, free_tcp_port(),
+                      tls=service_creds, extra=("--clients", str(clients)))
+    try:
+        base_id = overlay_file.read_info(saved.path)[1]["base"]["id"]
+        for creds, cause in (
+                (phone0, f"unknown base {base_id}: this cloudlet does not "
+                         f"hold it"),
+                (phone1, "quota: you hold 0 VMs here"),
+                (stranger, "this service takes no syntheses from you")):
+            message = refused_by_service(service, saved.path, "--tls-creds",
+                                         creds, "--tls-name", SERVICE_NAME)
+            assert cause in message, message
+    finally:
+        service.stop()
+
+
 def test_plaintext_only_on_loopback(tmp_path, saved, bases_dir):
     for command, cause in (
             (["serve", "--bases", bases_dir, "--listen", "0.0.0.0:7070",

@@ -15,6 +15,7 @@ import threading
 
 from ..formats import overlay as overlay_file
 from .client import SynthesisFailed, manage, synthesize
+from .client_policy import ClientPolicy, ClientPolicyError
 from .confinement import (DEFAULT_FIRST_UID, DEFAULT_UIDS, Cgroup,
                           ConfinementError, UidPool, check_range)
 from .create import CreateError, create_overlay
@@ -123,6 +124,7 @@ def cmd_serve(args):
     os.umask(0o077)
     os.makedirs(args.workdir, mode=0o700, exist_ok=True)
     uids, cgroup = confinement(args, os.path.abspath(args.workdir))
+    policy = ClientPolicy.load(args.clients) if args.clients else None
     server = SynthesisServer(args.listen, args.bases, args.workdir, tls=tls,
                              max_clients=args.max_clients,
                              max_vms=args.max_vms,
@@ -135,7 +137,8 @@ def cmd_serve(args):
                              transfer_timeout=args.transfer_timeout,
                              uids=uids, cgroup=cgroup,
                              max_vm_ram_mib=args.max_vm_ram_mib,
-                             max_vm_cpus=args.max_vm_cpus, log=log)
+                             max_vm_cpus=args.max_vm_cpus, policy=policy,
+                             log=log)
     bases = server.bases()
     print(f"handoff-synthesis: serving {len(bases)} base(s) from "
           f"{args.bases} on {args.listen[0]}:{server.server_address[1]} "
@@ -305,6 +308,11 @@ def add_serve(sub):
     s.add_argument("--max-vms-per-client", type=int, default=4,
                    help="VMs one client (one certificate name) may hold "
                    "(4)")
+    s.add_argument("--clients", metavar="FILE", help="what each client "
+                   "(certificate name; \"*\": any other) may ask, as JSON: "
+                   "{NAME: {\"bases\": [BASE, ...], \"max-vms\": N}}; BASE "
+                   "is a name in --bases. A client not in it (nor \"*\") is "
+                   "refused. Without it: any base, --max-vms-per-client")
     s.add_argument("--max-bytes", type=int, default=4 << 30,
                    help="largest overlay stream accepted (4 GiB)")
     s.add_argument("--forward-address", default="127.0.0.1",
@@ -430,7 +438,8 @@ def main():
     try:
         args.func(args)
     except (OverlayError, SynthesisFailed, LaunchError, CreateError,
-            TransportError, ConfinementError, OSError) as e:
+            TransportError, ConfinementError, ClientPolicyError,
+            OSError) as e:
         sys.exit(f"handoff-synthesis: {e}")
     except KeyboardInterrupt:
         sys.exit("handoff-synthesis: interrupted")

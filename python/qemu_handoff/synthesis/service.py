@@ -45,6 +45,7 @@ import traceback
 from ..formats import manifest
 from ..formats import overlay as overlay_file
 from .base_check import TOOL, BaseCheckFailed, VerifiedBases
+from .client_policy import ClientPolicy
 from .confinement import ConfinementError
 from .launcher import LaunchedVM, LaunchError, check_machine
 from .machine_args import Limits
@@ -148,8 +149,11 @@ class VMLedger:
     --max-vms-per-client bound. A synthesis takes its place before it
     reads the overlay and gives it back if refused."""
 
-    def __init__(self, max_total, max_per_owner):
+    def __init__(self, max_total, max_per_owner, policy=None):
+        """@policy: a ClientPolicy, which may give a client its own
+        bound instead of @max_per_owner."""
         self.max_total, self.max_per_owner = max_total, max_per_owner
+        self.policy = policy or ClientPolicy()
         self._lock = threading.Lock()
         self._vms = []                          # VMRecords
         self._pending = collections.Counter()
@@ -178,7 +182,7 @@ class VMLedger:
             if total >= self.max_total:
                 raise Refused(f"busy: this service runs {self.max_total} "
                               f"VMs, the most it takes; retry later")
-            if mine >= self.max_per_owner:
+            if mine >= self.policy.max_vms(owner, self.max_per_owner):
                 raise Refused(f"quota: you hold {mine} VMs here, the most "
                               f"this service gives one client")
             self._pending[owner] += 1
@@ -352,7 +356,8 @@ class Synthesis:
         description = overlay_file.parse_description(raw)
         base_id = description["base"]["id"]
         base_dir = self.server.bases().get(base_id)
-        if not base_dir:
+        if not base_dir or not self.server.policy.may_use(
+                self.owner, os.path.basename(base_dir)):
             # Which bases the cloudlet holds is not the client's business.
             raise Refused(f"unknown base {base_id}: this cloudlet does not "
                           f"hold it")
@@ -450,9 +455,11 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
                  forward_address="127.0.0.1", paused=False,
                  client_timeout=120, transfer_timeout=3600, log=print,
                  base_tool=TOOL, uids=None, cgroup=None,
-                 max_vm_ram_mib=4096, max_vm_cpus=4):
+                 max_vm_ram_mib=4096, max_vm_cpus=4, policy=None):
         """@tls: the ssl.SSLContext clients must pass (transport.py), or
         None for plaintext (the CLI allows it on loopback only).
+        @policy: the ClientPolicy (serve --clients), or None: any client
+        any base.
         @uids, @cgroup: the VMs' confinement (launcher.LaunchedVM)."""
         super().__init__(address, SynthesisHandler)
         self.tls = tls
@@ -470,7 +477,8 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         self.transfer_timeout = transfer_timeout
         self.log = log
         self.uids, self.cgroup = uids, cgroup
-        self.vms = VMLedger(max_vms, max_vms_per_client)
+        self.policy = policy or ClientPolicy()
+        self.vms = VMLedger(max_vms, max_vms_per_client, self.policy)
         self.verified = VerifiedBases(log, base_tool)
         self._syntheses = set()     # under way, for abandon_syntheses()
         # The VMs of the service's previous runs (registry.py).
@@ -576,6 +584,11 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
 
     def _synthesize(self, server, peer, owner, clock, request):
         peer = f"synthesis from {peer}"
+        if not server.policy.admits(owner):
+            server.log(f"{peer}: refused, not among --clients")
+            self._answer({"ok": False, "error": "this service takes no "
+                          "syntheses from you"})
+            return
         if not server.try_enter():
             server.log(f"{peer}: refused, busy")
             self._answer({"ok": False, "error":
