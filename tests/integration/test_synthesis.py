@@ -532,6 +532,10 @@ def test_service_synthesizes_identical_vm(tmp_path, saved, bases_dir):
         # Its QEMU runs under the seccomp filter (mode 2), confined.
         assert "Seccomp:\t2\n" in qemu_status(result["vm"])
         assert_confined(service, result["vm"])
+        # The service verified the base: its QEMU is told, and skips it.
+        with open(f"/proc/{qemu_pid(result['vm'])}/cmdline", "rb") as f:
+            base_id = overlay_file.read_info(saved.path)[1]["base"]["id"]
+            assert f",verified-id={base_id}".encode() in f.read()
         vm = SynthesizedVM(result, service)
         try:
             assert_is_saved_vm(saved, vm)
@@ -1047,6 +1051,42 @@ def test_service_verifies_a_base_once_until_its_files_change(base):
     failing = VerifiedBases(log.append, tool="/bin/false")
     with pytest.raises(BaseCheckFailed, match="failed its verification"):
         failing.check(base, base_id)
+
+
+def test_qemu_trusts_verified_id_only_for_the_base_it_names(tmp_path,
+                                                           saved, base,
+                                                           vms):
+    """-handoff verified-id=ID (what the service gives for a base it
+    verified): QEMU skips its first-use re-hash, so a byte changed in the
+    base's disk goes unseen; with any other ID the index does not have,
+    the re-hash runs and finds it; a malformed ID is refused."""
+    from qemu_handoff.formats import manifest
+    changed = tmp_path / "changed-base"
+    subprocess.run(["cp", "-a", "--sparse=always", base, str(changed)],
+                   check=True)
+    disk = manifest.read(str(changed)).disk.path
+    with open(disk, "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        f.write(b"\x01")
+    base_id = manifest.read(base).id
+
+    def with_id(vm_id):
+        vm = qemu_with_overlay(tmp_path, str(changed), saved.path,
+                               name=f"v{vm_id[:4]}")
+        i = vm.args.index("-handoff") + 1
+        vm.args[i] = vm.args[i].replace(
+            f"base={changed},", f"base={changed},verified-id={vm_id},")
+        return vm
+
+    trusted = with_id(base_id).start()
+    vms.append(trusted)
+    assert trusted.wait_incoming()["status"] == "completed"
+    for vm_id, cause in (("0" * 32, "chunks differ from the index"),
+                         ("XYZ", "verified-id=XYZ: not a base content ID")):
+        vm = with_id(vm_id)
+        run = subprocess.run(vm.args, capture_output=True, text=True,
+                             timeout=120, stdin=subprocess.DEVNULL)
+        assert run.returncode != 0 and cause in run.stderr, run.stderr
 
 
 def test_clients_file_limits_bases_and_vms(tmp_path, saved, bases_dir):

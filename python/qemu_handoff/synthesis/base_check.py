@@ -64,9 +64,11 @@ class VerifiedBases:
 
     def check(self, base_dir, base_id):
         """Verifies the base at @base_dir (content ID @base_id) unless it
-        was verified and has not changed since; raises BaseCheckFailed."""
+        was verified and has not changed since; raises BaseCheckFailed.
+        True if the verdict is the service's (QEMU may be told so: -handoff
+        verified-id), False if there is no tool to verify with."""
         if not self.tool:
-            return
+            return False
         path = os.path.realpath(base_dir)
         with self._lock:
             lock = self._locks.setdefault(path, threading.Lock())
@@ -76,11 +78,14 @@ class VerifiedBases:
             except (OSError, base_manifest.ManifestError) as e:
                 raise BaseCheckFailed(f"{path}: {e}") from None
             if self._verified.get(path) == (base_id, before):
-                return
+                return True
             self._verify(path, base_id)
-            # Kept only if nothing changed while it was read.
-            if signature(path) == before:
-                self._verified[path] = (base_id, before)
+            # Kept only if nothing changed while it was read; a base that
+            # changed meanwhile is left to QEMU's own check this time.
+            if signature(path) != before:
+                return False
+            self._verified[path] = (base_id, before)
+            return True
 
     def _verify(self, path, base_id):
         start = time.monotonic()

@@ -122,16 +122,20 @@ class LaunchedVM:
     def __init__(self, name, workdir, description, base_dir, qemu=None,
                  forwards=(), address="127.0.0.1", accel=None,
                  extra_args=(), overlay=None, limits=None, uids=None,
-                 cgroup=None):
+                 cgroup=None, verified_id=None):
         """@overlay: a local overlay file QEMU reads itself (-handoff
         overlay=); otherwise QEMU waits for the stream on stream_path.
         @limits: what the VM may have (machine_args.Limits). Raises
         OverlayError naming what the description asks that is not
         allowed, before anything is made.
         @uids: the UidPool QEMU's uid comes from (None: not confined);
-        @cgroup: the confinement.Cgroup the VM gets a child of."""
+        @cgroup: the confinement.Cgroup the VM gets a child of.
+        @verified_id: the base's content ID, if the caller verified the
+        base itself (QEMU then skips its own re-hash: -handoff
+        verified-id)."""
         base_dir = os.path.realpath(base_dir)
         self.limits = limits or Limits()
+        self.verified_id = verified_id
         check_machine(description, base_dir, forwards, self.limits)
         # What the VM's mount namespace holds of the host: the base (its
         # boot/ files included) and the firmware, read-only.
@@ -207,15 +211,16 @@ class LaunchedVM:
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
             "-S", *(a.replace("{workdir}", workdir)
                     for a in self.extra_args)]
+        handoff = f"base={_escape(self.base_dir)}"
+        if self.verified_id:
+            handoff += f",verified-id={self.verified_id}"
         if self.overlay_fd is not None:
             return args + ["-add-fd", f"fd={self.overlay_fd},set=1",
-                           "-handoff", f"base={_escape(self.base_dir)},"
-                                       f"overlay=/dev/fdset/1"]
+                           "-handoff", f"{handoff},overlay=/dev/fdset/1"]
         if self.overlay:
-            return args + ["-handoff", f"base={_escape(self.base_dir)},"
-                                       f"overlay={_escape(self.overlay)}"]
-        return args + ["-handoff", f"base={_escape(self.base_dir)}",
-                       "-incoming", "defer"]
+            return args + ["-handoff",
+                           f"{handoff},overlay={_escape(self.overlay)}"]
+        return args + ["-handoff", handoff, "-incoming", "defer"]
 
     def start(self):
         """Starts QEMU and has it listen for the stream on stream_path."""

@@ -364,11 +364,12 @@ class Synthesis:
         check_machine(description, base_dir, request["forward"],
                       self.server.limits)
         try:
-            self.server.verified.check(base_dir, base_id)
+            verified = self.server.verified.check(base_dir, base_id)
         except BaseCheckFailed as e:
             raise Refused(f"this cloudlet cannot use base {base_id} now",
                           detail=str(e)) from None
         check = overlay_file.StreamCheck(header, raw)
+        self.verified_id = base_id if verified else None
         return self._launch(request, check, description, base_dir)
 
     def _launch(self, request, check, description, base_dir):
@@ -388,6 +389,7 @@ class Synthesis:
                              address=self.server.forward_address,
                              extra_args=self.server.qemu_args,
                              limits=self.server.limits,
+                             verified_id=self.verified_id,
                              uids=self.server.uids,
                              cgroup=self.server.cgroup).start()
         # Recorded at once: a service that ends now leaves no QEMU that a

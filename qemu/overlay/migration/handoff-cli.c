@@ -27,6 +27,7 @@ static QemuOptsList qemu_handoff_opts = {
         { .name = "random-order", .type = QEMU_OPT_BOOL },
         { .name = "shared-disks", .type = QEMU_OPT_STRING },
         { .name = "overlay", .type = QEMU_OPT_STRING },
+        { .name = "verified-id", .type = QEMU_OPT_STRING },
         { /* end of list */ }
     },
 };
@@ -58,22 +59,41 @@ bool handoff_cli_claims_incoming(const char **incoming, Error **errp)
     return true;
 }
 
-void handoff_cli_apply(bool incoming, Error **errp)
+/*
+ * verified-id=ID: the base at @base, of content ID ID, was verified by
+ * whoever started this QEMU; its first use skips the re-hash (and only if
+ * the index it opens has that ID).
+ */
+static bool trust_verified_base(QemuOpts *opts, const char *base,
+                                Error **errp)
 {
-    QemuOpts *opts = qemu_opts_find(&qemu_handoff_opts, NULL);
+    const char *id = qemu_opt_get(opts, "verified-id");
+    size_t i;
+
+    if (!id) {
+        return true;
+    }
+    for (i = 0; id[i]; i++) {
+        if (!g_ascii_isxdigit(id[i]) || g_ascii_isupper(id[i])) {
+            break;
+        }
+    }
+    if (i != 32 || id[i]) {
+        error_setg(errp, "-handoff verified-id=%s: not a base content ID "
+                   "(32 lowercase hex digits)", id);
+        return false;
+    }
+    handoff_base_trust_verified(base, id);
+    return true;
+}
+
+/* The handoff-* migration parameters the options set. */
+static bool set_parameters(QemuOpts *opts, const char *base, Error **errp)
+{
     MigrateSetParameters p = { 0 };
-    const char *base;
     uint64_t workers;
     Error *err = NULL;
 
-    if (!opts) {
-        return;
-    }
-    base = qemu_opt_get(opts, "base");
-    if (!base || !*base) {
-        error_setg(errp, "-handoff needs base=DIR");
-        return;
-    }
     p.has_handoff_base = true;
     p.handoff_base = (char *)base;
     if (qemu_opt_get(opts, "compression")) {
@@ -89,7 +109,7 @@ void handoff_cli_apply(bool incoming, Error **errp)
         if (workers > HANDOFF_MAX_THREADS) {
             error_setg(errp, "-handoff workers=%" PRIu64 ": at most %d",
                        workers, HANDOFF_MAX_THREADS);
-            return;
+            return false;
         }
         p.has_handoff_workers = true;
         p.handoff_workers = workers;
@@ -106,6 +126,27 @@ void handoff_cli_apply(bool incoming, Error **errp)
     qmp_migrate_set_parameters(&p, &err);
     if (err) {
         error_propagate_prepend(errp, err, "-handoff: ");
+        return false;
+    }
+    return true;
+}
+
+void handoff_cli_apply(bool incoming, Error **errp)
+{
+    QemuOpts *opts = qemu_opts_find(&qemu_handoff_opts, NULL);
+    const char *base;
+    Error *err = NULL;
+
+    if (!opts) {
+        return;
+    }
+    base = qemu_opt_get(opts, "base");
+    if (!base || !*base) {
+        error_setg(errp, "-handoff needs base=DIR");
+        return;
+    }
+    if (!set_parameters(opts, base, errp) ||
+        !trust_verified_base(opts, base, errp)) {
         return;
     }
 

@@ -82,6 +82,7 @@ bool handoff_manifest_parse(HandoffBaseStore *store, QDict *manifest,
                             Error **errp);
 bool handoff_manifest_bind(HandoffBaseStore *store, Error **errp);
 /* Re-hashes the base's files (once per process unless @force). */
+void handoff_base_trust_verified(const char *dir, const char *id);
 bool handoff_base_store_verify(HandoffBaseStore *store, bool force,
                                Error **errp);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HandoffBaseStore, handoff_base_store_free)
