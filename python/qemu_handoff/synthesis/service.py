@@ -484,7 +484,7 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         # The VMs of the service's previous runs (registry.py).
         found = scan(workdir, log)
         for record in found:
-            record.restore_relays(log)
+            record.restore_relays(log, forward_address)
         self.vms.adopt(found)
         self._slots = threading.BoundedSemaphore(max_clients)
         # Every connection costs a thread until it is refused or served,

@@ -1,0 +1,148 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The synthesis service against a compromised QEMU and hostile clients,
+without QEMU: its registry, ledger, QMP client and request handling
+driven directly, with stand-in processes, files under tmp_path and
+socket pairs.
+
+A VM's QEMU runs as a uid of its own which owns the VM's directory
+(WORKDIR/NAME): whatever is in there may be a FIFO, a link, a directory
+or a huge file, and the root service must trust none of it."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from qemu_handoff.synthesis import registry
+from qemu_handoff.synthesis.registry import VMRecord, scan, start_time
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+def finishes(fn, *args, timeout=5):
+    """fn(*args) in a thread: (its result or exception, seconds), or
+    AssertionError if it has not returned within @timeout (it hangs)."""
+    out = {}
+
+    def run():
+        try:
+            out["result"] = fn(*args)
+        except BaseException as e:          # noqa: B902 - reported below
+            out["error"] = e
+    start = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"{fn.__name__} still runs after {timeout} s"
+    return out, time.monotonic() - start
+
+
+@pytest.fixture
+def stand_ins():
+    procs = []
+
+    def start(*args, **kw):
+        proc = subprocess.Popen([*SLEEPER, *args], **kw)
+        procs.append(proc)
+        return proc
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def record_of(workdir, name, proc, uid=0, **fields):
+    os.makedirs(os.path.join(workdir, name), exist_ok=True)
+    values = dict(owner="phone0", name=name, pid=proc.pid,
+                  started=start_time(proc.pid), uid=uid, state="running",
+                  address="127.0.0.1", ports={}, loopback={},
+                  workdir=os.path.join(workdir, name))
+    values.update(fields)
+    return VMRecord(**values)
+
+
+# --- 1. records: the service's alone ---------------------------------------
+
+def test_records_are_not_in_the_vms_directory(tmp_path, stand_ins):
+    """A record is written where only the service writes (0600 in a 0700
+    directory of its own), nothing of it in the VM's directory."""
+    workdir = str(tmp_path / "vms")
+    record = record_of(workdir, "vm-a", stand_ins())
+    vm_dir = os.path.join(workdir, "vm-a")
+    os.chown(vm_dir, 250000, 250000)          # the VM's, as launcher makes it
+    record.save()
+    assert os.listdir(vm_dir) == []
+    records = os.path.join(workdir, registry.RECORDS)
+    st = os.lstat(records)
+    assert st.st_uid == os.geteuid() and st.st_mode & 0o777 == 0o700
+    st = os.lstat(os.path.join(records, "vm-a.json"))
+    assert st.st_uid == os.geteuid() and st.st_mode & 0o777 == 0o600
+    assert VMRecord.load(workdir, "vm-a").pid == record.pid
+
+
+def test_scan_skips_hostile_records_and_adopts_the_good_one(tmp_path,
+                                                              stand_ins):
+    """Records that are FIFOs, links, directories, huge files, JSON nested
+    past the recursion limit or with fields out of range are logged and
+    skipped, never hang the scan nor stop it; a VM directory's own
+    vm.json (an earlier release's place, the VM's to write) is not
+    read."""
+    workdir = str(tmp_path / "vms")
+    good = record_of(workdir, "vm-good", stand_ins())
+    good.save()
+    records = os.path.join(workdir, registry.RECORDS)
+    os.mkfifo(os.path.join(records, "vm-fifo.json"))
+    os.symlink(os.path.join(records, "vm-good.json"),
+               os.path.join(records, "vm-link.json"))
+    os.mkdir(os.path.join(records, "vm-dir.json"))
+    with open(os.path.join(records, "vm-huge.json"), "w") as f:
+        f.truncate(1 << 30)
+    doc = json.load(open(os.path.join(records, "vm-good.json")))
+    bad = {"vm-deep": "[" * 100000,
+           "vm-ports": dict(doc, name="vm-ports", ports={"80": 70000},
+                            loopback={"80": 1}),
+           "vm-keys": dict(doc, name="vm-keys", ports={"80": 8080},
+                           loopback={"81": 8080}),
+           "vm-uid": dict(doc, name="vm-uid", uid="0"),
+           "vm-name": dict(doc, name="../../etc"),
+           "vm-owner": dict(doc, name="vm-owner", owner="x" * 100000),
+           "vm-pid": dict(doc, name="vm-pid", pid=True)}
+    for name, value in bad.items():
+        with open(os.path.join(records, name + ".json"), "w") as f:
+            f.write(value if isinstance(value, str) else json.dumps(value))
+    # A VM directory's own vm.json: a FIFO that would block a reader.
+    os.makedirs(os.path.join(workdir, "vm-old"))
+    os.mkfifo(os.path.join(workdir, "vm-old", "vm.json"))
+    log = []
+    out, _ = finishes(scan, workdir, log.append)
+    assert "error" not in out, out
+    assert [r.name for r in out["result"]] == ["vm-good"], log
+    for name in ("fifo", "link", "dir", "huge", *(n[3:] for n in bad)):
+        assert any(f"vm-{name}.json: ignored" in line for line in log), \
+            (name, log)
+    assert any("vm-old/vm.json: an earlier release's record" in line
+               for line in log), log
+
+
+def test_records_dir_of_another_owner_is_not_read(tmp_path, stand_ins):
+    workdir = str(tmp_path / "vms")
+    record_of(workdir, "vm-a", stand_ins()).save()
+    os.chown(os.path.join(workdir, registry.RECORDS), 250000, 250000)
+    log = []
+    assert scan(workdir, log.append) == []
+    assert "is not this service's alone" in log[0], log
+
+
+def test_relays_only_on_the_services_own_address(tmp_path):
+    """A record whose address is not the service's --forward-address gets
+    no relay (a record is not trusted to pick where the service
+    listens)."""
+    record = VMRecord("phone0", "vm-x", 1, 1, 0, "running", "127.0.0.2",
+                      {8080: 40000}, {8080: 40001}, str(tmp_path / "vm-x"))
+    log = []
+    record.restore_relays(log.append, "127.0.0.3")
+    assert record.relays == [] and "not relayed" in log[0], log
