@@ -146,3 +146,52 @@ def test_relays_only_on_the_services_own_address(tmp_path):
     log = []
     record.restore_relays(log.append, "127.0.0.3")
     assert record.relays == [] and "not relayed" in log[0], log
+
+
+# --- 4. a VM known by what it cannot change --------------------------------
+
+VM_UID = 251000
+# Runs with real uid VM_UID but effective uid another: /proc/PID is the
+# effective uid's.
+OTHER_EUID = [sys.executable, "-c", "import os, time; "
+              f"os.setresuid({VM_UID}, {VM_UID + 1}, {VM_UID + 1}); "
+              "time.sleep(60)"]
+
+
+def test_vm_known_by_pid_start_and_uid_not_its_command_line(tmp_path,
+                                                            stand_ins):
+    """A QEMU that overwrote its command line (no -name NAME) is still the
+    VM; a process of another uid whose command line names the VM is
+    not."""
+    workdir = str(tmp_path / "vms")
+    rewritten = stand_ins(user=VM_UID, group=VM_UID)
+    impostor = stand_ins("-name", "vm-b")
+    time.sleep(0.2)
+    mine = record_of(workdir, "vm-a", rewritten, uid=VM_UID)
+    other = record_of(workdir, "vm-b", impostor, uid=VM_UID)
+    assert mine.alive()
+    assert not other.alive()
+    other.stop()
+    assert impostor.poll() is None, "a process not the VM's uid was signalled"
+
+
+def test_uid_pool_sees_the_real_uids_of_processes():
+    """The uids in use are read from /proc/PID/status (real, effective,
+    saved, filesystem), not from the owner of /proc/PID (the effective
+    uid only): no VM gets a uid another process still runs as. (The
+    review's case, a non-dumpable process, leaves /proc/PID its
+    effective uid's on Linux 6.18: task_dump_owner() spares world-
+    readable directories; only the files inside become root's.)"""
+    from qemu_handoff.synthesis.confinement import (ConfinementError,
+                                                    UidPool)
+    proc = subprocess.Popen(OTHER_EUID)
+    try:
+        deadline = time.monotonic() + 5
+        while os.stat(f"/proc/{proc.pid}").st_uid != VM_UID + 1:
+            assert time.monotonic() < deadline, "never took its uids"
+            time.sleep(0.02)
+        with pytest.raises(ConfinementError):
+            UidPool(first=VM_UID, count=1).take()
+    finally:
+        proc.kill()
+        proc.wait()
