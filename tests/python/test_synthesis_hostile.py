@@ -10,6 +10,7 @@ or a huge file, and the root service must trust none of it."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -195,3 +196,74 @@ def test_uid_pool_sees_the_real_uids_of_processes():
     finally:
         proc.kill()
         proc.wait()
+
+
+# --- 2. one VM's clean-up refuses no one -----------------------------------
+
+class FailingRecord:
+    """A record whose clean-up fails as a VM's directory can make it fail
+    (its qmp.sock replaced by a directory)."""
+
+    def __init__(self, owner="phone0", name="vm-bad", alive=False):
+        self.owner, self.name, self._alive = owner, name, alive
+        self.workdir = "/nonexistent/vm-bad"
+        self.stops = 0
+
+    def alive(self):
+        return self._alive
+
+    def stop(self):
+        self.stops += 1
+        self._alive = False     # its QEMU ended, its files' removal failed
+        raise IsADirectoryError(21, "Is a directory", "qmp.sock")
+
+    def public(self):
+        return {"vm": self.name}
+
+
+def test_ledger_prunes_past_a_failing_clean_up():
+    from qemu_handoff.synthesis.service import VMLedger
+    log = []
+    ledger = VMLedger(4, 4, log=log.append)
+    bad = FailingRecord()
+    ledger.adopt([bad, FailingRecord(name="vm-bad2")])
+    ledger.reserve("phone1")            # raised IsADirectoryError
+    assert ledger.owned_by("phone0") == [] and bad.stops == 1
+    assert ledger.take("phone0", "vm-bad") is None
+    assert any("VM vm-bad of phone0 ended, its clean-up failed" in line
+               for line in log), log
+
+
+def test_vm_end_removes_a_qmp_socket_replaced_by_a_directory(tmp_path):
+    """The VM's qmp.sock is a directory (holding a link to a file of the
+    host): removed as a tree, the link not followed."""
+    from qemu_handoff.synthesis.launcher import LaunchedVM
+    host_file = tmp_path / "host-file"
+    host_file.write_text("keep")
+    vm_dir = tmp_path / "vm-a"
+    (vm_dir / "qmp.sock").mkdir(parents=True)
+    os.symlink(host_file, vm_dir / "qmp.sock" / "link")
+    vm = object.__new__(LaunchedVM)
+    vm.qmp, vm.proc = None, subprocess.Popen(["true"])
+    vm.proc.wait()
+    vm.workdir, vm.qmp_path = str(vm_dir), str(vm_dir / "qmp.sock")
+    vm._end()
+    assert not os.path.lexists(vm_dir / "qmp.sock")
+    assert host_file.read_text() == "keep"
+
+
+def test_stop_is_answered_when_its_clean_up_fails(tmp_path):
+    from qemu_handoff.synthesis.service import SynthesisHandler, VMLedger
+    log = []
+    ledger = VMLedger(4, 4, log=log.append)
+    ledger.adopt([FailingRecord(alive=True)])
+    ours, theirs = socket.socketpair()
+    handler = object.__new__(SynthesisHandler)
+    handler.request = ours
+    server = type("Server", (), {"vms": ledger, "log": log.append})()
+    with ours, theirs:
+        handler._manage(server, "stop from test", "phone0",
+                        {"op": "stop", "name": "vm-bad"})
+        theirs.settimeout(5)
+        answer = json.loads(theirs.recv(65536))
+    assert answer == {"ok": True, "vm": "vm-bad", "state": "stopped"}, answer

@@ -171,7 +171,12 @@ def cmd_stop_all(args):
     """Stops the VMs recorded in a service's --workdir, the service
     running or not (one that runs forgets them when it next looks)."""
     for record in scan(args.workdir, log):
-        record.stop()
+        try:
+            record.stop()
+        except Exception as e:          # noqa: B902 - the next VM all the same
+            log(f"VM {record.name} of {record.owner}: clean-up failed: "
+                f"{type(e).__name__}: {e}")
+            continue
         log(f"VM {record.name} of {record.owner} stopped")
 
 

@@ -23,6 +23,7 @@ import time
 from .confinement import confined_command
 from .machine_args import Limits, machine_args
 from .port_relay import PortRelay
+from .registry import remove_entry
 from ..qmp import QMPClient, QMPError, end_qemu
 
 from ..paths import FIRMWARE_DIRS, TOP
@@ -310,8 +311,9 @@ class LaunchedVM:
     def _end(self):
         end_qemu(self.qmp, self.proc)
         self.qmp = None
-        if os.path.lexists(self.qmp_path):
-            os.unlink(self.qmp_path)    # the next attempt waits for its own
+        # The next attempt waits for its own. Whatever QEMU left in its
+        # place (a directory, a link: not followed) goes.
+        remove_entry(self.workdir, os.path.basename(self.qmp_path))
 
     def stop(self, remove_files=False):
         self._end()

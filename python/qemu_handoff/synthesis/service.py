@@ -149,23 +149,31 @@ class VMLedger:
     --max-vms-per-client bound. A synthesis takes its place before it
     reads the overlay and gives it back if refused."""
 
-    def __init__(self, max_total, max_per_owner, policy=None):
+    def __init__(self, max_total, max_per_owner, policy=None, log=print):
         """@policy: a ClientPolicy, which may give a client its own
         bound instead of @max_per_owner."""
         self.max_total, self.max_per_owner = max_total, max_per_owner
+        self.log = log
         self.policy = policy or ClientPolicy()
         self._lock = threading.Lock()
         self._vms = []                          # VMRecords
         self._pending = collections.Counter()
 
     def _prune(self):
-        """Forgets the VMs that ended (their records removed); locked."""
+        """Forgets the VMs that ended (their records removed); locked.
+        A clean-up that fails (the VM's directory is its QEMU's, which
+        may have put anything there) is logged: the VM is forgotten all
+        the same, and no one else refused for it."""
         live = []
         for record in self._vms:
             if record.alive():
                 live.append(record)
-            else:
+                continue
+            try:
                 record.stop()
+            except Exception as e:      # noqa: B902 - one VM's, logged
+                self.log(f"VM {record.name} of {record.owner} ended, its "
+                         f"clean-up failed: {type(e).__name__}: {e}")
         self._vms = live
 
     def adopt(self, records):
@@ -478,7 +486,8 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         self.log = log
         self.uids, self.cgroup = uids, cgroup
         self.policy = policy or ClientPolicy()
-        self.vms = VMLedger(max_vms, max_vms_per_client, self.policy)
+        self.vms = VMLedger(max_vms, max_vms_per_client, self.policy,
+                            log)
         self.verified = VerifiedBases(log, base_tool)
         self._syntheses = set()     # under way, for abandon_syntheses()
         # The VMs of the service's previous runs (registry.py).
@@ -577,7 +586,16 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
             server.log(f"{who}: refused, no VM {name!r} of theirs")
             self._answer({"ok": False, "error": f"no VM {name} of yours"})
             return
-        record.stop()
+        try:
+            record.stop()
+        except Exception as e:          # noqa: B902 - the VM's files' doing
+            server.log(f"{who}: {name}: clean-up failed: "
+                       f"{type(e).__name__}: {e}")
+            if record.alive():
+                server.vms.adopt([record])  # still counted, still theirs
+                self._answer({"ok": False, "error": f"VM {name} could not "
+                              f"be stopped; the operator is told"})
+                return
         shutil.rmtree(record.workdir, ignore_errors=True)
         server.log(f"{who}: {name} stopped, its files removed")
         self._answer({"ok": True, "vm": name, "state": "stopped"})
