@@ -267,3 +267,89 @@ def test_stop_is_answered_when_its_clean_up_fails(tmp_path):
         theirs.settimeout(5)
         answer = json.loads(theirs.recv(65536))
     assert answer == {"ok": True, "vm": "vm-bad", "state": "stopped"}, answer
+
+
+# --- 3. QMP reads and the stream's feed, bounded ---------------------------
+
+def hostile_qmp(path, then):
+    """A QMP server at @path that greets, accepts qmp_capabilities, then
+    answers the next command with then(connection)."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+            conn.recv(4096)
+            conn.sendall(b'{"return": {}}\n')
+            conn.recv(4096)
+            try:
+                then(conn)
+            except OSError:
+                pass
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def endless(chunk, seconds=10):
+    def then(conn):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            conn.sendall(chunk)
+    return then
+
+
+def test_qmp_line_without_end_is_bounded(tmp_path):
+    from qemu_handoff.qmp import QMPClient
+    with hostile_qmp(tmp_path / "qmp.sock", endless(b"x" * 65536)):
+        qmp = QMPClient(str(tmp_path / "qmp.sock"), timeout=5)
+        out, seconds = finishes(qmp.cmd, "query-status", timeout=8)
+        qmp.close()
+    assert isinstance(out.get("error"), ConnectionError), out
+    assert "line" in str(out["error"]) and seconds < 3, (out, seconds)
+
+
+def test_qmp_endless_events_end_at_the_timeout(tmp_path):
+    from qemu_handoff.qmp import MAX_EVENTS, QMPClient
+    event = b'{"event": "X", "data": {}}\n' * 1000
+    with hostile_qmp(tmp_path / "qmp.sock", endless(event)):
+        qmp = QMPClient(str(tmp_path / "qmp.sock"), timeout=1)
+        out, seconds = finishes(qmp.cmd, "query-status", timeout=6)
+        assert isinstance(out.get("error"), TimeoutError), out
+        assert seconds < 2.5 and len(qmp.events) <= MAX_EVENTS
+        qmp.close()
+
+
+def test_qmp_answers_that_are_not_objects(tmp_path):
+    from qemu_handoff.qmp import QMPClient
+    with hostile_qmp(tmp_path / "qmp.sock",
+                     lambda conn: (conn.sendall(b'1\n'), time.sleep(3))):
+        qmp = QMPClient(str(tmp_path / "qmp.sock"), timeout=2)
+        out, _ = finishes(qmp.cmd, "query-status")
+        qmp.close()
+    assert isinstance(out.get("error"), ConnectionError), out
+
+
+def test_feed_to_a_qemu_that_stops_reading_ends(tmp_path):
+    """QEMU takes none of the stream: the feed gives up after the stall
+    bound, the synthesis slot is not held for ever."""
+    from types import SimpleNamespace
+    from qemu_handoff.synthesis.launcher import LaunchError
+    from qemu_handoff.synthesis.service import Spool, Synthesis
+    spool = Spool(str(tmp_path / "stream.spool"))
+    spool._writer.write(b"\0" * (16 << 20))
+    spool._writer.close()
+    spool.written, spool.done = 16 << 20, True
+    stream = tmp_path / "stream.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(stream))
+        listener.listen(1)
+        synthesis = object.__new__(Synthesis)
+        synthesis.server = SimpleNamespace(client_timeout=0.5)
+        synthesis.vm = SimpleNamespace(stream_path=str(stream))
+        synthesis.deadline = time.monotonic() + 30
+        out, seconds = finishes(synthesis._feed, spool)
+    assert isinstance(out.get("error"), LaunchError), out
+    assert "took nothing of the stream" in str(out["error"]) and seconds < 3, out

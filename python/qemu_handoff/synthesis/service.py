@@ -60,6 +60,8 @@ REFUSAL_LINGER_S = 1.0        # how long a refused client is read from,
 REFUSAL_LINGER_BYTES = 8 << 20  # and how much of what it sends at most
 HANDSHAKE_TIMEOUT_S = 10      # a TLS handshake, however slow the client
 CONNECTIONS_PER_SLOT = 4      # connections held at once, per synthesis slot
+LOAD_TIMEOUT_S = 600          # QEMU's time to load the stream, after the
+                              # client's transfer deadline
 
 
 class Refused(Exception):
@@ -295,10 +297,12 @@ class Spool:
         self.done = False
         self.done_at = None     # when the last byte came in (or the end)
         self.error = None
+        self.cancelled = False  # the synthesis failed: stop receiving
 
     def receive(self, clock, sock, check):
         try:
-            while check.bytes < check.header.stream_bytes:
+            while check.bytes < check.header.stream_bytes and \
+                    not self.cancelled:
                 data = clock.recv(sock, min(CHUNK, check.header.stream_bytes
                                             - check.bytes))
                 if not data:
@@ -319,22 +323,41 @@ class Spool:
                 self.done = True
                 self._cond.notify_all()
 
-    def feed(self, out):
+    def feed(self, out, stall_s, deadline):
         """Copies everything received into @out until the end (or an
-        error: then stops, the stream being incomplete)."""
+        error: then stops, the stream being incomplete). TimeoutError if
+        @out takes less than a chunk in @stall_s, or all is not in by
+        @deadline (monotonic): QEMU, not the client, is what may stall
+        here."""
         offset = 0
         with self._reader as f:
             while True:
                 with self._cond:
                     while self.written == offset and not self.done:
-                        self._cond.wait()
+                        if not self._cond.wait(_left(deadline)):
+                            _left(deadline)
                     end, done = self.written, self.done
                 while offset < end:
                     data = f.read(min(CHUNK, end - offset))
-                    out.sendall(data)
+                    out.settimeout(min(stall_s, _left(deadline)))
+                    try:
+                        out.sendall(data)
+                    except TimeoutError:
+                        _left(deadline)
+                        raise TimeoutError(
+                            f"QEMU took nothing of the stream for "
+                            f"{stall_s:g} s") from None
                     offset += len(data)
                 if done and offset == self.written:
                     return
+
+
+def _left(deadline):
+    """Seconds until @deadline; TimeoutError once it passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("QEMU did not load the stream in time")
+    return left
 
 
 class Synthesis:
@@ -404,12 +427,20 @@ class Synthesis:
                                   self.server.forward_address)
         self.record.save()
         self.t["ready"] = time.monotonic()
-        self._feed(spool)
+        # One deadline for QEMU to take and load the stream: the client's
+        # transfer deadline and LOAD_TIMEOUT_S after it.
+        self.deadline = self.clock.end + LOAD_TIMEOUT_S
+        try:
+            self._feed(spool)
+        except LaunchError:
+            spool.cancelled = True      # one reader of the client at a time
+            receiver.join()
+            raise
         receiver.join()
         self.t["received"] = spool.done_at
         if spool.error:
             raise Refused(spool.error)
-        self.vm.wait_loaded()
+        self.vm.wait_loaded(max(0.0, self.deadline - time.monotonic()))
         self.t["loaded"] = time.monotonic()
         if not self.server.paused:
             self.vm.run()
@@ -421,10 +452,17 @@ class Synthesis:
         return self._result(header, base_dir)
 
     def _feed(self, spool):
+        """The stream to QEMU as it takes it: LaunchError if QEMU stalls
+        (takes nothing for --client-timeout) or is not done by the
+        synthesis's deadline."""
+        stall = self.server.client_timeout
         with socket.socket(socket.AF_UNIX) as out:
+            out.settimeout(stall)
             out.connect(self.vm.stream_path)
             try:
-                spool.feed(out)
+                spool.feed(out, stall, self.deadline)
+            except TimeoutError as e:
+                raise LaunchError(str(e)) from None
             except OSError:
                 pass            # QEMU gave up: wait_loaded() says why
 
