@@ -353,3 +353,89 @@ def test_feed_to_a_qemu_that_stops_reading_ends(tmp_path):
         out, seconds = finishes(synthesis._feed, spool)
     assert isinstance(out.get("error"), LaunchError), out
     assert "took nothing of the stream" in str(out["error"]) and seconds < 3, out
+
+
+# --- 5. connections: the request line's own deadline, admission, per address
+
+@pytest.fixture
+def service(tmp_path):
+    """A SynthesisServer (plaintext, loopback) run in a thread: start(...)
+    with its keyword arguments; (server, log)."""
+    from qemu_handoff.synthesis.service import SynthesisServer
+    (tmp_path / "bases").mkdir()
+    started = []
+
+    def start(**kw):
+        log = []
+        server = SynthesisServer(("127.0.0.1", 0), str(tmp_path / "bases"),
+                                 str(tmp_path / "vms"), log=log.append, **kw)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        started.append(server)
+        return server, log
+    yield start
+    for server in started:
+        server.shutdown()
+        server.server_close()
+
+
+def connect(server):
+    return socket.create_connection(server.server_address, 5)
+
+
+def test_request_line_has_its_own_short_deadline(service, monkeypatch):
+    """A client trickling its request line a byte at a time (each within
+    --client-timeout) is cut off at the line's own deadline, not after
+    --transfer-timeout."""
+    from qemu_handoff.synthesis import service as service_module
+    monkeypatch.setattr(service_module, "REQUEST_LINE_TIMEOUT_S", 0.5,
+                        raising=False)
+    server, log = service(client_timeout=3, transfer_timeout=60)
+    with connect(server) as sock:
+        start = time.monotonic()
+        sock.settimeout(0.2)
+        answer = b""
+        while time.monotonic() - start < 5 and not answer:
+            try:
+                sock.sendall(b" ")
+                answer = sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+        seconds = time.monotonic() - start
+    assert b"request line" in answer and seconds < 2, (answer, seconds, log)
+
+
+def test_client_not_admitted_is_refused_before_its_request(service):
+    """serve --clients: a client the file does not name is refused right
+    after the handshake, whatever it would ask (list included), without
+    a byte of its request read."""
+    from qemu_handoff.synthesis.client_policy import ClientPolicy
+    server, log = service(client_timeout=5,
+                          policy=ClientPolicy({"phone0": {
+                              "bases": None, "max-vms": None}}))
+    with connect(server) as sock:
+        sock.settimeout(2)
+        answer = json.loads(sock.recv(65536))
+    assert answer == {"ok": False,
+                      "error": "this service takes no requests from you"}
+    assert any("refused, not among --clients" in line for line in log), log
+
+
+def test_connections_per_address_are_capped(service):
+    """Before any handshake: a fifth connection from one address is
+    closed at once, however many the service takes in all."""
+    server, log = service(client_timeout=5, max_clients=4)
+    idle = [connect(server) for _ in range(4)]
+    try:
+        time.sleep(0.3)
+        with connect(server) as sock:
+            sock.settimeout(2)
+            start = time.monotonic()
+            assert sock.recv(1) == b""
+            assert time.monotonic() - start < 1
+        assert any("4 connections from 127.0.0.1 are open" in line
+                   for line in log), log
+    finally:
+        for sock in idle:
+            sock.close()

@@ -60,6 +60,8 @@ REFUSAL_LINGER_S = 1.0        # how long a refused client is read from,
 REFUSAL_LINGER_BYTES = 8 << 20  # and how much of what it sends at most
 HANDSHAKE_TIMEOUT_S = 10      # a TLS handshake, however slow the client
 CONNECTIONS_PER_SLOT = 4      # connections held at once, per synthesis slot
+CONNECTIONS_PER_ADDRESS = 4   # connections held at once, per peer address
+REQUEST_LINE_TIMEOUT_S = 10   # the request line, however slow the client
 LOAD_TIMEOUT_S = 600          # QEMU's time to load the stream, after the
                               # client's transfer deadline
 
@@ -121,8 +123,8 @@ class ClientClock:
     connection, so that a client trickling a byte at a time cannot hold
     a slot for ever."""
 
-    def __init__(self, idle_s, total_s):
-        self.idle_s, self.total_s = idle_s, total_s
+    def __init__(self, idle_s, total_s, what="the transfer"):
+        self.idle_s, self.total_s, self.what = idle_s, total_s, what
         self.start = time.monotonic()
         self.end = self.start + total_s
 
@@ -140,7 +142,7 @@ class ClientClock:
                           f"synthesis abandoned") from None
 
     def _overdue(self):
-        return (f"the transfer took longer than {self.total_s:g} s, this "
+        return (f"{self.what} took longer than {self.total_s:g} s, this "
                 f"service's limit: synthesis abandoned")
 
 
@@ -538,6 +540,23 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         # a handshake included: bounded too, not only syntheses.
         self.max_connections = CONNECTIONS_PER_SLOT * max_clients
         self._connections = threading.BoundedSemaphore(self.max_connections)
+        # And per peer address, so that one host cannot hold them all.
+        self.max_per_address = CONNECTIONS_PER_ADDRESS
+        self._per_address = collections.Counter()
+        self._per_address_lock = threading.Lock()
+
+    def enter_address(self, address):
+        with self._per_address_lock:
+            if self._per_address[address] >= self.max_per_address:
+                return False
+            self._per_address[address] += 1
+            return True
+
+    def leave_address(self, address):
+        with self._per_address_lock:
+            self._per_address[address] -= 1
+            if not self._per_address[address]:
+                del self._per_address[address]
 
     def bases(self):
         return find_bases(self.bases_dir)
@@ -573,15 +592,24 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
 class SynthesisHandler(socketserver.BaseRequestHandler):
     def handle(self):
         server = self.server
-        peer = f"{self.client_address[0]}:{self.client_address[1]}"
-        if not server._connections.acquire(blocking=False):
+        address = self.client_address[0]
+        peer = f"{address}:{self.client_address[1]}"
+        if not server.enter_address(address):
             server.log(f"synthesis from {peer}: refused, "
-                       f"{server.max_connections} connections are open")
+                       f"{server.max_per_address} connections from "
+                       f"{address} are open")
             return
         try:
-            self._handle(server, peer)
+            if not server._connections.acquire(blocking=False):
+                server.log(f"synthesis from {peer}: refused, "
+                           f"{server.max_connections} connections are open")
+                return
+            try:
+                self._handle(server, peer)
+            finally:
+                server._connections.release()
         finally:
-            server._connections.release()
+            server.leave_address(address)
 
     def _handle(self, server, peer):
         if server.tls is not None:
@@ -598,8 +626,19 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
         owner = client_identity(self.request) or self.client_address[0]
         peer = f"{peer} ({owner})" if server.tls is not None else peer
         clock = ClientClock(server.client_timeout, server.transfer_timeout)
+        # A client --clients does not name is told so before a byte of its
+        # request is read: whatever it asks, list and stop of VMs it holds
+        # from before it was struck off included (the operator stops
+        # those: stop-all --owner).
+        if not server.policy.admits(owner):
+            server.log(f"request from {peer}: refused, not among --clients")
+            self._answer({"ok": False, "error": "this service takes no "
+                          "requests from you"})
+            return
         try:
-            request = recv_line(clock, self.request)
+            request = recv_line(ClientClock(
+                min(server.client_timeout, REQUEST_LINE_TIMEOUT_S),
+                REQUEST_LINE_TIMEOUT_S, "the request line"), self.request)
         except Refused as e:
             server.log(f"request from {peer}: refused: {e}")
             self._answer({"ok": False, "error": str(e)})
@@ -640,11 +679,6 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
 
     def _synthesize(self, server, peer, owner, clock, request):
         peer = f"synthesis from {peer}"
-        if not server.policy.admits(owner):
-            server.log(f"{peer}: refused, not among --clients")
-            self._answer({"ok": False, "error": "this service takes no "
-                          "syntheses from you"})
-            return
         if not server.try_enter():
             server.log(f"{peer}: refused, busy")
             self._answer({"ok": False, "error":
