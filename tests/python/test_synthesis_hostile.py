@@ -11,6 +11,7 @@ or a huge file, and the root service must trust none of it."""
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -439,3 +440,81 @@ def test_connections_per_address_are_capped(service):
     finally:
         for sock in idle:
             sock.close()
+
+
+# --- 6..9: what a client sends, what it hears -------------------------------
+
+def test_request_line_nested_past_the_recursion_limit_is_refused():
+    from qemu_handoff.synthesis.service import ClientClock, Refused, recv_line
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(b"[" * 4000 + b"\n")
+        with pytest.raises(Refused, match="not JSON"):
+            recv_line(ClientClock(5, 5), ours)
+
+
+def test_description_without_disks_is_a_named_refusal(tmp_path):
+    from qemu_handoff.formats.overlay import OverlayError
+    from qemu_handoff.synthesis.launcher import check_machine
+    description = {"version": 2, "base": {"id": "0" * 32},
+                   "machine": {"type": "pc", "accel": "kvm"}}
+    with pytest.raises(OverlayError, match="disks"):
+        check_machine(description, str(tmp_path))
+
+
+@pytest.mark.parametrize("base_id", ["x" * 100000 + "\nforged log line",
+                                     "A" * 32, "0" * 31, "0" * 33],
+                         ids=["huge", "upper", "short", "long"])
+def test_base_id_must_be_32_lowercase_hex_digits(base_id):
+    from qemu_handoff.formats.overlay import OverlayError, parse_description
+    raw = json.dumps({"version": 2, "base": {"id": base_id},
+                      "machine": {"type": "pc", "accel": "kvm"},
+                      "disks": []}).encode()
+    with pytest.raises(OverlayError) as refusal:
+        parse_description(raw)
+    assert len(str(refusal.value)) < 200 and "\n" not in str(refusal.value)
+
+
+def test_launch_errors_are_not_told_as_they_are():
+    """Nothing the launcher raises today is the client's own words: a
+    LaunchError that looks like the old launcher's refusals but names
+    a host path is not passed on."""
+    from qemu_handoff.synthesis.launcher import LaunchError
+    from qemu_handoff.synthesis.service import public_cause
+    error = LaunchError("ports to forward, but the VM has no user-mode "
+                        "NIC (see /srv/cloudlet/secret/qemu.log)")
+    assert public_cause(error) == "the VM could not be started"
+
+
+def test_certificate_without_a_common_name_is_refused(tmp_path, service):
+    """A certificate the CA signed but naming no client (no CN) is refused
+    on the handshake, not taken as the peer's address."""
+    from qemu_handoff.synthesis.transport import (client_context,
+                                                  server_context)
+    from qemu_handoff.tls import CertificateAuthority, _certtool
+    ca = CertificateAuthority(str(tmp_path), "ca")
+    service_creds = ca.credentials(str(tmp_path), "service", "server",
+                                   "service.test")
+    creds = tmp_path / "nameless"
+    creds.mkdir()
+    (creds / "ca-cert.pem").write_bytes(
+        (tmp_path / "ca" / "ca-cert.pem").read_bytes())
+    _certtool("--generate-privkey", "--outfile", "client-key.pem",
+              cwd=str(creds))
+    _certtool("--generate-certificate", "--load-privkey", "client-key.pem",
+              "--load-ca-certificate", str(tmp_path / "ca" / "ca-cert.pem"),
+              "--load-ca-privkey", str(tmp_path / "ca" / "ca-key.pem"),
+              "--outfile", "client-cert.pem", cwd=str(creds),
+              template="organization = nameless\ntls_www_client\n"
+                       "signing_key\nencryption_key\nexpiration_days = 7\n")
+    server, log = service(tls=server_context(service_creds))
+    sock = connect(server)
+    with client_context(str(creds)).wrap_socket(
+            sock, server_hostname="service.test") as tls:
+        try:
+            tls.sendall(b'{"op": "list"}\n')
+            answer = tls.recv(65536)
+        except (OSError, ssl.SSLError):
+            answer = b""
+    assert answer == b"", answer
+    assert any("certificate names no client" in line for line in log), log

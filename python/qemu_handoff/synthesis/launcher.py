@@ -21,7 +21,7 @@ import subprocess
 import time
 
 from .confinement import confined_command
-from .machine_args import Limits, machine_args
+from .machine_args import Limits, check_disks, machine_args
 from .port_relay import PortRelay
 from .registry import remove_entry
 from ..qmp import QMPClient, QMPError, end_qemu
@@ -113,7 +113,7 @@ def check_machine(description, base_dir, forwards=(), limits=None):
     nothing is made (and no bulk data read) for a refused one."""
     machine_args(description, limits or Limits(),
                  os.path.join(base_dir, BOOT_DIR),
-                 {d["region"]: "-" for d in description["disks"]},
+                 dict.fromkeys(check_disks(description), "-"),
                  forwards={int(p): 1 for p in forwards})
 
 

@@ -32,7 +32,6 @@ service reads back.
 import collections
 import json
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -75,22 +74,14 @@ class Refused(Exception):
         self.detail = detail
 
 
-# LaunchError texts about the client's own overlay or request
-# (launcher.machine_args): told as they are. Any other may carry QEMU's
-# or qemu-img's words, and with them host paths.
-PUBLIC_LAUNCH_ERROR = re.compile(
-    r"overlay drive names disk .*, which the overlay does not carry|"
-    r"ports to forward, but the VM has no user-mode NIC .*", re.S)
-
-
 def public_cause(error):
     """What a client hears of @error; the operator's log gets all of it.
-    Our own refusals and the overlay's faults name nothing of the host;
-    QEMU's and the system's words may."""
+    Our own refusals and the overlay's faults (machine_args refuses what
+    a description asks with OverlayError) name nothing of the host; a
+    LaunchError carries QEMU's, qemu-img's or the system's words, and
+    with them host paths: only its kind is told."""
     text = str(error)
-    if isinstance(error, (Refused, OverlayError)) or (
-            isinstance(error, LaunchError) and
-            PUBLIC_LAUNCH_ERROR.fullmatch(text)):
+    if isinstance(error, (Refused, OverlayError)):
         return text
     if text.startswith("QEMU refused the stream"):
         return "QEMU refused the stream"
@@ -250,7 +241,7 @@ def recv_line(clock, sock):
             raise Refused("request line too long")
     try:
         request = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise Refused("request line is not JSON") from None
     return parse_request(request)
 
@@ -623,7 +614,14 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
                 return
         # Whom the VMs and quotas count under: a certificate's name, or
         # (plaintext, loopback only) the peer's address.
-        owner = client_identity(self.request) or self.client_address[0]
+        if server.tls is not None:
+            owner = client_identity(self.request)
+            if not owner:
+                server.log(f"synthesis from {peer}: refused, TLS: its "
+                           f"certificate names no client (no common name)")
+                return
+        else:
+            owner = self.client_address[0]
         peer = f"{peer} ({owner})" if server.tls is not None else peer
         clock = ClientClock(server.client_timeout, server.transfer_timeout)
         # A client --clients does not name is told so before a byte of its
