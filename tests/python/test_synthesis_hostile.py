@@ -518,3 +518,19 @@ def test_certificate_without_a_common_name_is_refused(tmp_path, service):
             answer = b""
     assert answer == b"", answer
     assert any("certificate names no client" in line for line in log), log
+
+
+def test_an_abandoned_synthesis_leaves_no_record(tmp_path, stand_ins):
+    """Records are no longer in the VM's directory: removing that leaves
+    the record, which abandon() removes too."""
+    from types import SimpleNamespace
+    from qemu_handoff.synthesis.service import Synthesis
+    workdir = str(tmp_path / "vms")
+    record = record_of(workdir, "vm-a", stand_ins(), state="loading")
+    record.save()
+    synthesis = object.__new__(Synthesis)
+    synthesis.vm = SimpleNamespace(stop=lambda: None)
+    synthesis.record, synthesis.workdir = record, record.workdir
+    synthesis.abandon()
+    assert os.listdir(workdir) == [registry.RECORDS]
+    assert os.listdir(os.path.join(workdir, registry.RECORDS)) == []

@@ -476,10 +476,13 @@ class Synthesis:
                 "total": round(t["running"] - t["start"], 3)}}
 
     def abandon(self):
-        """Stops what a refused synthesis started and removes its files."""
+        """Stops what a refused synthesis started and removes its files
+        and its record (which is not among them)."""
         if self.vm:
             self.vm.stop()
-            self.vm = self.record = None
+        if self.record:
+            self.record.forget()
+        self.vm = self.record = None
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -633,10 +636,14 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
             self._answer({"ok": False, "error": "this service takes no "
                           "requests from you"})
             return
-        try:
-            request = recv_line(ClientClock(
+        # The request line within REQUEST_LINE_TIMEOUT_S (or the whole
+        # transfer's time, if shorter).
+        line_clock = clock if server.transfer_timeout <= \
+            REQUEST_LINE_TIMEOUT_S else ClientClock(
                 min(server.client_timeout, REQUEST_LINE_TIMEOUT_S),
-                REQUEST_LINE_TIMEOUT_S, "the request line"), self.request)
+                REQUEST_LINE_TIMEOUT_S, "the request line")
+        try:
+            request = recv_line(line_clock, self.request)
         except Refused as e:
             server.log(f"request from {peer}: refused: {e}")
             self._answer({"ok": False, "error": str(e)})
