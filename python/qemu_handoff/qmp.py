@@ -5,12 +5,25 @@ scripts and tests.
 QEMU's own client (python/qemu/qmp in the fetched tree) is asyncio-based and
 tied to that tree's layout; tests need only request/response plus the events
 seen on the way, so this stays small.
+
+The synthesis service (root) talks to a QEMU that a stranger's device
+state may have compromised, so nothing QEMU sends is let grow without
+bound: a line is MAX_LINE bytes at most, the events kept MAX_EVENTS (the
+oldest dropped), and a command waits for its answer its timeout in all,
+however many events come meanwhile.
 """
 
 import json
 import socket
 import subprocess
 import time
+
+MAX_LINE = 1 << 20
+MAX_EVENTS = 1000
+
+
+class QMPProtocolError(ConnectionError):
+    """QEMU sent what QMP is not: a line too long, not a JSON object."""
 
 
 class QMPError(Exception):
@@ -44,47 +57,79 @@ class QMPClient:
         # An event can come first: QEMU sends events to a QMP monitor that
         # has not handled its connection yet (commands unset, not in
         # negotiation mode), e.g. RESUME when the VM starts as we connect.
-        greeting = self._read()
+        deadline = time.monotonic() + timeout
+        greeting = self._read(deadline)
         while "event" in greeting:
-            self.events.append(greeting)
-            greeting = self._read()
+            self._event(greeting)
+            greeting = self._read(deadline)
+        self._sock.settimeout(timeout)
         if "QMP" not in greeting:
             raise RuntimeError(f"not a QMP greeting: {greeting}")
         self.cmd("qmp_capabilities")
 
-    def _read(self):
+    def _read(self, deadline=None):
+        """The next message (a JSON object); by @deadline (monotonic)
+        if given, else within the socket's timeout for each read."""
         while b"\n" not in self._buf:
+            if len(self._buf) > MAX_LINE:
+                raise QMPProtocolError(f"QMP {self.path}: a line longer "
+                                       f"than {MAX_LINE} bytes")
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"QMP {self.path}: no answer in time")
+                self._sock.settimeout(left)
             data = self._sock.recv(65536)
             if not data:
                 raise ConnectionError(f"QMP connection {self.path} closed")
             self._buf += data
         line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
+        if len(line) > MAX_LINE:
+            raise QMPProtocolError(f"QMP {self.path}: a line longer than "
+                                   f"{MAX_LINE} bytes")
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            raise QMPProtocolError(f"QMP {self.path}: not JSON") from None
+        if not isinstance(message, dict):
+            raise QMPProtocolError(f"QMP {self.path}: not a JSON object")
+        return message
+
+    def _event(self, message):
+        self.events.append(message)
+        del self.events[:-MAX_EVENTS]
 
     def cmd(self, command, **args):
-        """Runs a command and returns its 'return' value; raises QMPError."""
+        """Runs a command and returns its 'return' value; raises QMPError,
+        TimeoutError if there is no answer within the client's timeout."""
+        return self._cmd(self._timeout, command, args)
+
+    def _cmd(self, seconds, command, args):
+        deadline = time.monotonic() + seconds
         msg = {"execute": command}
         if args:
             msg["arguments"] = {k.replace("_", "-"): v for k, v in args.items()}
-        self._sock.sendall(json.dumps(msg).encode() + b"\n")
-        while True:
-            resp = self._read()
-            if "event" in resp:
-                self.events.append(resp)
-            elif "error" in resp:
-                raise QMPError(command, resp["error"])
-            elif "return" in resp:
-                return resp["return"]
+        self._sock.settimeout(seconds)
+        try:
+            self._sock.sendall(json.dumps(msg).encode() + b"\n")
+            while True:
+                resp = self._read(deadline)
+                if "event" in resp:
+                    self._event(resp)
+                elif "error" in resp:
+                    error = resp["error"]
+                    raise QMPError(command, error if isinstance(error, dict)
+                                   else {})
+                elif "return" in resp:
+                    return resp["return"]
+        finally:
+            self._sock.settimeout(self._timeout)
 
     def slow_cmd(self, seconds, command, **args):
         """cmd() for a command QEMU runs to its end before it answers
         (handoff-base-create copies whole images, pmemsave writes all of
         RAM): waits up to @seconds instead of the client's timeout."""
-        self._sock.settimeout(seconds)
-        try:
-            return self.cmd(command, **args)
-        finally:
-            self._sock.settimeout(self._timeout)
+        return self._cmd(seconds, command, args)
 
     def wait_event(self, name, timeout, match=lambda data: True):
         """The first event @name whose data @match accepts (taken from
@@ -92,15 +137,16 @@ class QMPClient:
         deadline = time.monotonic() + timeout
         while True:
             for ev in self.events:
-                if ev["event"] == name and match(ev.get("data", {})):
+                if ev.get("event") == name and match(ev.get("data", {})):
                     self.events.remove(ev)
                     return ev.get("data", {})
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no {name} event in {timeout} s")
-            self._sock.settimeout(left)
             try:
-                self.events.append(self._read())
+                message = self._read(deadline)
+                if "event" in message:
+                    self._event(message)
             except socket.timeout:
                 pass
             finally:

@@ -402,7 +402,14 @@ class Service:
             return f.read()
 
     def vm_dirs(self):
-        return os.listdir(self.workdir) if os.path.isdir(self.workdir) else []
+        """The VMs' directories, and their records (.records/NAME.json,
+        the service's own): [] if no VM was made."""
+        if not os.path.isdir(self.workdir):
+            return []
+        records = os.path.join(self.workdir, ".records")
+        return [n for n in os.listdir(self.workdir) if n != ".records"] + [
+            f".records/{n}" for n in (os.listdir(records)
+                                      if os.path.isdir(records) else [])]
 
     def stop(self):
         self.proc.terminate()
@@ -797,10 +804,10 @@ def test_service_lets_in_only_clients_its_ca_signed(tmp_path, saved,
                         client_with(expired), no_certificate, plaintext):
             tls_refused(service, attempt)
         # Connections that never start their handshake hold a thread each:
-        # 16 of them (4 per synthesis slot) at most; the next is closed at
-        # once, not kept waiting.
+        # 4 from one address at most (16 in all, 4 per synthesis slot);
+        # the next is closed at once, not kept waiting.
         idle = [socket.create_connection(("127.0.0.1", service.port), 30)
-                for _ in range(16)]
+                for _ in range(4)]
         try:
             time.sleep(1)
             with socket.create_connection(("127.0.0.1", service.port),
@@ -809,7 +816,8 @@ def test_service_lets_in_only_clients_its_ca_signed(tmp_path, saved,
                 s.settimeout(5)
                 assert s.recv(1) == b""
                 assert time.monotonic() - start < 2
-            assert "refused, 16 connections are open" in service.log()
+            assert "refused, 4 connections from 127.0.0.1 are open" in \
+                service.log()
         finally:
             for s in idle:
                 s.close()
@@ -970,16 +978,16 @@ def test_vm_records_guard_against_pid_reuse(tmp_path):
                                  "time.sleep(120)", "-name", name])
         (workdir / name).mkdir(parents=True)
         VMRecord("phone0", name, proc.pid,
-                 started or start_time(proc.pid), state, "127.0.0.1", {},
-                 {}, "qmp.sock", str(workdir / name)).save()
+                 started or start_time(proc.pid), os.geteuid(), state,
+                 "127.0.0.1", {}, {}, str(workdir / name)).save()
         return proc
 
     running = stand_in("vm-running", "running")
     reused = stand_in("vm-reused", "running", started=1)
     loading = stand_in("vm-loading", "loading")
     try:
-        assert oct(os.stat(workdir / "vm-running" / "vm.json").st_mode
-                   & 0o777) == "0o600"
+        assert oct(os.stat(workdir / ".records" / "vm-running.json")
+                   .st_mode & 0o777) == "0o600"
         run = subprocess.run([sys.executable, SYNTHESIS, "stop-all",
                               "--workdir", str(workdir)],
                              capture_output=True, text=True, timeout=60)
@@ -989,8 +997,10 @@ def test_vm_records_guard_against_pid_reuse(tmp_path):
         assert reused.poll() is None, "a reused pid was signalled"
         assert "VM vm-running of phone0 stopped" in run.stdout
         assert "VM vm-reused of phone0 no longer runs" in run.stdout
-        assert sorted(os.listdir(workdir)) == ["vm-reused", "vm-running"]
+        assert sorted(os.listdir(workdir)) == [".records", "vm-reused",
+                                               "vm-running"]
         assert os.listdir(workdir / "vm-running") == []
+        assert os.listdir(workdir / ".records") == []
     finally:
         for proc in (running, reused, loading):
             proc.kill()
@@ -1006,17 +1016,18 @@ def test_relay_restored_on_another_port_when_its_own_was_taken(tmp_path):
         public = taken.getsockname()[1]
         workdir = tmp_path / "vm-x"
         workdir.mkdir()
-        record = VMRecord("phone0", "vm-x", 1, 1, "running", "127.0.0.2",
+        record = VMRecord("phone0", "vm-x", 1, 1, 0, "running", "127.0.0.2",
                           {8080: public}, {8080: vm_side.getsockname()[1]},
-                          "qmp.sock", str(workdir))
+                          str(workdir))
         log = []
-        record.restore_relays(log.append)
+        record.restore_relays(log.append, "127.0.0.2")
         try:
             port = record.ports[8080]
             assert port != public and re.match(
                 rf"VM vm-x: port {public} on 127\.0\.0\.2 taken .*: guest "
                 rf"port 8080 now on {port}$", log[0]), log
-            assert VMRecord.load(str(workdir)).ports == {8080: port}
+            assert VMRecord.load(str(tmp_path), "vm-x").ports == \
+                {8080: port}
             with socket.create_connection(("127.0.0.2", port), 10) as c:
                 c.sendall(b"x")
                 conn, _ = vm_side.accept()
@@ -1109,7 +1120,7 @@ def test_clients_file_limits_bases_and_vms(tmp_path, saved, bases_dir):
                 (phone0, f"unknown base {base_id}: this cloudlet does not "
                          f"hold it"),
                 (phone1, "quota: you hold 0 VMs here"),
-                (stranger, "this service takes no syntheses from you")):
+                (stranger, "this service takes no requests from you")):
             message = refused_by_service(service, saved.path, "--tls-creds",
                                          creds, "--tls-name", SERVICE_NAME)
             assert cause in message, message

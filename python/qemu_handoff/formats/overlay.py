@@ -20,6 +20,7 @@ MAGIC = b"QHOVRLAY"
 VERSION = 1
 HEADER_BYTES = 64
 DESCRIPTION_MAX = 1 << 20
+BASE_ID = re.compile(r"[0-9a-f]{32}")    # a base's content ID
 # The description's version, from its one definition (QEMU writes it).
 _HEADER_FILE = os.path.join(TOP, "qemu", "overlay", "migration",
                             "handoff-overlay.h")
@@ -98,6 +99,9 @@ def parse_description(raw):
                 isinstance(values.get(k), str) for k in keys):
             raise OverlayError(f"overlay description lacks {group}."
                                f"{'/'.join(keys)}")
+    if not BASE_ID.fullmatch(description["base"]["id"]):
+        raise OverlayError("overlay description's base.id is not a content "
+                           "ID (32 lowercase hex digits)")
     disks = description.get("disks", [])
     if not isinstance(disks, list) or not all(_is_disk(d) for d in disks):
         raise OverlayError("overlay description's disks are not a list of "

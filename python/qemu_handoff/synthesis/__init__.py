@@ -12,7 +12,8 @@ confinement   each VM's QEMU confined: its uid, limits, cgroup
 confine       run as root between fork and QEMU's exec: the mount
               namespace, the uid (a script of the standard library only)
 client_policy what each client may ask (serve --clients): bases, VMs
-registry      each VM's record (vm.json): VMs found again after a restart
+registry      each VM's record (WORKDIR/.records, root's): VMs found again
+              after a restart
 base_check    each base verified once per service, again when it changes
 port_relay    forwarded guest ports
 cli           scripts/handoff-synthesis.py

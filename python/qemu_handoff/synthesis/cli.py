@@ -171,7 +171,14 @@ def cmd_stop_all(args):
     """Stops the VMs recorded in a service's --workdir, the service
     running or not (one that runs forgets them when it next looks)."""
     for record in scan(args.workdir, log):
-        record.stop()
+        if args.owner is not None and record.owner != args.owner:
+            continue
+        try:
+            record.stop()
+        except Exception as e:          # noqa: B902 - the next VM all the same
+            log(f"VM {record.name} of {record.owner}: clean-up failed: "
+                f"{type(e).__name__}: {e}")
+            continue
         log(f"VM {record.name} of {record.owner} stopped")
 
 
@@ -381,6 +388,8 @@ def add_client_commands(sub):
                         "launched (the operator's, on the cloudlet)")
     sa.add_argument("--workdir", default="/var/lib/qemu-handoff/vms",
                     help="the service's --workdir")
+    sa.add_argument("--owner", help="only the VMs of this client "
+                    "(certificate name), e.g. one struck off --clients")
     sa.set_defaults(func=cmd_stop_all)
 
 

@@ -49,11 +49,18 @@ def _ids(path):
 
 
 def _process_uids():
+    """Every uid a process runs as (real, effective, saved, filesystem:
+    the Uid line of /proc/PID/status; /proc/PID's owner is the effective
+    uid only)."""
     uids = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            uids.add(os.stat(f"/proc/{pid}").st_uid)
-        except OSError:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        uids.update(int(u) for u in line.split()[1:])
+                        break
+        except (OSError, ValueError):
             continue
     return uids
 

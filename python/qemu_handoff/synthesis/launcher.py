@@ -21,8 +21,9 @@ import subprocess
 import time
 
 from .confinement import confined_command
-from .machine_args import Limits, machine_args
+from .machine_args import Limits, check_disks, machine_args
 from .port_relay import PortRelay
+from .registry import remove_entry
 from ..qmp import QMPClient, QMPError, end_qemu
 
 from ..paths import FIRMWARE_DIRS, TOP
@@ -112,7 +113,7 @@ def check_machine(description, base_dir, forwards=(), limits=None):
     nothing is made (and no bulk data read) for a refused one."""
     machine_args(description, limits or Limits(),
                  os.path.join(base_dir, BOOT_DIR),
-                 {d["region"]: "-" for d in description["disks"]},
+                 dict.fromkeys(check_disks(description), "-"),
                  forwards={int(p): 1 for p in forwards})
 
 
@@ -315,8 +316,9 @@ class LaunchedVM:
     def _end(self):
         end_qemu(self.qmp, self.proc)
         self.qmp = None
-        if os.path.lexists(self.qmp_path):
-            os.unlink(self.qmp_path)    # the next attempt waits for its own
+        # The next attempt waits for its own. Whatever QEMU left in its
+        # place (a directory, a link: not followed) goes.
+        remove_entry(self.workdir, os.path.basename(self.qmp_path))
 
     def stop(self, remove_files=False):
         self._end()

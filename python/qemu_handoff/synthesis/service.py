@@ -32,7 +32,6 @@ service reads back.
 import collections
 import json
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -60,6 +59,10 @@ REFUSAL_LINGER_S = 1.0        # how long a refused client is read from,
 REFUSAL_LINGER_BYTES = 8 << 20  # and how much of what it sends at most
 HANDSHAKE_TIMEOUT_S = 10      # a TLS handshake, however slow the client
 CONNECTIONS_PER_SLOT = 4      # connections held at once, per synthesis slot
+CONNECTIONS_PER_ADDRESS = 4   # connections held at once, per peer address
+REQUEST_LINE_TIMEOUT_S = 10   # the request line, however slow the client
+LOAD_TIMEOUT_S = 600          # QEMU's time to load the stream, after the
+                              # client's transfer deadline
 
 
 class Refused(Exception):
@@ -71,22 +74,14 @@ class Refused(Exception):
         self.detail = detail
 
 
-# LaunchError texts about the client's own overlay or request
-# (launcher.machine_args): told as they are. Any other may carry QEMU's
-# or qemu-img's words, and with them host paths.
-PUBLIC_LAUNCH_ERROR = re.compile(
-    r"overlay drive names disk .*, which the overlay does not carry|"
-    r"ports to forward, but the VM has no user-mode NIC .*", re.S)
-
-
 def public_cause(error):
     """What a client hears of @error; the operator's log gets all of it.
-    Our own refusals and the overlay's faults name nothing of the host;
-    QEMU's and the system's words may."""
+    Our own refusals and the overlay's faults (machine_args refuses what
+    a description asks with OverlayError) name nothing of the host; a
+    LaunchError carries QEMU's, qemu-img's or the system's words, and
+    with them host paths: only its kind is told."""
     text = str(error)
-    if isinstance(error, (Refused, OverlayError)) or (
-            isinstance(error, LaunchError) and
-            PUBLIC_LAUNCH_ERROR.fullmatch(text)):
+    if isinstance(error, (Refused, OverlayError)):
         return text
     if text.startswith("QEMU refused the stream"):
         return "QEMU refused the stream"
@@ -119,8 +114,8 @@ class ClientClock:
     connection, so that a client trickling a byte at a time cannot hold
     a slot for ever."""
 
-    def __init__(self, idle_s, total_s):
-        self.idle_s, self.total_s = idle_s, total_s
+    def __init__(self, idle_s, total_s, what="the transfer"):
+        self.idle_s, self.total_s, self.what = idle_s, total_s, what
         self.start = time.monotonic()
         self.end = self.start + total_s
 
@@ -138,7 +133,7 @@ class ClientClock:
                           f"synthesis abandoned") from None
 
     def _overdue(self):
-        return (f"the transfer took longer than {self.total_s:g} s, this "
+        return (f"{self.what} took longer than {self.total_s:g} s, this "
                 f"service's limit: synthesis abandoned")
 
 
@@ -149,23 +144,31 @@ class VMLedger:
     --max-vms-per-client bound. A synthesis takes its place before it
     reads the overlay and gives it back if refused."""
 
-    def __init__(self, max_total, max_per_owner, policy=None):
+    def __init__(self, max_total, max_per_owner, policy=None, log=print):
         """@policy: a ClientPolicy, which may give a client its own
         bound instead of @max_per_owner."""
         self.max_total, self.max_per_owner = max_total, max_per_owner
+        self.log = log
         self.policy = policy or ClientPolicy()
         self._lock = threading.Lock()
         self._vms = []                          # VMRecords
         self._pending = collections.Counter()
 
     def _prune(self):
-        """Forgets the VMs that ended (their records removed); locked."""
+        """Forgets the VMs that ended (their records removed); locked.
+        A clean-up that fails (the VM's directory is its QEMU's, which
+        may have put anything there) is logged: the VM is forgotten all
+        the same, and no one else refused for it."""
         live = []
         for record in self._vms:
             if record.alive():
                 live.append(record)
-            else:
+                continue
+            try:
                 record.stop()
+            except Exception as e:      # noqa: B902 - one VM's, logged
+                self.log(f"VM {record.name} of {record.owner} ended, its "
+                         f"clean-up failed: {type(e).__name__}: {e}")
         self._vms = live
 
     def adopt(self, records):
@@ -238,7 +241,7 @@ def recv_line(clock, sock):
             raise Refused("request line too long")
     try:
         request = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise Refused("request line is not JSON") from None
     return parse_request(request)
 
@@ -287,10 +290,12 @@ class Spool:
         self.done = False
         self.done_at = None     # when the last byte came in (or the end)
         self.error = None
+        self.cancelled = False  # the synthesis failed: stop receiving
 
     def receive(self, clock, sock, check):
         try:
-            while check.bytes < check.header.stream_bytes:
+            while check.bytes < check.header.stream_bytes and \
+                    not self.cancelled:
                 data = clock.recv(sock, min(CHUNK, check.header.stream_bytes
                                             - check.bytes))
                 if not data:
@@ -311,22 +316,41 @@ class Spool:
                 self.done = True
                 self._cond.notify_all()
 
-    def feed(self, out):
+    def feed(self, out, stall_s, deadline):
         """Copies everything received into @out until the end (or an
-        error: then stops, the stream being incomplete)."""
+        error: then stops, the stream being incomplete). TimeoutError if
+        @out takes less than a chunk in @stall_s, or all is not in by
+        @deadline (monotonic): QEMU, not the client, is what may stall
+        here."""
         offset = 0
         with self._reader as f:
             while True:
                 with self._cond:
                     while self.written == offset and not self.done:
-                        self._cond.wait()
+                        if not self._cond.wait(_left(deadline)):
+                            _left(deadline)
                     end, done = self.written, self.done
                 while offset < end:
                     data = f.read(min(CHUNK, end - offset))
-                    out.sendall(data)
+                    out.settimeout(min(stall_s, _left(deadline)))
+                    try:
+                        out.sendall(data)
+                    except TimeoutError:
+                        _left(deadline)
+                        raise TimeoutError(
+                            f"QEMU took nothing of the stream for "
+                            f"{stall_s:g} s") from None
                     offset += len(data)
                 if done and offset == self.written:
                     return
+
+
+def _left(deadline):
+    """Seconds until @deadline; TimeoutError once it passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("QEMU did not load the stream in time")
+    return left
 
 
 class Synthesis:
@@ -398,12 +422,20 @@ class Synthesis:
                                   self.server.forward_address)
         self.record.save()
         self.t["ready"] = time.monotonic()
-        self._feed(spool)
+        # One deadline for QEMU to take and load the stream: the client's
+        # transfer deadline and LOAD_TIMEOUT_S after it.
+        self.deadline = self.clock.end + LOAD_TIMEOUT_S
+        try:
+            self._feed(spool)
+        except LaunchError:
+            spool.cancelled = True      # one reader of the client at a time
+            receiver.join()
+            raise
         receiver.join()
         self.t["received"] = spool.done_at
         if spool.error:
             raise Refused(spool.error)
-        self.vm.wait_loaded()
+        self.vm.wait_loaded(max(0.0, self.deadline - time.monotonic()))
         self.t["loaded"] = time.monotonic()
         if not self.server.paused:
             self.vm.run()
@@ -415,10 +447,17 @@ class Synthesis:
         return self._result(header, base_dir)
 
     def _feed(self, spool):
+        """The stream to QEMU as it takes it: LaunchError if QEMU stalls
+        (takes nothing for --client-timeout) or is not done by the
+        synthesis's deadline."""
+        stall = self.server.client_timeout
         with socket.socket(socket.AF_UNIX) as out:
+            out.settimeout(stall)
             out.connect(self.vm.stream_path)
             try:
-                spool.feed(out)
+                spool.feed(out, stall, self.deadline)
+            except TimeoutError as e:
+                raise LaunchError(str(e)) from None
             except OSError:
                 pass            # QEMU gave up: wait_loaded() says why
 
@@ -439,10 +478,13 @@ class Synthesis:
                 "total": round(t["running"] - t["start"], 3)}}
 
     def abandon(self):
-        """Stops what a refused synthesis started and removes its files."""
+        """Stops what a refused synthesis started and removes its files
+        and its record (which is not among them)."""
         if self.vm:
             self.vm.stop()
-            self.vm = self.record = None
+        if self.record:
+            self.record.forget()
+        self.vm = self.record = None
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -480,19 +522,37 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         self.log = log
         self.uids, self.cgroup = uids, cgroup
         self.policy = policy or ClientPolicy()
-        self.vms = VMLedger(max_vms, max_vms_per_client, self.policy)
+        self.vms = VMLedger(max_vms, max_vms_per_client, self.policy,
+                            log)
         self.verified = VerifiedBases(log, base_tool)
         self._syntheses = set()     # under way, for abandon_syntheses()
         # The VMs of the service's previous runs (registry.py).
         found = scan(workdir, log)
         for record in found:
-            record.restore_relays(log)
+            record.restore_relays(log, forward_address)
         self.vms.adopt(found)
         self._slots = threading.BoundedSemaphore(max_clients)
         # Every connection costs a thread until it is refused or served,
         # a handshake included: bounded too, not only syntheses.
         self.max_connections = CONNECTIONS_PER_SLOT * max_clients
         self._connections = threading.BoundedSemaphore(self.max_connections)
+        # And per peer address, so that one host cannot hold them all.
+        self.max_per_address = CONNECTIONS_PER_ADDRESS
+        self._per_address = collections.Counter()
+        self._per_address_lock = threading.Lock()
+
+    def enter_address(self, address):
+        with self._per_address_lock:
+            if self._per_address[address] >= self.max_per_address:
+                return False
+            self._per_address[address] += 1
+            return True
+
+    def leave_address(self, address):
+        with self._per_address_lock:
+            self._per_address[address] -= 1
+            if not self._per_address[address]:
+                del self._per_address[address]
 
     def bases(self):
         return find_bases(self.bases_dir)
@@ -528,15 +588,24 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
 class SynthesisHandler(socketserver.BaseRequestHandler):
     def handle(self):
         server = self.server
-        peer = f"{self.client_address[0]}:{self.client_address[1]}"
-        if not server._connections.acquire(blocking=False):
+        address = self.client_address[0]
+        peer = f"{address}:{self.client_address[1]}"
+        if not server.enter_address(address):
             server.log(f"synthesis from {peer}: refused, "
-                       f"{server.max_connections} connections are open")
+                       f"{server.max_per_address} connections from "
+                       f"{address} are open")
             return
         try:
-            self._handle(server, peer)
+            if not server._connections.acquire(blocking=False):
+                server.log(f"synthesis from {peer}: refused, "
+                           f"{server.max_connections} connections are open")
+                return
+            try:
+                self._handle(server, peer)
+            finally:
+                server._connections.release()
         finally:
-            server._connections.release()
+            server.leave_address(address)
 
     def _handle(self, server, peer):
         if server.tls is not None:
@@ -550,11 +619,33 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
                 return
         # Whom the VMs and quotas count under: a certificate's name, or
         # (plaintext, loopback only) the peer's address.
-        owner = client_identity(self.request) or self.client_address[0]
+        if server.tls is not None:
+            owner = client_identity(self.request)
+            if not owner:
+                server.log(f"synthesis from {peer}: refused, TLS: its "
+                           f"certificate names no client (no common name)")
+                return
+        else:
+            owner = self.client_address[0]
         peer = f"{peer} ({owner})" if server.tls is not None else peer
         clock = ClientClock(server.client_timeout, server.transfer_timeout)
+        # A client --clients does not name is told so before a byte of its
+        # request is read: whatever it asks, list and stop of VMs it holds
+        # from before it was struck off included (the operator stops
+        # those: stop-all --owner).
+        if not server.policy.admits(owner):
+            server.log(f"request from {peer}: refused, not among --clients")
+            self._answer({"ok": False, "error": "this service takes no "
+                          "requests from you"})
+            return
+        # The request line within REQUEST_LINE_TIMEOUT_S (or the whole
+        # transfer's time, if shorter).
+        line_clock = clock if server.transfer_timeout <= \
+            REQUEST_LINE_TIMEOUT_S else ClientClock(
+                min(server.client_timeout, REQUEST_LINE_TIMEOUT_S),
+                REQUEST_LINE_TIMEOUT_S, "the request line")
         try:
-            request = recv_line(clock, self.request)
+            request = recv_line(line_clock, self.request)
         except Refused as e:
             server.log(f"request from {peer}: refused: {e}")
             self._answer({"ok": False, "error": str(e)})
@@ -579,18 +670,22 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
             server.log(f"{who}: refused, no VM {name!r} of theirs")
             self._answer({"ok": False, "error": f"no VM {name} of yours"})
             return
-        record.stop()
+        try:
+            record.stop()
+        except Exception as e:          # noqa: B902 - the VM's files' doing
+            server.log(f"{who}: {name}: clean-up failed: "
+                       f"{type(e).__name__}: {e}")
+            if record.alive():
+                server.vms.adopt([record])  # still counted, still theirs
+                self._answer({"ok": False, "error": f"VM {name} could not "
+                              f"be stopped; the operator is told"})
+                return
         shutil.rmtree(record.workdir, ignore_errors=True)
         server.log(f"{who}: {name} stopped, its files removed")
         self._answer({"ok": True, "vm": name, "state": "stopped"})
 
     def _synthesize(self, server, peer, owner, clock, request):
         peer = f"synthesis from {peer}"
-        if not server.policy.admits(owner):
-            server.log(f"{peer}: refused, not among --clients")
-            self._answer({"ok": False, "error": "this service takes no "
-                          "syntheses from you"})
-            return
         if not server.try_enter():
             server.log(f"{peer}: refused, busy")
             self._answer({"ok": False, "error":
