@@ -48,7 +48,7 @@ from .client_policy import ClientPolicy
 from .confinement import ConfinementError
 from .launcher import LaunchedVM, LaunchError, check_machine
 from .machine_args import Limits
-from .registry import LOADING, VMRecord, scan
+from .registry import LOADING, VMRecord, remove_entry, scan
 from .transport import client_identity
 from ..formats.overlay import OverlayError
 
@@ -443,7 +443,9 @@ class Synthesis:
         self.vm.release_monitor()
         self.record.state = "paused" if self.server.paused else "running"
         self.record.save()
-        os.unlink(spool.path)
+        # In the VM's directory, which its QEMU could have changed.
+        remove_entry(os.path.dirname(spool.path),
+                     os.path.basename(spool.path))
         return self._result(header, base_dir)
 
     def _feed(self, spool):
