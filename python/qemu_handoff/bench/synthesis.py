@@ -17,11 +17,27 @@ sends its first request through it:
 
 The answer must be the one the prepared VM gave. Results go to
 OUT/results.json, OUT/summary.md and OUT/synthesis.png.
+
+The service runs as it does by default, mutual TLS and every VM confined,
+unless --insecure (plaintext: `serve --insecure` on the namespace's
+loopback, where the delay relay connects to it; the client sends in
+plaintext to the relay's end of the link, an address on this machine
+that `handoff-synthesis.py synthesize --insecure` itself would refuse,
+not being loopback) or --unconfined (`serve --unconfined`). --alternate
+measures the service's default too, run by run, on the same overlay.
+
+--loopback measures the launch alone: the test guest's overlay (small)
+synthesized on 127.0.0.1 with no emulated link, by four services at once
+(TLS or plaintext, confined or not, each warmed by one synthesis), runs
+alternating between them; the service's timings (QEMU's launch, and the
+total from the request to the VM running) go to OUT/results.json and
+OUT/summary.md.
 """
 
 import argparse
 import json
 import os
+import statistics
 import shutil
 import subprocess
 import sys
@@ -30,8 +46,8 @@ import time
 from ..paths import BUILD, TOP
 from ..guest import free_tcp_port
 from ..wan import WanLink
-from ..workloads import make_workload
-from ..synthesis.client import ask, synthesize
+from ..workloads import TestWorkload, make_workload
+from ..synthesis.client import ask, manage, synthesize
 from ..synthesis.transport import client_context
 from ..tls import CertificateAuthority
 from .matrix import CLI, snapshot_images
@@ -43,8 +59,70 @@ REQUESTS = {"face": "/usr/share/handoff-edge/face.jpg",
             "ocr": "/usr/share/handoff-edge/ocr.png"}
 
 
+# How the service runs: its default is mutual TLS, VMs confined.
+DEFAULT = {"tls": True, "confined": True}
+VARIANTS = [DEFAULT, {"tls": True, "confined": False},
+            {"tls": False, "confined": True},
+            {"tls": False, "confined": False}]
+
+
 def log(msg):
     print(f"bench-synthesis: {msg}", flush=True)
+
+
+def variant_name(variant):
+    return (f"{'mutual TLS' if variant['tls'] else 'plaintext'}, "
+            f"{'confined' if variant['confined'] else 'unconfined'}")
+
+
+def make_credentials(work):
+    """The CA, the service's and the client's TLS credentials, once."""
+    # Absolute: certtool runs in the CA's directory (--out may be
+    # relative).
+    creds = os.path.abspath(os.path.join(work, "tls"))
+    if not os.path.isdir(creds):
+        os.makedirs(creds)
+        ca = CertificateAuthority(creds, "ca")
+        ca.credentials(creds, "service", "server", SERVICE_NAME)
+        ca.credentials(creds, "client", "client", "bench")
+    return creds
+
+
+def serve_command(variant, bases, listen_port, workdir, forward_address,
+                  creds):
+    """`handoff-synthesis.py serve` on 127.0.0.1:@listen_port, as
+    @variant says. Its --workdir absolute: a confined QEMU's directory
+    is bound into its mount namespace by path."""
+    return [sys.executable, SYNTHESIS, "serve", "--bases", bases,
+            "--listen", f"127.0.0.1:{listen_port}", "--workdir",
+            os.path.abspath(workdir),
+            "--forward-address", forward_address,
+            *(["--tls-creds", os.path.join(creds, "service")]
+              if variant["tls"] else ["--insecure"]),
+            *([] if variant["confined"] else ["--unconfined"]),
+            "--stop-vms-on-exit"]
+
+
+def client_tls(variant, creds):
+    """synthesize()'s tls and tls_name arguments for @variant."""
+    if not variant["tls"]:
+        return {"tls": None}
+    return {"tls": client_context(os.path.join(creds, "client")),
+            "tls_name": SERVICE_NAME}
+
+
+def wait_serving(service, log_path, timeout=120):
+    """Waits for the service's "serving" line (it listens then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(log_path) as f:
+            if "handoff-synthesis: serving" in f.read():
+                return
+        if service.poll() is not None:
+            break
+        time.sleep(0.1)
+    with open(log_path) as f:
+        raise RuntimeError(f"the service did not start: {f.read()[-2000:]}")
 
 
 def modified_bytes(src, base_dir, work):
@@ -79,6 +157,17 @@ def full_image_bytes(snap, base, work):
     return size
 
 
+def save_overlay(src, path, app, timeout):
+    """handoff-overlay-save of @src (@app's VM) to @path, lzma-6; returns
+    the seconds it took."""
+    t0 = time.monotonic()
+    src.qmp.cmd("handoff-overlay-save", path=path, base=app.base_dir)
+    info = src.wait_migration(timeout=timeout)
+    if info["status"] != "completed":
+        raise RuntimeError(f"saving {app.name}: {info}")
+    return time.monotonic() - t0
+
+
 def make_overlay(app, work):
     """The prepared VM, warm, saved as an overlay; returns its facts."""
     src = app.start_source(work)
@@ -92,12 +181,7 @@ def make_overlay(app, work):
         # (handoff-base-create pauses a running VM while it saves.)
         modified, full = modified_bytes(src, app.base_dir, work)
         path = os.path.join(work, f"{app.name}.overlay")
-        t0 = time.monotonic()
-        src.qmp.cmd("handoff-overlay-save", path=path, base=app.base_dir)
-        info = src.wait_migration(timeout=3600)
-        if info["status"] != "completed":
-            raise RuntimeError(f"saving {app.name}: {info}")
-        save_s = time.monotonic() - t0
+        save_s = save_overlay(src, path, app, timeout=3600)
     finally:
         src.stop()
     return {"path": path, "overlay_bytes": os.path.getsize(path),
@@ -112,38 +196,29 @@ def first_request(address, port, request):
     return answer, time.monotonic() - t0
 
 
-def synthesize_over(app, overlay, rate, rtt, work):
+def synthesize_over(app, overlay, rate, rtt, work, variant=DEFAULT):
     """One cell: the service behind a @rate Mbit/s link; returns figures."""
     bases = os.path.join(work, "bases")
     os.makedirs(bases, exist_ok=True)
     if not os.path.exists(os.path.join(bases, "edge")):
         os.symlink(app.base_dir, os.path.join(bases, "edge"))
-    creds = os.path.join(work, "tls")
-    if not os.path.isdir(creds):
-        # The service's default, mutual TLS, is what is measured.
-        os.makedirs(creds)
-        ca = CertificateAuthority(creds, "ca")
-        ca.credentials(creds, "service", "server", SERVICE_NAME)
-        ca.credentials(creds, "client", "client", "bench")
+    creds = make_credentials(work)
     with WanLink(rate_mbit=rate, rtt_ms=rtt) as link:
         port = free_tcp_port()
-        with open(os.path.join(work, "service.log"), "w") as slog:
-            service = subprocess.Popen(link.ns_command([
-                sys.executable, SYNTHESIS, "serve", "--bases", bases,
-                "--listen", f"127.0.0.1:{port}", "--workdir",
-                os.path.join(work, "vms"), "--forward-address", link.ns_addr,
-                "--tls-creds", os.path.join(creds, "service"),
-                "--stop-vms-on-exit"]),
-                stdout=slog,
+        log_path = os.path.join(work, "service.log")
+        with open(log_path, "w") as slog:
+            service = subprocess.Popen(link.ns_command(serve_command(
+                variant, bases, port, os.path.join(work, "vms"),
+                link.ns_addr, creds)), stdout=slog,
                 stderr=subprocess.STDOUT)
             try:
-                time.sleep(2)
+                wait_serving(service, log_path)
                 addr = link.relay_to(port)
                 t0 = time.monotonic()
                 result = synthesize(
                     addr, overlay, forward=[APP_PORTS[app.name]],
-                    name=app.name, progress=None, tls_name=SERVICE_NAME,
-                    tls=client_context(os.path.join(creds, "client")))
+                    name=app.name, progress=None,
+                    **client_tls(variant, creds))
                 answer, request_s = first_request(
                     link.ns_addr, result["ports"][str(APP_PORTS[app.name])],
                     REQUESTS[app.name])
@@ -157,10 +232,19 @@ def synthesize_over(app, overlay, rate, rtt, work):
         raise RuntimeError(f"{app.name}: answer {got}, expected {want}")
     t = result["timings"]
     return {"app": app.name, "rate_mbit": rate, "rtt_ms": rtt,
+            "variant": dict(variant),
             "first_response_s": round(first, 2),
             "transfer_s": t["transfer"], "launch_s": t["launch"],
             "apply_s": t["apply"], "synthesis_s": t["total"],
-            "first_request_s": round(request_s, 2), "answer": answer}
+            "first_request_s": round(request_s, 2), "answer": answer,
+            "load": os.getloadavg()[0]}
+
+
+def cell_label(cell, results):
+    """The app, and how the service ran unless only its default did."""
+    if results.get("variants", [DEFAULT]) == [DEFAULT]:
+        return cell["app"]
+    return f"{cell['app']}, {variant_name(cell['variant'])}"
 
 
 def report(results, out):
@@ -168,7 +252,8 @@ def report(results, out):
             "(overlapped) | apply after transfer | first request |",
             "|---|---|---|---|---|---|---|"]
     for c in results["cells"]:
-        rows.append(f"| {c['app']} | {c['rate_mbit']} Mbit/s, {c['rtt_ms']} "
+        rows.append(f"| {cell_label(c, results)} | {c['rate_mbit']} Mbit/s, "
+                    f"{c['rtt_ms']} "
                     f"ms | **{c['first_response_s']:.1f} s** | "
                     f"{c['transfer_s']:.1f} s | {c['launch_s']:.1f} s | "
                     f"{c['apply_s']:.1f} s | {c['first_request_s']:.1f} s |")
@@ -192,7 +277,8 @@ def plot(results, path):
     import matplotlib.pyplot as plt
     cells = results["cells"]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
-    labels = [f"{c['app']}\n{c['rate_mbit']} Mbit/s" for c in cells]
+    labels = [f"{cell_label(c, results)}\n{c['rate_mbit']} Mbit/s"
+              for c in cells]
     bottom = [0.0] * len(cells)
     for key, name in (("transfer_s", "transfer"), ("apply_s", "apply"),
                       ("first_request_s", "first request")):
@@ -216,6 +302,102 @@ def plot(results, path):
     fig.savefig(path, dpi=110)
 
 
+def save_test_overlay(app, work):
+    """The test guest after its mixed workload, paused and saved as an
+    overlay (tests/integration/test_synthesis.py's `saved`)."""
+    src = app.start_source(work)
+    try:
+        src.qmp.cmd("stop")
+        path = os.path.join(work, "test.overlay")
+        save_s = save_overlay(src, path, app, timeout=600)
+    finally:
+        src.stop()
+    return {"path": path, "overlay_bytes": os.path.getsize(path),
+            "save_s": round(save_s, 1)}
+
+
+def launch_on_loopback(cache, out, runs):
+    """--loopback: the service's launch of a small overlay, in every
+    variant, on 127.0.0.1; returns the results."""
+    app = TestWorkload(cache).prepare(log=log)
+    work = os.path.join(out, "test")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    log("test: saving the overlay")
+    overlay = save_test_overlay(app, work)
+    log(f"test: {json.dumps(overlay)}")
+    bases = os.path.join(work, "bases")
+    os.makedirs(bases)
+    os.symlink(app.base_dir, os.path.join(bases, "test"))
+    creds = make_credentials(work)
+    services = []
+    results = {"overlays": {"test": overlay}, "variants": VARIANTS,
+               "launches": []}
+    try:
+        for n, variant in enumerate(VARIANTS):
+            port = free_tcp_port()
+            log_path = os.path.join(work, f"service-{n}.log")
+            with open(log_path, "w") as slog:
+                proc = subprocess.Popen(serve_command(
+                    variant, bases, port, os.path.join(work, f"vms-{n}"),
+                    "127.0.0.1", creds), stdout=slog,
+                    stderr=subprocess.STDOUT)
+            services.append((proc, port))
+            wait_serving(proc, log_path)
+            # The first synthesis of a service verifies the base: not
+            # measured.
+            one_launch(variant, port, overlay["path"], creds, "warm-up")
+        for run in range(runs):
+            for variant, (_, port) in zip(VARIANTS, services):
+                t = one_launch(variant, port, overlay["path"], creds,
+                               f"run {run + 1}")
+                results["launches"].append(
+                    {"variant": dict(variant), "run": run + 1,
+                     "launch_s": t["launch"], "total_s": t["total"],
+                     "transfer_s": t["transfer"], "apply_s": t["apply"],
+                     "load": os.getloadavg()[0]})
+                with open(os.path.join(out, "results.json"), "w") as f:
+                    json.dump(results, f, indent=1)
+    finally:
+        for proc, _ in services:
+            proc.terminate()
+            proc.wait(timeout=60)
+    return results
+
+
+def one_launch(variant, port, overlay, creds, what):
+    """One synthesis of @overlay by the service on 127.0.0.1:@port; its
+    VM is stopped once running. Returns the service's timings."""
+    tls = client_tls(variant, creds)
+    result = synthesize(("127.0.0.1", port), overlay, name="test",
+                        progress=None, **tls)
+    manage(("127.0.0.1", port), {"op": "stop", "name": result["vm"]},
+           **tls)
+    log(f"loopback, {variant_name(variant)}, {what}: "
+        f"{json.dumps(result['timings'])}")
+    return result["timings"]
+
+
+def spread(values):
+    return (f"{statistics.median(values):.2f} s "
+            f"({min(values):.2f}–{max(values):.2f})")
+
+
+def report_launches(results, out):
+    rows = ["| service | runs | launch | transfer | apply after transfer "
+            "| request to VM running |", "|---|---|---|---|---|---|"]
+    for variant in results["variants"]:
+        cells = [c for c in results["launches"] if c["variant"] == variant]
+        rows.append(f"| {variant_name(variant)} | {len(cells)} | " +
+                    " | ".join(spread([c[k] for c in cells]) for k in (
+                        "launch_s", "transfer_s", "apply_s", "total_s")) +
+                    " |")
+    rows += ["", "Medians (min–max)."]
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write("\n".join(rows) + "\n")
+    print("\n".join(rows))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--apps", nargs="+", default=["ocr", "face"],
@@ -229,9 +411,31 @@ def main():
                     help="the applications' semantic variant: apt-get "
                     "clean and fstrim before the save, the guest agent and "
                     "balloon hints (qemu_handoff.workloads)")
+    ap.add_argument("--insecure", action="store_true",
+                    help="plaintext: serve --insecure (on the namespace's "
+                    "loopback) and a client without TLS")
+    ap.add_argument("--unconfined", action="store_true",
+                    help="serve --unconfined: VMs not confined")
+    ap.add_argument("--alternate", action="store_true",
+                    help="each run measures the service's default (mutual "
+                    "TLS, confined) too, first")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="measurements of each cell (1)")
+    ap.add_argument("--loopback", action="store_true",
+                    help="only the launch of the test guest's overlay on "
+                    "127.0.0.1, by a service of every variant, --runs "
+                    "times each, alternating")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    results = {"overlays": {}, "cells": [], "semantic": args.semantic}
+    if args.loopback:
+        report_launches(launch_on_loopback(args.cache, args.out, args.runs),
+                        args.out)
+        return
+    chosen = {"tls": not args.insecure, "confined": not args.unconfined}
+    variants = [DEFAULT] if chosen == DEFAULT else \
+        [DEFAULT, chosen] if args.alternate else [chosen]
+    results = {"overlays": {}, "cells": [], "semantic": args.semantic,
+               "variants": variants}
     for name in args.apps:
         app = make_workload(name, args.cache,
                             semantic=args.semantic).prepare(log=log)
@@ -243,11 +447,18 @@ def main():
         results["overlays"][name] = overlay
         log(f"{name}: {json.dumps(overlay)}")
         for rate in args.rates:
-            log(f"{name}: synthesis at {rate} Mbit/s, {args.rtt} ms")
-            cell = synthesize_over(app, overlay["path"], rate, args.rtt,
-                                   os.path.join(work, f"{rate}"))
-            results["cells"].append(cell)
-            log(f"{name}: {json.dumps(cell)}")
-            with open(os.path.join(args.out, "results.json"), "w") as f:
-                json.dump(results, f, indent=1)
+            for run in range(args.runs):
+                for variant in variants:
+                    log(f"{name}: synthesis at {rate} Mbit/s, {args.rtt} "
+                        f"ms, {variant_name(variant)}")
+                    cell = synthesize_over(app, overlay["path"], rate,
+                                           args.rtt,
+                                           os.path.join(work, f"{rate}"),
+                                           variant)
+                    cell["run"] = run + 1
+                    results["cells"].append(cell)
+                    log(f"{name}: {json.dumps(cell)}")
+                    with open(os.path.join(args.out, "results.json"),
+                              "w") as f:
+                        json.dump(results, f, indent=1)
     report(results, args.out)
