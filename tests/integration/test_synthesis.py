@@ -383,14 +383,16 @@ class Service:
         self.workdir = os.path.join(workdir, "vms")
         self.port = port
         self._log = open(self.log_path, "w")
+        # --workdir relative to the service's directory, as an operator
+        # may give it (each VM's mount namespace needs it absolute).
         self.proc = subprocess.Popen(
             [*wrap, sys.executable, SYNTHESIS, "serve", "--bases", bases,
-             "--listen", f"127.0.0.1:{port}", "--workdir", self.workdir,
+             "--listen", f"127.0.0.1:{port}", "--workdir", "vms",
              "--qemu-arg=-gdb", "--qemu-arg=unix:{workdir}/gdb.sock,"
                                 "server=on,wait=off",
              *(("--tls-creds", tls) if tls else ("--insecure",)),
              *(() if keep_vms else ("--stop-vms-on-exit",)), *extra],
-            stdout=self._log, stderr=subprocess.STDOUT)
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir)
         deadline = time.monotonic() + 30
         while "serving" not in self.log():
             assert self.proc.poll() is None, self.log()

@@ -122,6 +122,8 @@ def cmd_serve(args):
     tls = transport(args, args.listen[0], "serve")
     # Spool, disks, sockets and logs: the service's and its VMs' alone.
     os.umask(0o077)
+    # Absolute: each VM's mount namespace binds its directory by path.
+    args.workdir = os.path.abspath(args.workdir)
     os.makedirs(args.workdir, mode=0o700, exist_ok=True)
     uids, cgroup = confinement(args, os.path.abspath(args.workdir))
     policy = ClientPolicy.load(args.clients) if args.clients else None
