@@ -281,6 +281,36 @@ def confinement_options(p):
                    "only)")
 
 
+def limit_options(s):
+    """What bounds the service's clients and VMs (serve)."""
+    s.add_argument("--max-clients", type=int, default=4,
+                   help="syntheses at once; more are refused (4)")
+    s.add_argument("--max-vms", type=int, default=16,
+                   help="VMs this service keeps running, all clients "
+                   "together (16)")
+    s.add_argument("--max-vms-per-client", type=int, default=4,
+                   help="VMs one client (one certificate name) may hold "
+                   "(4)")
+    s.add_argument("--clients", metavar="FILE", help="what each client "
+                   "(certificate name; \"*\": any other) may ask, as JSON: "
+                   "{NAME: {\"bases\": [BASE, ...], \"max-vms\": N}}; BASE "
+                   "is a name in --bases. A client not in it (nor \"*\") is "
+                   "refused. Without it: any base, --max-vms-per-client")
+    s.add_argument("--client-timeout", type=float, default=120,
+                   help="seconds a client may send nothing before its "
+                   "synthesis is abandoned (120)")
+    s.add_argument("--transfer-timeout", type=float, default=3600,
+                   help="seconds a client's whole transfer may take, from "
+                   "its connection to the overlay's last byte (3600)")
+    s.add_argument("--max-vm-ram-mib", type=int, default=4096,
+                   help="RAM one VM may have (its description's "
+                   "machine.ram-bytes); larger overlays are refused before "
+                   "their stream is read (4096)")
+    s.add_argument("--max-vm-cpus", type=int, default=4,
+                   help="vCPUs one VM may have (its description's "
+                   "machine.max-cpus); refused likewise (4)")
+
+
 def add_serve(sub):
     """serve and its options: the cloudlet's side."""
     s = sub.add_parser(
@@ -309,19 +339,6 @@ def add_serve(sub):
                    "no client authentication: only on a loopback address")
     s.add_argument("--workdir", default="/var/lib/qemu-handoff/vms",
                    help="where each VM's images and sockets go")
-    s.add_argument("--max-clients", type=int, default=4,
-                   help="syntheses at once; more are refused (4)")
-    s.add_argument("--max-vms", type=int, default=16,
-                   help="VMs this service keeps running, all clients "
-                   "together (16)")
-    s.add_argument("--max-vms-per-client", type=int, default=4,
-                   help="VMs one client (one certificate name) may hold "
-                   "(4)")
-    s.add_argument("--clients", metavar="FILE", help="what each client "
-                   "(certificate name; \"*\": any other) may ask, as JSON: "
-                   "{NAME: {\"bases\": [BASE, ...], \"max-vms\": N}}; BASE "
-                   "is a name in --bases. A client not in it (nor \"*\") is "
-                   "refused. Without it: any base, --max-vms-per-client")
     s.add_argument("--max-bytes", type=int, default=4 << 30,
                    help="largest overlay stream accepted (4 GiB)")
     s.add_argument("--forward-address", default="127.0.0.1",
@@ -330,23 +347,11 @@ def add_serve(sub):
     s.add_argument("--qemu-arg", action="append", default=[],
                    help="extra QEMU argument for every VM (repeatable; "
                    "{workdir} is the VM's directory)")
-    s.add_argument("--client-timeout", type=float, default=120,
-                   help="seconds a client may send nothing before its "
-                   "synthesis is abandoned (120)")
-    s.add_argument("--transfer-timeout", type=float, default=3600,
-                   help="seconds a client's whole transfer may take, from "
-                   "its connection to the overlay's last byte (3600)")
     s.add_argument("--stop-vms-on-exit", action="store_true",
                    help="stop the VMs when the service ends; without it "
                    "they run on and a service restarted on the same "
                    "--workdir finds them again")
-    s.add_argument("--max-vm-ram-mib", type=int, default=4096,
-                   help="RAM one VM may have (its description's "
-                   "machine.ram-bytes); larger overlays are refused before "
-                   "their stream is read (4096)")
-    s.add_argument("--max-vm-cpus", type=int, default=4,
-                   help="vCPUs one VM may have (its description's "
-                   "machine.max-cpus); refused likewise (4)")
+    limit_options(s)
     confinement_options(s)
     s.add_argument("--cgroup", metavar="DIR", help="a cgroup v2 directory "
                    "delegated to the service, not its own (memory, pids "
