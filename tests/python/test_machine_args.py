@@ -231,6 +231,14 @@ def test_duplicate_keys_are_refused():
         overlay_file.parse_description(text.encode())
 
 
+def test_a_description_nested_too_deeply_is_refused():
+    """The description may be 1 MiB: all of it "[" is refused by name,
+    not a RecursionError (which the service would answer as its own
+    failure)."""
+    with pytest.raises(OverlayError, match="nested too deeply"):
+        overlay_file.parse_description(b"[" * overlay_file.DESCRIPTION_MAX)
+
+
 def test_version_1_is_refused_with_how_to_resave():
     d = described_vm()
     del d["version"]

@@ -80,6 +80,10 @@ def parse_description(raw):
     """The description (a dict) from its bytes."""
     try:
         description = json.loads(raw.decode(), object_pairs_hook=_object)
+    except RecursionError:
+        # 1 MiB of "[" nests deeper than Python's parser recurses.
+        raise OverlayError("overlay description: nested too deeply") \
+            from None
     except (UnicodeDecodeError, ValueError) as e:
         raise OverlayError(f"overlay description: {e}") from None
     if not isinstance(description, dict):
