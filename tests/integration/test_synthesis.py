@@ -31,7 +31,7 @@ from qemu_handoff.bases import (create_base, overlay_on, run_workload,
                                 start_from_base, wait_heartbeat_after)
 from qemu_handoff.identity import (assert_goes_on, assert_ram_unchanged,
                                    assert_same_disk, assert_same_ram)
-from qemu_handoff.qmp import QMPClient
+from qemu_handoff.qmp import QMPClient, QMPError
 from qemu_handoff.synthesis.client import read_json_line
 from qemu_handoff.synthesis.transport import client_context
 from qemu_handoff.tls import CertificateAuthority
@@ -198,6 +198,65 @@ def test_qemu_launches_overlay_identical(tmp_path, saved, base, vms):
     vms.append(dst)
     assert dst.wait_incoming()["status"] == "completed"
     assert_is_saved_vm(saved, dst)
+
+
+def read_working_set(path, total_pages):
+    """The log handoff-record-stop wrote: (region, chunk) in order, each
+    once, every chunk inside RAM."""
+    with open(path) as f:
+        assert f.readline() == "qemu-handoff-working-set 1\n"
+        entries = [tuple(int(x) for x in line.split()) for line in f]
+    order = [(region, chunk) for region, chunk, _ in entries]
+    assert len(set(order)) == len(order), "a page logged twice"
+    assert all(0 <= chunk < total_pages for _, chunk in order)
+    times = [ns for _, _, ns in entries]
+    assert times == sorted(times)
+    return order
+
+
+def test_recording_places_every_page_and_logs_first_touches(tmp_path, saved,
+                                                             base, vms):
+    """handoff-record-start moves the loaded VM's RAM aside and gives each
+    page back on first touch (userfaultfd), logging it. Read whole while
+    recording, RAM is the saved VM's, every page logged once in address
+    order; run while recording, the guest goes on from where it was saved,
+    and the log holds the pages it touched first, a part of RAM."""
+    dst = qemu_with_overlay(tmp_path, base, saved.path).start()
+    vms.append(dst)
+    total = dst.guest.mem_mib << 20 >> 12
+    assert dst.wait_incoming()["status"] == "completed"
+    dst.qmp.cmd("handoff-record-start", path=str(tmp_path / "read.order"))
+    with pytest.raises(QMPError, match="a recording is running"):
+        dst.qmp.cmd("handoff-record-start", path=str(tmp_path / "x"))
+    assert_is_saved_vm(saved, dst)      # reads all RAM, then runs on
+    info = dst.qmp.cmd("handoff-record-stop")
+    read = read_working_set(tmp_path / "read.order", total)
+    assert info["pages"] == len(read)
+    # pmemsave reads guest-physical addresses in order; the VGA window and
+    # the BIOS area (0xa0000-0xfffff) do not map RAM.
+    assert total - 96 <= len(read) <= total, len(read)
+    assert [c for _, c in read[:16]] == list(range(16))
+    wait_heartbeat_after(dst, 2)
+    dst.stop()
+
+    run = qemu_with_overlay(tmp_path, base, saved.path, name="run").start()
+    vms.append(run)
+    assert run.wait_incoming()["status"] == "completed"
+    run.qmp.cmd("handoff-record-start", path=str(tmp_path / "run.order"))
+    run.qmp.cmd("cont")
+    assert_goes_on(run, saved.last_beat)
+    wait_heartbeat_after(run, 2)
+    with pytest.raises(QMPError, match="a recording is running"):
+        run.qmp.cmd("handoff-record-start", path=str(tmp_path / "x"))
+    info = run.qmp.cmd("handoff-record-stop")
+    touched = read_working_set(tmp_path / "run.order", total)
+    print(f"working set of {len(touched)} pages of {total} "
+          f"({info['refaults']} refaults)")
+    assert info["pages"] == len(touched)
+    assert 0 < len(touched) < total // 2, len(touched)
+    wait_heartbeat_after(run, 2)        # plain RAM again, the guest runs
+    with pytest.raises(QMPError, match="must be paused"):
+        run.qmp.cmd("handoff-record-start", path=str(tmp_path / "x"))
 
 
 def qemu_refusal(tmp_path, base, overlay, **kw):

@@ -1,0 +1,420 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Working-set recording (early start, docs/design/early-start.md §2.5):
+ * which 4 KiB chunks of memory a VM touches first, in the order it
+ * touches them, so that an early-start overlay can send them first.
+ *
+ * handoff-record-start, on a paused VM (a launch from its overlay under
+ * -S), moves each of the base's RAM blocks aside into a private shadow,
+ * empties the block and registers it with userfaultfd (MISSING mode). The
+ * first access to a page by anything (a vCPU under TCG or KVM, device
+ * emulation, the kernel copying disk reads into guest memory) faults; the
+ * fault thread logs the page and places the shadow's bytes with
+ * UFFDIO_COPY, which wakes the accessor. handoff-record-stop places every
+ * page not touched, unregisters, and writes the log.
+ *
+ * Why a thread of its own and not postcopy's fault thread: postcopy's
+ * asks a migration source for pages over the return path, and here the
+ * pages are in this process. The placement rules are postcopy's: whole
+ * host pages, atomically (UFFDIO_COPY), THP off while registered
+ * (postcopy-ram.c's nhp_range and cleanup_range), 4 KiB pages only.
+ *
+ * The fault thread never takes the BQL: a vCPU or the main thread that
+ * faults while holding it waits only for this thread.
+ */
+#include "qemu/osdep.h"
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include "exec/ramblock.h"
+#include "migration.h"
+#include "ram.h"
+#include "migration/handoff.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-handoff.h"
+#include "qemu/bitmap.h"
+#include "qemu/error-report.h"
+#include "qemu/madvise.h"
+#include "qemu/main-loop.h"
+#include "qemu/rcu.h"
+#include "qemu/thread.h"
+#include "sysemu/runstate.h"
+#include "handoff-internal.h"
+#include "handoff-record.h"
+#include "trace.h"
+
+typedef struct RecordBlock {
+    RAMBlock *rb;
+    uint8_t *host;
+    uint64_t len;
+    uint32_t region;            /* in the base's geometry */
+    uint8_t *shadow;            /* the block's content at start */
+    unsigned long *placed;      /* pages given their bytes once */
+} RecordBlock;
+
+typedef struct HandoffRecorder {
+    char *path;
+    int uffd;
+    int quit_fd;                /* eventfd: stop asked */
+    QemuThread thread;
+    RecordBlock *blocks;
+    size_t n_blocks;
+    HandoffRecordEntry *order;  /* fault thread appends, main reads after
+                                   join */
+    uint64_t n_order;
+    uint64_t capacity;          /* pages of all blocks: one entry each */
+    uint64_t refaults;          /* placed pages missing again (discarded) */
+    int64_t t0;
+} HandoffRecorder;
+
+static HandoffRecorder *recorder;
+
+/* --- the fault thread -------------------------------------------------- */
+
+static RecordBlock *block_of(HandoffRecorder *r, uint64_t addr)
+{
+    size_t i;
+
+    for (i = 0; i < r->n_blocks; i++) {
+        uint64_t host = (uintptr_t)r->blocks[i].host;
+
+        if (addr >= host && addr - host < r->blocks[i].len) {
+            return &r->blocks[i];
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Gives a page its shadow bytes the first time; a page missing again was
+ * discarded since (the balloon) and reads as zeros, as it would unrecorded.
+ * EEXIST: another placement won, which is as good.
+ */
+static void place_page(HandoffRecorder *r, RecordBlock *b, uint64_t page,
+                       bool log)
+{
+    uint64_t off = page * HANDOFF_CHUNK_SIZE;
+    int ret;
+
+    if (test_and_set_bit(page, b->placed)) {
+        struct uffdio_zeropage z = {
+            .range = { (uintptr_t)b->host + off, HANDOFF_CHUNK_SIZE },
+        };
+
+        r->refaults++;
+        ret = ioctl(r->uffd, UFFDIO_ZEROPAGE, &z);
+    } else {
+        struct uffdio_copy c = {
+            .dst = (uintptr_t)b->host + off,
+            .src = (uintptr_t)b->shadow + off,
+            .len = HANDOFF_CHUNK_SIZE,
+        };
+
+        if (log && r->n_order < r->capacity) {
+            r->order[r->n_order++] = (HandoffRecordEntry) {
+                .region = b->region,
+                .chunk = page,
+                .ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) - r->t0,
+            };
+            trace_handoff_record_fault(b->region, page);
+        }
+        ret = ioctl(r->uffd, UFFDIO_COPY, &c);
+    }
+    if (ret && errno != EEXIST) {
+        /* An accessor would wait forever: better no VM than a hung one. */
+        error_report("handoff: recording cannot place page %" PRIu64
+                     " of RAM block '%s': %s", page,
+                     qemu_ram_get_idstr(b->rb), strerror(errno));
+        exit(EXIT_FAILURE);
+    }
+}
+
+static void serve_faults(HandoffRecorder *r)
+{
+    struct uffd_msg msg;
+
+    while (read(r->uffd, &msg, sizeof(msg)) == sizeof(msg)) {
+        uint64_t addr = msg.arg.pagefault.address;
+        RecordBlock *b;
+
+        if (msg.event != UFFD_EVENT_PAGEFAULT) {
+            continue;
+        }
+        b = block_of(r, addr);
+        if (!b) {
+            error_report("handoff: recording: fault at %" PRIx64 " outside "
+                         "every registered block", addr);
+            exit(EXIT_FAILURE);
+        }
+        place_page(r, b, (addr - (uintptr_t)b->host) / HANDOFF_CHUNK_SIZE,
+                   true);
+    }
+}
+
+/* Every page not touched gets its bytes, then the blocks are plain RAM. */
+static void finish_blocks(HandoffRecorder *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->n_blocks; i++) {
+        RecordBlock *b = &r->blocks[i];
+        uint64_t pages = b->len / HANDOFF_CHUNK_SIZE, p;
+        struct uffdio_range range = { (uintptr_t)b->host, b->len };
+
+        for (p = find_first_zero_bit(b->placed, pages); p < pages;
+             p = find_next_zero_bit(b->placed, pages, p + 1)) {
+            place_page(r, b, p, false);
+        }
+        if (ioctl(r->uffd, UFFDIO_UNREGISTER, &range)) {
+            error_report("handoff: recording: cannot unregister RAM block "
+                         "'%s': %s", qemu_ram_get_idstr(b->rb),
+                         strerror(errno));
+        }
+        qemu_madvise(b->host, b->len, QEMU_MADV_HUGEPAGE);
+    }
+}
+
+static void *record_thread(void *opaque)
+{
+    HandoffRecorder *r = opaque;
+    struct pollfd fds[2] = {
+        { .fd = r->uffd, .events = POLLIN },
+        { .fd = r->quit_fd, .events = POLLIN },
+    };
+
+    rcu_register_thread();
+    for (;;) {
+        if (poll(fds, 2, -1) < 0 && errno != EINTR) {
+            error_report("handoff: recording: poll: %s", strerror(errno));
+            exit(EXIT_FAILURE);
+        }
+        if (fds[0].revents & POLLIN) {
+            serve_faults(r);
+        }
+        if (fds[1].revents & POLLIN) {
+            break;
+        }
+    }
+    finish_blocks(r);
+    rcu_unregister_thread();
+    return NULL;
+}
+
+/* --- start and stop ---------------------------------------------------- */
+
+static void recorder_free(HandoffRecorder *r)
+{
+    size_t i;
+
+    if (!r) {
+        return;
+    }
+    for (i = 0; i < r->n_blocks; i++) {
+        if (r->blocks[i].shadow) {
+            munmap(r->blocks[i].shadow, r->blocks[i].len);
+        }
+        g_free(r->blocks[i].placed);
+    }
+    if (r->uffd >= 0) {
+        close(r->uffd);
+    }
+    if (r->quit_fd >= 0) {
+        close(r->quit_fd);
+    }
+    g_free(r->blocks);
+    g_free(r->order);
+    g_free(r->path);
+    g_free(r);
+}
+
+static bool open_uffd(HandoffRecorder *r, Error **errp)
+{
+    struct uffdio_api api = { .api = UFFD_API };
+
+    r->uffd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    if (r->uffd < 0) {
+        error_setg_errno(errp, errno, "cannot open a userfaultfd (a "
+                         "recording QEMU needs it: root, or sysctl "
+                         "vm.unprivileged_userfaultfd=1)");
+        return false;
+    }
+    if (ioctl(r->uffd, UFFDIO_API, &api)) {
+        error_setg_errno(errp, errno, "userfaultfd: UFFDIO_API");
+        return false;
+    }
+    r->quit_fd = eventfd(0, EFD_CLOEXEC);
+    if (r->quit_fd < 0) {
+        error_setg_errno(errp, errno, "eventfd");
+        return false;
+    }
+    return true;
+}
+
+/*
+ * The base's RAM blocks this VM has, by name: the chunks an overlay
+ * carries are numbered in the base's regions.
+ */
+static bool collect_blocks(HandoffRecorder *r, HandoffBaseStore *store,
+                           Error **errp)
+{
+    RAMBlock *rb;
+    size_t i;
+
+    r->blocks = g_new0(RecordBlock, store->n_memory);
+    RCU_READ_LOCK_GUARD();
+    RAMBLOCK_FOREACH_MIGRATABLE(rb) {
+        for (i = 0; i < store->n_memory; i++) {
+            RecordBlock *b = &r->blocks[r->n_blocks];
+
+            if (strcmp(store->memory[i].name, qemu_ram_get_idstr(rb))) {
+                continue;
+            }
+            if (qemu_ram_pagesize(rb) != HANDOFF_CHUNK_SIZE) {
+                error_setg(errp, "RAM block '%s' has %zu-byte pages: "
+                           "recording places 4 KiB pages only",
+                           qemu_ram_get_idstr(rb), qemu_ram_pagesize(rb));
+                return false;
+            }
+            b->rb = rb;
+            b->host = qemu_ram_get_host_addr(rb);
+            b->len = qemu_ram_get_used_length(rb);
+            b->region = store->memory[i].region;
+            r->capacity += b->len / HANDOFF_CHUNK_SIZE;
+            r->n_blocks++;
+        }
+    }
+    if (!r->n_blocks) {
+        error_setg(errp, "this VM has none of the base's RAM blocks");
+        return false;
+    }
+    return true;
+}
+
+/* Shadow, empty, register: the VM is paused, nothing else writes RAM. */
+static bool arm_block(HandoffRecorder *r, RecordBlock *b, Error **errp)
+{
+    struct uffdio_register reg = {
+        .range = { (uintptr_t)b->host, b->len },
+        .mode = UFFDIO_REGISTER_MODE_MISSING,
+    };
+
+    b->shadow = mmap(NULL, b->len, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (b->shadow == MAP_FAILED) {
+        b->shadow = NULL;
+        error_setg_errno(errp, errno, "cannot map a %" PRIu64 "-byte "
+                         "shadow of RAM block '%s'", b->len,
+                         qemu_ram_get_idstr(b->rb));
+        return false;
+    }
+    memcpy(b->shadow, b->host, b->len);
+    b->placed = bitmap_new(b->len / HANDOFF_CHUNK_SIZE);
+    qemu_madvise(b->host, b->len, QEMU_MADV_NOHUGEPAGE);
+    if (ram_block_discard_range(b->rb, 0, b->len)) {
+        error_setg(errp, "cannot empty RAM block '%s'",
+                   qemu_ram_get_idstr(b->rb));
+        return false;
+    }
+    if (ioctl(r->uffd, UFFDIO_REGISTER, &reg)) {
+        error_setg_errno(errp, errno, "userfaultfd: cannot register RAM "
+                         "block '%s'", qemu_ram_get_idstr(b->rb));
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Undoes a half-armed start: blocks already shadowed get their bytes back.
+ * No fault thread runs yet and the VM is paused: nothing touches them.
+ */
+static void disarm(HandoffRecorder *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->n_blocks; i++) {
+        RecordBlock *b = &r->blocks[i];
+        struct uffdio_range range = { (uintptr_t)b->host, b->len };
+
+        if (!b->placed) {
+            break;
+        }
+        ioctl(r->uffd, UFFDIO_UNREGISTER, &range);
+        memcpy(b->host, b->shadow, b->len);
+        qemu_madvise(b->host, b->len, QEMU_MADV_HUGEPAGE);
+    }
+}
+
+void qmp_handoff_record_start(const char *path, Error **errp)
+{
+    MigrationState *ms = migrate_get_current();
+    g_autoptr(HandoffBaseStore) store = NULL;
+    HandoffRecorder *r;
+    size_t i;
+
+    if (recorder) {
+        error_setg(errp, "a recording is running: handoff-record-stop "
+                   "first");
+        return;
+    }
+    if (runstate_is_running() || runstate_check(RUN_STATE_INMIGRATE)) {
+        error_setg(errp, "the VM must be paused and loaded to start "
+                   "recording (launch it with -S; record before 'cont')");
+        return;
+    }
+    store = handoff_base_store_open(ms->parameters.handoff_base, errp);
+    if (!store) {
+        return;
+    }
+    r = g_new0(HandoffRecorder, 1);
+    r->uffd = r->quit_fd = -1;
+    r->path = g_strdup(path);
+    if (!collect_blocks(r, store, errp) || !open_uffd(r, errp)) {
+        recorder_free(r);
+        return;
+    }
+    r->order = g_new(HandoffRecordEntry, r->capacity);
+    for (i = 0; i < r->n_blocks; i++) {
+        if (!arm_block(r, &r->blocks[i], errp)) {
+            disarm(r);
+            recorder_free(r);
+            return;
+        }
+    }
+    r->t0 = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    trace_handoff_record_start(path, r->n_blocks, r->capacity);
+    qemu_thread_create(&r->thread, "handoff-record", record_thread, r,
+                       QEMU_THREAD_JOINABLE);
+    recorder = r;
+}
+
+HandoffRecordInfo *qmp_handoff_record_stop(Error **errp)
+{
+    HandoffRecorder *r = recorder;
+    HandoffRecordInfo *info;
+    uint64_t one = 1;
+
+    if (!r) {
+        error_setg(errp, "no recording is running");
+        return NULL;
+    }
+    recorder = NULL;
+    if (write(r->quit_fd, &one, sizeof(one)) != sizeof(one)) {
+        error_report("handoff: recording: cannot wake the fault thread: %s",
+                     strerror(errno));
+        exit(EXIT_FAILURE);
+    }
+    /* The thread never takes the BQL: joining under it cannot deadlock. */
+    qemu_thread_join(&r->thread);
+    trace_handoff_record_stop(r->n_order, r->refaults);
+    info = g_new0(HandoffRecordInfo, 1);
+    info->pages = r->n_order;
+    info->refaults = r->refaults;
+    if (!handoff_record_write(r->path, r->order, r->n_order, errp)) {
+        qapi_free_HandoffRecordInfo(info);
+        info = NULL;
+    }
+    recorder_free(r);
+    return info;
+}
