@@ -20,6 +20,7 @@ from .confinement import (DEFAULT_FIRST_UID, DEFAULT_UIDS, Cgroup,
                           ConfinementError, UidPool, check_range)
 from .create import CreateError, create_overlay
 from .launcher import DEFAULT_QEMU, LaunchedVM, LaunchError
+from .record import record_working_set
 from ..formats.overlay import OverlayError
 from .registry import scan
 from .service import SynthesisServer
@@ -40,6 +41,8 @@ holds the base turns it into the running VM:
   stop        the client: stops one of its VMs at a service
   stop-all    the operator: stops every VM of a service's --workdir
   launch      launches a local overlay file here, without a service
+  record      runs a local overlay once and records the order in which it
+              touches its memory first (its working set, for early start)
   info        prints an overlay's header and description
 
 Nothing runs before the whole overlay arrived, its SHA-256 matched and
@@ -255,6 +258,49 @@ def cmd_launch(args):
         vm.stop()
 
 
+def cmd_record(args):
+    if (args.request is None) == (args.seconds is None):
+        sys.exit("handoff-synthesis: record needs --request (with "
+                 "--forward) or --seconds")
+    if args.request is not None and args.forward is None:
+        sys.exit("handoff-synthesis: --request needs --forward PORT")
+    workdir = os.path.abspath(args.workdir or
+                              tempfile.mkdtemp(prefix="handoff-record-"))
+    os.makedirs(workdir, exist_ok=True)
+    rec = record_working_set(args.overlay, args.base, args.out, workdir,
+                             forward=args.forward, request=args.request,
+                             seconds=args.seconds, qemu=args.qemu)
+    if rec.answer is not None:
+        print(json.dumps(rec.answer))
+    log(rec.summary(args.out))
+
+
+def add_record(sub):
+    r = sub.add_parser(
+        "record", help="record the order in which a local overlay's VM "
+        "touches its memory first",
+        description="Launches the overlay here (paused), records with QMP "
+        "handoff-record-start, runs the VM, sends its application REQUEST "
+        "through guest port --forward (or lets it run --seconds), then "
+        "stops the recording: QEMU writes OUT (docs/overlay-format.md, "
+        "'Working-set order'). QEMU runs as this user, unconfined, and "
+        "needs userfaultfd: root, or sysctl vm.unprivileged_userfaultfd=1.")
+    r.add_argument("overlay")
+    r.add_argument("--base", required=True, help="the base directory")
+    r.add_argument("--out", required=True, help="the order file to write")
+    r.add_argument("--forward", type=int, metavar="PORT",
+                   help="the application's guest TCP port")
+    r.add_argument("--request", metavar="LINE", help="the application's "
+                   "first request (one line, the edge applications' "
+                   "protocol); recording stops once it is answered")
+    r.add_argument("--seconds", type=float, help="record this long "
+                   "instead of a request")
+    r.add_argument("--workdir", help="where the VM's files go (removed "
+                   "after)")
+    r.add_argument("--qemu", default=DEFAULT_QEMU)
+    r.set_defaults(func=cmd_record)
+
+
 def client_options(p, json_help):
     """The options every client command takes: how to reach the
     service."""
@@ -442,6 +488,8 @@ def parser():
                     help="print the QEMU command line instead")
     confinement_options(la)
     la.set_defaults(func=cmd_launch)
+
+    add_record(sub)
 
     i = sub.add_parser("info", help="print an overlay's description")
     i.add_argument("overlay")
