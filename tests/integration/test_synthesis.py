@@ -41,6 +41,7 @@ from qemu_handoff.paths import TOP
 from qemu_handoff.wan import WanLink
 
 from qemu_handoff.formats import overlay as overlay_file
+from qemu_handoff.formats import working_set
 
 SYNTHESIS = os.path.join(TOP, "scripts", "handoff-synthesis.py")
 
@@ -201,16 +202,10 @@ def test_qemu_launches_overlay_identical(tmp_path, saved, base, vms):
 
 
 def read_working_set(path, total_pages):
-    """The log handoff-record-stop wrote: (region, chunk) in order, each
-    once, every chunk inside RAM."""
-    with open(path) as f:
-        assert f.readline() == "qemu-handoff-working-set 1\n"
-        entries = [tuple(int(x) for x in line.split()) for line in f]
-    order = [(region, chunk) for region, chunk, _ in entries]
-    assert len(set(order)) == len(order), "a page logged twice"
+    """The log handoff-record-stop wrote (formats.working_set checks each
+    chunk once, times in order): (region, chunk) in order, inside RAM."""
+    order = [(region, chunk) for region, chunk, _ in working_set.read(path)]
     assert all(0 <= chunk < total_pages for _, chunk in order)
-    times = [ns for _, _, ns in entries]
-    assert times == sorted(times)
     return order
 
 

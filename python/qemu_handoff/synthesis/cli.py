@@ -269,7 +269,8 @@ def cmd_record(args):
     os.makedirs(workdir, exist_ok=True)
     rec = record_working_set(args.overlay, args.base, args.out, workdir,
                              forward=args.forward, request=args.request,
-                             seconds=args.seconds, qemu=args.qemu)
+                             seconds=args.seconds, qemu=args.qemu,
+                             classified=args.classify)
     if rec.answer is not None:
         print(json.dumps(rec.answer))
     log(rec.summary(args.out))
@@ -295,6 +296,10 @@ def add_record(sub):
                    "protocol); recording stops once it is answered")
     r.add_argument("--seconds", type=float, help="record this long "
                    "instead of a request")
+    r.add_argument("--classify", action="store_true", help="also count the "
+                   "touched pages the cloudlet holds (zero, or in the base) "
+                   "and those it lacks, and their size with lzma-6 (reads "
+                   "the whole base)")
     r.add_argument("--workdir", help="where the VM's files go (removed "
                    "after)")
     r.add_argument("--qemu", default=DEFAULT_QEMU)

@@ -13,18 +13,31 @@ and this is an owner recording their own VM, not a cloudlet serving
 strangers.
 """
 
+import collections
+import hashlib
+import json
+import lzma
 import os
+import subprocess
 import time
 
+from ..formats import manifest
 from ..formats import overlay as overlay_file
+from ..formats import working_set
+from ..paths import BUILD
 from .client import ask
 from .launcher import LaunchedVM
+
+CHUNK = 4096
+QEMU_HANDOFF = os.path.join(BUILD, "handoff", "migration-handoff",
+                            "qemu-handoff")
 
 
 class Recording:
     """What a recording saw: pages touched first, the answer and times."""
 
     def __init__(self, pages, refaults, answer, request_s, total_s):
+        self.kinds = None           # see classify()
         self.pages = pages
         self.refaults = refaults
         self.answer = answer
@@ -36,15 +49,72 @@ class Recording:
         what = (f"the first request answered in {self.request_s:.1f} s"
                 if self.answer is not None else
                 f"{self.total_s:.1f} s of running")
-        return (f"{self.pages} pages ({mib:.1f} MiB) touched first in "
+        text = (f"{self.pages} pages ({mib:.1f} MiB) touched first in "
                 f"{what}, in order, written to {out}")
+        if self.kinds is not None:
+            k = self.kinds
+            text += (f"; of pc.ram's {k['pages']}: {k['zero']} zero, "
+                     f"{k['base']} in the base, {k['sent']} the cloudlet "
+                     f"lacks ({k['sent_lzma6_bytes'] / 1e6:.1f} MB with "
+                     f"lzma-6)")
+        return text
+
+
+def _base_chunks(base):
+    """Digests of every chunk of the base's memory and disk: what a
+    cloudlet holding it need not receive."""
+    m = manifest.read(base)
+    known = set()
+    for region in m.memory + [m.disk]:
+        with open(region.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                for i in range(0, len(block), CHUNK):
+                    known.add(hashlib.blake2b(block[i:i + CHUNK],
+                                              digest_size=16).digest())
+    return m, known
+
+
+def _region_number(base, name):
+    """@name's region number in the base's index (the order file's)."""
+    out = subprocess.run([QEMU_HANDOFF, "base", "info",
+                          os.path.join(base, "index"), "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    names = [r["name"] for r in json.loads(out)["regions"]]
+    return names.index(name)
+
+
+def classify(ram_dump, base, order):
+    """Sorts the pc.ram pages of @order by what a cloudlet holding @base
+    would do with them: zero, in the base (anywhere in its memory or
+    disk: a reference), or sent (their size with the overlay's lzma-6).
+    @ram_dump: the VM's RAM as loaded (pmemsave from 0)."""
+    m, known = _base_chunks(base)
+    ram = _region_number(base, m.ram().name)
+    kinds, sent = collections.Counter(), []
+    with open(ram_dump, "rb") as f:
+        for region, chunk, _ in working_set.read(order):
+            if region != ram:
+                continue
+            page = os.pread(f.fileno(), CHUNK, chunk * CHUNK)
+            kinds["pages"] += 1
+            if page == bytes(CHUNK):
+                kinds["zero"] += 1
+            elif hashlib.blake2b(page, digest_size=16).digest() in known:
+                kinds["base"] += 1
+            else:
+                kinds["sent"] += 1
+                sent.append(page)
+    kinds["sent_lzma6_bytes"] = len(lzma.compress(b"".join(sent), preset=6))
+    return kinds
 
 
 def record_working_set(overlay, base, out, workdir, forward=None,
-                       request=None, seconds=None, qemu=None):
+                       request=None, seconds=None, qemu=None,
+                       classified=False):
     """Launches @overlay on @base, records while it runs, and writes the
     order to @out. With @forward and @request: until the application at
-    guest port @forward answered @request; else for @seconds."""
+    guest port @forward answered @request; else for @seconds. @classified:
+    the RAM as loaded is kept to sort the pages afterwards (classify)."""
     _, description = overlay_file.read_info(overlay)
     vm = LaunchedVM("record", workdir, description, base, qemu=qemu,
                     forwards=[forward] if forward else [],
@@ -52,6 +122,11 @@ def record_working_set(overlay, base, out, workdir, forward=None,
     vm.start()
     try:
         vm.wait_loaded()
+        # Beside @out: the VM's files go when it stops.
+        dump = os.path.abspath(out) + ".loaded.ram"
+        if classified:
+            ram = description["machine"]["ram-bytes"]
+            vm.qmp.cmd("pmemsave", val=0, size=ram, filename=dump)
         vm.qmp.cmd("handoff-record-start", path=os.path.abspath(out))
         t0 = time.monotonic()
         vm.run()
@@ -62,7 +137,11 @@ def record_working_set(overlay, base, out, workdir, forward=None,
             time.sleep(seconds)
         request_s = time.monotonic() - t0
         info = vm.qmp.cmd("handoff-record-stop")
-        return Recording(info["pages"], info["refaults"], answer,
-                         request_s, time.monotonic() - t0)
+        rec = Recording(info["pages"], info["refaults"], answer,
+                        request_s, time.monotonic() - t0)
     finally:
         vm.stop(remove_files=True)
+    if classified:
+        rec.kinds = classify(dump, base, out)
+        os.unlink(dump)
+    return rec

@@ -10,8 +10,6 @@
 #include "qapi/error.h"
 #include "handoff-record.h"
 
-#define HANDOFF_RECORD_MAGIC "qemu-handoff-working-set 1"
-
 bool handoff_record_write(const char *path, const HandoffRecordEntry *order,
                           uint64_t n, Error **errp)
 {

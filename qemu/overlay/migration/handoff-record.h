@@ -6,6 +6,12 @@
 #ifndef MIGRATION_HANDOFF_RECORD_H
 #define MIGRATION_HANDOFF_RECORD_H
 
+/*
+ * The order file's first line (docs/overlay-format.md, "Working-set
+ * order"); python/qemu_handoff/formats/working_set.py reads it here.
+ */
+#define HANDOFF_RECORD_MAGIC "qemu-handoff-working-set 1"
+
 typedef struct HandoffRecordEntry {
     uint32_t region;            /* in the base's geometry */
     uint64_t chunk;             /* 4 KiB chunk within the region */

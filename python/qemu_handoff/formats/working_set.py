@@ -1,0 +1,54 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Working-set order files: which 4 KiB chunks a VM touched first, in
+order, as QEMU's handoff-record-stop writes them (qemu/overlay/migration/
+handoff-record-file.c; docs/overlay-format.md, "Working-set order").
+
+The first line is the format's name, read from its one definition in
+handoff-record.h; then "REGION CHUNK NS" per chunk. A file is input from
+disk: every line is checked, and a chunk named twice, times going back or
+a file longer than @max_entries is refused by name.
+"""
+
+import os
+import re
+
+from ..paths import TOP
+
+_HEADER_FILE = os.path.join(TOP, "qemu", "overlay", "migration",
+                            "handoff-record.h")
+with open(_HEADER_FILE) as _f:
+    MAGIC = re.search(r'^#define HANDOFF_RECORD_MAGIC "([^"]+)"$', _f.read(),
+                      re.M).group(1)
+_LINE = re.compile(r"(0|[1-9][0-9]{0,9}) (0|[1-9][0-9]{0,19}) "
+                   r"(0|[1-9][0-9]{0,19})\n")
+
+
+class WorkingSetError(ValueError):
+    """Not a working-set order file, or a broken one."""
+
+
+def read(path, max_entries=1 << 24):
+    """The entries of order file @path: [(region, chunk, ns)], in order."""
+    entries, seen, last_ns = [], set(), 0
+    with open(path) as f:
+        if f.readline() != MAGIC + "\n":
+            raise WorkingSetError(f"{path}: not a working-set order file "
+                                  f"(its first line is not '{MAGIC}')")
+        for number, line in enumerate(f, start=2):
+            m = _LINE.fullmatch(line)
+            if not m:
+                raise WorkingSetError(f"{path}:{number}: not 'REGION CHUNK "
+                                      "NS'")
+            region, chunk, ns = (int(x) for x in m.groups())
+            if (region, chunk) in seen:
+                raise WorkingSetError(f"{path}:{number}: region {region} "
+                                      f"chunk {chunk} named twice")
+            if ns < last_ns:
+                raise WorkingSetError(f"{path}:{number}: time goes back")
+            if len(entries) == max_entries:
+                raise WorkingSetError(f"{path}: more than {max_entries} "
+                                      "entries")
+            seen.add((region, chunk))
+            entries.append((region, chunk, ns))
+            last_ns = ns
+    return entries

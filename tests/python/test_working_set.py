@@ -1,0 +1,44 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""formats.working_set: the order file QEMU's handoff-record-stop writes,
+read as input from disk."""
+
+import pytest
+
+from qemu_handoff.formats import working_set
+
+
+def write(tmp_path, body, magic=working_set.MAGIC):
+    path = tmp_path / "order"
+    path.write_text(f"{magic}\n{body}")
+    return path
+
+
+def test_reads_entries_in_order(tmp_path):
+    path = write(tmp_path, "0 12154 3753292\n0 7 3753292\n6 0 4000000\n")
+    assert working_set.read(path) == [(0, 12154, 3753292), (0, 7, 3753292),
+                                      (6, 0, 4000000)]
+
+
+@pytest.mark.parametrize("body, cause", [
+    ("0 1 5\n0 1 6\n", "region 0 chunk 1 named twice"),
+    ("0 1 5\n0 2 4\n", "time goes back"),
+    ("0 01 5\n", "not 'REGION CHUNK NS'"),
+    ("-1 1 5\n", "not 'REGION CHUNK NS'"),
+    ("0 1\n", "not 'REGION CHUNK NS'"),
+    ("0 1 5", "not 'REGION CHUNK NS'"),          # no end of line
+    ("0  1 5\n", "not 'REGION CHUNK NS'"),
+    ("0 1 5 6\n", "not 'REGION CHUNK NS'"),
+    ("99999999999 1 5\n", "not 'REGION CHUNK NS'"),
+    ("0 1 5\n\n", "not 'REGION CHUNK NS'"),
+])
+def test_refuses_broken_files_by_name(tmp_path, body, cause):
+    with pytest.raises(working_set.WorkingSetError, match=cause):
+        working_set.read(write(tmp_path, body))
+
+
+def test_refuses_another_format_and_too_many_entries(tmp_path):
+    with pytest.raises(working_set.WorkingSetError, match="first line"):
+        working_set.read(write(tmp_path, "0 1 5\n", magic="something else"))
+    with pytest.raises(working_set.WorkingSetError, match="more than 2"):
+        working_set.read(write(tmp_path, "0 1 5\n0 2 5\n0 3 5\n"),
+                         max_entries=2)
