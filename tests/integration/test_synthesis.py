@@ -212,18 +212,25 @@ def read_working_set(path, total_pages):
 def test_recording_places_every_page_and_logs_first_touches(tmp_path, saved,
                                                              base, vms):
     """handoff-record-start moves the loaded VM's RAM aside and gives each
-    page back on first touch (userfaultfd), logging it. Read whole while
+    page back on first touch (userfaultfd), logging it; stop gives back
+    the rest. Stopped at once, every page comes back; read whole while
     recording, RAM is the saved VM's, every page logged once in address
-    order; run while recording, the guest goes on from where it was saved,
-    and the log holds the pages it touched first, a part of RAM."""
+    order, and no migration may start; run while recording, the guest goes
+    on from where it was saved and the log holds the pages it touched
+    first, a part of RAM."""
     dst = qemu_with_overlay(tmp_path, base, saved.path).start()
     vms.append(dst)
     total = dst.guest.mem_mib << 20 >> 12
     assert dst.wait_incoming()["status"] == "completed"
+    dst.qmp.cmd("handoff-record-start", path=str(tmp_path / "none.order"))
+    assert dst.qmp.cmd("handoff-record-stop")["pages"] == 0
+
     dst.qmp.cmd("handoff-record-start", path=str(tmp_path / "read.order"))
     with pytest.raises(QMPError, match="a recording is running"):
         dst.qmp.cmd("handoff-record-start", path=str(tmp_path / "x"))
-    assert_is_saved_vm(saved, dst)      # reads all RAM, then runs on
+    with pytest.raises(QMPError, match="working-set recording is running"):
+        dst.qmp.cmd("migrate", uri="exec:cat >/dev/null")
+    assert_same_ram(saved.ram_dump, dst)    # pages the first stop placed
     info = dst.qmp.cmd("handoff-record-stop")
     read = read_working_set(tmp_path / "read.order", total)
     assert info["pages"] == len(read)
@@ -231,7 +238,10 @@ def test_recording_places_every_page_and_logs_first_touches(tmp_path, saved,
     # the BIOS area (0xa0000-0xfffff) do not map RAM.
     assert total - 96 <= len(read) <= total, len(read)
     assert [c for _, c in read[:16]] == list(range(16))
-    wait_heartbeat_after(dst, 2)
+    dst.qmp.cmd("cont")
+    assert_goes_on(dst, saved.last_beat)
+    with pytest.raises(QMPError, match="must be paused"):
+        dst.qmp.cmd("handoff-record-start", path=str(tmp_path / "x"))
     dst.stop()
 
     run = qemu_with_overlay(tmp_path, base, saved.path, name="run").start()
@@ -241,17 +251,31 @@ def test_recording_places_every_page_and_logs_first_touches(tmp_path, saved,
     run.qmp.cmd("cont")
     assert_goes_on(run, saved.last_beat)
     wait_heartbeat_after(run, 2)
-    with pytest.raises(QMPError, match="a recording is running"):
-        run.qmp.cmd("handoff-record-start", path=str(tmp_path / "x"))
     info = run.qmp.cmd("handoff-record-stop")
     touched = read_working_set(tmp_path / "run.order", total)
-    print(f"working set of {len(touched)} pages of {total} "
-          f"({info['refaults']} refaults)")
+    print(f"working set of {len(touched)} pages of {total}")
     assert info["pages"] == len(touched)
     assert 0 < len(touched) < total // 2, len(touched)
     wait_heartbeat_after(run, 2)        # plain RAM again, the guest runs
-    with pytest.raises(QMPError, match="must be paused"):
-        run.qmp.cmd("handoff-record-start", path=str(tmp_path / "x"))
+
+
+def test_recording_refuses_shared_ram(tmp_path, base, vms):
+    """RAM another process may map (a shared memfd, as vhost-user needs)
+    would be filled behind the recording, and emptying a file-backed
+    block punches a hole in its file: refused, RAM untouched."""
+    mib = vm_lib.test_guest().mem_mib
+    vm = vm_lib.GuestVM("shared", str(tmp_path),
+                        overlay_on(base, str(tmp_path / "shared.qcow2")),
+                        extra_args=[
+                            "-S", "-handoff", f"base={base}",
+                            "-object", f"memory-backend-memfd,id=pc.ram,"
+                            f"size={mib}M,share=on",
+                            "-machine", "memory-backend=pc.ram"]).start()
+    vms.append(vm)
+    with pytest.raises(QMPError, match="backed by a file or shared memory"):
+        vm.qmp.cmd("handoff-record-start", path=str(tmp_path / "x.order"))
+    vm.qmp.cmd("cont")                  # no blocker or recording was left
+    vm.wait_serial(r"^heartbeat \d+\r?$", timeout=120)
 
 
 def qemu_refusal(tmp_path, base, overlay, **kw):

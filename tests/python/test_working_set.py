@@ -9,7 +9,7 @@ from qemu_handoff.formats import working_set
 
 def write(tmp_path, body, magic=working_set.MAGIC):
     path = tmp_path / "order"
-    path.write_text(f"{magic}\n{body}")
+    path.write_bytes(f"{magic}\n{body}".encode("latin-1"))
     return path
 
 
@@ -30,6 +30,12 @@ def test_reads_entries_in_order(tmp_path):
     ("0 1 5 6\n", "not 'REGION CHUNK NS'"),
     ("99999999999 1 5\n", "not 'REGION CHUNK NS'"),
     ("0 1 5\n\n", "not 'REGION CHUNK NS'"),
+    ("0 1 5\r\n", "not 'REGION CHUNK NS'"),
+    ("0 1 5\r0 2 6\n", "not 'REGION CHUNK NS'"),
+    ("4294967296 1 5\n", "out of range"),
+    ("0 1 9223372036854775808\n", "out of range"),
+    ("0 1 " + "1" * 80 + "\n", "not 'REGION CHUNK NS'"),
+    ("0 1 5\n\xff\xfe\n", "not 'REGION CHUNK NS'"),
 ])
 def test_refuses_broken_files_by_name(tmp_path, body, cause):
     with pytest.raises(working_set.WorkingSetError, match=cause):

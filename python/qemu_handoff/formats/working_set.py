@@ -19,27 +19,39 @@ _HEADER_FILE = os.path.join(TOP, "qemu", "overlay", "migration",
 with open(_HEADER_FILE) as _f:
     MAGIC = re.search(r'^#define HANDOFF_RECORD_MAGIC "([^"]+)"$', _f.read(),
                       re.M).group(1)
-_LINE = re.compile(r"(0|[1-9][0-9]{0,9}) (0|[1-9][0-9]{0,19}) "
-                   r"(0|[1-9][0-9]{0,19})\n")
+_LINE = re.compile(rb"(0|[1-9][0-9]{0,9}) (0|[1-9][0-9]{0,15}) "
+                   rb"(0|[1-9][0-9]{0,18})\n")
+MAX_LINE = 64
+MAX_REGION = (1 << 32) - 1
+MAX_NS = (1 << 63) - 1
 
 
 class WorkingSetError(ValueError):
     """Not a working-set order file, or a broken one."""
 
 
-def read(path, max_entries=1 << 24):
-    """The entries of order file @path: [(region, chunk, ns)], in order."""
+def _entry(path, number, line):
+    m = _LINE.fullmatch(line)
+    if not m:
+        raise WorkingSetError(f"{path}:{number}: not 'REGION CHUNK NS'")
+    region, chunk, ns = (int(x) for x in m.groups())
+    if region > MAX_REGION or ns > MAX_NS:
+        raise WorkingSetError(f"{path}:{number}: region or time out of "
+                              "range")
+    return region, chunk, ns
+
+
+def read(path, max_entries=1 << 22):
+    """The entries of order file @path: [(region, chunk, ns)], in order.
+    Read as bytes, a bounded line at a time: the file may be anything."""
     entries, seen, last_ns = [], set(), 0
-    with open(path) as f:
-        if f.readline() != MAGIC + "\n":
+    with open(path, "rb") as f:
+        if f.readline(MAX_LINE) != MAGIC.encode() + b"\n":
             raise WorkingSetError(f"{path}: not a working-set order file "
                                   f"(its first line is not '{MAGIC}')")
-        for number, line in enumerate(f, start=2):
-            m = _LINE.fullmatch(line)
-            if not m:
-                raise WorkingSetError(f"{path}:{number}: not 'REGION CHUNK "
-                                      "NS'")
-            region, chunk, ns = (int(x) for x in m.groups())
+        for number, line in enumerate(iter(lambda: f.readline(MAX_LINE),
+                                           b""), start=2):
+            region, chunk, ns = _entry(path, number, line)
             if (region, chunk) in seen:
                 raise WorkingSetError(f"{path}:{number}: region {region} "
                                       f"chunk {chunk} named twice")

@@ -20,7 +20,7 @@ from .confinement import (DEFAULT_FIRST_UID, DEFAULT_UIDS, Cgroup,
                           ConfinementError, UidPool, check_range)
 from .create import CreateError, create_overlay
 from .launcher import DEFAULT_QEMU, LaunchedVM, LaunchError
-from .record import record_working_set
+from .record import RecordError, record_working_set
 from ..formats.overlay import OverlayError
 from .registry import scan
 from .service import SynthesisServer
@@ -507,8 +507,8 @@ def main():
     try:
         args.func(args)
     except (OverlayError, SynthesisFailed, LaunchError, CreateError,
-            TransportError, ConfinementError, ClientPolicyError,
-            OSError) as e:
+            RecordError, TransportError, ConfinementError,
+            ClientPolicyError, OSError) as e:
         sys.exit(f"handoff-synthesis: {e}")
     except KeyboardInterrupt:
         sys.exit("handoff-synthesis: interrupted")

@@ -33,13 +33,16 @@ QEMU_HANDOFF = os.path.join(BUILD, "handoff", "migration-handoff",
                             "qemu-handoff")
 
 
+class RecordError(Exception):
+    """A recording that cannot be made as asked."""
+
+
 class Recording:
     """What a recording saw: pages touched first, the answer and times."""
 
-    def __init__(self, pages, refaults, answer, request_s, total_s):
+    def __init__(self, pages, answer, request_s, total_s):
         self.kinds = None           # see classify()
         self.pages = pages
-        self.refaults = refaults
         self.answer = answer
         self.request_s = request_s
         self.total_s = total_s
@@ -55,8 +58,9 @@ class Recording:
             k = self.kinds
             text += (f"; of pc.ram's {k['pages']}: {k['zero']} zero, "
                      f"{k['base']} in the base, {k['sent']} the cloudlet "
-                     f"lacks ({k['sent_lzma6_bytes'] / 1e6:.1f} MB with "
-                     f"lzma-6)")
+                     f"lacks ({k['sent_lzma6_bytes'] / 1e6:.1f} MB "
+                     f"compressed with Python's lzma, preset 6), "
+                     f"{k['unread']} in the legacy hole, not sorted")
         return text
 
 
@@ -83,20 +87,31 @@ def _region_number(base, name):
     return names.index(name)
 
 
+# pc.ram lies at guest-physical 0 up to the first split below 4 GiB
+# (q35 splits at 2 GiB from 2.75 GiB of RAM, i440fx at 3 GiB), except the
+# legacy VGA and BIOS window, where pmemsave reads devices and ROM.
+CLASSIFY_MAX_RAM = 2 << 30
+LEGACY_HOLE = range(0xa0000 // CHUNK, 0x100000 // CHUNK)
+
+
 def classify(ram_dump, base, order):
     """Sorts the pc.ram pages of @order by what a cloudlet holding @base
     would do with them: zero, in the base (anywhere in its memory or
-    disk: a reference), or sent (their size with the overlay's lzma-6).
-    @ram_dump: the VM's RAM as loaded (pmemsave from 0)."""
+    disk: a reference, as the engine's dedup finds it), or sent (and their
+    size compressed with lzma -6). @ram_dump: the VM's RAM as loaded
+    (pmemsave from 0; RAM of at most CLASSIFY_MAX_RAM)."""
     m, known = _base_chunks(base)
     ram = _region_number(base, m.ram().name)
-    kinds, sent = collections.Counter(), []
+    kinds, sent = collections.Counter(unread=0), []
     with open(ram_dump, "rb") as f:
         for region, chunk, _ in working_set.read(order):
             if region != ram:
                 continue
-            page = os.pread(f.fileno(), CHUNK, chunk * CHUNK)
             kinds["pages"] += 1
+            if chunk in LEGACY_HOLE:
+                kinds["unread"] += 1
+                continue
+            page = os.pread(f.fileno(), CHUNK, chunk * CHUNK)
             if page == bytes(CHUNK):
                 kinds["zero"] += 1
             elif hashlib.blake2b(page, digest_size=16).digest() in known:
@@ -116,16 +131,21 @@ def record_working_set(overlay, base, out, workdir, forward=None,
     guest port @forward answered @request; else for @seconds. @classified:
     the RAM as loaded is kept to sort the pages afterwards (classify)."""
     _, description = overlay_file.read_info(overlay)
+    ram = description["machine"]["ram-bytes"]
+    if classified and ram > CLASSIFY_MAX_RAM:
+        raise RecordError(f"--classify reads RAM by guest-physical address, "
+                         f"which is pc.ram's offset only up to "
+                         f"{CLASSIFY_MAX_RAM >> 30} GiB; this VM has "
+                         f"{ram >> 20} MiB")
+    # Beside @out: the VM's files go when it stops.
+    dump = os.path.abspath(out) + ".loaded.ram"
     vm = LaunchedVM("record", workdir, description, base, qemu=qemu,
                     forwards=[forward] if forward else [],
                     overlay=os.path.abspath(overlay))
     vm.start()
     try:
         vm.wait_loaded()
-        # Beside @out: the VM's files go when it stops.
-        dump = os.path.abspath(out) + ".loaded.ram"
         if classified:
-            ram = description["machine"]["ram-bytes"]
             vm.qmp.cmd("pmemsave", val=0, size=ram, filename=dump)
         vm.qmp.cmd("handoff-record-start", path=os.path.abspath(out))
         t0 = time.monotonic()
@@ -137,11 +157,13 @@ def record_working_set(overlay, base, out, workdir, forward=None,
             time.sleep(seconds)
         request_s = time.monotonic() - t0
         info = vm.qmp.cmd("handoff-record-stop")
-        rec = Recording(info["pages"], info["refaults"], answer,
-                        request_s, time.monotonic() - t0)
+        rec = Recording(info["pages"], answer, request_s,
+                        time.monotonic() - t0)
+        vm.stop(remove_files=True)
+        if classified:
+            rec.kinds = classify(dump, base, out)
+        return rec
     finally:
         vm.stop(remove_files=True)
-    if classified:
-        rec.kinds = classify(dump, base, out)
-        os.unlink(dump)
-    return rec
+        if os.path.exists(dump):
+            os.unlink(dump)

@@ -21,6 +21,14 @@
  *
  * The fault thread never takes the BQL: a vCPU or the main thread that
  * faults while holding it waits only for this thread.
+ *
+ * Only this thread places pages, so a page found present (EEXIST) or
+ * missing again after its placement means something filled or discarded
+ * RAM behind the recording: that is fatal, never skipped, since the guest
+ * would go on with a page that is not its own. What could do it is shut
+ * out for the recording's length: migrations and snapshots (a blocker),
+ * the balloon and virtio-mem (discards disabled); RAM shared with another
+ * process or backed by a file is refused.
  */
 #include "qemu/osdep.h"
 #include <linux/userfaultfd.h>
@@ -28,10 +36,13 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
+#include "exec/exec-all.h"
 #include "exec/ramblock.h"
 #include "migration.h"
 #include "ram.h"
+#include "migration/blocker.h"
 #include "migration/handoff.h"
+#include "migration/misc.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-handoff.h"
 #include "qemu/bitmap.h"
@@ -41,6 +52,7 @@
 #include "qemu/rcu.h"
 #include "qemu/thread.h"
 #include "sysemu/runstate.h"
+#include "sysemu/tcg.h"
 #include "handoff-internal.h"
 #include "handoff-record.h"
 #include "trace.h"
@@ -50,6 +62,9 @@ typedef struct RecordBlock {
     uint8_t *host;
     uint64_t len;
     uint32_t region;            /* in the base's geometry */
+    uint64_t logged_pages;      /* the base region's: pages beyond are
+                                   placed, not logged */
+    bool registered;
     uint8_t *shadow;            /* the block's content at start */
     unsigned long *placed;      /* pages given their bytes once */
 } RecordBlock;
@@ -65,8 +80,9 @@ typedef struct HandoffRecorder {
                                    join */
     uint64_t n_order;
     uint64_t capacity;          /* pages of all blocks: one entry each */
-    uint64_t refaults;          /* placed pages missing again (discarded) */
     int64_t t0;
+    Error *blocker;             /* migrations and snapshots wait */
+    bool discards_disabled;
 } HandoffRecorder;
 
 static HandoffRecorder *recorder;
@@ -87,48 +103,55 @@ static RecordBlock *block_of(HandoffRecorder *r, uint64_t addr)
     return NULL;
 }
 
-/*
- * Gives a page its shadow bytes the first time; a page missing again was
- * discarded since (the balloon) and reads as zeros, as it would unrecorded.
- * EEXIST: another placement won, which is as good.
- */
-static void place_page(HandoffRecorder *r, RecordBlock *b, uint64_t page,
-                       bool log)
+/* Nothing can go on when a page cannot be placed: no notifiers either. */
+static void G_GNUC_NORETURN G_GNUC_PRINTF(2, 3)
+record_fatal(RecordBlock *b, const char *fmt, ...)
+{
+    g_autofree char *msg = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    error_report("handoff: recording, RAM block '%s': %s",
+                 qemu_ram_get_idstr(b->rb), msg);
+    _exit(EXIT_FAILURE);
+}
+
+/* Gives @count pages from @page on their shadow bytes, atomically. */
+static void copy_pages(HandoffRecorder *r, RecordBlock *b, uint64_t page,
+                       uint64_t count)
 {
     uint64_t off = page * HANDOFF_CHUNK_SIZE;
-    int ret;
+    struct uffdio_copy c = {
+        .dst = (uintptr_t)b->host + off,
+        .src = (uintptr_t)b->shadow + off,
+        .len = count * HANDOFF_CHUNK_SIZE,
+    };
 
+    if (ioctl(r->uffd, UFFDIO_COPY, &c)) {
+        record_fatal(b, "cannot place page %" PRIu64 "%s: %s", page,
+                     errno == EEXIST ? " (filled behind the recording)" : "",
+                     strerror(errno));
+    }
+}
+
+static void place_faulted_page(HandoffRecorder *r, RecordBlock *b,
+                               uint64_t page)
+{
     if (test_and_set_bit(page, b->placed)) {
-        struct uffdio_zeropage z = {
-            .range = { (uintptr_t)b->host + off, HANDOFF_CHUNK_SIZE },
-        };
-
-        r->refaults++;
-        ret = ioctl(r->uffd, UFFDIO_ZEROPAGE, &z);
-    } else {
-        struct uffdio_copy c = {
-            .dst = (uintptr_t)b->host + off,
-            .src = (uintptr_t)b->shadow + off,
-            .len = HANDOFF_CHUNK_SIZE,
-        };
-
-        if (log && r->n_order < r->capacity) {
-            r->order[r->n_order++] = (HandoffRecordEntry) {
-                .region = b->region,
-                .chunk = page,
-                .ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) - r->t0,
-            };
-            trace_handoff_record_fault(b->region, page);
-        }
-        ret = ioctl(r->uffd, UFFDIO_COPY, &c);
+        record_fatal(b, "page %" PRIu64 " missing again after it was "
+                     "placed (discarded behind the recording)", page);
     }
-    if (ret && errno != EEXIST) {
-        /* An accessor would wait forever: better no VM than a hung one. */
-        error_report("handoff: recording cannot place page %" PRIu64
-                     " of RAM block '%s': %s", page,
-                     qemu_ram_get_idstr(b->rb), strerror(errno));
-        exit(EXIT_FAILURE);
+    if (page < b->logged_pages) {
+        r->order[r->n_order++] = (HandoffRecordEntry) {
+            .region = b->region,
+            .chunk = page,
+            .ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) - r->t0,
+        };
+        trace_handoff_record_fault(b->region, page);
     }
+    copy_pages(r, b, page, 1);
 }
 
 static void serve_faults(HandoffRecorder *r)
@@ -146,31 +169,35 @@ static void serve_faults(HandoffRecorder *r)
         if (!b) {
             error_report("handoff: recording: fault at %" PRIx64 " outside "
                          "every registered block", addr);
-            exit(EXIT_FAILURE);
+            _exit(EXIT_FAILURE);
         }
-        place_page(r, b, (addr - (uintptr_t)b->host) / HANDOFF_CHUNK_SIZE,
-                   true);
+        place_faulted_page(r, b,
+                           (addr - (uintptr_t)b->host) / HANDOFF_CHUNK_SIZE);
     }
 }
 
-/* Every page not touched gets its bytes, then the blocks are plain RAM. */
+/*
+ * Every page not touched gets its bytes, a run per ioctl, then the blocks
+ * are plain RAM. Faults that arrive meanwhile wait: their pages are in
+ * some run, and its UFFDIO_COPY wakes them.
+ */
 static void finish_blocks(HandoffRecorder *r)
 {
     size_t i;
 
     for (i = 0; i < r->n_blocks; i++) {
         RecordBlock *b = &r->blocks[i];
-        uint64_t pages = b->len / HANDOFF_CHUNK_SIZE, p;
+        uint64_t pages = b->len / HANDOFF_CHUNK_SIZE, p, end;
         struct uffdio_range range = { (uintptr_t)b->host, b->len };
 
         for (p = find_first_zero_bit(b->placed, pages); p < pages;
-             p = find_next_zero_bit(b->placed, pages, p + 1)) {
-            place_page(r, b, p, false);
+             p = find_next_zero_bit(b->placed, pages, end)) {
+            end = find_next_bit(b->placed, pages, p);
+            bitmap_set(b->placed, p, end - p);
+            copy_pages(r, b, p, end - p);
         }
         if (ioctl(r->uffd, UFFDIO_UNREGISTER, &range)) {
-            error_report("handoff: recording: cannot unregister RAM block "
-                         "'%s': %s", qemu_ram_get_idstr(b->rb),
-                         strerror(errno));
+            record_fatal(b, "cannot unregister: %s", strerror(errno));
         }
         qemu_madvise(b->host, b->len, QEMU_MADV_HUGEPAGE);
     }
@@ -188,7 +215,7 @@ static void *record_thread(void *opaque)
     for (;;) {
         if (poll(fds, 2, -1) < 0 && errno != EINTR) {
             error_report("handoff: recording: poll: %s", strerror(errno));
-            exit(EXIT_FAILURE);
+            _exit(EXIT_FAILURE);
         }
         if (fds[0].revents & POLLIN) {
             serve_faults(r);
@@ -222,6 +249,13 @@ static void recorder_free(HandoffRecorder *r)
     }
     if (r->quit_fd >= 0) {
         close(r->quit_fd);
+    }
+    if (r->blocker) {
+        migrate_del_blocker(r->blocker);
+        error_free(r->blocker);
+    }
+    if (r->discards_disabled) {
+        ram_block_discard_disable(false);
     }
     g_free(r->blocks);
     g_free(r->order);
@@ -277,10 +311,23 @@ static bool collect_blocks(HandoffRecorder *r, HandoffBaseStore *store,
                            qemu_ram_get_idstr(rb), qemu_ram_pagesize(rb));
                 return false;
             }
+            /*
+             * Emptying a block punches a hole in its file (even a private
+             * mapping's, physmem.c), and another process's access to
+             * shared memory fills pages behind the recording.
+             */
+            if (qemu_ram_is_shared(rb) || qemu_ram_get_fd(rb) >= 0) {
+                error_setg(errp, "RAM block '%s' is backed by a file or "
+                           "shared memory: recording moves private "
+                           "anonymous RAM only", qemu_ram_get_idstr(rb));
+                return false;
+            }
             b->rb = rb;
             b->host = qemu_ram_get_host_addr(rb);
             b->len = qemu_ram_get_used_length(rb);
             b->region = store->memory[i].region;
+            b->logged_pages = MIN(b->len, store->memory[i].size) /
+                              HANDOFF_CHUNK_SIZE;
             r->capacity += b->len / HANDOFF_CHUNK_SIZE;
             r->n_blocks++;
         }
@@ -292,9 +339,14 @@ static bool collect_blocks(HandoffRecorder *r, HandoffBaseStore *store,
     return true;
 }
 
-/* Shadow, empty, register: the VM is paused, nothing else writes RAM. */
+/*
+ * Shadow, register, then empty: the VM is paused and nothing else may use
+ * RAM (see the top), and an access that came anyway would fault rather
+ * than find a fresh zero page the recording never placed.
+ */
 static bool arm_block(HandoffRecorder *r, RecordBlock *b, Error **errp)
 {
+    const uint64_t needed = (1ULL << _UFFDIO_COPY) | (1ULL << _UFFDIO_WAKE);
     struct uffdio_register reg = {
         .range = { (uintptr_t)b->host, b->len },
         .mode = UFFDIO_REGISTER_MODE_MISSING,
@@ -312,14 +364,20 @@ static bool arm_block(HandoffRecorder *r, RecordBlock *b, Error **errp)
     memcpy(b->shadow, b->host, b->len);
     b->placed = bitmap_new(b->len / HANDOFF_CHUNK_SIZE);
     qemu_madvise(b->host, b->len, QEMU_MADV_NOHUGEPAGE);
-    if (ram_block_discard_range(b->rb, 0, b->len)) {
-        error_setg(errp, "cannot empty RAM block '%s'",
-                   qemu_ram_get_idstr(b->rb));
-        return false;
-    }
     if (ioctl(r->uffd, UFFDIO_REGISTER, &reg)) {
         error_setg_errno(errp, errno, "userfaultfd: cannot register RAM "
                          "block '%s'", qemu_ram_get_idstr(b->rb));
+        return false;
+    }
+    b->registered = true;
+    if ((reg.ioctls & needed) != needed) {
+        error_setg(errp, "userfaultfd: RAM block '%s' cannot be filled "
+                   "page by page (UFFDIO_COPY)", qemu_ram_get_idstr(b->rb));
+        return false;
+    }
+    if (ram_block_discard_range(b->rb, 0, b->len)) {
+        error_setg(errp, "cannot empty RAM block '%s'",
+                   qemu_ram_get_idstr(b->rb));
         return false;
     }
     return true;
@@ -327,7 +385,8 @@ static bool arm_block(HandoffRecorder *r, RecordBlock *b, Error **errp)
 
 /*
  * Undoes a half-armed start: blocks already shadowed get their bytes back.
- * No fault thread runs yet and the VM is paused: nothing touches them.
+ * No fault thread runs yet and the VM is paused: nothing touches them but
+ * this memcpy, which must not fault into a registered range.
  */
 static void disarm(HandoffRecorder *r)
 {
@@ -340,10 +399,54 @@ static void disarm(HandoffRecorder *r)
         if (!b->placed) {
             break;
         }
-        ioctl(r->uffd, UFFDIO_UNREGISTER, &range);
+        if (b->registered && ioctl(r->uffd, UFFDIO_UNREGISTER, &range)) {
+            record_fatal(b, "cannot unregister: %s", strerror(errno));
+        }
         memcpy(b->host, b->shadow, b->len);
         qemu_madvise(b->host, b->len, QEMU_MADV_HUGEPAGE);
     }
+}
+
+/*
+ * What must hold before RAM is moved aside: a paused, loaded VM whose RAM
+ * no migration, snapshot, balloon, virtio-mem or pinning device (VFIO)
+ * uses, and a file the log can be written to.
+ */
+static bool may_record(HandoffRecorder *r, const char *path, Error **errp)
+{
+    int fd;
+
+    if (!runstate_check(RUN_STATE_PAUSED) &&
+        !runstate_check(RUN_STATE_PRELAUNCH)) {
+        error_setg(errp, "the VM must be paused and loaded to start "
+                   "recording (launch it with -S; record before 'cont')");
+        return false;
+    }
+    if (ram_block_discard_is_disabled()) {
+        error_setg(errp, "a device pins guest RAM (discards are disabled): "
+                   "recording cannot move RAM aside");
+        return false;
+    }
+    error_setg(&r->blocker, "a working-set recording is running "
+               "(handoff-record-stop ends it)");
+    if (migrate_add_blocker(r->blocker, errp) < 0) {
+        error_free(r->blocker);
+        r->blocker = NULL;
+        return false;
+    }
+    /* Stops the balloon (virtio_balloon_inhibited); refused by virtio-mem. */
+    if (ram_block_discard_disable(true)) {
+        error_setg(errp, "a device needs RAM discards (virtio-mem): "
+                   "recording cannot hold them off");
+        return false;
+    }
+    r->discards_disabled = true;
+    fd = qemu_create(path, O_WRONLY | O_TRUNC, 0600, errp);
+    if (fd < 0) {
+        return false;
+    }
+    close(fd);
+    return true;
 }
 
 void qmp_handoff_record_start(const char *path, Error **errp)
@@ -358,9 +461,9 @@ void qmp_handoff_record_start(const char *path, Error **errp)
                    "first");
         return;
     }
-    if (runstate_is_running() || runstate_check(RUN_STATE_INMIGRATE)) {
-        error_setg(errp, "the VM must be paused and loaded to start "
-                   "recording (launch it with -S; record before 'cont')");
+    if (!ms->parameters.handoff_base || !*ms->parameters.handoff_base) {
+        error_setg(errp, "no base: the VM's chunks are numbered in its "
+                   "base's regions (-handoff base=DIR)");
         return;
     }
     store = handoff_base_store_open(ms->parameters.handoff_base, errp);
@@ -370,7 +473,8 @@ void qmp_handoff_record_start(const char *path, Error **errp)
     r = g_new0(HandoffRecorder, 1);
     r->uffd = r->quit_fd = -1;
     r->path = g_strdup(path);
-    if (!collect_blocks(r, store, errp) || !open_uffd(r, errp)) {
+    if (!may_record(r, path, errp) || !collect_blocks(r, store, errp) ||
+        !open_uffd(r, errp)) {
         recorder_free(r);
         return;
     }
@@ -381,6 +485,10 @@ void qmp_handoff_record_start(const char *path, Error **errp)
             recorder_free(r);
             return;
         }
+    }
+    /* Code run before (a VM paused after running) must be fetched again. */
+    if (tcg_enabled()) {
+        tb_flush(first_cpu);
     }
     r->t0 = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
     trace_handoff_record_start(path, r->n_blocks, r->capacity);
@@ -403,14 +511,13 @@ HandoffRecordInfo *qmp_handoff_record_stop(Error **errp)
     if (write(r->quit_fd, &one, sizeof(one)) != sizeof(one)) {
         error_report("handoff: recording: cannot wake the fault thread: %s",
                      strerror(errno));
-        exit(EXIT_FAILURE);
+        _exit(EXIT_FAILURE);
     }
     /* The thread never takes the BQL: joining under it cannot deadlock. */
     qemu_thread_join(&r->thread);
-    trace_handoff_record_stop(r->n_order, r->refaults);
+    trace_handoff_record_stop(r->n_order);
     info = g_new0(HandoffRecordInfo, 1);
     info->pages = r->n_order;
-    info->refaults = r->refaults;
     if (!handoff_record_write(r->path, r->order, r->n_order, errp)) {
         qapi_free_HandoffRecordInfo(info);
         info = NULL;
