@@ -28,6 +28,20 @@
  *
  * A drain also waits for guest requests held on absent chunks: whoever
  * feeds placements must not need the drained context to do so.
+ *
+ * KVM changes nothing here: guest requests reach the filter from device
+ * emulation, in the node's AioContext, or synchronously from a vCPU
+ * thread that holds the BQL (IDE PIO, say), which then polls the main
+ * AioContext itself and so runs the placement coroutine of a main-loop
+ * node.  handoff_early_place() takes neither the BQL nor the AioContext,
+ * so a feeder thread (early start's listen thread) is never blocked by
+ * a vCPU waiting on a chunk.
+ *
+ * What a guest can make the filter allocate: nothing.  The chunk maps
+ * are sized at open (no truncate), a waiting request sleeps on its own
+ * coroutine (as many as the device queues), the log holds each chunk
+ * marked absent at most once, and the placement queue is fed by the host
+ * and bounded (HANDOFF_EARLY_QUEUE_MAX).
  */
 #include "qemu/osdep.h"
 #include "block/block_int.h"
