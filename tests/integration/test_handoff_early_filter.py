@@ -34,7 +34,8 @@ HELD = 1.0
 class EarlyDisk:
     """One QEMU with a handoff-early filter over a fresh overlay."""
 
-    def __init__(self, tmp_path, log_only=False, iothread=False):
+    def __init__(self, tmp_path, log_only=False, iothread=False,
+                 failing_writes=False):
         base = tmp_path / "base.raw"
         base.write_bytes(bytes([BASE_BYTE]) * DISK)
         self.overlay = tmp_path / "overlay.qcow2"
@@ -47,6 +48,14 @@ class EarlyDisk:
         early = "driver=handoff-early,node-name=early,file=ovl"
         if log_only:
             early += ",log-only=on"
+        # blkdebug under the overlay fails every write with EIO.
+        ovl_file = "ovl-file"
+        debug = []
+        if failing_writes:
+            ovl_file = "dbg"
+            debug = ["-blockdev", "driver=blkdebug,node-name=dbg,"
+                     "image=ovl-file,inject-error.0.event=pwritev,"
+                     "inject-error.0.errno=5"]
         # stdbuf: qemu-io prints with printf; line buffering lets the test
         # see each completion when it happens.
         self.proc = subprocess.Popen(
@@ -59,7 +68,8 @@ class EarlyDisk:
                           "read-only=on",
              "-blockdev", "driver=file,node-name=ovl-file,"
                           f"filename={self.overlay}",
-             "-blockdev", "driver=qcow2,node-name=ovl,file=ovl-file,"
+             *debug,
+             "-blockdev", f"driver=qcow2,node-name=ovl,file={ovl_file},"
                           "backing=base",
              "-blockdev", early,
              # virtio-scsi moves its disks into its iothread as they are
@@ -120,17 +130,22 @@ class EarlyDisk:
                 return info
             time.sleep(0.05)
 
-    def wait_done(self, mark, verb, offset, length, timeout=10):
-        """The output of the aio request that completes `verb LENGTH/LENGTH
-        bytes at offset OFFSET` after @mark; fails after @timeout."""
-        line = f"{verb} {length}/{length} bytes at offset {offset}\n"
+    def wait_for(self, mark, text, timeout=10):
+        """QEMU's output after @mark, once it holds @text; fails after
+        @timeout."""
         deadline = time.monotonic() + timeout
-        while line not in self.out()[mark:]:
+        while text not in self.out()[mark:]:
             assert self.proc.poll() is None, self.out()
             assert time.monotonic() < deadline, \
-                f"no '{line.strip()}' in {timeout} s:\n{self.out()[mark:]}"
+                f"no '{text.strip()}' in {timeout} s:\n{self.out()[mark:]}"
             time.sleep(0.02)
         return self.out()[mark:]
+
+    def wait_done(self, mark, verb, offset, length):
+        """The output once the aio request that completes `verb
+        LENGTH/LENGTH bytes at offset OFFSET` after @mark has."""
+        return self.wait_for(
+            mark, f"{verb} {length}/{length} bytes at offset {offset}\n")
 
     def assert_held(self, mark, verb, offset, length):
         """The request is still held after a while: not completed."""
@@ -298,5 +313,26 @@ def test_log_only_logs_first_touches_and_never_waits(tmp_path):
         assert (info["touched"], info["waits"], info["absent"]) == (3, 0, 1)
         with pytest.raises(QMPError, match="log-only"):
             disk.place((3, os.urandom(CHUNK)))
+    finally:
+        disk.close()
+
+
+def test_a_failed_placement_fails_requests_instead_of_releasing_them(
+        tmp_path):
+    disk = EarlyDisk(tmp_path, failing_writes=True)
+    try:
+        disk.mark_absent(2)
+        held = disk.io(f"aio_read -v {2 * CHUNK} {CHUNK}")
+        disk.assert_held(held, "read", 2 * CHUNK, CHUNK)
+        disk.place((2, os.urandom(CHUNK)))
+        disk.wait_for(held, "readv failed: Input/output error")
+        assert f"read {CHUNK}/" not in disk.out()[held:]
+        # From then on the node fails every request, carried or not, and
+        # takes no placement.
+        mark = disk.io(f"aio_read {6 * CHUNK} {CHUNK}")
+        disk.wait_for(mark, "readv failed: Input/output error")
+        with pytest.raises(QMPError, match="an earlier placement failed"):
+            disk.place((3, os.urandom(CHUNK)))
+        assert disk.info()["placed"] == 0
     finally:
         disk.close()
