@@ -348,15 +348,22 @@ def test_virsh_migrate_handoff_tls(tmp_path, base, tls_hosts):
     assert any(f'"tls-hostname":"{DST_NAME}"' in p for p in params), params
 
 
+# The link's rate: CI's 25 Mbit/s keeps its run short (the bytes, which
+# the test compares, do not depend on it); docs/libvirt.md's figures were
+# measured at HANDOFF_LIBVIRT_WAN_MBIT=10.
+WAN_MBIT = int(os.environ.get("HANDOFF_LIBVIRT_WAN_MBIT", "25"))
+
+
 def test_virsh_migrate_handoff_vs_copy_storage_wan(tmp_path, base):
-    """Over 10 Mbit/s with 50 ms RTT (the destination host in the emulated
+    """Over WAN_MBIT with 50 ms RTT (the destination host in the emulated
     WAN's namespace), the same guest after the same workload moves once
     with --handoff and once with libvirt's stock way for a VM on local
     disks, --copy-storage-inc (NBD for the disk, QEMU's precopy for RAM):
     both arrive running with the source's disk; the figures are printed,
     and handoff must send fewer bytes."""
     figures = {}
-    with WanLink(10, rtt_ms=50, tag=f"lv{os.getpid() % 10000}") as link:
+    with WanLink(WAN_MBIT, rtt_ms=50,
+                 tag=f"lv{os.getpid() % 10000}") as link:
         hosts = started_hosts(tmp_path, dst_netns=link.netns)
         src_host, dst_host = next(hosts)
         try:
@@ -366,7 +373,7 @@ def test_virsh_migrate_handoff_vs_copy_storage_wan(tmp_path, base):
         finally:
             hosts.close()
     for method, f in figures.items():
-        print(f"libvirt over 10 Mbit/s, 50 ms: {method}: virsh "
+        print(f"libvirt over {WAN_MBIT} Mbit/s, 50 ms: {method}: virsh "
               f"{f['seconds']:.1f} s (job {f['qemu_seconds']:.1f} s), "
               f"{f['bytes'] / 1e6:.1f} MB to the destination")
     assert figures["handoff"]["bytes"] < figures["copy-storage-inc"]["bytes"]
