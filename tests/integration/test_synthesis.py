@@ -33,6 +33,7 @@ from qemu_handoff.identity import (assert_goes_on, assert_ram_unchanged,
                                    assert_same_disk, assert_same_ram)
 from qemu_handoff.qmp import QMPClient, QMPError
 from qemu_handoff.synthesis.client import read_json_line
+from qemu_handoff.synthesis.record import region_number
 from qemu_handoff.synthesis.transport import client_context
 from qemu_handoff.tls import CertificateAuthority
 import qemu_handoff.guest as vm_lib
@@ -201,12 +202,17 @@ def test_qemu_launches_overlay_identical(tmp_path, saved, base, vms):
     assert_is_saved_vm(saved, dst)
 
 
-def read_working_set(path, total_pages):
+def read_working_set(path, base, total_pages, disk_chunks):
     """The log handoff-record-stop wrote (formats.working_set checks each
-    chunk once, times in order): (region, chunk) in order, inside RAM."""
-    order = [(region, chunk) for region, chunk, _ in working_set.read(path)]
-    assert all(0 <= chunk < total_pages for _, chunk in order)
-    return order
+    chunk once, times in order): pc.ram's chunks and the disk's, each in
+    order, inside their region."""
+    entries = working_set.read(path)
+    ram, disk = (region_number(base, name) for name in ("pc.ram", "disk"))
+    memory = [chunk for region, chunk, _ in entries if region == ram]
+    on_disk = [chunk for region, chunk, _ in entries if region == disk]
+    assert all(0 <= chunk < total_pages for chunk in memory)
+    assert all(0 <= chunk < disk_chunks for chunk in on_disk)
+    return memory, on_disk
 
 
 def test_recording_places_every_page_and_logs_first_touches(tmp_path, saved,
@@ -221,9 +227,11 @@ def test_recording_places_every_page_and_logs_first_touches(tmp_path, saved,
     dst = qemu_with_overlay(tmp_path, base, saved.path).start()
     vms.append(dst)
     total = dst.guest.mem_mib << 20 >> 12
+    disk_chunks = os.path.getsize(os.path.join(base, "disk.raw")) >> 12
     assert dst.wait_incoming()["status"] == "completed"
     dst.qmp.cmd("handoff-record-start", path=str(tmp_path / "none.order"))
-    assert dst.qmp.cmd("handoff-record-stop")["pages"] == 0
+    assert dst.qmp.cmd("handoff-record-stop") == {"pages": 0,
+                                                  "disk-chunks": 0}
 
     dst.qmp.cmd("handoff-record-start", path=str(tmp_path / "read.order"))
     with pytest.raises(QMPError, match="a recording is running"):
@@ -232,12 +240,13 @@ def test_recording_places_every_page_and_logs_first_touches(tmp_path, saved,
         dst.qmp.cmd("migrate", uri="exec:cat >/dev/null")
     assert_same_ram(saved.ram_dump, dst)    # pages the first stop placed
     info = dst.qmp.cmd("handoff-record-stop")
-    read = read_working_set(tmp_path / "read.order", total)
-    assert info["pages"] == len(read)
+    read, _ = read_working_set(tmp_path / "read.order", base, total,
+                               disk_chunks)
+    assert info == {"pages": len(read), "disk-chunks": 0}
     # pmemsave reads guest-physical addresses in order; the VGA window and
     # the BIOS area (0xa0000-0xfffff) do not map RAM.
     assert total - 96 <= len(read) <= total, len(read)
-    assert [c for _, c in read[:16]] == list(range(16))
+    assert read[:16] == list(range(16))
     dst.qmp.cmd("cont")
     assert_goes_on(dst, saved.last_beat)
     with pytest.raises(QMPError, match="must be paused"):
@@ -250,13 +259,20 @@ def test_recording_places_every_page_and_logs_first_touches(tmp_path, saved,
     run.qmp.cmd("handoff-record-start", path=str(tmp_path / "run.order"))
     run.qmp.cmd("cont")
     assert_goes_on(run, saved.last_beat)
-    wait_heartbeat_after(run, 2)
+    # The workload's 16 MiB of files, read from the disk, not the cache.
+    run.shell("echo 3 > /proc/sys/vm/drop_caches; cat /mnt/work/* "
+              ">/dev/null")
     info = run.qmp.cmd("handoff-record-stop")
-    touched = read_working_set(tmp_path / "run.order", total)
-    print(f"working set of {len(touched)} pages of {total}")
-    assert info["pages"] == len(touched)
+    touched, read_disk = read_working_set(tmp_path / "run.order", base,
+                                          total, disk_chunks)
+    print(f"working set: {len(touched)} pages of {total}, "
+          f"{len(read_disk)} disk chunks")
+    assert info == {"pages": len(touched), "disk-chunks": len(read_disk)}
     assert 0 < len(touched) < total // 2, len(touched)
+    assert 16 << 20 >> 12 <= len(read_disk) < disk_chunks // 4
     wait_heartbeat_after(run, 2)        # plain RAM again, the guest runs
+    assert "handoff-record-disk" not in json.dumps(
+        run.qmp.cmd("query-named-block-nodes"))
 
 
 def test_recording_refuses_shared_ram(tmp_path, base, vms):

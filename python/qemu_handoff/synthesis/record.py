@@ -40,9 +40,10 @@ class RecordError(Exception):
 class Recording:
     """What a recording saw: pages touched first, the answer and times."""
 
-    def __init__(self, pages, answer, request_s, total_s):
+    def __init__(self, pages, disk_chunks, answer, request_s, total_s):
         self.kinds = None           # see classify()
         self.pages = pages
+        self.disk_chunks = disk_chunks
         self.answer = answer
         self.request_s = request_s
         self.total_s = total_s
@@ -52,8 +53,10 @@ class Recording:
         what = (f"the first request answered in {self.request_s:.1f} s"
                 if self.answer is not None else
                 f"{self.total_s:.1f} s of running")
-        text = (f"{self.pages} pages ({mib:.1f} MiB) touched first in "
-                f"{what}, in order, written to {out}")
+        disk_mib = self.disk_chunks * 4096 / (1 << 20)
+        text = (f"{self.pages} pages ({mib:.1f} MiB) of memory and "
+                f"{self.disk_chunks} chunks ({disk_mib:.1f} MiB) of disk "
+                f"touched first in {what}, in order, written to {out}")
         if self.kinds is not None:
             k = self.kinds
             text += (f"; of pc.ram's {k['pages']}: {k['zero']} zero, "
@@ -78,7 +81,7 @@ def _base_chunks(base):
     return m, known
 
 
-def _region_number(base, name):
+def region_number(base, name):
     """@name's region number in the base's index (the order file's)."""
     out = subprocess.run([QEMU_HANDOFF, "base", "info",
                           os.path.join(base, "index"), "--json"],
@@ -101,7 +104,7 @@ def classify(ram_dump, base, order):
     size compressed with lzma -6). @ram_dump: the VM's RAM as loaded
     (pmemsave from 0; RAM of at most CLASSIFY_MAX_RAM)."""
     m, known = _base_chunks(base)
-    ram = _region_number(base, m.ram().name)
+    ram = region_number(base, m.ram().name)
     kinds, sent = collections.Counter(unread=0), []
     with open(ram_dump, "rb") as f:
         for region, chunk, _ in working_set.read(order):
@@ -157,8 +160,8 @@ def record_working_set(overlay, base, out, workdir, forward=None,
             time.sleep(seconds)
         request_s = time.monotonic() - t0
         info = vm.qmp.cmd("handoff-record-stop")
-        rec = Recording(info["pages"], answer, request_s,
-                        time.monotonic() - t0)
+        rec = Recording(info["pages"], info["disk-chunks"], answer,
+                        request_s, time.monotonic() - t0)
         vm.stop(remove_files=True)
         if classified:
             rec.kinds = classify(dump, base, out)

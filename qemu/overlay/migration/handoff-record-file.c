@@ -8,6 +8,7 @@
  */
 #include "qemu/osdep.h"
 #include "qapi/error.h"
+#include "handoff-internal.h"
 #include "handoff-record.h"
 
 bool handoff_record_write(const char *path, const HandoffRecordEntry *order,

@@ -83,6 +83,7 @@ typedef struct HandoffRecorder {
     int64_t t0;
     Error *blocker;             /* migrations and snapshots wait */
     bool discards_disabled;
+    HandoffRecordDisk *disk;    /* the disk's first touches */
 } HandoffRecorder;
 
 static HandoffRecorder *recorder;
@@ -256,6 +257,9 @@ static void recorder_free(HandoffRecorder *r)
     }
     if (r->discards_disabled) {
         ram_block_discard_disable(false);
+    }
+    if (r->disk) {
+        handoff_record_disk_stop(r->disk, 0, NULL);
     }
     g_free(r->blocks);
     g_free(r->order);
@@ -478,6 +482,11 @@ void qmp_handoff_record_start(const char *path, Error **errp)
         recorder_free(r);
         return;
     }
+    r->disk = handoff_record_disk_start(store, errp);
+    if (!r->disk) {
+        recorder_free(r);
+        return;
+    }
     r->order = g_new(HandoffRecordEntry, r->capacity);
     for (i = 0; i < r->n_blocks; i++) {
         if (!arm_block(r, &r->blocks[i], errp)) {
@@ -497,9 +506,38 @@ void qmp_handoff_record_start(const char *path, Error **errp)
     recorder = r;
 }
 
+/*
+ * One order from memory's and the disk's, each in time order: by time,
+ * memory first on a tie.
+ */
+static GArray *merge_by_time(const HandoffRecordEntry *mem, uint64_t n_mem,
+                             GArray *disk)
+{
+    GArray *all = g_array_sized_new(false, false, sizeof(HandoffRecordEntry),
+                                    n_mem + disk->len);
+    uint64_t i = 0, j = 0;
+
+    while (i < n_mem || j < disk->len) {
+        const HandoffRecordEntry *d = j < disk->len ?
+            &g_array_index(disk, HandoffRecordEntry, j) : NULL;
+
+        if (i < n_mem && (!d || mem[i].ns <= d->ns)) {
+            g_array_append_val(all, mem[i]);
+            i++;
+        } else {
+            g_array_append_val(all, *d);
+            j++;
+        }
+    }
+    return all;
+}
+
 HandoffRecordInfo *qmp_handoff_record_stop(Error **errp)
 {
     HandoffRecorder *r = recorder;
+    g_autoptr(GArray) disk = g_array_new(false, false,
+                                         sizeof(HandoffRecordEntry));
+    g_autoptr(GArray) all = NULL;
     HandoffRecordInfo *info;
     uint64_t one = 1;
 
@@ -515,10 +553,15 @@ HandoffRecordInfo *qmp_handoff_record_stop(Error **errp)
     }
     /* The thread never takes the BQL: joining under it cannot deadlock. */
     qemu_thread_join(&r->thread);
-    trace_handoff_record_stop(r->n_order);
+    handoff_record_disk_stop(r->disk, r->t0, disk);
+    r->disk = NULL;
+    trace_handoff_record_stop(r->n_order, disk->len);
+    all = merge_by_time(r->order, r->n_order, disk);
     info = g_new0(HandoffRecordInfo, 1);
     info->pages = r->n_order;
-    if (!handoff_record_write(r->path, r->order, r->n_order, errp)) {
+    info->disk_chunks = disk->len;
+    if (!handoff_record_write(r->path, (HandoffRecordEntry *)all->data,
+                              all->len, errp)) {
         qapi_free_HandoffRecordInfo(info);
         info = NULL;
     }

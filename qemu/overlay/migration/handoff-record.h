@@ -18,6 +18,17 @@ typedef struct HandoffRecordEntry {
     int64_t ns;                 /* since the recording started */
 } HandoffRecordEntry;
 
+/*
+ * The disk's first touches (handoff-record-disk.c): a log-only filter over
+ * the base disk's overlay from start to stop. Stop appends the entries,
+ * in order and with times since @t0, to @entries (NULL: none).
+ */
+typedef struct HandoffRecordDisk HandoffRecordDisk;
+HandoffRecordDisk *handoff_record_disk_start(HandoffBaseStore *store,
+                                             Error **errp);
+void handoff_record_disk_stop(HandoffRecordDisk *d, int64_t t0,
+                              GArray *entries);
+
 /* Writes @n entries to @path (created, or truncated), in order. */
 bool handoff_record_write(const char *path, const HandoffRecordEntry *order,
                           uint64_t n, Error **errp);
