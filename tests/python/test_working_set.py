@@ -14,28 +14,30 @@ def write(tmp_path, body, magic=working_set.MAGIC):
 
 
 def test_reads_entries_in_order(tmp_path):
-    path = write(tmp_path, "0 12154 3753292\n0 7 3753292\n6 0 4000000\n")
-    assert working_set.read(path) == [(0, 12154, 3753292), (0, 7, 3753292),
-                                      (6, 0, 4000000)]
+    path = write(tmp_path, "pc.ram 12154 3753292\n/rom@etc/acpi/tables 7 "
+                 "3753292\ndisk 0 4000000\n")
+    assert working_set.read(path) == [("pc.ram", 12154, 3753292),
+                                      ("/rom@etc/acpi/tables", 7, 3753292),
+                                      ("disk", 0, 4000000)]
 
 
 @pytest.mark.parametrize("body, cause", [
-    ("0 1 5\n0 1 6\n", "region 0 chunk 1 named twice"),
-    ("0 1 5\n0 2 4\n", "time goes back"),
-    ("0 01 5\n", "not 'REGION CHUNK NS'"),
-    ("-1 1 5\n", "not 'REGION CHUNK NS'"),
-    ("0 1\n", "not 'REGION CHUNK NS'"),
-    ("0 1 5", "not 'REGION CHUNK NS'"),          # no end of line
-    ("0  1 5\n", "not 'REGION CHUNK NS'"),
-    ("0 1 5 6\n", "not 'REGION CHUNK NS'"),
-    ("99999999999 1 5\n", "not 'REGION CHUNK NS'"),
-    ("0 1 5\n\n", "not 'REGION CHUNK NS'"),
-    ("0 1 5\r\n", "not 'REGION CHUNK NS'"),
-    ("0 1 5\r0 2 6\n", "not 'REGION CHUNK NS'"),
-    ("4294967296 1 5\n", "out of range"),
-    ("0 1 9223372036854775808\n", "out of range"),
-    ("0 1 " + "1" * 80 + "\n", "not 'REGION CHUNK NS'"),
-    ("0 1 5\n\xff\xfe\n", "not 'REGION CHUNK NS'"),
+    ("disk 1 5\ndisk 1 6\n", "region disk chunk 1 named twice"),
+    ("disk 1 5\ndisk 2 4\n", "time goes back"),
+    ("disk 01 5\n", "not 'REGION CHUNK NS'"),
+    ("disk -1 5\n", "not 'REGION CHUNK NS'"),
+    ("disk 1\n", "not 'REGION CHUNK NS'"),
+    ("disk 1 5", "not 'REGION CHUNK NS'"),          # no end of line
+    ("disk  1 5\n", "not 'REGION CHUNK NS'"),
+    ("disk 1 5 6\n", "not 'REGION CHUNK NS'"),
+    ("pc ram 1 5\n", "not 'REGION CHUNK NS'"),
+    ("disk 1 5\n\n", "not 'REGION CHUNK NS'"),
+    ("disk 1 5\r\n", "not 'REGION CHUNK NS'"),
+    ("disk 1 5\rdisk 2 6\n", "not 'REGION CHUNK NS'"),
+    ("disk 1 9223372036854775808\n", "out of range"),
+    ("disk 1 " + "1" * 80 + "\n", "not 'REGION CHUNK NS'"),
+    ("x" * 65 + " 1 5\n", "not 'REGION CHUNK NS'"),
+    ("disk 1 5\n\xff\xfe 1 5\n", "not 'REGION CHUNK NS'"),
 ])
 def test_refuses_broken_files_by_name(tmp_path, body, cause):
     with pytest.raises(working_set.WorkingSetError, match=cause):
@@ -44,7 +46,8 @@ def test_refuses_broken_files_by_name(tmp_path, body, cause):
 
 def test_refuses_another_format_and_too_many_entries(tmp_path):
     with pytest.raises(working_set.WorkingSetError, match="first line"):
-        working_set.read(write(tmp_path, "0 1 5\n", magic="something else"))
+        working_set.read(write(tmp_path, "disk 1 5\n",
+                               magic="something else"))
     with pytest.raises(working_set.WorkingSetError, match="more than 2"):
-        working_set.read(write(tmp_path, "0 1 5\n0 2 5\n0 3 5\n"),
+        working_set.read(write(tmp_path, "disk 1 5\ndisk 2 5\ndisk 3 5\n"),
                          max_entries=2)

@@ -3,8 +3,10 @@
 order, as QEMU's handoff-record-stop writes them (qemu/overlay/migration/
 handoff-record-file.c; docs/overlay-format.md, "Working-set order").
 
-The first line is the format's name, read from its one definition in
-handoff-record.h; then "REGION CHUNK NS" per chunk. A file is input from
+The first line names the format (a comment to `qemu-handoff encode
+--order`, which reads the rest), read from its one definition in
+handoff-record.h; then "REGION CHUNK NS" per chunk, REGION the region's
+name in the base (a RAM block's, or "disk"). A file is input from
 disk: every line is checked, and a chunk named twice, times going back or
 a file longer than @max_entries is refused by name.
 """
@@ -19,10 +21,10 @@ _HEADER_FILE = os.path.join(TOP, "qemu", "overlay", "migration",
 with open(_HEADER_FILE) as _f:
     MAGIC = re.search(r'^#define HANDOFF_RECORD_MAGIC "([^"]+)"$', _f.read(),
                       re.M).group(1)
-_LINE = re.compile(rb"(0|[1-9][0-9]{0,9}) (0|[1-9][0-9]{0,15}) "
+# A RAM block's name (QEMU's idstr: printable, no blank) or "disk".
+_LINE = re.compile(rb"([!-~]{1,64}) (0|[1-9][0-9]{0,15}) "
                    rb"(0|[1-9][0-9]{0,18})\n")
-MAX_LINE = 64
-MAX_REGION = (1 << 32) - 1
+MAX_LINE = 128
 MAX_NS = (1 << 63) - 1
 
 
@@ -34,15 +36,16 @@ def _entry(path, number, line):
     m = _LINE.fullmatch(line)
     if not m:
         raise WorkingSetError(f"{path}:{number}: not 'REGION CHUNK NS'")
-    region, chunk, ns = (int(x) for x in m.groups())
-    if region > MAX_REGION or ns > MAX_NS:
-        raise WorkingSetError(f"{path}:{number}: region or time out of "
-                              "range")
+    region = m.group(1).decode()
+    chunk, ns = int(m.group(2)), int(m.group(3))
+    if ns > MAX_NS:
+        raise WorkingSetError(f"{path}:{number}: time out of range")
     return region, chunk, ns
 
 
 def read(path, max_entries=1 << 22):
-    """The entries of order file @path: [(region, chunk, ns)], in order.
+    """The entries of order file @path: [(region name, chunk, ns)], in
+    order.
     Read as bytes, a bounded line at a time: the file may be anything."""
     entries, seen, last_ns = [], set(), 0
     with open(path, "rb") as f:

@@ -15,22 +15,17 @@ strangers.
 
 import collections
 import hashlib
-import json
 import lzma
 import os
-import subprocess
 import time
 
 from ..formats import manifest
 from ..formats import overlay as overlay_file
 from ..formats import working_set
-from ..paths import BUILD
 from .client import ask
 from .launcher import LaunchedVM
 
 CHUNK = 4096
-QEMU_HANDOFF = os.path.join(BUILD, "handoff", "migration-handoff",
-                            "qemu-handoff")
 
 
 class RecordError(Exception):
@@ -81,15 +76,6 @@ def _base_chunks(base):
     return m, known
 
 
-def region_number(base, name):
-    """@name's region number in the base's index (the order file's)."""
-    out = subprocess.run([QEMU_HANDOFF, "base", "info",
-                          os.path.join(base, "index"), "--json"],
-                         check=True, capture_output=True, text=True).stdout
-    names = [r["name"] for r in json.loads(out)["regions"]]
-    return names.index(name)
-
-
 # pc.ram lies at guest-physical 0 up to the first split below 4 GiB
 # (q35 splits at 2 GiB from 2.75 GiB of RAM, i440fx at 3 GiB), except the
 # legacy VGA and BIOS window, where pmemsave reads devices and ROM.
@@ -104,7 +90,7 @@ def classify(ram_dump, base, order):
     size compressed with lzma -6). @ram_dump: the VM's RAM as loaded
     (pmemsave from 0; RAM of at most CLASSIFY_MAX_RAM)."""
     m, known = _base_chunks(base)
-    ram = region_number(base, m.ram().name)
+    ram = m.ram().name
     kinds, sent = collections.Counter(unread=0), []
     with open(ram_dump, "rb") as f:
         for region, chunk, _ in working_set.read(order):

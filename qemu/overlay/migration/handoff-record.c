@@ -84,6 +84,8 @@ typedef struct HandoffRecorder {
     Error *blocker;             /* migrations and snapshots wait */
     bool discards_disabled;
     HandoffRecordDisk *disk;    /* the disk's first touches */
+    char **region_names;        /* the base's, by region number */
+    size_t n_regions;
 } HandoffRecorder;
 
 static HandoffRecorder *recorder;
@@ -261,6 +263,10 @@ static void recorder_free(HandoffRecorder *r)
     if (r->disk) {
         handoff_record_disk_stop(r->disk, 0, NULL);
     }
+    for (i = 0; i < r->n_regions; i++) {
+        g_free(r->region_names[i]);
+    }
+    g_free(r->region_names);
     g_free(r->blocks);
     g_free(r->order);
     g_free(r->path);
@@ -301,6 +307,13 @@ static bool collect_blocks(HandoffRecorder *r, HandoffBaseStore *store,
     size_t i;
 
     r->blocks = g_new0(RecordBlock, store->n_memory);
+    r->n_regions = handoff_base_region_count(store->base);
+    r->region_names = g_new0(char *, r->n_regions);
+    for (i = 0; i < store->n_memory; i++) {
+        r->region_names[store->memory[i].region] =
+            g_strdup(store->memory[i].name);
+    }
+    r->region_names[store->disk_region] = g_strdup(HANDOFF_BASE_DISK_REGION);
     RCU_READ_LOCK_GUARD();
     RAMBLOCK_FOREACH_MIGRATABLE(rb) {
         for (i = 0; i < store->n_memory; i++) {
@@ -561,7 +574,8 @@ HandoffRecordInfo *qmp_handoff_record_stop(Error **errp)
     info->pages = r->n_order;
     info->disk_chunks = disk->len;
     if (!handoff_record_write(r->path, (HandoffRecordEntry *)all->data,
-                              all->len, errp)) {
+                              all->len, r->region_names, r->n_regions,
+                              errp)) {
         qapi_free_HandoffRecordInfo(info);
         info = NULL;
     }

@@ -8,9 +8,11 @@
 
 /*
  * The order file's first line (docs/overlay-format.md, "Working-set
- * order"); python/qemu_handoff/formats/working_set.py reads it here.
+ * order"), a comment to `qemu-handoff encode --order`, which reads the
+ * lines after it; python/qemu_handoff/formats/working_set.py reads it
+ * here.
  */
-#define HANDOFF_RECORD_MAGIC "qemu-handoff-working-set 1"
+#define HANDOFF_RECORD_MAGIC "# qemu-handoff-working-set 1"
 
 typedef struct HandoffRecordEntry {
     uint32_t region;            /* in the base's geometry */
@@ -29,8 +31,12 @@ HandoffRecordDisk *handoff_record_disk_start(HandoffBaseStore *store,
 void handoff_record_disk_stop(HandoffRecordDisk *d, int64_t t0,
                               GArray *entries);
 
-/* Writes @n entries to @path (created, or truncated), in order. */
+/*
+ * Writes @n entries to @path (created, or truncated), in order, each
+ * region by its name in the base (@region_names, @n_regions of them).
+ */
 bool handoff_record_write(const char *path, const HandoffRecordEntry *order,
-                          uint64_t n, Error **errp);
+                          uint64_t n, char *const *region_names,
+                          size_t n_regions, Error **errp);
 
 #endif
