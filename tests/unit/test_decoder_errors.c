@@ -927,8 +927,14 @@ static void test_stream_header_checks(void)
     CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_BAD_MAGIC);
 
     memcpy(d, s, len);
-    put16(d + 8, 3);                    /* from the future */
+    put16(d + 8, 4);                    /* from the future */
     CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_UNSUPPORTED_VERSION);
+    /* Version 3 (segmented) has a segment table after the header, which
+     * frames are not. */
+    put16(d + 8, 3);
+    put64(d + hl - 8, XXH3_64bits(d, hl - 8));
+    CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_BAD_SEGMENT);
+    memcpy(d, s, len);
     put16(d + 8, 0);
     CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_UNSUPPORTED_VERSION);
     /* Version 1 streams (no zero runs) are still read: the header is
