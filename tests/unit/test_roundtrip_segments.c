@@ -72,46 +72,11 @@ static HandoffEncoderConfig config_for(HandoffCodec codec, int level,
     return cfg;
 }
 
-/* A decoder over a copy of the base that counts writes and fails the test
- * on any read: a segmented decoder must never read the destination. */
-typedef struct Destination {
-    TestVm image;
-    HandoffDecoder *dec;
-    unsigned writes;
-    unsigned reads;
-} Destination;
-
-static int dest_write(void *opaque, uint32_t region, uint64_t index,
-                      const void *data)
-{
-    Destination *d = opaque;
-
-    d->writes++;
-    memcpy((region == 0 ? d->image.mem : d->image.disk) + index * CHUNK, data,
-           CHUNK);
-    return 0;
-}
-
-static int dest_read(void *opaque, uint32_t region, uint64_t index, void *data)
-{
-    Destination *d = opaque;
-
-    d->reads++;
-    memcpy(data, (region == 0 ? d->image.mem : d->image.disk) + index * CHUNK,
-           CHUNK);
-    return 0;
-}
+typedef TestDestination Destination;
 
 static void dest_open(Destination *d)
 {
-    HandoffWriter w = { .struct_size = sizeof(w) };
-
-    memset(d, 0, sizeof(*d));
-    test_vm_copy(&d->image, &base_vm);
-    w.opaque = d;
-    w.write_chunk = dest_write;
-    w.read_chunk = dest_read;
-    CU_ASSERT_EQUAL_FATAL(handoff_decoder_create(base, &w, NULL, &d->dec), 0);
+    CU_ASSERT_EQUAL_FATAL(test_destination_open(d, base, &base_vm), 0);
 }
 
 /* Finishes @d and checks the image is the version 2 one. */
@@ -128,8 +93,7 @@ static void dest_check(Destination *d)
     CU_ASSERT_EQUAL(d->reads, 0);
     CU_ASSERT_EQUAL(handoff_decoder_stats(d->dec, &st), 0);
     CU_ASSERT_EQUAL(st.held_bytes, 0);
-    handoff_decoder_free(d->dec);
-    test_vm_free(&d->image);
+    test_destination_close(d);
 }
 
 static void roundtrip_fed_whole(HandoffCodec codec, int level,

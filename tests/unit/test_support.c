@@ -270,6 +270,47 @@ size_t test_segment_deps(const TestSegments *segs, uint32_t k,
     return n < 64 ? n : 64;
 }
 
+static int destination_write(void *opaque, uint32_t region, uint64_t index,
+                             const void *data)
+{
+    TestDestination *d = opaque;
+
+    d->writes++;
+    memcpy((region == 0 ? d->image.mem : d->image.disk) + index * CHUNK, data,
+           CHUNK);
+    return 0;
+}
+
+static int destination_read(void *opaque, uint32_t region, uint64_t index,
+                            void *data)
+{
+    TestDestination *d = opaque;
+
+    d->reads++;
+    memcpy(data, (region == 0 ? d->image.mem : d->image.disk) + index * CHUNK,
+           CHUNK);
+    return 0;
+}
+
+int test_destination_open(TestDestination *d, HandoffBase *base,
+                          const TestVm *base_vm)
+{
+    HandoffWriter w = { .struct_size = sizeof(w) };
+
+    memset(d, 0, sizeof(*d));
+    test_vm_copy(&d->image, base_vm);
+    w.opaque = d;
+    w.write_chunk = destination_write;
+    w.read_chunk = destination_read;
+    return handoff_decoder_create(base, &w, NULL, &d->dec);
+}
+
+void test_destination_close(TestDestination *d)
+{
+    handoff_decoder_free(d->dec);
+    test_vm_free(&d->image);
+}
+
 int test_run_registry(void)
 {
     unsigned failed;

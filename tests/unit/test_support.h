@@ -75,6 +75,19 @@ const uint8_t *test_segment(const TestSegments *segs, const uint8_t *stream,
 size_t test_segment_deps(const TestSegments *segs, uint32_t k,
                          uint32_t deps[64]);
 
+/* A decoder with writer callbacks over a copy of the base, counting the
+ * writes and reads (a segmented decoder must never read). */
+typedef struct TestDestination {
+    TestVm image;
+    HandoffDecoder *dec;
+    unsigned writes;
+    unsigned reads;
+} TestDestination;
+
+int test_destination_open(TestDestination *d, HandoffBase *base,
+                          const TestVm *base_vm);
+void test_destination_close(TestDestination *d);
+
 /* Runs `cd @dir && <printf-formatted command>` with system(3). */
 int test_shell_in(const char *dir, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
