@@ -306,7 +306,7 @@ Status SegmentWriter::BuildTable(const PackedSegments& packed,
 
 Status SegmentWriter::Pull(uint8_t* buf, size_t cap, size_t* produced) {
   const size_t n = finished_ ? std::min(cap, stream_.size() - pulled_) : 0;
-  std::memcpy(buf, stream_.data() + pulled_, n);
+  if (n != 0) std::memcpy(buf, stream_.data() + pulled_, n);
   pulled_ += n;
   *produced = n;
   return Status::Ok();
@@ -328,10 +328,11 @@ void SegmentWriter::Stats(HandoffEncoderStats* s) const {
     if (k != HANDOFF_REC_ZERO_RUN) input += chunks_[k];
   }
   s->input_bytes = input * kChunkSize;
+  s->mode = config_.mode;
+  if (!finished_) return;  // the rest is known at finish
   s->plain_bytes = plain_bytes_;
   s->output_bytes = stream_.size();
   s->frames = frames_;
-  s->mode = config_.mode;
   s->ratio = s->input_bytes ? static_cast<double>(s->output_bytes) /
                                   static_cast<double>(s->input_bytes)
                             : 0;

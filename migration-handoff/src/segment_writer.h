@@ -10,6 +10,7 @@
 #ifndef HANDOFF_SEGMENT_WRITER_H
 #define HANDOFF_SEGMENT_WRITER_H
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -34,7 +35,7 @@ class SegmentWriter {
   Status SubmitZeroRun(uint32_t region, uint64_t first, uint64_t count);
   Status Finish();
   Status Pull(uint8_t* buf, size_t cap, size_t* produced);
-  bool Done() const { return finished_ && pulled_ == stream_.size(); }
+  bool Done() const { return finished_.load() && pulled_ == stream_.size(); }
   Status Root(uint8_t out[kSha256Size]) const;
   void Stats(HandoffEncoderStats* stats) const;
 
@@ -70,11 +71,13 @@ class SegmentWriter {
   std::unordered_map<uint64_t, size_t> held_at_;  // global -> in held_
   std::string held_;
   std::vector<LocalRecord> zero_runs_;
-  bool finished_ = false;
+  // Pull, Done and Stats may run on another thread than the producer:
+  // stream_ is complete and never changes once finished_ is set.
+  std::atomic<bool> finished_{false};
   std::string stream_;
-  size_t pulled_ = 0;
+  std::atomic<size_t> pulled_{0};
   Sha256Digest root_ = {};
-  uint64_t chunks_[HANDOFF_REC_KINDS] = {};
+  std::atomic<uint64_t> chunks_[HANDOFF_REC_KINDS] = {};  // API slots
   uint64_t frames_ = 0;
   uint64_t plain_bytes_ = 0;
 };
