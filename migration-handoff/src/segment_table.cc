@@ -106,6 +106,10 @@ std::string SerializeSegmentTable(const SegmentTable& t) {
 
 Status SegmentTableLength(const uint8_t* p, size_t len, uint64_t* table_len,
                           size_t* needed) {
+  if (len == 0) {  // the data of an empty input may be null
+    *needed = kStreamHeaderPrefix;
+    return Status(HANDOFF_E_TRUNCATED, "empty stream");
+  }
   StreamHeader header;
   size_t header_len = 0;
   HANDOFF_RETURN_IF_ERROR(ParseStreamHeader(p, len, &header, &header_len, needed));
