@@ -677,7 +677,8 @@ typedef struct HandoffDecoderStats {
     uint64_t plain_bytes;
     uint32_t iteration;                   /* highest seen */
     uint64_t held_bytes;                  /* kept for frames out of order
-                                             (estimate), at most
+                                             or pinned for segments still
+                                             to come (estimate), at most
                                              HANDOFF_DECODER_MAX_HELD_BYTES */
 } HandoffDecoderStats;
 

@@ -120,7 +120,12 @@ Status Decoder::ApplySegmentedRecord(const Record& rec) {
         data = x;
       }
       if (rec.flags & kRecordFlagPinned) {
-        HANDOFF_RETURN_IF_ERROR(Hold(kPinCost));
+        if (held_ + kPinCost > HANDOFF_DECODER_MAX_HELD_BYTES)
+          return Status(HANDOFF_E_LENGTH_LIMIT,
+                        "pinned data versions would take more than " +
+                            std::to_string(HANDOFF_DECODER_MAX_HELD_BYTES >> 20) +
+                            " MiB: apply the segments that reference them");
+        held_ += kPinCost;
         st.pins[{global, rec.seq}] = {
             std::string(reinterpret_cast<const char*>(data), kChunkSize),
             st.current};
