@@ -38,12 +38,13 @@ class SegmentCutter {
   }
 
   // The most records from @at that fit one segment, searched from the
-  // previous segment's count (neighbouring data compresses alike); the
-  // frame in *@frame.
+  // previous segment's count (neighbouring data compresses alike, so one
+  // more usually does not fit: two trials), galloping away from it until
+  // bracketed, then bisecting; the frame in *@frame.
   Status Cut(size_t at, uint64_t seq, size_t* count, std::string* frame) {
     const size_t left = std::min(records_.size() - at, kMaxRecordsPerFrame);
     size_t lo = 0, hi = left + 1;  // lo fits (0: none known), hi does not
-    size_t n = std::clamp<size_t>(guess_, 1, left);
+    size_t n = std::clamp<size_t>(guess_, 1, left), step = 1;
     std::string trial;
     bool fits = false;
     while (lo + 1 < hi) {
@@ -55,8 +56,15 @@ class SegmentCutter {
       } else {
         hi = n;
       }
-      // Gallop up from the guess until a count does not fit, then bisect.
-      n = hi == left + 1 ? std::min(left, 2 * lo) : lo + (hi - lo) / 2;
+      if (hi == left + 1) {  // no count known not to fit: go up
+        n = std::min(left, lo + step);
+        step *= 2;
+      } else if (lo == 0) {  // none known to fit: go down
+        n = hi > step ? hi - step : 1;
+        step *= 2;
+      } else {
+        n = lo + (hi - lo) / 2;
+      }
     }
     if (lo == 0)  // one record always fits: 56 + 4120 bytes stored
       return Status(HANDOFF_E_INTERNAL, "a single record does not fit a segment");
