@@ -140,6 +140,30 @@ static void test_fed_whole_lzma_zlib(void)
     roundtrip_fed_whole(HANDOFF_CODEC_ZLIB, 6, HANDOFF_DELTA_XOR);
 }
 
+/* Fed in pieces of every size from 1 byte up (the table part and the
+ * segments complete only across calls): the same image. */
+static void test_fed_in_pieces(void)
+{
+    HandoffEncoderConfig cfg = config_for(HANDOFF_CODEC_ZSTD, 3,
+                                          HANDOFF_DELTA_NONE);
+    uint8_t root[HANDOFF_ROOT_SIZE];
+    size_t len = 0, pos, piece;
+    uint8_t *stream = test_encode_segmented(base, &cfg, &mixed_vm, &len, root);
+    Destination d;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(stream);
+    dest_open(&d);
+    for (pos = 0, piece = 1; pos < len; pos += piece, piece = piece * 3 + 1) {
+        if (piece > len - pos) {
+            piece = len - pos;
+        }
+        CU_ASSERT_EQUAL_FATAL(handoff_decoder_feed(d.dec, stream + pos, piece),
+                              0);
+    }
+    dest_check(&d);
+    free(stream);
+}
+
 /* The record choices are those of version 2, one record per chunk. */
 static void test_record_counts(void)
 {
@@ -383,6 +407,7 @@ int main(void)
     CU_add_test(suite, "fed whole, zstd (plain, xor, prefix)",
                 test_fed_whole_zstd);
     CU_add_test(suite, "fed whole, lzma and zlib", test_fed_whole_lzma_zlib);
+    CU_add_test(suite, "fed in pieces", test_fed_in_pieces);
     CU_add_test(suite, "record counts and root", test_record_counts);
     CU_add_test(suite, "random demand orders", test_random_demand_orders);
     CU_add_test(suite, "every dependency-respecting order",
