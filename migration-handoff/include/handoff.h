@@ -732,6 +732,24 @@ int handoff_segment_table_entry(const HandoffSegmentTable *table,
                                 uint32_t *deps, size_t max_deps,
                                 size_t *dep_count) HANDOFF_NOEXCEPT;
 
+/* Where a chunk's record is, by the table's chunk index: the values are
+ * part of the format (docs/stream-format.md, "Chunk index"). */
+typedef enum HandoffChunkPlace {
+    HANDOFF_CHUNK_BASE = 0,   /* no record: the base's bytes */
+    HANDOFF_CHUNK_LOCAL = 1,  /* a local record (zeros, base reference) in
+                                 the table part */
+    HANDOFF_CHUNK_REMOTE = 2, /* a data or self reference record in a
+                                 segment */
+} HandoffChunkPlace;
+
+/* Looks chunk @chunk_index of @region up in the index (O(log extents)):
+ * *@place a HandoffChunkPlace, *@segment its segment when remote (else
+ * 0). HANDOFF_E_INVALID_ARGUMENT outside the geometry. */
+int handoff_segment_table_locate(const HandoffSegmentTable *table,
+                                 uint32_t region, uint64_t chunk_index,
+                                 int *place,
+                                 uint32_t *segment) HANDOFF_NOEXCEPT;
+
 void handoff_segment_table_free(HandoffSegmentTable *table) HANDOFF_NOEXCEPT;
 
 #ifdef __cplusplus

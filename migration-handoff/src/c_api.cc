@@ -739,6 +739,22 @@ int handoff_segment_table_entry(const HandoffSegmentTable* table,
   });
 }
 
+int handoff_segment_table_locate(const HandoffSegmentTable* table,
+                                 uint32_t region, uint64_t chunk_index,
+                                 int* place, uint32_t* segment) noexcept {
+  return Guard([&]() -> Status {
+    if (table == nullptr || place == nullptr || segment == nullptr)
+      return Invalid("null argument");
+    if (!table->table.header.geometry.Contains(region, chunk_index))
+      return Invalid("chunk outside the geometry");
+    const handoff::IndexExtent* e =
+        handoff::LocateChunk(table->table.index, region, chunk_index);
+    *place = e ? static_cast<int>(e->place) : static_cast<int>(HANDOFF_CHUNK_BASE);
+    *segment = e ? e->segment : 0;
+    return Status::Ok();
+  });
+}
+
 void handoff_segment_table_free(HandoffSegmentTable* table) noexcept {
   delete table;
 }

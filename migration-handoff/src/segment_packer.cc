@@ -150,6 +150,7 @@ Status PackSegments(const Base& base, const HandoffMode& mode,
     out->plain_bytes += cutter.plain_fit();
     at += n;
   }
+  out->segment_of = std::move(segment_of);
   return Status::Ok();
 }
 

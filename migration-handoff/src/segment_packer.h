@@ -27,6 +27,7 @@ struct RemoteRecord {
 struct PackedSegments {
   std::vector<std::string> segments;          // stored bytes, in order
   std::vector<std::vector<uint32_t>> deps;    // per segment, increasing
+  std::vector<uint32_t> segment_of;           // per record
   uint64_t plain_bytes = 0;
 };
 

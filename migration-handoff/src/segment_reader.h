@@ -31,6 +31,8 @@ struct SegmentState {
   SegmentTable table;
   std::vector<uint8_t> applied;          // per segment
   uint32_t applied_count = 0;
+  uint64_t chunks_recorded = 0;          // by records applied, runs counted
+                                         // chunk by chunk
   // Per segment: segments not applied yet that list it as a dependency.
   // Its pins go when this reaches 0 and it is applied itself.
   std::vector<uint32_t> dependents_left;

@@ -48,6 +48,16 @@ Status Decoder::CheckSegmentedRecord(const Record& rec) const {
                   "zero run of " + std::to_string(rec.count) +
                       " chunks from " + std::to_string(rec.index) +
                       " runs past its region");
+  // The index must place the chunks where the record is.
+  const IndexExtent* e = LocateChunk(st.table.index, rec.region, rec.index);
+  if (e == nullptr ||
+      e->place != (local ? HANDOFF_CHUNK_LOCAL : HANDOFF_CHUNK_REMOTE) ||
+      (!local && e->segment != st.current) ||
+      rec.count - 1 > e->first + e->count - 1 - rec.index)
+    return Status(HANDOFF_E_BAD_RECORD,
+                  "chunk " + std::to_string(rec.index) + " of region " +
+                      std::to_string(rec.region) +
+                      ": the chunk index places it elsewhere");
   const uint64_t global = g.Global(rec.region, rec.index);
   for (uint64_t i = 0; i < rec.count; i++)
     if (version_[global + i] != 0)
@@ -92,6 +102,7 @@ Status Decoder::ApplySegmentedRecord(const Record& rec) {
   SegmentState& st = *segments_;
   per_kind_[rec.kind]++;
   records_++;
+  st.chunks_recorded += rec.count;
   const uint64_t global = base_->geometry().Global(rec.region, rec.index);
   static const uint8_t zeros[kChunkSize] = {};
   const uint8_t* data = zeros;
@@ -163,6 +174,14 @@ void Decoder::ReleasePins(uint32_t number) {
 Status Decoder::FinishSegmented() {
   const SegmentState& st = *segments_;
   if (st.applied_count == st.table.entries.size()) {
+    // Every record lies in an extent of its place, once: equal counts
+    // mean every indexed chunk got its record.
+    if (st.chunks_recorded != st.table.indexed_chunks)
+      return Status(HANDOFF_E_BAD_SEGMENT,
+                    "the chunk index lists " +
+                        std::to_string(st.table.indexed_chunks) +
+                        " chunks, the records gave " +
+                        std::to_string(st.chunks_recorded));
     state_ = State::kDone;
     return Status::Ok();
   }

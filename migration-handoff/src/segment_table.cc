@@ -19,6 +19,8 @@ struct TableCounts {
   uint32_t local_frames = 0;
   uint64_t local_bytes = 0;
   uint64_t segment_bytes = 0;
+  uint32_t index_extents = 0;
+  uint32_t index_bytes = 0;
 };
 
 // The fixed fields after the stream header, bounded before any is used
@@ -32,6 +34,14 @@ Status ReadCounts(const uint8_t* p, TableCounts* c) {
   c->local_frames = r.Get<uint32_t>();
   c->local_bytes = r.Get<uint64_t>();
   c->segment_bytes = r.Get<uint64_t>();
+  c->index_extents = r.Get<uint32_t>();
+  c->index_bytes = r.Get<uint32_t>();
+  if (c->index_extents > kMaxIndexExtents || c->index_bytes > kMaxIndexBytes)
+    return Status(HANDOFF_E_LENGTH_LIMIT,
+                  "chunk index of " + std::to_string(c->index_extents) +
+                      " extents in " + std::to_string(c->index_bytes) +
+                      " bytes (at most " + std::to_string(kMaxIndexExtents) +
+                      " in " + std::to_string(kMaxIndexBytes) + ")");
   if (c->segments > kMaxSegments || c->deps > kMaxDependencies ||
       c->local_bytes > kMaxLocalBytes)
     return Status(HANDOFF_E_LENGTH_LIMIT,
@@ -80,7 +90,9 @@ Status ReadEntry(ByteReader* r, uint32_t k, uint64_t offset,
 
 }  // namespace
 
-std::string SerializeSegmentTable(const SegmentTable& t) {
+Status SerializeSegmentTable(const SegmentTable& t, std::string* table) {
+  std::string index;
+  HANDOFF_RETURN_IF_ERROR(SerializeIndex(t.index, &index));
   std::string out = SerializeStreamHeader(t.header);
   ByteWriter w(&out);
   uint64_t segment_bytes = 0;
@@ -91,6 +103,8 @@ std::string SerializeSegmentTable(const SegmentTable& t) {
   w.Put<uint32_t>(t.local_frames);
   w.Put<uint64_t>(t.local.size());
   w.Put<uint64_t>(segment_bytes);
+  w.Put<uint32_t>(static_cast<uint32_t>(t.index.size()));
+  w.Put<uint32_t>(static_cast<uint32_t>(index.size()));
   for (const SegmentEntry& e : t.entries) {
     w.Put<uint64_t>(e.offset);
     w.Put<uint32_t>(e.length);
@@ -99,9 +113,11 @@ std::string SerializeSegmentTable(const SegmentTable& t) {
     w.PutBytes(e.sha256.data(), kSha256Size);
   }
   for (uint32_t d : t.deps) w.Put<uint32_t>(d);
+  w.PutBytes(index.data(), index.size());
   w.PutBytes(t.local.data(), t.local.size());
   w.Put<uint64_t>(Checksum64(out.data(), out.size()));
-  return out;
+  table->swap(out);
+  return Status::Ok();
 }
 
 Status SegmentTableLength(const uint8_t* p, size_t len, uint64_t* table_len,
@@ -125,7 +141,8 @@ Status SegmentTableLength(const uint8_t* p, size_t len, uint64_t* table_len,
   HANDOFF_RETURN_IF_ERROR(ReadCounts(p + header_len, &c));
   *table_len = header_len + kTableFixedSize +
                uint64_t{c.segments} * kSegmentEntrySize +
-               uint64_t{c.deps} * 4 + c.local_bytes + kTableChecksumSize;
+               uint64_t{c.deps} * 4 + c.index_bytes + c.local_bytes +
+               kTableChecksumSize;
   return Status::Ok();
 }
 
@@ -159,6 +176,12 @@ Status ParseSegmentTable(const uint8_t* p, size_t len, SegmentTable* out) {
   if (offset != c.segment_bytes)
     return Bad("segments total " + std::to_string(offset) +
                " bytes, the table says " + std::to_string(c.segment_bytes));
+  const uint8_t* index = p + entries_at +
+                         size_t{c.segments} * kSegmentEntrySize +
+                         size_t{c.deps} * 4;
+  HANDOFF_RETURN_IF_ERROR(ParseIndex(index, c.index_bytes, c.index_extents,
+                                     out->header.geometry, c.segments,
+                                     &out->index, &out->indexed_chunks));
   const uint8_t* local = p + sum_at - c.local_bytes;
   out->local.assign(reinterpret_cast<const char*>(local), c.local_bytes);
   out->local_frames = c.local_frames;

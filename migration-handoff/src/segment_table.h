@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "chunk_index.h"
 #include "format.h"
 #include "handoff.h"
 #include "sha256.h"
@@ -24,7 +25,7 @@ inline constexpr uint32_t kTableTag = 0x42415451;    // "QTAB"
 inline constexpr uint32_t kSegmentTag = 0x47455351;  // "QSEG"
 inline constexpr uint32_t kMaxSegmentBytes = HANDOFF_SEGMENT_MAX_BYTES;
 inline constexpr size_t kSegmentHeaderSize = 16;
-inline constexpr size_t kTableFixedSize = 32;    // tag .. segment bytes
+inline constexpr size_t kTableFixedSize = 40;    // tag .. index bytes
 inline constexpr size_t kSegmentEntrySize = 48;
 inline constexpr size_t kTableChecksumSize = 8;
 // Bounds on what a table may declare, checked before anything is sized
@@ -57,6 +58,8 @@ struct SegmentTable {
   std::vector<SegmentEntry> entries;
   std::vector<uint32_t> deps;  // entry k: deps[dep_first, +dep_count)
   uint32_t local_frames = 0;
+  std::vector<IndexExtent> index;  // sorted by region, then first
+  uint64_t indexed_chunks = 0;     // chunks the extents cover
   std::string local;           // the local-record frames, back to back
   uint64_t table_len = 0;      // bytes of the table part
   uint64_t segment_bytes = 0;  // bytes of all segments
@@ -66,10 +69,10 @@ struct SegmentTable {
   }
 };
 
-// The table part of @table (whose table_len and segment_bytes it ignores
-// and recomputes): header, fixed fields, entries, dependencies, local
-// frames, checksum.
-std::string SerializeSegmentTable(const SegmentTable& table);
+// The table part of @table (whose table_len, segment_bytes and
+// indexed_chunks it ignores): header, fixed fields, entries,
+// dependencies, chunk index, local frames, checksum.
+Status SerializeSegmentTable(const SegmentTable& table, std::string* out);
 
 // Length of the table part that starts at @p, from its header and fixed
 // fields. HANDOFF_E_TRUNCATED with *@needed set when @len bytes do not

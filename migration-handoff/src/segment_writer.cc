@@ -142,6 +142,7 @@ void SegmentWriter::Classify(const std::vector<uint64_t>& order,
     const ChunkChoice choice = classifier.Classify(region, index, data);
     classifier.Commit(choice, ++seq);
     if (choice.kind == RecordKind::kBaseRef) {
+      state_[global] = kBaseRef;
       local->push_back({global, 1, RecordKind::kBaseRef,
                         static_cast<uint8_t>(choice.src_region),
                         choice.src_index});
@@ -205,7 +206,8 @@ Status SegmentWriter::Finish() {
   HANDOFF_RETURN_IF_ERROR(PackSegments(*base_, config_.mode,
                                        table.local_frames, remote, &packed));
   HANDOFF_RETURN_IF_ERROR(BuildTable(packed, &table));
-  stream_ = SerializeSegmentTable(table);
+  BuildIndex(remote, packed, &table);
+  HANDOFF_RETURN_IF_ERROR(SerializeSegmentTable(table, &stream_));
   HANDOFF_RETURN_IF_ERROR(Sha256(stream_.data(), stream_.size(), &root_));
   for (const std::string& s : packed.segments) stream_ += s;
   frames_ += packed.segments.size();
@@ -302,6 +304,32 @@ Status SegmentWriter::BuildTable(const PackedSegments& packed,
     offset += bytes.size();
   }
   return Status::Ok();
+}
+
+void SegmentWriter::BuildIndex(const std::vector<RemoteRecord>& remote,
+                               const PackedSegments& packed,
+                               SegmentTable* table) const {
+  const Geometry& g = base_->geometry();
+  std::unordered_map<uint64_t, uint32_t> segment_of;  // global -> segment
+  for (size_t i = 0; i < remote.size(); i++)
+    segment_of[g.Global(remote[i].rec.region, remote[i].rec.index)] =
+        packed.segment_of[i];
+  for (size_t r = 0; r < g.region_count(); r++) {
+    for (uint64_t i = 0; i < g.regions()[r].chunks(); i++) {
+      const uint64_t global = g.first_chunk(r) + i;
+      IndexExtent e;
+      e.region = static_cast<uint8_t>(r);
+      e.first = i;
+      e.count = 1;
+      if (state_[global] == kHeld) {
+        e.place = HANDOFF_CHUNK_REMOTE;
+        e.segment = segment_of.at(global);
+      } else if (state_[global] != kZero && state_[global] != kBaseRef) {
+        continue;  // no record: the base's bytes
+      }
+      AddToIndex(e, &table->index);
+    }
+  }
 }
 
 Status SegmentWriter::Pull(uint8_t* buf, size_t cap, size_t* produced) {

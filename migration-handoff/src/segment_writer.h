@@ -41,7 +41,8 @@ class SegmentWriter {
 
  private:
   // What the writer knows of a global chunk.
-  enum ChunkState : uint8_t { kUnseen = 0, kHeld, kZero, kSame };
+  // kBaseRef: held, then found equal to a base chunk at Finish.
+  enum ChunkState : uint8_t { kUnseen = 0, kHeld, kZero, kSame, kBaseRef };
   struct LocalRecord {
     uint64_t global;
     uint64_t count;  // zeros: chunks from global, within one region
@@ -63,6 +64,9 @@ class SegmentWriter {
   Status BuildLocalFrames(std::vector<LocalRecord> local, uint64_t seq,
                           SegmentTable* table);
   Status BuildTable(const PackedSegments& packed, SegmentTable* table);
+  // The chunk index: every chunk with a record, where it is.
+  void BuildIndex(const std::vector<RemoteRecord>& remote,
+                  const PackedSegments& packed, SegmentTable* table) const;
 
   const Base* base_;
   HandoffEncoderConfig config_;

@@ -87,6 +87,8 @@ void PrintSegmentsJson(const SegmentTable& t, const std::string& root,
       .Add("local_frames", static_cast<uint64_t>(t.local_frames))
       .Add("local_bytes", static_cast<uint64_t>(t.local.size()))
       .Add("dependencies", static_cast<uint64_t>(t.deps.size()))
+      .Add("index_extents", static_cast<uint64_t>(t.index.size()))
+      .Add("indexed_chunks", t.indexed_chunks)
       .AddRaw("segments", segments + "]");
   fprintf(out, "%s\n", j.str().c_str());
 }
@@ -101,6 +103,8 @@ void PrintSegmentsText(const SegmentTable& t, const std::string& root,
           (unsigned long long)t.table_len, t.entries.size(),
           (unsigned long long)t.segment_bytes, t.deps.size(), t.local_frames,
           t.local.size());
+  fprintf(out, "index     %zu extents, %llu chunks with a record\n",
+          t.index.size(), (unsigned long long)t.indexed_chunks);
   fprintf(out, "root      %s\n", root.c_str());
   for (uint32_t k = 0; k < t.entries.size(); k++) {
     const SegmentSeen seen = LookAt(t, k, data, size);

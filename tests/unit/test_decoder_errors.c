@@ -1027,24 +1027,44 @@ static void test_error_names(void)
 /* ---- Segmented streams (version 3) ---------------------------------- */
 
 /* Starts a table part by hand: the header as version 3, the fixed fields
- * of a table of no segment; local frames follow with add_frame. */
-static void table_init(Crafted *c)
+ * of a table of no segment, then a chunk index of @n local extents
+ * {region, first, count}; local frames follow with add_frame. */
+static void table_init(Crafted *c, const uint64_t (*extents)[3], size_t n)
 {
+    uint8_t raw[16 * 24], *fixed;
+    size_t i, packed = 0;
+
     crafted_init(c);
     put16(c->buf + 8, 3);
     put64(c->buf + header_len - 8, XXH3_64bits(c->buf, header_len - 8));
-    memset(c->buf + c->len, 0, 32);
-    put32(c->buf + c->len, 0x42415451);          /* "QTAB" */
-    c->len += 32;
+    fixed = c->buf + c->len;
+    memset(fixed, 0, 40);
+    put32(fixed, 0x42415451);                    /* "QTAB" */
+    c->len += 40;
+    memset(raw, 0, sizeof(raw));
+    for (i = 0; i < n; i++) {
+        raw[24 * i] = (uint8_t)extents[i][0];
+        raw[24 * i + 1] = HANDOFF_CHUNK_LOCAL;
+        put64(raw + 24 * i + 8, extents[i][1]);
+        put64(raw + 24 * i + 16, extents[i][2]);
+    }
+    if (n > 0) {
+        packed = ZSTD_compress(c->buf + c->len, 4096, raw, 24 * n, 3);
+    }
+    put32(fixed + 32, (uint32_t)n);
+    put32(fixed + 36, (uint32_t)packed);
+    c->len += packed;
 }
 
 /* Ends it: frame count and local bytes, then the checksum. */
 static size_t table_end(Crafted *c)
 {
     uint8_t *fixed = c->buf + header_len;
+    uint32_t index_bytes;
 
+    memcpy(&index_bytes, fixed + 36, 4);
     put32(fixed + 12, (uint32_t)c->frames);
-    put64(fixed + 16, c->len - header_len - 32);
+    put64(fixed + 16, c->len - header_len - 40 - index_bytes);
     put64(c->buf + c->len, XXH3_64bits(c->buf, c->len));
     c->len += 8;
     return c->len;
@@ -1052,19 +1072,37 @@ static size_t table_end(Crafted *c)
 
 static void test_segmented_crafted_table(void)
 {
+    static const uint64_t two[][3] = { { 0, 3, 1 }, { 1, 4, 1 } };
+    static const uint64_t run[][3] = { { 0, 2, 4 } };
+    static const uint64_t unsorted[][3] = { { 1, 4, 1 }, { 0, 3, 1 } };
+    static const uint64_t extra[][3] = { { 0, 3, 1 }, { 1, 4, 2 } };
     Crafted c;
     Plain *p = calloc(1, sizeof(*p));
 
-    /* Local records only: valid, and decodes. */
-    table_init(&c);
+    /* Local records only, indexed: valid, and decodes. */
+    table_init(&c, two, 2);
     rec(p, ZERO, 0, 0, 0, 1, 3);
     rec_ref(p, BASE_REF, 2, 1, 4, 0, 9, 0);
     add_frame(&c, p);
     CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), 0);
     free(c.buf);
 
+    /* The index must place each record's chunk, and hold no more. */
+    table_init(&c, two, 1);
+    add_frame(&c, p);
+    CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), HANDOFF_E_BAD_RECORD);
+    free(c.buf);
+    table_init(&c, extra, 2);
+    add_frame(&c, p);
+    CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), HANDOFF_E_BAD_SEGMENT);
+    free(c.buf);
+    table_init(&c, unsorted, 2);
+    add_frame(&c, p);
+    CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), HANDOFF_E_BAD_SEGMENT);
+    free(c.buf);
+
     /* A second record for one chunk. */
-    table_init(&c);
+    table_init(&c, run, 1);
     plain_reset(p);
     rec(p, ZERO, 0, 0, 0, 1, 3);
     rec_run(p, 2, 0, 2, 4);
@@ -1073,7 +1111,7 @@ static void test_segmented_crafted_table(void)
     free(c.buf);
 
     /* Data belongs in segments, not in the table part. */
-    table_init(&c);
+    table_init(&c, run, 1);
     plain_reset(p);
     rec_data(p, 1, 0, 5, 0x11);
     add_frame(&c, p);
@@ -1081,18 +1119,22 @@ static void test_segmented_crafted_table(void)
     free(c.buf);
 
     /* A damaged table part fails its checksum. */
-    table_init(&c);
+    table_init(&c, two, 2);
     plain_reset(p);
     rec(p, ZERO, 0, 0, 0, 1, 3);
     add_frame(&c, p);
     table_end(&c);
-    c.buf[header_len + 40] ^= 1;
+    c.buf[c.len - 20] ^= 1;
     CU_ASSERT_EQUAL(decode(c.buf, c.len), HANDOFF_E_BAD_SEGMENT);
     free(c.buf);
 
     /* Counts beyond the bounds, before anything is sized by them. */
-    table_init(&c);
+    table_init(&c, two, 0);
     put32(c.buf + header_len + 4, 0xFFFFFFFFu);  /* segments */
+    CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), HANDOFF_E_LENGTH_LIMIT);
+    free(c.buf);
+    table_init(&c, two, 0);
+    put32(c.buf + header_len + 32, 0xFFFFFFFFu); /* index extents */
     CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), HANDOFF_E_LENGTH_LIMIT);
     free(c.buf);
     free(p);

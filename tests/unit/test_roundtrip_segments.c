@@ -395,6 +395,58 @@ static void test_order_input_goes_first(void)
     CU_ASSERT_PTR_NULL(test_encode_segmented(base, &cfg, &mixed_vm, &len, root));
 }
 
+/* The chunk index places every chunk: zeros and base references local,
+ * data and self references remote, the rest base; and a remote chunk's
+ * segment, applied on demand with its dependencies alone, gives the
+ * chunk its final bytes. */
+static void test_chunk_index_locates(void)
+{
+    uint8_t root[HANDOFF_ROOT_SIZE];
+    TestSegments segs;
+    size_t len = 0;
+    uint8_t *stream = stream_with_segments(HANDOFF_CODEC_NONE, &len, root,
+                                           &segs);
+    unsigned count[3] = { 0, 0, 0 }, checked = 0;
+    uint32_t region, segment;
+    uint64_t i;
+    int place;
+
+    for (region = 0; region < 2; region++) {
+        for (i = 0; i < N; i++) {
+            CU_ASSERT_EQUAL_FATAL(handoff_segment_table_locate(
+                                      segs.table, region, i, &place, &segment),
+                                  0);
+            CU_ASSERT_FATAL(place >= 0 && place <= 2);
+            count[place]++;
+            if (place == HANDOFF_CHUNK_REMOTE && i % 7 == 0) {
+                uint8_t *applied = calloc(segs.count, 1);
+                const uint8_t *want = (region ? v2_image.disk : v2_image.mem) +
+                                      i * CHUNK;
+                Destination d;
+
+                dest_open(&d);
+                CU_ASSERT_EQUAL(handoff_decoder_load_table(
+                                    d.dec, stream, segs.table_len, root), 0);
+                apply_on_demand(&d, &segs, stream, applied, segment);
+                CU_ASSERT_EQUAL(memcmp((region ? d.image.disk : d.image.mem) +
+                                           i * CHUNK, want, CHUNK), 0);
+                test_destination_close(&d);
+                free(applied);
+                checked++;
+            }
+        }
+    }
+    CU_ASSERT_EQUAL(count[HANDOFF_CHUNK_LOCAL], 32 + 64);
+    CU_ASSERT_EQUAL(count[HANDOFF_CHUNK_REMOTE], 48 + 208);
+    CU_ASSERT_EQUAL(count[HANDOFF_CHUNK_BASE], 2 * N - 96 - 256);
+    CU_ASSERT(checked >= 30);
+    CU_ASSERT_EQUAL(handoff_segment_table_locate(segs.table, 0, N, &place,
+                                                 &segment),
+                    HANDOFF_E_INVALID_ARGUMENT);
+    handoff_segment_table_free(segs.table);
+    free(stream);
+}
+
 int main(void)
 {
     CU_pSuite suite;
@@ -413,6 +465,8 @@ int main(void)
     CU_add_test(suite, "every dependency-respecting order",
                 test_every_dependency_order);
     CU_add_test(suite, "order input goes first", test_order_input_goes_first);
+    CU_add_test(suite, "chunk index locates every chunk",
+                test_chunk_index_locates);
 
     return test_run_registry();
 }
