@@ -11,11 +11,13 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "handoff.h"
 #include "status.h"
 
 namespace handoff {
 
-inline constexpr size_t kSha256Size = 32;
+// A root is one of these (HANDOFF_ROOT_SIZE): one constant for both.
+inline constexpr size_t kSha256Size = HANDOFF_ROOT_SIZE;
 using Sha256Digest = std::array<uint8_t, kSha256Size>;
 
 // SHA-256 of @len bytes at @data into *@out; HANDOFF_E_INTERNAL if GnuTLS
