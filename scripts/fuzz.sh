@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
 # Fuzzes with libFuzzer (clang, ASan + UBSan): the engine's stream
-# decoder, base index parser and `qemu-handoff inspect` (targets in
+# decoder (version 2, and segmented streams), base index parser and
+# `qemu-handoff inspect` (targets in
 # migration-handoff/fuzz/, docs/handoff-engine.md "Fuzzing"), and QEMU's
 # base manifest parser (qemu/fuzz/fuzz-manifest.c, built against the
 # configured QEMU tree of scripts/build-qemu.sh and its libqemuutil). The targets
@@ -26,11 +27,11 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 build=$top/build/fuzz
 corpora=$top/migration-handoff/fuzz/corpus
 qemu_build=$top/build/qemu
-all_targets="decoder index inspect manifest load"
+all_targets="decoder index inspect segments manifest load"
 qemu_targets=" manifest load "
 # Shares of the time: the decoder's inputs cost the most to run and reach
 # the most code.
-declare -A weight=([decoder]=2 [index]=1 [inspect]=1 [manifest]=1 [load]=1)
+declare -A weight=([decoder]=2 [index]=1 [inspect]=1 [segments]=1 [manifest]=1 [load]=1)
 is_qemu_target() { [[ "$qemu_targets" == *" $1 "* ]]; }
 corpus_of() {
     if is_qemu_target "$1"; then echo "$top/qemu/fuzz/corpus/$1"

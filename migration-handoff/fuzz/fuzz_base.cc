@@ -17,6 +17,18 @@ void Fill(uint8_t* p, uint64_t tag, bool text) {
   }
 }
 
+// Every byte of a finished encoder's stream.
+std::vector<uint8_t> PullAll(HandoffEncoder* enc) {
+  std::vector<uint8_t> out, buf(1 << 16);
+  for (;;) {
+    size_t n = 0;
+    if (handoff_encoder_pull_wait(enc, buf.data(), buf.size(), &n) != 0) break;
+    if (n == 0 && handoff_encoder_done(enc)) break;
+    out.insert(out.end(), buf.begin(), buf.begin() + n);
+  }
+  return out;
+}
+
 }  // namespace
 
 const FuzzBase& GetFuzzBase() {
@@ -101,13 +113,44 @@ std::vector<uint8_t> MakeSeedStream(HandoffCodec codec, int level,
     }
   }
   handoff_encoder_finish(enc);
-  std::vector<uint8_t> buf(1 << 16);
-  for (;;) {
-    size_t n = 0;
-    if (handoff_encoder_pull_wait(enc, buf.data(), buf.size(), &n) != 0) break;
-    if (n == 0 && handoff_encoder_done(enc)) break;
-    out.insert(out.end(), buf.begin(), buf.begin() + n);
+  out = PullAll(enc);
+  handoff_encoder_free(enc);
+  return out;
+}
+
+std::vector<uint8_t> MakeSegmentedSeedStream(HandoffCodec codec, int level,
+                                             HandoffDelta delta) {
+  const FuzzBase& fb = GetFuzzBase();
+  HandoffEncoderConfig cfg{};
+  cfg.struct_size = sizeof(cfg);
+  handoff_encoder_config_default(&cfg);
+  cfg.adaptive = 0;
+  cfg.mode = {codec, level, delta};
+  cfg.segmented = 1;
+  // Disk chunks first, so that the memory they copy comes after them.
+  const HandoffChunkRef order[] = {{1, 12}, {0, 15}};
+  cfg.order = order;
+  cfg.order_count = 2;
+  HandoffEncoder* enc = nullptr;
+  std::vector<uint8_t> out;
+  if (handoff_encoder_create(fb.base, &cfg, &enc) != 0) return out;
+  std::vector<uint8_t> mem = fb.mem, disk = fb.disk;
+  const size_t c = HANDOFF_CHUNK_SIZE;
+  std::memset(&mem[0], 0, 2 * c);                         // ZERO, a run
+  std::memcpy(&mem[3 * c], &fb.disk[2 * c], c);           // BASE_REF
+  for (uint64_t i = 5; i < kChunks; i++)                  // DATA, in segments
+    Fill(&mem[i * c], 2000 + i, i % 4 == 0);
+  for (uint64_t i = 0; i < 4; i++)                        // more: 2 segments
+    Fill(&disk[i * c], 3000 + i, false);
+  for (uint64_t i = 8; i < kChunks; i++)                  // SELF_REF
+    std::memcpy(&disk[i * c], &mem[(i - 3) * c], c);
+  disk[4 * c + 7] ^= 0x5a;                                // XOR-able
+  for (uint64_t i = 0; i < kChunks; i++) {
+    handoff_encoder_submit(enc, 0, i, &mem[i * c]);
+    handoff_encoder_submit(enc, 1, i, &disk[i * c]);
   }
+  handoff_encoder_finish(enc);
+  out = PullAll(enc);
   handoff_encoder_free(enc);
   return out;
 }

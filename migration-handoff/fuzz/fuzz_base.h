@@ -34,6 +34,12 @@ bool BaseGlobal(uint64_t region, uint64_t index, uint64_t* global);
 std::vector<uint8_t> MakeSeedStream(HandoffCodec codec, int level,
                                     HandoffDelta delta, int iterations);
 
+// A valid segmented stream (version 3) over the fuzz base, with an order
+// input, zero runs, base references, data and self references across
+// segments.
+std::vector<uint8_t> MakeSegmentedSeedStream(HandoffCodec codec, int level,
+                                             HandoffDelta delta);
+
 // An input of the stream targets: @selector, then @stream (non-empty).
 std::vector<uint8_t> StreamInput(uint8_t selector,
                                  const std::vector<uint8_t>& stream);

@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define HANDOFF_VERSION_MAJOR   0
-#define HANDOFF_VERSION_MINOR   6
+#define HANDOFF_VERSION_MINOR   7
 #define HANDOFF_VERSION_RELEASE 0
 #define HANDOFF_VERSION_NUMBER (HANDOFF_VERSION_MAJOR * 10000 + \
                                 HANDOFF_VERSION_MINOR * 100 + \
@@ -132,6 +132,13 @@ typedef enum HandoffError {
     HANDOFF_E_WRITE = -33,            /* a caller's writer failed */
     HANDOFF_E_BASE_CHANGED = -34,     /* base files differ from the index */
     HANDOFF_E_INDEX_CORRUPT = -35,
+    /* Segmented streams (version 3, since 0.7.0). */
+    HANDOFF_E_DUPLICATE_CHUNK = -36,  /* a second record for one chunk */
+    HANDOFF_E_SEGMENT_DIGEST = -37,   /* a segment fails its SHA-256 */
+    HANDOFF_E_SEGMENT_DUPLICATE = -38,/* segment applied already: dropped */
+    HANDOFF_E_SEGMENT_DEPENDENCY = -39,/* a dependency not applied yet */
+    HANDOFF_E_BAD_SEGMENT = -40,      /* segment table or header invalid */
+    HANDOFF_E_ROOT_MISMATCH = -41,    /* table part differs from the root */
 } HandoffError;
 
 /* Stable name of an error code, e.g. "HANDOFF_E_CHECKSUM". */
@@ -313,6 +320,19 @@ int handoff_mode_parse(const char *text, HandoffMode *mode) HANDOFF_NOEXCEPT;
  * HANDOFF_E_NO_MEMORY ("cannot start worker thread"), never a crash. */
 #define HANDOFF_MAX_THREADS 64
 
+/* A chunk: chunk @chunk_index of region @region. */
+typedef struct HandoffChunkRef {
+    uint32_t region;
+    uint64_t chunk_index;
+} HandoffChunkRef;
+
+/* Segmented streams (stream version 3, docs/stream-format.md): remote
+ * records (data, self references) travel in segments of at most this many
+ * bytes, each authenticated by the SHA-256 the table part lists; the
+ * table part is authenticated by its own SHA-256, the root. */
+#define HANDOFF_SEGMENT_MAX_BYTES 65536
+#define HANDOFF_ROOT_SIZE 32
+
 typedef struct HandoffEncoderConfig {
     uint32_t struct_size;    /* sizeof(HandoffEncoderConfig), see above */
     unsigned threads;        /* compression workers, at most
@@ -337,6 +357,24 @@ typedef struct HandoffEncoderConfig {
      * among modes without delta, and a fixed @mode with a delta is
      * refused (HANDOFF_E_INVALID_ARGUMENT). */
     int allow_delta;
+    /* Since 0.7.0. 1: write a segmented stream (version 3) instead of
+     * version 2. The state is taken as one version (a paused VM): every
+     * chunk is submitted at most once (a second time, or inside a zero
+     * run, is HANDOFF_E_DUPLICATE_CHUNK), the stream is laid out at
+     * finish (the encoder holds every submitted chunk that differs from
+     * its base until then) and @mode is used throughout (adaptive is
+     * ignored; frames never use more than one segment). Iterations are
+     * accepted and carry no meaning. */
+    int segmented;
+    /* Since 0.7.0, segmented only: the chunks whose data goes first, in
+     * this order (e.g. a recorded working set); the rest follows by
+     * address, memory regions before disks. Chunks that need no data
+     * (zero, unchanged, equal to a base chunk) are skipped, and so is a
+     * chunk listed again. Each entry must lie inside the geometry
+     * (HANDOFF_E_INVALID_ARGUMENT). Read during handoff_encoder_create
+     * only: the array need not outlive it. */
+    const HandoffChunkRef *order;
+    size_t order_count;
 } HandoffEncoderConfig;
 
 /* Fills @config with defaults (adaptive zstd-1, all cores, 256 KiB),
@@ -445,6 +483,14 @@ int handoff_encoder_pull_wait(HandoffEncoder *enc, void *buf,
 
 /* 1 once finished and every byte has been pulled. */
 int handoff_encoder_done(const HandoffEncoder *enc) HANDOFF_NOEXCEPT;
+
+/* Segmented encoders, after finish: the SHA-256 of the stream's table
+ * part, which a receiver passes to handoff_decoder_load_table to
+ * authenticate the whole stream. HANDOFF_E_STATE before finish or for a
+ * version 2 encoder. */
+int handoff_encoder_segment_root(const HandoffEncoder *enc,
+                                 uint8_t root[HANDOFF_ROOT_SIZE])
+    HANDOFF_NOEXCEPT;
 
 /*
  * Network progress: @bytes_sent in total so far, at time @now_ns of any
@@ -580,7 +626,46 @@ int handoff_decoder_feed(HandoffDecoder *dec, const void *data,
 int handoff_decoder_apply_frame(HandoffDecoder *dec, const void *frame,
                                 size_t len) HANDOFF_NOEXCEPT;
 
-/* Checks that the stream was complete and every reference resolved. */
+/*
+ * Segmented streams (version 3): the table part first, then segments in
+ * any order that applies each after its dependencies. A segmented stream
+ * fed whole with handoff_decoder_feed is read this way too, in file order
+ * (then without a root).
+ *
+ * load_table takes the whole table part (handoff_segment_table_length
+ * says how long it is). With @root non-NULL its SHA-256 must equal @root
+ * (HANDOFF_E_ROOT_MISMATCH), checked before any field is read. Then the
+ * table is checked and its local records (zeros, base references) are
+ * applied through the writer.
+ */
+int handoff_decoder_load_table(HandoffDecoder *dec, const void *table,
+                               size_t len,
+                               const uint8_t root[HANDOFF_ROOT_SIZE])
+    HANDOFF_NOEXCEPT;
+
+/*
+ * Applies segment @number, @len bytes as stored. Checked in this order
+ * before any writer callback for it: @number below the table's count
+ * (HANDOFF_E_BAD_SEGMENT); not applied already (HANDOFF_E_SEGMENT_DUPLICATE:
+ * the bytes are dropped and the decoder goes on); @len equal to the
+ * table's length (HANDOFF_E_LENGTH_LIMIT); SHA-256 equal to the table's
+ * (HANDOFF_E_SEGMENT_DIGEST, the message naming "segment K of N (offset
+ * O)"); every dependency applied (HANDOFF_E_SEGMENT_DEPENDENCY, naming
+ * them; nothing is kept, and the decoder goes on: apply them, then this
+ * one again). Its frames are then decoded with the checks of version 2
+ * frames; a chunk given a second record is HANDOFF_E_DUPLICATE_CHUNK.
+ * Self references are resolved from pinned data versions, which the
+ * decoder holds (counted in held_bytes) until the last segment that may
+ * reference them is applied: it never reads the destination.
+ * All errors but the two named as going on are sticky.
+ */
+int handoff_decoder_apply_segment(HandoffDecoder *dec, uint32_t number,
+                                  const void *bytes,
+                                  size_t len) HANDOFF_NOEXCEPT;
+
+/* Checks that the stream was complete and every reference resolved (for
+ * a segmented stream: every segment applied, else HANDOFF_E_TRUNCATED
+ * naming the first missing one). */
 int handoff_decoder_finish(HandoffDecoder *dec) HANDOFF_NOEXCEPT;
 
 typedef struct HandoffDecoderStats {
@@ -592,7 +677,8 @@ typedef struct HandoffDecoderStats {
     uint64_t plain_bytes;
     uint32_t iteration;                   /* highest seen */
     uint64_t held_bytes;                  /* kept for frames out of order
-                                             (estimate), at most
+                                             or pinned for segments still
+                                             to come (estimate), at most
                                              HANDOFF_DECODER_MAX_HELD_BYTES */
 } HandoffDecoderStats;
 
@@ -610,6 +696,61 @@ void handoff_decoder_free(HandoffDecoder *dec) HANDOFF_NOEXCEPT;
 int handoff_stream_split(const void *stream, size_t len, size_t *header_len,
                          size_t *offsets, size_t *lengths, size_t max_frames,
                          size_t *frame_count) HANDOFF_NOEXCEPT;
+
+/* ------------------------------------------------------------------------
+ * Segment tables: reading the table part of a segmented stream without a
+ * decoder, to find and order its segments (tools, senders, tests).
+ * ------------------------------------------------------------------------ */
+
+/* Length of the table part that starts at @prefix (@len bytes of it at
+ * hand): 0, or HANDOFF_E_TRUNCATED when more bytes are needed to tell
+ * (*@table_len is then the number needed so far), or the error of a
+ * header that is not a version 3 stream's. */
+int handoff_segment_table_length(const void *prefix, size_t len,
+                                 uint64_t *table_len) HANDOFF_NOEXCEPT;
+
+typedef struct HandoffSegmentTable HandoffSegmentTable;
+
+/* Checks and parses a whole table part, against @root unless NULL, as
+ * handoff_decoder_load_table does (without applying anything). */
+int handoff_segment_table_open(const void *table, size_t len,
+                               const uint8_t root[HANDOFF_ROOT_SIZE],
+                               HandoffSegmentTable **out) HANDOFF_NOEXCEPT;
+
+/* Segments the table lists; 0 for NULL. */
+uint32_t handoff_segment_table_count(const HandoffSegmentTable *table)
+    HANDOFF_NOEXCEPT;
+
+/* Entry @number: where the segment is (@offset from the end of the table
+ * part, which is the table's length), its stored length, SHA-256 and
+ * dependencies (up to @max_deps written to @deps; *@dep_count is their
+ * number, at most 65535). Any output pointer may be NULL. */
+int handoff_segment_table_entry(const HandoffSegmentTable *table,
+                                uint32_t number, uint64_t *offset,
+                                uint32_t *length,
+                                uint8_t sha256[HANDOFF_ROOT_SIZE],
+                                uint32_t *deps, size_t max_deps,
+                                size_t *dep_count) HANDOFF_NOEXCEPT;
+
+/* Where a chunk's record is, by the table's chunk index: the values are
+ * part of the format (docs/stream-format.md, "Chunk index"). */
+typedef enum HandoffChunkPlace {
+    HANDOFF_CHUNK_BASE = 0,   /* no record: the base's bytes */
+    HANDOFF_CHUNK_LOCAL = 1,  /* a local record (zeros, base reference) in
+                                 the table part */
+    HANDOFF_CHUNK_REMOTE = 2, /* a data or self reference record in a
+                                 segment */
+} HandoffChunkPlace;
+
+/* Looks chunk @chunk_index of @region up in the index (O(log extents)):
+ * *@place a HandoffChunkPlace, *@segment its segment when remote (else
+ * 0). HANDOFF_E_INVALID_ARGUMENT outside the geometry. */
+int handoff_segment_table_locate(const HandoffSegmentTable *table,
+                                 uint32_t region, uint64_t chunk_index,
+                                 int *place,
+                                 uint32_t *segment) HANDOFF_NOEXCEPT;
+
+void handoff_segment_table_free(HandoffSegmentTable *table) HANDOFF_NOEXCEPT;
 
 #ifdef __cplusplus
 }

@@ -15,15 +15,22 @@
 #include "handoff.h"
 #include "mode.h"
 #include "remaining.h"
+#include "segment_table.h"
+#include "segment_writer.h"
 #include "sized_struct.h"
 #include "stream_walker.h"
 
 struct HandoffBase {
   std::unique_ptr<handoff::Base> base;
 };
+// Exactly one of encoder (stream version 2) and segments (version 3).
 struct HandoffEncoder {
   std::unique_ptr<handoff::Encoder> encoder;
+  std::unique_ptr<handoff::SegmentWriter> segments;
   std::string log;
+};
+struct HandoffSegmentTable {
+  handoff::SegmentTable table;
 };
 struct HandoffDecoder {
   std::unique_ptr<handoff::Decoder> decoder;
@@ -162,6 +169,12 @@ const char* handoff_error_name(int code) noexcept {
     NAME(HANDOFF_E_WRITE)
     NAME(HANDOFF_E_BASE_CHANGED)
     NAME(HANDOFF_E_INDEX_CORRUPT)
+    NAME(HANDOFF_E_DUPLICATE_CHUNK)
+    NAME(HANDOFF_E_SEGMENT_DIGEST)
+    NAME(HANDOFF_E_SEGMENT_DUPLICATE)
+    NAME(HANDOFF_E_SEGMENT_DEPENDENCY)
+    NAME(HANDOFF_E_BAD_SEGMENT)
+    NAME(HANDOFF_E_ROOT_MISMATCH)
 #undef NAME
     default:
       return "HANDOFF_E_UNKNOWN";
@@ -380,8 +393,12 @@ int handoff_encoder_create(const HandoffBase* base,
       HANDOFF_RETURN_IF_ERROR(handoff::ReadSized(
           config, handoff::kEncoderConfigV1, "HandoffEncoderConfig", &c));
     auto h = std::make_unique<HandoffEncoder>();
-    HANDOFF_RETURN_IF_ERROR(
-        handoff::Encoder::Create(base->base.get(), c, &h->encoder));
+    if (c.segmented)
+      HANDOFF_RETURN_IF_ERROR(
+          handoff::SegmentWriter::Create(base->base.get(), c, &h->segments));
+    else
+      HANDOFF_RETURN_IF_ERROR(
+          handoff::Encoder::Create(base->base.get(), c, &h->encoder));
     *out = h.release();
     return Status::Ok();
   });
@@ -392,6 +409,7 @@ int handoff_encoder_submit_zero_run(HandoffEncoder* enc, uint32_t region,
                                     uint64_t count) noexcept {
   return Guard([&]() -> Status {
     if (enc == nullptr) return Invalid("null encoder");
+    if (enc->segments) return enc->segments->SubmitZeroRun(region, first_chunk, count);
     return enc->encoder->SubmitZeroRun(region, first_chunk, count);
   });
 }
@@ -400,6 +418,7 @@ int handoff_encoder_begin_iteration(HandoffEncoder* enc,
                                     uint32_t iteration) noexcept {
   return Guard([&]() -> Status {
     if (enc == nullptr) return Invalid("null encoder");
+    if (enc->segments) return Status::Ok();  // one version: no meaning
     return enc->encoder->BeginIteration(iteration);
   });
 }
@@ -408,6 +427,9 @@ int handoff_encoder_submit(HandoffEncoder* enc, uint32_t region,
                            uint64_t chunk_index, const void* data) noexcept {
   return Guard([&]() -> Status {
     if (enc == nullptr || data == nullptr) return Invalid("null encoder or data");
+    if (enc->segments)
+      return enc->segments->Submit(region, chunk_index,
+                                   static_cast<const uint8_t*>(data));
     return enc->encoder->Submit(region, chunk_index,
                                 static_cast<const uint8_t*>(data));
   });
@@ -419,6 +441,9 @@ int handoff_encoder_submit_many(HandoffEncoder* enc, uint32_t region,
                                 int random_order) noexcept {
   return Guard([&]() -> Status {
     if (enc == nullptr) return Invalid("null encoder");
+    if (enc->segments)
+      return enc->segments->SubmitMany(
+          region, static_cast<const uint8_t*>(region_data), indexes, count);
     return enc->encoder->SubmitMany(region,
                                     static_cast<const uint8_t*>(region_data),
                                     indexes, count, random_order != 0);
@@ -428,6 +453,7 @@ int handoff_encoder_submit_many(HandoffEncoder* enc, uint32_t region,
 int handoff_encoder_flush(HandoffEncoder* enc) noexcept {
   return Guard([&]() -> Status {
     if (enc == nullptr) return Invalid("null encoder");
+    if (enc->segments) return Status::Ok();  // laid out at finish
     return enc->encoder->Flush();
   });
 }
@@ -435,6 +461,7 @@ int handoff_encoder_flush(HandoffEncoder* enc) noexcept {
 int handoff_encoder_finish(HandoffEncoder* enc) noexcept {
   return Guard([&]() -> Status {
     if (enc == nullptr) return Invalid("null encoder");
+    if (enc->segments) return enc->segments->Finish();
     return enc->encoder->Finish();
   });
 }
@@ -444,6 +471,8 @@ int handoff_encoder_pull(HandoffEncoder* enc, void* buf, size_t capacity,
   return Guard([&]() -> Status {
     if (enc == nullptr || buf == nullptr || produced == nullptr)
       return Invalid("null argument");
+    if (enc->segments)
+      return enc->segments->Pull(static_cast<uint8_t*>(buf), capacity, produced);
     return enc->encoder->Pull(static_cast<uint8_t*>(buf), capacity, produced,
                               false);
   });
@@ -454,20 +483,33 @@ int handoff_encoder_pull_wait(HandoffEncoder* enc, void* buf, size_t capacity,
   return Guard([&]() -> Status {
     if (enc == nullptr || buf == nullptr || produced == nullptr)
       return Invalid("null argument");
+    if (enc->segments)
+      return enc->segments->Pull(static_cast<uint8_t*>(buf), capacity, produced);
     return enc->encoder->Pull(static_cast<uint8_t*>(buf), capacity, produced,
                               true);
   });
 }
 
 int handoff_encoder_done(const HandoffEncoder* enc) noexcept {
-  return enc != nullptr && enc->encoder->Done() ? 1 : 0;
+  if (enc == nullptr) return 0;
+  return (enc->segments ? enc->segments->Done() : enc->encoder->Done()) ? 1 : 0;
+}
+
+int handoff_encoder_segment_root(const HandoffEncoder* enc,
+                                 uint8_t root[HANDOFF_ROOT_SIZE]) noexcept {
+  return Guard([&]() -> Status {
+    if (enc == nullptr || root == nullptr) return Invalid("null argument");
+    if (!enc->segments)
+      return Status(HANDOFF_E_STATE, "not a segmented encoder");
+    return enc->segments->Root(root);
+  });
 }
 
 int handoff_encoder_report_network(HandoffEncoder* enc, uint64_t bytes_sent,
                                    uint64_t now_ns) noexcept {
   return Guard([&]() -> Status {
     if (enc == nullptr) return Invalid("null encoder");
-    enc->encoder->ReportNetwork(bytes_sent, 0, now_ns);
+    if (enc->encoder) enc->encoder->ReportNetwork(bytes_sent, 0, now_ns);
     return Status::Ok();
   });
 }
@@ -477,7 +519,7 @@ int handoff_encoder_report_link(HandoffEncoder* enc, uint64_t bytes_sent,
                                 uint64_t now_ns) noexcept {
   return Guard([&]() -> Status {
     if (enc == nullptr) return Invalid("null encoder");
-    enc->encoder->ReportNetwork(bytes_sent, bytes_queued, now_ns);
+    if (enc->encoder) enc->encoder->ReportNetwork(bytes_sent, bytes_queued, now_ns);
     return Status::Ok();
   });
 }
@@ -488,7 +530,10 @@ int handoff_encoder_stats(const HandoffEncoder* enc,
     if (enc == nullptr || stats == nullptr) return Invalid("null argument");
     HandoffEncoderStats full;
     std::memset(&full, 0, sizeof(full));
-    enc->encoder->Stats(&full);
+    if (enc->segments)
+      enc->segments->Stats(&full);
+    else
+      enc->encoder->Stats(&full);
     return handoff::WriteSized(full, handoff::kEncoderStatsV1,
                                "HandoffEncoderStats", stats);
   });
@@ -514,7 +559,7 @@ uint64_t handoff_encoder_remaining_bytes(const HandoffEncoderStats* stats,
 const char* handoff_encoder_decision_log(HandoffEncoder* enc) noexcept {
   if (enc == nullptr) return "";
   try {
-    enc->log = enc->encoder->DecisionLog();
+    enc->log = enc->encoder ? enc->encoder->DecisionLog() : "";
     return enc->log.c_str();
   } catch (...) {
     return "";
@@ -571,6 +616,25 @@ int handoff_decoder_apply_frame(HandoffDecoder* dec, const void* frame,
   });
 }
 
+int handoff_decoder_load_table(HandoffDecoder* dec, const void* table,
+                               size_t len,
+                               const uint8_t root[HANDOFF_ROOT_SIZE]) noexcept {
+  return Guard([&]() -> Status {
+    if (dec == nullptr) return Invalid("null decoder");
+    return dec->decoder->LoadTable(static_cast<const uint8_t*>(table), len,
+                                   root);
+  });
+}
+
+int handoff_decoder_apply_segment(HandoffDecoder* dec, uint32_t number,
+                                  const void* bytes, size_t len) noexcept {
+  return Guard([&]() -> Status {
+    if (dec == nullptr) return Invalid("null decoder");
+    return dec->decoder->ApplySegment(number, static_cast<const uint8_t*>(bytes),
+                                      len);
+  });
+}
+
 int handoff_decoder_finish(HandoffDecoder* dec) noexcept {
   return Guard([&]() -> Status {
     if (dec == nullptr) return Invalid("null decoder");
@@ -617,6 +681,82 @@ int handoff_stream_split(const void* stream, size_t len, size_t* header_len,
     *frame_count = n;
     return Status::Ok();
   });
+}
+
+int handoff_segment_table_length(const void* prefix, size_t len,
+                                 uint64_t* table_len) noexcept {
+  return Guard([&]() -> Status {
+    if (prefix == nullptr || table_len == nullptr) return Invalid("null argument");
+    size_t needed = 0;
+    Status s = handoff::SegmentTableLength(static_cast<const uint8_t*>(prefix),
+                                           len, table_len, &needed);
+    if (s.code() == HANDOFF_E_TRUNCATED) *table_len = needed;
+    return s;
+  });
+}
+
+int handoff_segment_table_open(const void* table, size_t len,
+                               const uint8_t root[HANDOFF_ROOT_SIZE],
+                               HandoffSegmentTable** out) noexcept {
+  return Guard([&]() -> Status {
+    if (table == nullptr || out == nullptr) return Invalid("null argument");
+    *out = nullptr;
+    const auto* p = static_cast<const uint8_t*>(table);
+    HANDOFF_RETURN_IF_ERROR(handoff::CheckRoot(p, len, root));
+    auto h = std::make_unique<HandoffSegmentTable>();
+    HANDOFF_RETURN_IF_ERROR(handoff::ParseSegmentTable(p, len, &h->table));
+    *out = h.release();
+    return Status::Ok();
+  });
+}
+
+uint32_t handoff_segment_table_count(const HandoffSegmentTable* table) noexcept {
+  return table == nullptr ? 0
+                          : static_cast<uint32_t>(table->table.entries.size());
+}
+
+int handoff_segment_table_entry(const HandoffSegmentTable* table,
+                                uint32_t number, uint64_t* offset,
+                                uint32_t* length,
+                                uint8_t sha256[HANDOFF_ROOT_SIZE],
+                                uint32_t* deps, size_t max_deps,
+                                size_t* dep_count) noexcept {
+  return Guard([&]() -> Status {
+    if (table == nullptr || (max_deps != 0 && deps == nullptr))
+      return Invalid("null argument");
+    const handoff::SegmentTable& t = table->table;
+    if (number >= t.entries.size())
+      return Invalid("segment number beyond the table");
+    const handoff::SegmentEntry& e = t.entries[number];
+    if (offset != nullptr) *offset = e.offset;
+    if (length != nullptr) *length = e.length;
+    if (sha256 != nullptr)
+      std::memcpy(sha256, e.sha256.data(), handoff::kSha256Size);
+    for (size_t i = 0; i < e.dep_count && i < max_deps; i++)
+      deps[i] = t.DepsOf(number)[i];
+    if (dep_count != nullptr) *dep_count = e.dep_count;
+    return Status::Ok();
+  });
+}
+
+int handoff_segment_table_locate(const HandoffSegmentTable* table,
+                                 uint32_t region, uint64_t chunk_index,
+                                 int* place, uint32_t* segment) noexcept {
+  return Guard([&]() -> Status {
+    if (table == nullptr || place == nullptr || segment == nullptr)
+      return Invalid("null argument");
+    if (!table->table.header.geometry.Contains(region, chunk_index))
+      return Invalid("chunk outside the geometry");
+    const handoff::IndexExtent* e =
+        handoff::LocateChunk(table->table.index, region, chunk_index);
+    *place = e ? static_cast<int>(e->place) : static_cast<int>(HANDOFF_CHUNK_BASE);
+    *segment = e ? e->segment : 0;
+    return Status::Ok();
+  });
+}
+
+void handoff_segment_table_free(HandoffSegmentTable* table) noexcept {
+  delete table;
 }
 
 }  // extern "C"

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "hex.h"
 #include "prefix_list.h"
+#include "segment_reader.h"
 #include "stream_walker.h"
 
 namespace handoff {
@@ -17,16 +19,6 @@ constexpr uint64_t kMaxFrameSeq = 1ull << 40;
 constexpr uint64_t kStashCost = kChunkSize + 192;
 constexpr uint64_t kPendingCost = 128;
 constexpr uint64_t kMaxHeldBytes = HANDOFF_DECODER_MAX_HELD_BYTES;
-
-std::string Hex(const uint8_t* p, size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; i++) {
-    s += digits[p[i] >> 4];
-    s += digits[p[i] & 15];
-  }
-  return s;
-}
 
 }  // namespace
 
@@ -103,18 +95,23 @@ Status Decoder::Process() {
       Status s = ParseStreamHeader(p, avail, &header, &consumed, &needed);
       if (s.code() == HANDOFF_E_TRUNCATED) return Status::Ok();
       HANDOFF_RETURN_IF_ERROR(s);
-      if (std::memcmp(header.base_id, base_->id(), 16) != 0)
-        return Status(HANDOFF_E_WRONG_BASE,
-                      "stream made against base " + Hex(header.base_id, 16) +
-                          ", this base is " + Hex(base_->id(), 16) +
-                          RegionDifference(header.geometry, base_->geometry()));
-      if (!(header.geometry == base_->geometry()))
-        return Status(HANDOFF_E_GEOMETRY_MISMATCH,
-                      "stream regions differ from the base's");
+      HANDOFF_RETURN_IF_ERROR(CheckHeader(header));
+      if (header.version == kSegmentedStreamVersion) {
+        bool waiting = false;
+        HANDOFF_RETURN_IF_ERROR(ProcessSegmented(p, avail, &waiting));
+        if (waiting) return Status::Ok();
+        continue;
+      }
       XXH3_128bits_update(digest_, p, consumed);
       consumed_ += consumed;
       buf_pos_ += consumed;
       state_ = State::kFrames;
+      continue;
+    }
+    if (state_ == State::kSegments) {
+      bool waiting = false;
+      HANDOFF_RETURN_IF_ERROR(ProcessSegmented(p, avail, &waiting));
+      if (waiting) return Status::Ok();
       continue;
     }
     if (state_ == State::kDone) {
@@ -137,6 +134,18 @@ Status Decoder::Process() {
     consumed_ += part.size;
     buf_pos_ += part.size;
   }
+}
+
+Status Decoder::CheckHeader(const StreamHeader& header) const {
+  if (std::memcmp(header.base_id, base_->id(), 16) != 0)
+    return Status(HANDOFF_E_WRONG_BASE,
+                  "stream made against base " + Hex(header.base_id, 16) +
+                      ", this base is " + Hex(base_->id(), 16) +
+                      RegionDifference(header.geometry, base_->geometry()));
+  if (!(header.geometry == base_->geometry()))
+    return Status(HANDOFF_E_GEOMETRY_MISMATCH,
+                  "stream regions differ from the base's");
+  return Status::Ok();
 }
 
 Status Decoder::ApplyFrame(const uint8_t* frame, size_t len) {
@@ -309,6 +318,10 @@ Status ChunkSink::WriteZeros(uint32_t region, uint64_t index, uint64_t count) {
 }
 
 Status Decoder::ApplyRecord(const Record& rec, bool in_order) {
+  if (segments_) return ApplySegmentedRecord(rec);
+  if (rec.flags & kRecordFlagPinned)
+    return Status(HANDOFF_E_BAD_RECORD,
+                  "PINNED data record outside a segmented stream");
   const Geometry& g = base_->geometry();
   per_kind_[rec.kind]++;
   records_++;
@@ -489,6 +502,7 @@ Status Decoder::CheckEnd(const uint8_t* p) {
 
 Status Decoder::Finish() {
   if (state_ == State::kFailed) return failure_;
+  if (segments_) return Fail(FinishSegmented());
   if (state_ == State::kHeader)
     return Fail(Status(HANDOFF_E_TRUNCATED,
                        "stream ended inside its header (" +

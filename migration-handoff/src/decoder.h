@@ -27,6 +27,8 @@
 
 namespace handoff {
 
+struct SegmentState;
+
 // Where decoded chunks go: caller memory or caller callbacks.
 class ChunkSink {
  public:
@@ -47,8 +49,14 @@ class Decoder {
   Status Finish();
   void Stats(HandoffDecoderStats* stats) const;
 
+  // Segmented streams (stream version 3, segment_reader.cc). @root, when
+  // not null, is the SHA-256 the table part must have.
+  Status LoadTable(const uint8_t* table, size_t len, const uint8_t* root);
+  Status ApplySegment(uint32_t number, const uint8_t* bytes, size_t len);
+
  private:
-  enum class State { kHeader, kFrames, kDone, kFailed };
+  // kSegments: a segment table is loaded, segments apply.
+  enum class State { kHeader, kFrames, kSegments, kDone, kFailed };
   using Version = std::pair<uint64_t, uint64_t>;  // (global chunk, seq)
   struct Pending {
     uint64_t global;
@@ -72,6 +80,25 @@ class Decoder {
   // the sink as runs.
   Status PutZeroRun(const Record& rec);
   Status CheckEnd(const uint8_t* p);
+  // The stream header names this decoder's base and geometry.
+  Status CheckHeader(const StreamHeader& header) const;
+
+  // Segmented streams (segment_reader.cc).
+  Status LoadCheckedTable(const uint8_t* table, size_t len,
+                          const uint8_t* root);
+  // The checks of handoff_decoder_apply_segment before anything is written.
+  Status CheckSegment(uint32_t number, const uint8_t* bytes, size_t len) const;
+  Status DecodeSegment(uint32_t number, const uint8_t* bytes, size_t len);
+  // Applies the @count frames of @bytes, which they must fill exactly.
+  Status ApplyFramesOf(const uint8_t* bytes, size_t len, uint32_t count);
+  Status ApplySegmentedRecord(const Record& rec);
+  Status CheckSegmentedRecord(const Record& rec) const;
+  Status ResolveSelfRef(const Record& rec, const uint8_t** data) const;
+  void SegmentDone(uint32_t number);
+  Status FinishSegmented();
+  void ReleasePins(uint32_t number);
+  // Feed of a segmented stream: the table part, then segments in order.
+  Status ProcessSegmented(const uint8_t* p, size_t avail, bool* waiting);
   // Out of order: keeps superseded DATA version @seq of @global while a
   // frame still to come may reference it.
   Status Stash(uint64_t global, uint64_t seq, const uint8_t* data);
@@ -120,6 +147,8 @@ class Decoder {
   uint64_t plain_bytes_ = 0;
   uint64_t stale_ = 0;
   uint32_t iteration_ = 0;
+
+  std::unique_ptr<SegmentState> segments_;  // segmented streams only
 };
 
 }  // namespace handoff

@@ -80,7 +80,7 @@ std::string SerializeStreamHeader(const StreamHeader& header) {
   std::string out;
   ByteWriter w(&out);
   w.PutBytes(kStreamMagic, sizeof(kStreamMagic));
-  w.Put<uint16_t>(kStreamVersion);
+  w.Put<uint16_t>(header.version);
   w.Put<uint16_t>(0);  // flags
   w.Put<uint32_t>(0);  // header length, patched below
   w.PutBytes(header.base_id, 16);
@@ -111,12 +111,12 @@ Status ParseStreamHeader(const uint8_t* data, size_t len, StreamHeader* out,
   if (std::memcmp(data, kStreamMagic, 8) != 0)
     return Status(HANDOFF_E_BAD_MAGIC, "stream does not start with QHANDOFF");
   uint16_t version = LoadLe<uint16_t>(data + kHeaderVersionAt);
-  if (version < kOldestStreamVersion || version > kStreamVersion)
+  if (version < kOldestStreamVersion || version > kSegmentedStreamVersion)
     return Status(HANDOFF_E_UNSUPPORTED_VERSION,
                   "stream format version " + std::to_string(version) +
                       " (this decoder reads " +
                       std::to_string(kOldestStreamVersion) + " to " +
-                      std::to_string(kStreamVersion) + ")");
+                      std::to_string(kSegmentedStreamVersion) + ")");
   uint16_t flags = LoadLe<uint16_t>(data + kHeaderFlagsAt);
   if (flags != 0)
     return Status(HANDOFF_E_UNSUPPORTED_VERSION,
@@ -143,6 +143,7 @@ Status ParseStreamHeader(const uint8_t* data, size_t len, StreamHeader* out,
                   "chunk size " + std::to_string(chunk_size) +
                       " (format v1 requires 4096)");
   HANDOFF_RETURN_IF_ERROR(ReadRegionTable(&r, &out->geometry));
+  out->version = version;
   *consumed = header_len;
   return Status::Ok();
 }

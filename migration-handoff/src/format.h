@@ -23,6 +23,9 @@ inline constexpr char kStreamMagic[8] = {'Q', 'H', 'A', 'N',
 // reads version 1 streams too, which have none.
 inline constexpr uint16_t kStreamVersion = 2;
 inline constexpr uint16_t kOldestStreamVersion = 1;
+// Version 3 is the segmented layout (segment_table.h): the same header,
+// then a segment table instead of a sequence of frames.
+inline constexpr uint16_t kSegmentedStreamVersion = 3;
 inline constexpr uint32_t kFrameTag = 0x4D415246;  // "FRAM"
 inline constexpr uint32_t kEndTag = 0x21444E45;    // "END!"
 
@@ -44,6 +47,7 @@ inline constexpr uint32_t kMaxPayloadLength = (8u << 20) + (1u << 20);
 inline constexpr uint16_t kFrameFlagPrefix = 1;
 
 struct StreamHeader {
+  uint16_t version = kStreamVersion;
   uint8_t base_id[16] = {};
   Geometry geometry;
 };

@@ -133,8 +133,9 @@ Status RecordIterator::Parse(Record* rec) {
   if (h[kReservedAt] != 0) return bad("reserved byte not zero");
   if (!RecordKindFromByte(h[kKindAt], &rec->kind))
     return bad("unknown record type " + std::to_string(h[kKindAt]));
+  const uint8_t data_flags = kRecordFlagXor | kRecordFlagPinned;
   if (rec->flags != 0 &&
-      !(rec->kind == RecordKind::kData && rec->flags == kRecordFlagXor) &&
+      !(rec->kind == RecordKind::kData && (rec->flags & ~data_flags) == 0) &&
       !(rec->kind == RecordKind::kZero && rec->flags == kRecordFlagRun))
     return bad("flags " + std::to_string(rec->flags) + " not valid here");
   if (rec->seq == 0) return bad("sequence number 0");

@@ -24,6 +24,11 @@ inline constexpr uint8_t kRecordFlagXor = 1;  // DATA only
 // that a discarded disk range costs one record, and the destination can
 // deallocate it instead of writing zeros chunk by chunk.
 inline constexpr uint8_t kRecordFlagRun = 2;
+// DATA only (stream version 3): a self reference in this or a later
+// segment names this version, so a segmented decoder keeps its bytes until
+// the last segment that may reference it is applied (it never reads the
+// destination back: a running guest may have rewritten it).
+inline constexpr uint8_t kRecordFlagPinned = 4;
 
 // Bytes that follow the header of a record of @kind with @flags.
 size_t RecordBodySize(RecordKind kind, uint8_t flags);

@@ -66,6 +66,12 @@ Status StreamWalker::ReadHeader(StreamHeader* header, size_t* needed) {
   size_t consumed = 0;
   HANDOFF_RETURN_IF_ERROR(
       ParseStreamHeader(data_, len_, header, &consumed, needed));
+  // A segment table, not frames, follows a version 3 header: walking it
+  // as frames would only report its tag as a bad frame tag.
+  if (header->version == kSegmentedStreamVersion)
+    return Status(HANDOFF_E_UNSUPPORTED_VERSION,
+                  "a segmented (version 3) stream: read its segment table "
+                  "instead of walking frames");
   header_size_ = pos_ = consumed;
   return Status::Ok();
 }

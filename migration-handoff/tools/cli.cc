@@ -322,7 +322,10 @@ constexpr CommandHelp kHelp[] = {
      "  encode --base INDEX --mem [NAME=]PATH... --disk [NAME=]PATH... -o STREAM\n"
      "         [--codec zstd --level 1 --delta none|xor|prefix | --adaptive]\n"
      "         [--threads N] [--frame-kib 256] [--seed S] [--no-random] [--no-dedup]\n"
-     "         [--rate-mbit R] [--decision-log FILE] [--max-pending-kib 1024]\n"},
+     "         [--rate-mbit R] [--decision-log FILE] [--max-pending-kib 1024]\n"
+     "         [--segmented [--order FILE]]  (stream v3: segments of at most\n"
+     "         64 KiB and a table, its SHA-256 printed as the root; FILE lists\n"
+     "         'REGION INDEX' per line, chunks whose data goes first)\n"},
     {"decode",
      "  decode --base INDEX -i STREAM --mem [NAME=]PATH... --disk [NAME=]PATH...\n"},
     {"inspect", "  inspect STREAM\n"},

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "order_file.h"
 
 namespace handoff_cli {
 namespace {
@@ -18,12 +19,13 @@ namespace {
 // What the command line asks of the command, beside the encoder's
 // configuration (MakeConfig).
 struct EncodeOptions {
-  std::string base_path, out_path, log_path;
+  std::string base_path, out_path, log_path, order_path;
   std::vector<RegionArg> regions;
   bool quiet = false;
   bool json = false;
   bool random = true;   // memory chunks in a seeded random order
   double rate_Bps = 0;  // pace the file like a link; 0: as fast as it takes
+  bool segmented = false;  // stream version 3 (segments, table, root)
 };
 
 // False when a required option is missing.
@@ -36,6 +38,9 @@ bool ParseOptions(const Args& args, EncodeOptions* o) {
   o->quiet = args.Has("--quiet") || o->json;
   o->random = !args.Has("--no-random");
   o->rate_Bps = args.GetDouble("--rate-mbit", 0) * 1e6 / 8;
+  o->segmented = args.Has("--segmented");
+  o->order_path = args.Get("--order");
+  if (!o->order_path.empty() && !o->segmented) return false;
   return !o->base_path.empty() && !o->out_path.empty() && !o->regions.empty();
 }
 
@@ -130,6 +135,7 @@ int MakeConfig(const Args& args, HandoffEncoderConfig* cfg) {
   cfg->seed = static_cast<uint64_t>(
       args.GetInt("--seed", static_cast<long long>(cfg->seed)));
   cfg->dedup = !args.Has("--no-dedup");
+  cfg->segmented = args.Has("--segmented");
   // The writer thread pulls, so the producer may wait for the link.
   cfg->max_pending_bytes =
       static_cast<uint64_t>(args.GetInt("--max-pending-kib", 1024)) * 1024;
@@ -264,11 +270,16 @@ void PrintStats(const HandoffEncoderStats& st, double seconds) {
          (unsigned long long)st.mode_switches);
 }
 
-// The decision log, if asked for, and the statistics on stdout.
+// The decision log, if asked for, and the statistics on stdout; a
+// segmented stream's root, which a receiver checks its table against.
 int Report(HandoffEncoder* enc, const EncodeOptions& o, double seconds) {
   HandoffEncoderStats st{};
   st.struct_size = sizeof(st);
   handoff_encoder_stats(enc, &st);
+  std::string root;
+  uint8_t digest[HANDOFF_ROOT_SIZE];
+  if (o.segmented && handoff_encoder_segment_root(enc, digest) == 0)
+    root = Hex(digest, sizeof(digest));
   if (!o.log_path.empty()) {
     FILE* f = fopen(o.log_path.c_str(), "w");
     if (f != nullptr) {
@@ -277,10 +288,13 @@ int Report(HandoffEncoder* enc, const EncodeOptions& o, double seconds) {
       fclose(f);
     }
   }
+  std::string json = EncoderStatsJson(st, seconds);
+  if (!root.empty()) json.insert(json.size() - 1, ", \"root\": \"" + root + "\"");
   if (o.json)
-    printf("%s\n", EncoderStatsJson(st, seconds).c_str());
+    printf("%s\n", json.c_str());
   else
     PrintStats(st, seconds);
+  if (!o.json && !root.empty()) printf("root      %s\n", root.c_str());
   return 0;
 }
 
@@ -331,6 +345,16 @@ int CmdEncode(const Args& args) {
   if (!CheckOutputs(base.get(), o)) return 1;
   HandoffEncoderConfig cfg;
   if (int status = MakeConfig(args, &cfg)) return status;
+  std::vector<HandoffChunkRef> order;  // read by handoff_encoder_create
+  if (!o.order_path.empty()) {
+    std::string err;
+    if (!ReadOrderFile(o.order_path, base.get(), &order, &err)) {
+      fprintf(stderr, "qemu-handoff encode: --order %s\n", err.c_str());
+      return 1;
+    }
+    cfg.order = order.data();
+    cfg.order_count = order.size();
+  }
   HandoffEncoder* enc = nullptr;
   int rc = handoff_encoder_create(base.get(), &cfg, &enc);
   if (rc != 0) return Fail("encode", rc);

@@ -84,15 +84,6 @@ void WalkFrames(const uint8_t* data, handoff::StreamWalker* walker,
 
 void PrintJson(const Summary& sum, FILE* out) {
   Json j;
-  std::string regions = "[";
-  for (size_t i = 0; i < sum.header.geometry.region_count(); i++) {
-    const handoff::Region& r = sum.header.geometry.regions()[i];
-    Json rj;
-    rj.Add("name", r.name)
-        .Add("kind", r.kind == HANDOFF_REGION_DISK ? "disk" : "memory")
-        .Add("size", r.size);
-    regions += (i ? ", " : "") + rj.str();
-  }
   std::string codecs = "{";
   bool first = true;
   for (const auto& [name, u] : sum.uses) {
@@ -104,7 +95,7 @@ void PrintJson(const Summary& sum, FILE* out) {
   j.Add("state", sum.state())
       .Add("bytes", static_cast<uint64_t>(sum.bytes))
       .Add("base_id", Hex(sum.header.base_id, 16))
-      .AddRaw("regions", regions + "]")
+      .AddRaw("regions", RegionsJson(sum.header))
       .Add("frames", sum.frames)
       .Add("prefix_frames", sum.prefix_frames)
       .AddRaw("modes", codecs + "}");
@@ -124,12 +115,7 @@ void PrintJson(const Summary& sum, FILE* out) {
 }
 
 void PrintText(const Summary& sum, FILE* out) {
-  fprintf(out, "stream    %s, %zu bytes, format v1\n", sum.state(), sum.bytes);
-  fprintf(out, "base id   %s\n", Hex(sum.header.base_id, 16).c_str());
-  for (const handoff::Region& r : sum.header.geometry.regions())
-    fprintf(out, "region    %-16s %-6s %llu bytes\n", r.name.c_str(),
-            r.kind == HANDOFF_REGION_DISK ? "disk" : "memory",
-            (unsigned long long)r.size);
+  PrintHeaderText(sum.header, sum.state(), sum.bytes, out);
   fprintf(out, "frames    %llu\n", (unsigned long long)sum.frames);
   for (const auto& [name, u] : sum.uses)
     fprintf(out, "  %-14s %8llu frames  %12llu -> %12llu bytes (%.3f)\n",
@@ -151,12 +137,40 @@ void PrintText(const Summary& sum, FILE* out) {
 
 }  // namespace
 
+std::string RegionsJson(const handoff::StreamHeader& header) {
+  std::string regions = "[";
+  for (size_t i = 0; i < header.geometry.region_count(); i++) {
+    const handoff::Region& r = header.geometry.regions()[i];
+    Json rj;
+    rj.Add("name", r.name)
+        .Add("kind", r.kind == HANDOFF_REGION_DISK ? "disk" : "memory")
+        .Add("size", r.size);
+    regions += (i ? ", " : "") + rj.str();
+  }
+  return regions + "]";
+}
+
+void PrintHeaderText(const handoff::StreamHeader& header, const char* state,
+                     size_t bytes, FILE* out) {
+  fprintf(out, "stream    %s, %zu bytes, format v%u%s\n", state, bytes,
+          header.version,
+          header.version == handoff::kSegmentedStreamVersion ? " (segmented)"
+                                                             : "");
+  fprintf(out, "base id   %s\n", Hex(header.base_id, 16).c_str());
+  for (const handoff::Region& r : header.geometry.regions())
+    fprintf(out, "region    %-16s %-6s %llu bytes\n", r.name.c_str(),
+            r.kind == HANDOFF_REGION_DISK ? "disk" : "memory",
+            (unsigned long long)r.size);
+}
+
 int InspectStream(const uint8_t* data, size_t size, bool json, FILE* out,
                   FILE* err) {
   Summary sum;
   sum.bytes = size;
   handoff::StreamWalker walker(data, size);
   size_t needed = 0;
+  if (IsSegmentedStream(data, size))
+    return InspectSegmentedStream(data, size, json, out, err);
   handoff::Status s = walker.ReadHeader(&sum.header, &needed);
   if (s.code() == HANDOFF_E_TRUNCATED) {
     fprintf(err,

@@ -9,6 +9,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <string>
+
+#include "format.h"
 
 namespace handoff_cli {
 
@@ -17,6 +20,18 @@ namespace handoff_cli {
 // truncated stream stops. 0 for a complete stream, 1 otherwise.
 int InspectStream(const uint8_t* data, size_t size, bool json, FILE* out,
                   FILE* err);
+
+// A segmented stream (version 3; inspect_segments.cc): its table part and
+// each segment, checked against its SHA-256 where the file holds it.
+bool IsSegmentedStream(const uint8_t* data, size_t size);
+int InspectSegmentedStream(const uint8_t* data, size_t size, bool json,
+                           FILE* out, FILE* err);
+
+// Shared by both reports: the header's regions as a JSON array, and the
+// first lines of the text report.
+std::string RegionsJson(const handoff::StreamHeader& header);
+void PrintHeaderText(const handoff::StreamHeader& header, const char* state,
+                     size_t bytes, FILE* out);
 
 }  // namespace handoff_cli
 

@@ -12,6 +12,7 @@ using namespace handoff_cli;
 int main(int argc, char** argv) {
   static const std::vector<std::string> flags = {
       "--json", "--quiet", "--adaptive", "--no-random", "--no-dedup",
+      "--segmented",
       "--help"};
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))
     return Usage();

@@ -927,8 +927,14 @@ static void test_stream_header_checks(void)
     CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_BAD_MAGIC);
 
     memcpy(d, s, len);
-    put16(d + 8, 3);                    /* from the future */
+    put16(d + 8, 4);                    /* from the future */
     CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_UNSUPPORTED_VERSION);
+    /* Version 3 (segmented) has a segment table after the header, which
+     * frames are not. */
+    put16(d + 8, 3);
+    put64(d + hl - 8, XXH3_64bits(d, hl - 8));
+    CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_BAD_SEGMENT);
+    memcpy(d, s, len);
     put16(d + 8, 0);
     CU_ASSERT_EQUAL(decode(d, len), HANDOFF_E_UNSUPPORTED_VERSION);
     /* Version 1 streams (no zero runs) are still read: the header is
@@ -1018,6 +1024,329 @@ static void test_error_names(void)
     CU_ASSERT_STRING_EQUAL(handoff_error_name(12345), "HANDOFF_E_UNKNOWN");
 }
 
+/* ---- Segmented streams (version 3) ---------------------------------- */
+
+/* Starts a table part by hand: the header as version 3, the fixed fields
+ * of a table of no segment, then a chunk index of @n local extents
+ * {region, first, count}; local frames follow with add_frame. */
+static void table_init(Crafted *c, const uint64_t (*extents)[3], size_t n)
+{
+    uint8_t raw[16 * 24], *fixed;
+    size_t i, packed = 0;
+
+    crafted_init(c);
+    put16(c->buf + 8, 3);
+    put64(c->buf + header_len - 8, XXH3_64bits(c->buf, header_len - 8));
+    fixed = c->buf + c->len;
+    memset(fixed, 0, 40);
+    put32(fixed, 0x42415451);                    /* "QTAB" */
+    c->len += 40;
+    memset(raw, 0, sizeof(raw));
+    for (i = 0; i < n; i++) {
+        raw[24 * i] = (uint8_t)extents[i][0];
+        raw[24 * i + 1] = HANDOFF_CHUNK_LOCAL;
+        put64(raw + 24 * i + 8, extents[i][1]);
+        put64(raw + 24 * i + 16, extents[i][2]);
+    }
+    if (n > 0) {
+        packed = ZSTD_compress(c->buf + c->len, 4096, raw, 24 * n, 3);
+    }
+    put32(fixed + 32, (uint32_t)n);
+    put32(fixed + 36, (uint32_t)packed);
+    c->len += packed;
+}
+
+/* Ends it: frame count and local bytes, then the checksum. */
+static size_t table_end(Crafted *c)
+{
+    uint8_t *fixed = c->buf + header_len;
+    uint32_t index_bytes;
+
+    memcpy(&index_bytes, fixed + 36, 4);
+    put32(fixed + 12, (uint32_t)c->frames);
+    put64(fixed + 16, c->len - header_len - 40 - index_bytes);
+    put64(c->buf + c->len, XXH3_64bits(c->buf, c->len));
+    c->len += 8;
+    return c->len;
+}
+
+static void test_segmented_crafted_table(void)
+{
+    static const uint64_t two[][3] = { { 0, 3, 1 }, { 1, 4, 1 } };
+    static const uint64_t run[][3] = { { 0, 2, 4 } };
+    static const uint64_t unsorted[][3] = { { 1, 4, 1 }, { 0, 3, 1 } };
+    static const uint64_t extra[][3] = { { 0, 3, 1 }, { 1, 4, 2 } };
+    Crafted c;
+    Plain *p = calloc(1, sizeof(*p));
+
+    /* Local records only, indexed: valid, and decodes. */
+    table_init(&c, two, 2);
+    rec(p, ZERO, 0, 0, 0, 1, 3);
+    rec_ref(p, BASE_REF, 2, 1, 4, 0, 9, 0);
+    add_frame(&c, p);
+    CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), 0);
+    free(c.buf);
+
+    /* The index must place each record's chunk, and hold no more. */
+    table_init(&c, two, 1);
+    add_frame(&c, p);
+    CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), HANDOFF_E_BAD_RECORD);
+    free(c.buf);
+    table_init(&c, extra, 2);
+    add_frame(&c, p);
+    CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), HANDOFF_E_BAD_SEGMENT);
+    free(c.buf);
+    table_init(&c, unsorted, 2);
+    add_frame(&c, p);
+    CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), HANDOFF_E_BAD_SEGMENT);
+    free(c.buf);
+
+    /* A second record for one chunk. */
+    table_init(&c, run, 1);
+    plain_reset(p);
+    rec(p, ZERO, 0, 0, 0, 1, 3);
+    rec_run(p, 2, 0, 2, 4);
+    add_frame(&c, p);
+    CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), HANDOFF_E_DUPLICATE_CHUNK);
+    free(c.buf);
+
+    /* Data belongs in segments, not in the table part. */
+    table_init(&c, run, 1);
+    plain_reset(p);
+    rec_data(p, 1, 0, 5, 0x11);
+    add_frame(&c, p);
+    CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), HANDOFF_E_BAD_RECORD);
+    free(c.buf);
+
+    /* A damaged table part fails its checksum. */
+    table_init(&c, two, 2);
+    plain_reset(p);
+    rec(p, ZERO, 0, 0, 0, 1, 3);
+    add_frame(&c, p);
+    table_end(&c);
+    c.buf[c.len - 20] ^= 1;
+    CU_ASSERT_EQUAL(decode(c.buf, c.len), HANDOFF_E_BAD_SEGMENT);
+    free(c.buf);
+
+    /* Counts beyond the bounds, before anything is sized by them. */
+    table_init(&c, two, 0);
+    put32(c.buf + header_len + 4, 0xFFFFFFFFu);  /* segments */
+    CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), HANDOFF_E_LENGTH_LIMIT);
+    free(c.buf);
+    table_init(&c, two, 0);
+    put32(c.buf + header_len + 32, 0xFFFFFFFFu); /* index extents */
+    CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), HANDOFF_E_LENGTH_LIMIT);
+    free(c.buf);
+    free(p);
+}
+
+/* Memory all new data (several segments); the first disk chunks copies of
+ * memory ones (self references, so dependencies); some disk zeros. */
+static uint8_t *segmented_stream(size_t *len, uint8_t root[HANDOFF_ROOT_SIZE],
+                                 TestSegments *segs, TestVm *vm)
+{
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(cfg) };
+    uint8_t *s;
+    uint64_t i;
+
+    test_vm_copy(vm, &base_vm);
+    for (i = 0; i < N; i++) {
+        fill_random(vm->mem + i * CHUNK, 500 + i);
+    }
+    for (i = 0; i < 16; i++) {
+        memcpy(vm->disk + i * CHUNK, vm->mem + i * CHUNK, CHUNK);
+        memset(vm->disk + (16 + i) * CHUNK, 0, CHUNK);
+    }
+    handoff_encoder_config_default(&cfg);
+    cfg.adaptive = 0;
+    cfg.mode.codec = HANDOFF_CODEC_NONE;
+    cfg.mode.level = 0;
+    cfg.mode.delta = HANDOFF_DELTA_NONE;
+    s = test_encode_segmented(base, &cfg, vm, len, root);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL_FATAL(test_segments_open(s, *len, segs), 0);
+    CU_ASSERT_FATAL(segs->count >= 4);
+    return s;
+}
+
+typedef TestDestination Counted;
+
+static HandoffDecoder *counted_decoder(Counted *c)
+{
+    CU_ASSERT_EQUAL_FATAL(test_destination_open(c, base, &base_vm), 0);
+    return c->dec;
+}
+
+static int apply(HandoffDecoder *dec, const TestSegments *segs,
+                 const uint8_t *s, uint32_t k)
+{
+    uint32_t length;
+    const uint8_t *bytes = test_segment(segs, s, k, &length);
+
+    return handoff_decoder_apply_segment(dec, k, bytes, length);
+}
+
+/* A byte changed anywhere in segment k: HANDOFF_E_SEGMENT_DIGEST naming
+ * k, before a single write for it; the decoder stays failed. */
+static void test_segment_byte_changed(void)
+{
+    uint8_t root[HANDOFF_ROOT_SIZE];
+    TestSegments segs;
+    TestVm vm;
+    size_t len;
+    uint8_t *s = segmented_stream(&len, root, &segs, &vm);
+    uint32_t k, j, length, at;
+    char name[48];
+
+    for (k = 0; k < segs.count; k++) {
+        uint8_t *bytes = (uint8_t *)test_segment(&segs, s, k, &length);
+
+        for (at = 0; at < length; at += length / 5 + 1) {
+            Counted c;
+            HandoffDecoder *dec = counted_decoder(&c);
+            unsigned before;
+
+            CU_ASSERT_EQUAL(handoff_decoder_load_table(dec, s, segs.table_len,
+                                                       root), 0);
+            for (j = 0; j < k; j++) {
+                CU_ASSERT_EQUAL(apply(dec, &segs, s, j), 0);
+            }
+            before = c.writes;
+            bytes[at] ^= 0x20;
+            CU_ASSERT_EQUAL(apply(dec, &segs, s, k), HANDOFF_E_SEGMENT_DIGEST);
+            snprintf(name, sizeof(name), "segment %u of %u ", k, segs.count);
+            CU_ASSERT_PTR_NOT_NULL(strstr(handoff_last_error_message(), name));
+            CU_ASSERT_EQUAL(c.writes, before);
+            bytes[at] ^= 0x20;
+            /* Sticky: the good bytes do not revive it. */
+            CU_ASSERT_EQUAL(apply(dec, &segs, s, k), HANDOFF_E_SEGMENT_DIGEST);
+            CU_ASSERT_EQUAL(c.writes, before);
+            test_destination_close(&c);
+        }
+    }
+    handoff_segment_table_free(segs.table);
+    test_vm_free(&vm);
+    free(s);
+}
+
+static void test_segment_root_checked(void)
+{
+    uint8_t root[HANDOFF_ROOT_SIZE];
+    TestSegments segs;
+    TestVm vm;
+    size_t len;
+    uint8_t *s = segmented_stream(&len, root, &segs, &vm);
+    HandoffDecoder *dec;
+    Counted c;
+
+    dec = counted_decoder(&c);
+    root[31] ^= 1;
+    CU_ASSERT_EQUAL(handoff_decoder_load_table(dec, s, segs.table_len, root),
+                    HANDOFF_E_ROOT_MISMATCH);
+    CU_ASSERT_EQUAL(c.writes, 0);
+    CU_ASSERT_EQUAL(apply(dec, &segs, s, 0), HANDOFF_E_ROOT_MISMATCH);
+    test_destination_close(&c);
+    root[31] ^= 1;
+
+    /* Any byte of the table part changed, with the right root. */
+    dec = counted_decoder(&c);
+    s[segs.table_len - 9] ^= 1;
+    CU_ASSERT_EQUAL(handoff_decoder_load_table(dec, s, segs.table_len, root),
+                    HANDOFF_E_ROOT_MISMATCH);
+    CU_ASSERT_EQUAL(c.writes, 0);
+    s[segs.table_len - 9] ^= 1;
+    test_destination_close(&c);
+    handoff_segment_table_free(segs.table);
+    test_vm_free(&vm);
+    free(s);
+}
+
+/* Duplicates and early segments are refused without harm; the stream
+ * then completes. Wrong lengths and numbers, and a missing segment at the
+ * end, are named. */
+static void test_segment_duplicate_and_dependency(void)
+{
+    uint8_t root[HANDOFF_ROOT_SIZE];
+    uint32_t deps[64], k, length, with_deps = UINT32_MAX;
+    TestSegments segs;
+    TestVm vm;
+    size_t len;
+    uint8_t *s = segmented_stream(&len, root, &segs, &vm);
+    Counted c;
+    HandoffDecoder *dec = counted_decoder(&c);
+    unsigned before;
+
+    for (k = segs.count; k-- > 0;) {
+        if (test_segment_deps(&segs, k, deps) != 0) {
+            with_deps = k;
+        }
+    }
+    CU_ASSERT_FATAL(with_deps != UINT32_MAX);
+    CU_ASSERT_EQUAL(handoff_decoder_load_table(dec, s, segs.table_len, root), 0);
+    before = c.writes;
+    CU_ASSERT_EQUAL(apply(dec, &segs, s, with_deps),
+                    HANDOFF_E_SEGMENT_DEPENDENCY);
+    CU_ASSERT_EQUAL(c.writes, before);
+    CU_ASSERT_EQUAL(handoff_decoder_apply_segment(dec, segs.count,
+                                                  s + segs.table_len, 100),
+                    HANDOFF_E_BAD_SEGMENT);
+    test_destination_close(&c);
+
+    dec = counted_decoder(&c);
+    CU_ASSERT_EQUAL(handoff_decoder_load_table(dec, s, segs.table_len, root), 0);
+    CU_ASSERT_EQUAL(apply(dec, &segs, s, 0), 0);
+    before = c.writes;
+    CU_ASSERT_EQUAL(apply(dec, &segs, s, 0), HANDOFF_E_SEGMENT_DUPLICATE);
+    CU_ASSERT_EQUAL(c.writes, before);
+    for (k = 1; k + 1 < segs.count; k++) {
+        CU_ASSERT_EQUAL(apply(dec, &segs, s, k), 0);
+    }
+    CU_ASSERT_EQUAL(handoff_decoder_finish(dec), HANDOFF_E_TRUNCATED);
+    test_destination_close(&c);
+
+    dec = counted_decoder(&c);
+    CU_ASSERT_EQUAL(handoff_decoder_load_table(dec, s, segs.table_len, root), 0);
+    for (k = 0; k < segs.count; k++) {
+        CU_ASSERT_EQUAL(apply(dec, &segs, s, k), 0);
+        CU_ASSERT_EQUAL(apply(dec, &segs, s, k), HANDOFF_E_SEGMENT_DUPLICATE);
+    }
+    CU_ASSERT_EQUAL(handoff_decoder_finish(dec), 0);
+    CU_ASSERT(test_vm_equal(&c.image, &vm));
+    test_destination_close(&c);
+
+    dec = counted_decoder(&c);
+    CU_ASSERT_EQUAL(handoff_decoder_load_table(dec, s, segs.table_len, root), 0);
+    test_segment(&segs, s, 0, &length);
+    CU_ASSERT_EQUAL(handoff_decoder_apply_segment(
+                        dec, 0, s + segs.table_len, length - 1),
+                    HANDOFF_E_LENGTH_LIMIT);
+    test_destination_close(&c);
+    handoff_segment_table_free(segs.table);
+    test_vm_free(&vm);
+    free(s);
+}
+
+static void test_segmented_encoder_one_record_per_chunk(void)
+{
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(cfg) };
+    HandoffEncoder *enc = NULL;
+
+    handoff_encoder_config_default(&cfg);
+    cfg.segmented = 1;
+    CU_ASSERT_EQUAL_FATAL(handoff_encoder_create(base, &cfg, &enc), 0);
+    CU_ASSERT_EQUAL(handoff_encoder_submit(enc, 0, 5, base_vm.disk), 0);
+    CU_ASSERT_EQUAL(handoff_encoder_submit(enc, 0, 5, base_vm.disk),
+                    HANDOFF_E_DUPLICATE_CHUNK);
+    CU_ASSERT_EQUAL(handoff_encoder_submit_zero_run(enc, 0, 2, 8),
+                    HANDOFF_E_DUPLICATE_CHUNK);
+    CU_ASSERT_EQUAL(handoff_encoder_submit_zero_run(enc, 0, 6, 8), 0);
+    CU_ASSERT_EQUAL(handoff_encoder_submit(enc, 0, 13, base_vm.disk),
+                    HANDOFF_E_DUPLICATE_CHUNK);
+    CU_ASSERT_EQUAL(handoff_encoder_submit(enc, 0, N, base_vm.disk),
+                    HANDOFF_E_CHUNK_RANGE);
+    handoff_encoder_free(enc);
+}
+
 int main(void)
 {
     CU_pSuite suite;
@@ -1056,6 +1385,16 @@ int main(void)
                 test_truncation_and_trailing_bytes);
     CU_add_test(suite, "every bit flip detected", test_every_bit_flip_detected);
     CU_add_test(suite, "error names", test_error_names);
+    CU_add_test(suite, "segmented: crafted table part",
+                test_segmented_crafted_table);
+    CU_add_test(suite, "segmented: a byte changed in segment k",
+                test_segment_byte_changed);
+    CU_add_test(suite, "segmented: root checked",
+                test_segment_root_checked);
+    CU_add_test(suite, "segmented: duplicate, dependency, length, missing",
+                test_segment_duplicate_and_dependency);
+    CU_add_test(suite, "segmented: encoder, one record per chunk",
+                test_segmented_encoder_one_record_per_chunk);
 
     return test_run_registry();
 }

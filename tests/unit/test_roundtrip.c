@@ -21,39 +21,9 @@
 static TestVm base_vm;
 static HandoffBase *base;
 
-/* The mix documented in each comment below; counts asserted in tests. */
 static void make_modified(TestVm *vm)
 {
-    uint64_t i;
-
-    test_vm_copy(vm, &base_vm);
-    for (i = 0; i < 32; i++) {                  /* ZERO */
-        memset(vm->mem + i * CHUNK, 0, CHUNK);
-    }
-    /* 32..63 unchanged: SAME */
-    for (i = 64; i < 96; i++) {                 /* base disk, other place */
-        memcpy(vm->mem + i * CHUNK, base_vm.disk + (i + 7) * CHUNK, CHUNK);
-    }
-    for (i = 96; i < 112; i++) {                /* new random: DATA */
-        fill_random(vm->mem + i * CHUNK, 7000 + i);
-    }
-    for (i = 112; i < 128; i++) {               /* duplicates: SELF_REF */
-        memcpy(vm->mem + i * CHUNK, vm->mem + (i - 16) * CHUNK, CHUNK);
-    }
-    for (i = 128; i < N; i++) {                 /* new text: DATA */
-        fill_text(vm->mem + i * CHUNK, 9000 + i);
-    }
-    /* disk 0..127 unchanged: SAME */
-    for (i = 128; i < 160; i++) {               /* base memory: BASE_REF */
-        memcpy(vm->disk + i * CHUNK, base_vm.mem + (i + 1) * CHUNK, CHUNK);
-    }
-    for (i = 160; i < 192; i++) {               /* copies of memory: SELF */
-        memcpy(vm->disk + i * CHUNK, vm->mem + (i - 32) * CHUNK, CHUNK);
-    }
-    for (i = 192; i < N; i++) {                 /* small edits: DATA (xor) */
-        memcpy(vm->disk + i * CHUNK + 100, "edited!", 7);
-        vm->disk[i * CHUNK + 3000] ^= 0x55;
-    }
+    test_make_mixed_vm(vm, &base_vm);
 }
 
 static int init_suite(void)

@@ -177,6 +177,140 @@ int test_decode(HandoffBase *base, const TestVm *base_vm, const uint8_t *stream,
     return rc;
 }
 
+void test_make_mixed_vm(TestVm *vm, const TestVm *base)
+{
+    uint64_t i;
+    const uint64_t n = TEST_MIXED_CHUNKS;
+
+    test_vm_copy(vm, base);
+    for (i = 0; i < 32; i++) {                  /* ZERO */
+        memset(vm->mem + i * CHUNK, 0, CHUNK);
+    }
+    /* 32..63 unchanged: SAME */
+    for (i = 64; i < 96; i++) {                 /* base disk, other place */
+        memcpy(vm->mem + i * CHUNK, base->disk + (i + 7) * CHUNK, CHUNK);
+    }
+    for (i = 96; i < 112; i++) {                /* new random: DATA */
+        fill_random(vm->mem + i * CHUNK, 7000 + i);
+    }
+    for (i = 112; i < 128; i++) {               /* duplicates: SELF_REF */
+        memcpy(vm->mem + i * CHUNK, vm->mem + (i - 16) * CHUNK, CHUNK);
+    }
+    for (i = 128; i < n; i++) {                 /* new text: DATA */
+        fill_text(vm->mem + i * CHUNK, 9000 + i);
+    }
+    /* disk 0..127 unchanged: SAME */
+    for (i = 128; i < 160; i++) {               /* base memory: BASE_REF */
+        memcpy(vm->disk + i * CHUNK, base->mem + (i + 1) * CHUNK, CHUNK);
+    }
+    for (i = 160; i < 192; i++) {               /* copies of memory: SELF */
+        memcpy(vm->disk + i * CHUNK, vm->mem + (i - 32) * CHUNK, CHUNK);
+    }
+    for (i = 192; i < n; i++) {                 /* small edits: DATA (xor) */
+        memcpy(vm->disk + i * CHUNK + 100, "edited!", 7);
+        vm->disk[i * CHUNK + 3000] ^= 0x55;
+    }
+}
+
+uint8_t *test_encode_segmented(HandoffBase *base, const HandoffEncoderConfig *cfg,
+                               const TestVm *vm, size_t *len,
+                               uint8_t root[HANDOFF_ROOT_SIZE])
+{
+    HandoffEncoderConfig c = *cfg;
+    HandoffEncoder *enc = NULL;
+    uint8_t *stream = NULL;
+
+    c.segmented = 1;
+    if (handoff_encoder_create(base, &c, &enc) != 0) {
+        return NULL;
+    }
+    if (test_submit_all(enc, vm, 0) == 0 && handoff_encoder_finish(enc) == 0 &&
+        handoff_encoder_segment_root(enc, root) == 0) {
+        stream = test_pull_all(enc, len);
+    }
+    handoff_encoder_free(enc);
+    return stream;
+}
+
+int test_segments_open(const uint8_t *stream, size_t len, TestSegments *out)
+{
+    uint64_t table_len = 0;
+    int rc = handoff_segment_table_length(stream, len, &table_len);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (table_len > len) {
+        return HANDOFF_E_TRUNCATED;
+    }
+    out->table_len = (size_t)table_len;
+    rc = handoff_segment_table_open(stream, out->table_len, NULL, &out->table);
+    out->count = rc == 0 ? handoff_segment_table_count(out->table) : 0;
+    return rc;
+}
+
+const uint8_t *test_segment(const TestSegments *segs, const uint8_t *stream,
+                            uint32_t k, uint32_t *length)
+{
+    uint64_t offset = 0;
+
+    if (handoff_segment_table_entry(segs->table, k, &offset, length, NULL,
+                                    NULL, 0, NULL) != 0) {
+        return NULL;
+    }
+    return stream + segs->table_len + offset;
+}
+
+size_t test_segment_deps(const TestSegments *segs, uint32_t k,
+                         uint32_t deps[64])
+{
+    size_t n = 0;
+
+    handoff_segment_table_entry(segs->table, k, NULL, NULL, NULL, deps, 64, &n);
+    return n < 64 ? n : 64;
+}
+
+static int destination_write(void *opaque, uint32_t region, uint64_t index,
+                             const void *data)
+{
+    TestDestination *d = opaque;
+
+    d->writes++;
+    memcpy((region == 0 ? d->image.mem : d->image.disk) + index * CHUNK, data,
+           CHUNK);
+    return 0;
+}
+
+static int destination_read(void *opaque, uint32_t region, uint64_t index,
+                            void *data)
+{
+    TestDestination *d = opaque;
+
+    d->reads++;
+    memcpy(data, (region == 0 ? d->image.mem : d->image.disk) + index * CHUNK,
+           CHUNK);
+    return 0;
+}
+
+int test_destination_open(TestDestination *d, HandoffBase *base,
+                          const TestVm *base_vm)
+{
+    HandoffWriter w = { .struct_size = sizeof(w) };
+
+    memset(d, 0, sizeof(*d));
+    test_vm_copy(&d->image, base_vm);
+    w.opaque = d;
+    w.write_chunk = destination_write;
+    w.read_chunk = destination_read;
+    return handoff_decoder_create(base, &w, NULL, &d->dec);
+}
+
+void test_destination_close(TestDestination *d)
+{
+    handoff_decoder_free(d->dec);
+    test_vm_free(&d->image);
+}
+
 int test_run_registry(void)
 {
     unsigned failed;

@@ -38,6 +38,12 @@ void fill_random(uint8_t *chunk, uint64_t tag);
 void test_make_base_vm(TestVm *vm, uint64_t chunks, uint64_t seed);
 HandoffBase *test_base_from_vm(const TestVm *vm);
 
+/* A copy of @base (TEST_MIXED_CHUNKS chunks per region) with the mix the
+ * comments of test_make_mixed_vm document: per region, of 256 chunks,
+ * 32 ZERO, 160 SAME, 64 BASE_REF, 48 SELF_REF and 208 DATA in all. */
+#define TEST_MIXED_CHUNKS 256
+void test_make_mixed_vm(TestVm *vm, const TestVm *base);
+
 /* Encodes one iteration submitting every chunk of both regions. */
 int test_submit_all(HandoffEncoder *enc, const TestVm *vm, int random_order);
 /* Pulls every remaining byte after finish; returns malloc'd stream. */
@@ -46,6 +52,41 @@ uint8_t *test_pull_all(HandoffEncoder *enc, size_t *len);
 /* Decodes @stream over a copy of @base into @out (allocated). */
 int test_decode(HandoffBase *base, const TestVm *base_vm, const uint8_t *stream,
                 size_t len, TestVm *out);
+
+/* Segmented streams (version 3): encodes every chunk of @vm with @cfg
+ * (made segmented here) in one call; returns the malloc'd stream and its
+ * root, or NULL. */
+uint8_t *test_encode_segmented(HandoffBase *base, const HandoffEncoderConfig *cfg,
+                               const TestVm *vm, size_t *len,
+                               uint8_t root[HANDOFF_ROOT_SIZE]);
+
+/* A segmented stream's table, opened from the stream in memory. */
+typedef struct TestSegments {
+    HandoffSegmentTable *table;
+    size_t table_len;
+    uint32_t count;
+} TestSegments;
+
+int test_segments_open(const uint8_t *stream, size_t len, TestSegments *out);
+/* Where segment @k is in @stream and its *@length. */
+const uint8_t *test_segment(const TestSegments *segs, const uint8_t *stream,
+                            uint32_t k, uint32_t *length);
+/* Its dependencies (up to 64) in @deps; returns their number. */
+size_t test_segment_deps(const TestSegments *segs, uint32_t k,
+                         uint32_t deps[64]);
+
+/* A decoder with writer callbacks over a copy of the base, counting the
+ * writes and reads (a segmented decoder must never read). */
+typedef struct TestDestination {
+    TestVm image;
+    HandoffDecoder *dec;
+    unsigned writes;
+    unsigned reads;
+} TestDestination;
+
+int test_destination_open(TestDestination *d, HandoffBase *base,
+                          const TestVm *base_vm);
+void test_destination_close(TestDestination *d);
 
 /* Runs `cd @dir && <printf-formatted command>` with system(3). */
 int test_shell_in(const char *dir, const char *fmt, ...)
