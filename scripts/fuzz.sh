@@ -88,7 +88,7 @@ ninja -C "$build" -j"${FUZZ_JOBS:-$(nproc)}" "${ninja_targets[@]}" >"$build/ninj
 # the instrumented engine. $1: target; $2: the QEMU file whose compile
 # flags they take (target-specific or not); then the sources (absolute).
 build_qemu_fuzzer() {
-    local t=$1 like=$2 out=$build/qemu-fuzz flags=() objs=() src
+    local t=$1 like=$2 out=$build/qemu-fuzz flags=() objs=() src engine_deps
     local san=(-fsanitize=address,undefined -g -O1)
     shift 2
     [ -f "$qemu_build/libqemuutil.a" ] ||
@@ -122,12 +122,15 @@ PY
              -c "$src" -o "${objs[-1]}") >>"$out/build-$t.log" 2>&1 ||
             { tail -n 30 "$out/build-$t.log" >&2; return 1; }
     done
-    # shellcheck disable=SC2046
+    # The engine's own dependencies, from its one list (handoff.pc's
+    # Requires): a library it gains (GnuTLS, for SHA-256) links here too.
+    engine_deps=$(sed -n 's/^Requires: //p' "$build/migration-handoff/handoff.pc")
+    # shellcheck disable=SC2046,SC2086
     clang++ "${san[@]}" -fsanitize=fuzzer "${objs[@]}" \
         -Wl,--start-group "$qemu_build/libqemuutil.a" "$qemu_build/libqom.fa" \
         -Wl,--end-group \
         "$build/migration-handoff/libhandoff.a" \
-        $(pkg-config --libs glib-2.0 libzstd liblzma zlib libxxhash) -lm \
+        $(pkg-config --libs glib-2.0 $engine_deps) -lm \
         -o "$out/$t-fuzzer" >>"$out/build-$t.log" 2>&1 ||
         { tail -n 30 "$out/build-$t.log" >&2; return 1; }
 }
