@@ -52,25 +52,34 @@ void handoff_rp_lost(MigrationState *s, int err)
 
 /*
  * A destination that exited, or a cut link, shows on the outgoing stream
- * as EPIPE or ECONNRESET, often before the return-path thread has read
- * what the destination sent last: its verdict, or the end of the
- * connection. That thread records the cause; the stream's own error
- * ("Broken pipe") would only hide it, and which of the two threads gets
- * there first is a race. So wait for the return path to end (a peer that
- * closed has nothing more to send, so this is quick; bounded at 2 s in
- * case it never does), then name the lost destination if nothing has been
- * recorded. Only the migration thread sleeps here, without the BQL.
+ * often before the return-path thread has read what the destination sent
+ * last: its verdict, or the end of the connection. That thread records
+ * the cause; the stream's own error ("Connection reset by peer") would
+ * only hide it, and which of the two threads gets there first is a race.
+ * So wait for the return path to end (a peer that closed has nothing more
+ * to send, so this is quick; bounded at 2 s in case it never does), then
+ * name the lost destination if nothing has been recorded. Only the
+ * migration thread sleeps here, without the BQL.
+ *
+ * A failed write reaches here as -EIO (qemu_fflush sets that whatever the
+ * socket said; the Error carries the errno's text): it waits too, but
+ * names the destination lost only through the return path's own report,
+ * since EIO alone does not say the peer went away. Before this it did not
+ * wait at all, and the stream's error won the race once in CI under load
+ * (test_killed_destination).
  */
 void handoff_stream_failed(MigrationState *s, int err)
 {
     int waited_ms;
 
-    if (err != -EPIPE && err != -ECONNRESET) {
+    if (err != -EPIPE && err != -ECONNRESET && err != -EIO) {
         return;
     }
     for (waited_ms = 0; waited_ms < 2000 && s->rp_state.rp_thread_created &&
          !qatomic_read(&s->rp_state.error); waited_ms += 10) {
         g_usleep(10 * 1000);
     }
-    handoff_rp_lost(s, err);
+    if (err != -EIO) {
+        handoff_rp_lost(s, err);
+    }
 }
