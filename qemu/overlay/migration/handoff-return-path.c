@@ -54,32 +54,32 @@ void handoff_rp_lost(MigrationState *s, int err)
  * A destination that exited, or a cut link, shows on the outgoing stream
  * often before the return-path thread has read what the destination sent
  * last: its verdict, or the end of the connection. That thread records
- * the cause; the stream's own error ("Connection reset by peer") would
- * only hide it, and which of the two threads gets there first is a race.
- * So wait for the return path to end (a peer that closed has nothing more
- * to send, so this is quick; bounded at 2 s in case it never does), then
- * name the lost destination if nothing has been recorded. Only the
+ * the cause (handoff_rp_lost, or the verdict); the stream's own error
+ * ("Unable to write to socket: Connection reset by peer") would only hide
+ * it, and which of the two threads gets there first is a race. So, unless
+ * a cause is recorded already, wait for the return path to end (a peer
+ * that closed has nothing more to send, so this is quick; bounded at 2 s
+ * in case it never does) before the stream's error is recorded. Only the
  * migration thread sleeps here, without the BQL.
  *
- * A failed write reaches here as -EIO (qemu_fflush sets that whatever the
- * socket said; the Error carries the errno's text): it waits too, but
- * names the destination lost only through the return path's own report,
- * since EIO alone does not say the peer went away. Before this it did not
- * wait at all, and the stream's error won the race once in CI under load
- * (test_killed_destination).
+ * Any error: qemu_fflush reports every failed write as -EIO, whatever the
+ * socket said. The check for EPIPE and ECONNRESET that stood here never
+ * matched a write, and the cause depended on the race; it was lost once
+ * in CI under load (test_killed_destination).
  */
-void handoff_stream_failed(MigrationState *s, int err)
+static bool cause_recorded(MigrationState *s)
+{
+    QEMU_LOCK_GUARD(&s->error_mutex);
+    return s->error;
+}
+
+void handoff_stream_failed(MigrationState *s)
 {
     int waited_ms;
 
-    if (err != -EPIPE && err != -ECONNRESET && err != -EIO) {
-        return;
-    }
     for (waited_ms = 0; waited_ms < 2000 && s->rp_state.rp_thread_created &&
-         !qatomic_read(&s->rp_state.error); waited_ms += 10) {
+         !qatomic_read(&s->rp_state.error) && !cause_recorded(s);
+         waited_ms += 10) {
         g_usleep(10 * 1000);
-    }
-    if (err != -EIO) {
-        handoff_rp_lost(s, err);
     }
 }

@@ -65,10 +65,10 @@ void handoff_rp_error(MigrationState *s, const char *text, size_t len);
 void handoff_rp_lost(MigrationState *s, int err);
 
 /*
- * Migration thread: the outgoing stream failed with @err. Records the
- * destination's cause first when there is one (see handoff-return-path.c).
+ * Migration thread: the outgoing stream failed. Lets the destination's
+ * cause be recorded first when there is one (see handoff-return-path.c).
  */
-void handoff_stream_failed(MigrationState *s, int err);
+void handoff_stream_failed(MigrationState *s);
 
 /*
  * Destination checks (migration/savevm.c). A destination configured for a
