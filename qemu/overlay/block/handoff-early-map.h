@@ -17,8 +17,7 @@
 #ifndef BLOCK_HANDOFF_EARLY_MAP_H
 #define BLOCK_HANDOFF_EARLY_MAP_H
 
-#define HANDOFF_EARLY_CHUNK_BITS 12
-#define HANDOFF_EARLY_CHUNK (1ULL << HANDOFF_EARLY_CHUNK_BITS)
+#include "block/handoff-early.h"        /* HANDOFF_EARLY_CHUNK */
 
 typedef struct HandoffEarlyMap {
     uint64_t chunks;

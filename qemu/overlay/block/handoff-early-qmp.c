@@ -38,10 +38,12 @@ void qmp_x_handoff_early_mark_absent(const char *node_name, uint64_t chunk,
     }
 }
 
-/* One placement's chunk count and bytes (NULL for zeros), or false. */
-static bool handoff_early_decode(HandoffEarlyPlacement *p, uint64_t chunks,
-                                 uint64_t *count, uint8_t **data,
-                                 Error **errp)
+/*
+ * One placement's chunk count and bytes (NULL for zeros), or false; its
+ * range is checked where it is queued (handoff_early_place_many).
+ */
+static bool handoff_early_decode(HandoffEarlyPlacement *p, uint64_t *count,
+                                 uint8_t **data, Error **errp)
 {
     ERRP_GUARD();
     size_t len;
@@ -58,17 +60,11 @@ static bool handoff_early_decode(HandoffEarlyPlacement *p, uint64_t chunks,
         if (!*data) {
             return false;
         }
-        *count = len / 4096;
-        if (len % 4096) {
+        *count = len / HANDOFF_EARLY_CHUNK;
+        if (len % HANDOFF_EARLY_CHUNK) {
             error_setg(errp, "chunk %" PRIu64 ": %zu bytes of data, not a "
                        "whole number of 4 KiB chunks", p->chunk, len);
         }
-    }
-    if (!*errp && (!*count || p->chunk >= chunks ||
-                   *count > chunks - p->chunk)) {
-        error_setg(errp, "chunks %" PRIu64 "+%" PRIu64 " are not within the "
-                   "node (%" PRIu64 " chunks of 4 KiB)", p->chunk, *count,
-                   chunks);
     }
     if (*errp) {
         g_free(*data);
@@ -77,44 +73,35 @@ static bool handoff_early_decode(HandoffEarlyPlacement *p, uint64_t chunks,
     return true;
 }
 
-typedef struct HandoffEarlyDecoded {
-    uint64_t chunk, count;
-    uint8_t *data;
-} HandoffEarlyDecoded;
-
 void qmp_x_handoff_early_place(const char *node_name,
                                HandoffEarlyPlacementList *placements,
                                Error **errp)
 {
-    ERRP_GUARD();
     BDRVHandoffEarlyState *s = handoff_early_node(node_name, errp);
     g_autoptr(GArray) all = NULL;
     HandoffEarlyPlacementList *p;
-    HandoffEarlyDecoded d;
-    HandoffEarlyStats st;
+    HandoffEarlyChunks c;
+    bool ok = true;
     guint i;
 
     if (!s) {
         return;
     }
-    handoff_early_stats(s, &st);
-    /* Refuse a malformed list whole, before anything is queued. */
-    all = g_array_new(false, false, sizeof(d));
-    for (p = placements; p; p = p->next) {
-        d.chunk = p->value->chunk;
-        if (!handoff_early_decode(p->value, st.chunks, &d.count, &d.data,
-                                  errp)) {
-            break;
+    /* Refuse a malformed list whole: nothing is queued unless all is. */
+    all = g_array_new(false, false, sizeof(c));
+    for (p = placements; p && ok; p = p->next) {
+        c.first = p->value->chunk;
+        ok = handoff_early_decode(p->value, &c.count, &c.data, errp);
+        if (ok) {
+            g_array_append_val(all, c);
         }
-        g_array_append_val(all, d);
+    }
+    if (ok && handoff_early_place_many(s, (HandoffEarlyChunks *)all->data,
+                                       all->len, errp)) {
+        return;
     }
     for (i = 0; i < all->len; i++) {
-        d = g_array_index(all, HandoffEarlyDecoded, i);
-        if (*errp) {
-            g_free(d.data);
-        } else {
-            handoff_early_place(s, d.chunk, d.count, d.data, errp);
-        }
+        g_free(g_array_index(all, HandoffEarlyChunks, i).data);
     }
 }
 

@@ -113,9 +113,15 @@ static QemuOptsList handoff_early_runtime_opts = {
     },
 };
 
+/* What a queued placement counts against HANDOFF_EARLY_QUEUE_MAX. */
+static size_t placement_cost(uint64_t count, bool data)
+{
+    return sizeof(HandoffEarlyItem) + (data ? count * HANDOFF_EARLY_CHUNK : 0);
+}
+
 static size_t item_cost(const HandoffEarlyItem *item)
 {
-    return sizeof(*item) + (item->data ? item->count * HANDOFF_EARLY_CHUNK : 0);
+    return placement_cost(item->count, item->data);
 }
 
 static void item_free(HandoffEarlyItem *item)
@@ -490,6 +496,18 @@ bool handoff_early_mark_absent(BDRVHandoffEarlyState *s, uint64_t first,
         return false;
     }
     qemu_mutex_lock(&s->lock);
+    /*
+     * A logged chunk is no longer marked: marked again, its next touch
+     * would be logged again, and a caller repeating this while the guest
+     * does I/O would grow the log without bound.
+     */
+    if (s->log_only && s->log->len) {
+        qemu_mutex_unlock(&s->lock);
+        error_setg(errp, "node '%s' has logged first touches already: "
+                   "chunks are marked once, before the guest runs",
+                   bdrv_get_node_name(s->bs));
+        return false;
+    }
     marked = handoff_early_map_mark_absent(&s->map, first, first + count);
     qemu_mutex_unlock(&s->lock);
     trace_handoff_early_mark_absent(s->bs->node_name, first, count, marked);
@@ -521,27 +539,39 @@ static bool handoff_early_can_place(BDRVHandoffEarlyState *s, size_t cost,
     return false;
 }
 
-bool handoff_early_place(BDRVHandoffEarlyState *s, uint64_t first,
-                         uint64_t count, uint8_t *data, Error **errp)
+/*
+ * Queues @n placements whole or none: each range checked, their cost
+ * against the bound together, all queued under one lock and the worker
+ * started once, so a list's consecutive chunks are written together.
+ */
+bool handoff_early_place_many(BDRVHandoffEarlyState *s,
+                              const HandoffEarlyChunks *chunks, size_t n,
+                              Error **errp)
 {
-    HandoffEarlyItem *item;
+    size_t i, cost = 0;
     bool start;
 
-    if (!handoff_early_check_range(s, first, count, errp)) {
-        g_free(data);
-        return false;
+    for (i = 0; i < n; i++) {
+        if (!handoff_early_check_range(s, chunks[i].first, chunks[i].count,
+                                       errp)) {
+            return false;
+        }
+        cost += placement_cost(chunks[i].count, chunks[i].data);
     }
-    item = g_new0(HandoffEarlyItem, 1);
-    *item = (HandoffEarlyItem) { .first = first, .count = count,
-                                 .data = data };
     qemu_mutex_lock(&s->lock);
-    if (!handoff_early_can_place(s, item_cost(item), errp)) {
+    if (!handoff_early_can_place(s, cost, errp)) {
         qemu_mutex_unlock(&s->lock);
-        item_free(item);
         return false;
     }
-    s->stats.queued_bytes += item_cost(item);
-    QSIMPLEQ_INSERT_TAIL(&s->queue, item, next);
+    for (i = 0; i < n; i++) {
+        HandoffEarlyItem *item = g_new0(HandoffEarlyItem, 1);
+
+        item->first = chunks[i].first;
+        item->count = chunks[i].count;
+        item->data = chunks[i].data;
+        QSIMPLEQ_INSERT_TAIL(&s->queue, item, next);
+    }
+    s->stats.queued_bytes += cost;
     start = !s->worker_running;
     s->worker_running = true;
     qemu_mutex_unlock(&s->lock);
@@ -550,6 +580,18 @@ bool handoff_early_place(BDRVHandoffEarlyState *s, uint64_t first,
         bdrv_inc_in_flight(s->bs);
         aio_co_schedule(bdrv_get_aio_context(s->bs),
                         qemu_coroutine_create(handoff_early_worker, s));
+    }
+    return true;
+}
+
+bool handoff_early_place(BDRVHandoffEarlyState *s, uint64_t first,
+                         uint64_t count, uint8_t *data, Error **errp)
+{
+    HandoffEarlyChunks one = { .first = first, .count = count, .data = data };
+
+    if (!handoff_early_place_many(s, &one, 1, errp)) {
+        g_free(data);
+        return false;
     }
     return true;
 }
@@ -655,10 +697,25 @@ static void handoff_early_child_perm(BlockDriverState *bs, BdrvChild *c,
 }
 
 /*
+ * The chunk map keeps the size it opened with: a resize (block_resize, a
+ * device's) is refused here, since without .bdrv_co_truncate the block
+ * layer passes it to the child and requests past the map would follow.
+ */
+static int coroutine_fn handoff_early_co_truncate(BlockDriverState *bs,
+                                                  int64_t offset, bool exact,
+                                                  PreallocMode prealloc,
+                                                  BdrvRequestFlags flags,
+                                                  Error **errp)
+{
+    error_setg(errp, "node '%s' (handoff-early) cannot be resized",
+               bdrv_get_node_name(bs));
+    return -ENOTSUP;
+}
+
+/*
  * No .bdrv_co_block_status: the block layer then reports every range as
  * data, where the child's status would show an absent chunk as the
- * base's.  No .bdrv_co_truncate: the chunk map keeps the size it opened
- * with, so a guest cannot make it grow.
+ * base's.
  */
 static BlockDriver bdrv_handoff_early = {
     .format_name                = "handoff-early",
@@ -668,6 +725,7 @@ static BlockDriver bdrv_handoff_early = {
     .bdrv_close                 = handoff_early_close,
     .bdrv_child_perm            = handoff_early_child_perm,
     .bdrv_getlength             = handoff_early_getlength,
+    .bdrv_co_truncate           = handoff_early_co_truncate,
 
     .bdrv_co_preadv_part        = handoff_early_co_preadv_part,
     .bdrv_co_pwritev_part       = handoff_early_co_pwritev_part,

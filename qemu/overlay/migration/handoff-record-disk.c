@@ -28,6 +28,9 @@ struct HandoffRecordDisk {
     uint32_t region;
 };
 
+/* The filter logs chunks in the engine's numbering. */
+QEMU_BUILD_BUG_ON(HANDOFF_EARLY_CHUNK != HANDOFF_CHUNK_SIZE);
+
 static BlockDriverState *insert_filter(BlockDriverState *bs, Error **errp)
 {
     AioContext *ctx = bdrv_get_aio_context(bs);

@@ -18,6 +18,10 @@
 
 #include "block/block.h"
 
+/* The filter's unit: the engine's chunk (handoff-record-disk.c checks). */
+#define HANDOFF_EARLY_CHUNK_BITS 12
+#define HANDOFF_EARLY_CHUNK (1ULL << HANDOFF_EARLY_CHUNK_BITS)
+
 typedef struct HandoffEarlyStats {
     uint64_t chunks;        /* 4 KiB chunks of the disk */
     uint64_t absent;        /* carried, not yet placed or written */
@@ -50,6 +54,19 @@ bool handoff_early_mark_absent(BDRVHandoffEarlyState *s, uint64_t first,
  */
 bool handoff_early_place(BDRVHandoffEarlyState *s, uint64_t first,
                          uint64_t count, uint8_t *data, Error **errp);
+
+/*
+ * @n placements, queued whole or not at all: on success the filter owns
+ * every @data; on failure the caller still does.
+ */
+typedef struct HandoffEarlyChunks {
+    uint64_t first, count;
+    uint8_t *data;          /* count * 4 KiB bytes, or NULL for zeros */
+} HandoffEarlyChunks;
+
+bool handoff_early_place_many(BDRVHandoffEarlyState *s,
+                              const HandoffEarlyChunks *chunks, size_t n,
+                              Error **errp);
 
 void handoff_early_stats(BDRVHandoffEarlyState *s, HandoffEarlyStats *stats);
 
