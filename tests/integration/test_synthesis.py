@@ -213,6 +213,11 @@ def read_working_set(path, total_pages, disk_chunks):
     return memory, on_disk
 
 
+def assert_no_recording_blocker(vm):
+    reasons = vm.qmp.cmd("query-migrate").get("blocked-reasons", [])
+    assert not any("working-set recording" in r for r in reasons), reasons
+
+
 def test_recording_places_every_page_and_logs_first_touches(tmp_path, saved,
                                                              base, vms):
     """handoff-record-start moves the loaded VM's RAM aside and gives each
@@ -230,17 +235,27 @@ def test_recording_places_every_page_and_logs_first_touches(tmp_path, saved,
     dst.qmp.cmd("handoff-record-start", path=str(tmp_path / "none.order"))
     assert dst.qmp.cmd("handoff-record-stop") == {"pages": 0,
                                                   "disk-chunks": 0}
+    # A log that cannot be written is refused before RAM is moved, and
+    # leaves no migration blocker behind.
+    with pytest.raises(QMPError, match="No such file or directory"):
+        dst.qmp.cmd("handoff-record-start",
+                    path=str(tmp_path / "missing" / "x.order"))
+    assert_no_recording_blocker(dst)
 
     dst.qmp.cmd("handoff-record-start", path=str(tmp_path / "read.order"))
     with pytest.raises(QMPError, match="a recording is running"):
         dst.qmp.cmd("handoff-record-start", path=str(tmp_path / "x"))
     with pytest.raises(QMPError, match="working-set recording is running"):
         dst.qmp.cmd("migrate", uri="exec:cat >/dev/null")
+    assert any("working-set recording" in r for r in
+               dst.qmp.cmd("query-migrate")["blocked-reasons"])
     assert_same_ram(saved.ram_dump, dst)    # pages the first stop placed
     info = dst.qmp.cmd("handoff-record-stop")
+    assert_no_recording_blocker(dst)
     read, _ = read_working_set(tmp_path / "read.order", total,
                                disk_chunks)
     assert info == {"pages": len(read), "disk-chunks": 0}
+    assert read == sorted(read)
     # pmemsave reads guest-physical addresses in order; the VGA window and
     # the BIOS area (0xa0000-0xfffff) do not map RAM.
     assert total - 96 <= len(read) <= total, len(read)
@@ -288,7 +303,9 @@ def test_recording_refuses_shared_ram(tmp_path, base, vms):
     vms.append(vm)
     with pytest.raises(QMPError, match="backed by a file or shared memory"):
         vm.qmp.cmd("handoff-record-start", path=str(tmp_path / "x.order"))
-    vm.qmp.cmd("cont")                  # no blocker or recording was left
+    assert_no_recording_blocker(vm)
+    assert not any(p.name.startswith("x.order") for p in tmp_path.iterdir())
+    vm.qmp.cmd("cont")
     vm.wait_serial(r"^heartbeat \d+\r?$", timeout=120)
 
 

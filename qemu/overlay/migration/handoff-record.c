@@ -22,9 +22,10 @@
  * The fault thread never takes the BQL: a vCPU or the main thread that
  * faults while holding it waits only for this thread.
  *
- * Only this thread places pages, so a page found present (EEXIST) or
- * missing again after its placement means something filled or discarded
- * RAM behind the recording: that is fatal, never skipped, since the guest
+ * Only this thread places pages, so a page found present (EEXIST) when
+ * placed first, or missing again after its placement, means something
+ * filled or discarded RAM behind the recording: that is fatal, never
+ * skipped, since the guest
  * would go on with a page that is not its own. What could do it is shut
  * out for the recording's length: migrations and snapshots (a blocker),
  * the balloon and virtio-mem (discards disabled); RAM shared with another
@@ -51,6 +52,7 @@
 #include "qemu/main-loop.h"
 #include "qemu/rcu.h"
 #include "qemu/thread.h"
+#include "qemu/userfaultfd.h"
 #include "sysemu/runstate.h"
 #include "sysemu/tcg.h"
 #include "handoff-internal.h"
@@ -84,8 +86,9 @@ typedef struct HandoffRecorder {
     Error *blocker;             /* migrations and snapshots wait */
     bool discards_disabled;
     HandoffRecordDisk *disk;    /* the disk's first touches */
-    char **region_names;        /* the base's, by region number */
-    size_t n_regions;
+    HandoffBaseStore *store;    /* names the regions when written */
+    char *part;                 /* the log, written here, then renamed */
+    int part_fd;
 } HandoffRecorder;
 
 static HandoffRecorder *recorder;
@@ -126,25 +129,46 @@ static void copy_pages(HandoffRecorder *r, RecordBlock *b, uint64_t page,
                        uint64_t count)
 {
     uint64_t off = page * HANDOFF_CHUNK_SIZE;
-    struct uffdio_copy c = {
-        .dst = (uintptr_t)b->host + off,
-        .src = (uintptr_t)b->shadow + off,
-        .len = count * HANDOFF_CHUNK_SIZE,
-    };
 
-    if (ioctl(r->uffd, UFFDIO_COPY, &c)) {
+    if (uffd_copy_page(r->uffd, b->host + off, b->shadow + off,
+                       count * HANDOFF_CHUNK_SIZE, false)) {
         record_fatal(b, "cannot place page %" PRIu64 "%s: %s", page,
                      errno == EEXIST ? " (filled behind the recording)" : "",
                      strerror(errno));
     }
 }
 
+/*
+ * A fault on a page placed already. Mostly a second message for one
+ * access: the kernel queues it before it sees the page present, and this
+ * thread may read it after the placement (postcopy skips these too,
+ * migration.c). The placement says which: EEXIST, the page is there;
+ * success, it was missing, so something discarded it behind the
+ * recording, and its bytes now are stale: fatal.
+ */
+static void check_placed_page(HandoffRecorder *r, RecordBlock *b,
+                              uint64_t page)
+{
+    uint64_t off = page * HANDOFF_CHUNK_SIZE;
+    struct uffdio_copy c = {
+        .dst = (uintptr_t)b->host + off,
+        .src = (uintptr_t)b->shadow + off,
+        .len = HANDOFF_CHUNK_SIZE,
+    };
+
+    if (ioctl(r->uffd, UFFDIO_COPY, &c) && errno == EEXIST) {
+        return;
+    }
+    record_fatal(b, "page %" PRIu64 " missing again after it was placed "
+                 "(discarded behind the recording)", page);
+}
+
 static void place_faulted_page(HandoffRecorder *r, RecordBlock *b,
                                uint64_t page)
 {
     if (test_and_set_bit(page, b->placed)) {
-        record_fatal(b, "page %" PRIu64 " missing again after it was "
-                     "placed (discarded behind the recording)", page);
+        check_placed_page(r, b, page);
+        return;
     }
     if (page < b->logged_pages) {
         r->order[r->n_order++] = (HandoffRecordEntry) {
@@ -159,23 +183,29 @@ static void place_faulted_page(HandoffRecorder *r, RecordBlock *b,
 
 static void serve_faults(HandoffRecorder *r)
 {
-    struct uffd_msg msg;
+    struct uffd_msg msgs[16];
+    int n, i;
 
-    while (read(r->uffd, &msg, sizeof(msg)) == sizeof(msg)) {
-        uint64_t addr = msg.arg.pagefault.address;
-        RecordBlock *b;
+    while ((n = uffd_read_events(r->uffd, msgs, ARRAY_SIZE(msgs))) > 0) {
+        for (i = 0; i < n; i++) {
+            uint64_t addr = msgs[i].arg.pagefault.address;
+            RecordBlock *b;
 
-        if (msg.event != UFFD_EVENT_PAGEFAULT) {
-            continue;
+            if (msgs[i].event != UFFD_EVENT_PAGEFAULT) {
+                continue;
+            }
+            b = block_of(r, addr);
+            if (!b) {
+                error_report("handoff: recording: fault at %" PRIx64
+                             " outside every registered block", addr);
+                _exit(EXIT_FAILURE);
+            }
+            place_faulted_page(r, b, (addr - (uintptr_t)b->host) /
+                                     HANDOFF_CHUNK_SIZE);
         }
-        b = block_of(r, addr);
-        if (!b) {
-            error_report("handoff: recording: fault at %" PRIx64 " outside "
-                         "every registered block", addr);
-            _exit(EXIT_FAILURE);
-        }
-        place_faulted_page(r, b,
-                           (addr - (uintptr_t)b->host) / HANDOFF_CHUNK_SIZE);
+    }
+    if (n < 0) {
+        _exit(EXIT_FAILURE);        /* uffd_read_events said why */
     }
 }
 
@@ -191,7 +221,6 @@ static void finish_blocks(HandoffRecorder *r)
     for (i = 0; i < r->n_blocks; i++) {
         RecordBlock *b = &r->blocks[i];
         uint64_t pages = b->len / HANDOFF_CHUNK_SIZE, p, end;
-        struct uffdio_range range = { (uintptr_t)b->host, b->len };
 
         for (p = find_first_zero_bit(b->placed, pages); p < pages;
              p = find_next_zero_bit(b->placed, pages, end)) {
@@ -199,7 +228,7 @@ static void finish_blocks(HandoffRecorder *r)
             bitmap_set(b->placed, p, end - p);
             copy_pages(r, b, p, end - p);
         }
-        if (ioctl(r->uffd, UFFDIO_UNREGISTER, &range)) {
+        if (uffd_unregister_memory(r->uffd, b->host, b->len)) {
             record_fatal(b, "cannot unregister: %s", strerror(errno));
         }
         qemu_madvise(b->host, b->len, QEMU_MADV_HUGEPAGE);
@@ -263,10 +292,12 @@ static void recorder_free(HandoffRecorder *r)
     if (r->disk) {
         handoff_record_disk_stop(r->disk, 0, NULL);
     }
-    for (i = 0; i < r->n_regions; i++) {
-        g_free(r->region_names[i]);
+    if (r->part_fd >= 0) {
+        close(r->part_fd);
+        unlink(r->part);
     }
-    g_free(r->region_names);
+    handoff_base_store_free(r->store);
+    g_free(r->part);
     g_free(r->blocks);
     g_free(r->order);
     g_free(r->path);
@@ -275,17 +306,11 @@ static void recorder_free(HandoffRecorder *r)
 
 static bool open_uffd(HandoffRecorder *r, Error **errp)
 {
-    struct uffdio_api api = { .api = UFFD_API };
-
-    r->uffd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    r->uffd = uffd_create_fd(0, true);
     if (r->uffd < 0) {
         error_setg_errno(errp, errno, "cannot open a userfaultfd (a "
                          "recording QEMU needs it: root, or sysctl "
                          "vm.unprivileged_userfaultfd=1)");
-        return false;
-    }
-    if (ioctl(r->uffd, UFFDIO_API, &api)) {
-        error_setg_errno(errp, errno, "userfaultfd: UFFDIO_API");
         return false;
     }
     r->quit_fd = eventfd(0, EFD_CLOEXEC);
@@ -307,13 +332,6 @@ static bool collect_blocks(HandoffRecorder *r, HandoffBaseStore *store,
     size_t i;
 
     r->blocks = g_new0(RecordBlock, store->n_memory);
-    r->n_regions = handoff_base_region_count(store->base);
-    r->region_names = g_new0(char *, r->n_regions);
-    for (i = 0; i < store->n_memory; i++) {
-        r->region_names[store->memory[i].region] =
-            g_strdup(store->memory[i].name);
-    }
-    r->region_names[store->disk_region] = g_strdup(HANDOFF_BASE_DISK_REGION);
     RCU_READ_LOCK_GUARD();
     RAMBLOCK_FOREACH_MIGRATABLE(rb) {
         for (i = 0; i < store->n_memory; i++) {
@@ -364,10 +382,7 @@ static bool collect_blocks(HandoffRecorder *r, HandoffBaseStore *store,
 static bool arm_block(HandoffRecorder *r, RecordBlock *b, Error **errp)
 {
     const uint64_t needed = (1ULL << _UFFDIO_COPY) | (1ULL << _UFFDIO_WAKE);
-    struct uffdio_register reg = {
-        .range = { (uintptr_t)b->host, b->len },
-        .mode = UFFDIO_REGISTER_MODE_MISSING,
-    };
+    uint64_t ioctls;
 
     b->shadow = mmap(NULL, b->len, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -381,13 +396,14 @@ static bool arm_block(HandoffRecorder *r, RecordBlock *b, Error **errp)
     memcpy(b->shadow, b->host, b->len);
     b->placed = bitmap_new(b->len / HANDOFF_CHUNK_SIZE);
     qemu_madvise(b->host, b->len, QEMU_MADV_NOHUGEPAGE);
-    if (ioctl(r->uffd, UFFDIO_REGISTER, &reg)) {
+    if (uffd_register_memory(r->uffd, b->host, b->len,
+                             UFFDIO_REGISTER_MODE_MISSING, &ioctls)) {
         error_setg_errno(errp, errno, "userfaultfd: cannot register RAM "
                          "block '%s'", qemu_ram_get_idstr(b->rb));
         return false;
     }
     b->registered = true;
-    if ((reg.ioctls & needed) != needed) {
+    if ((ioctls & needed) != needed) {
         error_setg(errp, "userfaultfd: RAM block '%s' cannot be filled "
                    "page by page (UFFDIO_COPY)", qemu_ram_get_idstr(b->rb));
         return false;
@@ -411,12 +427,12 @@ static void disarm(HandoffRecorder *r)
 
     for (i = 0; i < r->n_blocks; i++) {
         RecordBlock *b = &r->blocks[i];
-        struct uffdio_range range = { (uintptr_t)b->host, b->len };
 
         if (!b->placed) {
             break;
         }
-        if (b->registered && ioctl(r->uffd, UFFDIO_UNREGISTER, &range)) {
+        if (b->registered && uffd_unregister_memory(r->uffd, b->host,
+                                                    b->len)) {
             record_fatal(b, "cannot unregister: %s", strerror(errno));
         }
         memcpy(b->host, b->shadow, b->len);
@@ -427,12 +443,10 @@ static void disarm(HandoffRecorder *r)
 /*
  * What must hold before RAM is moved aside: a paused, loaded VM whose RAM
  * no migration, snapshot, balloon, virtio-mem or pinning device (VFIO)
- * uses, and a file the log can be written to.
+ * uses.
  */
-static bool may_record(HandoffRecorder *r, const char *path, Error **errp)
+static bool may_record(HandoffRecorder *r, Error **errp)
 {
-    int fd;
-
     if (!runstate_check(RUN_STATE_PAUSED) &&
         !runstate_check(RUN_STATE_PRELAUNCH)) {
         error_setg(errp, "the VM must be paused and loaded to start "
@@ -458,18 +472,28 @@ static bool may_record(HandoffRecorder *r, const char *path, Error **errp)
         return false;
     }
     r->discards_disabled = true;
-    fd = qemu_create(path, O_WRONLY | O_TRUNC, 0600, errp);
-    if (fd < 0) {
-        return false;
-    }
-    close(fd);
     return true;
+}
+
+/*
+ * The log goes to PATH.part, renamed to PATH at stop: a new file, never
+ * one that is there, since a link planted at it would have QEMU (root,
+ * for userfaultfd) truncate and write where it points; and a refused or
+ * failed recording leaves PATH as it was. Made last, once nothing else
+ * can refuse.
+ */
+static bool open_log(HandoffRecorder *r, const char *path, Error **errp)
+{
+    r->path = g_strdup(path);
+    r->part = g_strdup_printf("%s.part", path);
+    r->part_fd = qemu_create(r->part, O_WRONLY | O_EXCL | O_NOFOLLOW, 0600,
+                             errp);
+    return r->part_fd >= 0;
 }
 
 void qmp_handoff_record_start(const char *path, Error **errp)
 {
     MigrationState *ms = migrate_get_current();
-    g_autoptr(HandoffBaseStore) store = NULL;
     HandoffRecorder *r;
     size_t i;
 
@@ -483,20 +507,16 @@ void qmp_handoff_record_start(const char *path, Error **errp)
                    "base's regions (-handoff base=DIR)");
         return;
     }
-    store = handoff_base_store_open(ms->parameters.handoff_base, errp);
-    if (!store) {
-        return;
-    }
     r = g_new0(HandoffRecorder, 1);
-    r->uffd = r->quit_fd = -1;
-    r->path = g_strdup(path);
-    if (!may_record(r, path, errp) || !collect_blocks(r, store, errp) ||
-        !open_uffd(r, errp)) {
+    r->uffd = r->quit_fd = r->part_fd = -1;
+    r->store = handoff_base_store_open(ms->parameters.handoff_base, errp);
+    if (!r->store || !may_record(r, errp) ||
+        !collect_blocks(r, r->store, errp) || !open_uffd(r, errp)) {
         recorder_free(r);
         return;
     }
-    r->disk = handoff_record_disk_start(store, errp);
-    if (!r->disk) {
+    r->disk = handoff_record_disk_start(r->store, errp);
+    if (!r->disk || !open_log(r, path, errp)) {
         recorder_free(r);
         return;
     }
@@ -573,12 +593,23 @@ HandoffRecordInfo *qmp_handoff_record_stop(Error **errp)
     info = g_new0(HandoffRecordInfo, 1);
     info->pages = r->n_order;
     info->disk_chunks = disk->len;
-    if (!handoff_record_write(r->path, (HandoffRecordEntry *)all->data,
-                              all->len, r->region_names, r->n_regions,
+    if (!handoff_record_write(r->part_fd, r->store->base,
+                              (HandoffRecordEntry *)all->data, all->len,
                               errp)) {
-        qapi_free_HandoffRecordInfo(info);
-        info = NULL;
+        goto failed;
     }
+    if (rename(r->part, r->path)) {
+        error_setg_errno(errp, errno, "cannot rename %s to %s", r->part,
+                         r->path);
+        goto failed;
+    }
+    close(r->part_fd);
+    r->part_fd = -1;                /* kept: renamed */
     recorder_free(r);
     return info;
+
+failed:
+    qapi_free_HandoffRecordInfo(info);
+    recorder_free(r);
+    return NULL;
 }

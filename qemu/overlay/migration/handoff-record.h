@@ -32,11 +32,11 @@ void handoff_record_disk_stop(HandoffRecordDisk *d, int64_t t0,
                               GArray *entries);
 
 /*
- * Writes @n entries to @path (created, or truncated), in order, each
- * region by its name in the base (@region_names, @n_regions of them).
+ * Writes @n entries to @fd, in order, each region by its name in @base,
+ * and syncs it.
  */
-bool handoff_record_write(const char *path, const HandoffRecordEntry *order,
-                          uint64_t n, char *const *region_names,
-                          size_t n_regions, Error **errp);
+bool handoff_record_write(int fd, const HandoffBase *base,
+                          const HandoffRecordEntry *order, uint64_t n,
+                          Error **errp);
 
 #endif
