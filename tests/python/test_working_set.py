@@ -36,12 +36,18 @@ def test_reads_entries_in_order(tmp_path):
     ("disk 1 5\rdisk 2 6\n", "not 'REGION CHUNK NS'"),
     ("disk 1 9223372036854775808\n", "out of range"),
     ("disk 1 " + "1" * 80 + "\n", "not 'REGION CHUNK NS'"),
-    ("x" * 65 + " 1 5\n", "not 'REGION CHUNK NS'"),
+    ("x" * 256 + " 1 5\n", "not 'REGION CHUNK NS'"),
     ("disk 1 5\n\xff\xfe 1 5\n", "not 'REGION CHUNK NS'"),
 ])
 def test_refuses_broken_files_by_name(tmp_path, body, cause):
     with pytest.raises(working_set.WorkingSetError, match=cause):
         working_set.read(write(tmp_path, body))
+
+
+def test_a_ram_block_name_may_be_as_long_as_qemu_allows(tmp_path):
+    name = "y" * 255                    # RAMBlock idstr: 256 bytes, NUL
+    assert working_set.read(write(tmp_path, f"{name} 0 1\n")) == \
+        [(name, 0, 1)]
 
 
 def test_refuses_another_format_and_too_many_entries(tmp_path):

@@ -21,10 +21,11 @@ _HEADER_FILE = os.path.join(TOP, "qemu", "overlay", "migration",
 with open(_HEADER_FILE) as _f:
     MAGIC = re.search(r'^#define HANDOFF_RECORD_MAGIC "([^"]+)"$', _f.read(),
                       re.M).group(1)
-# A RAM block's name (QEMU's idstr: printable, no blank) or "disk".
-_LINE = re.compile(rb"([!-~]{1,64}) (0|[1-9][0-9]{0,15}) "
+# A RAM block's name (QEMU's idstr: at most 255 printable bytes, no
+# blank) or "disk".
+_LINE = re.compile(rb"([!-~]{1,255}) (0|[1-9][0-9]{0,15}) "
                    rb"(0|[1-9][0-9]{0,18})\n")
-MAX_LINE = 128
+MAX_LINE = 300
 MAX_NS = (1 << 63) - 1
 
 
@@ -43,7 +44,7 @@ def _entry(path, number, line):
     return region, chunk, ns
 
 
-def read(path, max_entries=1 << 22):
+def read(path, max_entries=1 << 24):
     """The entries of order file @path: [(region name, chunk, ns)], in
     order.
     Read as bytes, a bounded line at a time: the file may be anything."""

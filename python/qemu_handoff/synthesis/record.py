@@ -33,22 +33,22 @@ class RecordError(Exception):
 
 
 class Recording:
-    """What a recording saw: pages touched first, the answer and times."""
+    """What a recording saw: chunks touched first, the answer, and the
+    seconds from the VM's start to the answer (or the --seconds run)."""
 
-    def __init__(self, pages, disk_chunks, answer, request_s, total_s):
+    def __init__(self, pages, disk_chunks, answer, seconds):
         self.kinds = None           # see classify()
         self.pages = pages
         self.disk_chunks = disk_chunks
         self.answer = answer
-        self.request_s = request_s
-        self.total_s = total_s
+        self.seconds = seconds
 
     def summary(self, out):
-        mib = self.pages * 4096 / (1 << 20)
-        what = (f"the first request answered in {self.request_s:.1f} s"
+        mib = self.pages * CHUNK / (1 << 20)
+        what = (f"the first request answered in {self.seconds:.1f} s"
                 if self.answer is not None else
-                f"{self.total_s:.1f} s of running")
-        disk_mib = self.disk_chunks * 4096 / (1 << 20)
+                f"{self.seconds:.1f} s of running")
+        disk_mib = self.disk_chunks * CHUNK / (1 << 20)
         text = (f"{self.pages} pages ({mib:.1f} MiB) of memory and "
                 f"{self.disk_chunks} chunks ({disk_mib:.1f} MiB) of disk "
                 f"touched first in {what}, in order, written to {out}")
@@ -131,28 +131,36 @@ def record_working_set(overlay, base, out, workdir, forward=None,
     vm = LaunchedVM("record", workdir, description, base, qemu=qemu,
                     forwards=[forward] if forward else [],
                     overlay=os.path.abspath(overlay))
-    vm.start()
     try:
-        vm.wait_loaded()
-        if classified:
-            vm.qmp.cmd("pmemsave", val=0, size=ram, filename=dump)
-        vm.qmp.cmd("handoff-record-start", path=os.path.abspath(out))
-        t0 = time.monotonic()
-        vm.run()
-        answer = None
-        if request is not None:
-            answer = ask("127.0.0.1", vm.ports[forward], request)
-        else:
-            time.sleep(seconds)
-        request_s = time.monotonic() - t0
-        info = vm.qmp.cmd("handoff-record-stop")
-        rec = Recording(info["pages"], info["disk-chunks"], answer,
-                        request_s, time.monotonic() - t0)
-        vm.stop(remove_files=True)
+        vm.start()
+        try:
+            rec = _run_recorded(vm, out, forward, request, seconds,
+                                dump if classified else None, ram)
+        finally:
+            vm.stop(remove_files=True)
         if classified:
             rec.kinds = classify(dump, base, out)
         return rec
     finally:
-        vm.stop(remove_files=True)
         if os.path.exists(dump):
             os.unlink(dump)
+
+
+def _run_recorded(vm, out, forward, request, seconds, dump, ram):
+    """Records @vm (started, loading) from its first instruction to the
+    answer to @request (or for @seconds); @dump: where its RAM as loaded
+    goes first, if anywhere."""
+    vm.wait_loaded()
+    if dump:
+        vm.qmp.cmd("pmemsave", val=0, size=ram, filename=dump)
+    vm.qmp.cmd("handoff-record-start", path=os.path.abspath(out))
+    t0 = time.monotonic()
+    vm.run()
+    answer = None
+    if request is not None:
+        answer = ask("127.0.0.1", vm.ports[forward], request)
+    else:
+        time.sleep(seconds)
+    seconds = time.monotonic() - t0
+    info = vm.qmp.cmd("handoff-record-stop")
+    return Recording(info["pages"], info["disk-chunks"], answer, seconds)
