@@ -633,10 +633,12 @@ int handoff_decoder_apply_frame(HandoffDecoder *dec, const void *frame,
  * (then without a root).
  *
  * load_table takes the whole table part (handoff_segment_table_length
- * says how long it is). With @root non-NULL its SHA-256 must equal @root
+ * says how long it is) and its @root, which must not be NULL
+ * (HANDOFF_E_INVALID_ARGUMENT): the table part's SHA-256 must equal it
  * (HANDOFF_E_ROOT_MISMATCH), checked before any field is read. Then the
  * table is checked and its local records (zeros, base references) are
- * applied through the writer.
+ * applied through the writer. Only then is every segment applied
+ * authenticated; handoff_decoder_feed checks no root.
  */
 int handoff_decoder_load_table(HandoffDecoder *dec, const void *table,
                                size_t len,

@@ -621,6 +621,9 @@ int handoff_decoder_load_table(HandoffDecoder* dec, const void* table,
                                const uint8_t root[HANDOFF_ROOT_SIZE]) noexcept {
   return Guard([&]() -> Status {
     if (dec == nullptr) return Invalid("null decoder");
+    // The authenticated entry point: without a root nothing would be
+    // (handoff_decoder_feed is the one that reads a stream unchecked).
+    if (root == nullptr) return Invalid("null root");
     return dec->decoder->LoadTable(static_cast<const uint8_t*>(table), len,
                                    root);
   });

@@ -42,7 +42,8 @@ Status SegmentWriter::Create(const Base* base,
 
 // Marks chunks [@first, @first + @count) of @region as given, each once.
 Status SegmentWriter::Claim(uint32_t region, uint64_t first, uint64_t count) {
-  if (finished_) return Status(HANDOFF_E_STATE, "encoder already finished");
+  if (finish_attempted_)
+    return Status(HANDOFF_E_STATE, "encoder already finished");
   const Geometry& g = base_->geometry();
   if (count == 0 || !g.Contains(region, first) ||
       count - 1 > g.regions()[region].chunks() - 1 - first)
@@ -191,7 +192,10 @@ Status SegmentWriter::PinSources(std::vector<RemoteRecord>* remote) const {
 }
 
 Status SegmentWriter::Finish() {
-  if (finished_) return Status(HANDOFF_E_STATE, "encoder already finished");
+  if (finish_attempted_)
+    return Status(HANDOFF_E_STATE, finished_ ? "encoder already finished"
+                                             : "an earlier finish failed");
+  finish_attempted_ = true;
   std::vector<RemoteRecord> remote;
   std::vector<LocalRecord> local = zero_runs_;
   Classify(RemoteOrder(), &remote, &local);

@@ -78,6 +78,10 @@ class SegmentWriter {
   // Pull, Done and Stats may run on another thread than the producer:
   // stream_ is complete and never changes once finished_ is set.
   std::atomic<bool> finished_{false};
+  // Finish runs once: a failed one has already classified the held
+  // chunks (turned some into base references), so a retry would write a
+  // stream its own index contradicts.
+  bool finish_attempted_ = false;
   std::string stream_;
   std::atomic<size_t> pulled_{0};
   Sha256Digest root_ = {};

@@ -229,16 +229,6 @@ Json& Json::AddRaw(const std::string& key, const std::string& json) {
   return *this;
 }
 
-std::string Hex(const uint8_t* p, size_t n) {
-  static const char d[] = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; i++) {
-    s += d[p[i] >> 4];
-    s += d[p[i] & 15];
-  }
-  return s;
-}
-
 std::string ModeString(const HandoffMode& m) {
   char name[64];
   return handoff_mode_name(&m, name, sizeof(name)) < 0 ? "?" : name;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "handoff.h"
+#include "hex.h"
 
 namespace handoff_cli {
 
@@ -103,7 +104,7 @@ class Json {
 };
 std::string JsonString(const std::string& s);
 
-std::string Hex(const uint8_t* p, size_t n);
+using handoff::Hex;                 // the engine's, src/hex.h
 std::string ModeString(const HandoffMode& m);
 int Fail(const char* command, int code);
 // Prints the usage of @command (all commands when NULL) on stderr; 2.

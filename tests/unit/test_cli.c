@@ -383,23 +383,30 @@ static void test_base_verify(void)
 }
 
 /* encode --segmented writes a version 3 stream that decodes to the same
- * images, with the order file's chunks first; inspect lists its segments
- * and their state; a bad order file is refused by line. */
+ * images, with the order file's chunks first (the stream differs from
+ * one without it); inspect lists its segments and their state; a bad
+ * order file is refused by line. */
 static void test_segmented_encode_and_inspect(void)
 {
     /* As handoff-record-stop writes it (times after the index), and by
-     * hand (none). */
+     * hand (none): memory data chunks from the end (every third is new
+     * text), a zeroed disk chunk. */
     static const char order[] =
         "# qemu-handoff-working-set 1\n"
         "\n"
-        "disk0 30 1200\n"
-        "disk0 20\n"
-        "disk0 30 1300\n";  /* listed again: skipped */
+        "pc.ram 510 1200\n"
+        "pc.ram 507\n"
+        "disk0 20 1250\n"
+        "pc.ram 510 1300\n";  /* listed again: skipped */
 
     CU_ASSERT_EQUAL_FATAL(write_file("order.txt", order, sizeof(order) - 1), 0);
     CU_ASSERT_EQUAL(run("encode --base base.hidx --mem mem2.img --disk disk2.img "
+                        "-o v3plain.hos --segmented --codec zstd --level 3 "
+                        "--quiet"), 0);
+    CU_ASSERT_EQUAL(run("encode --base base.hidx --mem mem2.img --disk disk2.img "
                         "-o v3.hos --segmented --order order.txt --codec zstd "
                         "--level 3 --json"), 0);
+    CU_ASSERT_NOT_EQUAL(shell("cmp -s v3.hos v3plain.hos"), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(slurp("out.txt"), "\"root\": \""));
     CU_ASSERT_EQUAL(run("decode --base base.hidx -i v3.hos --mem o4.img "
                         "--disk o5.img --quiet"), 0);

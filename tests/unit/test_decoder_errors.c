@@ -1137,6 +1137,14 @@ static void test_segmented_crafted_table(void)
     put32(c.buf + header_len + 32, 0xFFFFFFFFu); /* index extents */
     CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), HANDOFF_E_LENGTH_LIMIT);
     free(c.buf);
+    /* Within that bound but beyond the geometry's chunks: refused before
+     * the index is decompressed (it was sized by the count, ~400 MiB). */
+    table_init(&c, two, 0);
+    put32(c.buf + header_len + 32, 1u << 24);
+    CU_ASSERT_EQUAL(decode(c.buf, table_end(&c)), HANDOFF_E_BAD_SEGMENT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(handoff_last_error_message(),
+                                  "more extents than the geometry"));
+    free(c.buf);
     free(p);
 }
 
@@ -1240,6 +1248,10 @@ static void test_segment_root_checked(void)
     Counted c;
 
     dec = counted_decoder(&c);
+    /* No root, no authentication: refused, not read unchecked. */
+    CU_ASSERT_EQUAL(handoff_decoder_load_table(dec, s, segs.table_len, NULL),
+                    HANDOFF_E_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(c.writes, 0);
     root[31] ^= 1;
     CU_ASSERT_EQUAL(handoff_decoder_load_table(dec, s, segs.table_len, root),
                     HANDOFF_E_ROOT_MISMATCH);
