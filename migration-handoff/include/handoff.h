@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define HANDOFF_VERSION_MAJOR   0
-#define HANDOFF_VERSION_MINOR   7
+#define HANDOFF_VERSION_MINOR   8
 #define HANDOFF_VERSION_RELEASE 0
 #define HANDOFF_VERSION_NUMBER (HANDOFF_VERSION_MAJOR * 10000 + \
                                 HANDOFF_VERSION_MINOR * 100 + \
@@ -332,6 +332,25 @@ typedef struct HandoffChunkRef {
  * table part is authenticated by its own SHA-256, the root. */
 #define HANDOFF_SEGMENT_MAX_BYTES 65536
 #define HANDOFF_ROOT_SIZE 32
+
+/*
+ * Since 0.8.0. Reads an order file (docs/overlay-format.md, "Working-set
+ * order": "REGION INDEX [NS]" per line, '#' comments; what QEMU's
+ * handoff-record-stop writes) against @base's regions, for
+ * HandoffEncoderConfig.order: the one reader of the format, used by
+ * `qemu-handoff encode --order` and by QEMU. On success *@refs (free it
+ * with handoff_chunk_refs_free; NULL when *@count is 0) holds the
+ * entries in file order. The file is untrusted: lines longer than 128
+ * bytes, malformed lines, regions @base lacks, chunks past their region
+ * and more entries than @base has chunks are refused
+ * (HANDOFF_E_INVALID_ARGUMENT), as is a file that is not a regular one
+ * or cannot be read (HANDOFF_E_IO); handoff_last_error_message() names
+ * "PATH:LINE: cause".
+ */
+int handoff_order_file_read(const HandoffBase *base, const char *path,
+                            HandoffChunkRef **refs, size_t *count)
+    HANDOFF_NOEXCEPT;
+void handoff_chunk_refs_free(HandoffChunkRef *refs) HANDOFF_NOEXCEPT;
 
 typedef struct HandoffEncoderConfig {
     uint32_t struct_size;    /* sizeof(HandoffEncoderConfig), see above */

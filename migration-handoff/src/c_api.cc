@@ -3,6 +3,7 @@
 // The extern "C" boundary: converts arguments, catches everything, turns
 // Status into a code plus a thread-local message. Nothing below may throw
 // into QEMU.
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -14,6 +15,7 @@
 #include "encoder.h"
 #include "handoff.h"
 #include "mode.h"
+#include "order_file.h"
 #include "remaining.h"
 #include "segment_table.h"
 #include "segment_writer.h"
@@ -255,6 +257,33 @@ int handoff_base_verify(const HandoffBase* base) noexcept {
 }
 
 void handoff_base_free(HandoffBase* base) noexcept { delete base; }
+
+int handoff_order_file_read(const HandoffBase* base, const char* path,
+                            HandoffChunkRef** refs, size_t* count) noexcept {
+  return Guard([&]() -> Status {
+    if (base == nullptr || path == nullptr || refs == nullptr ||
+        count == nullptr)
+      return Invalid("null argument");
+    *refs = nullptr;
+    *count = 0;
+    std::vector<HandoffChunkRef> order;
+    HANDOFF_RETURN_IF_ERROR(
+        handoff::ReadOrderFile(path, base->base->geometry(), &order));
+    if (order.empty()) return Status::Ok();
+    // malloc'd: a C caller owns it, freed by handoff_chunk_refs_free.
+    auto* out = static_cast<HandoffChunkRef*>(
+        std::malloc(order.size() * sizeof(HandoffChunkRef)));
+    if (out == nullptr) throw std::bad_alloc();
+    std::memcpy(out, order.data(), order.size() * sizeof(HandoffChunkRef));
+    *refs = out;
+    *count = order.size();
+    return Status::Ok();
+  });
+}
+
+void handoff_chunk_refs_free(HandoffChunkRef* refs) noexcept {
+  std::free(refs);
+}
 
 size_t handoff_base_region_count(const HandoffBase* base) noexcept {
   return base ? base->base->geometry().region_count() : 0;

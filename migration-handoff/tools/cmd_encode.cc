@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "cli.h"
-#include "order_file.h"
 
 namespace handoff_cli {
 namespace {
@@ -345,15 +344,21 @@ int CmdEncode(const Args& args) {
   if (!CheckOutputs(base.get(), o)) return 1;
   HandoffEncoderConfig cfg;
   if (int status = MakeConfig(args, &cfg)) return status;
-  std::vector<HandoffChunkRef> order;  // read by handoff_encoder_create
+  // Read by handoff_encoder_create; the engine's reader, as QEMU's.
+  std::unique_ptr<HandoffChunkRef, void (*)(HandoffChunkRef*)> order(
+      nullptr, handoff_chunk_refs_free);
   if (!o.order_path.empty()) {
-    std::string err;
-    if (!ReadOrderFile(o.order_path, base.get(), &order, &err)) {
-      fprintf(stderr, "qemu-handoff encode: --order %s\n", err.c_str());
+    HandoffChunkRef* refs = nullptr;
+    size_t count = 0;
+    if (handoff_order_file_read(base.get(), o.order_path.c_str(), &refs,
+                                &count) != 0) {
+      fprintf(stderr, "qemu-handoff encode: --order %s\n",
+              handoff_last_error_message());
       return 1;
     }
-    cfg.order = order.data();
-    cfg.order_count = order.size();
+    order.reset(refs);
+    cfg.order = refs;
+    cfg.order_count = count;
   }
   HandoffEncoder* enc = nullptr;
   int rc = handoff_encoder_create(base.get(), &cfg, &enc);

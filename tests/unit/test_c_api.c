@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <xxhash.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -391,6 +393,73 @@ static void test_compression_policy_reaches_the_encoder(void)
     test_vm_free(&base_vm);
 }
 
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Refused with @code, naming @cause, nothing returned. */
+static void order_refused(HandoffBase *base, const char *path, int code,
+                          const char *cause)
+{
+    HandoffChunkRef *refs = (HandoffChunkRef *)1;
+    size_t n = 1;
+
+    CU_ASSERT_EQUAL(handoff_order_file_read(base, path, &refs, &n), code);
+    CU_ASSERT_PTR_NOT_NULL(strstr(handoff_last_error_message(), cause));
+    CU_ASSERT_PTR_NULL(refs);
+    CU_ASSERT_EQUAL(n, 0);
+}
+
+/*
+ * handoff_order_file_read, the reader QEMU and the CLI share: entries in
+ * file order, comments, blank lines and times skipped; each refusal names
+ * the file's line; a FIFO is refused at once instead of blocking.
+ */
+static void test_order_file_read(void)
+{
+    char dir[] = "/tmp/handoff-order-XXXXXX";
+    char path[64], fifo[64];
+    HandoffChunkRef *refs = NULL;
+    size_t n = 0;
+    HandoffBase *base;
+    TestVm vm;
+
+    test_make_base_vm(&vm, 64, 5);
+    base = test_base_from_vm(&vm);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/o.txt", dir);
+    snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+    write_text(path, "# qemu-handoff-working-set 1\npc.ram 7 10\n\n"
+                     "disk0 3\npc.ram 63 12\n");
+    CU_ASSERT_EQUAL_FATAL(handoff_order_file_read(base, path, &refs, &n), 0);
+    CU_ASSERT_EQUAL_FATAL(n, 3);
+    CU_ASSERT(refs[0].region == 0 && refs[0].chunk_index == 7);
+    CU_ASSERT(refs[1].region == 1 && refs[1].chunk_index == 3);
+    CU_ASSERT(refs[2].region == 0 && refs[2].chunk_index == 63);
+    handoff_chunk_refs_free(refs);
+    write_text(path, "pc.ram 1\nnosuch 2\n");
+    order_refused(base, path, HANDOFF_E_INVALID_ARGUMENT,
+                  "o.txt:2: no region 'nosuch' in the base");
+    write_text(path, "# c\npc.ram 64\n");
+    order_refused(base, path, HANDOFF_E_INVALID_ARGUMENT,
+                  "o.txt:2: chunk 64 is past region 'pc.ram'");
+    write_text(path, "pc.ram 1 x\n");
+    order_refused(base, path, HANDOFF_E_INVALID_ARGUMENT, "o.txt:1: time");
+    CU_ASSERT_EQUAL_FATAL(mkfifo(fifo, 0600), 0);
+    order_refused(base, fifo, HANDOFF_E_IO, "not a regular file");
+    unlink(fifo);
+    unlink(path);
+    order_refused(base, path, HANDOFF_E_IO, "No such file");
+    rmdir(dir);
+    handoff_base_free(base);
+    test_vm_free(&vm);
+}
+
 /*
  * The struct_size rule of handoff.h: callers built against an older header
  * (smaller structs) or a newer one (larger) neither read nor write beyond
@@ -528,6 +597,7 @@ int main(void)
                 test_compression_policy_reaches_the_encoder);
     CU_add_test(suite, "structs carry their size",
                 test_structs_carry_their_size);
+    CU_add_test(suite, "order file read", test_order_file_read);
     CU_add_test(suite, "remaining bytes estimate",
                 test_remaining_bytes_estimate);
 

@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "order_file.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 
-namespace handoff_cli {
+namespace handoff {
 namespace {
 
 bool IsDecimal(const std::string& s) {
@@ -17,7 +21,7 @@ bool IsDecimal(const std::string& s) {
 // Parses one non-comment line "NAME INDEX [NS]" into *@ref, or says why
 // not. NS, a recording's time of first touch (QEMU's handoff-record-stop
 // writes it), is checked and not used: the lines' order is the order.
-bool ParseLine(const std::string& line, const HandoffBase* base,
+bool ParseLine(const std::string& line, const Geometry& geometry,
                HandoffChunkRef* ref, std::string* why) {
   const size_t blank = line.find_first_of(" \t");
   if (blank == std::string::npos || blank == 0) {
@@ -45,11 +49,9 @@ bool ParseLine(const std::string& line, const HandoffBase* base,
     }
   }
   const unsigned long long index = std::stoull(number);  // < 10^19: fits
-  for (size_t r = 0; r < handoff_base_region_count(base); r++) {
-    HandoffRegionInfo info;
-    handoff_base_region_info(base, r, &info);
-    if (name != info.name) continue;
-    if (index >= info.size / HANDOFF_CHUNK_SIZE) {
+  for (size_t r = 0; r < geometry.region_count(); r++) {
+    if (name != geometry.regions()[r].name) continue;
+    if (index >= geometry.regions()[r].chunks()) {
       *why = "chunk " + number + " is past region '" + name + "'";
       return false;
     }
@@ -63,15 +65,24 @@ bool ParseLine(const std::string& line, const HandoffBase* base,
 
 }  // namespace
 
-bool ReadOrderFile(const std::string& path, const HandoffBase* base,
-                   std::vector<HandoffChunkRef>* order, std::string* err) {
-  std::unique_ptr<FILE, int (*)(FILE*)> f(fopen(path.c_str(), "r"), fclose);
-  if (!f) {
-    *err = path + ": " + strerror(errno);
-    return false;
+Status ReadOrderFile(const std::string& path, const Geometry& geometry,
+                     std::vector<HandoffChunkRef>* order) {
+  // Opened without blocking and read only if regular: a FIFO or a device
+  // named by mistake would hang or feed the reader without end (QEMU reads
+  // it with its main loop held).
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return Status(HANDOFF_E_IO, path + ": " + strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return Status(HANDOFF_E_IO, path + ": not a regular file");
   }
-  uint64_t chunks = 0, distinct = 0;
-  handoff_base_counts(base, &chunks, &distinct);
+  std::unique_ptr<FILE, int (*)(FILE*)> f(fdopen(fd, "r"), fclose);
+  if (!f) {
+    close(fd);
+    return Status(HANDOFF_E_IO, path + ": " + strerror(errno));
+  }
+  const uint64_t chunks = geometry.total_chunks();
   char buf[kMaxOrderLine + 2];
   for (size_t line_no = 1; fgets(buf, sizeof(buf), f.get()) != nullptr;
        line_no++) {
@@ -79,32 +90,27 @@ bool ReadOrderFile(const std::string& path, const HandoffBase* base,
     const std::string where = path + ":" + std::to_string(line_no) + ": ";
     if (line.empty() || line.back() != '\n') {
       if (line.size() > kMaxOrderLine || !feof(f.get())) {
-        *err = where + "line longer than " + std::to_string(kMaxOrderLine) +
-               " bytes";
-        return false;
+        return Status(HANDOFF_E_INVALID_ARGUMENT,
+                      where + "line longer than " +
+                          std::to_string(kMaxOrderLine) + " bytes");
       }
     } else {
       line.pop_back();
     }
     if (line.empty() || line[0] == '#') continue;
     if (order->size() >= chunks) {
-      *err = where + "more entries than the base's " + std::to_string(chunks) +
-             " chunks";
-      return false;
+      return Status(HANDOFF_E_INVALID_ARGUMENT,
+                    where + "more entries than the base's " +
+                        std::to_string(chunks) + " chunks");
     }
     HandoffChunkRef ref;
     std::string why;
-    if (!ParseLine(line, base, &ref, &why)) {
-      *err = where + why;
-      return false;
-    }
+    if (!ParseLine(line, geometry, &ref, &why))
+      return Status(HANDOFF_E_INVALID_ARGUMENT, where + why);
     order->push_back(ref);
   }
-  if (ferror(f.get())) {
-    *err = path + ": read error";
-    return false;
-  }
-  return true;
+  if (ferror(f.get())) return Status(HANDOFF_E_IO, path + ": read error");
+  return Status::Ok();
 }
 
-}  // namespace handoff_cli
+}  // namespace handoff
