@@ -13,6 +13,14 @@
  * handoff otherwise requires (it exists to learn the destination's
  * verdict): the capabilities are set for the save and restored after it,
  * as is handoff-compression, since an overlay is made for size.
+ *
+ * With early-start-order, the stream is a segmented engine stream (version
+ * 3) that carries the order's chunks first, and the description names its
+ * root (handoff-overlay-early.c). A segmented stream carries each chunk
+ * once, so such a save needs a paused VM: a running one's rounds would
+ * send chunks again. Its root is known at the end only, so the
+ * description gets it then, and the digest is computed by reading the
+ * finished file back.
  */
 #include "qemu/osdep.h"
 #include "io/channel-file.h"
@@ -27,6 +35,7 @@
 #include "qapi/qmp/qdict.h"
 #include "qapi/qmp/qjson.h"
 #include "qom/object.h"
+#include "sysemu/runstate.h"
 #include "handoff-overlay.h"
 
 typedef struct OverlaySave {
@@ -41,6 +50,14 @@ typedef struct OverlaySave {
     bool had_return_path;
     char *had_compression;
     Notifier notifier;
+
+    /* Early start: the order read, and the root filled in at the end. */
+    bool segmented;
+    HandoffChunkRef *order;
+    size_t order_count;
+    ssize_t root_offset;        /* of its hex digits in the description */
+    bool has_root;
+    uint8_t root[HANDOFF_ROOT_SIZE];
 } OverlaySave;
 
 static OverlaySave *overlay_save;
@@ -111,11 +128,55 @@ static void overlay_save_end(OverlaySave *save)
         remove_migration_state_change_notifier(&save->notifier);
     }
     unlink(save->part);         /* gone already when it was completed */
+    handoff_chunk_refs_free(save->order);
     g_checksum_free(save->sum);
     g_free(save->path);
     g_free(save->part);
     g_free(save);
     overlay_save = NULL;
+}
+
+/*
+ * A segmented stream's root, known now, goes into the description's
+ * placeholder; the digest, which covers it, is then made from the file.
+ */
+static bool overlay_save_put_root(OverlaySave *save, int fd,
+                                  uint8_t digest[HANDOFF_OVERLAY_DIGEST_BYTES],
+                                  Error **errp)
+{
+    g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
+    g_autofree uint8_t *buf = g_malloc(1 << 20);
+    char hex[HANDOFF_OVERLAY_ROOT_HEX + 1];
+    uint64_t left = save->description_bytes + save->stream_bytes;
+    off_t at = HANDOFF_OVERLAY_HEADER_BYTES;
+    gsize len = HANDOFF_OVERLAY_DIGEST_BYTES;
+
+    if (!save->has_root) {
+        error_setg(errp, "the segmented stream was not finished: no root");
+        return false;
+    }
+    handoff_overlay_root_hex(save->root, hex);
+    if (pwrite(fd, hex, HANDOFF_OVERLAY_ROOT_HEX,
+               HANDOFF_OVERLAY_HEADER_BYTES + save->root_offset) !=
+        HANDOFF_OVERLAY_ROOT_HEX) {
+        error_setg_errno(errp, errno, "cannot complete overlay '%s'",
+                         save->path);
+        return false;
+    }
+    while (left) {
+        ssize_t n = pread(fd, buf, MIN(left, 1 << 20), at);
+
+        if (n <= 0) {
+            error_setg_errno(errp, n < 0 ? errno : EIO, "cannot read back "
+                             "overlay '%s'", save->part);
+            return false;
+        }
+        g_checksum_update(sum, buf, n);
+        left -= n;
+        at += n;
+    }
+    g_checksum_get_digest(sum, digest, &len);
+    return true;
 }
 
 /* Writes the final header into the complete overlay and names it PATH. */
@@ -128,13 +189,20 @@ static bool overlay_save_finish(OverlaySave *save, Error **errp)
     };
     uint8_t raw[HANDOFF_OVERLAY_HEADER_BYTES];
     gsize len = sizeof(h.digest);
-    int fd = qemu_open(save->part, O_WRONLY, errp);
+    int fd = qemu_open(save->part, O_RDWR, errp);
     bool ok;
 
     if (fd < 0) {
         return false;
     }
-    g_checksum_get_digest(save->sum, h.digest, &len);
+    if (save->segmented) {
+        if (!overlay_save_put_root(save, fd, h.digest, errp)) {
+            close(fd);
+            return false;
+        }
+    } else {
+        g_checksum_get_digest(save->sum, h.digest, &len);
+    }
     handoff_overlay_header_encode(&h, raw);
     ok = pwrite(fd, raw, sizeof(raw), 0) == sizeof(raw) && !fsync(fd);
     close(fd);
@@ -177,6 +245,13 @@ static int overlay_save_open(OverlaySave *save, QDict *description,
                    json->len);
         return -1;
     }
+    save->root_offset = save->segmented ?
+                        handoff_overlay_root_offset(json->str) : 0;
+    if (save->root_offset < 0) {
+        error_setg(errp, "overlay description: cannot place the root of "
+                   "the segmented stream");
+        return -1;
+    }
     /* A new file, as for the page-class map: no link followed. */
     fd = qemu_create(save->part, O_WRONLY | O_EXCL | O_NOFOLLOW, 0600, errp);
     if (fd < 0) {
@@ -194,26 +269,71 @@ static int overlay_save_open(OverlaySave *save, QDict *description,
     return fd;
 }
 
+/*
+ * Reads the early-start order against @disks' base (the regions the save
+ * numbers chunks in) with the engine's reader, which names a bad line.
+ */
+static bool overlay_save_read_order(OverlaySave *save, HandoffDisks *disks,
+                                    const char *path, Error **errp)
+{
+    int rc = handoff_order_file_read(disks->base, path, &save->order,
+                                     &save->order_count);
+
+    if (rc < 0) {
+        error_setg(errp, "early-start-order: %s",
+                   handoff_last_error_message());
+        return false;
+    }
+    save->segmented = true;
+    return true;
+}
+
 /* Describes this VM against @base and writes the overlay's first part. */
 static bool overlay_save_prepare(OverlaySave *save, const char *base,
-                                 const char *compression, Error **errp)
+                                 const char *compression,
+                                 const char *order_path, Error **errp)
 {
     g_autoptr(HandoffBaseStore) store = handoff_base_store_open(base, errp);
     g_autoptr(HandoffDisks) disks = store ? handoff_disks_collect(store, errp)
                                           : NULL;
     g_autoptr(QDict) description = NULL;
 
-    if (!disks) {
+    if (!disks ||
+        (order_path && !overlay_save_read_order(save, disks, order_path,
+                                                errp))) {
         return false;
     }
     description = handoff_overlay_describe(store, disks, compression);
+    if (save->segmented) {
+        handoff_overlay_describe_early_start(description, save->order_count);
+    }
     save->fd = overlay_save_open(save, description, errp);
     return save->fd >= 0;
 }
 
+bool handoff_overlay_save_order(const HandoffChunkRef **order, size_t *count)
+{
+    if (!overlay_save || !overlay_save->segmented) {
+        return false;
+    }
+    *order = overlay_save->order;
+    *count = overlay_save->order_count;
+    return true;
+}
+
+void handoff_overlay_save_set_root(const uint8_t root[HANDOFF_ROOT_SIZE])
+{
+    if (overlay_save && overlay_save->segmented) {
+        memcpy(overlay_save->root, root, HANDOFF_ROOT_SIZE);
+        overlay_save->has_root = true;
+    }
+}
+
 void qmp_handoff_overlay_save(const char *path, bool has_base,
                               const char *base, bool has_compression,
-                              const char *compression, Error **errp)
+                              const char *compression,
+                              bool has_early_start_order,
+                              const char *early_start_order, Error **errp)
 {
     ERRP_GUARD();
     MigrationState *s = migrate_get_current();
@@ -225,6 +345,18 @@ void qmp_handoff_overlay_save(const char *path, bool has_base,
 
     if (overlay_save || migration_is_running(s->state)) {
         error_setg(errp, "A migration or overlay save is in progress");
+        return;
+    }
+    /*
+     * A segmented stream carries one version of each chunk; a running
+     * VM's rounds send the chunks it writes again. (Resumed during the
+     * save, the engine refuses the second version: the save fails.)
+     */
+    if (has_early_start_order && runstate_is_running()) {
+        error_setg(errp, "early-start-order needs a paused VM: a running "
+                   "VM's save sends the chunks it writes again, and an "
+                   "early-start overlay carries each chunk once; stop it "
+                   "first");
         return;
     }
     if (has_base) {
@@ -250,7 +382,9 @@ void qmp_handoff_overlay_save(const char *path, bool has_base,
         s->enabled_capabilities[MIGRATION_CAPABILITY_RETURN_PATH];
     save->had_compression = g_strdup(s->parameters.handoff_compression);
     overlay_save = save;
-    if (!overlay_save_prepare(save, s->parameters.handoff_base, mode, errp)) {
+    if (!overlay_save_prepare(save, s->parameters.handoff_base, mode,
+                              has_early_start_order ? early_start_order
+                                                    : NULL, errp)) {
         overlay_save_end(save);
         return;
     }
@@ -294,7 +428,8 @@ void hmp_handoff_overlay_save(Monitor *mon, const QDict *qdict)
 
     qmp_handoff_overlay_save(qdict_get_str(qdict, "path"), false, NULL,
                              qdict_haskey(qdict, "compression"),
-                             qdict_get_try_str(qdict, "compression"), &err);
+                             qdict_get_try_str(qdict, "compression"),
+                             false, NULL, &err);
     if (!err) {
         monitor_printf(mon, "Saving; progress in 'info migrate'\n");
     }

@@ -85,4 +85,37 @@ bool handoff_overlay_check(QDict *description, HandoffBaseStore *store,
 #define HANDOFF_OVERLAY_DESCRIPTION_VERSION 2
 void handoff_overlay_describe_machine(QDict *description, HandoffDisks *disks);
 
+/*
+ * Early start (handoff-overlay-early.c, docs/overlay-format.md "Early
+ * start"): the description's "early-start" object says the stream is a
+ * segmented engine stream and names its root, which the description's
+ * digest thereby covers.
+ */
+#define HANDOFF_OVERLAY_EARLY_START "early-start"
+#define HANDOFF_OVERLAY_SEGMENTED_STREAM 3          /* engine stream version */
+#define HANDOFF_OVERLAY_ROOT_HEX (2 * HANDOFF_ROOT_SIZE)
+
+/* Adds "early-start" with a placeholder root (zeros) to @description. */
+void handoff_overlay_describe_early_start(QDict *description,
+                                          uint64_t order_chunks);
+ssize_t handoff_overlay_root_offset(const char *json);
+void handoff_overlay_root_hex(const uint8_t root[HANDOFF_ROOT_SIZE],
+                              char hex[HANDOFF_OVERLAY_ROOT_HEX + 1]);
+/*
+ * Reads "early-start" of a loaded overlay's description: *@segmented and
+ * @root when present, nothing when absent; a malformed one is refused.
+ */
+bool handoff_overlay_early_start(QDict *description, bool *segmented,
+                                 uint8_t root[HANDOFF_ROOT_SIZE],
+                                 Error **errp);
+
+/*
+ * The overlay save being made, for the handoff section's source side:
+ * whether its stream is segmented, and with which order (valid until the
+ * save ends); the root of the finished stream, handed back.
+ */
+bool handoff_overlay_save_order(const HandoffChunkRef **order,
+                                size_t *count);
+void handoff_overlay_save_set_root(const uint8_t root[HANDOFF_ROOT_SIZE]);
+
 #endif /* QEMU_MIGRATION_HANDOFF_OVERLAY_H */

@@ -21,6 +21,7 @@
 #include "qemu/rcu.h"
 #include "sysemu/cpu-throttle.h"
 #include "sysemu/tcg.h"
+#include "handoff-overlay.h"
 #include "handoff-save.h"
 #include "handoff-stream.h"
 #include "trace.h"
@@ -304,8 +305,13 @@ void handoff_save_pending(QEMUFile *f, void *opaque,
         qemu_mutex_unlock_iothread();
         remaining = handoff_save_remaining_bytes(s, f, &st);
     }
-    if (s->iteration >= MAX_ROUNDS) {
-        /* Bounded: what is left goes in the downtime. */
+    if (s->iteration >= MAX_ROUNDS ||
+        (s->segmented && s->next >= s->round->len)) {
+        /*
+         * Bounded: what is left goes in the downtime. A segmented stream
+         * leaves the engine only at its finish, and its VM is paused:
+         * once a round is offered, waiting gains nothing.
+         */
         remaining = 0;
     } else if (remaining >= fits) {
         /* Not yet, whatever the core's own threshold says. */
@@ -367,6 +373,16 @@ int handoff_save_complete(QEMUFile *f, void *opaque)
         rc = handoff_encoder_finish(s->enc);
         ret = rc < 0 ? handoff_save_engine_failed(f, rc, "handoff encoder")
                      : handoff_save_drain_encoder(s, f, true);
+    }
+    if (ret == 0 && s->segmented) {
+        uint8_t root[HANDOFF_ROOT_SIZE];
+
+        rc = handoff_encoder_segment_root(s->enc, root);
+        if (rc < 0) {
+            ret = handoff_save_engine_failed(f, rc, "handoff encoder");
+        } else {
+            handoff_overlay_save_set_root(root);
+        }
     }
     if (ret < 0) {
         return ret;

@@ -38,6 +38,7 @@
 #include "ram.h"
 #include "sysemu/block-backend.h"
 #include "sysemu/cpu-throttle.h"
+#include "handoff-overlay.h"
 #include "handoff-save.h"
 #include "handoff-stream.h"
 #include "trace.h"
@@ -181,6 +182,16 @@ static HandoffEncoder *create_encoder(HandoffSaveState *s, Error **errp)
     }
     config.threads = ms->parameters.handoff_workers;
     config.seed = g_get_real_time();
+    /*
+     * An early-start overlay: each chunk once, the order's first. A paused
+     * VM's rounds after the first are empty (memory is offered once per
+     * round through the pending bitmap, and nothing writes the disk), and
+     * the engine accepts their iteration markers; a chunk offered twice
+     * fails the save (HANDOFF_E_DUPLICATE_CHUNK) rather than the stream.
+     */
+    s->segmented = handoff_overlay_save_order(&config.order,
+                                              &config.order_count);
+    config.segmented = s->segmented;
     s->stats.adaptive = config.adaptive;
     rc = handoff_encoder_create(s->disks->base, &config, &enc);
     if (rc < 0) {

@@ -47,6 +47,11 @@ typedef struct HandoffSaveState {
     HandoffBaseStore *store;
     HandoffEncoder *enc;
     bool random_order;
+    /*
+     * A segmented stream (an early-start overlay, handoff-overlay-save.c):
+     * laid out by the engine at finish, its root handed to the overlay.
+     */
+    bool segmented;
 
     HandoffBlock *blocks;
     size_t n_blocks;
