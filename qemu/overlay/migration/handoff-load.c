@@ -13,6 +13,10 @@
  * and it verified (totals, whole-stream digest, every reference resolved).
  * QEMU's core does not notice a live section that stops early, so
  * savevm.c asks handoff_load_verify() before it declares the load done.
+ *
+ * An early-start overlay's stream is segmented: handoff-load-segments.c
+ * takes its bytes apart and applies each part once it is whole and
+ * authenticated.
  */
 #include "qemu/osdep.h"
 #include "exec/ramblock.h"
@@ -26,6 +30,7 @@
 #include "ram.h"
 #include "sysemu/block-backend.h"
 #include "handoff-internal.h"
+#include "handoff-load-segments.h"
 #include "handoff-stream.h"
 #include "trace.h"
 
@@ -41,6 +46,7 @@ typedef struct HandoffLoadState {
     size_t n_regions;
     uint8_t *buf;
     bool complete;              /* end record received and verified */
+    HandoffSegmentFeed *segments;   /* a segmented stream's, else NULL */
 
     /*
      * Why setup failed. Setup runs before the source opens the return
@@ -61,6 +67,16 @@ typedef struct HandoffLoadState {
 } HandoffLoadState;
 
 static HandoffLoadState *load_state;
+
+/* Set before the incoming migration starts, for its load. */
+static bool expect_segmented;
+static uint8_t expected_root[HANDOFF_ROOT_SIZE];
+
+void handoff_load_expect_segmented(const uint8_t *root)
+{
+    expect_segmented = true;
+    memcpy(expected_root, root, HANDOFF_ROOT_SIZE);
+}
 
 /*
  * Reports why the handoff failed here, and tells the source over the
@@ -329,6 +345,9 @@ static bool load_setup(HandoffLoadState *s, const char *dir, Error **errp)
         handoff_error_engine(errp, rc, "cannot start the handoff decoder");
         return false;
     }
+    if (expect_segmented) {
+        s->segments = handoff_segment_feed_new(s->dec, expected_root);
+    }
     return true;
 }
 
@@ -389,6 +408,24 @@ int handoff_load_verify(void)
     return 0;
 }
 
+/*
+ * @len bytes of a segmented stream, in s->buf; 0 at its end, which must
+ * not fall inside a part.
+ */
+static int load_segmented(HandoffLoadState *s, uint32_t len)
+{
+    Error *err = NULL;
+    bool ok = len ? handoff_segment_feed(s->segments, s->buf, len, &err)
+                  : handoff_segment_feed_done(s->segments, &err);
+
+    if (!ok) {
+        load_error("%s", error_get_pretty(err));
+        error_free(err);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
 {
     HandoffLoadState *s = load_state;
@@ -439,6 +476,13 @@ int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
                 return qemu_file_get_error(f) ?: -EIO;
             }
             trace_handoff_load_block(len);
+            if (s->segments) {
+                rc = load_segmented(s, len);
+                if (rc < 0) {
+                    return rc;
+                }
+                break;
+            }
             rc = handoff_decoder_feed(s->dec, s->buf, len);
             if (rc < 0) {
                 return engine_error(rc);
@@ -451,6 +495,12 @@ int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
 
             if (s->complete) {
                 return load_error("a second end of the handoff stream");
+            }
+            if (s->segments) {
+                rc = load_segmented(s, 0);
+                if (rc < 0) {
+                    return rc;
+                }
             }
             rc = handoff_decoder_finish(s->dec);
             if (rc < 0) {
@@ -478,6 +528,7 @@ int handoff_load_cleanup(void *opaque)
     if (!s) {
         return 0;
     }
+    handoff_segment_feed_free(s->segments);
     handoff_decoder_free(s->dec);
     handoff_disks_free(s->disks);
     handoff_base_store_free(s->store);

@@ -18,6 +18,7 @@
 #include "qapi/qmp/qjson.h"
 #include "qemu/bswap.h"
 #include "handoff-overlay.h"
+#include "handoff-stream.h"
 
 void handoff_overlay_header_encode(const HandoffOverlayHeader *h,
                                    uint8_t out[HANDOFF_OVERLAY_HEADER_BYTES])
@@ -208,6 +209,8 @@ void handoff_overlay_start_incoming(const char *path, Error **errp)
     g_autoptr(HandoffOverlayFile) file = NULL;
     g_autoptr(HandoffBaseStore) store = NULL;
     QIOChannel *ioc;
+    uint8_t root[HANDOFF_ROOT_SIZE];
+    bool segmented;
 
     if (!migrate_use_handoff() || !*s->parameters.handoff_base) {
         error_setg(errp, "A VM overlay loads with capability handoff and "
@@ -217,8 +220,13 @@ void handoff_overlay_start_incoming(const char *path, Error **errp)
     file = handoff_overlay_file_open(path, errp);
     store = file ? handoff_base_store_open(s->parameters.handoff_base, errp)
                  : NULL;
-    if (!store || !handoff_overlay_check(file->description, store, errp)) {
+    if (!store || !handoff_overlay_check(file->description, store, errp) ||
+        !handoff_overlay_early_start(file->description, &segmented, root,
+                                     errp)) {
         return;
+    }
+    if (segmented) {
+        handoff_load_expect_segmented(root);
     }
     ioc = QIO_CHANNEL(qio_channel_file_new_fd(file->fd));
     file->fd = -1;

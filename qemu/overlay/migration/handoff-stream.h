@@ -18,6 +18,13 @@
 /* Largest DATA block a source sends and a destination accepts. */
 #define HANDOFF_BLOCK_MAX (1 << 20)
 
+/*
+ * The incoming stream is an early-start overlay's (handoff-overlay-file.c):
+ * segmented, its table part authenticated by @root, which the overlay's
+ * checked description names. Any other stream is loaded as one piece.
+ */
+void handoff_load_expect_segmented(const uint8_t *root);
+
 int handoff_load_setup(QEMUFile *f, void *opaque);
 int handoff_load_state(QEMUFile *f, void *opaque, int version_id);
 int handoff_load_cleanup(void *opaque);
