@@ -475,6 +475,37 @@ def test_base_id_must_be_32_lowercase_hex_digits(base_id):
     assert len(str(refusal.value)) < 200 and "\n" not in str(refusal.value)
 
 
+@pytest.mark.parametrize("early,cause", [
+    (1, "early-start is not an object"),
+    ({"stream-version": 2, "root": "ab" * 32, "order-chunks": 1},
+     "stream-version must be 3"),
+    ({"stream-version": 3.0, "root": "ab" * 32, "order-chunks": 1},
+     "stream-version must be 3"),
+    ({"stream-version": 3, "root": "AB" * 32, "order-chunks": 1},
+     "root is not a SHA-256"),
+    ({"stream-version": 3, "root": "ab" * 33, "order-chunks": 1},
+     "root is not a SHA-256"),
+    ({"stream-version": 3, "root": "ab" * 32, "order-chunks": -1},
+     "order-chunks is not a count"),
+], ids=["not-object", "version", "float", "upper", "long", "negative"])
+def test_early_start_object_is_read_strictly(early, cause):
+    """An overlay's early-start object (a segmented stream's root) is
+    read field by field, a malformed one refused by name; a good one is
+    read, its root as bytes."""
+    from qemu_handoff.formats.overlay import OverlayError, parse_description
+    described = {"version": 2, "base": {"id": "0" * 32},
+                 "machine": {"type": "pc", "accel": "kvm"}, "disks": []}
+    with pytest.raises(OverlayError, match=cause):
+        parse_description(json.dumps({**described,
+                                      "early-start": early}).encode())
+    from qemu_handoff.formats.overlay import early_start
+    good = parse_description(json.dumps({**described, "early-start": {
+        "stream-version": 3, "root": "ab" * 32,
+        "order-chunks": 7}}).encode())
+    assert early_start(good).root == bytes([0xab]) * 32
+    assert early_start(good).order_chunks == 7
+
+
 def test_launch_errors_are_not_told_as_they_are():
     """Nothing the launcher raises today is the client's own words: a
     LaunchError that looks like the old launcher's refusals but names

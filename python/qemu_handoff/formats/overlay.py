@@ -25,9 +25,18 @@ BASE_ID = re.compile(r"[0-9a-f]{32}")    # a base's content ID
 _HEADER_FILE = os.path.join(TOP, "qemu", "overlay", "migration",
                             "handoff-overlay.h")
 with open(_HEADER_FILE) as _f:
-    DESCRIPTION_VERSION = int(re.search(
-        r"^#define HANDOFF_OVERLAY_DESCRIPTION_VERSION (\d+)$", _f.read(),
-        re.M).group(1))
+    _text = _f.read()
+DESCRIPTION_VERSION = int(re.search(
+    r"^#define HANDOFF_OVERLAY_DESCRIPTION_VERSION (\d+)$", _text,
+    re.M).group(1))
+# Early start: the description's object naming a segmented stream's
+# root, and the engine stream version it names (handoff-overlay-early.c).
+EARLY_START = re.search(r'^#define HANDOFF_OVERLAY_EARLY_START "([^"]+)"$',
+                        _text, re.M).group(1)
+SEGMENTED_STREAM = int(re.search(
+    r"^#define HANDOFF_OVERLAY_SEGMENTED_STREAM (\d+)", _text,
+    re.M).group(1))
+ROOT = re.compile(r"[0-9a-f]{64}")      # a SHA-256, lowercase hex
 # magic, version, description bytes, stream bytes, SHA-256, reserved
 _HEADER = struct.Struct(">8sIIQ32s8s")
 
@@ -110,7 +119,42 @@ def parse_description(raw):
     if not isinstance(disks, list) or not all(_is_disk(d) for d in disks):
         raise OverlayError("overlay description's disks are not a list of "
                            "{region, bytes, base}")
+    early_start(description)            # refused here when malformed
     return description
+
+
+class EarlyStart:
+    """An early-start overlay's stream: segmented (engine stream version
+    3) with table part root @root (bytes), @order_chunks chunks ordered
+    first."""
+
+    def __init__(self, root, order_chunks):
+        self.root = root
+        self.order_chunks = order_chunks
+
+
+def early_start(description):
+    """The description's early-start object read (None without one), or
+    OverlayError naming what is wrong with it."""
+    early = description.get(EARLY_START)
+    if early is None:
+        return None
+    if not isinstance(early, dict):
+        raise OverlayError(f"overlay description: {EARLY_START} is not an "
+                           f"object")
+    if early.get("stream-version") != SEGMENTED_STREAM or \
+            type(early.get("stream-version")) is not int:
+        raise OverlayError(f"overlay description: {EARLY_START}."
+                           f"stream-version must be {SEGMENTED_STREAM}")
+    root = early.get("root")
+    if not isinstance(root, str) or not ROOT.fullmatch(root):
+        raise OverlayError(f"overlay description: {EARLY_START}.root is "
+                           f"not a SHA-256 (64 lowercase hex digits)")
+    chunks = early.get("order-chunks")
+    if type(chunks) is not int or chunks < 0:
+        raise OverlayError(f"overlay description: {EARLY_START}."
+                           f"order-chunks is not a count")
+    return EarlyStart(bytes.fromhex(root), chunks)
 
 
 def _is_disk(disk):

@@ -378,6 +378,14 @@ class Synthesis:
         raw = recv_exactly(self.clock, self.sock, header.description_bytes,
                            "description")
         description = overlay_file.parse_description(raw)
+        if overlay_file.early_start(description):
+            # Deliberately: QEMU would load it, but this service neither
+            # hands QEMU the root nor serves segments early yet
+            # (docs/design/early-start.md, step 6).
+            raise Refused("overlay description: early-start overlays "
+                          "(segmented streams) are not served by this "
+                          "service yet; save the VM without "
+                          "early-start-order")
         base_id = description["base"]["id"]
         base_dir = self.server.bases().get(base_id)
         if not base_dir or not self.server.policy.may_use(
