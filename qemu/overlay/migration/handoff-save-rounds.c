@@ -242,6 +242,28 @@ static void next_round(HandoffSaveState *s, QEMUFile *f)
     s->bytes_at_round = qemu_file_total_transferred_fast(f);
 }
 
+/*
+ * Ends the engine's stream and moves all of it into @f; a segmented
+ * stream's root goes to the overlay being saved.
+ */
+static int finish_stream(HandoffSaveState *s, QEMUFile *f)
+{
+    uint8_t root[HANDOFF_ROOT_SIZE];
+    int rc = handoff_encoder_finish(s->enc);
+    int ret = rc < 0 ? handoff_save_engine_failed(f, rc, "handoff encoder")
+                     : handoff_save_drain_encoder(s, f, true);
+
+    if (ret == 0 && s->segmented) {
+        rc = handoff_encoder_segment_root(s->enc, root);
+        if (rc < 0) {
+            return handoff_save_engine_failed(f, rc, "handoff encoder");
+        }
+        handoff_overlay_save_set_root(root);
+    }
+    s->finished = ret == 0;
+    return ret;
+}
+
 /* Without the BQL. Returns 1 when the round has been offered entirely. */
 int handoff_save_iterate(QEMUFile *f, void *opaque)
 {
@@ -258,6 +280,18 @@ int handoff_save_iterate(QEMUFile *f, void *opaque)
     ret = handoff_save_send_round(s, f,
                                   qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
                                   ITERATE_BUDGET_NS, false);
+    /*
+     * A segmented stream is laid out and compressed at its finish, in one
+     * thread (minutes for a large VM at lzma-6): here, without the BQL,
+     * not in the completion, which holds it and would stall the monitor.
+     * Its VM is paused, so the round just offered is the last with
+     * chunks; one the completion still finds (a VM resumed meanwhile)
+     * fails the save, the finished engine taking no more.
+     */
+    if (ret == 0 && s->segmented && !s->finished &&
+        s->next >= s->round->len) {
+        ret = finish_stream(s, f);
+    }
     qemu_put_byte(f, HANDOFF_BLOCK_EOS);
     handoff_save_update_stats(s);
     if (ret < 0) {
@@ -279,6 +313,17 @@ void handoff_save_pending(QEMUFile *f, void *opaque,
 
     /* The core stops before asking when setup failed; be sure anyway. */
     if (!s || !s->enc || handoff_encoder_stats(s->enc, &st) < 0) {
+        return;
+    }
+    /*
+     * A segmented stream's bytes leave the engine only at its finish, so
+     * the estimate below, priced from bytes already out, says nothing
+     * left: the core would complete at once and send the round with the
+     * BQL held. Not done until iterate offered its (paused) VM's round
+     * and finished the stream; then done, with no other round.
+     */
+    if (s->segmented) {
+        *res_precopy_only += s->finished ? 0 : MAX(threshold, 1);
         return;
     }
     /*
@@ -305,13 +350,8 @@ void handoff_save_pending(QEMUFile *f, void *opaque,
         qemu_mutex_unlock_iothread();
         remaining = handoff_save_remaining_bytes(s, f, &st);
     }
-    if (s->iteration >= MAX_ROUNDS ||
-        (s->segmented && s->next >= s->round->len)) {
-        /*
-         * Bounded: what is left goes in the downtime. A segmented stream
-         * leaves the engine only at its finish, and its VM is paused:
-         * once a round is offered, waiting gains nothing.
-         */
+    if (s->iteration >= MAX_ROUNDS) {
+        /* Bounded: what is left goes in the downtime. */
         remaining = 0;
     } else if (remaining >= fits) {
         /* Not yet, whatever the core's own threshold says. */
@@ -354,9 +394,8 @@ int handoff_save_complete(QEMUFile *f, void *opaque)
 {
     HandoffSaveState *s = handoff_save_state;
     HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
-    int ret, rc;
-
     Error *err = NULL;
+    int ret;
 
     /* No report applies to the stopped round: its list is final. */
     handoff_agent_forget();
@@ -369,20 +408,8 @@ int handoff_save_complete(QEMUFile *f, void *opaque)
         error_report_err(err);
     }
     ret = handoff_save_send_round(s, f, 0, true);
-    if (ret == 0) {
-        rc = handoff_encoder_finish(s->enc);
-        ret = rc < 0 ? handoff_save_engine_failed(f, rc, "handoff encoder")
-                     : handoff_save_drain_encoder(s, f, true);
-    }
-    if (ret == 0 && s->segmented) {
-        uint8_t root[HANDOFF_ROOT_SIZE];
-
-        rc = handoff_encoder_segment_root(s->enc, root);
-        if (rc < 0) {
-            ret = handoff_save_engine_failed(f, rc, "handoff encoder");
-        } else {
-            handoff_overlay_save_set_root(root);
-        }
+    if (ret == 0 && !s->finished) {
+        ret = finish_stream(s, f);
     }
     if (ret < 0) {
         return ret;

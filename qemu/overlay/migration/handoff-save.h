@@ -52,6 +52,7 @@ typedef struct HandoffSaveState {
      * laid out by the engine at finish, its root handed to the overlay.
      */
     bool segmented;
+    bool finished;              /* the engine's stream is complete */
 
     HandoffBlock *blocks;
     size_t n_blocks;
