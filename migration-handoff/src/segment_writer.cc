@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <unordered_set>
 
 #include "chunk.h"
 #include "compression_policy.h"
@@ -164,11 +165,58 @@ void SegmentWriter::Classify(const std::vector<uint64_t>& order,
   }
 }
 
-// Flags every DATA a self reference names as PINNED, within what a
-// decoder may hold for them.
-Status SegmentWriter::PinSources(std::vector<RemoteRecord>* remote) const {
+// Moves every self reference the caller's order does not list to just
+// behind its source's DATA (behind the references already there), the
+// rest keeping their order, and numbers the records again in the new
+// order. A source and its unlisted referrers then share a segment unless
+// a cut falls between them, so a decoder holds a pinned copy only while
+// that segment is applied, not until the stream's end: the referrers of
+// a working-set chunk would otherwise follow it by address, and their
+// sources, up to every one of them, be held at once (ocr's overlay:
+// 48,928, some 200 MiB). A reference pulled forward is a few bytes of
+// stream and one more chunk placed early. A listed reference keeps its
+// place: the order says when the VM wants it, and the pins it costs are
+// bounded by the order's length (CheckPinnedBound has the last word).
+void SegmentWriter::GroupReferrers(std::vector<RemoteRecord>* remote) const {
+  std::unordered_set<uint64_t> listed(order_.begin(), order_.end());
+  const Geometry& g = base_->geometry();
+  auto unlisted = [&](const Record& rec) {
+    return rec.kind == RecordKind::kSelfRef &&
+           listed.count(g.Global(rec.region, rec.index)) == 0;
+  };
   std::unordered_map<uint64_t, size_t> data_at;  // seq -> position
-  uint64_t pinned = 0;
+  std::vector<std::vector<size_t>> followers(remote->size());
+  for (size_t i = 0; i < remote->size(); i++) {
+    const Record& rec = (*remote)[i].rec;
+    if (rec.kind == RecordKind::kData)
+      data_at[rec.seq] = i;
+    else if (unlisted(rec))
+      followers[data_at.at(rec.src_seq)].push_back(i);
+  }
+  std::vector<RemoteRecord> grouped;
+  grouped.reserve(remote->size());
+  std::unordered_map<uint64_t, uint64_t> new_seq;  // old DATA seq -> new
+  auto emit = [&](const RemoteRecord& r) {
+    grouped.push_back(r);
+    Record& rec = grouped.back().rec;
+    if (rec.kind == RecordKind::kData)
+      new_seq[rec.seq] = grouped.size();
+    else
+      rec.src_seq = new_seq.at(rec.src_seq);
+    rec.seq = grouped.size();
+  };
+  for (size_t i = 0; i < remote->size(); i++) {
+    if (unlisted((*remote)[i].rec)) continue;  // emitted with its source
+    emit((*remote)[i]);
+    for (size_t f : followers[i]) emit((*remote)[f]);
+  }
+  *remote = std::move(grouped);
+}
+
+// Flags every DATA a self reference names as PINNED and tells each
+// reference where its source is.
+void SegmentWriter::PinSources(std::vector<RemoteRecord>* remote) const {
+  std::unordered_map<uint64_t, size_t> data_at;  // seq -> position
   for (size_t i = 0; i < remote->size(); i++) {
     Record& rec = (*remote)[i].rec;
     if (rec.kind == RecordKind::kData) {
@@ -177,15 +225,37 @@ Status SegmentWriter::PinSources(std::vector<RemoteRecord>* remote) const {
     }
     const size_t source = data_at.at(rec.src_seq);
     (*remote)[i].source = source;
-    Record& src = (*remote)[source].rec;
-    if (!(src.flags & kRecordFlagPinned)) pinned++;
-    src.flags |= kRecordFlagPinned;
+    (*remote)[source].rec.flags |= kRecordFlagPinned;
   }
-  if (pinned * kPinCost > HANDOFF_DECODER_MAX_HELD_BYTES)
+}
+
+// The most a decoder can hold for pins, whatever order it applies the
+// segments in (segment_records.cc): a segment's pinned copies stay until
+// it and every segment depending on it are applied. At worst every
+// segment with dependents is applied first, then the one without with
+// the most pins is applied. Refused when that passes the decoder's limit.
+Status SegmentWriter::CheckPinnedBound(const std::vector<RemoteRecord>& remote,
+                                       const PackedSegments& packed) const {
+  const size_t n = packed.segments.size();
+  std::vector<uint64_t> pins(n, 0);
+  std::vector<uint8_t> has_dependents(n, 0);
+  for (size_t i = 0; i < remote.size(); i++)
+    if (remote[i].rec.flags & kRecordFlagPinned) pins[packed.segment_of[i]]++;
+  for (const std::vector<uint32_t>& deps : packed.deps)
+    for (uint32_t d : deps) has_dependents[d] = 1;
+  uint64_t kept = 0, transient = 0;
+  for (size_t s = 0; s < n; s++) {
+    if (has_dependents[s])
+      kept += pins[s];
+    else
+      transient = std::max(transient, pins[s]);
+  }
+  const uint64_t worst = kept + transient;
+  if (worst * kPinCost > HANDOFF_DECODER_MAX_HELD_BYTES)
     return Status(HANDOFF_E_LENGTH_LIMIT,
-                  std::to_string(pinned) +
-                      " data records are self-reference sources: a decoder "
-                      "would hold more than " +
+                  std::to_string(worst) +
+                      " pinned data versions could be held at once: a "
+                      "decoder would hold more than " +
                       std::to_string(HANDOFF_DECODER_MAX_HELD_BYTES >> 20) +
                       " MiB for them");
   return Status::Ok();
@@ -199,7 +269,8 @@ Status SegmentWriter::Finish() {
   std::vector<RemoteRecord> remote;
   std::vector<LocalRecord> local = zero_runs_;
   Classify(RemoteOrder(), &remote, &local);
-  HANDOFF_RETURN_IF_ERROR(PinSources(&remote));
+  GroupReferrers(&remote);
+  PinSources(&remote);
   SegmentTable table;
   table.header.version = kSegmentedStreamVersion;
   std::memcpy(table.header.base_id, base_->id(), 16);
@@ -209,6 +280,7 @@ Status SegmentWriter::Finish() {
   PackedSegments packed;
   HANDOFF_RETURN_IF_ERROR(PackSegments(*base_, config_.mode,
                                        table.local_frames, remote, &packed));
+  HANDOFF_RETURN_IF_ERROR(CheckPinnedBound(remote, packed));
   HANDOFF_RETURN_IF_ERROR(BuildTable(packed, &table));
   BuildIndex(remote, packed, &table);
   HANDOFF_RETURN_IF_ERROR(SerializeSegmentTable(table, &stream_));

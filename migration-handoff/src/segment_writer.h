@@ -5,7 +5,8 @@
 // chunks that differ from the base, and at Finish lays the stream out:
 // remote records in the caller's order (then by address, memory first),
 // classified in that order so that a self reference only names data
-// already laid out; local records in the table part; segments cut by the
+// already laid out, each reference the order does not list then moved
+// behind its source; local records in the table part; segments cut by the
 // packer; the table with each segment's SHA-256; the root.
 #ifndef HANDOFF_SEGMENT_WRITER_H
 #define HANDOFF_SEGMENT_WRITER_H
@@ -59,7 +60,10 @@ class SegmentWriter {
   void Classify(const std::vector<uint64_t>& order,
                 std::vector<RemoteRecord>* remote,
                 std::vector<LocalRecord>* local);
-  Status PinSources(std::vector<RemoteRecord>* remote) const;
+  void GroupReferrers(std::vector<RemoteRecord>* remote) const;
+  void PinSources(std::vector<RemoteRecord>* remote) const;
+  Status CheckPinnedBound(const std::vector<RemoteRecord>& remote,
+                          const PackedSegments& packed) const;
   // The local-record frames, numbered from 0, sequence numbers from @seq.
   Status BuildLocalFrames(std::vector<LocalRecord> local, uint64_t seq,
                           SegmentTable* table);

@@ -1170,7 +1170,12 @@ static uint8_t *segmented_stream(size_t *len, uint8_t root[HANDOFF_ROOT_SIZE],
     cfg.mode.codec = HANDOFF_CODEC_NONE;
     cfg.mode.level = 0;
     cfg.mode.delta = HANDOFF_DELTA_NONE;
+    /* Listed by address, the disk's copies stay behind the memory: they
+     * depend on segments before theirs. */
+    cfg.order = test_address_order(N);
+    cfg.order_count = 2 * N;
     s = test_encode_segmented(base, &cfg, vm, len, root);
+    free((void *)cfg.order);
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     CU_ASSERT_EQUAL_FATAL(test_segments_open(s, *len, segs), 0);
     CU_ASSERT_FATAL(segs->count >= 4);

@@ -257,8 +257,14 @@ static uint8_t *stream_with_segments(HandoffCodec codec, size_t *len,
 {
     HandoffEncoderConfig cfg = config_for(codec, codec ? 3 : 0,
                                           HANDOFF_DELTA_NONE);
-    uint8_t *stream = test_encode_segmented(base, &cfg, &mixed_vm, len, root);
+    uint8_t *stream;
 
+    /* Listed by address, the disk's copies of memory chunks stay where
+     * they are, in segments depending on earlier ones. */
+    cfg.order = test_address_order(N);
+    cfg.order_count = 2 * N;
+    stream = test_encode_segmented(base, &cfg, &mixed_vm, len, root);
+    free((void *)cfg.order);
     CU_ASSERT_PTR_NOT_NULL_FATAL(stream);
     CU_ASSERT_EQUAL_FATAL(test_segments_open(stream, *len, segs), 0);
     return stream;
@@ -470,6 +476,71 @@ static void test_chunk_index_locates(void)
     free(stream);
 }
 
+/* Self references far from their sources by address: S new chunks, then
+ * S copies of them. Listed in that order, all S sources could be held by
+ * a decoder at once (S * 4288 bytes, over HANDOFF_DECODER_MAX_HELD_BYTES),
+ * and the writer refuses the stream (LENGTH_LIMIT). Unlisted, each copy
+ * is moved behind its source and shares its segment but at a cut, and
+ * the stream decodes to the VM. */
+#define FAR_SOURCES 18000
+static void test_far_self_references(void)
+{
+    HandoffEncoderConfig cfg = config_for(HANDOFF_CODEC_NONE, 0,
+                                          HANDOFF_DELTA_NONE);
+    uint8_t root[HANDOFF_ROOT_SIZE];
+    TestVm far_base, vm, out;
+    HandoffBase *b;
+    TestSegments segs;
+    uint32_t seg_src, seg_ref, apart = 0;
+    uint8_t *stream;
+    size_t len = 0;
+    uint64_t i;
+    int place;
+
+    CU_ASSERT_FATAL((uint64_t)FAR_SOURCES * (HANDOFF_CHUNK_SIZE + 192) >
+                    HANDOFF_DECODER_MAX_HELD_BYTES);
+    test_make_base_vm(&far_base, 2 * FAR_SOURCES, 7);
+    b = test_base_from_vm(&far_base);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    test_vm_copy(&vm, &far_base);
+    for (i = 0; i < FAR_SOURCES; i++) {
+        fill_random(vm.mem + i * CHUNK, 5000000 + i);
+        memcpy(vm.mem + (FAR_SOURCES + i) * CHUNK, vm.mem + i * CHUNK, CHUNK);
+    }
+    cfg.order = test_address_order(2 * FAR_SOURCES);
+    cfg.order_count = 2 * FAR_SOURCES;  /* memory only */
+    CU_ASSERT_PTR_NULL(test_encode_segmented(b, &cfg, &vm, &len, root));
+    CU_ASSERT_PTR_NOT_NULL(strstr(handoff_last_error_message(),
+                                  "pinned data versions could be held"));
+    free((void *)cfg.order);
+    cfg.order = NULL;
+    cfg.order_count = 0;
+    stream = test_encode_segmented(b, &cfg, &vm, &len, root);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(stream);
+    CU_ASSERT_EQUAL(test_decode(b, &far_base, stream, len, &out), 0);
+    CU_ASSERT(test_vm_equal(&out, &vm));
+    CU_ASSERT_EQUAL_FATAL(test_segments_open(stream, len, &segs), 0);
+    for (i = 0; i < FAR_SOURCES; i++) {
+        CU_ASSERT_EQUAL_FATAL(handoff_segment_table_locate(
+                                  segs.table, 0, i, &place, &seg_src), 0);
+        CU_ASSERT_EQUAL_FATAL(place, HANDOFF_CHUNK_REMOTE);
+        CU_ASSERT_EQUAL_FATAL(handoff_segment_table_locate(
+                                  segs.table, 0, FAR_SOURCES + i, &place,
+                                  &seg_ref), 0);
+        CU_ASSERT_EQUAL_FATAL(place, HANDOFF_CHUNK_REMOTE);
+        CU_ASSERT(seg_ref == seg_src || seg_ref == seg_src + 1);
+        apart += seg_ref != seg_src;
+    }
+    /* At most one source and its copy cut apart per segment boundary. */
+    CU_ASSERT(apart < segs.count);
+    handoff_segment_table_free(segs.table);
+    free(stream);
+    test_vm_free(&out);
+    test_vm_free(&vm);
+    handoff_base_free(b);
+    test_vm_free(&far_base);
+}
+
 int main(void)
 {
     CU_pSuite suite;
@@ -488,6 +559,8 @@ int main(void)
     CU_add_test(suite, "every dependency-respecting order",
                 test_every_dependency_order);
     CU_add_test(suite, "order input goes first", test_order_input_goes_first);
+    CU_add_test(suite, "self references far from their sources",
+                test_far_self_references);
     CU_add_test(suite, "chunk index locates every chunk",
                 test_chunk_index_locates);
 

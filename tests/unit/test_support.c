@@ -232,6 +232,18 @@ uint8_t *test_encode_segmented(HandoffBase *base, const HandoffEncoderConfig *cf
     return stream;
 }
 
+HandoffChunkRef *test_address_order(uint64_t chunks)
+{
+    HandoffChunkRef *order = malloc(2 * chunks * sizeof(*order));
+    uint64_t i;
+
+    for (i = 0; order != NULL && i < 2 * chunks; i++) {
+        order[i].region = i >= chunks;
+        order[i].chunk_index = i % chunks;
+    }
+    return order;
+}
+
 int test_segments_open(const uint8_t *stream, size_t len, TestSegments *out)
 {
     uint64_t table_len = 0;

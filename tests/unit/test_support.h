@@ -60,6 +60,11 @@ uint8_t *test_encode_segmented(HandoffBase *base, const HandoffEncoderConfig *cf
                                const TestVm *vm, size_t *len,
                                uint8_t root[HANDOFF_ROOT_SIZE]);
 
+/* Every chunk of a TestVm of @chunks per region, by address, memory
+ * first: as an order input it keeps the writer's layout by address,
+ * self references included (malloc'd, 2 * @chunks entries). */
+HandoffChunkRef *test_address_order(uint64_t chunks);
+
 /* A segmented stream's table, opened from the stream in memory. */
 typedef struct TestSegments {
     HandoffSegmentTable *table;
