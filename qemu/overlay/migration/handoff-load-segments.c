@@ -1,18 +1,22 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Loading a segmented handoff stream (engine stream version 3, an
- * early-start overlay's: docs/stream-format.md, "Segmented streams") as
- * its bytes arrive in the handoff section's blocks, whose boundaries
- * have nothing to do with the stream's parts.
+ * early-start overlay's: docs/stream-format.md, "Segmented streams";
+ * docs/overlay-format.md, "Early start"). Its table part arrives in the
+ * handoff section's blocks, whose boundaries have nothing to do with the
+ * stream's parts; its segments follow the migration stream at the end of
+ * the overlay file, so that the device state comes before them.
  *
  * The table part is gathered whole and handed to the decoder with the
  * root the overlay's description names, so the table is authenticated
- * before any of its fields is used; then each segment is gathered (at
- * most HANDOFF_SEGMENT_MAX_BYTES, its length from the authenticated
- * table) and applied on its own, the engine checking its SHA-256 before
- * it writes a byte of it. A damaged segment thus fails the load naming
- * that segment, with nothing of it in RAM or on disk. The VM still runs
- * only after the whole stream verified (handoff-load.c).
+ * before any of its fields is used; then each segment is read from the
+ * file (at most HANDOFF_SEGMENT_MAX_BYTES, its place and length from the
+ * authenticated table) and applied on its own, the engine checking its
+ * SHA-256 before it writes a byte of it. A damaged segment thus fails the
+ * load naming that segment, with nothing of it in RAM or on disk. They
+ * are applied when the table part is in, before the device state loads,
+ * which may read the RAM they carry; the VM runs only after the whole
+ * stream verified (handoff-load.c).
  */
 #include "qemu/osdep.h"
 #include "qapi/error.h"
@@ -29,20 +33,22 @@
 struct HandoffSegmentFeed {
     HandoffDecoder *dec;
     uint8_t root[HANDOFF_ROOT_SIZE];
+    int fd;                         /* the overlay, segments at its end */
     HandoffSegmentTable *table;     /* once the table part is loaded */
     uint8_t *buf;                   /* the table part, then a segment */
     size_t have;                    /* bytes gathered in @buf */
     size_t need;                    /* bytes the part being gathered has */
     bool table_len_known;
-    uint32_t next, count;           /* segments: next to gather, all */
+    uint32_t next, count;           /* segments: next to apply, all */
 };
 
 HandoffSegmentFeed *handoff_segment_feed_new(HandoffDecoder *dec,
-                                             const uint8_t *root)
+                                             const uint8_t *root, int fd)
 {
     HandoffSegmentFeed *f = g_new0(HandoffSegmentFeed, 1);
 
     f->dec = dec;
+    f->fd = fd;
     memcpy(f->root, root, HANDOFF_ROOT_SIZE);
     f->need = 64;               /* a first guess; the engine corrects it */
     f->buf = g_malloc(TABLE_PROBE_MAX);
@@ -52,6 +58,9 @@ HandoffSegmentFeed *handoff_segment_feed_new(HandoffDecoder *dec,
 void handoff_segment_feed_free(HandoffSegmentFeed *f)
 {
     if (f) {
+        if (f->fd >= 0) {
+            close(f->fd);
+        }
         handoff_segment_table_free(f->table);
         g_free(f->buf);
         g_free(f);
@@ -66,28 +75,92 @@ static bool engine_failed(int rc, Error **errp)
     return false;
 }
 
-/* Sets @need to segment @next's length, or 0 after the last. */
-static bool next_segment(HandoffSegmentFeed *f, Error **errp)
+/*
+ * Where the segments start in the file: they end it, and the table says
+ * how many bytes they take (each one's offset from the end of the table
+ * part and its length).
+ */
+static bool segments_start(HandoffSegmentFeed *f, uint64_t *start,
+                           Error **errp)
 {
-    uint32_t len = 0;
-    int rc;
+    uint64_t end = 0, offset;
+    uint32_t k, len;
+    struct stat st;
 
-    f->have = 0;
-    f->need = 0;
-    if (f->next == f->count) {
-        return true;
+    for (k = 0; k < f->count; k++) {
+        int rc = handoff_segment_table_entry(f->table, k, &offset, &len,
+                                             NULL, NULL, 0, NULL);
+
+        if (rc < 0) {
+            return engine_failed(rc, errp);
+        }
+        end = MAX(end, offset + len);
     }
-    rc = handoff_segment_table_entry(f->table, f->next, NULL, &len, NULL,
-                                     NULL, 0, NULL);
-    if (rc < 0) {
-        return engine_failed(rc, errp);
-    }
-    if (!len || len > HANDOFF_SEGMENT_MAX_BYTES) {
-        error_setg(errp, "segment %u of %u: length %u", f->next, f->count,
-                   len);
+    if (fstat(f->fd, &st) < 0) {
+        error_setg_errno(errp, errno, "cannot size the overlay");
         return false;
     }
-    f->need = len;
+    if ((uint64_t)st.st_size < end) {
+        error_setg(errp, "the overlay has %" PRIu64 " bytes, fewer than "
+                   "the %" PRIu64 " of its segments", (uint64_t)st.st_size,
+                   end);
+        return false;
+    }
+    *start = st.st_size - end;
+    return true;
+}
+
+static bool read_segment(HandoffSegmentFeed *f, uint64_t at, uint32_t len,
+                         Error **errp)
+{
+    size_t done = 0;
+
+    while (done < len) {
+        ssize_t n = pread(f->fd, f->buf + done, len - done, at + done);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            error_setg_errno(errp, n < 0 ? errno : EIO, "cannot read "
+                             "segment %u of the overlay", f->next);
+            return false;
+        }
+        done += n;
+    }
+    return true;
+}
+
+/* Every segment, read from the file in number order and applied. */
+static bool apply_segments(HandoffSegmentFeed *f, Error **errp)
+{
+    uint64_t start, offset;
+    uint32_t len;
+    int rc;
+
+    if (!segments_start(f, &start, errp)) {
+        return false;
+    }
+    for (f->next = 0; f->next < f->count; f->next++) {
+        rc = handoff_segment_table_entry(f->table, f->next, &offset, &len,
+                                         NULL, NULL, 0, NULL);
+        if (rc < 0) {
+            return engine_failed(rc, errp);
+        }
+        if (!len || len > HANDOFF_SEGMENT_MAX_BYTES) {
+            error_setg(errp, "segment %u of %u: length %u", f->next,
+                       f->count, len);
+            return false;
+        }
+        if (!read_segment(f, start + offset, len, errp)) {
+            return false;
+        }
+        trace_handoff_load_segment(f->next, len);
+        rc = handoff_decoder_apply_segment(f->dec, f->next, f->buf, len);
+        if (rc < 0) {
+            return engine_failed(rc, errp);
+        }
+    }
     return true;
 }
 
@@ -108,7 +181,7 @@ static bool load_table(HandoffSegmentFeed *f, Error **errp)
     trace_handoff_load_table(f->have, f->count);
     g_free(f->buf);
     f->buf = g_malloc(HANDOFF_SEGMENT_MAX_BYTES);
-    return next_segment(f, errp);
+    return apply_segments(f, errp);
 }
 
 /*
@@ -153,25 +226,14 @@ static bool learn_table_length(HandoffSegmentFeed *f, Error **errp)
     return true;
 }
 
-/* @f->buf holds @f->need bytes: what they complete happens now. */
+/* @f->buf holds @f->need bytes of the table part. */
 static bool part_complete(HandoffSegmentFeed *f, Error **errp)
 {
-    int rc;
-
-    if (!f->table) {
-        if (!f->table_len_known) {
-            return learn_table_length(f, errp) &&
-                   (f->have < f->need || part_complete(f, errp));
-        }
-        return load_table(f, errp);
+    if (!f->table_len_known) {
+        return learn_table_length(f, errp) &&
+               (f->have < f->need || part_complete(f, errp));
     }
-    trace_handoff_load_segment(f->next, f->need);
-    rc = handoff_decoder_apply_segment(f->dec, f->next, f->buf, f->need);
-    if (rc < 0) {
-        return engine_failed(rc, errp);
-    }
-    f->next++;
-    return next_segment(f, errp);
+    return load_table(f, errp);
 }
 
 bool handoff_segment_feed(HandoffSegmentFeed *f, const uint8_t *data,
@@ -180,9 +242,10 @@ bool handoff_segment_feed(HandoffSegmentFeed *f, const uint8_t *data,
     while (len) {
         size_t n;
 
-        if (f->table && f->next == f->count) {
-            error_setg(errp, "%zu stream bytes after the last of %u "
-                       "segments", len, f->count);
+        if (f->table) {
+            error_setg(errp, "%zu bytes after the segmented stream's table "
+                       "part in the migration stream, where its segments "
+                       "are not", len);
             return false;
         }
         n = MIN(len, f->need - f->have);
@@ -201,11 +264,6 @@ bool handoff_segment_feed_done(HandoffSegmentFeed *f, Error **errp)
 {
     if (!f->table) {
         error_setg(errp, "the segmented stream ended in its table part");
-        return false;
-    }
-    if (f->next < f->count) {
-        error_setg(errp, "the segmented stream ended %s segment %u of %u",
-                   f->have ? "inside" : "before", f->next, f->count);
         return false;
     }
     return true;

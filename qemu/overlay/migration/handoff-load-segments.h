@@ -12,9 +12,12 @@
 
 typedef struct HandoffSegmentFeed HandoffSegmentFeed;
 
-/* Applies through @dec, authenticating the table part with @root. */
+/*
+ * Applies through @dec, authenticating the table part with @root; the
+ * segments are read from the end of the overlay open as @fd (taken).
+ */
 HandoffSegmentFeed *handoff_segment_feed_new(HandoffDecoder *dec,
-                                             const uint8_t *root);
+                                             const uint8_t *root, int fd);
 /* The next @len stream bytes; false with @errp naming the cause. */
 bool handoff_segment_feed(HandoffSegmentFeed *f, const uint8_t *data,
                           size_t len, Error **errp);

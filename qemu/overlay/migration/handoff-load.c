@@ -71,11 +71,16 @@ static HandoffLoadState *load_state;
 /* Set before the incoming migration starts, for its load. */
 static bool expect_segmented;
 static uint8_t expected_root[HANDOFF_ROOT_SIZE];
+static int segments_fd = -1;
 
-void handoff_load_expect_segmented(const uint8_t *root)
+void handoff_load_expect_segmented(const uint8_t *root, int fd)
 {
     expect_segmented = true;
     memcpy(expected_root, root, HANDOFF_ROOT_SIZE);
+    if (segments_fd >= 0) {
+        close(segments_fd);
+    }
+    segments_fd = fd;
 }
 
 /*
@@ -346,7 +351,9 @@ static bool load_setup(HandoffLoadState *s, const char *dir, Error **errp)
         return false;
     }
     if (expect_segmented) {
-        s->segments = handoff_segment_feed_new(s->dec, expected_root);
+        s->segments = handoff_segment_feed_new(s->dec, expected_root,
+                                               segments_fd);
+        segments_fd = -1;
     }
     return true;
 }

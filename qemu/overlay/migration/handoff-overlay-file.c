@@ -226,7 +226,14 @@ void handoff_overlay_start_incoming(const char *path, Error **errp)
         return;
     }
     if (segmented) {
-        handoff_load_expect_segmented(root);
+        int fd = dup(file->fd);
+
+        if (fd < 0) {
+            error_setg_errno(errp, errno, "cannot open the overlay's "
+                             "segments");
+            return;
+        }
+        handoff_load_expect_segmented(root, fd);
     }
     ioc = QIO_CHANNEL(qio_channel_file_new_fd(file->fd));
     file->fd = -1;

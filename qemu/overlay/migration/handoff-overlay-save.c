@@ -18,9 +18,11 @@
  * 3) that carries the order's chunks first, and the description names its
  * root (handoff-overlay-early.c). A segmented stream carries each chunk
  * once, so such a save needs a paused VM: a running one's rounds would
- * send chunks again. Its root is known at the end only, so the
- * description gets it then, and the digest is computed by reading the
- * finished file back.
+ * send chunks again. The migration stream carries the segmented stream's
+ * table part; its segments follow the migration stream, written when it
+ * completed, so that a loader has the device state before them. Its root
+ * is known at the end only, so the description gets it then, and the
+ * digest is computed by reading the finished file back.
  */
 #include "qemu/osdep.h"
 #include "io/channel-file.h"
@@ -58,6 +60,8 @@ typedef struct OverlaySave {
     ssize_t root_offset;        /* of its hex digits in the description */
     bool has_root;
     uint8_t root[HANDOFF_ROOT_SIZE];
+    GByteArray *segments;       /* the engine stream, its segments from */
+    size_t segments_from;       /* here on */
 } OverlaySave;
 
 static OverlaySave *overlay_save;
@@ -129,6 +133,9 @@ static void overlay_save_end(OverlaySave *save)
     }
     unlink(save->part);         /* gone already when it was completed */
     handoff_chunk_refs_free(save->order);
+    if (save->segments) {
+        g_byte_array_unref(save->segments);
+    }
     g_checksum_free(save->sum);
     g_free(save->path);
     g_free(save->part);
@@ -136,9 +143,36 @@ static void overlay_save_end(OverlaySave *save)
     overlay_save = NULL;
 }
 
+/* The segments, after the migration stream; the header counts them in. */
+static bool overlay_save_put_segments(OverlaySave *save, int fd,
+                                      Error **errp)
+{
+    const uint8_t *bytes = save->segments->data + save->segments_from;
+    size_t len = save->segments->len - save->segments_from, done = 0;
+    off_t at = HANDOFF_OVERLAY_HEADER_BYTES + save->description_bytes +
+               save->stream_bytes;
+
+    while (done < len) {
+        ssize_t n = pwrite(fd, bytes + done, len - done, at + done);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            error_setg_errno(errp, n < 0 ? errno : EIO, "cannot write the "
+                             "segments of overlay '%s'", save->part);
+            return false;
+        }
+        done += n;
+    }
+    save->stream_bytes += len;
+    return true;
+}
+
 /*
- * A segmented stream's root, known now, goes into the description's
- * placeholder; the digest, which covers it, is then made from the file.
+ * A segmented stream's segments go after the migration stream and its
+ * root into the description's placeholder; the digest, which covers
+ * both, is then made from the file.
  */
 static bool overlay_save_put_root(OverlaySave *save, int fd,
                                   uint8_t digest[HANDOFF_OVERLAY_DIGEST_BYTES],
@@ -147,7 +181,7 @@ static bool overlay_save_put_root(OverlaySave *save, int fd,
     g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
     g_autofree uint8_t *buf = g_malloc(1 << 20);
     char hex[HANDOFF_OVERLAY_ROOT_HEX + 1];
-    uint64_t left = save->description_bytes + save->stream_bytes;
+    uint64_t left;
     off_t at = HANDOFF_OVERLAY_HEADER_BYTES;
     gsize len = HANDOFF_OVERLAY_DIGEST_BYTES;
 
@@ -155,6 +189,10 @@ static bool overlay_save_put_root(OverlaySave *save, int fd,
         error_setg(errp, "the segmented stream was not finished: no root");
         return false;
     }
+    if (!overlay_save_put_segments(save, fd, errp)) {
+        return false;
+    }
+    left = save->description_bytes + save->stream_bytes;
     handoff_overlay_root_hex(save->root, hex);
     if (pwrite(fd, hex, HANDOFF_OVERLAY_ROOT_HEX,
                HANDOFF_OVERLAY_HEADER_BYTES + save->root_offset) !=
@@ -200,6 +238,7 @@ static bool overlay_save_finish(OverlaySave *save, Error **errp)
             close(fd);
             return false;
         }
+        h.stream_bytes = save->stream_bytes;    /* the segments too */
     } else {
         g_checksum_get_digest(save->sum, h.digest, &len);
     }
@@ -321,12 +360,20 @@ bool handoff_overlay_save_order(const HandoffChunkRef **order, size_t *count)
     return true;
 }
 
-void handoff_overlay_save_set_root(const uint8_t root[HANDOFF_ROOT_SIZE])
+void handoff_overlay_save_set_segments(const uint8_t root[HANDOFF_ROOT_SIZE],
+                                       GByteArray *stream, size_t from)
 {
-    if (overlay_save && overlay_save->segmented) {
-        memcpy(overlay_save->root, root, HANDOFF_ROOT_SIZE);
-        overlay_save->has_root = true;
+    if (!overlay_save || !overlay_save->segmented) {
+        g_byte_array_unref(stream);
+        return;
     }
+    memcpy(overlay_save->root, root, HANDOFF_ROOT_SIZE);
+    overlay_save->has_root = true;
+    if (overlay_save->segments) {
+        g_byte_array_unref(overlay_save->segments);
+    }
+    overlay_save->segments = stream;
+    overlay_save->segments_from = from;
 }
 
 void qmp_handoff_overlay_save(const char *path, bool has_base,

@@ -112,10 +112,12 @@ bool handoff_overlay_early_start(QDict *description, bool *segmented,
 /*
  * The overlay save being made, for the handoff section's source side:
  * whether its stream is segmented, and with which order (valid until the
- * save ends); the root of the finished stream, handed back.
+ * save ends); the finished stream's root and its segments, handed back:
+ * @stream (taken) from @from on, written after the migration stream.
  */
 bool handoff_overlay_save_order(const HandoffChunkRef **order,
                                 size_t *count);
-void handoff_overlay_save_set_root(const uint8_t root[HANDOFF_ROOT_SIZE]);
+void handoff_overlay_save_set_segments(const uint8_t root[HANDOFF_ROOT_SIZE],
+                                       GByteArray *stream, size_t from);
 
 #endif /* QEMU_MIGRATION_HANDOFF_OVERLAY_H */

@@ -243,23 +243,63 @@ static void next_round(HandoffSaveState *s, QEMUFile *f)
 }
 
 /*
- * Ends the engine's stream and moves all of it into @f; a segmented
- * stream's root goes to the overlay being saved.
+ * A segmented stream, finished: its table part goes into @f, its segments
+ * and root to the overlay being saved, which writes the segments after
+ * the migration stream (docs/overlay-format.md, "Early start"), so that
+ * the device state arrives before them and a VM can start while they
+ * still arrive.
  */
-static int finish_stream(HandoffSaveState *s, QEMUFile *f)
+static int hand_over_segments(HandoffSaveState *s, QEMUFile *f)
 {
+    g_autoptr(GByteArray) stream = g_byte_array_new();
     uint8_t root[HANDOFF_ROOT_SIZE];
-    int rc = handoff_encoder_finish(s->enc);
-    int ret = rc < 0 ? handoff_save_engine_failed(f, rc, "handoff encoder")
-                     : handoff_save_drain_encoder(s, f, true);
+    uint64_t table_len = 0, at;
+    int rc;
 
-    if (ret == 0 && s->segmented) {
-        rc = handoff_encoder_segment_root(s->enc, root);
+    for (;;) {
+        size_t produced = 0;
+
+        rc = handoff_encoder_pull_wait(s->enc, s->out, HANDOFF_BLOCK_MAX,
+                                       &produced);
         if (rc < 0) {
             return handoff_save_engine_failed(f, rc, "handoff encoder");
         }
-        handoff_overlay_save_set_root(root);
+        if (!produced) {
+            break;
+        }
+        g_byte_array_append(stream, s->out, produced);
     }
+    rc = handoff_encoder_segment_root(s->enc, root);
+    if (rc == 0) {
+        rc = handoff_segment_table_length(stream->data, stream->len,
+                                          &table_len);
+    }
+    if (rc < 0) {
+        return handoff_save_engine_failed(f, rc, "handoff encoder");
+    }
+    for (at = 0; at < table_len; at += HANDOFF_BLOCK_MAX) {
+        uint32_t n = MIN(table_len - at, HANDOFF_BLOCK_MAX);
+
+        qemu_put_byte(f, HANDOFF_BLOCK_DATA);
+        qemu_put_be32(f, n);
+        qemu_put_buffer(f, stream->data + at, n);
+    }
+    handoff_overlay_save_set_segments(root, g_steal_pointer(&stream),
+                                      table_len);
+    return qemu_file_get_error(f);
+}
+
+/*
+ * Ends the engine's stream and moves it into @f, or for a segmented one
+ * its table part (above).
+ */
+static int finish_stream(HandoffSaveState *s, QEMUFile *f)
+{
+    int rc = handoff_encoder_finish(s->enc);
+    int ret = rc < 0 ? handoff_save_engine_failed(f, rc, "handoff encoder")
+              : s->segmented ? hand_over_segments(s, f)
+              : handoff_save_drain_encoder(s, f, true);
+
     s->finished = ret == 0;
     return ret;
 }

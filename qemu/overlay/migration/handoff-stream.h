@@ -21,9 +21,11 @@
 /*
  * The incoming stream is an early-start overlay's (handoff-overlay-file.c):
  * segmented, its table part authenticated by @root, which the overlay's
- * checked description names. Any other stream is loaded as one piece.
+ * checked description names, in the migration stream, and its segments at
+ * the end of the overlay open as @fd (taken). Any other stream is loaded
+ * as one piece.
  */
-void handoff_load_expect_segmented(const uint8_t *root);
+void handoff_load_expect_segmented(const uint8_t *root, int fd);
 
 int handoff_load_setup(QEMUFile *f, void *opaque);
 int handoff_load_state(QEMUFile *f, void *opaque, int version_id);
