@@ -309,9 +309,11 @@ def test_recording_refuses_shared_ram(tmp_path, base, vms):
     vm.wait_serial(r"^heartbeat \d+\r?$", timeout=120)
 
 
-def qemu_refusal(tmp_path, base, overlay, **kw):
-    """Runs a QEMU on @overlay that must refuse it: returns its stderr."""
+def qemu_refusal(tmp_path, base, overlay, handoff_options="", **kw):
+    """Runs a QEMU on @overlay that must refuse it (paused: -S): returns
+    its stderr. @handoff_options: more -handoff options."""
     vm = qemu_with_overlay(tmp_path, base, overlay, name="refused", **kw)
+    vm.args[vm.args.index("-handoff") + 1] += handoff_options
     run = subprocess.run(vm.args, capture_output=True, text=True,
                          timeout=120, stdin=subprocess.DEVNULL)
     assert run.returncode != 0
@@ -464,6 +466,79 @@ def test_qemu_launches_early_start_overlay_identical(tmp_path, saved,
     assert_is_saved_vm(saved, dst)
 
 
+def early_start_info(vm):
+    return vm.qmp.cmd("query-handoff-early-start")
+
+
+def wait_early_start_completed(vm, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = early_start_info(vm)
+        if info["status"] == "completed":
+            return info
+        if vm.proc.poll() is not None:
+            raise RuntimeError(f"QEMU exited: {vm.read_log()}")
+        time.sleep(0.2)
+    raise TimeoutError(f"early start still applying: {info}")
+
+
+def early_started(tmp_path, base, overlay, rate):
+    """A QEMU launched from @overlay with early start, its segments paced
+    at @rate bytes a second in the background."""
+    vm = qemu_with_overlay(tmp_path, base, overlay)
+    handoff = vm.args.index("-handoff") + 1
+    vm.args[handoff] += f",early-start=on,x-early-rate={rate}"
+    return vm.start()
+
+
+def test_early_start_loads_paused_vm_identical(tmp_path, saved, resaved,
+                                              base, vms):
+    """Early start on a paused VM: the load (device state included)
+    completes while segments are still being applied, those the device
+    load touched first; when all are in, RAM and disk are the saved VM's
+    byte for byte, and it goes on from where it was saved."""
+    dst = early_started(tmp_path, base, resaved.path, 4 << 20)
+    vms.append(dst)
+    assert dst.wait_incoming()["status"] == "completed"
+    info = early_start_info(dst)
+    assert info["status"] == "active", info
+    assert info["segments-applied"] < info["segments"], info
+    done = wait_early_start_completed(dst)
+    assert done["segments-applied"] == done["segments"], done
+    assert "applied-ms" in done, done
+    assert_is_saved_vm(saved, dst)
+
+
+def test_early_start_runs_before_its_segments_are_in(tmp_path, saved,
+                                                    resaved, base, vms):
+    """Resumed, the VM runs once its device state is in: heartbeats go
+    on from the saved VM's while segments are still being applied, the
+    chunks it touches fetched out of order; then every segment is in,
+    its disk is the saved VM's, and it runs on."""
+    dst = early_started(tmp_path, base, resaved.path, 2 << 20)
+    vms.append(dst)
+    assert dst.wait_incoming()["status"] == "completed"
+    # Saved paused, it loads paused: resumed as the service does.
+    dst.qmp.cmd("cont")
+    dst.wait_serial(r"^heartbeat \d+\r?$", timeout=60)
+    during = early_start_info(dst)
+    assert during["status"] == "active", \
+        f"every segment was in before the first heartbeat: {during}"
+    assert dst.status() == "running"
+    assert during["faults"] > 0 and during["demanded"] > 0, during
+    beats = dst.heartbeats()
+    assert beats[0] in (saved.last_beat + 1, saved.last_beat + 2), beats
+    assert "handoff-guest: ready" not in dst.serial()
+    done = wait_early_start_completed(dst)
+    assert done["segments-applied"] == done["segments"], done
+    after = len(dst.heartbeats())
+    dst.wait_serial(rf"^heartbeat {max(dst.heartbeats()) + 1}\r?$",
+                    timeout=60)
+    assert len(dst.heartbeats()) > after
+    dst.qmp.cmd("stop")                 # flushes its disk
+    assert_same_disk(saved.disk, dst.disk)
+
+
 def segment_starts(data):
     """File offsets of the segment headers ("QSEG", u32 number, little
     endian) of an overlay's segmented stream, in number order."""
@@ -485,12 +560,14 @@ def resigned(data, description_bytes):
     return data[:24] + digest + data[56:]
 
 
+@pytest.mark.parametrize("early", [False, True], ids=["loaded", "early"])
 @pytest.mark.parametrize("damage", ["segment", "root"])
 def test_qemu_refuses_early_start_overlay_damaged_inside(tmp_path, resaved,
-                                                         base, damage):
+                                                         base, damage, early):
     """A byte changed in segment k fails that segment's SHA-256, named,
     before it is applied; a root changed in the description fails the
-    table part. Either way QEMU exits and the VM never ran."""
+    table part. Either way QEMU exits and the VM never ran; under early
+    start too, where segment k is found bad after the load completed."""
     with open(resaved.path, "rb") as f:
         data = bytearray(f.read())
     header, _ = overlay_file.read_info(resaved.path)
@@ -506,8 +583,16 @@ def test_qemu_refuses_early_start_overlay_damaged_inside(tmp_path, resaved,
         cause = r"HANDOFF_E_ROOT_MISMATCH"
     path = tmp_path / f"{damage}.overlay"
     path.write_bytes(resigned(bytes(data), header.description_bytes))
-    log = qemu_refusal(tmp_path, base, str(path))
+    log = qemu_refusal(tmp_path, base, str(path),
+                       ",early-start=on" if early else "")
     assert re.search(cause, log), log
+    if early and damage == "segment":
+        assert "early start:" in log and "the VM stops" in log, log
+
+
+def test_early_start_needs_an_early_start_overlay(tmp_path, saved, base):
+    log = qemu_refusal(tmp_path, base, saved.path, ",early-start=on")
+    assert "carries no early-start stream" in log, log
 
 
 # --- made offline: handoff-synthesis.py create --------------------------------

@@ -45,8 +45,10 @@
  */
 #include "qemu/osdep.h"
 #include "block/block_int.h"
+#include "block/block_int-global-state.h"
 #include "block/handoff-early.h"
 #include "qapi/error.h"
+#include "qapi/qmp/qdict.h"
 #include "qemu/cutils.h"
 #include "qemu/module.h"
 #include "qemu/option.h"
@@ -98,6 +100,8 @@ struct BDRVHandoffEarlyState {
     int error;              /* a placement failed: waiters get it */
     GArray *log;            /* HandoffEarlyTouch, log-only mode */
     HandoffEarlyStats stats;
+    HandoffEarlyDemandFn *demand;   /* early start's fetch of a chunk */
+    void *demand_opaque;
 };
 
 static QemuOptsList handoff_early_runtime_opts = {
@@ -147,15 +151,28 @@ static void handoff_early_log_touch(BDRVHandoffEarlyState *s,
     }
 }
 
-/* s->lock held.  Sleeps until woken, counting the request once. */
+/*
+ * s->lock held.  Sleeps until woken, counting the request once; whoever
+ * feeds placements hears of the absent chunks it waits for each time.
+ */
 static void coroutine_fn handoff_early_wait(BDRVHandoffEarlyState *s,
                                             bool *waited, uint64_t offset,
                                             uint64_t bytes)
 {
+    uint64_t first, end;
+
     if (!*waited) {
         *waited = true;
         s->stats.waits++;
         trace_handoff_early_wait(s->bs->node_name, offset, bytes);
+    }
+    if (s->demand) {
+        handoff_early_map_span(offset, bytes, &first, &end);
+        for (uint64_t c = first; c < end; c++) {
+            if (handoff_early_map_is_absent(&s->map, c)) {
+                s->demand(c, s->demand_opaque);
+            }
+        }
     }
     qemu_co_queue_wait(&s->waiters, &s->lock);
 }
@@ -603,6 +620,44 @@ void handoff_early_stats(BDRVHandoffEarlyState *s, HandoffEarlyStats *stats)
     stats->chunks = s->map.chunks;
     stats->absent = s->map.absent_count;
     qemu_mutex_unlock(&s->lock);
+}
+
+void handoff_early_set_demand(BDRVHandoffEarlyState *s,
+                              HandoffEarlyDemandFn *fn, void *opaque)
+{
+    qemu_mutex_lock(&s->lock);
+    s->demand = fn;
+    s->demand_opaque = opaque;
+    qemu_mutex_unlock(&s->lock);
+}
+
+BlockDriverState *handoff_early_insert(BlockDriverState *bs,
+                                       const char *node_name, bool log_only,
+                                       Error **errp)
+{
+    AioContext *ctx = bdrv_get_aio_context(bs);
+    QDict *opts = qdict_new();
+    BlockDriverState *filter;
+
+    qdict_put_str(opts, "driver", "handoff-early");
+    qdict_put_str(opts, "node-name", node_name);
+    qdict_put_str(opts, "file", bdrv_get_node_name(bs));
+    qdict_put_str(opts, "log-only", log_only ? "on" : "off");
+    aio_context_acquire(ctx);
+    filter = bdrv_insert_node(bs, opts, BDRV_O_RDWR, errp);
+    aio_context_release(ctx);
+    return filter;
+}
+
+void handoff_early_remove(BlockDriverState *filter)
+{
+    AioContext *ctx = bdrv_get_aio_context(filter);
+
+    aio_context_acquire(ctx);
+    /* Its only parent goes back to the child: nothing can fail here. */
+    bdrv_drop_filter(filter, &error_abort);
+    bdrv_unref(filter);
+    aio_context_release(ctx);
 }
 
 void handoff_early_log_foreach(BDRVHandoffEarlyState *s,

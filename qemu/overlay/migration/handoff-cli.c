@@ -28,6 +28,8 @@ static QemuOptsList qemu_handoff_opts = {
         { .name = "shared-disks", .type = QEMU_OPT_STRING },
         { .name = "overlay", .type = QEMU_OPT_STRING },
         { .name = "verified-id", .type = QEMU_OPT_STRING },
+        { .name = "early-start", .type = QEMU_OPT_BOOL },
+        { .name = "x-early-rate", .type = QEMU_OPT_SIZE },
         { /* end of list */ }
     },
 };
@@ -37,6 +39,14 @@ void handoff_cli_parse(const char *optarg, Error **errp)
     if (!qemu_opts_parse_noisily(&qemu_handoff_opts, optarg, false)) {
         error_setg(errp, "Invalid -handoff option '%s'", optarg);
     }
+}
+
+bool handoff_cli_early_start(uint64_t *rate)
+{
+    QemuOpts *opts = qemu_opts_find(&qemu_handoff_opts, NULL);
+
+    *rate = opts ? qemu_opt_get_size(opts, "x-early-rate", 0) : 0;
+    return opts && qemu_opt_get_bool(opts, "early-start", false);
 }
 
 bool handoff_cli_claims_incoming(const char **incoming, Error **errp)

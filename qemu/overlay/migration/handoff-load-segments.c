@@ -34,6 +34,9 @@ struct HandoffSegmentFeed {
     HandoffDecoder *dec;
     uint8_t root[HANDOFF_ROOT_SIZE];
     int fd;                         /* the overlay, segments at its end */
+    bool early;                     /* early start applies them, not us */
+    bool taken;                     /* by early start, with the table */
+    uint64_t start;                 /* of the segments in the file */
     HandoffSegmentTable *table;     /* once the table part is loaded */
     uint8_t *buf;                   /* the table part, then a segment */
     size_t have;                    /* bytes gathered in @buf */
@@ -43,12 +46,14 @@ struct HandoffSegmentFeed {
 };
 
 HandoffSegmentFeed *handoff_segment_feed_new(HandoffDecoder *dec,
-                                             const uint8_t *root, int fd)
+                                             const uint8_t *root, int fd,
+                                             bool early)
 {
     HandoffSegmentFeed *f = g_new0(HandoffSegmentFeed, 1);
 
     f->dec = dec;
     f->fd = fd;
+    f->early = early;
     memcpy(f->root, root, HANDOFF_ROOT_SIZE);
     f->need = 64;               /* a first guess; the engine corrects it */
     f->buf = g_malloc(TABLE_PROBE_MAX);
@@ -110,20 +115,33 @@ static bool segments_start(HandoffSegmentFeed *f, uint64_t *start,
     return true;
 }
 
-static bool read_segment(HandoffSegmentFeed *f, uint64_t at, uint32_t len,
-                         Error **errp)
+bool handoff_segment_read(int fd, const HandoffSegmentTable *table,
+                          uint64_t start, uint32_t k, uint8_t *buf,
+                          uint32_t *len, Error **errp)
 {
+    uint64_t offset;
     size_t done = 0;
+    int rc = handoff_segment_table_entry(table, k, &offset, len, NULL, NULL,
+                                         0, NULL);
 
-    while (done < len) {
-        ssize_t n = pread(f->fd, f->buf + done, len - done, at + done);
+    if (rc < 0) {
+        return engine_failed(rc, errp);
+    }
+    if (!*len || *len > HANDOFF_SEGMENT_MAX_BYTES) {
+        error_setg(errp, "segment %u of %u: length %u", k,
+                   handoff_segment_table_count(table), *len);
+        return false;
+    }
+    while (done < *len) {
+        ssize_t n = pread(fd, buf + done, *len - done,
+                          start + offset + done);
 
         if (n < 0 && errno == EINTR) {
             continue;
         }
         if (n <= 0) {
             error_setg_errno(errp, n < 0 ? errno : EIO, "cannot read "
-                             "segment %u of the overlay", f->next);
+                             "segment %u of the overlay", k);
             return false;
         }
         done += n;
@@ -134,25 +152,12 @@ static bool read_segment(HandoffSegmentFeed *f, uint64_t at, uint32_t len,
 /* Every segment, read from the file in number order and applied. */
 static bool apply_segments(HandoffSegmentFeed *f, Error **errp)
 {
-    uint64_t start, offset;
     uint32_t len;
     int rc;
 
-    if (!segments_start(f, &start, errp)) {
-        return false;
-    }
     for (f->next = 0; f->next < f->count; f->next++) {
-        rc = handoff_segment_table_entry(f->table, f->next, &offset, &len,
-                                         NULL, NULL, 0, NULL);
-        if (rc < 0) {
-            return engine_failed(rc, errp);
-        }
-        if (!len || len > HANDOFF_SEGMENT_MAX_BYTES) {
-            error_setg(errp, "segment %u of %u: length %u", f->next,
-                       f->count, len);
-            return false;
-        }
-        if (!read_segment(f, start + offset, len, errp)) {
+        if (!handoff_segment_read(f->fd, f->table, f->start, f->next,
+                                  f->buf, &len, errp)) {
             return false;
         }
         trace_handoff_load_segment(f->next, len);
@@ -181,7 +186,10 @@ static bool load_table(HandoffSegmentFeed *f, Error **errp)
     trace_handoff_load_table(f->have, f->count);
     g_free(f->buf);
     f->buf = g_malloc(HANDOFF_SEGMENT_MAX_BYTES);
-    return apply_segments(f, errp);
+    if (!segments_start(f, &f->start, errp)) {
+        return false;
+    }
+    return f->early || apply_segments(f, errp);
 }
 
 /*
@@ -242,7 +250,7 @@ bool handoff_segment_feed(HandoffSegmentFeed *f, const uint8_t *data,
     while (len) {
         size_t n;
 
-        if (f->table) {
+        if (f->table || f->taken) {
             error_setg(errp, "%zu bytes after the segmented stream's table "
                        "part in the migration stream, where its segments "
                        "are not", len);
@@ -262,9 +270,26 @@ bool handoff_segment_feed(HandoffSegmentFeed *f, const uint8_t *data,
 
 bool handoff_segment_feed_done(HandoffSegmentFeed *f, Error **errp)
 {
-    if (!f->table) {
+    if (!f->table && !f->taken) {
         error_setg(errp, "the segmented stream ended in its table part");
         return false;
     }
+    return true;
+}
+
+bool handoff_segment_feed_take(HandoffSegmentFeed *f,
+                               HandoffSegmentTable **table, int *fd,
+                               uint64_t *start)
+{
+    if (!f->early || !f->table) {
+        return false;
+    }
+    *table = g_steal_pointer(&f->table);
+    *fd = f->fd;
+    f->fd = -1;
+    *start = f->start;
+    f->early = false;
+    f->taken = true;
+    f->count = 0;
     return true;
 }

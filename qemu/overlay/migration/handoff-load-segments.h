@@ -14,10 +14,25 @@ typedef struct HandoffSegmentFeed HandoffSegmentFeed;
 
 /*
  * Applies through @dec, authenticating the table part with @root; the
- * segments are read from the end of the overlay open as @fd (taken).
+ * segments are read from the end of the overlay open as @fd (taken) and
+ * applied when the table part is in, unless @early: then early start
+ * takes the table and the file (handoff_segment_feed_take) and applies
+ * them while the VM runs.
  */
 HandoffSegmentFeed *handoff_segment_feed_new(HandoffDecoder *dec,
-                                             const uint8_t *root, int fd);
+                                             const uint8_t *root, int fd,
+                                             bool early);
+bool handoff_segment_feed_take(HandoffSegmentFeed *f,
+                               HandoffSegmentTable **table, int *fd,
+                               uint64_t *start);
+
+/*
+ * Reads segment @k of @table from @fd, whose segments begin at @start,
+ * into @buf (HANDOFF_SEGMENT_MAX_BYTES); *@len is its length.
+ */
+bool handoff_segment_read(int fd, const HandoffSegmentTable *table,
+                          uint64_t start, uint32_t k, uint8_t *buf,
+                          uint32_t *len, Error **errp);
 /* The next @len stream bytes; false with @errp naming the cause. */
 bool handoff_segment_feed(HandoffSegmentFeed *f, const uint8_t *data,
                           size_t len, Error **errp);

@@ -31,6 +31,7 @@
 #include "sysemu/block-backend.h"
 #include "handoff-internal.h"
 #include "handoff-load-segments.h"
+#include "handoff-early-start.h"
 #include "handoff-stream.h"
 #include "trace.h"
 
@@ -47,6 +48,12 @@ typedef struct HandoffLoadState {
     uint8_t *buf;
     bool complete;              /* end record received and verified */
     HandoffSegmentFeed *segments;   /* a segmented stream's, else NULL */
+    /*
+     * Early start: once the table part is in, it applies the segments and
+     * owns this state (the decoder and what its writer writes to) until
+     * it frees it, after the load's cleanup.
+     */
+    HandoffEarlyStart *early;
 
     /*
      * Why setup failed. Setup runs before the source opens the return
@@ -72,10 +79,15 @@ static HandoffLoadState *load_state;
 static bool expect_segmented;
 static uint8_t expected_root[HANDOFF_ROOT_SIZE];
 static int segments_fd = -1;
+static bool expect_early;
+static uint64_t early_rate;
 
-void handoff_load_expect_segmented(const uint8_t *root, int fd)
+void handoff_load_expect_segmented(const uint8_t *root, int fd, bool early,
+                                   uint64_t rate)
 {
     expect_segmented = true;
+    expect_early = early;
+    early_rate = rate;
     memcpy(expected_root, root, HANDOFF_ROOT_SIZE);
     if (segments_fd >= 0) {
         close(segments_fd);
@@ -134,6 +146,9 @@ static int write_chunk(void *opaque, uint32_t region, uint64_t index,
     /* The decoder checked the geometry; check again what we index with. */
     if (region >= s->n_regions || offset + HANDOFF_CHUNK_SIZE > s->size[region]) {
         return -ERANGE;
+    }
+    if (s->early) {
+        return handoff_early_start_write(s->early, region, index, data);
     }
     if (s->host[region]) {
         memcpy(s->host[region] + offset, data, HANDOFF_CHUNK_SIZE);
@@ -207,6 +222,9 @@ static int read_chunk(void *opaque, uint32_t region, uint64_t index,
 
     if (region >= s->n_regions || offset + HANDOFF_CHUNK_SIZE > s->size[region]) {
         return -ERANGE;
+    }
+    if (s->early) {
+        return -EPERM;          /* segmented streams never read back */
     }
     if (s->host[region]) {
         memcpy(data, s->host[region] + offset, HANDOFF_CHUNK_SIZE);
@@ -352,7 +370,7 @@ static bool load_setup(HandoffLoadState *s, const char *dir, Error **errp)
     }
     if (expect_segmented) {
         s->segments = handoff_segment_feed_new(s->dec, expected_root,
-                                               segments_fd);
+                                               segments_fd, expect_early);
         segments_fd = -1;
     }
     return true;
@@ -415,6 +433,39 @@ int handoff_load_verify(void)
     return 0;
 }
 
+static void load_free(void *opaque);
+
+/*
+ * Once the table part is in: early start applies the segments from now
+ * on, while the device state loads and the VM runs, and owns @s.
+ */
+static bool begin_early_start(HandoffLoadState *s, Error **errp)
+{
+    HandoffEarlyStartLoad load = {
+        .dec = s->dec,
+        .store = s->store,
+        .disks = s->disks,
+        .host = s->host,
+        .size = s->size,
+        .n_regions = s->n_regions,
+        .rate = early_rate,
+        .release = load_free,
+        .opaque = s,
+    };
+
+    if (!handoff_segment_feed_take(s->segments, &load.table, &load.fd,
+                                   &load.start)) {
+        return true;            /* the table part is not whole yet */
+    }
+    s->early = handoff_early_start_begin(&load, errp);
+    if (!s->early) {
+        handoff_segment_table_free(load.table);
+        close(load.fd);
+        return false;
+    }
+    return true;
+}
+
 /*
  * @len bytes of a segmented stream, in s->buf; 0 at its end, which must
  * not fall inside a part.
@@ -425,6 +476,9 @@ static int load_segmented(HandoffLoadState *s, uint32_t len)
     bool ok = len ? handoff_segment_feed(s->segments, s->buf, len, &err)
                   : handoff_segment_feed_done(s->segments, &err);
 
+    if (ok && expect_early && !s->early) {
+        ok = begin_early_start(s, &err);
+    }
     if (!ok) {
         load_error("%s", error_get_pretty(err));
         error_free(err);
@@ -509,6 +563,11 @@ int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
                     return rc;
                 }
             }
+            if (s->early) {
+                /* Its segments still arrive: early start finishes it. */
+                s->complete = true;
+                break;
+            }
             rc = handoff_decoder_finish(s->dec);
             if (rc < 0) {
                 return engine_error(rc);
@@ -528,13 +587,10 @@ int handoff_load_state(QEMUFile *f, void *opaque, int version_id)
     }
 }
 
-int handoff_load_cleanup(void *opaque)
+static void load_free(void *opaque)
 {
-    HandoffLoadState *s = load_state;
+    HandoffLoadState *s = opaque;
 
-    if (!s) {
-        return 0;
-    }
     handoff_segment_feed_free(s->segments);
     handoff_decoder_free(s->dec);
     handoff_disks_free(s->disks);
@@ -545,6 +601,15 @@ int handoff_load_cleanup(void *opaque)
     g_free(s->size);
     g_free(s->buf);
     g_free(s);
+}
+
+int handoff_load_cleanup(void *opaque)
+{
+    HandoffLoadState *s = load_state;
+
     load_state = NULL;
+    if (s && !s->early) {
+        load_free(s);
+    }
     return 0;
 }

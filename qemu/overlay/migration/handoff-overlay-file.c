@@ -210,7 +210,8 @@ void handoff_overlay_start_incoming(const char *path, Error **errp)
     g_autoptr(HandoffBaseStore) store = NULL;
     QIOChannel *ioc;
     uint8_t root[HANDOFF_ROOT_SIZE];
-    bool segmented;
+    bool segmented, early;
+    uint64_t rate;
 
     if (!migrate_use_handoff() || !*s->parameters.handoff_base) {
         error_setg(errp, "A VM overlay loads with capability handoff and "
@@ -225,6 +226,13 @@ void handoff_overlay_start_incoming(const char *path, Error **errp)
                                      errp)) {
         return;
     }
+    early = handoff_cli_early_start(&rate);
+    if (early && !segmented) {
+        error_setg(errp, "-handoff early-start=on: overlay '%s' carries no "
+                   "early-start stream (save it with early-start-order)",
+                   path);
+        return;
+    }
     if (segmented) {
         int fd = dup(file->fd);
 
@@ -233,7 +241,7 @@ void handoff_overlay_start_incoming(const char *path, Error **errp)
                              "segments");
             return;
         }
-        handoff_load_expect_segmented(root, fd);
+        handoff_load_expect_segmented(root, fd, early, rate);
     }
     ioc = QIO_CHANNEL(qio_channel_file_new_fd(file->fd));
     file->fd = -1;

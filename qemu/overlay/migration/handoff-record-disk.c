@@ -31,22 +31,6 @@ struct HandoffRecordDisk {
 /* The filter logs chunks in the engine's numbering. */
 QEMU_BUILD_BUG_ON(HANDOFF_EARLY_CHUNK != HANDOFF_CHUNK_SIZE);
 
-static BlockDriverState *insert_filter(BlockDriverState *bs, Error **errp)
-{
-    AioContext *ctx = bdrv_get_aio_context(bs);
-    QDict *opts = qdict_new();
-    BlockDriverState *filter;
-
-    qdict_put_str(opts, "driver", "handoff-early");
-    qdict_put_str(opts, "node-name", RECORD_NODE_NAME);
-    qdict_put_str(opts, "file", bdrv_get_node_name(bs));
-    qdict_put_str(opts, "log-only", "on");
-    aio_context_acquire(ctx);
-    filter = bdrv_insert_node(bs, opts, BDRV_O_RDWR, errp);
-    aio_context_release(ctx);
-    return filter;
-}
-
 HandoffRecordDisk *handoff_record_disk_start(HandoffBaseStore *store,
                                              Error **errp)
 {
@@ -57,7 +41,7 @@ HandoffRecordDisk *handoff_record_disk_start(HandoffBaseStore *store,
     if (!blk) {
         return NULL;
     }
-    filter = insert_filter(blk_bs(blk), errp);
+    filter = handoff_early_insert(blk_bs(blk), RECORD_NODE_NAME, true, errp);
     if (!filter) {
         error_prepend(errp, "cannot log the disk's first touches: ");
         return NULL;
@@ -96,16 +80,11 @@ static void add_touch(uint64_t chunk, int64_t ns, void *opaque)
 void handoff_record_disk_stop(HandoffRecordDisk *d, int64_t t0,
                               GArray *entries)
 {
-    AioContext *ctx = bdrv_get_aio_context(d->filter);
     DiskLogSink sink = { .entries = entries, .region = d->region, .t0 = t0 };
 
     if (entries) {
         handoff_early_log_foreach(d->early, add_touch, &sink);
     }
-    aio_context_acquire(ctx);
-    /* Its only parent goes back to the overlay: nothing can fail here. */
-    bdrv_drop_filter(d->filter, &error_abort);
-    bdrv_unref(d->filter);
-    aio_context_release(ctx);
+    handoff_early_remove(d->filter);
     g_free(d);
 }

@@ -71,6 +71,25 @@ bool handoff_early_place_many(BDRVHandoffEarlyState *s,
 void handoff_early_stats(BDRVHandoffEarlyState *s, HandoffEarlyStats *stats);
 
 /*
+ * Puts a handoff-early filter named @node_name over @bs (its parents then
+ * see the filter), or drops one again: main thread, BQL held.
+ */
+BlockDriverState *handoff_early_insert(BlockDriverState *bs,
+                                       const char *node_name, bool log_only,
+                                       Error **errp);
+void handoff_early_remove(BlockDriverState *filter);
+
+/*
+ * Early start's demand fetch: @fn is called with each absent chunk a
+ * request is about to wait for, from the request's thread with the
+ * filter's lock held, so it must only note the chunk and return (a chunk
+ * may be named again by later requests).  Set before the guest runs.
+ */
+typedef void HandoffEarlyDemandFn(uint64_t chunk, void *opaque);
+void handoff_early_set_demand(BDRVHandoffEarlyState *s,
+                              HandoffEarlyDemandFn *fn, void *opaque);
+
+/*
  * Log-only mode: calls @fn for each chunk marked absent that has been
  * touched, in the order of first touch, with its time (QEMU_CLOCK_REALTIME,
  * ns).  The log holds each such chunk once, so it is bounded by what was

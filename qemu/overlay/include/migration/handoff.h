@@ -99,6 +99,12 @@ void handoff_cli_apply(bool incoming, Error **errp);
  * sets *@incoming and returns true then; -incoming as well is an error.
  */
 bool handoff_cli_claims_incoming(const char **incoming, Error **errp);
+/*
+ * -handoff early-start=on: the overlay's VM runs while its segments are
+ * applied, in the background at x-early-rate bytes per second (*@rate,
+ * 0: as fast as they come).
+ */
+bool handoff_cli_early_start(uint64_t *rate);
 
 /*
  * VM overlay files (migration/handoff-overlay-*.c) are the migration

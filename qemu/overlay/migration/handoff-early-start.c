@@ -1,0 +1,778 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Early start (docs/design/early-start.md): a VM launched from an
+ * early-start overlay runs once its device state is in, while the
+ * segments of its engine stream are still being applied.
+ *
+ * The overlay's migration stream carries the table part, then the device
+ * state; the segments follow it in the file (docs/overlay-format.md,
+ * "Early start"). When the table part is in (authenticated by the root
+ * the checked description names, its local records applied), and before
+ * any device loads:
+ *
+ * - memory: each base RAM region is registered with userfaultfd (MISSING
+ *   mode) and the chunks a segment carries are emptied. Base and local
+ *   chunks stay in place, so only a carried chunk faults; the fault is
+ *   answered by applying its segment, whose placement (UFFDIO_COPY, whole
+ *   pages, atomically: postcopy's rule) wakes the accessor.
+ * - disk: a handoff-early filter over each carried disk holds back a
+ *   request that would see base bytes where a segment carries others; it
+ *   names the chunks it waits for, whose segments are applied next.
+ *
+ * One thread, this file's, applies every segment: those something waits
+ * for first (with their dependencies), the rest in file order, the
+ * working set first. It never takes the BQL, since a vCPU, or the main
+ * thread loading devices, may hold it while blocked on a fault only this
+ * thread can answer; disk placements go to the filter's queue, which the
+ * main loop (or an iothread) drains, and a full queue never blocks it.
+ *
+ * Each segment is checked against the authenticated table by the engine
+ * before a byte of it is placed. Anything wrong after the VM may have run
+ * (a segment that fails its check, a page that cannot be placed) ends
+ * QEMU at once, without unregistering: an unregistered range would wake
+ * its waiters onto zero pages (§9 item 5), and a guest must never run on
+ * state that is not its own.
+ *
+ * KVM: the same protocol as postcopy's destination (vCPUs fault in the
+ * kernel on gup and wait on the uffd; memslots keep their host addresses,
+ * so UFFDIO_COPY needs no memslot update). Only TCG runs here.
+ */
+#include "qemu/osdep.h"
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include "block/handoff-early.h"
+#include "exec/memory.h"
+#include "exec/ramblock.h"
+#include "migration/blocker.h"
+#include "migration/handoff.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-handoff.h"
+#include "qemu/bitmap.h"
+#include "qemu/error-report.h"
+#include "qemu/madvise.h"
+#include "qemu/main-loop.h"
+#include "qemu/rcu.h"
+#include "qemu/thread.h"
+#include "qemu/timer.h"
+#include "qemu/userfaultfd.h"
+#include "sysemu/block-backend.h"
+#include "handoff-early-start.h"
+#include "handoff-load-segments.h"
+#include "trace.h"
+
+/* Disk placements held here while the filter's queue is full (bytes). */
+#define BACKLOG_MAX (64 << 20)
+/* A disk placement gathers at most this many consecutive chunks. */
+#define BACKLOG_RUN 64
+
+typedef struct EarlyRegion {
+    uint32_t region;
+    uint8_t *host;              /* RAM; NULL for a disk */
+    uint64_t size;
+    bool registered;
+    BlockDriverState *filter;   /* a disk's */
+    BDRVHandoffEarlyState *early;
+} EarlyRegion;
+
+struct HandoffEarlyStart {
+    HandoffEarlyStartLoad load;
+    uint32_t count;
+    uint8_t *applied;           /* per segment; this thread only */
+    uint32_t applied_count;
+    uint8_t *buf;
+    int uffd;
+    int wake_fd;                /* eventfd: a disk request waits */
+    EarlyRegion *regions;
+    size_t n_regions;
+    Error *blocker;
+    bool discards_disabled;
+    QemuThread thread;
+    bool thread_started;
+
+    QemuMutex demand_lock;      /* guards @demand */
+    GArray *demand;             /* EarlyDemand: disk chunks waited for */
+
+    GArray *backlog;            /* HandoffEarlyChunks, per region below */
+    GArray *backlog_region;     /* uint32_t */
+    uint64_t backlog_bytes;
+    int64_t next_background_ns; /* the rate's pace */
+
+    /* Counters, read by query-handoff-early-start. */
+    uint64_t faults, demanded, disk_demands, bytes;
+    int64_t t0, ended_ns;
+    bool completed;
+    QEMUTimer *finish_timer;    /* main loop: the end, once placed */
+};
+
+typedef struct EarlyDemand {
+    uint32_t region;
+    uint64_t chunk;
+} EarlyDemand;
+
+static HandoffEarlyStart *early_start;
+
+/* --- failure: the VM must not go on ------------------------------------- */
+
+static void G_GNUC_NORETURN G_GNUC_PRINTF(1, 2) early_fatal(const char *fmt,
+                                                            ...)
+{
+    g_autofree char *msg = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    error_report("handoff: early start: %s: the VM stops", msg);
+    _exit(EXIT_FAILURE);
+}
+
+static void G_GNUC_NORETURN early_engine_fatal(int rc)
+{
+    const char *cause = handoff_last_error_message();
+
+    early_fatal("%s", *cause ? cause : handoff_error_name(rc));
+}
+
+/* --- the decoder's writer ------------------------------------------------ */
+
+static EarlyRegion *region_of(HandoffEarlyStart *es, uint32_t region)
+{
+    size_t i;
+
+    for (i = 0; i < es->n_regions; i++) {
+        if (es->regions[i].region == region) {
+            return &es->regions[i];
+        }
+    }
+    return NULL;
+}
+
+/* Gathers a disk chunk into the backlog, consecutive ones together. */
+static void backlog_add(HandoffEarlyStart *es, uint32_t region,
+                        uint64_t index, const void *data)
+{
+    HandoffEarlyChunks *last = es->backlog->len ?
+        &g_array_index(es->backlog, HandoffEarlyChunks, es->backlog->len - 1) :
+        NULL;
+    uint32_t last_region = es->backlog->len ?
+        g_array_index(es->backlog_region, uint32_t, es->backlog->len - 1) : 0;
+
+    if (last && last_region == region && last->first + last->count == index &&
+        last->count < BACKLOG_RUN) {
+        last->data = g_realloc(last->data,
+                               (last->count + 1) * HANDOFF_CHUNK_SIZE);
+        memcpy(last->data + last->count * HANDOFF_CHUNK_SIZE, data,
+               HANDOFF_CHUNK_SIZE);
+        last->count++;
+    } else {
+        HandoffEarlyChunks c = {
+            .first = index, .count = 1,
+            .data = g_memdup2(data, HANDOFF_CHUNK_SIZE),
+        };
+
+        g_array_append_val(es->backlog, c);
+        g_array_append_val(es->backlog_region, region);
+    }
+    es->backlog_bytes += HANDOFF_CHUNK_SIZE;
+}
+
+int handoff_early_start_write(HandoffEarlyStart *es, uint32_t region,
+                              uint64_t index, const void *data)
+{
+    EarlyRegion *r = region_of(es, region);
+    uint64_t offset = index * HANDOFF_CHUNK_SIZE;
+
+    if (!r || offset + HANDOFF_CHUNK_SIZE > r->size) {
+        return -ERANGE;
+    }
+    if (!r->host) {
+        backlog_add(es, region, index, data);
+        return 0;
+    }
+    /* Only this thread places, each carried chunk once: never EEXIST. */
+    if (uffd_copy_page(es->uffd, r->host + offset, (void *)data,
+                       HANDOFF_CHUNK_SIZE, false)) {
+        early_fatal("cannot place chunk %" PRIu64 " of region %u: %s%s",
+                    index, region, strerror(errno),
+                    errno == EEXIST ? " (filled before its segment came)" :
+                    "");
+    }
+    return 0;
+}
+
+/* Hands the backlog to the filters in order, as far as their queues take. */
+static void backlog_submit(HandoffEarlyStart *es)
+{
+    guint done = 0;
+
+    while (done < es->backlog->len) {
+        HandoffEarlyChunks *c = &g_array_index(es->backlog, HandoffEarlyChunks,
+                                               done);
+        EarlyRegion *r = region_of(es, g_array_index(es->backlog_region,
+                                                     uint32_t, done));
+
+        if (!handoff_early_place_many(r->early, c, 1, NULL)) {
+            break;              /* full: the main loop is writing */
+        }
+        es->backlog_bytes -= c->count * HANDOFF_CHUNK_SIZE;
+        done++;
+    }
+    g_array_remove_range(es->backlog, 0, done);
+    g_array_remove_range(es->backlog_region, 0, done);
+}
+
+/* --- applying segments --------------------------------------------------- */
+
+static void apply_segment(HandoffEarlyStart *es, uint32_t k, bool demanded)
+{
+    g_autofree uint32_t *deps = NULL;
+    size_t n = 0, i;
+    Error *err = NULL;
+    uint32_t len;
+    int rc;
+
+    if (es->applied[k]) {
+        return;
+    }
+    rc = handoff_segment_table_entry(es->load.table, k, NULL, NULL, NULL,
+                                     NULL, 0, &n);
+    if (rc == 0 && n) {
+        deps = g_new(uint32_t, n);
+        rc = handoff_segment_table_entry(es->load.table, k, NULL, NULL, NULL,
+                                         deps, n, &n);
+    }
+    if (rc < 0) {
+        early_engine_fatal(rc);
+    }
+    /* Dependencies are earlier segments: the recursion ends. */
+    for (i = 0; i < n; i++) {
+        apply_segment(es, deps[i], demanded);
+    }
+    if (!handoff_segment_read(es->load.fd, es->load.table, es->load.start, k,
+                              es->buf, &len, &err)) {
+        early_fatal("%s", error_get_pretty(err));
+    }
+    rc = handoff_decoder_apply_segment(es->load.dec, k, es->buf, len);
+    if (rc < 0) {
+        early_engine_fatal(rc);
+    }
+    es->applied[k] = 1;
+    qatomic_inc(&es->applied_count);
+    qatomic_add(&es->bytes, len);
+    if (demanded) {
+        qatomic_inc(&es->demanded);
+    }
+    trace_handoff_early_start_segment(k, len, demanded);
+}
+
+/* The segment that carries chunk @index of @region, if one does. */
+static bool carried_in(HandoffEarlyStart *es, uint32_t region,
+                       uint64_t index, uint32_t *segment)
+{
+    int place;
+    int rc = handoff_segment_table_locate(es->load.table, region, index,
+                                          &place, segment);
+
+    if (rc < 0) {
+        early_engine_fatal(rc);
+    }
+    return place == HANDOFF_CHUNK_REMOTE;
+}
+
+/*
+ * A fault at @addr: its chunk's segment applied now. A fault on a page
+ * present already is the kernel's second message for one access; the
+ * page says which (UFFDIO_ZEROPAGE finds it there: EEXIST). Placing
+ * zeros means it was missing though applied or never emptied, so
+ * something discarded it behind us: fatal, the guest would run on zeros.
+ */
+static void serve_fault(HandoffEarlyStart *es, uint64_t addr)
+{
+    uint64_t page = addr & ~(uint64_t)(HANDOFF_CHUNK_SIZE - 1);
+    uint32_t segment;
+    size_t i;
+
+    for (i = 0; i < es->n_regions; i++) {
+        EarlyRegion *r = &es->regions[i];
+        uint64_t host = (uintptr_t)r->host;
+
+        if (!r->host || page < host || page - host >= r->size) {
+            continue;
+        }
+        qatomic_inc(&es->faults);
+        trace_handoff_early_start_fault(r->region, (page - host) >> 12);
+        if (carried_in(es, r->region, (page - host) / HANDOFF_CHUNK_SIZE,
+                       &segment) && !es->applied[segment]) {
+            apply_segment(es, segment, true);
+        }
+        /*
+         * Placed now, or the segment the index names did not carry it (a
+         * crafted overlay: the decoder would find it only at the end,
+         * with the accessor waiting until then).
+         */
+        if (uffd_zero_page(es->uffd, (void *)(uintptr_t)page,
+                           HANDOFF_CHUNK_SIZE, false) == 0 ||
+            errno != EEXIST) {
+            early_fatal("chunk %" PRIu64 " of region %u missing though "
+                        "never emptied or its segment applied",
+                        (page - host) >> 12, r->region);
+        }
+        return;
+    }
+    early_fatal("fault at %" PRIx64 " outside every registered region",
+                addr);
+}
+
+static void serve_faults(HandoffEarlyStart *es)
+{
+    struct uffd_msg msgs[16];
+    int n, i;
+
+    while ((n = uffd_read_events(es->uffd, msgs, ARRAY_SIZE(msgs))) > 0) {
+        for (i = 0; i < n; i++) {
+            if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
+                serve_fault(es, msgs[i].arg.pagefault.address);
+            }
+        }
+    }
+    if (n < 0) {
+        early_fatal("cannot read the userfaultfd");
+    }
+}
+
+/* Disk chunks a request waits for: their segments, now. */
+static void serve_disk_demand(HandoffEarlyStart *es)
+{
+    g_autoptr(GArray) demand = NULL;
+    uint64_t ignored;
+    uint32_t segment;
+    guint i;
+
+    if (read(es->wake_fd, &ignored, sizeof(ignored)) < 0 && errno != EAGAIN) {
+        early_fatal("eventfd: %s", strerror(errno));
+    }
+    qemu_mutex_lock(&es->demand_lock);
+    demand = es->demand;
+    es->demand = g_array_new(false, false, sizeof(EarlyDemand));
+    qemu_mutex_unlock(&es->demand_lock);
+    for (i = 0; i < demand->len; i++) {
+        EarlyDemand *d = &g_array_index(demand, EarlyDemand, i);
+
+        if (carried_in(es, d->region, d->chunk, &segment) &&
+            !es->applied[segment]) {
+            qatomic_inc(&es->disk_demands);
+            apply_segment(es, segment, true);
+        }
+    }
+}
+
+/* The filter's callback, its lock held: note the chunk, wake the thread. */
+static void demand_chunk(uint64_t chunk, void *opaque)
+{
+    EarlyRegion *r = opaque;
+    HandoffEarlyStart *es = early_start;
+    EarlyDemand d = { .region = r->region, .chunk = chunk };
+    uint64_t one = 1;
+
+    qemu_mutex_lock(&es->demand_lock);
+    g_array_append_val(es->demand, d);
+    qemu_mutex_unlock(&es->demand_lock);
+    if (write(es->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
+        error_report("handoff: early start: eventfd: %s", strerror(errno));
+    }
+}
+
+/*
+ * The next segment in file order may go when the backlog has room and the
+ * rate (a test's and a benchmark's knob: what a link would allow) says
+ * so; else how long to wait for it, in ms (-1: for an event only).
+ */
+static int background_wait_ms(HandoffEarlyStart *es)
+{
+    int64_t now;
+
+    if (es->backlog_bytes >= BACKLOG_MAX) {
+        return 1;
+    }
+    if (!es->load.rate) {
+        return 0;
+    }
+    now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    return now >= es->next_background_ns ? 0 :
+           (es->next_background_ns - now) / SCALE_MS + 1;
+}
+
+static void pace(HandoffEarlyStart *es, uint32_t k)
+{
+    uint32_t len = 0;
+
+    if (es->load.rate &&
+        handoff_segment_table_entry(es->load.table, k, NULL, &len, NULL,
+                                    NULL, 0, NULL) == 0) {
+        es->next_background_ns = MAX(es->next_background_ns,
+                                     qemu_clock_get_ns(QEMU_CLOCK_REALTIME)) +
+                                 (int64_t)len * NANOSECONDS_PER_SECOND /
+                                 es->load.rate;
+    }
+}
+
+static void wait_events(HandoffEarlyStart *es, int timeout_ms)
+{
+    struct pollfd fds[2] = {
+        { .fd = es->uffd, .events = POLLIN },
+        { .fd = es->wake_fd, .events = POLLIN },
+    };
+
+    if (poll(fds, 2, timeout_ms) < 0 && errno != EINTR) {
+        early_fatal("poll: %s", strerror(errno));
+    }
+}
+
+static void *early_start_thread(void *opaque)
+{
+    HandoffEarlyStart *es = opaque;
+    uint32_t next = 0;
+
+    rcu_register_thread();
+    while (es->applied_count < es->count) {
+        int wait;
+
+        serve_faults(es);
+        serve_disk_demand(es);
+        backlog_submit(es);
+        while (next < es->count && es->applied[next]) {
+            next++;
+        }
+        wait = background_wait_ms(es);
+        if (wait == 0 && next < es->count) {
+            pace(es, next);
+            apply_segment(es, next, false);
+            continue;
+        }
+        wait_events(es, wait > 0 ? wait : 100);
+    }
+    {
+        int rc = handoff_decoder_finish(es->load.dec);
+
+        if (rc < 0) {
+            early_engine_fatal(rc);
+        }
+    }
+    while (es->backlog->len) {
+        serve_faults(es);
+        backlog_submit(es);
+        if (es->backlog->len) {
+            wait_events(es, 1);
+        }
+    }
+    /* Every carried page is placed: unregistering wakes nobody onto zeros. */
+    serve_faults(es);
+    for (size_t i = 0; i < es->n_regions; i++) {
+        EarlyRegion *r = &es->regions[i];
+
+        if (r->registered &&
+            uffd_unregister_memory(es->uffd, r->host, r->size)) {
+            early_fatal("cannot unregister region %u: %s", r->region,
+                        strerror(errno));
+        }
+        r->registered = false;
+    }
+    qatomic_set(&es->ended_ns, qemu_clock_get_ns(QEMU_CLOCK_REALTIME));
+    trace_handoff_early_start_applied(es->count, es->faults, es->demanded);
+    timer_mod(es->finish_timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME));
+    rcu_unregister_thread();
+    return NULL;
+}
+
+/* --- the end, in the main loop ------------------------------------------- */
+
+static void early_start_free(HandoffEarlyStart *es)
+{
+    size_t i;
+
+    for (i = 0; i < es->n_regions; i++) {
+        if (es->regions[i].filter) {
+            handoff_early_remove(es->regions[i].filter);
+        }
+    }
+    if (es->uffd >= 0) {
+        close(es->uffd);
+    }
+    if (es->wake_fd >= 0) {
+        close(es->wake_fd);
+    }
+    if (es->blocker) {
+        migrate_del_blocker(es->blocker);
+        error_free(es->blocker);
+    }
+    if (es->discards_disabled) {
+        ram_block_discard_disable(false);
+    }
+    if (es->finish_timer) {
+        timer_free(es->finish_timer);
+    }
+    handoff_segment_table_free(es->load.table);
+    if (es->load.fd >= 0) {
+        close(es->load.fd);
+    }
+    if (es->load.release) {
+        es->load.release(es->load.opaque);
+    }
+    g_array_free(es->demand, true);
+    g_array_free(es->backlog, true);
+    g_array_free(es->backlog_region, true);
+    qemu_mutex_destroy(&es->demand_lock);
+    g_free(es->applied);
+    g_free(es->buf);
+    g_free(es->regions);
+    g_free(es);
+}
+
+/*
+ * Every segment applied: once the filters have written their last
+ * placements, they go, and with them what the load kept.
+ */
+static void early_start_finish(void *opaque)
+{
+    HandoffEarlyStart *es = opaque;
+    size_t i;
+
+    for (i = 0; i < es->n_regions; i++) {
+        HandoffEarlyStats st;
+
+        if (!es->regions[i].early) {
+            continue;
+        }
+        handoff_early_stats(es->regions[i].early, &st);
+        if (st.absent || st.queued_bytes) {
+            timer_mod(es->finish_timer,         /* after the next writes */
+                      qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + 10);
+            return;
+        }
+    }
+    qemu_thread_join(&es->thread);
+    es->thread_started = false;
+    for (i = 0; i < es->n_regions; i++) {
+        if (es->regions[i].filter) {
+            handoff_early_remove(es->regions[i].filter);
+            es->regions[i].filter = NULL;
+            es->regions[i].early = NULL;
+        }
+    }
+    es->load.release(es->load.opaque);
+    es->load.release = NULL;
+    es->completed = true;
+    trace_handoff_early_start_completed();
+}
+
+/* --- the start ------------------------------------------------------------ */
+
+/*
+ * Empties the carried chunks of @r, a run at a time, once it is
+ * registered: their first access faults.
+ */
+static bool empty_carried(HandoffEarlyStart *es, EarlyRegion *r,
+                          RAMBlock *rb, Error **errp)
+{
+    uint64_t chunks = r->size / HANDOFF_CHUNK_SIZE, i, run = 0;
+    uint64_t block_offset = r->host - (uint8_t *)qemu_ram_get_host_addr(rb);
+    uint32_t segment;
+
+    for (i = 0; i <= chunks; i++) {
+        if (i < chunks && carried_in(es, r->region, i, &segment)) {
+            run++;
+            continue;
+        }
+        if (run && ram_block_discard_range(rb, block_offset +
+                                               (i - run) * HANDOFF_CHUNK_SIZE,
+                                           run * HANDOFF_CHUNK_SIZE)) {
+            error_setg(errp, "cannot empty chunks of RAM block '%s'",
+                       qemu_ram_get_idstr(rb));
+            return false;
+        }
+        run = 0;
+    }
+    return true;
+}
+
+static bool arm_memory(HandoffEarlyStart *es, EarlyRegion *r, Error **errp)
+{
+    const uint64_t needed = (1ULL << _UFFDIO_COPY) | (1ULL << _UFFDIO_WAKE) |
+                            (1ULL << _UFFDIO_ZEROPAGE);
+    ram_addr_t offset;
+    RAMBlock *rb = qemu_ram_block_from_host(r->host, false, &offset);
+    uint64_t ioctls;
+
+    if (!rb || qemu_ram_pagesize(rb) != HANDOFF_CHUNK_SIZE ||
+        qemu_ram_is_shared(rb) || qemu_ram_get_fd(rb) >= 0) {
+        error_setg(errp, "region %u: early start places 4 KiB pages of "
+                   "private anonymous RAM only", r->region);
+        return false;
+    }
+    qemu_madvise(r->host, r->size, QEMU_MADV_NOHUGEPAGE);
+    if (uffd_register_memory(es->uffd, r->host, r->size,
+                             UFFDIO_REGISTER_MODE_MISSING, &ioctls)) {
+        error_setg_errno(errp, errno, "userfaultfd: cannot register RAM "
+                         "block '%s'", qemu_ram_get_idstr(rb));
+        return false;
+    }
+    r->registered = true;
+    if ((ioctls & needed) != needed) {
+        error_setg(errp, "userfaultfd: RAM block '%s' cannot be filled page "
+                   "by page", qemu_ram_get_idstr(rb));
+        return false;
+    }
+    return empty_carried(es, r, rb, errp);
+}
+
+/* The filter over @d, its carried chunks absent. */
+static bool arm_disk(HandoffEarlyStart *es, EarlyRegion *r, HandoffDisk *d,
+                     Error **errp)
+{
+    g_autofree char *name = g_strdup_printf("handoff-early-start-%u",
+                                            r->region);
+    uint64_t chunks = r->size / HANDOFF_CHUNK_SIZE, i, run = 0;
+    uint32_t segment;
+
+    r->filter = handoff_early_insert(blk_bs(d->blk), name, false, errp);
+    if (!r->filter) {
+        error_prepend(errp, "disk '%s': ", d->region_name);
+        return false;
+    }
+    r->early = handoff_early_of(r->filter, &error_abort);
+    for (i = 0; i <= chunks; i++) {
+        if (i < chunks && carried_in(es, r->region, i, &segment)) {
+            run++;
+            continue;
+        }
+        if (run && !handoff_early_mark_absent(r->early, i - run, run, errp)) {
+            return false;
+        }
+        run = 0;
+    }
+    handoff_early_set_demand(r->early, demand_chunk, r);
+    return true;
+}
+
+/* What could fill or empty RAM behind this file, held off meanwhile. */
+static bool hold_off(HandoffEarlyStart *es, Error **errp)
+{
+    error_setg(&es->blocker, "an early-started VM's overlay is still being "
+               "applied");
+    if (migrate_add_blocker(es->blocker, errp) < 0) {
+        error_free(es->blocker);
+        es->blocker = NULL;
+        return false;
+    }
+    if (ram_block_discard_disable(true)) {
+        error_setg(errp, "a device needs RAM discards (virtio-mem): early "
+                   "start cannot hold them off");
+        return false;
+    }
+    es->discards_disabled = true;
+    es->uffd = uffd_create_fd(0, true);
+    if (es->uffd < 0) {
+        error_setg_errno(errp, errno, "cannot open a userfaultfd (early "
+                         "start needs it: root, or sysctl "
+                         "vm.unprivileged_userfaultfd=1)");
+        return false;
+    }
+    es->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (es->wake_fd < 0) {
+        error_setg_errno(errp, errno, "eventfd");
+        return false;
+    }
+    return true;
+}
+
+static bool arm_regions(HandoffEarlyStart *es, Error **errp)
+{
+    size_t i;
+
+    es->regions = g_new0(EarlyRegion, es->load.n_regions);
+    for (i = 0; i < es->load.n_regions; i++) {
+        EarlyRegion *r = &es->regions[es->n_regions];
+        HandoffDisk *d = NULL;
+
+        r->region = i;
+        r->host = es->load.host[i];
+        r->size = es->load.size[i];
+        if (!r->host) {
+            d = handoff_disks_find(es->load.disks, i);
+            if (!d) {
+                continue;       /* a region this VM does not carry */
+            }
+        }
+        es->n_regions++;
+        if (r->host ? !arm_memory(es, r, errp) : !arm_disk(es, r, d, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+HandoffEarlyStart *handoff_early_start_begin(const HandoffEarlyStartLoad *load,
+                                             Error **errp)
+{
+    HandoffEarlyStart *es = g_new0(HandoffEarlyStart, 1);
+
+    assert(!early_start);
+    es->load = *load;
+    es->uffd = es->wake_fd = -1;
+    es->count = handoff_segment_table_count(load->table);
+    es->applied = g_new0(uint8_t, es->count);
+    es->buf = g_malloc(HANDOFF_SEGMENT_MAX_BYTES);
+    es->t0 = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    qemu_mutex_init(&es->demand_lock);
+    es->demand = g_array_new(false, false, sizeof(EarlyDemand));
+    es->backlog = g_array_new(false, false, sizeof(HandoffEarlyChunks));
+    es->backlog_region = g_array_new(false, false, sizeof(uint32_t));
+    es->finish_timer = timer_new_ms(QEMU_CLOCK_REALTIME, early_start_finish,
+                                    es);
+    early_start = es;
+    if (!hold_off(es, errp) || !arm_regions(es, errp)) {
+        /*
+         * Nothing has run on this RAM: the load fails and the VM never
+         * starts, so the emptied chunks need no bytes back.
+         */
+        es->load.release = NULL;        /* the load frees its own */
+        early_start = NULL;
+        early_start_free(es);
+        return NULL;
+    }
+    trace_handoff_early_start_begin(es->count, es->load.rate);
+    qemu_thread_create(&es->thread, "handoff-early", early_start_thread, es,
+                       QEMU_THREAD_JOINABLE);
+    es->thread_started = true;
+    return es;
+}
+
+/* --- QMP ------------------------------------------------------------------ */
+
+HandoffEarlyStartInfo *qmp_query_handoff_early_start(Error **errp)
+{
+    HandoffEarlyStart *es = early_start;
+    HandoffEarlyStartInfo *info;
+    int64_t ended;
+
+    if (!es) {
+        error_setg(errp, "no early start in this QEMU (-handoff "
+                   "overlay=FILE,early-start=on starts one)");
+        return NULL;
+    }
+    info = g_new0(HandoffEarlyStartInfo, 1);
+    ended = qatomic_read(&es->ended_ns);
+    info->status = es->completed ? HANDOFF_EARLY_START_STATUS_COMPLETED :
+                   HANDOFF_EARLY_START_STATUS_ACTIVE;
+    info->segments = es->count;
+    info->segments_applied = qatomic_read(&es->applied_count);
+    info->bytes = qatomic_read(&es->bytes);
+    info->demanded = qatomic_read(&es->demanded);
+    info->faults = qatomic_read(&es->faults);
+    info->disk_demands = qatomic_read(&es->disk_demands);
+    info->has_applied_ms = ended != 0;
+    info->applied_ms = ended ? (ended - es->t0) / SCALE_MS : 0;
+    return info;
+}
