@@ -18,7 +18,9 @@ tag so that parallel links do not collide. Needs root (ip netns, tc).
 """
 
 import ctypes
+import fcntl
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -203,6 +205,27 @@ def loopback_relay(target_port, delay=0.0, tamper=None):
     return relay, sock.getsockname()[1]
 
 
+# Held while a link picks its subnet and creates its interfaces, so that
+# two processes (a CI run and a benchmark, say) never pick the same one.
+SUBNET_LOCK = "/run/lock/qemu-handoff-wan.lock"
+
+
+def free_subnet(preferred):
+    """X of a 10.213.X.0/30 no interface of this namespace has, from
+    @preferred on. A subnet in use twice routes the source's packets to
+    whichever link the kernel picks: a CI run once connected to a stale
+    namespace left by a killed run and was refused."""
+    out = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True,
+                         text=True, check=True).stdout
+    used = {int(x) for x in re.findall(r"\b10\.213\.(\d+)\.", out)}
+    for i in range(250):
+        subnet = (preferred - 1 + i) % 250 + 1
+        if subnet not in used:
+            return subnet
+    raise RuntimeError("no free 10.213.X.0/30 subnet for a WAN link: "
+                       "stale qh-wan-* namespaces? (ip netns list)")
+
+
 class WanLink:
     """A shaped, delayed link into a fresh network namespace."""
 
@@ -211,14 +234,16 @@ class WanLink:
         self.netns = f"qh-wan-{self.tag}"
         self.host_if = f"qhw{self.tag}h"[:15]
         self.ns_if = f"qhw{self.tag}n"[:15]
-        subnet = (os.getpid() % 250) + 1
-        self.host_addr = f"10.213.{subnet}.1"
-        self.ns_addr = f"10.213.{subnet}.2"
         self.rate_mbit = rate_mbit
         self.rtt_ms = rtt_ms
         self.relays = []
         self._netns_fd = None
-        self._create()
+        with open(SUBNET_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            subnet = free_subnet((os.getpid() % 250) + 1)
+            self.host_addr = f"10.213.{subnet}.1"
+            self.ns_addr = f"10.213.{subnet}.2"
+            self._create()
 
     def _create(self):
         run("ip", "netns", "add", self.netns)

@@ -8,6 +8,7 @@ of the emulation, not a benchmark).
 
 import os
 import socket
+import subprocess
 import threading
 import time
 
@@ -123,3 +124,25 @@ def test_rate_drops_while_a_transfer_runs(link):
     assert received == sent
     # After the drop, ~6 s at 5 Mbit/s: a few MB, not nothing.
     assert sent - dropped_at > 1.5e6, (sent, dropped_at)
+
+
+def test_a_subnet_in_use_is_not_taken_again():
+    """The subnet this process would pick is taken (a stale namespace's,
+    as a killed run leaves): the link picks another, and a connection
+    through it reaches its namespace, not the stale one. With the same
+    subnet the source's connection was refused by the stale side once."""
+    subnet = (os.getpid() % 250) + 1
+    subprocess.run(["ip", "link", "add", "qhwstale", "type", "veth", "peer",
+                    "name", "qhwstalep"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"10.213.{subnet}.1/30", "dev",
+                        "qhwstale"], check=True)
+        subprocess.run(["ip", "link", "set", "qhwstale", "up"], check=True)
+        with WanLink(rate_mbit=10, rtt_ms=10) as wan:
+            assert wan.ns_addr != f"10.213.{subnet}.2"
+            addr = wan.relay_to(serve_in_namespace(wan, echo))
+            with socket.create_connection(addr, timeout=10) as s:
+                s.sendall(b"x")
+                assert s.recv(1) == b"x"
+    finally:
+        subprocess.run(["ip", "link", "del", "qhwstale"])
