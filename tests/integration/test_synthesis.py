@@ -539,6 +539,51 @@ def test_early_start_runs_before_its_segments_are_in(tmp_path, saved,
     assert_same_disk(saved.disk, dst.disk)
 
 
+def test_early_start_serves_every_chunk_on_demand(tmp_path, saved, resaved,
+                                                  base, vms):
+    """With the background order held after its first segment (a rate of
+    a byte a second), everything else arrives on demand: a read of the
+    whole disk through the device (HMP qemu-io) waits in the filter for
+    each carried chunk's segment, a dump of the whole RAM (pmemsave) in a
+    fault for each carried page's. The VM is then the saved one, byte for
+    byte, every segment but the first applied on demand."""
+    dst = early_started(tmp_path, base, resaved.path, 1)
+    vms.append(dst)
+    assert dst.wait_incoming()["status"] == "completed"
+    size = next(b["inserted"]["image"]["virtual-size"]
+                for b in dst.qmp.cmd("query-block") if b.get("inserted"))
+    answer = dst.qmp.hmp(f'qemu-io virtio0 "read -q 0 {size}"')
+    assert answer == "", answer
+    disk = early_start_info(dst)
+    assert disk["disk-demands"] > 0 and disk["status"] == "active", disk
+    dst.ram_digest()                    # every carried page faults
+    done = wait_early_start_completed(dst, timeout=60)
+    assert done["demanded"] >= done["segments"] - 1, done
+    assert done["faults"] > 0, done
+    assert_is_saved_vm(saved, dst)
+
+
+def test_early_start_quit_before_the_end_names_the_disk_incomplete(
+        tmp_path, resaved, base):
+    """quit while segments are still to come: QEMU ends at once, saying
+    the disk overlay lacks them, rather than tearing the block layer down
+    under the filter and the thread that feed it."""
+    dst = early_started(tmp_path, base, resaved.path, 1 << 20)
+    try:
+        assert dst.wait_incoming()["status"] == "completed"
+        assert early_start_info(dst)["status"] == "active"
+        try:
+            dst.qmp.cmd("quit")
+        except Exception:
+            pass                        # QEMU may end before it answers
+        assert dst.proc.wait(timeout=30) != 0
+        assert re.search(r"early start: QEMU stops with \d+ of \d+ segments "
+                         r"applied: the VM's disk overlays are incomplete",
+                         dst.read_log()), dst.read_log()
+    finally:
+        dst.stop()
+
+
 def segment_starts(data):
     """File offsets of the segment headers ("QSEG", u32 number, little
     endian) of an overlay's segmented stream, in number order."""

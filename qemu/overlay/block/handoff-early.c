@@ -622,6 +622,16 @@ void handoff_early_stats(BDRVHandoffEarlyState *s, HandoffEarlyStats *stats)
     qemu_mutex_unlock(&s->lock);
 }
 
+int handoff_early_error(BDRVHandoffEarlyState *s)
+{
+    int error;
+
+    qemu_mutex_lock(&s->lock);
+    error = s->error;
+    qemu_mutex_unlock(&s->lock);
+    return error;
+}
+
 void handoff_early_set_demand(BDRVHandoffEarlyState *s,
                               HandoffEarlyDemandFn *fn, void *opaque)
 {

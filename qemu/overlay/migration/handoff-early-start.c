@@ -57,6 +57,7 @@
 #include "qemu/thread.h"
 #include "qemu/timer.h"
 #include "qemu/userfaultfd.h"
+#include "sysemu/runstate.h"
 #include "sysemu/block-backend.h"
 #include "handoff-early-start.h"
 #include "handoff-load-segments.h"
@@ -68,18 +69,27 @@
 #define BACKLOG_RUN 64
 
 typedef struct EarlyRegion {
+    HandoffEarlyStart *es;
     uint32_t region;
     uint8_t *host;              /* RAM; NULL for a disk */
     uint64_t size;
     bool registered;
+    bool no_hugepages;          /* THP off while registered (postcopy's) */
     BlockDriverState *filter;   /* a disk's */
     BDRVHandoffEarlyState *early;
+    /*
+     * A disk's chunks named as waited for, each once: the filter names
+     * every absent chunk of a request each time it waits, and a guest
+     * must not make this grow beyond one bit per chunk.
+     */
+    unsigned long *demanded;
 } EarlyRegion;
 
 struct HandoffEarlyStart {
     HandoffEarlyStartLoad load;
     uint32_t count;
     uint8_t *applied;           /* per segment; this thread only */
+    uint8_t *wanted;            /* per segment: apply_segment's closure */
     uint32_t applied_count;
     uint8_t *buf;
     int uffd;
@@ -89,7 +99,6 @@ struct HandoffEarlyStart {
     Error *blocker;
     bool discards_disabled;
     QemuThread thread;
-    bool thread_started;
 
     QemuMutex demand_lock;      /* guards @demand */
     GArray *demand;             /* EarlyDemand: disk chunks waited for */
@@ -104,6 +113,7 @@ struct HandoffEarlyStart {
     int64_t t0, ended_ns;
     bool completed;
     QEMUTimer *finish_timer;    /* main loop: the end, once placed */
+    Notifier shutdown;
 };
 
 typedef struct EarlyDemand {
@@ -178,6 +188,37 @@ static void backlog_add(HandoffEarlyStart *es, uint32_t region,
     es->backlog_bytes += HANDOFF_CHUNK_SIZE;
 }
 
+/*
+ * UFFDIO_COPY of one chunk, waking who waits on it (util/userfaultfd.c's
+ * helper reports every failure, EEXIST included, which a probe expects).
+ */
+static int place_page(HandoffEarlyStart *es, uint8_t *dst, const void *src)
+{
+    struct uffdio_copy c = {
+        .dst = (uintptr_t)dst,
+        .src = (uintptr_t)src,
+        .len = HANDOFF_CHUNK_SIZE,
+    };
+
+    return ioctl(es->uffd, UFFDIO_COPY, &c);
+}
+
+/*
+ * Whether the page at @addr is present, asked of the kernel: a zero page
+ * placed without waking anyone (DONTWAKE) fails with EEXIST if it is. If
+ * it was missing, a zero page is there now, but whoever waits for it
+ * still waits, and QEMU is about to end.
+ */
+static bool page_present(HandoffEarlyStart *es, uint64_t addr)
+{
+    struct uffdio_zeropage z = {
+        .range = { .start = addr, .len = HANDOFF_CHUNK_SIZE },
+        .mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE,
+    };
+
+    return ioctl(es->uffd, UFFDIO_ZEROPAGE, &z) < 0 && errno == EEXIST;
+}
+
 int handoff_early_start_write(HandoffEarlyStart *es, uint32_t region,
                               uint64_t index, const void *data)
 {
@@ -192,12 +233,12 @@ int handoff_early_start_write(HandoffEarlyStart *es, uint32_t region,
         return 0;
     }
     /* Only this thread places, each carried chunk once: never EEXIST. */
-    if (uffd_copy_page(es->uffd, r->host + offset, (void *)data,
-                       HANDOFF_CHUNK_SIZE, false)) {
+    if (place_page(es, r->host + offset, data)) {
+        int err = errno;
+
         early_fatal("cannot place chunk %" PRIu64 " of region %u: %s%s",
-                    index, region, strerror(errno),
-                    errno == EEXIST ? " (filled before its segment came)" :
-                    "");
+                    index, region, strerror(err),
+                    err == EEXIST ? " (filled before its segment came)" : "");
     }
     return 0;
 }
@@ -214,6 +255,12 @@ static void backlog_submit(HandoffEarlyStart *es)
                                                      uint32_t, done));
 
         if (!handoff_early_place_many(r->early, c, 1, NULL)) {
+            int error = handoff_early_error(r->early);
+
+            if (error) {
+                early_fatal("cannot write disk region %u: %s", r->region,
+                            strerror(-error));
+            }
             break;              /* full: the main loop is writing */
         }
         es->backlog_bytes -= c->count * HANDOFF_CHUNK_SIZE;
@@ -225,31 +272,13 @@ static void backlog_submit(HandoffEarlyStart *es)
 
 /* --- applying segments --------------------------------------------------- */
 
-static void apply_segment(HandoffEarlyStart *es, uint32_t k, bool demanded)
+/* Segment @k alone, its dependencies applied already. */
+static void apply_one(HandoffEarlyStart *es, uint32_t k, bool demanded)
 {
-    g_autofree uint32_t *deps = NULL;
-    size_t n = 0, i;
     Error *err = NULL;
     uint32_t len;
     int rc;
 
-    if (es->applied[k]) {
-        return;
-    }
-    rc = handoff_segment_table_entry(es->load.table, k, NULL, NULL, NULL,
-                                     NULL, 0, &n);
-    if (rc == 0 && n) {
-        deps = g_new(uint32_t, n);
-        rc = handoff_segment_table_entry(es->load.table, k, NULL, NULL, NULL,
-                                         deps, n, &n);
-    }
-    if (rc < 0) {
-        early_engine_fatal(rc);
-    }
-    /* Dependencies are earlier segments: the recursion ends. */
-    for (i = 0; i < n; i++) {
-        apply_segment(es, deps[i], demanded);
-    }
     if (!handoff_segment_read(es->load.fd, es->load.table, es->load.start, k,
                               es->buf, &len, &err)) {
         early_fatal("%s", error_get_pretty(err));
@@ -265,6 +294,59 @@ static void apply_segment(HandoffEarlyStart *es, uint32_t k, bool demanded)
         qatomic_inc(&es->demanded);
     }
     trace_handoff_early_start_segment(k, len, demanded);
+}
+
+/*
+ * Segment @k and every segment it needs that is not applied yet, in
+ * number order: a dependency is an earlier segment, so that order
+ * applies each after its own. A worklist, not recursion: a crafted table
+ * may chain a hundred thousand segments.
+ */
+static void apply_segment(HandoffEarlyStart *es, uint32_t k, bool demanded)
+{
+    g_autoptr(GArray) work = NULL;
+    g_autofree uint32_t *deps = NULL;
+    size_t cap = 0, n, i;
+    uint32_t lowest = k, j;
+
+    if (es->applied[k]) {
+        return;
+    }
+    work = g_array_new(false, false, sizeof(uint32_t));
+    g_array_append_val(work, k);
+    es->wanted[k] = 1;
+    while (work->len) {
+        uint32_t w = g_array_index(work, uint32_t, work->len - 1);
+        int rc;
+
+        g_array_set_size(work, work->len - 1);
+        rc = handoff_segment_table_entry(es->load.table, w, NULL, NULL, NULL,
+                                         NULL, 0, &n);
+        if (rc == 0 && n > cap) {
+            cap = n;
+            deps = g_renew(uint32_t, deps, cap);
+        }
+        if (rc == 0 && n) {
+            rc = handoff_segment_table_entry(es->load.table, w, NULL, NULL,
+                                             NULL, deps, cap, &n);
+        }
+        if (rc < 0) {
+            early_engine_fatal(rc);
+        }
+        for (i = 0; i < n; i++) {
+            if (!es->applied[deps[i]] && !es->wanted[deps[i]]) {
+                es->wanted[deps[i]] = 1;
+                lowest = MIN(lowest, deps[i]);
+                g_array_append_val(work, deps[i]);
+            }
+        }
+    }
+    for (j = lowest; j <= k; j++) {
+        if (es->wanted[j]) {
+            es->wanted[j] = 0;
+            apply_one(es, j, demanded);
+        }
+    }
 }
 
 /* The segment that carries chunk @index of @region, if one does. */
@@ -312,9 +394,7 @@ static void serve_fault(HandoffEarlyStart *es, uint64_t addr)
          * crafted overlay: the decoder would find it only at the end,
          * with the accessor waiting until then).
          */
-        if (uffd_zero_page(es->uffd, (void *)(uintptr_t)page,
-                           HANDOFF_CHUNK_SIZE, false) == 0 ||
-            errno != EEXIST) {
+        if (!page_present(es, page)) {
             early_fatal("chunk %" PRIu64 " of region %u missing though "
                         "never emptied or its segment applied",
                         (page - host) >> 12, r->region);
@@ -372,10 +452,15 @@ static void serve_disk_demand(HandoffEarlyStart *es)
 static void demand_chunk(uint64_t chunk, void *opaque)
 {
     EarlyRegion *r = opaque;
-    HandoffEarlyStart *es = early_start;
+    HandoffEarlyStart *es = r->es;
     EarlyDemand d = { .region = r->region, .chunk = chunk };
     uint64_t one = 1;
 
+    /* Under the filter's lock, this region's only caller. */
+    if (chunk >= r->size / HANDOFF_CHUNK_SIZE ||
+        test_and_set_bit(chunk, r->demanded)) {
+        return;
+    }
     qemu_mutex_lock(&es->demand_lock);
     g_array_append_val(es->demand, d);
     qemu_mutex_unlock(&es->demand_lock);
@@ -387,7 +472,8 @@ static void demand_chunk(uint64_t chunk, void *opaque)
 /*
  * The next segment in file order may go when the backlog has room and the
  * rate (a test's and a benchmark's knob: what a link would allow) says
- * so; else how long to wait for it, in ms (-1: for an event only).
+ * so; else how long to wait for it, in ms (at most 100: events wake the
+ * thread sooner).
  */
 static int background_wait_ms(HandoffEarlyStart *es)
 {
@@ -401,7 +487,7 @@ static int background_wait_ms(HandoffEarlyStart *es)
     }
     now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
     return now >= es->next_background_ns ? 0 :
-           (es->next_background_ns - now) / SCALE_MS + 1;
+           MIN((es->next_background_ns - now) / SCALE_MS + 1, 100);
 }
 
 static void pace(HandoffEarlyStart *es, uint32_t k)
@@ -445,13 +531,16 @@ static void *early_start_thread(void *opaque)
         while (next < es->count && es->applied[next]) {
             next++;
         }
+        if (next == es->count) {
+            break;              /* the last ones were demanded */
+        }
         wait = background_wait_ms(es);
-        if (wait == 0 && next < es->count) {
+        if (wait == 0) {
             pace(es, next);
             apply_segment(es, next, false);
             continue;
         }
-        wait_events(es, wait > 0 ? wait : 100);
+        wait_events(es, wait);
     }
     {
         int rc = handoff_decoder_finish(es->load.dec);
@@ -488,51 +577,62 @@ static void *early_start_thread(void *opaque)
 
 /* --- the end, in the main loop ------------------------------------------- */
 
-static void early_start_free(HandoffEarlyStart *es)
+/*
+ * What the start took, given back (main thread): the filters, THP, the
+ * fds, the migration blocker, discards, the table and the overlay.
+ */
+static void early_start_release(HandoffEarlyStart *es)
 {
     size_t i;
 
     for (i = 0; i < es->n_regions; i++) {
-        if (es->regions[i].filter) {
-            handoff_early_remove(es->regions[i].filter);
+        EarlyRegion *r = &es->regions[i];
+
+        if (r->filter) {
+            handoff_early_remove(r->filter);
+            r->filter = NULL;
+            r->early = NULL;
         }
+        if (r->no_hugepages) {
+            qemu_madvise(r->host, r->size, QEMU_MADV_HUGEPAGE);
+            r->no_hugepages = false;
+        }
+        g_free(r->demanded);
+        r->demanded = NULL;
     }
     if (es->uffd >= 0) {
         close(es->uffd);
+        es->uffd = -1;
     }
     if (es->wake_fd >= 0) {
         close(es->wake_fd);
+        es->wake_fd = -1;
     }
     if (es->blocker) {
         migrate_del_blocker(es->blocker);
         error_free(es->blocker);
+        es->blocker = NULL;
     }
     if (es->discards_disabled) {
         ram_block_discard_disable(false);
+        es->discards_disabled = false;
     }
-    if (es->finish_timer) {
-        timer_free(es->finish_timer);
+    if (es->shutdown.notify) {
+        notifier_remove(&es->shutdown);
+        es->shutdown.notify = NULL;
     }
     handoff_segment_table_free(es->load.table);
+    es->load.table = NULL;
     if (es->load.fd >= 0) {
         close(es->load.fd);
+        es->load.fd = -1;
     }
-    if (es->load.release) {
-        es->load.release(es->load.opaque);
-    }
-    g_array_free(es->demand, true);
-    g_array_free(es->backlog, true);
-    g_array_free(es->backlog_region, true);
-    qemu_mutex_destroy(&es->demand_lock);
-    g_free(es->applied);
-    g_free(es->buf);
-    g_free(es->regions);
-    g_free(es);
 }
 
 /*
  * Every segment applied: once the filters have written their last
- * placements, they go, and with them what the load kept.
+ * placements, they go, and with them what the load kept. The counters
+ * stay for query-handoff-early-start.
  */
 static void early_start_finish(void *opaque)
 {
@@ -553,18 +653,31 @@ static void early_start_finish(void *opaque)
         }
     }
     qemu_thread_join(&es->thread);
-    es->thread_started = false;
-    for (i = 0; i < es->n_regions; i++) {
-        if (es->regions[i].filter) {
-            handoff_early_remove(es->regions[i].filter);
-            es->regions[i].filter = NULL;
-            es->regions[i].early = NULL;
-        }
-    }
+    early_start_release(es);
     es->load.release(es->load.opaque);
     es->load.release = NULL;
+    es->load.dec = NULL;
     es->completed = true;
     trace_handoff_early_start_completed();
+}
+
+/*
+ * QEMU stopping (quit, the guest's poweroff) before every segment is in:
+ * the disks' overlays lack what was not placed, and the block layer's
+ * teardown would meet the filters and this thread. Refused as loudly as
+ * can be: the process ends here, the overlays named incomplete.
+ */
+static void early_start_shutdown(Notifier *n, void *data)
+{
+    HandoffEarlyStart *es = container_of(n, HandoffEarlyStart, shutdown);
+
+    if (!es->completed) {
+        error_report("handoff: early start: QEMU stops with %u of %u "
+                     "segments applied: the VM's disk overlays are "
+                     "incomplete and must not be used",
+                     qatomic_read(&es->applied_count), es->count);
+        _exit(EXIT_FAILURE);
+    }
 }
 
 /* --- the start ------------------------------------------------------------ */
@@ -612,6 +725,7 @@ static bool arm_memory(HandoffEarlyStart *es, EarlyRegion *r, Error **errp)
         return false;
     }
     qemu_madvise(r->host, r->size, QEMU_MADV_NOHUGEPAGE);
+    r->no_hugepages = true;
     if (uffd_register_memory(es->uffd, r->host, r->size,
                              UFFDIO_REGISTER_MODE_MISSING, &ioctls)) {
         error_setg_errno(errp, errno, "userfaultfd: cannot register RAM "
@@ -642,6 +756,7 @@ static bool arm_disk(HandoffEarlyStart *es, EarlyRegion *r, HandoffDisk *d,
         return false;
     }
     r->early = handoff_early_of(r->filter, &error_abort);
+    r->demanded = bitmap_new(chunks);
     for (i = 0; i <= chunks; i++) {
         if (i < chunks && carried_in(es, r->region, i, &segment)) {
             run++;
@@ -659,6 +774,15 @@ static bool arm_disk(HandoffEarlyStart *es, EarlyRegion *r, HandoffDisk *d,
 /* What could fill or empty RAM behind this file, held off meanwhile. */
 static bool hold_off(HandoffEarlyStart *es, Error **errp)
 {
+    /*
+     * Discards disabled already means a device pins guest RAM (VFIO):
+     * emptying a chunk would leave its DMA mapping on the old page.
+     */
+    if (ram_block_discard_is_disabled()) {
+        error_setg(errp, "a device pins guest RAM (discards are disabled): "
+                   "early start cannot empty the chunks still to come");
+        return false;
+    }
     error_setg(&es->blocker, "an early-started VM's overlay is still being "
                "applied");
     if (migrate_add_blocker(es->blocker, errp) < 0) {
@@ -687,34 +811,66 @@ static bool hold_off(HandoffEarlyStart *es, Error **errp)
     return true;
 }
 
+/* Whether any chunk of @region, one this VM cannot hold back, is carried. */
+static bool carries_any(HandoffEarlyStart *es, uint32_t region, uint64_t size)
+{
+    uint64_t i;
+    uint32_t segment;
+
+    for (i = 0; i < size / HANDOFF_CHUNK_SIZE; i++) {
+        if (carried_in(es, region, i, &segment)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Disks first: inserting a filter may drain, and so run the main loop,
+ * which must find no emptied RAM while no thread serves its faults.
+ * Then RAM, with nothing in between that yields, then the thread.
+ */
 static bool arm_regions(HandoffEarlyStart *es, Error **errp)
 {
+    bool memory;
     size_t i;
 
     es->regions = g_new0(EarlyRegion, es->load.n_regions);
-    for (i = 0; i < es->load.n_regions; i++) {
-        EarlyRegion *r = &es->regions[es->n_regions];
-        HandoffDisk *d = NULL;
+    for (memory = false; ; memory = true) {
+        for (i = 0; i < es->load.n_regions; i++) {
+            EarlyRegion *r = &es->regions[es->n_regions];
+            HandoffDisk *d = NULL;
 
-        r->region = i;
-        r->host = es->load.host[i];
-        r->size = es->load.size[i];
-        if (!r->host) {
-            d = handoff_disks_find(es->load.disks, i);
-            if (!d) {
-                continue;       /* a region this VM does not carry */
+            if (!!es->load.host[i] != memory) {
+                continue;
+            }
+            r->es = es;
+            r->region = i;
+            r->host = es->load.host[i];
+            r->size = es->load.size[i];
+            d = r->host ? NULL : handoff_disks_find(es->load.disks, i);
+            if (!r->host && !d) {
+                if (carries_any(es, i, r->size)) {
+                    error_setg(errp, "region %zu carries chunks this VM "
+                               "has no disk for", i);
+                    return false;
+                }
+                continue;
+            }
+            es->n_regions++;
+            if (r->host ? !arm_memory(es, r, errp)
+                        : !arm_disk(es, r, d, errp)) {
+                return false;
             }
         }
-        es->n_regions++;
-        if (r->host ? !arm_memory(es, r, errp) : !arm_disk(es, r, d, errp)) {
-            return false;
+        if (memory) {
+            return true;
         }
     }
-    return true;
 }
 
-HandoffEarlyStart *handoff_early_start_begin(const HandoffEarlyStartLoad *load,
-                                             Error **errp)
+bool handoff_early_start_begin(const HandoffEarlyStartLoad *load,
+                               HandoffEarlyStart **out, Error **errp)
 {
     HandoffEarlyStart *es = g_new0(HandoffEarlyStart, 1);
 
@@ -723,6 +879,7 @@ HandoffEarlyStart *handoff_early_start_begin(const HandoffEarlyStartLoad *load,
     es->uffd = es->wake_fd = -1;
     es->count = handoff_segment_table_count(load->table);
     es->applied = g_new0(uint8_t, es->count);
+    es->wanted = g_new0(uint8_t, es->count);
     es->buf = g_malloc(HANDOFF_SEGMENT_MAX_BYTES);
     es->t0 = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
     qemu_mutex_init(&es->demand_lock);
@@ -731,22 +888,35 @@ HandoffEarlyStart *handoff_early_start_begin(const HandoffEarlyStartLoad *load,
     es->backlog_region = g_array_new(false, false, sizeof(uint32_t));
     es->finish_timer = timer_new_ms(QEMU_CLOCK_REALTIME, early_start_finish,
                                     es);
-    early_start = es;
     if (!hold_off(es, errp) || !arm_regions(es, errp)) {
         /*
          * Nothing has run on this RAM: the load fails and the VM never
-         * starts, so the emptied chunks need no bytes back.
+         * starts, so the emptied chunks need no bytes back. The caller
+         * keeps the table, the overlay and its own state.
          */
-        es->load.release = NULL;        /* the load frees its own */
-        early_start = NULL;
-        early_start_free(es);
-        return NULL;
+        es->load.table = NULL;
+        es->load.fd = -1;
+        early_start_release(es);
+        timer_free(es->finish_timer);
+        qemu_mutex_destroy(&es->demand_lock);
+        g_array_free(es->demand, true);
+        g_array_free(es->backlog, true);
+        g_array_free(es->backlog_region, true);
+        g_free(es->applied);
+        g_free(es->wanted);
+        g_free(es->buf);
+        g_free(es->regions);
+        g_free(es);
+        return false;
     }
+    es->shutdown.notify = early_start_shutdown;
+    qemu_register_shutdown_notifier(&es->shutdown);
     trace_handoff_early_start_begin(es->count, es->load.rate);
+    /* Published before the thread runs: the decoder's writer reads it. */
+    *out = early_start = es;
     qemu_thread_create(&es->thread, "handoff-early", early_start_thread, es,
                        QEMU_THREAD_JOINABLE);
-    es->thread_started = true;
-    return es;
+    return true;
 }
 
 /* --- QMP ------------------------------------------------------------------ */

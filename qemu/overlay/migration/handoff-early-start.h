@@ -37,10 +37,11 @@ typedef struct HandoffEarlyStart HandoffEarlyStart;
  * registers what RAM the segments carry with userfaultfd and empties it,
  * puts a handoff-early filter over each carried disk with its carried
  * chunks absent, and starts the thread that applies the segments, those
- * something waits for first, the rest in file order.
+ * something waits for first, the rest in file order. *@out is set before
+ * that thread runs. On failure the caller keeps what @load names.
  */
-HandoffEarlyStart *handoff_early_start_begin(const HandoffEarlyStartLoad *load,
-                                             Error **errp);
+bool handoff_early_start_begin(const HandoffEarlyStartLoad *load,
+                               HandoffEarlyStart **out, Error **errp);
 
 /* The decoder's writer, for each chunk a segment gives (that thread). */
 int handoff_early_start_write(HandoffEarlyStart *es, uint32_t region,

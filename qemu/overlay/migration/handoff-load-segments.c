@@ -37,6 +37,7 @@ struct HandoffSegmentFeed {
     bool early;                     /* early start applies them, not us */
     bool taken;                     /* by early start, with the table */
     uint64_t start;                 /* of the segments in the file */
+    uint64_t stream_start;          /* of the migration stream */
     HandoffSegmentTable *table;     /* once the table part is loaded */
     uint8_t *buf;                   /* the table part, then a segment */
     size_t have;                    /* bytes gathered in @buf */
@@ -47,10 +48,12 @@ struct HandoffSegmentFeed {
 
 HandoffSegmentFeed *handoff_segment_feed_new(HandoffDecoder *dec,
                                              const uint8_t *root, int fd,
+                                             uint64_t stream_start,
                                              bool early)
 {
     HandoffSegmentFeed *f = g_new0(HandoffSegmentFeed, 1);
 
+    f->stream_start = stream_start;
     f->dec = dec;
     f->fd = fd;
     f->early = early;
@@ -105,10 +108,12 @@ static bool segments_start(HandoffSegmentFeed *f, uint64_t *start,
         error_setg_errno(errp, errno, "cannot size the overlay");
         return false;
     }
-    if ((uint64_t)st.st_size < end) {
-        error_setg(errp, "the overlay has %" PRIu64 " bytes, fewer than "
-                   "the %" PRIu64 " of its segments", (uint64_t)st.st_size,
-                   end);
+    /* The migration stream, this table part's at least, comes first. */
+    if ((uint64_t)st.st_size < end ||
+        (uint64_t)st.st_size - end < f->stream_start + f->have) {
+        error_setg(errp, "the overlay has %" PRIu64 " bytes, too few for "
+                   "its migration stream and the %" PRIu64 " of its "
+                   "segments", (uint64_t)st.st_size, end);
         return false;
     }
     *start = st.st_size - end;

@@ -14,13 +14,15 @@ typedef struct HandoffSegmentFeed HandoffSegmentFeed;
 
 /*
  * Applies through @dec, authenticating the table part with @root; the
- * segments are read from the end of the overlay open as @fd (taken) and
+ * segments are read from the end of the overlay open as @fd (taken),
+ * after the migration stream that starts at @stream_start, and
  * applied when the table part is in, unless @early: then early start
  * takes the table and the file (handoff_segment_feed_take) and applies
  * them while the VM runs.
  */
 HandoffSegmentFeed *handoff_segment_feed_new(HandoffDecoder *dec,
                                              const uint8_t *root, int fd,
+                                             uint64_t stream_start,
                                              bool early);
 bool handoff_segment_feed_take(HandoffSegmentFeed *f,
                                HandoffSegmentTable **table, int *fd,

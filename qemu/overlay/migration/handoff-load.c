@@ -81,11 +81,14 @@ static uint8_t expected_root[HANDOFF_ROOT_SIZE];
 static int segments_fd = -1;
 static bool expect_early;
 static uint64_t early_rate;
+static uint64_t segments_after;
 
-void handoff_load_expect_segmented(const uint8_t *root, int fd, bool early,
+void handoff_load_expect_segmented(const uint8_t *root, int fd,
+                                   uint64_t stream_start, bool early,
                                    uint64_t rate)
 {
     expect_segmented = true;
+    segments_after = stream_start;
     expect_early = early;
     early_rate = rate;
     memcpy(expected_root, root, HANDOFF_ROOT_SIZE);
@@ -370,7 +373,8 @@ static bool load_setup(HandoffLoadState *s, const char *dir, Error **errp)
     }
     if (expect_segmented) {
         s->segments = handoff_segment_feed_new(s->dec, expected_root,
-                                               segments_fd, expect_early);
+                                               segments_fd, segments_after,
+                                               expect_early);
         segments_fd = -1;
     }
     return true;
@@ -457,8 +461,7 @@ static bool begin_early_start(HandoffLoadState *s, Error **errp)
                                    &load.start)) {
         return true;            /* the table part is not whole yet */
     }
-    s->early = handoff_early_start_begin(&load, errp);
-    if (!s->early) {
+    if (!handoff_early_start_begin(&load, &s->early, errp)) {
         handoff_segment_table_free(load.table);
         close(load.fd);
         return false;

@@ -234,14 +234,17 @@ void handoff_overlay_start_incoming(const char *path, Error **errp)
         return;
     }
     if (segmented) {
-        int fd = dup(file->fd);
+        int fd = qemu_dup(file->fd);
 
         if (fd < 0) {
             error_setg_errno(errp, errno, "cannot open the overlay's "
                              "segments");
             return;
         }
-        handoff_load_expect_segmented(root, fd, early, rate);
+        handoff_load_expect_segmented(root, fd,
+                                      HANDOFF_OVERLAY_HEADER_BYTES +
+                                      file->header.description_bytes,
+                                      early, rate);
     }
     ioc = QIO_CHANNEL(qio_channel_file_new_fd(file->fd));
     file->fd = -1;

@@ -267,6 +267,12 @@ static int hand_over_segments(HandoffSaveState *s, QEMUFile *f)
         if (!produced) {
             break;
         }
+        if (produced > G_MAXUINT - stream->len) {
+            error_report("handoff: a segmented stream of more than 4 GiB: "
+                         "this QEMU does not write one");
+            qemu_file_set_error(f, -EFBIG);
+            return -EFBIG;
+        }
         g_byte_array_append(stream, s->out, produced);
     }
     rc = handoff_encoder_segment_root(s->enc, root);

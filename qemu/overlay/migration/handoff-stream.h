@@ -22,12 +22,14 @@
  * The incoming stream is an early-start overlay's (handoff-overlay-file.c):
  * segmented, its table part authenticated by @root, which the overlay's
  * checked description names, in the migration stream, and its segments at
- * the end of the overlay open as @fd (taken). Any other stream is loaded
+ * the end of the overlay open as @fd (taken), after its migration stream,
+ * which starts at @stream_start. Any other stream is loaded
  * as one piece. With @early, the VM runs while the segments are applied
  * (handoff-early-start.c), in the background at @rate bytes per second
  * (0: as fast as they come).
  */
-void handoff_load_expect_segmented(const uint8_t *root, int fd, bool early,
+void handoff_load_expect_segmented(const uint8_t *root, int fd,
+                                   uint64_t stream_start, bool early,
                                    uint64_t rate);
 
 int handoff_load_setup(QEMUFile *f, void *opaque);

@@ -70,6 +70,9 @@ bool handoff_early_place_many(BDRVHandoffEarlyState *s,
 
 void handoff_early_stats(BDRVHandoffEarlyState *s, HandoffEarlyStats *stats);
 
+/* The error of a placement that failed (-errno; every request gets it), or 0. */
+int handoff_early_error(BDRVHandoffEarlyState *s);
+
 /*
  * Puts a handoff-early filter named @node_name over @bs (its parents then
  * see the filter), or drops one again: main thread, BQL held.
