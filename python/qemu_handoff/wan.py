@@ -246,10 +246,15 @@ class WanLink:
             self._create()
 
     def _create(self):
+        # close() deletes only what this link made: a name taken already
+        # (a pid reused modulo 100000, a tag given twice) is another's.
+        self._made_netns = self._made_link = False
         run("ip", "netns", "add", self.netns)
+        self._made_netns = True
         try:
             run("ip", "link", "add", self.host_if, "type", "veth",
                 "peer", "name", self.ns_if)
+            self._made_link = True
             run("ip", "link", "set", self.ns_if, "netns", self.netns)
             run("ip", "addr", "add", f"{self.host_addr}/30", "dev",
                 self.host_if)
@@ -317,10 +322,12 @@ class WanLink:
         if self._netns_fd is not None:
             os.close(self._netns_fd)
             self._netns_fd = None
-        subprocess.run(["ip", "link", "del", self.host_if],
-                       capture_output=True)
-        subprocess.run(["ip", "netns", "del", self.netns],
-                       capture_output=True)
+        if getattr(self, "_made_link", False):
+            subprocess.run(["ip", "link", "del", self.host_if],
+                           capture_output=True)
+        if getattr(self, "_made_netns", False):
+            subprocess.run(["ip", "netns", "del", self.netns],
+                           capture_output=True)
 
     def __enter__(self):
         return self

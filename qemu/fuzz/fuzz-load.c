@@ -118,6 +118,26 @@ UNREACHED(void, handoff_error_engine, Error **errp, int code, const char *what)
 UNREACHED(const char *, qemu_ram_get_idstr, RAMBlock *rb)
 UNREACHED(void *, qemu_ram_get_host_addr, RAMBlock *rb)
 UNREACHED(bool, qemu_ram_is_migratable, RAMBlock *rb)
+/* Segmented streams and early start: never set up by this harness. */
+UNREACHED(HandoffSegmentFeed *, handoff_segment_feed_new, HandoffDecoder *dec,
+          const uint8_t *root, int fd, uint64_t stream_start, bool early)
+UNREACHED(bool, handoff_segment_feed, HandoffSegmentFeed *f,
+          const uint8_t *data, size_t len, Error **errp)
+UNREACHED(bool, handoff_segment_feed_done, HandoffSegmentFeed *f,
+          Error **errp)
+UNREACHED(bool, handoff_segment_feed_take, HandoffSegmentFeed *f,
+          HandoffSegmentTable **table, int *fd, uint64_t *start)
+UNREACHED(bool, handoff_early_start_begin, const HandoffEarlyStartLoad *load,
+          HandoffEarlyStart **out, Error **errp)
+UNREACHED(int, handoff_early_start_write, HandoffEarlyStart *es,
+          uint32_t region, uint64_t index, const void *data)
+
+void handoff_segment_feed_free(HandoffSegmentFeed *f)
+{
+    if (f) {
+        abort();
+    }
+}
 RAMList ram_list;
 
 /* Rejections are the normal outcome: keep them off the fuzzer's output. */

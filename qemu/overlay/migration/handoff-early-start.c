@@ -58,6 +58,8 @@
 #include "qemu/timer.h"
 #include "qemu/userfaultfd.h"
 #include "sysemu/runstate.h"
+#include "sysemu/runstate-action.h"
+#include "sysemu/sysemu.h"
 #include "sysemu/block-backend.h"
 #include "handoff-early-start.h"
 #include "handoff-load-segments.h"
@@ -113,7 +115,7 @@ struct HandoffEarlyStart {
     int64_t t0, ended_ns;
     bool completed;
     QEMUTimer *finish_timer;    /* main loop: the end, once placed */
-    Notifier shutdown;
+    Notifier shutdown, exit;
 };
 
 typedef struct EarlyDemand {
@@ -244,8 +246,20 @@ int handoff_early_start_write(HandoffEarlyStart *es, uint32_t region,
 }
 
 /* Hands the backlog to the filters in order, as far as their queues take. */
+/* A placement the filter failed to write: every request gets its error. */
+static void check_disk(EarlyRegion *r)
+{
+    int error = handoff_early_error(r->early);
+
+    if (error) {
+        early_fatal("cannot write disk region %u: %s", r->region,
+                    strerror(-error));
+    }
+}
+
 static void backlog_submit(HandoffEarlyStart *es)
 {
+    Error *err = NULL;
     guint done = 0;
 
     while (done < es->backlog->len) {
@@ -254,13 +268,18 @@ static void backlog_submit(HandoffEarlyStart *es)
         EarlyRegion *r = region_of(es, g_array_index(es->backlog_region,
                                                      uint32_t, done));
 
-        if (!handoff_early_place_many(r->early, c, 1, NULL)) {
-            int error = handoff_early_error(r->early);
+        if (!handoff_early_place_many(r->early, c, 1, &err)) {
+            HandoffEarlyStats st;
 
-            if (error) {
-                early_fatal("cannot write disk region %u: %s", r->region,
-                            strerror(-error));
+            check_disk(r);
+            handoff_early_stats(r->early, &st);
+            if (!st.queued_bytes) {
+                /* Refused with nothing queued: not for room (read-only?) */
+                early_fatal("disk region %u: %s", r->region,
+                            error_get_pretty(err));
             }
+            error_free(err);
+            err = NULL;
             break;              /* full: the main loop is writing */
         }
         es->backlog_bytes -= c->count * HANDOFF_CHUNK_SIZE;
@@ -551,6 +570,7 @@ static void *early_start_thread(void *opaque)
     }
     while (es->backlog->len) {
         serve_faults(es);
+        serve_disk_demand(es);          /* reads the eventfd: no spin */
         backlog_submit(es);
         if (es->backlog->len) {
             wait_events(es, 1);
@@ -585,6 +605,16 @@ static void early_start_release(HandoffEarlyStart *es)
 {
     size_t i;
 
+    /*
+     * First: a refused start's RAM is still registered and emptied, and
+     * removing a filter drains, which runs the main loop; with the uffd
+     * closed, an access there finds a zero page instead of waiting for a
+     * thread that never ran (the VM does not run after a refused start).
+     */
+    if (es->uffd >= 0) {
+        close(es->uffd);
+        es->uffd = -1;
+    }
     for (i = 0; i < es->n_regions; i++) {
         EarlyRegion *r = &es->regions[i];
 
@@ -599,10 +629,6 @@ static void early_start_release(HandoffEarlyStart *es)
         }
         g_free(r->demanded);
         r->demanded = NULL;
-    }
-    if (es->uffd >= 0) {
-        close(es->uffd);
-        es->uffd = -1;
     }
     if (es->wake_fd >= 0) {
         close(es->wake_fd);
@@ -620,6 +646,10 @@ static void early_start_release(HandoffEarlyStart *es)
     if (es->shutdown.notify) {
         notifier_remove(&es->shutdown);
         es->shutdown.notify = NULL;
+    }
+    if (es->exit.notify) {
+        qemu_remove_exit_notifier(&es->exit);
+        es->exit.notify = NULL;
     }
     handoff_segment_table_free(es->load.table);
     es->load.table = NULL;
@@ -645,6 +675,7 @@ static void early_start_finish(void *opaque)
         if (!es->regions[i].early) {
             continue;
         }
+        check_disk(&es->regions[i]);
         handoff_early_stats(es->regions[i].early, &st);
         if (st.absent || st.queued_bytes) {
             timer_mod(es->finish_timer,         /* after the next writes */
@@ -667,10 +698,8 @@ static void early_start_finish(void *opaque)
  * teardown would meet the filters and this thread. Refused as loudly as
  * can be: the process ends here, the overlays named incomplete.
  */
-static void early_start_shutdown(Notifier *n, void *data)
+static void early_start_refuse_exit(HandoffEarlyStart *es)
 {
-    HandoffEarlyStart *es = container_of(n, HandoffEarlyStart, shutdown);
-
     if (!es->completed) {
         error_report("handoff: early start: QEMU stops with %u of %u "
                      "segments applied: the VM's disk overlays are "
@@ -678,6 +707,25 @@ static void early_start_shutdown(Notifier *n, void *data)
                      qatomic_read(&es->applied_count), es->count);
         _exit(EXIT_FAILURE);
     }
+}
+
+/*
+ * A shutdown that pauses instead (-no-shutdown, as libvirt starts QEMU,
+ * or -action shutdown=pause) lets the segments go on arriving; quit and
+ * signals set the action back to poweroff first.
+ */
+static void early_start_shutdown(Notifier *n, void *data)
+{
+    if (shutdown_action != SHUTDOWN_ACTION_PAUSE) {
+        early_start_refuse_exit(container_of(n, HandoffEarlyStart,
+                                             shutdown));
+    }
+}
+
+/* exit() without a shutdown: a load that failed after the start. */
+static void early_start_exit(Notifier *n, void *data)
+{
+    early_start_refuse_exit(container_of(n, HandoffEarlyStart, exit));
 }
 
 /* --- the start ------------------------------------------------------------ */
@@ -888,6 +936,11 @@ bool handoff_early_start_begin(const HandoffEarlyStartLoad *load,
     es->backlog_region = g_array_new(false, false, sizeof(uint32_t));
     es->finish_timer = timer_new_ms(QEMU_CLOCK_REALTIME, early_start_finish,
                                     es);
+    /* Before arming: inserting a filter may run the main loop (a quit). */
+    es->shutdown.notify = early_start_shutdown;
+    qemu_register_shutdown_notifier(&es->shutdown);
+    es->exit.notify = early_start_exit;
+    qemu_add_exit_notifier(&es->exit);
     if (!hold_off(es, errp) || !arm_regions(es, errp)) {
         /*
          * Nothing has run on this RAM: the load fails and the VM never
@@ -909,8 +962,6 @@ bool handoff_early_start_begin(const HandoffEarlyStartLoad *load,
         g_free(es);
         return false;
     }
-    es->shutdown.notify = early_start_shutdown;
-    qemu_register_shutdown_notifier(&es->shutdown);
     trace_handoff_early_start_begin(es->count, es->load.rate);
     /* Published before the thread runs: the decoder's writer reads it. */
     *out = early_start = es;
