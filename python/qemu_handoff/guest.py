@@ -155,12 +155,14 @@ class GuestVM:
         self.args += shlex.split(os.environ.get("QEMU_HANDOFF_QEMU_ARGS", ""))
         self.proc = None
         self.qmp = None
+        self.pass_fds = ()      # open fds QEMU's arguments name
 
     def start(self):
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(self.args, stdout=self._log,
                                      stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL,
+                                     pass_fds=self.pass_fds)
         try:
             self.qmp = QMPClient(self.qmp_path)
         except Exception:

@@ -40,8 +40,12 @@ from qemu_handoff.guest import GUEST, GuestVM, free_tcp_port
 from qemu_handoff.paths import TOP
 from qemu_handoff.wan import WanLink
 
+from qemu_handoff.formats import early_feed
 from qemu_handoff.formats import overlay as overlay_file
 from qemu_handoff.formats import working_set
+from qemu_handoff.synthesis.segment_sender import (SegmentSender,
+                                                   prepare_spool,
+                                                   segments_start)
 
 SYNTHESIS = os.path.join(TOP, "scripts", "handoff-synthesis.py")
 
@@ -584,6 +588,140 @@ def test_early_start_quit_before_the_end_names_the_disk_incomplete(
         dst.stop()
 
 
+# --- early start fed while the segments arrive (-handoff ...,feed-fd=N) -----
+
+def fed_qemu(tmp_path, base, overlay, spool_edit=None):
+    """A QEMU launched with early start from a spool holding all of
+    @overlay but its segments, at its full size, and the socket of its
+    segment feed: (vm, our end). @spool_edit(path) may change the spool
+    first."""
+    spool = str(tmp_path / "spool.overlay")
+    prepare_spool(overlay, spool)
+    if spool_edit:
+        spool_edit(spool)
+    ours, theirs = socket.socketpair()
+    vm = qemu_with_overlay(tmp_path, base, spool)
+    vm.args[vm.args.index("-handoff") + 1] += \
+        f",early-start=on,feed-fd={theirs.fileno()}"
+    vm.pass_fds = (theirs.fileno(),)
+    try:
+        vm.start()
+    finally:
+        theirs.close()
+    return vm, ours, spool
+
+
+def fed_early_start(tmp_path, base, overlay, **sender_args):
+    """fed_qemu, with a SegmentSender on the feed: (vm, sender)."""
+    vm, ours, spool = fed_qemu(tmp_path, base, overlay)
+    sender = SegmentSender(overlay, spool, ours, **sender_args)
+    sender.start()
+    return vm, sender
+
+
+def sender_done(sender):
+    sender.join(timeout=60)
+    assert not sender.is_alive() and sender.error is None, sender.error
+
+
+def test_early_start_fed_asks_for_what_waits(tmp_path, saved, resaved, base,
+                                            vms):
+    """The segments arrive through a feed that holds its order after the
+    first: a read of the whole disk and a dump of the whole RAM make QEMU
+    ask for every other segment (WANT), each once, and the sender's
+    answers are all it applies. Then the order goes on, every segment is
+    in, the digest of the now whole file checks, and the VM is the saved
+    one byte for byte."""
+    dst, sender = fed_early_start(tmp_path, base, resaved.path,
+                                  hold_after=1)
+    vms.append(dst)
+    assert dst.wait_incoming()["status"] == "completed"
+    size = next(b["inserted"]["image"]["virtual-size"]
+                for b in dst.qmp.cmd("query-block") if b.get("inserted"))
+    assert dst.qmp.hmp(f'qemu-io virtio0 "read -q 0 {size}"') == ""
+    dst.ram_digest()
+    info = early_start_info(dst)
+    assert info["feed-wanted"] == len(sender.wanted) > 0, info
+    assert len(set(sender.wanted)) == len(sender.wanted), sender.wanted
+    assert set(sender.sent) - set(sender.wanted) <= {0}, sender.sent
+    assert info["disk-demands"] > 0 and info["faults"] > 0, info
+    sender.release()
+    done = wait_early_start_completed(dst, timeout=120)
+    assert done["feed-arrived"] == done["segments-applied"] == \
+        done["segments"], done
+    sender_done(sender)
+    assert_is_saved_vm(saved, dst)
+
+
+def test_early_start_fed_runs_while_segments_arrive(tmp_path, saved, resaved,
+                                                   base, vms):
+    """Resumed at once, the VM runs on the segments a sender writes at
+    2 MiB/s: heartbeats go on from the saved VM's while they arrive, what
+    it touches first asked for and sent ahead of the order; then its
+    disk is the saved VM's and it runs on."""
+    dst, sender = fed_early_start(tmp_path, base, resaved.path,
+                                  rate=2 << 20)
+    vms.append(dst)
+    assert dst.wait_incoming()["status"] == "completed"
+    dst.qmp.cmd("cont")
+    dst.wait_serial(r"^heartbeat \d+\r?$", timeout=60)
+    during = early_start_info(dst)
+    assert during["status"] == "active", during
+    assert during["feed-arrived"] < during["segments"], during
+    assert during["feed-wanted"] > 0, during
+    beats = dst.heartbeats()
+    assert beats[0] in (saved.last_beat + 1, saved.last_beat + 2), beats
+    done = wait_early_start_completed(dst)
+    assert done["feed-arrived"] == done["segments"], done
+    sender_done(sender)
+    assert len(sender.wanted) == done["feed-wanted"], done
+    dst.wait_serial(rf"^heartbeat {max(dst.heartbeats()) + 1}\r?$",
+                    timeout=60)
+    dst.qmp.cmd("stop")                 # flushes its disk
+    assert_same_disk(saved.disk, dst.disk)
+
+
+def other_digest(spool):
+    with open(spool, "r+b") as f:
+        f.seek(24)
+        digest = f.read(32)
+        f.seek(24)
+        f.write(bytes(b ^ 0xff for b in digest))
+
+
+@pytest.mark.parametrize("how", ["have-past-the-end", "closed-early",
+                                 "digest"])
+def test_early_start_feed_refusals(tmp_path, resaved, base, how):
+    """A feed that names a segment the table lacks, or ends before every
+    segment is in, ends QEMU naming it; so does a file whose digest, when
+    it is whole at last, is not its header's (the device state it ran on
+    was not the overlay's)."""
+    vm, ours, spool = fed_qemu(tmp_path, base, resaved.path,
+                               other_digest if how == "digest" else None)
+    try:
+        if how == "digest":
+            sender = SegmentSender(resaved.path, spool, ours)
+            sender.start()
+            cause = r"the overlay, whole now, differs from its header's"
+        else:
+            start, size = segments_start(resaved.path)
+            layout = early_feed.read_layout(ours, start, size)
+            count = len(layout.segments)
+            if how == "have-past-the-end":
+                ours.sendall(early_feed.have(count))
+                cause = rf"HAVE names segment {count} of {count}"
+            else:
+                ours.close()
+                cause = rf"segment feed closed with 0 of {count} segments in"
+        assert vm.proc.wait(timeout=120) != 0
+        log = vm.read_log()
+        assert re.search(cause, log), log
+        assert "the VM stops" in log, log
+    finally:
+        vm.stop()
+        ours.close()
+
+
 def segment_starts(data):
     """File offsets of the segment headers ("QSEG", u32 number, little
     endian) of an overlay's segmented stream, in number order."""
@@ -606,13 +744,15 @@ def resigned(data, description_bytes):
 
 
 @pytest.mark.parametrize("early", [False, True], ids=["loaded", "early"])
-@pytest.mark.parametrize("damage", ["segment", "root"])
+@pytest.mark.parametrize("damage", ["segment", "root", "cut"])
 def test_qemu_refuses_early_start_overlay_damaged_inside(tmp_path, resaved,
                                                          base, damage, early):
     """A byte changed in segment k fails that segment's SHA-256, named,
     before it is applied; a root changed in the description fails the
-    table part. Either way QEMU exits and the VM never ran; under early
-    start too, where segment k is found bad after the load completed."""
+    table part; a file cut inside its last segment (its header's size
+    made to match) puts every segment elsewhere, and the first fails.
+    Either way QEMU exits and the VM never ran; under early start too,
+    where segment k is found bad after the load completed."""
     with open(resaved.path, "rb") as f:
         data = bytearray(f.read())
     header, _ = overlay_file.read_info(resaved.path)
@@ -622,6 +762,10 @@ def test_qemu_refuses_early_start_overlay_damaged_inside(tmp_path, resaved,
         k = len(starts) // 2
         data[starts[k] + 100] ^= 0x01       # inside its first frame
         cause = rf"segment {k} of \d+ \(offset \d+\) fails its SHA-256"
+    elif damage == "cut":
+        del data[-1000:]
+        data[16:24] = struct.pack(">Q", header.stream_bytes - 1000)
+        cause = r"segment 0 of \d+ \(offset \d+\) fails its SHA-256"
     else:
         at = data.index(b'"root": "', overlay_file.HEADER_BYTES) + 9
         data[at] = ord("1" if data[at] != ord("1") else "2")
@@ -631,13 +775,22 @@ def test_qemu_refuses_early_start_overlay_damaged_inside(tmp_path, resaved,
     log = qemu_refusal(tmp_path, base, str(path),
                        ",early-start=on" if early else "")
     assert re.search(cause, log), log
-    if early and damage == "segment":
+    if early and damage != "root":
         assert "early start:" in log and "the VM stops" in log, log
 
 
-def test_early_start_needs_an_early_start_overlay(tmp_path, saved, base):
+def test_early_start_needs_an_early_start_overlay(tmp_path, saved, resaved,
+                                                  base):
+    """early-start=on needs an early-start overlay; feed-fd= needs early
+    start, and a socket (stdin, /dev/null here, is not)."""
     log = qemu_refusal(tmp_path, base, saved.path, ",early-start=on")
     assert "carries no early-start stream" in log, log
+    log = qemu_refusal(tmp_path, base, resaved.path, ",feed-fd=0")
+    assert "feed-fd= feeds an early start: it needs early-start=on" in log, \
+        log
+    log = qemu_refusal(tmp_path, base, resaved.path,
+                       ",early-start=on,feed-fd=0")
+    assert "feed-fd=0 is not an open socket" in log, log
 
 
 # --- made offline: handoff-synthesis.py create --------------------------------

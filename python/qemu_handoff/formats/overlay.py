@@ -37,6 +37,8 @@ SEGMENTED_STREAM = int(re.search(
     r"^#define HANDOFF_OVERLAY_SEGMENTED_STREAM (\d+)", _text,
     re.M).group(1))
 ROOT = re.compile(r"[0-9a-f]{64}")      # a SHA-256, lowercase hex
+EARLY_START_FIELDS = frozenset(("stream-version", "root", "order-chunks",
+                                "segments-bytes"))
 # magic, version, description bytes, stream bytes, SHA-256, reserved
 _HEADER = struct.Struct(">8sIIQ32s8s")
 
@@ -126,11 +128,13 @@ def parse_description(raw):
 class EarlyStart:
     """An early-start overlay's stream: segmented (engine stream version
     3) with table part root @root (bytes), @order_chunks chunks ordered
-    first."""
+    first, its segments @segments_bytes at the end of the file (None in
+    overlays saved before QEMU wrote it)."""
 
-    def __init__(self, root, order_chunks):
+    def __init__(self, root, order_chunks, segments_bytes=None):
         self.root = root
         self.order_chunks = order_chunks
+        self.segments_bytes = segments_bytes
 
 
 def early_start(description):
@@ -142,6 +146,10 @@ def early_start(description):
     if not isinstance(early, dict):
         raise OverlayError(f"overlay description: {EARLY_START} is not an "
                            f"object")
+    unknown = sorted(set(early) - EARLY_START_FIELDS)
+    if unknown:
+        raise OverlayError(f"overlay description: {EARLY_START} has "
+                           f"unknown field {unknown[0][:40]!r}")
     if early.get("stream-version") != SEGMENTED_STREAM or \
             type(early.get("stream-version")) is not int:
         raise OverlayError(f"overlay description: {EARLY_START}."
@@ -154,7 +162,11 @@ def early_start(description):
     if type(chunks) is not int or chunks < 0:
         raise OverlayError(f"overlay description: {EARLY_START}."
                            f"order-chunks is not a count")
-    return EarlyStart(bytes.fromhex(root), chunks)
+    total = early.get("segments-bytes")
+    if total is not None and (type(total) is not int or total <= 0):
+        raise OverlayError(f"overlay description: {EARLY_START}."
+                           f"segments-bytes is not a size")
+    return EarlyStart(bytes.fromhex(root), chunks, total)
 
 
 def _is_disk(disk):

@@ -30,6 +30,8 @@ static QemuOptsList qemu_handoff_opts = {
         { .name = "verified-id", .type = QEMU_OPT_STRING },
         { .name = "early-start", .type = QEMU_OPT_BOOL },
         { .name = "x-early-rate", .type = QEMU_OPT_SIZE },
+        { .name = "feed-fd", .type = QEMU_OPT_NUMBER },
+        { .name = "userfaultfd", .type = QEMU_OPT_STRING },
         { /* end of list */ }
     },
 };
@@ -41,12 +43,38 @@ void handoff_cli_parse(const char *optarg, Error **errp)
     }
 }
 
-bool handoff_cli_early_start(uint64_t *rate)
+bool handoff_cli_early_start(HandoffEarlyStartOptions *o, Error **errp)
+{
+    QemuOpts *opts = qemu_opts_find(&qemu_handoff_opts, NULL);
+    uint64_t fd = opts ? qemu_opt_get_number(opts, "feed-fd", UINT64_MAX)
+                       : UINT64_MAX;
+
+    memset(o, 0, sizeof(*o));
+    o->on = opts && qemu_opt_get_bool(opts, "early-start", false);
+    o->rate = opts ? qemu_opt_get_size(opts, "x-early-rate", 0) : 0;
+    o->feed_fd = -1;
+    if (fd == UINT64_MAX) {
+        return true;
+    }
+    if (!o->on) {
+        error_setg(errp, "-handoff feed-fd= feeds an early start: it needs "
+                   "early-start=on");
+        return false;
+    }
+    if (fd > INT_MAX) {
+        error_setg(errp, "-handoff feed-fd=%" PRIu64 ": not a file "
+                   "descriptor", fd);
+        return false;
+    }
+    o->feed_fd = fd;
+    return true;
+}
+
+const char *handoff_cli_userfaultfd(void)
 {
     QemuOpts *opts = qemu_opts_find(&qemu_handoff_opts, NULL);
 
-    *rate = opts ? qemu_opt_get_size(opts, "x-early-rate", 0) : 0;
-    return opts && qemu_opt_get_bool(opts, "early-start", false);
+    return opts ? qemu_opt_get(opts, "userfaultfd") : NULL;
 }
 
 bool handoff_cli_claims_incoming(const char **incoming, Error **errp)

@@ -21,7 +21,10 @@
  *
  * One thread, this file's, applies every segment: those something waits
  * for first (with their dependencies), the rest in file order, the
- * working set first. It never takes the BQL, since a vCPU, or the main
+ * working set first. With a segment feed (handoff-early-feed.c) the
+ * segments are still being written into the file: the thread applies
+ * each once its sender says it is in, and asks for what something waits
+ * for; the file's digest is checked once it is whole. It never takes the BQL, since a vCPU, or the main
  * thread loading devices, may hold it while blocked on a fault only this
  * thread can answer; disk placements go to the filter's queue, which the
  * main loop (or an iothread) drains, and a full queue never blocks it.
@@ -61,6 +64,7 @@
 #include "sysemu/runstate-action.h"
 #include "sysemu/sysemu.h"
 #include "sysemu/block-backend.h"
+#include "handoff-early-feed.h"
 #include "handoff-early-start.h"
 #include "handoff-load-segments.h"
 #include "trace.h"
@@ -92,6 +96,13 @@ struct HandoffEarlyStart {
     uint32_t count;
     uint8_t *applied;           /* per segment; this thread only */
     uint8_t *wanted;            /* per segment: apply_segment's closure */
+    uint8_t *arrived;           /* per segment: whole in the file */
+    uint8_t *waited;            /* per segment: in @pending */
+    GArray *pending;            /* uint32_t: waited for, not all in yet */
+    GArray *pending_faults;     /* PendingFault: accessors waiting on them */
+    HandoffEarlyFeed *feed;     /* NULL: the file was whole at the start */
+    bool fed;                   /* a feed, kept or gone */
+    uint32_t feed_arrived, feed_wanted;     /* its counts, once it is gone */
     uint32_t applied_count;
     uint8_t *buf;
     int uffd;
@@ -122,6 +133,13 @@ typedef struct EarlyDemand {
     uint32_t region;
     uint64_t chunk;
 } EarlyDemand;
+
+/* A fault whose segment is not in yet: checked once it is applied. */
+typedef struct PendingFault {
+    EarlyRegion *region;
+    uint64_t page;
+    uint32_t segment;
+} PendingFault;
 
 static HandoffEarlyStart *early_start;
 
@@ -316,21 +334,17 @@ static void apply_one(HandoffEarlyStart *es, uint32_t k, bool demanded)
 }
 
 /*
- * Segment @k and every segment it needs that is not applied yet, in
- * number order: a dependency is an earlier segment, so that order
- * applies each after its own. A worklist, not recursion: a crafted table
- * may chain a hundred thousand segments.
+ * Marks in es->wanted segment @k and every segment it needs that is not
+ * applied yet; returns the lowest. A worklist, not recursion: a crafted
+ * table may chain a hundred thousand segments.
  */
-static void apply_segment(HandoffEarlyStart *es, uint32_t k, bool demanded)
+static uint32_t want_closure(HandoffEarlyStart *es, uint32_t k)
 {
     g_autoptr(GArray) work = NULL;
     g_autofree uint32_t *deps = NULL;
     size_t cap = 0, n, i;
-    uint32_t lowest = k, j;
+    uint32_t lowest = k;
 
-    if (es->applied[k]) {
-        return;
-    }
     work = g_array_new(false, false, sizeof(uint32_t));
     g_array_append_val(work, k);
     es->wanted[k] = 1;
@@ -360,12 +374,69 @@ static void apply_segment(HandoffEarlyStart *es, uint32_t k, bool demanded)
             }
         }
     }
+    return lowest;
+}
+
+static void feed_want(HandoffEarlyStart *es, uint32_t k)
+{
+    Error *err = NULL;
+
+    if (!es->feed) {                /* the whole file was there */
+        early_fatal("segment %u is not in the overlay", k);
+    }
+    if (!handoff_early_feed_want(es->feed, k, &err)) {
+        early_fatal("%s", error_get_pretty(err));
+    }
+    trace_handoff_early_start_want(k);
+}
+
+/*
+ * Segment @k and every segment it needs that is not applied yet, in
+ * number order: a dependency is an earlier segment, so that order
+ * applies each after its own. If some are not in the file yet, none is
+ * applied: the feed is asked for those (dependencies first) and false
+ * returned.
+ */
+static bool apply_segment(HandoffEarlyStart *es, uint32_t k, bool demanded)
+{
+    uint32_t lowest, j;
+    bool all_in = true;
+
+    if (es->applied[k]) {
+        return true;
+    }
+    lowest = want_closure(es, k);
+    for (j = lowest; j <= k; j++) {
+        if (es->wanted[j] && !es->arrived[j]) {
+            all_in = false;
+            feed_want(es, j);
+        }
+    }
     for (j = lowest; j <= k; j++) {
         if (es->wanted[j]) {
             es->wanted[j] = 0;
-            apply_one(es, j, demanded);
+            if (all_in) {
+                apply_one(es, j, demanded);
+            }
         }
     }
+    return all_in;
+}
+
+/*
+ * Something waits for segment @k: applied now, or once it and what it
+ * needs are in (retry_pending).
+ */
+static bool demand_segment(HandoffEarlyStart *es, uint32_t k)
+{
+    if (apply_segment(es, k, true)) {
+        return true;
+    }
+    if (!es->waited[k]) {
+        es->waited[k] = 1;
+        g_array_append_val(es->pending, k);
+    }
+    return false;
 }
 
 /* The segment that carries chunk @index of @region, if one does. */
@@ -383,12 +454,25 @@ static bool carried_in(HandoffEarlyStart *es, uint32_t region,
 }
 
 /*
- * A fault at @addr: its chunk's segment applied now. A fault on a page
- * present already is the kernel's second message for one access; the
- * page says which (UFFDIO_ZEROPAGE finds it there: EEXIST). Placing
+ * Once @page's segment is applied: placed, or the segment the index
+ * names did not carry it (a crafted overlay: the decoder would find it
+ * only at the end, with the accessor waiting until then). A page present
+ * already when it faulted is the kernel's second message for one access;
+ * the page says which (UFFDIO_ZEROPAGE finds it there: EEXIST). Placing
  * zeros means it was missing though applied or never emptied, so
  * something discarded it behind us: fatal, the guest would run on zeros.
  */
+static void check_placed(HandoffEarlyStart *es, EarlyRegion *r,
+                         uint64_t page)
+{
+    if (!page_present(es, page)) {
+        early_fatal("chunk %" PRIu64 " of region %u missing though "
+                    "never emptied or its segment applied",
+                    (page - (uintptr_t)r->host) >> 12, r->region);
+    }
+}
+
+/* A fault at @addr: its chunk's segment applied now, or once it is in. */
 static void serve_fault(HandoffEarlyStart *es, uint64_t addr)
 {
     uint64_t page = addr & ~(uint64_t)(HANDOFF_CHUNK_SIZE - 1);
@@ -405,19 +489,23 @@ static void serve_fault(HandoffEarlyStart *es, uint64_t addr)
         qatomic_inc(&es->faults);
         trace_handoff_early_start_fault(r->region, (page - host) >> 12);
         if (carried_in(es, r->region, (page - host) / HANDOFF_CHUNK_SIZE,
-                       &segment) && !es->applied[segment]) {
-            apply_segment(es, segment, true);
+                       &segment) && !es->applied[segment] &&
+            !demand_segment(es, segment)) {
+            PendingFault f = { .region = r, .page = page,
+                               .segment = segment };
+            guint j;
+
+            /* One per waiting thread: the kernel's repeats are dropped. */
+            for (j = 0; j < es->pending_faults->len; j++) {
+                if (g_array_index(es->pending_faults, PendingFault,
+                                  j).page == page) {
+                    return;
+                }
+            }
+            g_array_append_val(es->pending_faults, f);
+            return;
         }
-        /*
-         * Placed now, or the segment the index names did not carry it (a
-         * crafted overlay: the decoder would find it only at the end,
-         * with the accessor waiting until then).
-         */
-        if (!page_present(es, page)) {
-            early_fatal("chunk %" PRIu64 " of region %u missing though "
-                        "never emptied or its segment applied",
-                        (page - host) >> 12, r->region);
-        }
+        check_placed(es, r, page);
         return;
     }
     early_fatal("fault at %" PRIx64 " outside every registered region",
@@ -462,7 +550,7 @@ static void serve_disk_demand(HandoffEarlyStart *es)
         if (carried_in(es, d->region, d->chunk, &segment) &&
             !es->applied[segment]) {
             qatomic_inc(&es->disk_demands);
-            apply_segment(es, segment, true);
+            demand_segment(es, segment);
         }
     }
 }
@@ -488,6 +576,83 @@ static void demand_chunk(uint64_t chunk, void *opaque)
     }
 }
 
+/* What waited for segments not in yet, served as far as they are now. */
+static void retry_pending(HandoffEarlyStart *es)
+{
+    guint i = 0;
+
+    while (i < es->pending->len) {
+        uint32_t k = g_array_index(es->pending, uint32_t, i);
+
+        if (es->applied[k] || apply_segment(es, k, true)) {
+            es->waited[k] = 0;
+            g_array_remove_index_fast(es->pending, i);
+        } else {
+            i++;
+        }
+    }
+    i = 0;
+    while (i < es->pending_faults->len) {
+        PendingFault *f = &g_array_index(es->pending_faults, PendingFault, i);
+
+        if (es->applied[f->segment]) {
+            check_placed(es, f->region, f->page);
+            g_array_remove_index_fast(es->pending_faults, i);
+        } else {
+            i++;
+        }
+    }
+}
+
+/* What the feed's sender said: segments in the file. */
+static void read_feed(HandoffEarlyStart *es)
+{
+    Error *err = NULL;
+
+    if (!es->feed) {
+        return;
+    }
+    if (!handoff_early_feed_read(es->feed, es->arrived, &err)) {
+        early_fatal("%s", error_get_pretty(err));
+    }
+    if (es->pending->len) {
+        retry_pending(es);
+    }
+}
+
+/*
+ * With a feed, the file was not whole when the load began: its digest,
+ * which covers the description and the device state too, is checked now
+ * that it is.
+ */
+static void check_digest(HandoffEarlyStart *es)
+{
+    const HandoffEarlyStartOptions *o = &es->load.options;
+    g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
+    g_autofree uint8_t *buf = g_malloc(1 << 20);
+    uint8_t digest[32];
+    gsize digest_len = sizeof(digest);
+    uint64_t done = 0;
+
+    while (done < o->digest_bytes) {
+        ssize_t n = pread(es->load.fd, buf,
+                          MIN(o->digest_bytes - done, 1 << 20),
+                          o->digest_from + done);
+
+        if (n <= 0) {
+            early_fatal("cannot read the overlay back to check its digest: "
+                        "%s", n < 0 ? strerror(errno) : "it ends early");
+        }
+        g_checksum_update(sum, buf, n);
+        done += n;
+    }
+    g_checksum_get_digest(sum, digest, &digest_len);
+    if (memcmp(digest, o->digest, sizeof(digest))) {
+        early_fatal("the overlay, whole now, differs from its header's "
+                    "SHA-256");
+    }
+}
+
 /*
  * The next segment in file order may go when the backlog has room and the
  * rate (a test's and a benchmark's knob: what a link would allow) says
@@ -501,7 +666,7 @@ static int background_wait_ms(HandoffEarlyStart *es)
     if (es->backlog_bytes >= BACKLOG_MAX) {
         return 1;
     }
-    if (!es->load.rate) {
+    if (!es->load.options.rate) {
         return 0;
     }
     now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
@@ -513,24 +678,26 @@ static void pace(HandoffEarlyStart *es, uint32_t k)
 {
     uint32_t len = 0;
 
-    if (es->load.rate &&
+    if (es->load.options.rate &&
         handoff_segment_table_entry(es->load.table, k, NULL, &len, NULL,
                                     NULL, 0, NULL) == 0) {
         es->next_background_ns = MAX(es->next_background_ns,
                                      qemu_clock_get_ns(QEMU_CLOCK_REALTIME)) +
                                  (int64_t)len * NANOSECONDS_PER_SECOND /
-                                 es->load.rate;
+                                 es->load.options.rate;
     }
 }
 
 static void wait_events(HandoffEarlyStart *es, int timeout_ms)
 {
-    struct pollfd fds[2] = {
+    struct pollfd fds[3] = {
         { .fd = es->uffd, .events = POLLIN },
         { .fd = es->wake_fd, .events = POLLIN },
+        { .fd = es->feed ? handoff_early_feed_fd(es->feed) : -1,
+          .events = POLLIN },
     };
 
-    if (poll(fds, 2, timeout_ms) < 0 && errno != EINTR) {
+    if (poll(fds, 3, timeout_ms) < 0 && errno != EINTR) {
         early_fatal("poll: %s", strerror(errno));
     }
 }
@@ -546,12 +713,17 @@ static void *early_start_thread(void *opaque)
 
         serve_faults(es);
         serve_disk_demand(es);
+        read_feed(es);
         backlog_submit(es);
         while (next < es->count && es->applied[next]) {
             next++;
         }
         if (next == es->count) {
             break;              /* the last ones were demanded */
+        }
+        if (!es->arrived[next]) {
+            wait_events(es, 100);
+            continue;
         }
         wait = background_wait_ms(es);
         if (wait == 0) {
@@ -567,6 +739,9 @@ static void *early_start_thread(void *opaque)
         if (rc < 0) {
             early_engine_fatal(rc);
         }
+    }
+    if (es->feed) {
+        check_digest(es);
     }
     while (es->backlog->len) {
         serve_faults(es);
@@ -651,6 +826,12 @@ static void early_start_release(HandoffEarlyStart *es)
         qemu_remove_exit_notifier(&es->exit);
         es->exit.notify = NULL;
     }
+    if (es->feed) {
+        es->feed_arrived = handoff_early_feed_arrived(es->feed);
+        es->feed_wanted = handoff_early_feed_wanted(es->feed);
+        handoff_early_feed_free(es->feed);
+        es->feed = NULL;
+    }
     handoff_segment_table_free(es->load.table);
     es->load.table = NULL;
     if (es->load.fd >= 0) {
@@ -730,6 +911,51 @@ static void early_start_exit(Notifier *n, void *data)
 
 /* --- the start ------------------------------------------------------------ */
 
+/* A run of consecutive carried chunks; false stops the walk. */
+typedef bool CarriedRunFn(uint64_t first, uint64_t count, void *opaque,
+                          Error **errp);
+
+/* Calls @fn for each run of chunks of @region (@size bytes) carried. */
+static bool for_each_carried_run(HandoffEarlyStart *es, uint32_t region,
+                                 uint64_t size, CarriedRunFn *fn,
+                                 void *opaque, Error **errp)
+{
+    uint64_t chunks = size / HANDOFF_CHUNK_SIZE, i, run = 0;
+    uint32_t segment;
+
+    for (i = 0; i <= chunks; i++) {
+        if (i < chunks && carried_in(es, region, i, &segment)) {
+            run++;
+            continue;
+        }
+        if (run && !fn(i - run, run, opaque, errp)) {
+            return false;
+        }
+        run = 0;
+    }
+    return true;
+}
+
+typedef struct EmptyRun {
+    RAMBlock *rb;
+    uint64_t block_offset;      /* of the region in @rb */
+} EmptyRun;
+
+static bool empty_run(uint64_t first, uint64_t count, void *opaque,
+                      Error **errp)
+{
+    EmptyRun *e = opaque;
+
+    if (ram_block_discard_range(e->rb, e->block_offset +
+                                       first * HANDOFF_CHUNK_SIZE,
+                                count * HANDOFF_CHUNK_SIZE)) {
+        error_setg(errp, "cannot empty chunks of RAM block '%s'",
+                   qemu_ram_get_idstr(e->rb));
+        return false;
+    }
+    return true;
+}
+
 /*
  * Empties the carried chunks of @r, a run at a time, once it is
  * registered: their first access faults.
@@ -737,25 +963,13 @@ static void early_start_exit(Notifier *n, void *data)
 static bool empty_carried(HandoffEarlyStart *es, EarlyRegion *r,
                           RAMBlock *rb, Error **errp)
 {
-    uint64_t chunks = r->size / HANDOFF_CHUNK_SIZE, i, run = 0;
-    uint64_t block_offset = r->host - (uint8_t *)qemu_ram_get_host_addr(rb);
-    uint32_t segment;
+    EmptyRun e = {
+        .rb = rb,
+        .block_offset = r->host - (uint8_t *)qemu_ram_get_host_addr(rb),
+    };
 
-    for (i = 0; i <= chunks; i++) {
-        if (i < chunks && carried_in(es, r->region, i, &segment)) {
-            run++;
-            continue;
-        }
-        if (run && ram_block_discard_range(rb, block_offset +
-                                               (i - run) * HANDOFF_CHUNK_SIZE,
-                                           run * HANDOFF_CHUNK_SIZE)) {
-            error_setg(errp, "cannot empty chunks of RAM block '%s'",
-                       qemu_ram_get_idstr(rb));
-            return false;
-        }
-        run = 0;
-    }
-    return true;
+    return for_each_carried_run(es, r->region, r->size, empty_run, &e,
+                                errp);
 }
 
 static bool arm_memory(HandoffEarlyStart *es, EarlyRegion *r, Error **errp)
@@ -789,14 +1003,20 @@ static bool arm_memory(HandoffEarlyStart *es, EarlyRegion *r, Error **errp)
     return empty_carried(es, r, rb, errp);
 }
 
+static bool mark_absent_run(uint64_t first, uint64_t count, void *opaque,
+                            Error **errp)
+{
+    EarlyRegion *r = opaque;
+
+    return handoff_early_mark_absent(r->early, first, count, errp);
+}
+
 /* The filter over @d, its carried chunks absent. */
 static bool arm_disk(HandoffEarlyStart *es, EarlyRegion *r, HandoffDisk *d,
                      Error **errp)
 {
     g_autofree char *name = g_strdup_printf("handoff-early-start-%u",
                                             r->region);
-    uint64_t chunks = r->size / HANDOFF_CHUNK_SIZE, i, run = 0;
-    uint32_t segment;
 
     r->filter = handoff_early_insert(blk_bs(d->blk), name, false, errp);
     if (!r->filter) {
@@ -804,16 +1024,10 @@ static bool arm_disk(HandoffEarlyStart *es, EarlyRegion *r, HandoffDisk *d,
         return false;
     }
     r->early = handoff_early_of(r->filter, &error_abort);
-    r->demanded = bitmap_new(chunks);
-    for (i = 0; i <= chunks; i++) {
-        if (i < chunks && carried_in(es, r->region, i, &segment)) {
-            run++;
-            continue;
-        }
-        if (run && !handoff_early_mark_absent(r->early, i - run, run, errp)) {
-            return false;
-        }
-        run = 0;
+    r->demanded = bitmap_new(r->size / HANDOFF_CHUNK_SIZE);
+    if (!for_each_carried_run(es, r->region, r->size, mark_absent_run, r,
+                              errp)) {
+        return false;
     }
     handoff_early_set_demand(r->early, demand_chunk, r);
     return true;
@@ -844,11 +1058,8 @@ static bool hold_off(HandoffEarlyStart *es, Error **errp)
         return false;
     }
     es->discards_disabled = true;
-    es->uffd = uffd_create_fd(0, true);
+    es->uffd = handoff_uffd_create("early start", errp);
     if (es->uffd < 0) {
-        error_setg_errno(errp, errno, "cannot open a userfaultfd (early "
-                         "start needs it: root, or sysctl "
-                         "vm.unprivileged_userfaultfd=1)");
         return false;
     }
     es->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -859,18 +1070,16 @@ static bool hold_off(HandoffEarlyStart *es, Error **errp)
     return true;
 }
 
+static bool stop_at_run(uint64_t first, uint64_t count, void *opaque,
+                        Error **errp)
+{
+    return false;
+}
+
 /* Whether any chunk of @region, one this VM cannot hold back, is carried. */
 static bool carries_any(HandoffEarlyStart *es, uint32_t region, uint64_t size)
 {
-    uint64_t i;
-    uint32_t segment;
-
-    for (i = 0; i < size / HANDOFF_CHUNK_SIZE; i++) {
-        if (carried_in(es, region, i, &segment)) {
-            return true;
-        }
-    }
-    return false;
+    return !for_each_carried_run(es, region, size, stop_at_run, NULL, NULL);
 }
 
 /*
@@ -928,6 +1137,10 @@ bool handoff_early_start_begin(const HandoffEarlyStartLoad *load,
     es->count = handoff_segment_table_count(load->table);
     es->applied = g_new0(uint8_t, es->count);
     es->wanted = g_new0(uint8_t, es->count);
+    es->arrived = g_new0(uint8_t, es->count);
+    es->waited = g_new0(uint8_t, es->count);
+    es->pending = g_array_new(false, false, sizeof(uint32_t));
+    es->pending_faults = g_array_new(false, false, sizeof(PendingFault));
     es->buf = g_malloc(HANDOFF_SEGMENT_MAX_BYTES);
     es->t0 = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
     qemu_mutex_init(&es->demand_lock);
@@ -941,7 +1154,15 @@ bool handoff_early_start_begin(const HandoffEarlyStartLoad *load,
     qemu_register_shutdown_notifier(&es->shutdown);
     es->exit.notify = early_start_exit;
     qemu_add_exit_notifier(&es->exit);
-    if (!hold_off(es, errp) || !arm_regions(es, errp)) {
+    if (load->options.feed_fd < 0) {
+        memset(es->arrived, 1, es->count);
+    } else {
+        es->fed = true;
+        es->feed = handoff_early_feed_new(load->options.feed_fd, load->table,
+                                          load->start, errp);
+    }
+    if ((es->fed && !es->feed) || !hold_off(es, errp) ||
+        !arm_regions(es, errp)) {
         /*
          * Nothing has run on this RAM: the load fails and the VM never
          * starts, so the emptied chunks need no bytes back. The caller
@@ -957,12 +1178,16 @@ bool handoff_early_start_begin(const HandoffEarlyStartLoad *load,
         g_array_free(es->backlog_region, true);
         g_free(es->applied);
         g_free(es->wanted);
+        g_free(es->arrived);
+        g_free(es->waited);
+        g_array_free(es->pending, true);
+        g_array_free(es->pending_faults, true);
         g_free(es->buf);
         g_free(es->regions);
         g_free(es);
         return false;
     }
-    trace_handoff_early_start_begin(es->count, es->load.rate);
+    trace_handoff_early_start_begin(es->count, es->load.options.rate);
     /* Published before the thread runs: the decoder's writer reads it. */
     *out = early_start = es;
     qemu_thread_create(&es->thread, "handoff-early", early_start_thread, es,
@@ -995,5 +1220,13 @@ HandoffEarlyStartInfo *qmp_query_handoff_early_start(Error **errp)
     info->disk_demands = qatomic_read(&es->disk_demands);
     info->has_applied_ms = ended != 0;
     info->applied_ms = ended ? (ended - es->t0) / SCALE_MS : 0;
+    if (es->fed) {
+        /* The thread's counts, read as they go; kept once it is gone. */
+        info->has_feed_arrived = info->has_feed_wanted = true;
+        info->feed_arrived = es->completed ? es->feed_arrived :
+                             handoff_early_feed_arrived(es->feed);
+        info->feed_wanted = es->completed ? es->feed_wanted :
+                            handoff_early_feed_wanted(es->feed);
+    }
     return info;
 }

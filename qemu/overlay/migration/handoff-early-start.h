@@ -25,7 +25,7 @@ typedef struct HandoffEarlyStartLoad {
     uint8_t **host;             /* per region: its RAM, NULL for a disk */
     uint64_t *size;             /* per region, bytes */
     size_t n_regions;
-    uint64_t rate;              /* background bytes per second, 0: all */
+    HandoffEarlyStartOptions options;   /* the rate, the feed */
     void (*release)(void *opaque);
     void *opaque;
 } HandoffEarlyStartLoad;

@@ -201,4 +201,11 @@ GArray *handoff_hints_take(uint64_t generation);
 /* Last statistics of an outgoing handoff, kept after it ends. */
 void handoff_stats_publish(const HandoffStats *stats);
 
+/*
+ * A non-blocking userfaultfd (handoff-uffd.c): from the device -handoff
+ * userfaultfd= names, else the system call; -1 with @errp naming @what
+ * needs it.
+ */
+int handoff_uffd_create(const char *what, Error **errp);
+
 #endif /* QEMU_MIGRATION_HANDOFF_INTERNAL_H */

@@ -79,18 +79,16 @@ static HandoffLoadState *load_state;
 static bool expect_segmented;
 static uint8_t expected_root[HANDOFF_ROOT_SIZE];
 static int segments_fd = -1;
-static bool expect_early;
-static uint64_t early_rate;
+static HandoffEarlyStartOptions early_options = { .feed_fd = -1 };
 static uint64_t segments_after;
 
 void handoff_load_expect_segmented(const uint8_t *root, int fd,
-                                   uint64_t stream_start, bool early,
-                                   uint64_t rate)
+                                   uint64_t stream_start,
+                                   const HandoffEarlyStartOptions *early)
 {
     expect_segmented = true;
     segments_after = stream_start;
-    expect_early = early;
-    early_rate = rate;
+    early_options = *early;
     memcpy(expected_root, root, HANDOFF_ROOT_SIZE);
     if (segments_fd >= 0) {
         close(segments_fd);
@@ -374,7 +372,7 @@ static bool load_setup(HandoffLoadState *s, const char *dir, Error **errp)
     if (expect_segmented) {
         s->segments = handoff_segment_feed_new(s->dec, expected_root,
                                                segments_fd, segments_after,
-                                               expect_early);
+                                               early_options.on);
         segments_fd = -1;
     }
     return true;
@@ -452,7 +450,7 @@ static bool begin_early_start(HandoffLoadState *s, Error **errp)
         .host = s->host,
         .size = s->size,
         .n_regions = s->n_regions,
-        .rate = early_rate,
+        .options = early_options,
         .release = load_free,
         .opaque = s,
     };
@@ -479,7 +477,7 @@ static int load_segmented(HandoffLoadState *s, uint32_t len)
     bool ok = len ? handoff_segment_feed(s->segments, s->buf, len, &err)
                   : handoff_segment_feed_done(s->segments, &err);
 
-    if (ok && expect_early && !s->early) {
+    if (ok && early_options.on && !s->early) {
         ok = begin_early_start(s, &err);
     }
     if (!ok) {

@@ -18,6 +18,9 @@
 #include "handoff-overlay.h"
 
 #define ROOT_KEY "\"root\": \""
+#define SEGMENTS_BYTES_KEY "\"segments-bytes\": "
+/* 20 digits, as wide as the largest u64, so the value fits in its place. */
+#define SEGMENTS_BYTES_PLACEHOLDER 10000000000000000000ULL
 
 void handoff_overlay_describe_early_start(QDict *description,
                                           uint64_t order_chunks)
@@ -30,6 +33,8 @@ void handoff_overlay_describe_early_start(QDict *description,
     qdict_put_int(early, "stream-version", HANDOFF_OVERLAY_SEGMENTED_STREAM);
     qdict_put_str(early, "root", placeholder);
     qdict_put_int(early, "order-chunks", order_chunks);
+    qdict_put(early, "segments-bytes",
+              qnum_from_uint(SEGMENTS_BYTES_PLACEHOLDER));
     qdict_put(description, HANDOFF_OVERLAY_EARLY_START, early);
 }
 
@@ -49,6 +54,19 @@ ssize_t handoff_overlay_root_offset(const char *json)
         return -1;
     }
     return at - json + strlen(ROOT_KEY);
+}
+
+/* Where the segments-bytes placeholder's digits are, as for the root. */
+ssize_t handoff_overlay_segments_bytes_offset(const char *json)
+{
+    g_autofree char *needle = g_strdup_printf(SEGMENTS_BYTES_KEY "%llu",
+                                              SEGMENTS_BYTES_PLACEHOLDER);
+    const char *at = strstr(json, needle);
+
+    if (!at || strstr(at + 1, needle)) {
+        return -1;
+    }
+    return at - json + strlen(SEGMENTS_BYTES_KEY);
 }
 
 void handoff_overlay_root_hex(const uint8_t root[HANDOFF_ROOT_SIZE],

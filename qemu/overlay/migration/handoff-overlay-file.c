@@ -129,17 +129,10 @@ static QDict *read_description(int fd, uint32_t len, GChecksum *sum,
     return dict;
 }
 
-/*
- * Adds the stream (from the current offset) to @sum, which holds the
- * description already, and checks the result against @h's digest.
- */
-static bool verify_stream(int fd, const HandoffOverlayHeader *h,
-                          GChecksum *sum, Error **errp)
+/* The stream, from the current offset, has the length @h names. */
+static bool check_stream_size(int fd, const HandoffOverlayHeader *h,
+                              Error **errp)
 {
-    g_autofree uint8_t *buf = g_malloc(1 << 20);
-    uint8_t digest[HANDOFF_OVERLAY_DIGEST_BYTES];
-    gsize digest_len = sizeof(digest);
-    uint64_t left = h->stream_bytes;
     off_t start = lseek(fd, 0, SEEK_CUR);
     struct stat st;
 
@@ -153,6 +146,25 @@ static bool verify_stream(int fd, const HandoffOverlayHeader *h,
                    (uint64_t)st.st_size - start < h->stream_bytes ?
                    "truncated" : "has trailing bytes",
                    (uint64_t)st.st_size - start, h->stream_bytes);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Adds the stream (from the current offset) to @sum, which holds the
+ * description already, and checks the result against @h's digest.
+ */
+static bool verify_stream(int fd, const HandoffOverlayHeader *h,
+                          GChecksum *sum, Error **errp)
+{
+    g_autofree uint8_t *buf = g_malloc(1 << 20);
+    uint8_t digest[HANDOFF_OVERLAY_DIGEST_BYTES];
+    gsize digest_len = sizeof(digest);
+    uint64_t left = h->stream_bytes;
+    off_t start = lseek(fd, 0, SEEK_CUR);
+
+    if (!check_stream_size(fd, h, errp)) {
         return false;
     }
     while (left) {
@@ -173,7 +185,8 @@ static bool verify_stream(int fd, const HandoffOverlayHeader *h,
     return lseek(fd, start, SEEK_SET) == start;
 }
 
-HandoffOverlayFile *handoff_overlay_file_open(const char *path, Error **errp)
+HandoffOverlayFile *handoff_overlay_file_open(const char *path,
+                                              bool defer_digest, Error **errp)
 {
     g_autoptr(HandoffOverlayFile) file = g_new0(HandoffOverlayFile, 1);
     g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
@@ -189,7 +202,8 @@ HandoffOverlayFile *handoff_overlay_file_open(const char *path, Error **errp)
                                          file->header.description_bytes,
                                          sum, errp);
     if (!file->description ||
-        !verify_stream(file->fd, &file->header, sum, errp)) {
+        !(defer_digest ? check_stream_size(file->fd, &file->header, errp)
+                       : verify_stream(file->fd, &file->header, sum, errp))) {
         return NULL;
     }
     return g_steal_pointer(&file);
@@ -210,15 +224,23 @@ void handoff_overlay_start_incoming(const char *path, Error **errp)
     g_autoptr(HandoffBaseStore) store = NULL;
     QIOChannel *ioc;
     uint8_t root[HANDOFF_ROOT_SIZE];
-    bool segmented, early;
-    uint64_t rate;
+    HandoffEarlyStartOptions early;
+    bool segmented;
 
     if (!migrate_use_handoff() || !*s->parameters.handoff_base) {
         error_setg(errp, "A VM overlay loads with capability handoff and "
                    "parameter handoff-base set (-handoff base=DIR)");
         return;
     }
-    file = handoff_overlay_file_open(path, errp);
+    if (!handoff_cli_early_start(&early, errp)) {
+        return;
+    }
+    /*
+     * With a feed the segments are still being written: the digest is
+     * checked once they are all in, each segment against the table
+     * before that (handoff-early-start.c).
+     */
+    file = handoff_overlay_file_open(path, early.feed_fd >= 0, errp);
     store = file ? handoff_base_store_open(s->parameters.handoff_base, errp)
                  : NULL;
     if (!store || !handoff_overlay_check(file->description, store, errp) ||
@@ -226,8 +248,7 @@ void handoff_overlay_start_incoming(const char *path, Error **errp)
                                      errp)) {
         return;
     }
-    early = handoff_cli_early_start(&rate);
-    if (early && !segmented) {
+    if (early.on && !segmented) {
         error_setg(errp, "-handoff early-start=on: overlay '%s' carries no "
                    "early-start stream (save it with early-start-order)",
                    path);
@@ -241,10 +262,14 @@ void handoff_overlay_start_incoming(const char *path, Error **errp)
                              "segments");
             return;
         }
+        memcpy(early.digest, file->header.digest, sizeof(early.digest));
+        early.digest_from = HANDOFF_OVERLAY_HEADER_BYTES;
+        early.digest_bytes = file->header.description_bytes +
+                             file->header.stream_bytes;
         handoff_load_expect_segmented(root, fd,
                                       HANDOFF_OVERLAY_HEADER_BYTES +
                                       file->header.description_bytes,
-                                      early, rate);
+                                      &early);
     }
     ioc = QIO_CHANNEL(qio_channel_file_new_fd(file->fd));
     file->fd = -1;

@@ -58,6 +58,7 @@ typedef struct OverlaySave {
     HandoffChunkRef *order;
     size_t order_count;
     ssize_t root_offset;        /* of its hex digits in the description */
+    ssize_t segments_bytes_offset;  /* of the segments' total there */
     bool has_root;
     uint8_t root[HANDOFF_ROOT_SIZE];
     GByteArray *segments;       /* the engine stream, its segments from */
@@ -181,6 +182,7 @@ static bool overlay_save_put_root(OverlaySave *save, int fd,
     g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
     g_autofree uint8_t *buf = g_malloc(1 << 20);
     char hex[HANDOFF_OVERLAY_ROOT_HEX + 1];
+    char total[HANDOFF_OVERLAY_SEGMENTS_BYTES_WIDTH + 1];
     uint64_t left;
     off_t at = HANDOFF_OVERLAY_HEADER_BYTES;
     gsize len = HANDOFF_OVERLAY_DIGEST_BYTES;
@@ -194,9 +196,16 @@ static bool overlay_save_put_root(OverlaySave *save, int fd,
     }
     left = save->description_bytes + save->stream_bytes;
     handoff_overlay_root_hex(save->root, hex);
+    /* The number, then spaces, in the placeholder's 20 characters. */
+    snprintf(total, sizeof(total), "%-*zu",
+             HANDOFF_OVERLAY_SEGMENTS_BYTES_WIDTH,
+             save->segments->len - save->segments_from);
     if (pwrite(fd, hex, HANDOFF_OVERLAY_ROOT_HEX,
                HANDOFF_OVERLAY_HEADER_BYTES + save->root_offset) !=
-        HANDOFF_OVERLAY_ROOT_HEX) {
+        HANDOFF_OVERLAY_ROOT_HEX ||
+        pwrite(fd, total, HANDOFF_OVERLAY_SEGMENTS_BYTES_WIDTH,
+               HANDOFF_OVERLAY_HEADER_BYTES + save->segments_bytes_offset) !=
+        HANDOFF_OVERLAY_SEGMENTS_BYTES_WIDTH) {
         error_setg_errno(errp, errno, "cannot complete overlay '%s'",
                          save->path);
         return false;
@@ -286,7 +295,9 @@ static int overlay_save_open(OverlaySave *save, QDict *description,
     }
     save->root_offset = save->segmented ?
                         handoff_overlay_root_offset(json->str) : 0;
-    if (save->root_offset < 0) {
+    save->segments_bytes_offset = save->segmented ?
+        handoff_overlay_segments_bytes_offset(json->str) : 0;
+    if (save->root_offset < 0 || save->segments_bytes_offset < 0) {
         error_setg(errp, "overlay description: cannot place the root of "
                    "the segmented stream");
         return -1;

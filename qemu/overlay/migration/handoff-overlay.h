@@ -57,9 +57,12 @@ typedef struct HandoffOverlayFile {
  * Opens @path, checks the header, reads and parses the description and
  * hashes it and the whole stream against the header's digest: a
  * truncated, unfinished or corrupted overlay is refused before a byte is
- * applied.
+ * applied. With @defer_digest (an early start whose segments are still
+ * being written) only the sizes are checked: the caller checks the
+ * digest once the file is whole.
  */
 HandoffOverlayFile *handoff_overlay_file_open(const char *path,
+                                              bool defer_digest,
                                               Error **errp);
 void handoff_overlay_file_free(HandoffOverlayFile *file);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HandoffOverlayFile, handoff_overlay_file_free)
@@ -95,10 +98,22 @@ void handoff_overlay_describe_machine(QDict *description, HandoffDisks *disks);
 #define HANDOFF_OVERLAY_SEGMENTED_STREAM 3          /* engine stream version */
 #define HANDOFF_OVERLAY_ROOT_HEX (2 * HANDOFF_ROOT_SIZE)
 
-/* Adds "early-start" with a placeholder root (zeros) to @description. */
+/*
+ * "segments-bytes", the segments' total, is written as 20 characters: the
+ * number, then spaces (JSON's whitespace), so that it fits in place of
+ * its placeholder whatever its value.
+ */
+#define HANDOFF_OVERLAY_SEGMENTS_BYTES_WIDTH 20
+
+/*
+ * Adds "early-start" with placeholders (root zeros, segments-bytes
+ * 10^19) to @description.
+ */
 void handoff_overlay_describe_early_start(QDict *description,
                                           uint64_t order_chunks);
+/* Where in @json the placeholders are filled in; -1 unless once each. */
 ssize_t handoff_overlay_root_offset(const char *json);
+ssize_t handoff_overlay_segments_bytes_offset(const char *json);
 void handoff_overlay_root_hex(const uint8_t root[HANDOFF_ROOT_SIZE],
                               char hex[HANDOFF_OVERLAY_ROOT_HEX + 1]);
 /*

@@ -306,11 +306,8 @@ static void recorder_free(HandoffRecorder *r)
 
 static bool open_uffd(HandoffRecorder *r, Error **errp)
 {
-    r->uffd = uffd_create_fd(0, true);
+    r->uffd = handoff_uffd_create("a recording QEMU", errp);
     if (r->uffd < 0) {
-        error_setg_errno(errp, errno, "cannot open a userfaultfd (a "
-                         "recording QEMU needs it: root, or sysctl "
-                         "vm.unprivileged_userfaultfd=1)");
         return false;
     }
     r->quit_fd = eventfd(0, EFD_CLOEXEC);

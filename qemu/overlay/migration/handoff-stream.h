@@ -6,6 +6,7 @@
 #ifndef QEMU_MIGRATION_HANDOFF_STREAM_H
 #define QEMU_MIGRATION_HANDOFF_STREAM_H
 
+#include "migration/handoff.h"
 #include "migration/qemu-file-types.h"
 
 #define HANDOFF_SECTION_VERSION 1
@@ -24,13 +25,12 @@
  * checked description names, in the migration stream, and its segments at
  * the end of the overlay open as @fd (taken), after its migration stream,
  * which starts at @stream_start. Any other stream is loaded
- * as one piece. With @early, the VM runs while the segments are applied
- * (handoff-early-start.c), in the background at @rate bytes per second
- * (0: as fast as they come).
+ * as one piece. With @early->on, the VM runs while the segments are
+ * applied (handoff-early-start.c) as @early says.
  */
 void handoff_load_expect_segmented(const uint8_t *root, int fd,
-                                   uint64_t stream_start, bool early,
-                                   uint64_t rate);
+                                   uint64_t stream_start,
+                                   const HandoffEarlyStartOptions *early);
 
 int handoff_load_setup(QEMUFile *f, void *opaque);
 int handoff_load_state(QEMUFile *f, void *opaque, int version_id);

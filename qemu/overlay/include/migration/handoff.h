@@ -99,12 +99,33 @@ void handoff_cli_apply(bool incoming, Error **errp);
  * sets *@incoming and returns true then; -incoming as well is an error.
  */
 bool handoff_cli_claims_incoming(const char **incoming, Error **errp);
+/* How an early-start overlay's VM gets its segments. */
+typedef struct HandoffEarlyStartOptions {
+    bool on;                    /* early-start=on: it runs meanwhile */
+    uint64_t rate;              /* x-early-rate, bytes/s, 0: unpaced */
+    int feed_fd;                /* feed-fd, or -1: the file is whole */
+    /*
+     * With a feed, set by the overlay's loader: the header's digest, of
+     * the file's bytes from @digest_from on, checked once every segment
+     * is in (before that the file is not whole).
+     */
+    uint8_t digest[32];
+    uint64_t digest_from, digest_bytes;
+} HandoffEarlyStartOptions;
+
 /*
  * -handoff early-start=on: the overlay's VM runs while its segments are
- * applied, in the background at x-early-rate bytes per second (*@rate,
- * 0: as fast as they come).
+ * applied, in the background at x-early-rate bytes per second (0: as
+ * fast as they come); feed-fd=N: they are still being written into the
+ * overlay, and socket N says when each is in (handoff-early-feed.h).
+ * False with @errp set if the options do not go together.
  */
-bool handoff_cli_early_start(uint64_t *rate);
+bool handoff_cli_early_start(HandoffEarlyStartOptions *o, Error **errp);
+/*
+ * -handoff userfaultfd=PATH: /dev/userfaultfd, or /dev/fdset/N holding it
+ * open, that userfaultfds come from (handoff-uffd.c); NULL if not given.
+ */
+const char *handoff_cli_userfaultfd(void);
 
 /*
  * VM overlay files (migration/handoff-overlay-*.c) are the migration
