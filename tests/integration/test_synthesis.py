@@ -11,6 +11,7 @@ the emulated WAN; damaged, foreign and oversized overlays and excess
 clients are refused with nothing launched.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -1186,6 +1187,15 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
             d["early-start"] = {"stream-version": 3, "root": "ab" * 32,
                                 "order-chunks": 1}
 
+        def early_start_huge(d):
+            early_start(d)
+            d["early-start"]["segments-bytes"] = 1 << 40
+
+        def early_start_extra(d):
+            early_start(d)
+            d["early-start"]["segments-bytes"] = 4096
+            d["early-start"]["path"] = "/etc/passwd"
+
         def machine(key, value):
             return lambda d: d["machine"].update({key: value})
 
@@ -1208,10 +1218,7 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
                                "not a list"),
                               (foreign_disk, "device 0 (virtio-blk-pci): its "
                                "drive is not a disk the overlay carries"),
-                              # Deliberately, by name, not as an unknown
-                              # field: not served yet.
-                              (early_start, "early-start overlays "
-                               "(segmented streams) are not served"),
+
                               # More than this service gives one VM (QEMU's
                               # -m and -smp are generated from these).
                               (machine("ram-bytes", 1 << 30),
@@ -1227,8 +1234,34 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
                 service, rewritten_description(saved, tmp_path, change))
             assert cause in message, message
 
+        # Early-start descriptions our client would not send (it checks
+        # its own file): sent raw, refused before a byte of the stream.
+        # One saved before QEMU named the segments' total cannot say
+        # where they begin.
+        for change, cause in ((early_start, "does not name its segments' "
+                               "total"),
+                              (early_start_huge, "segments-bytes leaves "
+                               "no migration stream"),
+                              (early_start_extra, "early-start has unknown "
+                               "field 'path'")):
+            path = rewritten_description(saved, tmp_path, change)
+            with open(path, "rb") as f:
+                header = overlay_file.parse_header(
+                    f.read(overlay_file.HEADER_BYTES))
+                f.seek(0)
+                head = f.read(overlay_file.HEADER_BYTES +
+                              header.description_bytes)
+            with socket.create_connection(("127.0.0.1", service.port)) as s:
+                s.sendall(b'{"name": "early"}\n' + head)
+                s.settimeout(30)
+                answer = json.loads(s.recv(65536))
+            assert answer["ok"] is False and cause in answer["error"], \
+                (cause, answer)
+            assert service.vm_dirs() == []
+
         # Request lines a client made up: each refused, naming the field.
         for line, cause in (
+                (b'{"early-start": 1}', "early-start is not true or false"),
                 (b"not json", "request line is not JSON"),
                 (b"[1]", "request line is not a JSON object"),
                 (b'{"evil": 1}', "request line has unknown field 'evil'"),
@@ -1863,54 +1896,97 @@ def test_forwarded_port_taken_meanwhile(tmp_path, nic_saved, monkeypatch):
         taken.close()
 
 
-def test_two_clients_over_wan_get_their_service(tmp_path, nic_saved):
-    """Over the WAN, mutual TLS (the default): one client's two VMs, then
-    its third refused by the per-client quota before its overlay is
-    read."""
+@contextlib.contextmanager
+def service_over_wan(tmp_path, base, base_name, rate_mbit, extra=()):
+    """A service serving @base (as @base_name) in a namespace behind a
+    @rate_mbit, 50 ms link, mutual TLS (the default): yields (service,
+    link, the address its clients reach it at, their TLS options)."""
     bases = tmp_path / "bases"
     bases.mkdir()
-    os.symlink(nic_saved.base, bases / "web")
+    os.symlink(base, bases / base_name)
     _, service_creds, client_creds = cloudlet_credentials(tmp_path)
     tls = ("--tls-creds", client_creds, "--tls-name", SERVICE_NAME)
-    with WanLink(rate_mbit=25, rtt_ms=50) as link:
+    with WanLink(rate_mbit=rate_mbit, rtt_ms=50) as link:
         port = free_tcp_port()
         service = Service(str(tmp_path), str(bases), port,
                           wrap=link.ns_command([]), tls=service_creds,
                           extra=("--forward-address", link.ns_addr,
-                                 "--max-vms-per-client", "2"))
+                                 *extra))
         try:
-            addr = link.relay_to(port)
-            runs = [None, None]
-
-            def client(i):
-                runs[i] = synthesize(addr, nic_saved.path, "--forward",
-                                     "8080", "--name", f"web{i}", *tls)
-
-            threads = [threading.Thread(target=client, args=(i,))
-                       for i in (0, 1)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            results = []
-            for run in runs:
-                assert run.returncode == 0, run.stderr + service.log()
-                results.append(json.loads(run.stdout))
-            assert results[0]["vm"] != results[1]["vm"]
-            for result in results:
-                assert result["address"] == link.ns_addr
-                reply = http_get(link.ns_addr, result["ports"]["8080"])
-                assert reply.startswith("HTTP/1.") and nic_saved.page in \
-                    reply, reply
-                vm = SynthesizedVM(result, service)
-                try:
-                    assert_goes_on(vm, nic_saved.last_beat)
-                finally:
-                    vm.stop()
-            run = synthesize(addr, nic_saved.path, "--name", "web2", *tls)
-            assert run.returncode != 0 and "quota: you hold 2 VMs here" in \
-                run.stderr, run.stderr
-            assert re.search(r"synthesis from 127\.0\.0\.1:\d+ \(phone0\): "
-                             r"refused: quota", service.log()), service.log()
+            yield service, link, link.relay_to(port), tls
         finally:
             service.stop()
+
+
+def test_two_clients_over_wan_get_their_service(tmp_path, nic_saved):
+    """Over the WAN, mutual TLS (the default): one client's two VMs, then
+    its third refused by the per-client quota before its overlay is
+    read."""
+    with service_over_wan(tmp_path, nic_saved.base, "web", 25,
+                          ("--max-vms-per-client", "2")) as (
+                              service, link, addr, tls):
+        runs = [None, None]
+
+        def client(i):
+            runs[i] = synthesize(addr, nic_saved.path, "--forward",
+                                 "8080", "--name", f"web{i}", *tls)
+
+        threads = [threading.Thread(target=client, args=(i,))
+                   for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        results = []
+        for run in runs:
+            assert run.returncode == 0, run.stderr + service.log()
+            results.append(json.loads(run.stdout))
+        assert results[0]["vm"] != results[1]["vm"]
+        for result in results:
+            assert result["address"] == link.ns_addr
+            reply = http_get(link.ns_addr, result["ports"]["8080"])
+            assert reply.startswith("HTTP/1.") and nic_saved.page in \
+                reply, reply
+            vm = SynthesizedVM(result, service)
+            try:
+                assert_goes_on(vm, nic_saved.last_beat)
+            finally:
+                vm.stop()
+        run = synthesize(addr, nic_saved.path, "--name", "web2", *tls)
+        assert run.returncode != 0 and "quota: you hold 2 VMs here" in \
+            run.stderr, run.stderr
+        assert re.search(r"synthesis from 127\.0\.0\.1:\d+ \(phone0\): "
+                         r"refused: quota", service.log()), service.log()
+
+
+def test_service_early_start_over_wan(tmp_path, saved, resaved, base):
+    """An early-start overlay through the service, over mutual TLS and a
+    20 Mbit/s, 50 ms link: the VM runs, confined, once everything but the
+    segments is in, long before the last segment arrives; what it
+    touches first is asked of the client and sent ahead; when every
+    segment is in, the heartbeats go on from the saved VM's and its disk
+    is the saved VM's, byte for byte."""
+    with service_over_wan(tmp_path, base, "test", 20) as (
+            service, link, addr, tls):
+        run = synthesize(addr, resaved.path, *tls)
+        assert run.returncode == 0, run.stderr + service.log()
+        result = json.loads(run.stdout)
+        t = result["timings"]
+        assert result["complete"] and result["state"] == "running", \
+            result
+        # 25 MB take 10 s at 20 Mbit/s; the VM ran within a few.
+        assert t["running"] < t["complete"] / 2, result
+        assert result["client-running-seconds"] < \
+            result["client-seconds"] / 2, result
+        es = result["early-start"]
+        assert es["feed-wanted"] > 0 and es["faults"] > 0, result
+        assert_confined(service, result["vm"])
+        vm = SynthesizedVM(result, service)
+        try:
+            assert_goes_on(vm, saved.last_beat)
+            vm.qmp.cmd("stop")          # flushes its disk
+            assert_same_disk(saved.disk, vm.disk)
+        finally:
+            vm.stop()
+        assert re.search(r"synthesis from 127\.0\.0\.1:\d+ \(phone0\): "
+                         r"\S+ running", service.log()), service.log()

@@ -194,6 +194,15 @@ def print_result(result, as_json):
     t = result["timings"]
     ports = ", ".join(f"guest {g} -> {result['address']}:{h}"
                       for g, h in result["ports"].items()) or "none"
+    if "complete" in result:
+        running = f"running after {t['running']:.2f} s, " \
+            if "running" in t else ""
+        print(f"VM {result['vm']} {result['state']}: "
+              f"{result['overlay-bytes']} overlay bytes, early start; all "
+              f"but the segments in after {t['prefix']:.2f} s, launch "
+              f"{t['launch']:.2f} s, {running}every segment in after "
+              f"{t['complete']:.2f} s; ports: {ports}")
+        return
     print(f"VM {result['vm']} {result['state']}: {result['overlay-bytes']} overlay "
           f"bytes; transfer {t['transfer']:.2f} s, launch {t['launch']:.2f} "
           f"s, apply after transfer {t['apply']:.2f} s, total "
@@ -205,7 +214,8 @@ def cmd_synthesize(args):
     result = synthesize(args.service, args.overlay, forward=args.forward,
                         name=args.name, tls=tls,
                         tls_name=args.tls_name or args.service[0],
-                        progress=None if args.json else sys.stderr)
+                        progress=None if args.json else sys.stderr,
+                        early_start=not args.no_early_start)
     print_result(result, args.json)
 
 
@@ -426,6 +436,10 @@ def add_client_commands(sub):
                    metavar="GUEST_PORT", help="TCP port of the VM to "
                    "forward (repeatable)")
     c.add_argument("--name", help="VM name (default: the file's)")
+    c.add_argument("--no-early-start", action="store_true",
+                   help="an early-start overlay's VM runs only once every "
+                   "segment is in (by default it runs once everything "
+                   "else is)")
     client_options(c, "print the result as JSON, no progress line")
     c.set_defaults(func=cmd_synthesize)
 

@@ -5,6 +5,11 @@ VMs there.
 
 The answer can come before the overlay is all sent (a refusal: unknown
 base, too large, busy), so the socket is watched for it while sending.
+
+An early-start overlay (docs/synthesis.md, "Early start") goes in two
+parts: everything before its segments, then the segments as frames,
+those the service asks for first (early_protocol.py), while the VM
+already runs at the cloudlet.
 """
 
 import json
@@ -15,10 +20,15 @@ import ssl
 import sys
 import time
 
+from ..formats import early_feed
 from ..formats import overlay as overlay_file
+from . import early_protocol
+from .segment_sender import segments_start
 
 CHUNK = 1 << 20
 SEND_PIECE = 64 << 10
+# Linux's value, which Python names only from 3.12 on.
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 
 
 class SynthesisFailed(Exception):
@@ -109,17 +119,28 @@ def _connect(address, tls, tls_name):
 
 
 def synthesize(address, path, forward=(), name=None, progress=sys.stderr,
-               timeout=600, tls=None, tls_name=None):
+               timeout=600, tls=None, tls_name=None, early_start=True,
+               on_running=None):
     """Sends the overlay at @path to the service at (host, port), over
     @tls (an ssl.SSLContext from transport.client_context, checking the
     service's certificate for @tls_name) or plaintext (None); returns its
     result (a dict) with "client-seconds" added, or raises
-    SynthesisFailed with the service's reason."""
-    overlay_file.read_info(path)                # refuse our own bad file
+    SynthesisFailed with the service's reason. An early-start overlay's
+    VM runs before its segments are all sent unless @early_start is
+    False; @on_running(answer) is called when the service says it runs
+    (the answer has its ports), and the result adds
+    "client-running-seconds"."""
+    _, description = overlay_file.read_info(path)   # refuse our own file
+    early = overlay_file.early_start(description)
     total = os.path.getsize(path)
     request = {"name": name or os.path.basename(path),
                "forward": [int(p) for p in forward]}
+    if early:
+        request["early-start"] = bool(early_start)
     start = time.monotonic()
+    if early:
+        return _synthesize_early(address, path, request, tls, tls_name,
+                                 timeout, progress, on_running, start)
     with _connect(address, tls, tls_name) as sock, open(path, "rb") as f:
         try:
             sock.sendall(json.dumps(request).encode() + b"\n")
@@ -140,6 +161,158 @@ def synthesize(address, path, forward=(), name=None, progress=sys.stderr,
         raise SynthesisFailed(answer.get("error", "refused"))
     answer["client-seconds"] = round(time.monotonic() - start, 3)
     return answer
+
+
+class _Pushback:
+    """A socket whose first byte was read already (to tell a refusal
+    line from the layout)."""
+
+    def __init__(self, sock, first):
+        self.sock, self.first = sock, first
+
+    def recv(self, n):
+        if self.first:
+            data, self.first = self.first, b""
+            return data
+        return self.sock.recv(n)
+
+
+def _refusal_line(sock, first):
+    """The rest of a refusal line whose first byte is @first."""
+    data = first
+    while not data.endswith(b"\n"):
+        part = sock.recv(65536)
+        if not part:
+            break
+        data += part
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        raise SynthesisFailed("the service's answer is not JSON") from None
+    return answer
+
+
+class _SegmentSource:
+    """The segments of the overlay open as @f, in frames: those asked
+    for first, the rest in number order, each once."""
+
+    def __init__(self, f, layout):
+        self.f, self.layout = f, layout
+        self.sent = bytearray(len(layout.segments))
+        self.n_sent = 0
+        self.asked = []
+        self.order = 0
+        self.frame = None
+
+    def want(self, k):
+        if not self.sent[k]:
+            self.asked.append(k)
+
+    def next_frame(self):
+        while self.asked and self.sent[self.asked[0]]:
+            self.asked.pop(0)
+        if self.asked:
+            k = self.asked.pop(0)
+        else:
+            while self.order < len(self.sent) and self.sent[self.order]:
+                self.order += 1
+            if self.order == len(self.sent):
+                return None
+            k = self.order
+        offset, length = self.layout.segments[k]
+        self.sent[k] = 1
+        self.n_sent += 1
+        return memoryview(early_protocol.frame_header(k, length) +
+                          os.pread(self.f.fileno(), length, offset))
+
+
+def _segments(sock, f, layout, timeout, on_running, progress):
+    """Sends the segments, answering WANTs first, until the service's
+    last note; returns (running note or None, its time, last note)."""
+    source = _SegmentSource(f, layout)
+    reader = early_protocol.MessageReader(len(layout.segments))
+    running = running_at = None
+    frame = None
+    last_heard = time.monotonic()
+    while True:
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
+        if frame is None:
+            frame = source.next_frame()
+        readable, writable, _ = select.select(
+            [sock], [sock] if frame is not None else [], [],
+            0 if pending else 1.0)
+        if readable or pending:
+            data = sock.recv(65536)
+            if not data:
+                raise SynthesisFailed("the service closed the connection "
+                                      "before its last answer")
+            last_heard = time.monotonic()
+            for kind, value in reader.feed(data):
+                if kind == "want":
+                    source.want(value)
+                elif value.get("complete") or not value.get("ok"):
+                    return running, running_at, value
+                else:
+                    running, running_at = value, time.monotonic()
+                    if progress:
+                        progress.write(f"synthesize: VM {value['vm']} "
+                                       f"{value['state']}, "
+                                       f"{source.n_sent} of "
+                                       f"{len(source.sent)} segments "
+                                       f"sent\n")
+                    if on_running:
+                        on_running(value)
+        elif time.monotonic() - last_heard > timeout and frame is None:
+            raise SynthesisFailed(f"no answer from the service for "
+                                  f"{timeout} s")
+        if writable and frame is not None:
+            n = sock.send(frame[:SEND_PIECE])
+            frame = frame[n:] if n < len(frame) else None
+
+
+def _synthesize_early(address, path, request, tls, tls_name, timeout,
+                      progress, on_running, start):
+    seg_start, size = segments_start(path)
+    with _connect(address, tls, tls_name) as sock, open(path, "rb") as f:
+        # At most one segment waits unsent in the kernel: a segment the
+        # VM waits for goes next, not behind a full send buffer.
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT,
+                        early_feed.SEGMENT_MAX_BYTES)
+        try:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            _send(sock, _Prefix(f, seg_start), seg_start, progress)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass                        # the answer says why, if any
+        sock.settimeout(timeout)
+        first = sock.recv(1)
+        if first in (b"{", b""):
+            answer = _refusal_line(sock, first) if first else None
+            raise SynthesisFailed((answer or {}).get(
+                "error", "the service closed the connection without an "
+                "answer"))
+        layout = early_feed.read_layout(_Pushback(sock, first), seg_start,
+                                        size)
+        sock.settimeout(timeout)
+        running, running_at, answer = _segments(sock, f, layout, timeout,
+                                                on_running, progress)
+    if not answer.get("ok"):
+        raise SynthesisFailed(answer.get("error", "refused"))
+    answer["client-seconds"] = round(time.monotonic() - start, 3)
+    if running_at is not None:
+        answer["client-running-seconds"] = round(running_at - start, 3)
+    return answer
+
+
+class _Prefix:
+    """The first @n bytes of file @f, as a file _send reads."""
+
+    def __init__(self, f, n):
+        self.f, self.left = f, n
+
+    def read(self, size):
+        data = self.f.read(min(size, self.left))
+        self.left -= len(data)
+        return data
 
 
 def manage(address, request, tls=None, tls_name=None, timeout=60):

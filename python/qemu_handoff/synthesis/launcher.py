@@ -123,9 +123,12 @@ class LaunchedVM:
     def __init__(self, name, workdir, description, base_dir, qemu=None,
                  forwards=(), address="127.0.0.1", accel=None,
                  extra_args=(), overlay=None, limits=None, uids=None,
-                 cgroup=None, verified_id=None):
+                 cgroup=None, verified_id=None, early_feed=None):
         """@overlay: a local overlay file QEMU reads itself (-handoff
         overlay=); otherwise QEMU waits for the stream on stream_path.
+        @early_feed: with @overlay, an early start whose segments are
+        still being written into it, announced on this socket (an fd,
+        passed to QEMU: -handoff ...,feed-fd=).
         @limits: what the VM may have (machine_args.Limits). Raises
         OverlayError naming what the description asks that is not
         allowed, before anything is made.
@@ -153,6 +156,7 @@ class LaunchedVM:
         self.uids, self.uid = uids, uids.take() if uids else None
         self.cgroup, self.cgroup_dir = cgroup, None
         self.proc = self.qmp = self._log = self.overlay_fd = None
+        self.early_feed, self.uffd_fd = early_feed, None
         self.relays = []
         try:
             self._prepare(description, base_dir, forwards, address,
@@ -185,6 +189,12 @@ class LaunchedVM:
         # the VM's uid, and is not in its mount namespace.
         self.overlay_fd = os.open(self.overlay, os.O_RDONLY | os.O_CLOEXEC) \
             if overlay and self.uid is not None else None
+        # Early start registers RAM with userfaultfd: a confined QEMU
+        # gets the right from /dev/userfaultfd passed open (its fd set
+        # 2), not from a host-wide sysctl (docs/synthesis.md).
+        if self.early_feed is not None and self.uid is not None:
+            self.uffd_fd = os.open("/dev/userfaultfd",
+                                   os.O_RDWR | os.O_CLOEXEC)
         self.args = self._command()
 
     def _command(self):
@@ -215,6 +225,11 @@ class LaunchedVM:
         handoff = f"base={_escape(self.base_dir)}"
         if self.verified_id:
             handoff += f",verified-id={self.verified_id}"
+        if self.early_feed is not None:
+            handoff += f",early-start=on,feed-fd={self.early_feed}"
+        if self.uffd_fd is not None:
+            args += ["-add-fd", f"fd={self.uffd_fd},set=2"]
+            handoff += ",userfaultfd=/dev/fdset/2"
         if self.overlay_fd is not None:
             return args + ["-add-fd", f"fd={self.overlay_fd},set=1",
                            "-handoff", f"{handoff},overlay=/dev/fdset/1"]
@@ -264,7 +279,8 @@ class LaunchedVM:
         self.proc = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
-            pass_fds=() if self.overlay_fd is None else (self.overlay_fd,))
+            pass_fds=[fd for fd in (self.overlay_fd, self.early_feed,
+                                    self.uffd_fd) if fd is not None])
         try:
             wait_for_monitor(self.proc, self.qmp_path, 120)
             self.qmp = QMPClient(self.qmp_path, timeout=120)
@@ -328,9 +344,10 @@ class LaunchedVM:
             self.cgroup.remove(self.cgroup_dir)
         if self._log:
             self._log.close()
-        if self.overlay_fd is not None:
-            os.close(self.overlay_fd)
-            self.overlay_fd = None
+        for fd in (self.overlay_fd, self.uffd_fd):
+            if fd is not None:
+                os.close(fd)
+        self.overlay_fd = self.uffd_fd = None
         if remove_files:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

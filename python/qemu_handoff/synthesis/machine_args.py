@@ -38,8 +38,11 @@ ACCELS = frozenset(("tcg", "kvm"))
 BOOT_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}\Z")
 DRIVE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}\Z")
 MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+# "early-start" is read by formats/overlay.py's early_start(), which
+# allows its own fields only.
 TOP_FIELDS = frozenset(("version", "base", "machine", "boot", "serial-ports",
-                        "devices", "disks", "compression", "created"))
+                        "devices", "disks", "compression", "created",
+                        "early-start"))
 MACHINE_FIELDS = frozenset(("type", "ram-bytes", "max-ram-bytes", "cpus",
                             "max-cpus", "topology", "cpu-type", "accel"))
 TOPOLOGY_FIELDS = ("sockets", "dies", "cores", "threads")

@@ -46,6 +46,8 @@ from ..formats import overlay as overlay_file
 from .base_check import TOOL, BaseCheckFailed, VerifiedBases
 from .client_policy import ClientPolicy
 from .confinement import ConfinementError
+from . import early_protocol
+from .early_synthesis import EarlyStart
 from .launcher import LaunchedVM, LaunchError, check_machine
 from .machine_args import Limits
 from .registry import LOADING, VMRecord, remove_entry, scan
@@ -247,13 +249,16 @@ def recv_line(clock, sock):
 
 
 # Each request ("op") and the fields it takes besides "op".
-OPS = {"synthesize": {"name", "forward"}, "list": set(), "stop": {"name"}}
+OPS = {"synthesize": {"name", "forward", "early-start"}, "list": set(),
+       "stop": {"name"}}
 
 
 def parse_request(request):
     """The request line's fields, checked: {"op": "synthesize" (the
     default: an overlay follows), "list" or "stop"; "name": str or None
-    (stop's is required); "forward": [TCP ports]}."""
+    (stop's is required); "forward": [TCP ports]; "early-start": bool,
+    whether an early-start overlay's VM runs before its segments are all
+    in (the default)}."""
     if not isinstance(request, dict):
         raise Refused("request line is not a JSON object")
     op = request.get("op", "synthesize")
@@ -272,7 +277,10 @@ def parse_request(request):
             not all(type(p) is int and 0 < p < 65536 for p in forward):
         raise Refused(f"request line's forward is not a list of at most "
                       f"{MAX_FORWARDS} TCP ports")
-    return {"op": op, "name": name, "forward": forward}
+    early = request.get("early-start", True)
+    if type(early) is not bool:
+        raise Refused("request line's early-start is not true or false")
+    return {"op": op, "name": name, "forward": forward, "early-start": early}
 
 
 class Spool:
@@ -367,25 +375,30 @@ class Synthesis:
         self.vm = None
         self.record = None
         self.workdir = None
+        # Early start: once the layout went out, the client reads framed
+        # messages (early_protocol.py), the last answer a note too.
+        self.framed = False
 
     def run(self):
         request = self.request
-        header = overlay_file.parse_header(recv_exactly(
-            self.clock, self.sock, overlay_file.HEADER_BYTES, "header"))
+        header_raw = recv_exactly(self.clock, self.sock,
+                                  overlay_file.HEADER_BYTES, "header")
+        header = overlay_file.parse_header(header_raw)
         if header.stream_bytes > self.server.max_bytes:
             raise Refused(f"overlay of {header.stream_bytes} bytes exceeds "
                           f"this service's limit of {self.server.max_bytes}")
         raw = recv_exactly(self.clock, self.sock, header.description_bytes,
                            "description")
         description = overlay_file.parse_description(raw)
-        if overlay_file.early_start(description):
-            # Deliberately: QEMU would load it, but this service neither
-            # hands QEMU the root nor serves segments early yet
-            # (docs/design/early-start.md, step 6).
-            raise Refused("overlay description: early-start overlays "
-                          "(segmented streams) are not served by this "
-                          "service yet; save the VM without "
-                          "early-start-order")
+        early = overlay_file.early_start(description)
+        if early and early.segments_bytes is None:
+            raise Refused("overlay description: this early-start overlay "
+                          "does not name its segments' total "
+                          "(segments-bytes): save it again with this "
+                          "QEMU")
+        if early and early.segments_bytes >= header.stream_bytes:
+            raise Refused("overlay description: early-start."
+                          "segments-bytes leaves no migration stream")
         base_id = description["base"]["id"]
         base_dir = self.server.bases().get(base_id)
         if not base_dir or not self.server.policy.may_use(
@@ -400,8 +413,11 @@ class Synthesis:
         except BaseCheckFailed as e:
             raise Refused(f"this cloudlet cannot use base {base_id} now",
                           detail=str(e)) from None
-        check = overlay_file.StreamCheck(header, raw)
         self.verified_id = base_id if verified else None
+        if early:
+            return EarlyStart(self, header_raw + raw, header, description,
+                              base_dir, early).run()
+        check = overlay_file.StreamCheck(header, raw)
         return self._launch(request, check, description, base_dir)
 
     def _launch(self, request, check, description, base_dir):
@@ -729,18 +745,22 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
         if refusal:
             # Logged first: answering lingers on the client for a second.
             server.log(f"{peer}: {refusal[1]}")
-            self._answer(refusal[0])
+            self._answer(refusal[0], synthesis.framed)
             return
-        self._answer(result)
+        self._answer(result, synthesis.framed)
         server.log(f"{peer}: {result['vm']} {result['state']}, "
                    f"{result['overlay-bytes']} bytes, "
                    f"timings {json.dumps(result['timings'])}, "
                    f"ports {json.dumps(result['ports'])}, "
                    f"files in {synthesis.vm.workdir}")
 
-    def _answer(self, message):
+    def _answer(self, message, framed=False):
+        """@message as a line, or @framed as early start's last note."""
         try:
-            self.request.sendall(json.dumps(message).encode() + b"\n")
+            if framed:
+                self.request.sendall(early_protocol.note(message))
+            else:
+                self.request.sendall(json.dumps(message).encode() + b"\n")
             if not message["ok"]:
                 self._drain()
         except OSError:

@@ -1,0 +1,85 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The early-start phase of a synthesis between client and service
+(docs/synthesis.md, "Early start"): its one definition.
+
+After the request line and everything of the overlay before its
+segments, the service answers either with a refusal line (JSON, as
+always: it begins with "{") or with the segments' layout, the one QEMU
+wrote on its feed (formats/early_feed.py: it begins with the feed's
+magic). Then:
+
+  client -> service: segments, each a frame (u32 number, u32 length,
+                     then its bytes), in any order, each once.
+  service -> client: messages of early_feed.MESSAGE_BYTES (u32 kind,
+                     u32 argument): WANT k, a segment something waits
+                     for (send it next); NOTE n, then n bytes of a JSON
+                     object: {"ok": true, "state": ...} when the VM runs
+                     (its ports and timings), and a last one when every
+                     segment is in ("complete": true) or the synthesis
+                     failed ({"ok": false, "error": ...}). The service
+                     closes after the last note.
+"""
+
+import json
+import struct
+
+from ..formats import early_feed
+
+NOTE = 16                   # not a kind of QEMU's feed
+NOTE_MAX = 64 << 10         # bytes of one note's JSON
+FRAME = struct.Struct(">II")
+_MESSAGE = struct.Struct(">II")
+
+
+class ProtocolError(Exception):
+    """A peer that does not follow the protocol, with the reason."""
+
+
+def frame_header(k, length):
+    return FRAME.pack(k, length)
+
+
+def note(obj):
+    data = json.dumps(obj).encode()
+    assert len(data) <= NOTE_MAX
+    return _MESSAGE.pack(NOTE, len(data)) + data
+
+
+def want(k):
+    return _MESSAGE.pack(early_feed.WANT, k)
+
+
+class MessageReader:
+    """The service's messages as they come: feed() bytes, then take
+    (kind, value) pairs: ("want", k) or ("note", dict)."""
+
+    def __init__(self, count):
+        self._count = count
+        self._data = b""
+
+    def feed(self, data):
+        self._data += data
+        out = []
+        while len(self._data) >= _MESSAGE.size:
+            kind, arg = _MESSAGE.unpack_from(self._data)
+            if kind == early_feed.WANT:
+                if arg >= self._count:
+                    raise ProtocolError(f"WANT of segment {arg} of "
+                                        f"{self._count}")
+                out.append(("want", arg))
+                self._data = self._data[_MESSAGE.size:]
+                continue
+            if kind != NOTE or arg > NOTE_MAX:
+                raise ProtocolError(f"message kind {kind} ({arg})")
+            if len(self._data) < _MESSAGE.size + arg:
+                break
+            body = self._data[_MESSAGE.size:_MESSAGE.size + arg]
+            self._data = self._data[_MESSAGE.size + arg:]
+            try:
+                obj = json.loads(body)
+            except ValueError:
+                raise ProtocolError("a note that is not JSON") from None
+            if not isinstance(obj, dict):
+                raise ProtocolError("a note that is not a JSON object")
+            out.append(("note", obj))
+        return out

@@ -1,0 +1,186 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The service's side of an early start (docs/synthesis.md, "Early
+start"): between a client still sending segments and a QEMU already
+running their VM.
+
+The client's segment frames are checked against the layout QEMU gave
+(number, length), written into the spool at their place, and announced
+to QEMU (HAVE); QEMU's WANTs go to the client, each once, unless the
+segment is in already. One thread (the pump) is the only user of the
+client's socket while the relay runs, TLS included; notes for the client
+(the VM runs, the end) go through it.
+"""
+
+import collections
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+
+from ..formats import early_feed
+from . import early_protocol
+
+
+class RelayError(Exception):
+    """The relay stopped: the client's fault or the client gone."""
+
+
+class SegmentRelay:
+    """@client: the client's socket; @clock: its ClientClock (deadline and
+    idle bound); @feed: our end of QEMU's feed; @spool_fd: the spool open
+    for writing; @layout: QEMU's, already checked."""
+
+    def __init__(self, client, clock, feed, spool_fd, layout):
+        self.client, self.clock, self.feed = client, clock, feed
+        self.spool_fd = spool_fd
+        self.layout = layout
+        self.count = len(layout.segments)
+        self.received = bytearray(self.count)
+        self.n_received = 0
+        self.forwarded = 0          # WANTs sent to the client
+        self.error = None
+        self.all_in = threading.Event()
+        self._asked = bytearray(self.count)
+        self._lock = threading.Lock()
+        self._outbox = collections.deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._closing = False
+        self._threads = []
+
+    def start(self):
+        for target in (self._pump, self._read_feed):
+            t = threading.Thread(target=self._run, args=(target,),
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _run(self, target):
+        try:
+            target()
+        except (RelayError, early_feed.FeedError, OSError, ssl.SSLError,
+                early_protocol.ProtocolError) as e:
+            if self.error is None:
+                self.error = str(e)
+        finally:
+            self._wake()
+
+    def _wake(self):
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def send(self, data):
+        """Queues @data (whole messages) for the client."""
+        with self._lock:
+            self._outbox.append(data)
+        self._wake()
+
+    def note(self, obj):
+        self.send(early_protocol.note(obj))
+
+    def stop(self):
+        """Sends what is queued, then stops the pump; the caller may use
+        the client's socket again."""
+        self._closing = True
+        self._wake()
+        for t in self._threads[:1]:
+            t.join(timeout=30)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # --- QEMU's side ---------------------------------------------------
+
+    def _read_feed(self):
+        pending = b""
+        while True:
+            data = self.feed.recv(4096)
+            if not data:
+                return          # QEMU applied every segment, or ended
+            ks, pending = early_feed.wanted(pending + data, self.count)
+            for k in ks:
+                with self._lock:
+                    if self.received[k] or self._asked[k]:
+                        continue
+                    self._asked[k] = 1
+                    self.forwarded += 1
+                self.send(early_protocol.want(k))
+
+    # --- the client's side ---------------------------------------------
+
+    def _take_frames(self, buf):
+        """Whole frames out of @buf into the spool; returns the rest."""
+        head = early_protocol.FRAME.size
+        while len(buf) >= head:
+            k, length = early_protocol.FRAME.unpack_from(buf)
+            if k >= self.count or self.layout.segments[k][1] != length:
+                raise RelayError(f"segment frame {k} of {length} bytes: "
+                                 f"not a segment of this overlay")
+            if len(buf) < head + length:
+                break
+            if not self.received[k]:
+                offset = self.layout.segments[k][0]
+                os.pwrite(self.spool_fd, bytes(buf[head:head + length]),
+                          offset)
+                with self._lock:
+                    self.received[k] = 1
+                    self.n_received += 1
+                self.feed.sendall(early_feed.have(k))
+                if self.n_received == self.count:
+                    self.all_in.set()
+                    # Every segment in: the feed may end (QEMU reads on).
+                    self.feed.shutdown(socket.SHUT_WR)
+            del buf[:head + length]
+        return buf
+
+    def _readable(self, read):
+        if read and isinstance(self.client, ssl.SSLSocket) and \
+                self.client.pending():
+            return True, False
+        with self._lock:
+            want_write = bool(self._outbox)
+        timeout = min(1.0, max(0.0, self.clock.end - time.monotonic()))
+        r, w, _ = select.select([self.client, self._wake_r] if read
+                                else [self._wake_r],
+                                [self.client] if want_write else [], [],
+                                timeout)
+        if self._wake_r in r:
+            self._wake_r.recv(4096)
+        return self.client in r, self.client in w
+
+    def _pump(self):
+        buf = bytearray()
+        last = time.monotonic()
+        while True:
+            with self._lock:
+                if self._closing and not self._outbox:
+                    return
+            if time.monotonic() >= self.clock.end:
+                raise RelayError(f"the transfer took longer than "
+                                 f"{self.clock.total_s:g} s, this "
+                                 f"service's limit")
+            readable, writable = self._readable(not self.all_in.is_set())
+            if readable:
+                self.client.settimeout(self.clock.idle_s)
+                data = self.client.recv(1 << 16)
+                if not data:
+                    raise RelayError(f"the client left with "
+                                     f"{self.n_received} of {self.count} "
+                                     f"segments in")
+                buf = self._take_frames(buf + data)
+                last = time.monotonic()
+            elif not self.all_in.is_set() and \
+                    time.monotonic() - last > self.clock.idle_s:
+                raise RelayError(f"the client sent nothing for "
+                                 f"{self.clock.idle_s:g} s with "
+                                 f"{self.n_received} of {self.count} "
+                                 f"segments in")
+            if writable:
+                with self._lock:
+                    data = self._outbox.popleft() if self._outbox else b""
+                if data:
+                    self.client.settimeout(self.clock.idle_s)
+                    self.client.sendall(data)

@@ -1,0 +1,196 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A synthesis with early start (docs/synthesis.md, "Early start";
+docs/design/early-start.md §4): the VM runs once everything before the
+overlay's segments is in, while the client still sends them.
+
+The spool is the overlay file itself: header, description and migration
+stream (table part, device state) as they arrive, at the file's full
+size, then the segments written in place as the relay receives them.
+QEMU launches from it with -handoff ...,overlay=SPOOL,early-start=on,
+feed-fd=N, reads its layout off the authenticated table, asks for what
+something waits for, and checks every segment before it places a byte of
+it, and the whole file's digest once it is whole.
+"""
+
+import os
+import socket
+import time
+
+from ..formats import early_feed
+from .early_relay import SegmentRelay
+from .launcher import LaunchedVM, LaunchError
+from .registry import LOADING, VMRecord, remove_entry
+
+POLL_S = 0.1                # how often QEMU is asked how far it is
+
+
+class EarlyStart:
+    """The part of @synthesis (service.Synthesis) after the overlay's
+    description: @head is its header and description as received."""
+
+    def __init__(self, synthesis, head, header, description, base_dir,
+                 early):
+        self.s = synthesis
+        self.head = head
+        self.header = header
+        self.description = description
+        self.base_dir = base_dir
+        self.size = len(head) + header.stream_bytes
+        self.start = self.size - early.segments_bytes
+        self.relay = None
+
+    def run(self):
+        s = self.s
+        server = s.server
+        name = server.vm_name(s.request["name"])
+        s.workdir = os.path.join(server.workdir, name)
+        os.makedirs(s.workdir)
+        spool = os.path.join(s.workdir, "overlay.spool")
+        # Made and kept open before QEMU runs: the directory becomes its
+        # uid's, which could put a link in the spool's place later.
+        fd = os.open(spool, os.O_RDWR | os.O_CREAT | os.O_EXCL |
+                     os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            self._receive_prefix(fd)
+            result = self._launch_and_relay(name, spool, fd)
+        finally:
+            os.close(fd)
+        s.vm.release_monitor()
+        remove_entry(s.workdir, os.path.basename(spool))
+        return result
+
+    def _receive_prefix(self, fd):
+        """Everything before the segments, then the file at full size."""
+        from .service import CHUNK, Refused
+        s = self.s
+        os.write(fd, self.head)
+        left = self.start - len(self.head)
+        while left:
+            data = s.clock.recv(s.sock, min(CHUNK, left))
+            if not data:
+                raise Refused("overlay truncated before its segments")
+            os.write(fd, data)
+            left -= len(data)
+        os.ftruncate(fd, self.size)
+        s.t["prefix"] = time.monotonic()
+
+    def _launch(self, name, spool, feed):
+        s = self.s
+        server = s.server
+        s.t["launch"] = time.monotonic()
+        s.vm = LaunchedVM(name, s.workdir, self.description, self.base_dir,
+                          qemu=server.qemu, forwards=s.request["forward"],
+                          address=server.forward_address,
+                          extra_args=server.qemu_args,
+                          limits=server.limits, verified_id=s.verified_id,
+                          uids=server.uids, cgroup=server.cgroup,
+                          overlay=spool, early_feed=feed.fileno()).start()
+        s.record = VMRecord.of(s.owner, s.vm, LOADING,
+                               server.forward_address)
+        s.record.save()
+        s.t["ready"] = time.monotonic()
+
+    def _layout(self, ours, deadline):
+        """QEMU's layout, once it has the table part; checked."""
+        ours.settimeout(max(1.0, deadline - time.monotonic()))
+        try:
+            return early_feed.read_layout(ours, self.start, self.size)
+        except (early_feed.FeedError, OSError) as e:
+            if self.s.vm.proc.poll() is not None:
+                raise LaunchError(f"QEMU refused the stream: "
+                                  f"{self.s.vm.failure()}") from None
+            raise LaunchError(f"QEMU's segment feed: {e}") from None
+        finally:
+            ours.settimeout(None)
+
+    def _launch_and_relay(self, name, spool, fd):
+        from .service import LOAD_TIMEOUT_S
+        s = self.s
+        deadline = s.clock.end + LOAD_TIMEOUT_S
+        ours, theirs = socket.socketpair()
+        try:
+            try:
+                self._launch(name, spool, theirs)
+            finally:
+                theirs.close()          # QEMU holds it now
+            layout = self._layout(ours, deadline)
+            self.relay = SegmentRelay(s.sock, s.clock, ours, fd, layout)
+            self.relay.send(early_feed.pack_layout(layout))
+            s.framed = True             # from now on the client reads notes
+            self.relay.start()
+            try:
+                return self._run_early(deadline)
+            finally:
+                self.relay.stop()
+        finally:
+            ours.close()
+
+    def _run_early(self, deadline):
+        s = self.s
+        s.vm.wait_loaded(max(0.0, deadline - time.monotonic()))
+        s.t["loaded"] = time.monotonic()
+        early = s.request["early-start"] and not s.server.paused
+        if early:
+            self._run_vm()
+        self.relay.note(self._result(complete=False))
+        info = self._wait_applied(deadline)
+        s.t["complete"] = time.monotonic()
+        if not early and not s.server.paused:
+            self._run_vm()
+        if "running" not in s.t:
+            s.t["running"] = s.t["complete"]
+        result = self._result(complete=True)
+        result["early-start"] = {
+            k: info[k] for k in ("segments", "demanded", "faults",
+                                 "disk-demands", "feed-wanted")}
+        return result
+
+    def _run_vm(self):
+        s = self.s
+        s.vm.run()
+        s.t["running"] = time.monotonic()
+        s.record.state = "running"
+        s.record.save()
+
+    def _wait_applied(self, deadline):
+        """QEMU's early start, completed: every segment in and applied,
+        the file's digest checked. LaunchError if QEMU ended first (a
+        segment that failed its check: QEMU names it in its log), the
+        relay's error if the client's side failed."""
+        from .service import Refused
+        s = self.s
+        while True:
+            if s.vm.proc.poll() is not None:
+                raise LaunchError(f"QEMU refused the stream: "
+                                  f"{s.vm.failure()}")
+            if self.relay.error:
+                raise Refused(self.relay.error)
+            info = s.vm.qmp.cmd("query-handoff-early-start")
+            if info["status"] == "completed":
+                return info
+            if time.monotonic() > deadline:
+                raise LaunchError(f"{info['segments-applied']} of "
+                                  f"{info['segments']} segments applied "
+                                  f"in the time allowed")
+            time.sleep(POLL_S)
+
+    def _result(self, complete):
+        """What the client hears: as for any synthesis, with early
+        start's timings (seconds from the request): prefix (all but the
+        segments in), running (the VM runs), complete (every segment in
+        and applied)."""
+        s, t = self.s, self.s.t
+        state = "paused" if s.server.paused or (
+            not complete and "running" not in t) else "running"
+        timings = {"prefix": round(t["prefix"] - t["start"], 3),
+                   "launch": round(t["ready"] - t["launch"], 3)}
+        if "running" in t:
+            timings["running"] = round(t["running"] - t["start"], 3)
+        if complete:
+            timings["complete"] = round(t["complete"] - t["start"], 3)
+            timings["total"] = timings["complete"]
+        return {"ok": True, "vm": s.vm.name, "state": state,
+                "address": s.server.forward_address,
+                "ports": {str(g): h for g, h in s.vm.ports.items()},
+                "overlay-bytes": self.header.stream_bytes,
+                "complete": complete, "timings": timings}
