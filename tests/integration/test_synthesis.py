@@ -1959,6 +1959,53 @@ def test_two_clients_over_wan_get_their_service(tmp_path, nic_saved):
                          r"refused: quota", service.log()), service.log()
 
 
+def early_start_prefix(path):
+    """Everything of the early-start overlay at @path before its
+    segments, and where they begin."""
+    start, size = segments_start(path)
+    with open(path, "rb") as f:
+        return f.read(start), start, size
+
+
+@pytest.mark.parametrize("how", ["bad-frame", "gone"])
+def test_service_early_start_ends_with_a_bad_client(tmp_path, resaved,
+                                                    bases_dir, how):
+    """After the layout, a client that sends a frame that is no segment
+    of it, or leaves, ends its synthesis: the VM that already ran is
+    stopped and its files removed, and the log says why."""
+    service = Service(str(tmp_path), bases_dir, free_tcp_port())
+    try:
+        prefix, start, size = early_start_prefix(resaved.path)
+        with socket.create_connection(("127.0.0.1", service.port)) as s:
+            s.sendall(b'{"name": "bad"}\n' + prefix)
+            s.settimeout(60)
+            layout = early_feed.read_layout(s, start, size)
+            count = len(layout.segments)
+            if how == "bad-frame":
+                s.sendall(struct.pack(">II", count, 10) + bytes(10))
+                data = b""
+                while len(data) < 8 or len(data) < 8 + struct.unpack(
+                        ">II", data[:8])[1]:
+                    part = s.recv(65536)
+                    assert part, data
+                    data += part
+                note = json.loads(data[8:])
+                assert note["ok"] is False and "segment frame " \
+                    f"{count} of 10 bytes: not a segment" in note["error"], \
+                    note
+                cause = "not a segment of this overlay"
+            else:
+                cause = rf"the client left with 0 of {count} segments in"
+        deadline = time.monotonic() + 60
+        while not re.search(rf"synthesis from .*refused: .*{cause}",
+                            service.log()):
+            assert time.monotonic() < deadline, service.log()
+            time.sleep(0.2)
+        assert service.vm_dirs() == [], service.vm_dirs()
+    finally:
+        service.stop()
+
+
 def test_service_early_start_over_wan(tmp_path, saved, resaved, base):
     """An early-start overlay through the service, over mutual TLS and a
     20 Mbit/s, 50 ms link: the VM runs, confined, once everything but the

@@ -30,9 +30,11 @@ def read(data, start=1000, size=1000 + 3 * 65536):
 
 
 def test_layout_read():
-    layout = read(layout_bytes(1000, [(1000, 65536), (66536, 10)]))
+    entries = [(1000, 65536), (66536, 65536), (132072, 65536)]
+    layout = read(layout_bytes(1000, entries))
     assert layout.start == 1000
-    assert layout.segments == [(1000, 65536), (66536, 10)]
+    assert layout.segments == entries and len(layout.segments) == 3
+    assert early_feed.pack_layout(layout) == layout_bytes(1000, entries)
 
 
 @pytest.mark.parametrize("data, cause", [
@@ -44,6 +46,12 @@ def test_layout_read():
     (layout_bytes(1000, [(1000, 65537)]), "segment 0: 65537 bytes"),
     (layout_bytes(1000, [(1000, 10), (1000 + 3 * 65536 - 5, 10)]),
      "segment 1: 10 bytes"),
+    # Overlapping (a compromised QEMU's): the service would write one
+    # client segment over another's place.
+    (layout_bytes(1000, [(1000, 65536), (1000, 65536), (1000, 65536)]),
+     "segment 1: 65536 bytes at 1000"),
+    (layout_bytes(1000, [(1000, 65536)]), "the segments end at 66536"),
+    (layout_bytes(1000, []), "0 segments"),
     (layout_bytes(1000, [], count=1 << 30), "segments in"),
     (layout_bytes(1000, [(1000, 10)], count=2), "ended after"),
 ])

@@ -10,6 +10,7 @@ trusts no further than to write inside the segments' area of a file it
 owns: every entry is checked against that area here.
 """
 
+import array
 import os
 import re
 import struct
@@ -37,6 +38,7 @@ MESSAGE_BYTES = _DEFINES["MESSAGE_BYTES"]
 HAVE = _DEFINES["HAVE"]
 WANT = _DEFINES["WANT"]
 SEGMENT_MAX_BYTES = 64 << 10        # the engine's HANDOFF_SEGMENT_MAX_BYTES
+SEGMENTS_MAX = 1 << 22              # the engine's bound on a table's count
 
 _LAYOUT_HEADER = struct.Struct(">IIIIQ")
 _LAYOUT_ENTRY = struct.Struct(">QII")
@@ -50,30 +52,50 @@ class FeedError(Exception):
     """A feed that does not follow the protocol, with the reason."""
 
 
-class Layout:
-    """Where each segment lies in the overlay file: @segments is a list
-    of (offset, length), in number order, all in [@start, file size)."""
+class _Segments:
+    """(offset, length) of segment k, for k in range(len()), kept in two
+    arrays: 12 bytes a segment, not two Python integers and a tuple."""
 
-    def __init__(self, start, segments):
+    def __init__(self, offsets, lengths):
+        self._offsets, self._lengths = offsets, lengths
+
+    def __len__(self):
+        return len(self._lengths)
+
+    def __getitem__(self, k):
+        return self._offsets[k], self._lengths[k]
+
+    def __eq__(self, other):
+        return list(self) == list(other)
+
+
+class Layout:
+    """Where each segment lies in the overlay file: @segments[k] is
+    (offset, length), the segments one after another from @start to the
+    end of the file."""
+
+    def __init__(self, start, offsets, lengths):
         self.start = start
-        self.segments = segments
+        self.segments = _Segments(offsets, lengths)
 
 
 def _read_exactly(sock, n):
-    data = b""
-    while len(data) < n:
-        part = sock.recv(n - len(data))
+    data = bytearray(n)
+    view, got = memoryview(data), 0
+    while got < n:
+        part = sock.recv(min(n - got, 1 << 20))
         if not part:
-            raise FeedError(f"the feed ended after {len(data)} of the "
+            raise FeedError(f"the feed ended after {got} of the "
                             f"{n} bytes of its layout")
-        data += part
+        view[got:got + len(part)] = part
+        got += len(part)
     return data
 
 
 def read_layout(sock, start, file_size):
-    """The layout QEMU writes first, checked: segments inside [@start,
-    @file_size), where the sender expects them, none longer than the
-    engine writes."""
+    """The layout QEMU writes first, checked: the segments one after
+    another from @start, where the sender expects them, to @file_size,
+    none longer than the engine writes, at most as many as it allows."""
     magic, version, count, zero, at = _LAYOUT_HEADER.unpack(
         _read_exactly(sock, LAYOUT_HEADER_BYTES))
     if magic != MAGIC or version != VERSION or zero:
@@ -82,28 +104,35 @@ def read_layout(sock, start, file_size):
     if at != start:
         raise FeedError(f"the segments start at {at}, the overlay's "
                         f"description says {start}")
-    if count > (file_size - start):
+    if not 0 < count <= min(SEGMENTS_MAX, file_size - start):
         raise FeedError(f"{count} segments in {file_size - start} bytes")
     raw = _read_exactly(sock, count * LAYOUT_ENTRY_BYTES)
-    segments = []
+    offsets, lengths = array.array("Q"), array.array("I")
+    end = start
     for k in range(count):
         offset, length, zero = _LAYOUT_ENTRY.unpack_from(
             raw, k * LAYOUT_ENTRY_BYTES)
-        if zero or not 0 < length <= SEGMENT_MAX_BYTES or \
-                offset < start or offset + length > file_size:
+        if zero or not 0 < length <= SEGMENT_MAX_BYTES or offset != end or \
+                offset + length > file_size:
             raise FeedError(f"segment {k}: {length} bytes at {offset}, "
-                            f"outside the segments' area [{start}, "
+                            f"not the next of the segments' area [{start}, "
                             f"{file_size})")
-        segments.append((offset, length))
-    return Layout(start, segments)
+        offsets.append(offset)
+        lengths.append(length)
+        end = offset + length
+    if end != file_size:
+        raise FeedError(f"the segments end at {end}, the file at "
+                        f"{file_size}")
+    return Layout(start, offsets, lengths)
 
 
 def pack_layout(layout):
     """@layout as QEMU writes it (the service passes it on to a client)."""
-    return _LAYOUT_HEADER.pack(MAGIC, VERSION, len(layout.segments), 0,
-                               layout.start) + b"".join(
-        _LAYOUT_ENTRY.pack(offset, length, 0)
-        for offset, length in layout.segments)
+    out = bytearray(_LAYOUT_HEADER.pack(MAGIC, VERSION, len(layout.segments),
+                                        0, layout.start))
+    for offset, length in layout.segments:
+        out += _LAYOUT_ENTRY.pack(offset, length, 0)
+    return bytes(out)
 
 
 def have(k):

@@ -23,24 +23,40 @@ from ..formats import early_feed
 from . import early_protocol
 
 
+STOP_GRACE_S = 5.0          # for the last notes before the pump is cut
+
+
 class RelayError(Exception):
     """The relay stopped: the client's fault or the client gone."""
+
+
+def write_all(fd, data, offset):
+    """pwrite of all of @data: a short write (a full disk) must not leave
+    a segment announced with bytes missing."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(f"spool: wrote {n} bytes")
+        view, offset = view[n:], offset + n
 
 
 class SegmentRelay:
     """@client: the client's socket; @clock: its ClientClock (deadline and
     idle bound); @feed: our end of QEMU's feed; @spool_fd: the spool open
-    for writing; @layout: QEMU's, already checked."""
+    for writing (the relay writes through a copy of its own, closed when
+    the pump ends); @layout: QEMU's, already checked. @error is the
+    client's fault, @feed_error QEMU's."""
 
     def __init__(self, client, clock, feed, spool_fd, layout):
         self.client, self.clock, self.feed = client, clock, feed
-        self.spool_fd = spool_fd
+        self.spool_fd = os.dup(spool_fd)
         self.layout = layout
         self.count = len(layout.segments)
         self.received = bytearray(self.count)
         self.n_received = 0
         self.forwarded = 0          # WANTs sent to the client
-        self.error = None
+        self.error = self.feed_error = None
         self.all_in = threading.Event()
         self._asked = bytearray(self.count)
         self._lock = threading.Lock()
@@ -62,9 +78,13 @@ class SegmentRelay:
             target()
         except (RelayError, early_feed.FeedError, OSError, ssl.SSLError,
                 early_protocol.ProtocolError) as e:
-            if self.error is None:
+            if target == self._read_feed:
+                self.feed_error = self.feed_error or str(e)
+            elif self.error is None:
                 self.error = str(e)
         finally:
+            if target == self._pump:
+                os.close(self.spool_fd)
             self._wake()
 
     def _wake(self):
@@ -83,14 +103,28 @@ class SegmentRelay:
         self.send(early_protocol.note(obj))
 
     def stop(self):
-        """Sends what is queued, then stops the pump; the caller may use
-        the client's socket again."""
+        """Sends what is queued, for STOP_GRACE_S at most, then stops the
+        pump: once this returns, it is gone and the caller alone uses the
+        client's socket (False: it had to be cut off, the socket is shut
+        down). The pump may be blocked in a TLS read or write of a client
+        that neither reads nor finishes a record; shutting the socket
+        down under it, through a descriptor of our own, ends that without
+        touching the TLS object from this thread."""
         self._closing = True
         self._wake()
-        for t in self._threads[:1]:
-            t.join(timeout=30)
+        pump = self._threads[0]
+        pump.join(timeout=STOP_GRACE_S)
+        cut = pump.is_alive()
+        if cut:
+            with socket.socket(fileno=os.dup(self.client.fileno())) as raw:
+                try:
+                    raw.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            pump.join()
         self._wake_r.close()
         self._wake_w.close()
+        return not cut
 
     # --- QEMU's side ---------------------------------------------------
 
@@ -123,8 +157,7 @@ class SegmentRelay:
                 break
             if not self.received[k]:
                 offset = self.layout.segments[k][0]
-                os.pwrite(self.spool_fd, bytes(buf[head:head + length]),
-                          offset)
+                write_all(self.spool_fd, buf[head:head + length], offset)
                 with self._lock:
                     self.received[k] = 1
                     self.n_received += 1
@@ -158,6 +191,10 @@ class SegmentRelay:
             with self._lock:
                 if self._closing and not self._outbox:
                     return
+            if self._closing:
+                # Notes only now: nothing more is read of the client.
+                self._flush()
+                continue
             if time.monotonic() >= self.clock.end:
                 raise RelayError(f"the transfer took longer than "
                                  f"{self.clock.total_s:g} s, this "
@@ -179,8 +216,16 @@ class SegmentRelay:
                                  f"{self.n_received} of {self.count} "
                                  f"segments in")
             if writable:
-                with self._lock:
-                    data = self._outbox.popleft() if self._outbox else b""
-                if data:
-                    self.client.settimeout(self.clock.idle_s)
-                    self.client.sendall(data)
+                self._flush(one=True)
+
+    def _flush(self, one=False):
+        """Sends the queued messages (@one: the next only)."""
+        while True:
+            with self._lock:
+                data = self._outbox.popleft() if self._outbox else b""
+            if not data:
+                return
+            self.client.settimeout(self.clock.idle_s)
+            self.client.sendall(data)
+            if one:
+                return

@@ -17,9 +17,10 @@ import socket
 import time
 
 from ..formats import early_feed
-from .early_relay import SegmentRelay
+from .early_relay import SegmentRelay, write_all
 from .launcher import LaunchedVM, LaunchError
 from .registry import LOADING, VMRecord, remove_entry
+from .service import CHUNK, LOAD_TIMEOUT_S, Refused
 
 POLL_S = 0.1                # how often QEMU is asked how far it is
 
@@ -61,16 +62,15 @@ class EarlyStart:
 
     def _receive_prefix(self, fd):
         """Everything before the segments, then the file at full size."""
-        from .service import CHUNK, Refused
         s = self.s
-        os.write(fd, self.head)
-        left = self.start - len(self.head)
-        while left:
-            data = s.clock.recv(s.sock, min(CHUNK, left))
+        write_all(fd, self.head, 0)
+        at = len(self.head)
+        while at < self.start:
+            data = s.clock.recv(s.sock, min(CHUNK, self.start - at))
             if not data:
                 raise Refused("overlay truncated before its segments")
-            os.write(fd, data)
-            left -= len(data)
+            write_all(fd, data, at)
+            at += len(data)
         os.ftruncate(fd, self.size)
         s.t["prefix"] = time.monotonic()
 
@@ -78,13 +78,16 @@ class EarlyStart:
         s = self.s
         server = s.server
         s.t["launch"] = time.monotonic()
+        # Known before it starts: a failed start is stopped (its fds,
+        # log, relays, cgroup) by the synthesis's abandon().
         s.vm = LaunchedVM(name, s.workdir, self.description, self.base_dir,
                           qemu=server.qemu, forwards=s.request["forward"],
                           address=server.forward_address,
                           extra_args=server.qemu_args,
                           limits=server.limits, verified_id=s.verified_id,
                           uids=server.uids, cgroup=server.cgroup,
-                          overlay=spool, early_feed=feed.fileno()).start()
+                          overlay=spool, early_feed=feed.fileno())
+        s.vm.start()
         s.record = VMRecord.of(s.owner, s.vm, LOADING,
                                server.forward_address)
         s.record.save()
@@ -104,7 +107,6 @@ class EarlyStart:
             ours.settimeout(None)
 
     def _launch_and_relay(self, name, spool, fd):
-        from .service import LOAD_TIMEOUT_S
         s = self.s
         deadline = s.clock.end + LOAD_TIMEOUT_S
         ours, theirs = socket.socketpair()
@@ -123,11 +125,23 @@ class EarlyStart:
             finally:
                 self.relay.stop()
         finally:
+            # Wakes the relay's reader of QEMU's feed, if any is left.
+            try:
+                ours.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             ours.close()
 
     def _run_early(self, deadline):
         s = self.s
-        s.vm.wait_loaded(max(0.0, deadline - time.monotonic()))
+        # The device state may wait for segments (a device's post_load
+        # reading RAM they carry): the relay's failures end this too.
+        while not s.vm.loaded():
+            self._check_relay()
+            if time.monotonic() > deadline:
+                raise LaunchError("the device state did not load in the "
+                                  "time allowed")
+            time.sleep(POLL_S / 5)
         s.t["loaded"] = time.monotonic()
         early = s.request["early-start"] and not s.server.paused
         if early:
@@ -137,6 +151,9 @@ class EarlyStart:
         s.t["complete"] = time.monotonic()
         if not early and not s.server.paused:
             self._run_vm()
+        if s.server.paused:
+            s.record.state = "paused"
+            s.record.save()
         if "running" not in s.t:
             s.t["running"] = s.t["complete"]
         result = self._result(complete=True)
@@ -157,14 +174,12 @@ class EarlyStart:
         the file's digest checked. LaunchError if QEMU ended first (a
         segment that failed its check: QEMU names it in its log), the
         relay's error if the client's side failed."""
-        from .service import Refused
         s = self.s
         while True:
             if s.vm.proc.poll() is not None:
                 raise LaunchError(f"QEMU refused the stream: "
                                   f"{s.vm.failure()}")
-            if self.relay.error:
-                raise Refused(self.relay.error)
+            self._check_relay()
             info = s.vm.qmp.cmd("query-handoff-early-start")
             if info["status"] == "completed":
                 return info
@@ -173,6 +188,14 @@ class EarlyStart:
                                   f"{info['segments']} segments applied "
                                   f"in the time allowed")
             time.sleep(POLL_S)
+
+    def _check_relay(self):
+        """The relay's failure, the client's (Refused) or QEMU's."""
+        if self.relay.error:
+            raise Refused(self.relay.error)
+        if self.relay.feed_error:
+            raise LaunchError(f"QEMU's segment feed: "
+                              f"{self.relay.feed_error}")
 
     def _result(self, complete):
         """What the client hears: as for any synthesis, with early

@@ -164,6 +164,7 @@ class LaunchedVM:
         except BaseException:
             if self.uids:
                 self.uids.give_back(self.uid)
+            self._close_fds()
             raise
 
     def _prepare(self, description, base_dir, forwards, address,
@@ -299,23 +300,27 @@ class LaunchedVM:
         return _causes(os.pread(self._log.fileno(), 1 << 20, 0).decode(
             errors="replace"))
 
+    def loaded(self):
+        """Whether QEMU loaded the whole stream; LaunchError with QEMU's
+        reason if it refused it or ended."""
+        if self.proc.poll() is not None:
+            raise LaunchError(f"QEMU exited while loading: "
+                              f"{self.failure()}")
+        try:
+            status = self.qmp.cmd("query-migrate").get("status")
+        except (OSError, QMPError, ConnectionError):
+            status = None
+        if status == "failed":
+            raise LaunchError(f"QEMU refused the stream: {self.failure()}")
+        return status == "completed"
+
     def wait_loaded(self, timeout=600):
         """Waits until QEMU loaded the whole stream; raises LaunchError
         with QEMU's reason if it refused it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise LaunchError(f"QEMU exited while loading: "
-                                  f"{self.failure()}")
-            try:
-                status = self.qmp.cmd("query-migrate").get("status")
-            except (OSError, QMPError, ConnectionError):
-                status = None
-            if status == "completed":
+            if self.loaded():
                 return
-            if status == "failed":
-                raise LaunchError(f"QEMU refused the stream: "
-                                  f"{self.failure()}")
             time.sleep(0.02)
         raise LaunchError(f"stream not loaded after {timeout} s")
 
@@ -344,12 +349,16 @@ class LaunchedVM:
             self.cgroup.remove(self.cgroup_dir)
         if self._log:
             self._log.close()
+        self._close_fds()
+        if remove_files:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+    def _close_fds(self):
         for fd in (self.overlay_fd, self.uffd_fd):
             if fd is not None:
                 os.close(fd)
         self.overlay_fd = self.uffd_fd = None
-        if remove_files:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def wait_for_monitor(proc, path, timeout):

@@ -47,7 +47,6 @@ from .base_check import TOOL, BaseCheckFailed, VerifiedBases
 from .client_policy import ClientPolicy
 from .confinement import ConfinementError
 from . import early_protocol
-from .early_synthesis import EarlyStart
 from .launcher import LaunchedVM, LaunchError, check_machine
 from .machine_args import Limits
 from .registry import LOADING, VMRecord, remove_entry, scan
@@ -415,6 +414,8 @@ class Synthesis:
                           detail=str(e)) from None
         self.verified_id = base_id if verified else None
         if early:
+            # Imported here: early_synthesis uses this module's names.
+            from .early_synthesis import EarlyStart
             return EarlyStart(self, header_raw + raw, header, description,
                               base_dir, early).run()
         check = overlay_file.StreamCheck(header, raw)
@@ -432,6 +433,7 @@ class Synthesis:
                                     daemon=True)
         receiver.start()
         self.t["launch"] = time.monotonic()
+        # Known before it starts: abandon() stops a failed start too.
         self.vm = LaunchedVM(name, workdir, description, base_dir,
                              qemu=self.server.qemu, forwards=ports,
                              address=self.server.forward_address,
@@ -439,7 +441,8 @@ class Synthesis:
                              limits=self.server.limits,
                              verified_id=self.verified_id,
                              uids=self.server.uids,
-                             cgroup=self.server.cgroup).start()
+                             cgroup=self.server.cgroup)
+        self.vm.start()
         # Recorded at once: a service that ends now leaves no QEMU that a
         # restart would not find (and stop: it never finished loading).
         self.record = VMRecord.of(self.owner, self.vm, LOADING,

@@ -26,8 +26,15 @@ struct HandoffEarlyFeed {
     uint8_t partial[HANDOFF_EARLY_FEED_MESSAGE_BYTES];
     size_t have;                /* bytes of a message read so far */
     uint8_t *arrived_seen;      /* per segment: a HAVE counted */
+    /*
+     * WANTs not written yet: the thread never blocks on the sender, which
+     * may itself be blocked writing HAVEs the thread has not read. At
+     * most one per segment.
+     */
+    GByteArray *out;
 };
 
+/* The layout, once, before anything else: a blocking write is fine. */
 static bool write_all(int fd, const uint8_t *buf, size_t len, Error **errp)
 {
     while (len) {
@@ -97,6 +104,7 @@ HandoffEarlyFeed *handoff_early_feed_new(int fd,
     feed->count = handoff_segment_table_count(table);
     feed->wanted = g_new0(uint8_t, feed->count);
     feed->arrived_seen = g_new0(uint8_t, feed->count);
+    feed->out = g_byte_array_new();
     if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
         error_setg(errp, "early start: feed-fd=%d is not an open socket", fd);
         goto fail;
@@ -124,6 +132,7 @@ void handoff_early_feed_free(HandoffEarlyFeed *feed)
         }
         g_free(feed->wanted);
         g_free(feed->arrived_seen);
+        g_byte_array_free(feed->out, true);
         g_free(feed);
     }
 }
@@ -205,7 +214,34 @@ bool handoff_early_feed_want(HandoffEarlyFeed *feed, uint32_t k,
     qatomic_inc(&feed->n_wanted);
     stl_be_p(msg, HANDOFF_EARLY_FEED_WANT);
     stl_be_p(msg + 4, k);
-    return write_all(feed->fd, msg, sizeof(msg), errp);
+    g_byte_array_append(feed->out, msg, sizeof(msg));
+    return handoff_early_feed_flush(feed, errp);
+}
+
+bool handoff_early_feed_flush(HandoffEarlyFeed *feed, Error **errp)
+{
+    while (feed->out->len && feed->fd >= 0) {
+        ssize_t n = write(feed->fd, feed->out->data, feed->out->len);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && errno == EAGAIN) {
+            return true;        /* the rest when the socket takes it */
+        }
+        if (n <= 0) {
+            error_setg_errno(errp, n < 0 ? errno : EPIPE,
+                             "early start: segment feed: cannot write");
+            return false;
+        }
+        g_byte_array_remove_range(feed->out, 0, n);
+    }
+    return true;
+}
+
+bool handoff_early_feed_pending(const HandoffEarlyFeed *feed)
+{
+    return feed->out->len && feed->fd >= 0;
 }
 
 uint32_t handoff_early_feed_wanted(const HandoffEarlyFeed *feed)

@@ -55,9 +55,15 @@ int handoff_early_feed_fd(const HandoffEarlyFeed *feed);
  */
 bool handoff_early_feed_read(HandoffEarlyFeed *feed, uint8_t *arrived,
                              Error **errp);
-/* WANT @k, once per segment (later calls for it do nothing). */
+/*
+ * WANT @k, once per segment (later calls for it do nothing). Written as
+ * far as the socket takes it without blocking; flush the rest when it is
+ * writable (handoff_early_feed_pending says whether to wait for that).
+ */
 bool handoff_early_feed_want(HandoffEarlyFeed *feed, uint32_t k,
                              Error **errp);
+bool handoff_early_feed_flush(HandoffEarlyFeed *feed, Error **errp);
+bool handoff_early_feed_pending(const HandoffEarlyFeed *feed);
 /* Counters: segments wanted, segments the sender said are in. */
 uint32_t handoff_early_feed_wanted(const HandoffEarlyFeed *feed);
 uint32_t handoff_early_feed_arrived(const HandoffEarlyFeed *feed);

@@ -612,7 +612,8 @@ static void read_feed(HandoffEarlyStart *es)
     if (!es->feed) {
         return;
     }
-    if (!handoff_early_feed_read(es->feed, es->arrived, &err)) {
+    if (!handoff_early_feed_read(es->feed, es->arrived, &err) ||
+        !handoff_early_feed_flush(es->feed, &err)) {
         early_fatal("%s", error_get_pretty(err));
     }
     if (es->pending->len) {
@@ -694,7 +695,8 @@ static void wait_events(HandoffEarlyStart *es, int timeout_ms)
         { .fd = es->uffd, .events = POLLIN },
         { .fd = es->wake_fd, .events = POLLIN },
         { .fd = es->feed ? handoff_early_feed_fd(es->feed) : -1,
-          .events = POLLIN },
+          .events = POLLIN | (es->feed && handoff_early_feed_pending(es->feed)
+                              ? POLLOUT : 0) },
     };
 
     if (poll(fds, 3, timeout_ms) < 0 && errno != EINTR) {
@@ -1223,10 +1225,10 @@ HandoffEarlyStartInfo *qmp_query_handoff_early_start(Error **errp)
     if (es->fed) {
         /* The thread's counts, read as they go; kept once it is gone. */
         info->has_feed_arrived = info->has_feed_wanted = true;
-        info->feed_arrived = es->completed ? es->feed_arrived :
-                             handoff_early_feed_arrived(es->feed);
-        info->feed_wanted = es->completed ? es->feed_wanted :
-                            handoff_early_feed_wanted(es->feed);
+        info->feed_arrived = es->feed ? handoff_early_feed_arrived(es->feed)
+                                      : es->feed_arrived;
+        info->feed_wanted = es->feed ? handoff_early_feed_wanted(es->feed)
+                                     : es->feed_wanted;
     }
     return info;
 }
