@@ -44,6 +44,7 @@ from qemu_handoff.wan import WanLink
 from qemu_handoff.formats import early_feed
 from qemu_handoff.formats import overlay as overlay_file
 from qemu_handoff.formats import working_set
+from qemu_handoff.synthesis import early_protocol
 from qemu_handoff.synthesis.segment_sender import (SegmentSender,
                                                    prepare_spool,
                                                    segments_start)
@@ -1271,9 +1272,14 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
                 (b'{"forward": [80.5]}', "forward is not a list of at most"),
                 (b'{"forward": [%s]}' % b",".join([b"80"] * 17),
                  "forward is not a list of at most 16 TCP ports"),
-                (b'{"op": "reboot"}', "op is not synthesize, list or stop"),
-                (b'{"op": ["list"]}', "op is not synthesize, list or stop"),
+                (b'{"op": "reboot"}',
+                 "op is not synthesize, list, stop or resume"),
+                (b'{"op": ["list"]}',
+                 "op is not synthesize, list, stop or resume"),
                 (b'{"op": "stop"}', "request line's stop names no VM"),
+                (b'{"op": "resume"}', "request line's resume names no VM"),
+                (b'{"op": "resume", "name": "nosuch"}',
+                 "no synthesis of VM nosuch of yours waits to be resumed"),
                 (b'{"op": "list", "name": "x"}',
                  "request line has unknown field 'name'"),
                 (b'{"op": "stop", "name": "x", "forward": [80]}',
@@ -1959,6 +1965,18 @@ def test_two_clients_over_wan_get_their_service(tmp_path, nic_saved):
                          r"refused: quota", service.log()), service.log()
 
 
+def assert_synthesized_goes_on_identical(result, service, saved):
+    """The service's VM of @result runs on from where @saved's stopped
+    and, stopped, has its disk byte for byte."""
+    vm = SynthesizedVM(result, service)
+    try:
+        assert_goes_on(vm, saved.last_beat)
+        vm.qmp.cmd("stop")              # flushes its disk
+        assert_same_disk(saved.disk, vm.disk)
+    finally:
+        vm.stop()
+
+
 def early_start_prefix(path):
     """Everything of the early-start overlay at @path before its
     segments, and where they begin."""
@@ -1967,12 +1985,12 @@ def early_start_prefix(path):
         return f.read(start), start, size
 
 
-@pytest.mark.parametrize("how", ["bad-frame", "gone"])
 def test_service_early_start_ends_with_a_bad_client(tmp_path, resaved,
-                                                    bases_dir, how):
+                                                    bases_dir):
     """After the layout, a client that sends a frame that is no segment
-    of it, or leaves, ends its synthesis: the VM that already ran is
-    stopped and its files removed, and the log says why."""
+    of it ends its synthesis: it hears why in the last note, the VM that
+    was loading is stopped and its files removed, and the log says why.
+    (A client that leaves may come back: the next test.)"""
     service = Service(str(tmp_path), bases_dir, free_tcp_port())
     try:
         prefix, start, size = early_start_prefix(resaved.path)
@@ -1981,26 +1999,19 @@ def test_service_early_start_ends_with_a_bad_client(tmp_path, resaved,
             s.settimeout(60)
             layout = early_feed.read_layout(s, start, size)
             count = len(layout.segments)
-            if how == "bad-frame":
-                s.sendall(struct.pack(">II", count, 10) + bytes(10))
-                data = b""
-                while len(data) < 8 or len(data) < 8 + struct.unpack(
-                        ">II", data[:8])[1]:
-                    part = s.recv(65536)
-                    assert part, data
-                    data += part
-                note = json.loads(data[8:])
-                assert note["ok"] is False and "segment frame " \
-                    f"{count} of 10 bytes: not a segment" in note["error"], \
-                    note
-                cause = "not a segment of this overlay"
-            else:
-                cause = rf"the client left with 0 of {count} segments in"
-        deadline = time.monotonic() + 60
-        while not re.search(rf"synthesis from .*refused: .*{cause}",
-                            service.log()):
-            assert time.monotonic() < deadline, service.log()
-            time.sleep(0.2)
+            s.sendall(struct.pack(">II", count, 10) + bytes(10))
+            reader = early_protocol.MessageReader(count)
+            notes = []
+            while not notes or notes[-1].get("ok"):
+                part = s.recv(65536)
+                assert part, notes
+                notes += [v for kind, v in reader.feed(part)
+                          if kind == "note"]
+        assert notes[0]["state"] == "loading", notes
+        assert f"segment frame {count} of 10 bytes: not a segment" in \
+            notes[-1]["error"], notes
+        wait_log(service, r"synthesis from .*refused: .*not a segment of "
+                 r"this overlay")
         assert service.vm_dirs() == [], service.vm_dirs()
     finally:
         service.stop()
@@ -2028,12 +2039,68 @@ def test_service_early_start_over_wan(tmp_path, saved, resaved, base):
         es = result["early-start"]
         assert es["feed-wanted"] > 0 and es["faults"] > 0, result
         assert_confined(service, result["vm"])
-        vm = SynthesizedVM(result, service)
-        try:
-            assert_goes_on(vm, saved.last_beat)
-            vm.qmp.cmd("stop")          # flushes its disk
-            assert_same_disk(saved.disk, vm.disk)
-        finally:
-            vm.stop()
+        assert_synthesized_goes_on_identical(result, service, saved)
         assert re.search(r"synthesis from 127\.0\.0\.1:\d+ \(phone0\): "
                          r"\S+ running", service.log()), service.log()
+
+
+def wait_log(service, pattern, timeout=120):
+    """The first match of @pattern in @service's log, once it is there."""
+    deadline = time.monotonic() + timeout
+    while not (m := re.search(pattern, service.log())):
+        assert time.monotonic() < deadline, service.log()
+        time.sleep(0.1)
+    return m
+
+
+def cut_client(addr, overlay, name, tls, service):
+    """A client of @overlay killed once its VM runs at the cloudlet, the
+    segments still arriving: the VM's name."""
+    client = subprocess.Popen([sys.executable, SYNTHESIS, "synthesize",
+                               f"{addr[0]}:{addr[1]}", overlay, "--json",
+                               "--name", name, *tls],
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        vm = wait_log(service, rf"synthesis of ({name}-\S+): running, "
+                      r"(\d+) of (\d+) segments in")
+        assert int(vm.group(2)) < int(vm.group(3)), vm.group(0)
+    finally:
+        client.kill()
+        client.wait()
+    return vm.group(1)
+
+
+def test_service_early_start_client_cut_resumes_or_removes(tmp_path, saved,
+                                                          resaved, base):
+    """The client cut after its VM runs: the VM waits for it, running on
+    what it has; the same client back within the bound (--resume NAME)
+    sends only what is missing and the VM ends identical (heartbeats on
+    from the saved VM's, disk byte-identical); cut and never back, the VM
+    is removed at the bound with the cause logged and told to a client
+    that comes back late."""
+    with service_over_wan(tmp_path, base, "test", 20,
+                          ("--reconnect-timeout", "8")) as (
+                              service, link, addr, tls):
+        gone = cut_client(addr, resaved.path, "gone", tls, service)
+        wait_log(service, rf"synthesis of {gone}: the client left with "
+                 r"\d+ of \d+ segments in; waiting 8 s")
+        wait_log(service, rf"refused: VM {gone} removed: the client left "
+                 r"with \d+ of \d+ segments in, not back within 8 s")
+        assert not any(gone in n for n in service.vm_dirs()), \
+            service.vm_dirs()               # its files and its record
+        assert not qemu_runs(gone)
+        late = synthesize(addr, resaved.path, "--resume", gone, *tls)
+        assert late.returncode != 0 and f"VM {gone} removed" in \
+            late.stderr, late.stderr
+
+        back = cut_client(addr, resaved.path, "back", tls, service)
+        wait_log(service, rf"synthesis of {back}: the client left")
+        assert qemu_runs(back)
+        run = synthesize(addr, resaved.path, "--resume", back, *tls)
+        assert run.returncode == 0, run.stderr + service.log()
+        result = json.loads(run.stdout)
+        assert result["complete"] and result["vm"] == back, result
+        wait_log(service, rf"synthesis of {back}: the client is back, "
+                 r"\d+ of \d+ segments in")
+        assert_synthesized_goes_on_identical(result, service, saved)

@@ -140,6 +140,7 @@ def cmd_serve(args):
                              paused=args.paused,
                              client_timeout=args.client_timeout,
                              transfer_timeout=args.transfer_timeout,
+                             reconnect_timeout=args.reconnect_timeout,
                              uids=uids, cgroup=cgroup,
                              max_vm_ram_mib=args.max_vm_ram_mib,
                              max_vm_cpus=args.max_vm_cpus, policy=policy,
@@ -215,7 +216,8 @@ def cmd_synthesize(args):
                         name=args.name, tls=tls,
                         tls_name=args.tls_name or args.service[0],
                         progress=None if args.json else sys.stderr,
-                        early_start=not args.no_early_start)
+                        early_start=not args.no_early_start,
+                        resume=args.resume)
     print_result(result, args.json)
 
 
@@ -363,6 +365,10 @@ def limit_options(s):
     s.add_argument("--transfer-timeout", type=float, default=3600,
                    help="seconds a client's whole transfer may take, from "
                    "its connection to the overlay's last byte (3600)")
+    s.add_argument("--reconnect-timeout", type=float, default=60,
+                   help="seconds an early-start VM's client that left "
+                   "before every segment was in may take to come back "
+                   "(synthesize --resume) before the VM is removed (60)")
     s.add_argument("--max-vm-ram-mib", type=int, default=4096,
                    help="RAM one VM may have (its description's "
                    "machine.ram-bytes); larger overlays are refused before "
@@ -440,6 +446,9 @@ def add_client_commands(sub):
                    help="an early-start overlay's VM runs only once every "
                    "segment is in (by default it runs once everything "
                    "else is)")
+    c.add_argument("--resume", metavar="VM", help="go on with the early-"
+                   "start synthesis of VM, whose connection broke: only "
+                   "what the service lacks is sent")
     client_options(c, "print the result as JSON, no progress line")
     c.set_defaults(func=cmd_synthesize)
 

@@ -120,7 +120,7 @@ def _connect(address, tls, tls_name):
 
 def synthesize(address, path, forward=(), name=None, progress=sys.stderr,
                timeout=600, tls=None, tls_name=None, early_start=True,
-               on_running=None):
+               on_running=None, resume=None):
     """Sends the overlay at @path to the service at (host, port), over
     @tls (an ssl.SSLContext from transport.client_context, checking the
     service's certificate for @tls_name) or plaintext (None); returns its
@@ -129,7 +129,9 @@ def synthesize(address, path, forward=(), name=None, progress=sys.stderr,
     VM runs before its segments are all sent unless @early_start is
     False; @on_running(answer) is called when the service says it runs
     (the answer has its ports), and the result adds
-    "client-running-seconds"."""
+    "client-running-seconds". @resume: the name of an early-start VM
+    whose synthesis lost its connection: it goes on, sending only the
+    segments the service lacks."""
     _, description = overlay_file.read_info(path)   # refuse our own file
     early = overlay_file.early_start(description)
     total = os.path.getsize(path)
@@ -137,6 +139,11 @@ def synthesize(address, path, forward=(), name=None, progress=sys.stderr,
                "forward": [int(p) for p in forward]}
     if early:
         request["early-start"] = bool(early_start)
+    if resume:
+        if not early:
+            raise SynthesisFailed("only an early-start overlay's synthesis "
+                                  "is resumed")
+        request = {"op": "resume", "name": resume}
     start = time.monotonic()
     if early:
         return _synthesize_early(address, path, request, tls, tls_name,
@@ -208,6 +215,13 @@ class _SegmentSource:
         if not self.sent[k]:
             self.asked.append(k)
 
+    def received(self, ks):
+        """What the service has already (a resumed synthesis)."""
+        for k in ks:
+            if not self.sent[k]:
+                self.sent[k] = 1
+                self.n_sent += 1
+
     def next_frame(self):
         while self.asked and self.sent[self.asked[0]]:
             self.asked.pop(0)
@@ -250,9 +264,15 @@ def _segments(sock, f, layout, timeout, on_running, progress):
             for kind, value in reader.feed(data):
                 if kind == "want":
                     source.want(value)
+                elif kind == "received":
+                    source.received(value)
                 elif value.get("complete") or not value.get("ok"):
                     return running, running_at, value
-                else:
+                elif value.get("state") == "loading":
+                    if progress:
+                        progress.write(f"synthesize: VM {value['vm']} "
+                                       f"loading\n")
+                elif running is None:
                     running, running_at = value, time.monotonic()
                     if progress:
                         progress.write(f"synthesize: VM {value['vm']} "
@@ -280,7 +300,8 @@ def _synthesize_early(address, path, request, tls, tls_name, timeout,
                         early_feed.SEGMENT_MAX_BYTES)
         try:
             sock.sendall(json.dumps(request).encode() + b"\n")
-            _send(sock, _Prefix(f, seg_start), seg_start, progress)
+            if request.get("op") != "resume":
+                _send(sock, _Prefix(f, seg_start), seg_start, progress)
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             pass                        # the answer says why, if any
         sock.settimeout(timeout)

@@ -17,7 +17,16 @@ magic). Then:
                      (its ports and timings), and a last one when every
                      segment is in ("complete": true) or the synthesis
                      failed ({"ok": false, "error": ...}). The service
-                     closes after the last note.
+                     closes after the last note. The first note, right
+                     after the layout, names the VM ("state": "loading"):
+                     what a client needs to come back.
+
+A client whose connection broke comes back within the service's bound
+(serve --reconnect-timeout) with the request line {"op": "resume",
+"name": VM}: the service answers with a refusal line, or with the layout
+again, then RECEIVED n and n bytes, a bitmap of the segments it has
+(segment k is bit k % 8 of byte k // 8), then as above, the WANTs still
+unanswered first.
 """
 
 import json
@@ -26,6 +35,7 @@ import struct
 from ..formats import early_feed
 
 NOTE = 16                   # not a kind of QEMU's feed
+RECEIVED = 17
 NOTE_MAX = 64 << 10         # bytes of one note's JSON
 FRAME = struct.Struct(">II")
 _MESSAGE = struct.Struct(">II")
@@ -49,6 +59,15 @@ def want(k):
     return _MESSAGE.pack(early_feed.WANT, k)
 
 
+def received(bits):
+    """The RECEIVED message of @bits (a bytearray, one byte a segment)."""
+    packed = bytearray((len(bits) + 7) // 8)
+    for k, bit in enumerate(bits):
+        if bit:
+            packed[k // 8] |= 1 << (k % 8)
+    return _MESSAGE.pack(RECEIVED, len(packed)) + bytes(packed)
+
+
 class MessageReader:
     """The service's messages as they come: feed() bytes, then take
     (kind, value) pairs: ("want", k) or ("note", dict)."""
@@ -69,12 +88,18 @@ class MessageReader:
                 out.append(("want", arg))
                 self._data = self._data[_MESSAGE.size:]
                 continue
-            if kind != NOTE or arg > NOTE_MAX:
+            size = (self._count + 7) // 8
+            if not (kind == NOTE and arg <= NOTE_MAX or
+                    kind == RECEIVED and arg == size):
                 raise ProtocolError(f"message kind {kind} ({arg})")
             if len(self._data) < _MESSAGE.size + arg:
                 break
             body = self._data[_MESSAGE.size:_MESSAGE.size + arg]
             self._data = self._data[_MESSAGE.size + arg:]
+            if kind == RECEIVED:
+                out.append(("received", [k for k in range(self._count)
+                                         if body[k // 8] >> (k % 8) & 1]))
+                continue
             try:
                 obj = json.loads(body)
             except ValueError:

@@ -27,7 +27,12 @@ STOP_GRACE_S = 5.0          # for the last notes before the pump is cut
 
 
 class RelayError(Exception):
-    """The relay stopped: the client's fault or the client gone."""
+    """The relay stopped: the client broke the protocol."""
+
+
+class ClientGone(Exception):
+    """The client's connection ended, or it fell silent: it may come back
+    (resume)."""
 
 
 def write_all(fd, data, offset):
@@ -46,18 +51,22 @@ class SegmentRelay:
     idle bound); @feed: our end of QEMU's feed; @spool_fd: the spool open
     for writing (the relay writes through a copy of its own, closed when
     the pump ends); @layout: QEMU's, already checked. @error is the
-    client's fault, @feed_error QEMU's."""
+    client's fault, @feed_error QEMU's, @gone why the client left (it may
+    come back: resume())."""
 
     def __init__(self, client, clock, feed, spool_fd, layout):
         self.client, self.clock, self.feed = client, clock, feed
+        self._spool = spool_fd
         self.spool_fd = os.dup(spool_fd)
         self.layout = layout
         self.count = len(layout.segments)
         self.received = bytearray(self.count)
         self.n_received = 0
         self.forwarded = 0          # WANTs sent to the client
-        self.error = self.feed_error = None
+        self.error = self.feed_error = self.gone = None
         self.all_in = threading.Event()
+        # QEMU closed its feed: every segment in (or QEMU ended).
+        self.feed_closed = threading.Event()
         self._asked = bytearray(self.count)
         self._lock = threading.Lock()
         self._outbox = collections.deque()
@@ -73,11 +82,41 @@ class SegmentRelay:
             self._threads.append(t)
         return self
 
+    def resume(self, client, clock, preamble):
+        """The client back on @client (its pump ended): @preamble (the
+        layout), then what it lacks to go on: the segments received, the
+        WANTs unanswered."""
+        # Ended (it set @gone), but maybe not yet past closing its copy
+        # of the spool fd, which must not be the new pump's.
+        self._threads[0].join()
+        with self._lock:
+            self._outbox.clear()
+            self._outbox.append(preamble)
+            self._outbox.append(early_protocol.received(self.received))
+            for k in range(self.count):
+                if self._asked[k] and not self.received[k]:
+                    self._outbox.append(early_protocol.want(k))
+        self.client, self.clock = client, clock
+        self.spool_fd = os.dup(self._spool)
+        self.gone = None
+        t = threading.Thread(target=self._run, args=(self._pump,),
+                             daemon=True)
+        self._threads[0] = t
+        t.start()
+
     def _run(self, target):
         try:
             target()
-        except (RelayError, early_feed.FeedError, OSError, ssl.SSLError,
-                early_protocol.ProtocolError) as e:
+        except early_feed.FeedError as e:       # QEMU's side
+            self.feed_error = self.feed_error or str(e)
+        except ClientGone as e:
+            self.gone = str(e)
+        except (ConnectionError, TimeoutError, ssl.SSLError) as e:
+            if target == self._read_feed:
+                self.feed_error = self.feed_error or str(e)
+            else:
+                self.gone = f"the client's connection failed ({e})"
+        except (RelayError, OSError, early_protocol.ProtocolError) as e:
             if target == self._read_feed:
                 self.feed_error = self.feed_error or str(e)
             elif self.error is None:
@@ -85,6 +124,8 @@ class SegmentRelay:
         finally:
             if target == self._pump:
                 os.close(self.spool_fd)
+            else:
+                self.feed_closed.set()
             self._wake()
 
     def _wake(self):
@@ -161,11 +202,15 @@ class SegmentRelay:
                 with self._lock:
                     self.received[k] = 1
                     self.n_received += 1
-                self.feed.sendall(early_feed.have(k))
-                if self.n_received == self.count:
-                    self.all_in.set()
-                    # Every segment in: the feed may end (QEMU reads on).
-                    self.feed.shutdown(socket.SHUT_WR)
+                try:
+                    self.feed.sendall(early_feed.have(k))
+                    if self.n_received == self.count:
+                        self.all_in.set()
+                        # Every segment in: the feed may end.
+                        self.feed.shutdown(socket.SHUT_WR)
+                except OSError as e:
+                    raise early_feed.FeedError(f"QEMU's feed: {e}") \
+                        from None
             del buf[:head + length]
         return buf
 
@@ -204,14 +249,14 @@ class SegmentRelay:
                 self.client.settimeout(self.clock.idle_s)
                 data = self.client.recv(1 << 16)
                 if not data:
-                    raise RelayError(f"the client left with "
+                    raise ClientGone(f"the client left with "
                                      f"{self.n_received} of {self.count} "
                                      f"segments in")
                 buf = self._take_frames(buf + data)
                 last = time.monotonic()
             elif not self.all_in.is_set() and \
                     time.monotonic() - last > self.clock.idle_s:
-                raise RelayError(f"the client sent nothing for "
+                raise ClientGone(f"the client sent nothing for "
                                  f"{self.clock.idle_s:g} s with "
                                  f"{self.n_received} of {self.count} "
                                  f"segments in")

@@ -14,6 +14,7 @@ it, and the whole file's digest once it is whole.
 
 import os
 import socket
+import threading
 import time
 
 from ..formats import early_feed
@@ -39,6 +40,9 @@ class EarlyStart:
         self.size = len(head) + header.stream_bytes
         self.start = self.size - early.segments_bytes
         self.relay = None
+        self.layout = None
+        self._back = None               # (socket, clock) of a resume
+        self._back_event = threading.Event()
 
     def run(self):
         s = self.s
@@ -115,10 +119,14 @@ class EarlyStart:
                 self._launch(name, spool, theirs)
             finally:
                 theirs.close()          # QEMU holds it now
-            layout = self._layout(ours, deadline)
-            self.relay = SegmentRelay(s.sock, s.clock, ours, fd, layout)
-            self.relay.send(early_feed.pack_layout(layout))
+            self.layout = self._layout(ours, deadline)
+            self.relay = SegmentRelay(s.sock, s.clock, ours, fd,
+                                      self.layout)
+            self.relay.send(early_feed.pack_layout(self.layout))
             s.framed = True             # from now on the client reads notes
+            # Its name first: what the client needs to come back.
+            self.relay.note({"ok": True, "vm": name, "state": "loading",
+                             "complete": False})
             self.relay.start()
             try:
                 return self._run_early(deadline)
@@ -132,20 +140,42 @@ class EarlyStart:
                 pass
             ours.close()
 
-    def _run_early(self, deadline):
+    def _wait_loaded(self, deadline):
+        """Until QEMU loaded the device state. QEMU is asked from a
+        thread of its own: loading may wait for a segment (a device's
+        post_load reading RAM one carries), QEMU's monitor with it, for
+        as long as the client is away, and the relay's news (the client
+        left, came back, broke the protocol) must not wait for QEMU."""
         s = self.s
-        # The device state may wait for segments (a device's post_load
-        # reading RAM they carry): the relay's failures end this too.
-        while not s.vm.loaded():
+        done, box = threading.Event(), {}
+
+        def ask():
+            try:
+                while not s.vm.loaded():
+                    time.sleep(POLL_S / 5)
+            except LaunchError as e:
+                box["error"] = e
+            done.set()
+
+        threading.Thread(target=ask, daemon=True).start()
+        while not done.wait(POLL_S):
             self._check_relay()
             if time.monotonic() > deadline:
                 raise LaunchError("the device state did not load in the "
                                   "time allowed")
-            time.sleep(POLL_S / 5)
+        if "error" in box:
+            raise box["error"]
+
+    def _run_early(self, deadline):
+        s = self.s
+        self._wait_loaded(deadline)
         s.t["loaded"] = time.monotonic()
         early = s.request["early-start"] and not s.server.paused
         if early:
             self._run_vm()
+            s.server.log(f"synthesis of {s.vm.name}: running, "
+                         f"{self.relay.n_received} of {self.relay.count} "
+                         f"segments in")
         self.relay.note(self._result(complete=False))
         info = self._wait_applied(deadline)
         s.t["complete"] = time.monotonic()
@@ -175,11 +205,23 @@ class EarlyStart:
         segment that failed its check: QEMU names it in its log), the
         relay's error if the client's side failed."""
         s = self.s
+        # Not QEMU's monitor while segments are missing: a guest access
+        # to one may hold QEMU's main loop until it comes (see
+        # _wait_loaded). QEMU closes its feed once every segment is in.
+        while not self.relay.feed_closed.wait(POLL_S):
+            if s.vm.proc.poll() is not None:
+                break
+            self._check_relay()
+            if time.monotonic() > deadline:
+                raise LaunchError(f"{self.relay.n_received} of "
+                                  f"{self.relay.count} segments in, in "
+                                  f"the time allowed")
         while True:
             if s.vm.proc.poll() is not None:
                 raise LaunchError(f"QEMU refused the stream: "
                                   f"{s.vm.failure()}")
-            self._check_relay()
+            if self.relay.feed_error:
+                self._check_relay()
             info = s.vm.qmp.cmd("query-handoff-early-start")
             if info["status"] == "completed":
                 return info
@@ -190,12 +232,58 @@ class EarlyStart:
             time.sleep(POLL_S)
 
     def _check_relay(self):
-        """The relay's failure, the client's (Refused) or QEMU's."""
+        """The relay's failure, the client's (Refused) or QEMU's; a client
+        gone before every segment is in is waited for."""
         if self.relay.error:
             raise Refused(self.relay.error)
         if self.relay.feed_error:
             raise LaunchError(f"QEMU's segment feed: "
                               f"{self.relay.feed_error}")
+        if self.relay.gone and not self.relay.all_in.is_set():
+            self._wait_for_client()
+
+    def adopt(self, sock, clock):
+        """A resume's connection (another handler's thread): the
+        synthesis goes on on it."""
+        self._back = (sock, clock)
+        self._back_event.set()
+
+    def _wait_for_client(self):
+        """The client left with segments missing: its VM runs on what it
+        has (an access to what is missing waits in QEMU) while the client
+        has --reconnect-timeout to come back; if it does not, Refused
+        with the cause, which a late client hears too."""
+        s, relay = self.s, self.relay
+        server = s.server
+        bound = server.reconnect_timeout
+        cause = relay.gone
+        key = (s.owner, s.vm.name)
+        server.log(f"synthesis of {s.vm.name}: {cause}; waiting {bound:g} "
+                   f"s for it to come back (resume)")
+        server.orphans.wait(*key, self)
+        deadline = time.monotonic() + bound
+        while not self._back_event.wait(0.2):
+            if s.vm.proc.poll() is not None or relay.feed_error or \
+                    time.monotonic() > deadline:
+                if server.orphans.drop(*key, self):
+                    break
+        if not self._back_event.is_set():
+            if s.vm.proc.poll() is not None or relay.feed_error:
+                return              # the caller's checks name it
+            gone = (f"VM {s.vm.name} removed: {cause}, not back within "
+                    f"{bound:g} s ({relay.n_received} of {relay.count} "
+                    f"segments in)")
+            server.orphans.bury(*key, gone)
+            raise Refused(gone)
+        sock, clock = self._back
+        self._back, self._back_event = None, threading.Event()
+        s.sock, s.clock = sock, clock
+        relay.resume(sock, clock, early_feed.pack_layout(self.layout))
+        relay.note(self._result(complete=False) if "loaded" in s.t else
+                   {"ok": True, "vm": s.vm.name, "state": "loading",
+                    "complete": False})
+        server.log(f"synthesis of {s.vm.name}: the client is back, "
+                   f"{relay.n_received} of {relay.count} segments in")
 
     def _result(self, complete):
         """What the client hears: as for any synthesis, with early

@@ -47,6 +47,7 @@ from .base_check import TOOL, BaseCheckFailed, VerifiedBases
 from .client_policy import ClientPolicy
 from .confinement import ConfinementError
 from . import early_protocol
+from .early_resume import Orphans
 from .launcher import LaunchedVM, LaunchError, check_machine
 from .machine_args import Limits
 from .registry import LOADING, VMRecord, remove_entry, scan
@@ -249,7 +250,7 @@ def recv_line(clock, sock):
 
 # Each request ("op") and the fields it takes besides "op".
 OPS = {"synthesize": {"name", "forward", "early-start"}, "list": set(),
-       "stop": {"name"}}
+       "stop": {"name"}, "resume": {"name"}}
 
 
 def parse_request(request):
@@ -262,15 +263,16 @@ def parse_request(request):
         raise Refused("request line is not a JSON object")
     op = request.get("op", "synthesize")
     if not isinstance(op, str) or op not in OPS:
-        raise Refused("request line's op is not synthesize, list or stop")
+        raise Refused("request line's op is not synthesize, list, stop or "
+                      "resume")
     unknown = sorted(set(request) - OPS[op] - {"op"})
     if unknown:
         raise Refused(f"request line has unknown field {unknown[0]!r}")
     name = request.get("name")
     if name is not None and not isinstance(name, str):
         raise Refused("request line's name is not a string")
-    if op == "stop" and name is None:
-        raise Refused("request line's stop names no VM")
+    if op in ("stop", "resume") and name is None:
+        raise Refused(f"request line's {op} names no VM")
     forward = request.get("forward", [])
     if not isinstance(forward, list) or len(forward) > MAX_FORWARDS or \
             not all(type(p) is int and 0 < p < 65536 for p in forward):
@@ -375,8 +377,11 @@ class Synthesis:
         self.record = None
         self.workdir = None
         # Early start: once the layout went out, the client reads framed
-        # messages (early_protocol.py), the last answer a note too.
+        # messages (early_protocol.py), the last answer a note too; a
+        # client that came back (resume) is answered on its new @sock,
+        # whose handler waits until @answered.
         self.framed = False
+        self.answered = threading.Event()
 
     def run(self):
         request = self.request
@@ -526,7 +531,8 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
                  max_clients=4, max_vms=16, max_vms_per_client=4,
                  max_bytes=4 << 30, qemu=None, qemu_args=(),
                  forward_address="127.0.0.1", paused=False,
-                 client_timeout=120, transfer_timeout=3600, log=print,
+                 client_timeout=120, transfer_timeout=3600,
+                 reconnect_timeout=60, log=print,
                  base_tool=TOOL, uids=None, cgroup=None,
                  max_vm_ram_mib=4096, max_vm_cpus=4, policy=None):
         """@tls: the ssl.SSLContext clients must pass (transport.py), or
@@ -547,6 +553,9 @@ class SynthesisServer(socketserver.ThreadingTCPServer):
         self.limits = Limits(max_ram_bytes=max_vm_ram_mib << 20,
                              max_cpus=max_vm_cpus)
         self.client_timeout = client_timeout
+        # An early start's client that left may come back this long.
+        self.reconnect_timeout = reconnect_timeout
+        self.orphans = Orphans()
         self.transfer_timeout = transfer_timeout
         self.log = log
         self.uids, self.cgroup = uids, cgroup
@@ -681,9 +690,30 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
             return
         if request["op"] == "synthesize":
             self._synthesize(server, peer, owner, clock, request)
+        elif request["op"] == "resume":
+            self._resume(server, f"resume from {peer}", owner, request)
         else:
             self._manage(server, f"{request['op']} from {peer}", owner,
                          request)
+
+    def _resume(self, server, who, owner, request):
+        """An early-start synthesis whose client left, going on on this
+        connection (early_resume.py): only its own client's; another's
+        is answered as one that does not wait."""
+        name = request["name"]
+        early = server.orphans.take(owner, name)
+        if early is None:
+            cause = server.orphans.cause(owner, name) or \
+                f"no synthesis of VM {name} of yours waits to be resumed"
+            server.log(f"{who}: refused: {cause}")
+            self._answer({"ok": False, "error": cause})
+            return
+        server.log(f"{who}: {name} goes on")
+        clock = ClientClock(server.client_timeout, max(
+            1.0, early.s.clock.end - time.monotonic()))
+        early.adopt(self.request, clock)
+        # Its synthesis answers on this connection, which must stay open.
+        early.s.answered.wait()
 
     def _manage(self, server, who, owner, request):
         """list and stop, of the client's own VMs only: another client's
@@ -745,31 +775,36 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
                                   else synthesis.record)
             server._syntheses.discard(synthesis)
             server.leave()
-        if refusal:
-            # Logged first: answering lingers on the client for a second.
-            server.log(f"{peer}: {refusal[1]}")
-            self._answer(refusal[0], synthesis.framed)
-            return
-        self._answer(result, synthesis.framed)
+        try:
+            if refusal:
+                # Logged first: answering lingers on the client a second.
+                server.log(f"{peer}: {refusal[1]}")
+                self._answer(refusal[0], synthesis.framed, synthesis.sock)
+                return
+            self._answer(result, synthesis.framed, synthesis.sock)
+        finally:
+            synthesis.answered.set()
         server.log(f"{peer}: {result['vm']} {result['state']}, "
                    f"{result['overlay-bytes']} bytes, "
                    f"timings {json.dumps(result['timings'])}, "
                    f"ports {json.dumps(result['ports'])}, "
                    f"files in {synthesis.vm.workdir}")
 
-    def _answer(self, message, framed=False):
-        """@message as a line, or @framed as early start's last note."""
+    def _answer(self, message, framed=False, sock=None):
+        """@message as a line, or @framed as early start's last note, on
+        @sock (a resumed synthesis's) or this connection."""
+        sock = sock or self.request
         try:
             if framed:
-                self.request.sendall(early_protocol.note(message))
+                sock.sendall(early_protocol.note(message))
             else:
-                self.request.sendall(json.dumps(message).encode() + b"\n")
+                sock.sendall(json.dumps(message).encode() + b"\n")
             if not message["ok"]:
-                self._drain()
+                self._drain(sock)
         except OSError:
             pass
 
-    def _drain(self):
+    def _drain(self, sock):
         """After a refusal: a client still sending would get a reset that
         can discard the answer before it reads it, so what it sends is
         read and dropped until it hangs up, for a second and 8 MiB at
@@ -778,8 +813,8 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
         deadline = time.monotonic() + REFUSAL_LINGER_S
         left = REFUSAL_LINGER_BYTES
         while left > 0 and (remaining := deadline - time.monotonic()) > 0:
-            self.request.settimeout(remaining)
-            data = self.request.recv(min(CHUNK, left))
+            sock.settimeout(remaining)
+            data = sock.recv(min(CHUNK, left))
             if not data:
                 break
             left -= len(data)
