@@ -18,6 +18,10 @@ sends its first request through it:
 The answer must be the one the prepared VM gave. Results go to
 OUT/results.json, OUT/summary.md and OUT/synthesis.png.
 
+--early-start adds, per application, an early-start overlay made from
+the same one and synthesized with early start beside it, run by run
+(bench/synthesis_early.py says what is measured).
+
 The service runs as it does by default, mutual TLS and every VM confined,
 unless --insecure (plaintext: `serve --insecure` on the namespace's
 loopback, where the delay relay connects to it; the client sends in
@@ -51,6 +55,8 @@ from ..synthesis.client import ask, manage, synthesize
 from ..synthesis.transport import client_context
 from ..tls import CertificateAuthority
 from .matrix import CLI, snapshot_images
+from .synthesis_early import (make_early_start_overlay, report_early,
+                              synthesize_early)
 
 SYNTHESIS = os.path.join(TOP, "scripts", "handoff-synthesis.py")
 SERVICE_NAME = "cloudlet.test"
@@ -196,8 +202,11 @@ def first_request(address, port, request):
     return answer, time.monotonic() - t0
 
 
-def synthesize_over(app, overlay, rate, rtt, work, variant=DEFAULT):
-    """One cell: the service behind a @rate Mbit/s link; returns figures."""
+def synthesize_over(app, overlay, rate, rtt, work, variant=DEFAULT,
+                    early=False):
+    """One cell: the service behind a @rate Mbit/s link; returns figures.
+    @early: @overlay is an early-start overlay, synthesized with early
+    start (synthesis_early.py)."""
     bases = os.path.join(work, "bases")
     os.makedirs(bases, exist_ok=True)
     if not os.path.exists(os.path.join(bases, "edge")):
@@ -214,15 +223,22 @@ def synthesize_over(app, overlay, rate, rtt, work, variant=DEFAULT):
             try:
                 wait_serving(service, log_path)
                 addr = link.relay_to(port)
+                if early:
+                    answer, figures = synthesize_early(
+                        addr, link.ns_addr, overlay, app,
+                        APP_PORTS[app.name], REQUESTS[app.name],
+                        client_tls(variant, creds))
                 t0 = time.monotonic()
-                result = synthesize(
-                    addr, overlay, forward=[APP_PORTS[app.name]],
-                    name=app.name, progress=None,
-                    **client_tls(variant, creds))
-                answer, request_s = first_request(
-                    link.ns_addr, result["ports"][str(APP_PORTS[app.name])],
-                    REQUESTS[app.name])
-                first = time.monotonic() - t0
+                if not early:
+                    result = synthesize(
+                        addr, overlay, forward=[APP_PORTS[app.name]],
+                        name=app.name, progress=None,
+                        **client_tls(variant, creds))
+                    answer, request_s = first_request(
+                        link.ns_addr,
+                        result["ports"][str(APP_PORTS[app.name])],
+                        REQUESTS[app.name])
+                    first = time.monotonic() - t0
             finally:
                 service.terminate()
                 service.wait(timeout=60)
@@ -230,6 +246,10 @@ def synthesize_over(app, overlay, rate, rtt, work, variant=DEFAULT):
     got = {k: v for k, v in answer.items() if k != "ms"}
     if got != want:
         raise RuntimeError(f"{app.name}: answer {got}, expected {want}")
+    if early:
+        return {"app": app.name, "rate_mbit": rate, "rtt_ms": rtt,
+                "variant": dict(variant), **figures, "answer": answer,
+                "load": os.getloadavg()[0]}
     t = result["timings"]
     return {"app": app.name, "rate_mbit": rate, "rtt_ms": rtt,
             "variant": dict(variant),
@@ -252,6 +272,8 @@ def report(results, out):
             "(overlapped) | apply after transfer | first request |",
             "|---|---|---|---|---|---|---|"]
     for c in results["cells"]:
+        if c.get("early_start"):
+            continue                    # report_early's rows
         rows.append(f"| {cell_label(c, results)} | {c['rate_mbit']} Mbit/s, "
                     f"{c['rtt_ms']} "
                     f"ms | **{c['first_response_s']:.1f} s** | "
@@ -265,6 +287,8 @@ def report(results, out):
                     f"{100 * o['overlay_bytes'] / o['modified_bytes']:.1f} % | "
                     f"{o['full_image_zstd9_bytes'] / 1e6:.1f} MB | "
                     f"{o['save_s']:.0f} s |")
+    if any(c.get("early_start") for c in results["cells"]):
+        rows += report_early(results)
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write("\n".join(rows) + "\n")
     print("\n".join(rows))
@@ -275,7 +299,7 @@ def plot(results, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    cells = results["cells"]
+    cells = [c for c in results["cells"] if not c.get("early_start")]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     labels = [f"{cell_label(c, results)}\n{c['rate_mbit']} Mbit/s"
               for c in cells]
@@ -421,6 +445,11 @@ def main():
                     "TLS, confined) too, first")
     ap.add_argument("--runs", type=int, default=1,
                     help="measurements of each cell (1)")
+    ap.add_argument("--early-start", action="store_true",
+                    help="also an early-start overlay of each application "
+                    "(its first request's working set recorded, then "
+                    "saved again), synthesized with early start beside "
+                    "the plain one, run by run")
     ap.add_argument("--loopback", action="store_true",
                     help="only the launch of the test guest's overlay on "
                     "127.0.0.1, by a service of every variant, --runs "
@@ -446,15 +475,24 @@ def main():
         overlay = make_overlay(app, work)
         results["overlays"][name] = overlay
         log(f"{name}: {json.dumps(overlay)}")
+        paths = [(overlay["path"], False)]
+        if args.early_start:
+            log(f"{name}: recording its working set, saving it again")
+            early = make_early_start_overlay(
+                app, overlay["path"], work, APP_PORTS[name], REQUESTS[name])
+            results.setdefault("early_overlays", {})[name] = early
+            log(f"{name}: {json.dumps(early)}")
+            paths.append((early["path"], True))
         for rate in args.rates:
             for run in range(args.runs):
-                for variant in variants:
+                for variant, (path, early) in (
+                        (v, p) for v in variants for p in paths):
                     log(f"{name}: synthesis at {rate} Mbit/s, {args.rtt} "
-                        f"ms, {variant_name(variant)}")
-                    cell = synthesize_over(app, overlay["path"], rate,
-                                           args.rtt,
+                        f"ms, {variant_name(variant)}"
+                        f"{', early start' if early else ''}")
+                    cell = synthesize_over(app, path, rate, args.rtt,
                                            os.path.join(work, f"{rate}"),
-                                           variant)
+                                           variant, early)
                     cell["run"] = run + 1
                     results["cells"].append(cell)
                     log(f"{name}: {json.dumps(cell)}")
