@@ -204,6 +204,11 @@ HOSTILE = {
     "one disk carried twice":
         (lambda d: d["disks"].append(dict(d["disks"][0])),
          "carried twice"),
+    # Found by the property test below (a KeyError): a device linking a
+    # drive the description does not list, though the caller made it.
+    "a drive the description does not list":
+        (lambda d: d["disks"].clear(),
+         "its drive is not a disk the overlay carries"),
     "a serial port to a host file":
         (_set(["serial-ports"], "file:/etc/x"), "must be 0..4"),
     "a field the format does not have":

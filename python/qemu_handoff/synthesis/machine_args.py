@@ -351,7 +351,10 @@ class Generator:
         """Options for a host resource the device links to: always the
         cloudlet's own."""
         if kind == "disk":
-            if _word(value) not in self.disks:
+            # Both: the disks made for it (the caller's) and those the
+            # description lists, which a hostile one may leave out.
+            if _word(value) not in self.disks or \
+                    value not in self.drive_names:
                 _refuse(where, "its drive is not a disk the overlay carries")
             if value in self.attached:
                 _refuse(where, f"disk {value} is attached twice")
