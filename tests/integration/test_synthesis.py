@@ -1279,7 +1279,7 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
                 (b'{"op": "stop"}', "request line's stop names no VM"),
                 (b'{"op": "resume"}', "request line's resume names no VM"),
                 (b'{"op": "resume", "name": "nosuch"}',
-                 "no synthesis of VM nosuch of yours waits to be resumed"),
+                 "no synthesis of VM 'nosuch' of yours waits to be resumed"),
                 (b'{"op": "list", "name": "x"}',
                  "request line has unknown field 'name'"),
                 (b'{"op": "stop", "name": "x", "forward": [80]}',

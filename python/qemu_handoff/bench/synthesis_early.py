@@ -37,13 +37,15 @@ def log(msg):
 def make_early_start_overlay(app, overlay, work, forward, request):
     """@overlay (@app's) recorded answering @request on guest port
     @forward, then saved again with the order; returns its facts."""
-    order = os.path.join(work, f"{app.name}.order")
+    # Absolute: QEMU, not this process, opens them.
+    order = os.path.abspath(os.path.join(work, f"{app.name}.order"))
+    os.makedirs(os.path.join(work, "record"), exist_ok=True)
     t0 = time.monotonic()
     rec = record_working_set(overlay, app.base_dir, order,
                              os.path.join(work, "record"), forward=forward,
                              request=request)
     record_s = time.monotonic() - t0
-    path = os.path.join(work, f"{app.name}-early.overlay")
+    path = os.path.abspath(os.path.join(work, f"{app.name}-early.overlay"))
     _, description = overlay_file.read_info(overlay)
     os.makedirs(os.path.join(work, "resave"), exist_ok=True)
     vm = LaunchedVM("resave", os.path.join(work, "resave"), description,

@@ -241,8 +241,23 @@ class _SegmentSource:
 
 
 def _segments(sock, f, layout, timeout, on_running, progress):
+    """_send_segments, a broken connection told with what to resume."""
+    named = {}
+    try:
+        return _send_segments(sock, f, layout, timeout, on_running,
+                              progress, named)
+    except (OSError, ssl.SSLError, early_protocol.ProtocolError) as e:
+        vm = named.get("vm")
+        again = (f"; VM {vm} waits for its segments: synthesize again with "
+                 f"--resume {vm}") if vm else ""
+        raise SynthesisFailed(f"the connection to the service broke "
+                              f"({e}){again}") from None
+
+
+def _send_segments(sock, f, layout, timeout, on_running, progress, named):
     """Sends the segments, answering WANTs first, until the service's
-    last note; returns (running note or None, its time, last note)."""
+    last note; returns (running note or None, its time, last note).
+    @named gets the VM's name once a note gave it."""
     source = _SegmentSource(f, layout)
     reader = early_protocol.MessageReader(len(layout.segments))
     running = running_at = None
@@ -266,7 +281,11 @@ def _segments(sock, f, layout, timeout, on_running, progress):
                     source.want(value)
                 elif kind == "received":
                     source.received(value)
-                elif value.get("complete") or not value.get("ok"):
+                elif "vm" in value and "vm" not in named:
+                    named["vm"] = value["vm"]
+                if kind != "note":
+                    continue
+                if value.get("complete") or not value.get("ok"):
                     return running, running_at, value
                 elif value.get("state") == "loading":
                     if progress:
@@ -311,8 +330,12 @@ def _synthesize_early(address, path, request, tls, tls_name, timeout,
             raise SynthesisFailed((answer or {}).get(
                 "error", "the service closed the connection without an "
                 "answer"))
-        layout = early_feed.read_layout(_Pushback(sock, first), seg_start,
-                                        size)
+        try:
+            layout = early_feed.read_layout(_Pushback(sock, first),
+                                            seg_start, size)
+        except early_feed.FeedError as e:
+            raise SynthesisFailed(f"the service's layout of the segments: "
+                                  f"{e}") from None
         sock.settimeout(timeout)
         running, running_at, answer = _segments(sock, f, layout, timeout,
                                                 on_running, progress)

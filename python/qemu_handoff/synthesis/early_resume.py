@@ -26,27 +26,29 @@ class Orphans:
         with self._lock:
             self._waiting[(owner, name)] = synthesis
 
-    def take(self, owner, name):
-        """The synthesis @owner's VM @name waits in, no longer waiting;
-        None if there is none."""
+    def take(self, owner, name, sock, released):
+        """The synthesis @owner's VM @name waits in, handed @sock (and
+        @released, set when @sock is no longer its) under the lock, so
+        that it cannot give up meanwhile; None if there is none."""
         with self._lock:
-            return self._waiting.pop((owner, name), None)
+            synthesis = self._waiting.pop((owner, name), None)
+            if synthesis is not None:
+                synthesis.adopt(sock, released)
+            return synthesis
 
-    def drop(self, owner, name, synthesis):
-        """True if @synthesis was still waiting (it gives up now), False
-        if a client took it meanwhile (it is coming back)."""
+    def drop(self, owner, name, synthesis, cause):
+        """True if @synthesis was still waiting: it gives up now, @cause
+        kept for a late client; False if a client took it meanwhile (it
+        is coming back)."""
         with self._lock:
-            if self._waiting.get((owner, name)) is synthesis:
-                del self._waiting[(owner, name)]
-                return True
-            return False
-
-    def bury(self, owner, name, cause):
-        with self._lock:
+            if self._waiting.get((owner, name)) is not synthesis:
+                return False
+            del self._waiting[(owner, name)]
             now = time.monotonic()
             self._buried = {k: v for k, v in self._buried.items()
                             if v[1] > now}
             self._buried[(owner, name)] = (cause, now + TOMBSTONE_S)
+            return True
 
     def cause(self, owner, name):
         """Why @owner's VM @name was removed, if it was lately."""

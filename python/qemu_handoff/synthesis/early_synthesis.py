@@ -21,9 +21,10 @@ from ..formats import early_feed
 from .early_relay import SegmentRelay, write_all
 from .launcher import LaunchedVM, LaunchError
 from .registry import LOADING, VMRecord, remove_entry
-from .service import CHUNK, LOAD_TIMEOUT_S, Refused
+from .service import CHUNK, LOAD_TIMEOUT_S, ClientClock, Refused
 
 POLL_S = 0.1                # how often QEMU is asked how far it is
+MAX_RESUMES = 8             # a client that leaves more often is let go
 
 
 class EarlyStart:
@@ -41,8 +42,10 @@ class EarlyStart:
         self.start = self.size - early.segments_bytes
         self.relay = None
         self.layout = None
-        self._back = None               # (socket, clock) of a resume
+        self._back = None               # (socket, released) of a resume
         self._back_event = threading.Event()
+        self._released = None           # the resumed connection's
+        self.resumes = 0
 
     def run(self):
         s = self.s
@@ -147,22 +150,29 @@ class EarlyStart:
         as long as the client is away, and the relay's news (the client
         left, came back, broke the protocol) must not wait for QEMU."""
         s = self.s
-        done, box = threading.Event(), {}
+        vm = s.vm
+        done, stop, box = threading.Event(), threading.Event(), {}
 
         def ask():
             try:
-                while not s.vm.loaded():
+                while not stop.is_set() and not vm.loaded():
                     time.sleep(POLL_S / 5)
             except LaunchError as e:
                 box["error"] = e
             done.set()
 
-        threading.Thread(target=ask, daemon=True).start()
-        while not done.wait(POLL_S):
-            self._check_relay()
-            if time.monotonic() > deadline:
-                raise LaunchError("the device state did not load in the "
-                                  "time allowed")
+        asker = threading.Thread(target=ask, daemon=True)
+        asker.start()
+        try:
+            while not done.wait(POLL_S):
+                self._check_relay()
+                if time.monotonic() > deadline:
+                    raise LaunchError("the device state did not load in "
+                                      "the time allowed")
+        finally:
+            # Not two users of QEMU's monitor: abandon() quits through it.
+            stop.set()
+            asker.join(timeout=5)
         if "error" in box:
             raise box["error"]
 
@@ -242,11 +252,17 @@ class EarlyStart:
         if self.relay.gone and not self.relay.all_in.is_set():
             self._wait_for_client()
 
-    def adopt(self, sock, clock):
-        """A resume's connection (another handler's thread): the
-        synthesis goes on on it."""
-        self._back = (sock, clock)
+    def adopt(self, sock, released):
+        """A resume's connection (another handler's thread, which waits
+        for @released): the synthesis goes on on it."""
+        self._back = (sock, released)
         self._back_event.set()
+
+    def release(self):
+        """The last resumed connection's handler may end (the synthesis
+        answered on it)."""
+        if self._released:
+            self._released.set()
 
     def _wait_for_client(self):
         """The client left with segments missing: its VM runs on what it
@@ -257,26 +273,32 @@ class EarlyStart:
         server = s.server
         bound = server.reconnect_timeout
         cause = relay.gone
+        if self.resumes >= MAX_RESUMES:
+            raise Refused(f"{cause}, after {self.resumes} resumes: "
+                          f"synthesis abandoned")
         key = (s.owner, s.vm.name)
         server.log(f"synthesis of {s.vm.name}: {cause}; waiting {bound:g} "
                    f"s for it to come back (resume)")
         server.orphans.wait(*key, self)
         deadline = time.monotonic() + bound
+        gone = (f"VM {s.vm.name} removed: {cause}, not back within "
+                f"{bound:g} s ({relay.n_received} of {relay.count} "
+                f"segments in)")
         while not self._back_event.wait(0.2):
-            if s.vm.proc.poll() is not None or relay.feed_error or \
-                    time.monotonic() > deadline:
-                if server.orphans.drop(*key, self):
-                    break
-        if not self._back_event.is_set():
-            if s.vm.proc.poll() is not None or relay.feed_error:
-                return              # the caller's checks name it
-            gone = (f"VM {s.vm.name} removed: {cause}, not back within "
-                    f"{bound:g} s ({relay.n_received} of {relay.count} "
-                    f"segments in)")
-            server.orphans.bury(*key, gone)
-            raise Refused(gone)
-        sock, clock = self._back
+            ended = s.vm.proc.poll() is not None or relay.feed_error
+            if (ended or time.monotonic() > deadline) and \
+                    server.orphans.drop(*key, self, gone):
+                if ended:
+                    return          # the caller's checks name it
+                raise Refused(gone)
+        sock, released = self._back
         self._back, self._back_event = None, threading.Event()
+        # The connection it replaces (a resume's) may end now.
+        self.release()
+        self._released = released
+        self.resumes += 1
+        clock = ClientClock(server.client_timeout,
+                            max(1.0, s.clock.end - time.monotonic()))
         s.sock, s.clock = sock, clock
         relay.resume(sock, clock, early_feed.pack_layout(self.layout))
         relay.note(self._result(complete=False) if "loaded" in s.t else

@@ -701,19 +701,22 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
         connection (early_resume.py): only its own client's; another's
         is answered as one that does not wait."""
         name = request["name"]
-        early = server.orphans.take(owner, name)
+        released = threading.Event()
+        early = server.orphans.take(owner, name, self.request, released)
         if early is None:
             cause = server.orphans.cause(owner, name) or \
-                f"no synthesis of VM {name} of yours waits to be resumed"
+                f"no synthesis of VM {name[:64]!r} of yours waits to be " \
+                f"resumed"
             server.log(f"{who}: refused: {cause}")
             self._answer({"ok": False, "error": cause})
             return
         server.log(f"{who}: {name} goes on")
-        clock = ClientClock(server.client_timeout, max(
-            1.0, early.s.clock.end - time.monotonic()))
-        early.adopt(self.request, clock)
-        # Its synthesis answers on this connection, which must stay open.
-        early.s.answered.wait()
+        # The synthesis answers on this connection, which stays open until
+        # it did, or a later resume replaced it; bounded as the synthesis.
+        until = early.s.clock.end + LOAD_TIMEOUT_S + 60
+        while not released.wait(1.0) and not early.s.answered.is_set() \
+                and time.monotonic() < until:
+            pass
 
     def _manage(self, server, who, owner, request):
         """list and stop, of the client's own VMs only: another client's
@@ -753,6 +756,22 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
                           f"later"})
             return
         synthesis = Synthesis(server, self.request, owner, clock, request)
+        try:
+            self._run_synthesis(server, peer, owner, synthesis)
+        finally:
+            # A resumed connection's handler waits for this, whatever
+            # happened here.
+            synthesis.answered.set()
+
+    def _abandon(self, server, peer, synthesis):
+        """abandon(), whose clean-up of files QEMU owned may fail: logged,
+        the client still hears its answer."""
+        try:
+            synthesis.abandon()
+        except Exception:          # noqa: B902 - logged, not the client's
+            server.log(f"{peer}: clean-up failed: {traceback.format_exc()}")
+
+    def _run_synthesis(self, server, peer, owner, synthesis):
         server._syntheses.add(synthesis)
         refusal = reserved = None
         try:
@@ -761,10 +780,10 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
             result = synthesis.run()
         except (Refused, OverlayError, LaunchError, ConfinementError,
                 OSError) as e:
-            synthesis.abandon()
+            self._abandon(server, peer, synthesis)
             refusal = refused(e)
         except Exception:          # a bug of ours: the client still hears
-            synthesis.abandon()
+            self._abandon(server, peer, synthesis)
             refusal = ({"ok": False, "error": "internal error of the "
                         "synthesis service"},
                        f"internal error: {traceback.format_exc()}")
@@ -775,15 +794,12 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
                                   else synthesis.record)
             server._syntheses.discard(synthesis)
             server.leave()
-        try:
-            if refusal:
-                # Logged first: answering lingers on the client a second.
-                server.log(f"{peer}: {refusal[1]}")
-                self._answer(refusal[0], synthesis.framed, synthesis.sock)
-                return
-            self._answer(result, synthesis.framed, synthesis.sock)
-        finally:
-            synthesis.answered.set()
+        if refusal:
+            # Logged first: answering lingers on the client a second.
+            server.log(f"{peer}: {refusal[1]}")
+            self._answer(refusal[0], synthesis.framed, synthesis.sock)
+            return
+        self._answer(result, synthesis.framed, synthesis.sock)
         server.log(f"{peer}: {result['vm']} {result['state']}, "
                    f"{result['overlay-bytes']} bytes, "
                    f"timings {json.dumps(result['timings'])}, "
