@@ -1241,8 +1241,9 @@ def test_service_refusals_launch_nothing(tmp_path, saved, bases_dir):
         # where they begin.
         for change, cause in ((early_start, "does not name its segments' "
                                "total"),
-                              (early_start_huge, "segments-bytes leaves "
-                               "no migration stream"),
+                              (early_start_huge, "segments-bytes "
+                               "1099511627776 leaves no room for the "
+                               "migration stream"),
                               (early_start_extra, "early-start has unknown "
                                "field 'path'")):
             path = rewritten_description(saved, tmp_path, change)

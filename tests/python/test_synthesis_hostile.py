@@ -506,6 +506,23 @@ def test_early_start_object_is_read_strictly(early, cause):
     assert early_start(good).order_chunks == 7
 
 
+def test_segments_begin_where_the_description_says_or_refused():
+    """segments-bytes becomes file offsets in one place: a total that
+    leaves no migration stream, or none at all, is refused by name; the
+    segments end where the file ends."""
+    from qemu_handoff.formats.overlay import (HEADER_BYTES, EarlyStart,
+                                              Header, OverlayError)
+    header = Header(description_bytes=100, stream_bytes=5000,
+                    digest=bytes(32))
+    size = HEADER_BYTES + 100 + 5000
+    assert EarlyStart(b"", 1, 4096).segments(header) == (size - 4096, size)
+    for total, cause in ((None, "does not name its segments' total"),
+                         (5000, "segments-bytes 5000 leaves no room"),
+                         (1 << 40, "leaves no room for the migration")):
+        with pytest.raises(OverlayError, match=cause):
+            EarlyStart(b"", 1, total).segments(header)
+
+
 def test_launch_errors_are_not_told_as_they_are():
     """Nothing the launcher raises today is the client's own words: a
     LaunchError that looks like the old launcher's refusals but names

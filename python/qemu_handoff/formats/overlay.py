@@ -136,6 +136,23 @@ class EarlyStart:
         self.order_chunks = order_chunks
         self.segments_bytes = segments_bytes
 
+    def segments(self, header):
+        """(where the segments begin, the file's size) in the overlay
+        whose header is @header, or OverlayError: the one place that
+        turns segments-bytes into file offsets."""
+        if self.segments_bytes is None:
+            raise OverlayError(
+                "this early-start overlay does not name its segments' "
+                "total (segments-bytes): save it again with this QEMU")
+        if self.segments_bytes >= header.stream_bytes:
+            raise OverlayError(
+                f"{EARLY_START}.segments-bytes {self.segments_bytes} "
+                f"leaves no room for the migration stream "
+                f"({header.stream_bytes} bytes in all)")
+        size = HEADER_BYTES + header.description_bytes + \
+            header.stream_bytes
+        return size - self.segments_bytes, size
+
 
 def early_start(description):
     """The description's early-start object read (None without one), or

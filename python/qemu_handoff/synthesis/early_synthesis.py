@@ -38,8 +38,7 @@ class EarlyStart:
         self.header = header
         self.description = description
         self.base_dir = base_dir
-        self.size = len(head) + header.stream_bytes
-        self.start = self.size - early.segments_bytes
+        self.start, self.size = early.segments(header)
         self.relay = None
         self.layout = None
         self._back = None               # (socket, released) of a resume

@@ -21,21 +21,13 @@ from ..formats import overlay as overlay_file
 
 
 def segments_start(path):
-    """Where the segments of the early-start overlay at @path begin: its
-    size minus their total, which the description names."""
+    """Where the segments of the early-start overlay at @path begin, and
+    the file's size (formats.overlay.EarlyStart.segments)."""
     header, description = overlay_file.read_info(path)
     early = overlay_file.early_start(description)
-    if early is None or early.segments_bytes is None:
-        raise overlay_file.OverlayError(
-            "not an early-start overlay that names its segments' total "
-            "(segments-bytes): save it again")
-    size = overlay_file.HEADER_BYTES + header.description_bytes + \
-        header.stream_bytes
-    if early.segments_bytes >= header.stream_bytes:
-        raise overlay_file.OverlayError(
-            f"segments-bytes {early.segments_bytes} leaves no room for the "
-            f"migration stream ({header.stream_bytes} bytes in all)")
-    return size - early.segments_bytes, size
+    if early is None:
+        raise overlay_file.OverlayError("not an early-start overlay")
+    return early.segments(header)
 
 
 def prepare_spool(source, spool):

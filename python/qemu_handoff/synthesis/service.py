@@ -395,14 +395,8 @@ class Synthesis:
                            "description")
         description = overlay_file.parse_description(raw)
         early = overlay_file.early_start(description)
-        if early and early.segments_bytes is None:
-            raise Refused("overlay description: this early-start overlay "
-                          "does not name its segments' total "
-                          "(segments-bytes): save it again with this "
-                          "QEMU")
-        if early and early.segments_bytes >= header.stream_bytes:
-            raise Refused("overlay description: early-start."
-                          "segments-bytes leaves no migration stream")
+        if early:
+            early.segments(header)      # OverlayError: refused, now
         base_id = description["base"]["id"]
         base_dir = self.server.bases().get(base_id)
         if not base_dir or not self.server.policy.may_use(
