@@ -25,7 +25,11 @@ struct HandoffEarlyFeed {
     uint32_t n_wanted, n_arrived;
     uint8_t partial[HANDOFF_EARLY_FEED_MESSAGE_BYTES];
     size_t have;                /* bytes of a message read so far */
-    uint8_t *arrived_seen;      /* per segment: a HAVE counted */
+    /*
+     * Per segment: whole in the file, a HAVE taken. The early start's own
+     * array, borrowed: one record of what is in, which it reads too.
+     */
+    uint8_t *arrived;
     /*
      * WANTs not written yet: the thread never blocks on the sender, which
      * may itself be blocked writing HAVEs the thread has not read. At
@@ -94,7 +98,8 @@ static bool write_layout(HandoffEarlyFeed *feed,
 
 HandoffEarlyFeed *handoff_early_feed_new(int fd,
                                          const HandoffSegmentTable *table,
-                                         uint64_t start, Error **errp)
+                                         uint64_t start, uint8_t *arrived,
+                                         Error **errp)
 {
     HandoffEarlyFeed *feed = g_new0(HandoffEarlyFeed, 1);
     struct stat st;
@@ -103,7 +108,7 @@ HandoffEarlyFeed *handoff_early_feed_new(int fd,
     feed->fd = fd;
     feed->count = handoff_segment_table_count(table);
     feed->wanted = g_new0(uint8_t, feed->count);
-    feed->arrived_seen = g_new0(uint8_t, feed->count);
+    feed->arrived = arrived;
     feed->out = g_byte_array_new();
     if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
         error_setg(errp, "early start: feed-fd=%d is not an open socket", fd);
@@ -131,7 +136,6 @@ void handoff_early_feed_free(HandoffEarlyFeed *feed)
             close(feed->fd);
         }
         g_free(feed->wanted);
-        g_free(feed->arrived_seen);
         g_byte_array_free(feed->out, true);
         g_free(feed);
     }
@@ -142,8 +146,7 @@ int handoff_early_feed_fd(const HandoffEarlyFeed *feed)
     return feed->fd;
 }
 
-static bool take_message(HandoffEarlyFeed *feed, uint8_t *arrived,
-                         Error **errp)
+static bool take_message(HandoffEarlyFeed *feed, Error **errp)
 {
     uint32_t kind = ldl_be_p(feed->partial);
     uint32_t k = ldl_be_p(feed->partial + 4);
@@ -158,16 +161,14 @@ static bool take_message(HandoffEarlyFeed *feed, uint8_t *arrived,
                    "of %u", k, feed->count);
         return false;
     }
-    if (!feed->arrived_seen[k]) {
-        feed->arrived_seen[k] = 1;
+    if (!feed->arrived[k]) {
+        feed->arrived[k] = 1;
         qatomic_inc(&feed->n_arrived);
     }
-    arrived[k] = 1;
     return true;
 }
 
-bool handoff_early_feed_read(HandoffEarlyFeed *feed, uint8_t *arrived,
-                             Error **errp)
+bool handoff_early_feed_read(HandoffEarlyFeed *feed, Error **errp)
 {
     while (feed->fd >= 0) {
         ssize_t n = read(feed->fd, feed->partial + feed->have,
@@ -193,7 +194,7 @@ bool handoff_early_feed_read(HandoffEarlyFeed *feed, uint8_t *arrived,
         feed->have += n;
         if (feed->have == sizeof(feed->partial)) {
             feed->have = 0;
-            if (!take_message(feed, arrived, errp)) {
+            if (!take_message(feed, errp)) {
                 return false;
             }
         }
@@ -206,7 +207,7 @@ bool handoff_early_feed_want(HandoffEarlyFeed *feed, uint32_t k,
 {
     uint8_t msg[HANDOFF_EARLY_FEED_MESSAGE_BYTES];
 
-    if (k >= feed->count || feed->wanted[k] || feed->arrived_seen[k] ||
+    if (k >= feed->count || feed->wanted[k] || feed->arrived[k] ||
         feed->fd < 0) {
         return true;
     }

@@ -40,21 +40,23 @@ typedef struct HandoffEarlyFeed HandoffEarlyFeed;
 
 /*
  * Takes @fd, a connected stream socket, and writes the layout of @table's
- * segments, which start at @start in the overlay.
+ * segments, which start at @start in the overlay. @arrived (one byte per
+ * segment, zeroed, the caller's and outliving the feed) is where the feed
+ * records each segment the sender says is in.
  */
 HandoffEarlyFeed *handoff_early_feed_new(int fd,
                                          const HandoffSegmentTable *table,
-                                         uint64_t start, Error **errp);
+                                         uint64_t start, uint8_t *arrived,
+                                         Error **errp);
 void handoff_early_feed_free(HandoffEarlyFeed *feed);
 /* The socket, for poll(); -1 once the sender closed it. */
 int handoff_early_feed_fd(const HandoffEarlyFeed *feed);
 /*
- * Reads what the sender said without blocking, setting @arrived[k] for
+ * Reads what the sender said without blocking, setting arrived[k] for
  * each HAVE k; false on a message that is not the protocol's or a socket
  * closed with segments still missing, @errp naming it.
  */
-bool handoff_early_feed_read(HandoffEarlyFeed *feed, uint8_t *arrived,
-                             Error **errp);
+bool handoff_early_feed_read(HandoffEarlyFeed *feed, Error **errp);
 /*
  * WANT @k, once per segment (later calls for it do nothing). Written as
  * far as the socket takes it without blocking; flush the rest when it is

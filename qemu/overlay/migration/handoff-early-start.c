@@ -98,7 +98,7 @@ struct HandoffEarlyStart {
     uint8_t *wanted;            /* per segment: apply_segment's closure */
     uint8_t *arrived;           /* per segment: whole in the file */
     uint8_t *waited;            /* per segment: in @pending */
-    GArray *pending;            /* uint32_t: waited for, not all in yet */
+    GArray *pending;            /* PendingSegment: not all in yet */
     GArray *pending_faults;     /* PendingFault: accessors waiting on them */
     HandoffEarlyFeed *feed;     /* NULL: the file was whole at the start */
     bool fed;                   /* a feed, kept or gone */
@@ -140,6 +140,12 @@ typedef struct PendingFault {
     uint64_t page;
     uint32_t segment;
 } PendingFault;
+
+/* A segment something waits for, and the last one it lacked. */
+typedef struct PendingSegment {
+    uint32_t segment;
+    uint32_t missing;
+} PendingSegment;
 
 static HandoffEarlyStart *early_start;
 
@@ -394,10 +400,11 @@ static void feed_want(HandoffEarlyStart *es, uint32_t k)
  * Segment @k and every segment it needs that is not applied yet, in
  * number order: a dependency is an earlier segment, so that order
  * applies each after its own. If some are not in the file yet, none is
- * applied: the feed is asked for those (dependencies first) and false
- * returned.
+ * applied: the feed is asked for those (dependencies first), the last
+ * of them returned in @missing, and false returned.
  */
-static bool apply_segment(HandoffEarlyStart *es, uint32_t k, bool demanded)
+static bool apply_segment(HandoffEarlyStart *es, uint32_t k, bool demanded,
+                          uint32_t *missing)
 {
     uint32_t lowest, j;
     bool all_in = true;
@@ -409,6 +416,7 @@ static bool apply_segment(HandoffEarlyStart *es, uint32_t k, bool demanded)
     for (j = lowest; j <= k; j++) {
         if (es->wanted[j] && !es->arrived[j]) {
             all_in = false;
+            *missing = j;
             feed_want(es, j);
         }
     }
@@ -429,12 +437,14 @@ static bool apply_segment(HandoffEarlyStart *es, uint32_t k, bool demanded)
  */
 static bool demand_segment(HandoffEarlyStart *es, uint32_t k)
 {
-    if (apply_segment(es, k, true)) {
+    PendingSegment p = { .segment = k };
+
+    if (apply_segment(es, k, true, &p.missing)) {
         return true;
     }
     if (!es->waited[k]) {
         es->waited[k] = 1;
-        g_array_append_val(es->pending, k);
+        g_array_append_val(es->pending, p);
     }
     return false;
 }
@@ -582,9 +592,19 @@ static void retry_pending(HandoffEarlyStart *es)
     guint i = 0;
 
     while (i < es->pending->len) {
-        uint32_t k = g_array_index(es->pending, uint32_t, i);
+        PendingSegment *p = &g_array_index(es->pending, PendingSegment, i);
+        uint32_t k = p->segment;
 
-        if (es->applied[k] || apply_segment(es, k, true)) {
+        /*
+         * Its closure walked again only once the last segment it lacked
+         * is in: the feed was asked for the others first, so they are
+         * likely in by then, and a HAVE for something else costs nothing
+         * here (a crafted table may chain 2^22 segments).
+         */
+        if (!es->applied[k] && !es->arrived[p->missing]) {
+            i++;
+        } else if (es->applied[k] || apply_segment(es, k, true,
+                                                    &p->missing)) {
             es->waited[k] = 0;
             g_array_remove_index_fast(es->pending, i);
         } else {
@@ -612,7 +632,7 @@ static void read_feed(HandoffEarlyStart *es)
     if (!es->feed) {
         return;
     }
-    if (!handoff_early_feed_read(es->feed, es->arrived, &err) ||
+    if (!handoff_early_feed_read(es->feed, &err) ||
         !handoff_early_feed_flush(es->feed, &err)) {
         early_fatal("%s", error_get_pretty(err));
     }
@@ -707,7 +727,7 @@ static void wait_events(HandoffEarlyStart *es, int timeout_ms)
 static void *early_start_thread(void *opaque)
 {
     HandoffEarlyStart *es = opaque;
-    uint32_t next = 0;
+    uint32_t next = 0, missing;
 
     rcu_register_thread();
     while (es->applied_count < es->count) {
@@ -730,7 +750,8 @@ static void *early_start_thread(void *opaque)
         wait = background_wait_ms(es);
         if (wait == 0) {
             pace(es, next);
-            apply_segment(es, next, false);
+            /* Its dependencies are earlier, so applied: it is all in. */
+            apply_segment(es, next, false, &missing);
             continue;
         }
         wait_events(es, wait);
@@ -1141,7 +1162,7 @@ bool handoff_early_start_begin(const HandoffEarlyStartLoad *load,
     es->wanted = g_new0(uint8_t, es->count);
     es->arrived = g_new0(uint8_t, es->count);
     es->waited = g_new0(uint8_t, es->count);
-    es->pending = g_array_new(false, false, sizeof(uint32_t));
+    es->pending = g_array_new(false, false, sizeof(PendingSegment));
     es->pending_faults = g_array_new(false, false, sizeof(PendingFault));
     es->buf = g_malloc(HANDOFF_SEGMENT_MAX_BYTES);
     es->t0 = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
@@ -1161,7 +1182,7 @@ bool handoff_early_start_begin(const HandoffEarlyStartLoad *load,
     } else {
         es->fed = true;
         es->feed = handoff_early_feed_new(load->options.feed_fd, load->table,
-                                          load->start, errp);
+                                          load->start, es->arrived, errp);
     }
     if ((es->fed && !es->feed) || !hold_off(es, errp) ||
         !arm_regions(es, errp)) {
