@@ -240,12 +240,12 @@ class _SegmentSource:
                           os.pread(self.f.fileno(), length, offset))
 
 
-def _segments(sock, f, layout, timeout, on_running, progress):
+def _segments(sock, f, layout, timeout, on_running, progress, resumed):
     """_send_segments, a broken connection told with what to resume."""
     named = {}
     try:
         return _send_segments(sock, f, layout, timeout, on_running,
-                              progress, named)
+                              progress, named, resumed)
     except (OSError, ssl.SSLError, early_protocol.ProtocolError) as e:
         vm = named.get("vm")
         again = (f"; VM {vm} waits for its segments: synthesize again with "
@@ -254,18 +254,22 @@ def _segments(sock, f, layout, timeout, on_running, progress):
                               f"({e}){again}") from None
 
 
-def _send_segments(sock, f, layout, timeout, on_running, progress, named):
+def _send_segments(sock, f, layout, timeout, on_running, progress, named,
+                   resumed):
     """Sends the segments, answering WANTs first, until the service's
     last note; returns (running note or None, its time, last note).
-    @named gets the VM's name once a note gave it."""
+    @named gets the VM's name once a note gave it. @resumed: nothing is
+    sent before the service said what it has (RECEIVED), so no segment
+    it holds crosses again."""
     source = _SegmentSource(f, layout)
     reader = early_protocol.MessageReader(len(layout.segments))
     running = running_at = None
     frame = None
+    told = not resumed
     last_heard = time.monotonic()
     while True:
         pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
-        if frame is None:
+        if frame is None and told:
             frame = source.next_frame()
         readable, writable, _ = select.select(
             [sock], [sock] if frame is not None else [], [],
@@ -281,6 +285,7 @@ def _send_segments(sock, f, layout, timeout, on_running, progress, named):
                     source.want(value)
                 elif kind == "received":
                     source.received(value)
+                    told = True
                 elif "vm" in value and "vm" not in named:
                     named["vm"] = value["vm"]
                 if kind != "note":
@@ -337,8 +342,9 @@ def _synthesize_early(address, path, request, tls, tls_name, timeout,
             raise SynthesisFailed(f"the service's layout of the segments: "
                                   f"{e}") from None
         sock.settimeout(timeout)
-        running, running_at, answer = _segments(sock, f, layout, timeout,
-                                                on_running, progress)
+        running, running_at, answer = _segments(
+            sock, f, layout, timeout, on_running, progress,
+            resumed=request.get("op") == "resume")
     if not answer.get("ok"):
         raise SynthesisFailed(answer.get("error", "refused"))
     answer["client-seconds"] = round(time.monotonic() - start, 3)

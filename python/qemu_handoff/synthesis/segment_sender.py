@@ -11,6 +11,7 @@ when given (what a link would allow). QEMU checks every segment against
 its authenticated table when it reads it; the sender only says when.
 """
 
+import collections
 import select
 import socket
 import threading
@@ -89,18 +90,18 @@ class SegmentSender(threading.Thread):
 
     def _pick(self, sent):
         """The next segment to send: wanted first, then in order."""
-        while self._queue and self._queue[0] in sent:
-            self._queue.pop(0)
         if self._queue:
-            return self._queue.pop(0)
+            return self._queue.popleft()
         if self._held(sent):
             return None
         while self._order and self._order[0] in sent:
-            self._order.pop(0)
-        return self._order.pop(0) if self._order else None
+            self._order.popleft()
+        return self._order.popleft() if self._order else None
 
-    def _read_wants(self, timeout):
-        """QEMU's WANTs within @timeout, queued; False once it closed."""
+    def _read_wants(self, timeout, sent):
+        """QEMU's WANTs within @timeout, queued unless @sent already (so
+        the queue holds only what is still to send); False once it
+        closed."""
         ready, _, _ = select.select([self._sock], [], [], timeout)
         if not ready:
             return True
@@ -110,25 +111,24 @@ class SegmentSender(threading.Thread):
         ks, self._pending = early_feed.wanted(self._pending + data,
                                               len(self.layout.segments))
         self.wanted.extend(ks)
-        self._queue.extend(ks)
+        self._queue.extend(k for k in ks if k not in sent)
         return True
 
     def _send(self):
         self.layout = early_feed.read_layout(self._sock, self.start_offset,
                                              self.size)
         count = len(self.layout.segments)
-        self._order = list(range(count))
-        self._queue, self._pending = [], b""
+        self._order = collections.deque(range(count))
+        self._queue, self._pending = collections.deque(), b""
         sent, open_ = set(), True
         next_at = time.monotonic()
         with open(self._source, "rb") as src, \
                 open(self._spool, "r+b") as dst:
             while len(sent) < count and open_:
-                idle = self._held(sent) and \
-                    all(k in sent for k in self._queue)
+                idle = self._held(sent) and not self._queue
                 timeout = 0.05 if idle else \
                     max(0.0, next_at - time.monotonic())
-                open_ = self._read_wants(timeout)
+                open_ = self._read_wants(timeout, sent)
                 if time.monotonic() < next_at:
                     continue
                 k = self._pick(sent)
@@ -153,4 +153,4 @@ class SegmentSender(threading.Thread):
         # Every segment in: QEMU closes its end once it applied them.
         self._sock.shutdown(socket.SHUT_WR)
         while open_:
-            open_ = self._read_wants(1.0)
+            open_ = self._read_wants(1.0, sent)
