@@ -2076,8 +2076,10 @@ def test_service_early_start_client_cut_resumes_or_removes(tmp_path, saved,
                                                           resaved, base):
     """The client cut after its VM runs: the VM waits for it, running on
     what it has; the same client back within the bound (--resume NAME)
-    sends only what is missing and the VM ends identical (heartbeats on
-    from the saved VM's, disk byte-identical); cut and never back, the VM
+    sends only what is missing, a resume whose predecessor's connection
+    the service still holds open (half-open) takes over, and the VM ends
+    identical (heartbeats on from the saved VM's, disk byte-identical);
+    cut and never back, the VM
     is removed at the bound with the cause logged and told to a client
     that comes back late."""
     with service_over_wan(tmp_path, base, "test", 20,
@@ -2098,7 +2100,24 @@ def test_service_early_start_client_cut_resumes_or_removes(tmp_path, saved,
         back = cut_client(addr, resaved.path, "back", tls, service)
         wait_log(service, rf"synthesis of {back}: the client left")
         assert qemu_runs(back)
-        run = synthesize(addr, resaved.path, "--resume", back, *tls)
+        # Back, then silent with its connection open (half-open, as after
+        # a link cut without a reset): the service would wait for it up
+        # to its idle bound; a second resume cuts that connection and
+        # goes on at once.
+        silent = subprocess.Popen([sys.executable, SYNTHESIS, "synthesize",
+                                   f"{addr[0]}:{addr[1]}", resaved.path,
+                                   "--json", "--resume", back, *tls],
+                                  stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            wait_log(service, rf"synthesis of {back}: the client is back")
+            silent.send_signal(signal.SIGSTOP)
+            run = synthesize(addr, resaved.path, "--resume", back, *tls)
+        finally:
+            silent.kill()
+            silent.wait()
+        wait_log(service, rf"synthesis of {back}: a resume replaced the "
+                 r"client's connection; waiting 8 s")
         assert run.returncode == 0, run.stderr + service.log()
         result = json.loads(run.stdout)
         assert result["complete"] and result["vm"] == back, result

@@ -72,6 +72,7 @@ class SegmentRelay:
         self._outbox = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._closing = False
+        self._cut_why = None
         self._threads = []
 
     def start(self):
@@ -98,7 +99,7 @@ class SegmentRelay:
                     self._outbox.append(early_protocol.want(k))
         self.client, self.clock = client, clock
         self.spool_fd = os.dup(self._spool)
-        self.gone = None
+        self.gone = self._cut_why = None
         t = threading.Thread(target=self._run, args=(self._pump,),
                              daemon=True)
         self._threads[0] = t
@@ -110,12 +111,13 @@ class SegmentRelay:
         except early_feed.FeedError as e:       # QEMU's side
             self.feed_error = self.feed_error or str(e)
         except ClientGone as e:
-            self.gone = str(e)
+            self.gone = self._cut_why or str(e)
         except (ConnectionError, TimeoutError, ssl.SSLError) as e:
             if target == self._read_feed:
                 self.feed_error = self.feed_error or str(e)
             else:
-                self.gone = f"the client's connection failed ({e})"
+                self.gone = self._cut_why or \
+                    f"the client's connection failed ({e})"
         except (RelayError, OSError, early_protocol.ProtocolError) as e:
             if target == self._read_feed:
                 self.feed_error = self.feed_error or str(e)
@@ -157,15 +159,29 @@ class SegmentRelay:
         pump.join(timeout=STOP_GRACE_S)
         cut = pump.is_alive()
         if cut:
-            with socket.socket(fileno=os.dup(self.client.fileno())) as raw:
-                try:
-                    raw.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            self._shut_client()
             pump.join()
         self._wake_r.close()
         self._wake_w.close()
         return not cut
+
+    def cut(self, why):
+        """Ends the client's connection from another thread: a resume
+        replaces one the service still holds open (half-open: its client
+        is already back on another). The pump ends as if the client
+        left, @why the cause. Before stop() only: the socket is still
+        open then."""
+        self._cut_why = why
+        self._shut_client()
+
+    def _shut_client(self):
+        """Through a descriptor of our own, so that the TLS object, the
+        pump's, is not touched from this thread."""
+        with socket.socket(fileno=os.dup(self.client.fileno())) as raw:
+            try:
+                raw.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     # --- QEMU's side ---------------------------------------------------
 

@@ -130,9 +130,11 @@ class EarlyStart:
             self.relay.note({"ok": True, "vm": name, "state": "loading",
                              "complete": False})
             self.relay.start()
+            s.server.orphans.opened(s.owner, name, self)
             try:
                 return self._run_early(deadline)
             finally:
+                s.server.orphans.closed(s.owner, name)
                 self.relay.stop()
         finally:
             # Wakes the relay's reader of QEMU's feed, if any is left.
@@ -250,6 +252,15 @@ class EarlyStart:
                               f"{self.relay.feed_error}")
         if self.relay.gone and not self.relay.all_in.is_set():
             self._wait_for_client()
+
+    def cut_client(self):
+        """For a resume (early_resume.py): the connection the relay holds
+        is cut, unless every segment is in (the synthesis needs no
+        client to end then, and answers where it is). True if cut."""
+        if self.relay.all_in.is_set():
+            return False
+        self.relay.cut("a resume replaced the client's connection")
+        return True
 
     def adopt(self, sock, released):
         """A resume's connection (another handler's thread, which waits
