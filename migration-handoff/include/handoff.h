@@ -245,7 +245,9 @@ int handoff_base_region_info(const HandoffBase *base, size_t index,
 int handoff_base_id(const HandoffBase *base,
                     uint8_t id[16]) HANDOFF_NOEXCEPT;
 /* Copies @len bytes at @offset of base region @region into @buf, e.g. to
- * initialise a destination image before decoding. */
+ * initialise a destination image or a VM's RAM before decoding: read from
+ * the file the base opened (pread: no page fault per 4 KiB of a mapping),
+ * so that a file cut short since gives HANDOFF_E_BASE_CHANGED. */
 int handoff_base_read(const HandoffBase *base, size_t region, uint64_t offset,
                       void *buf, size_t len) HANDOFF_NOEXCEPT;
 /* Chunks indexed (all) and distinct non-zero contents among them. */

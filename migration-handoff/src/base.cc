@@ -369,6 +369,27 @@ struct Base::VerifyTally {
   uint64_t error_offset = 0;
 };
 
+Status Base::Read(uint32_t r, uint64_t offset, uint8_t* buf, size_t len) const {
+  if (parent_ != nullptr && r < parent_->geometry().region_count())
+    return parent_->Read(r, offset, buf, len);
+  if (!backing_[r].file) {
+    std::memcpy(buf, region_data_[r] + offset, len);
+    return Status::Ok();
+  }
+  const int rc = ReadFully(backing_[r].file->fd(), buf, len, offset);
+  if (rc < 0) {
+    return Status(HANDOFF_E_IO, "cannot read " + FileWhat(backing_[r].name,
+                                                          geometry_.regions()[r].name) +
+                                    ": " + std::strerror(errno));
+  }
+  if (rc > 0) {
+    return Status(HANDOFF_E_BASE_CHANGED,
+                  FileWhat(backing_[r].name, geometry_.regions()[r].name) +
+                      " is shorter than when the base was opened");
+  }
+  return Status::Ok();
+}
+
 void Base::VerifyRange(uint64_t begin, uint64_t end, uint8_t* buf,
                        VerifyTally* t) const {
   for (uint32_t r = 0; r < geometry_.region_count(); r++) {

@@ -62,6 +62,13 @@ class Base {
   // given to Create when nothing was saved); empty for memory.
   const std::string& file_name(size_t r) const { return backing_[r].name; }
   const uint8_t* region_data(size_t r) const { return region_data_[r]; }
+  // Copies @len bytes at @offset of region @r into @buf: from the file
+  // the base opened with pread when the region has one (the kernel copies
+  // into @buf, with no page fault per 4 KiB of the mapping: a VM's RAM
+  // loaded this way takes a fraction of a memcpy from the mapping), else
+  // from memory. The range must lie inside the region. A file cut short
+  // since it was opened gives HANDOFF_E_BASE_CHANGED, not SIGBUS.
+  Status Read(uint32_t r, uint64_t offset, uint8_t* buf, size_t len) const;
 
   const uint8_t* Chunk(uint32_t region, uint64_t index) const {
     return region_data_[region] + (index << kChunkShift);

@@ -318,10 +318,9 @@ int handoff_base_read(const HandoffBase* base, size_t region, uint64_t offset,
     uint64_t size = base->base->geometry().regions()[region].size;
     if (offset > size || len > size - offset)
       return Invalid("range beyond the region");
-    if (len != 0)
-      std::memcpy(buf, base->base->Chunk(static_cast<uint32_t>(region), 0) + offset,
-                  len);
-    return Status::Ok();
+    if (len == 0) return Status::Ok();
+    return base->base->Read(static_cast<uint32_t>(region), offset,
+                            static_cast<uint8_t*>(buf), len);
   });
 }
 

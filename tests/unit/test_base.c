@@ -310,9 +310,26 @@ static void test_verify_finds_changed_chunks(void)
     CU_ASSERT(message_has("first is chunk 5 "));
     /* The memory region is untouched. */
     CU_ASSERT(strstr(handoff_last_error_message(), "other region") == NULL);
+    /* handoff_base_read reads the file as it is now (pread), at offsets. */
+    {
+        uint8_t got[2 * CHUNK];
+
+        CU_ASSERT_EQUAL(handoff_base_read(b, 1, 5 * CHUNK, got, sizeof(got)),
+                        0);
+        CU_ASSERT_EQUAL(memcmp(got + 17, junk, 100), 0);
+        CU_ASSERT_EQUAL(handoff_base_read(b, 1, N * CHUNK - 1, got, 2),
+                        HANDOFF_E_INVALID_ARGUMENT);
+    }
 
     /* A file cut short under an open base: an error, not SIGBUS. */
     CU_ASSERT_EQUAL(truncate(in_dir("mem.raw"), 100 * CHUNK), 0);
+    {
+        uint8_t got[CHUNK];
+
+        CU_ASSERT_EQUAL(handoff_base_read(b, 0, 100 * CHUNK, got, CHUNK),
+                        HANDOFF_E_BASE_CHANGED);
+        CU_ASSERT(message_has("is shorter than when the base was opened"));
+    }
     CU_ASSERT_EQUAL(handoff_base_verify(b), HANDOFF_E_BASE_CHANGED);
     CU_ASSERT(message_has("'mem.raw'"));
     CU_ASSERT(message_has("is now 409600 bytes"));

@@ -640,14 +640,23 @@ bool handoff_base_load_ram(HandoffBaseStore *store, Error **errp)
     RCU_READ_LOCK_GUARD();
     RAMBLOCK_FOREACH_MIGRATABLE(block) {
         HandoffBaseMemory *m = base_memory(store, qemu_ram_get_idstr(block));
-        const void *data = handoff_base_region_data(store->base, m->region);
+        /*
+         * Read from the base's file, not copied from its mapping: the
+         * kernel fills guest RAM (huge pages where QEMU advised them)
+         * without a fault per 4 KiB page of the mapping, which on 512 MiB
+         * took 0.55-1.1 s against 0.09 s read (nested virtualization
+         * makes each fault dear).
+         */
+        int rc = handoff_base_read(store->base, m->region, 0,
+                                   qemu_ram_get_host_addr(block), m->size);
 
-        if (!data) {
-            error_setg(errp, "Base %s: region of RAM block '%s' not mapped",
-                       store->dir, m->name);
+        if (rc < 0) {
+            g_autofree char *what = g_strdup_printf("Base %s: RAM block '%s'",
+                                                    store->dir, m->name);
+
+            handoff_error_engine(errp, rc, what);
             return false;
         }
-        memcpy(qemu_ram_get_host_addr(block), data, m->size);
     }
     return true;
 }
