@@ -1619,9 +1619,9 @@ def test_relay_restored_on_another_port_when_its_own_was_taken(tmp_path):
 
 
 def test_service_verifies_a_base_once_until_its_files_change(base):
-    """The service proves a base's files against its index once; a file
-    touched (its mtime even put back: its ctime moves) is proven again,
-    and a failed proof refuses the base."""
+    """The service proves a base's files against its index once (at its
+    start); a file touched (its mtime even put back: its ctime moves) is
+    proven again, and a failed proof refuses the base."""
     from qemu_handoff.formats import manifest
     from qemu_handoff.synthesis.base_check import (BaseCheckFailed,
                                                    VerifiedBases)
@@ -1642,6 +1642,19 @@ def test_service_verifies_a_base_once_until_its_files_change(base):
     failing = VerifiedBases(log.append, tool="/bin/false")
     with pytest.raises(BaseCheckFailed, match="failed its verification"):
         failing.check(base, base_id)
+    # serve's start: verified from a thread of its own; the verdict is
+    # the one a synthesis then finds, and a failure is logged, not raised.
+    started = []
+    VerifiedBases(started.append, tool="/bin/false").verify_all(
+        {base_id: base})
+    at_start = VerifiedBases(started.append)
+    at_start.verify_all({base_id: base})
+    deadline = time.monotonic() + 60
+    while started.count("bases verified at start") < 2:
+        assert time.monotonic() < deadline, started
+        time.sleep(0.05)
+    assert at_start.check(base, base_id) and len(started) == 4 and \
+        any("failed its verification" in line for line in started), started
 
 
 def test_qemu_trusts_verified_id_only_for_the_base_it_names(tmp_path,

@@ -51,6 +51,7 @@ from ..paths import BUILD, TOP
 from ..guest import free_tcp_port
 from ..wan import WanLink
 from ..workloads import TestWorkload, make_workload
+from ..synthesis.base_check import TOOL as BASE_TOOL
 from ..synthesis.client import ask, manage, synthesize
 from ..synthesis.transport import client_context
 from ..tls import CertificateAuthority
@@ -117,13 +118,20 @@ def client_tls(variant, creds):
             "tls_name": SERVICE_NAME}
 
 
-def wait_serving(service, log_path, timeout=120):
-    """Waits for the service's "serving" line (it listens then)."""
+def wait_serving(service, log_path, timeout=600):
+    """Waits for the service's "serving" line (it listens then) and, with
+    the engine's tool to verify bases, for its bases verified at start:
+    a cloudlet's service runs long before a synthesis comes, and a cell
+    measures the synthesis, not the service's first seconds."""
+    lines = ["handoff-synthesis: serving"]
+    if os.access(BASE_TOOL, os.X_OK):
+        lines.append("handoff-synthesis: bases verified at start")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with open(log_path) as f:
-            if "handoff-synthesis: serving" in f.read():
-                return
+            text = f.read()
+        if all(line in text for line in lines):
+            return
         if service.poll() is not None:
             break
         time.sleep(0.1)
@@ -422,6 +430,52 @@ def report_launches(results, out):
     print("\n".join(rows))
 
 
+def reusable(args):
+    """The overlays of the last run into --out, and their facts, if the
+    files are still there (--reuse-overlays)."""
+    try:
+        with open(os.path.join(args.out, "results.json")) as f:
+            last = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if last.get("semantic") != args.semantic:
+        return {}               # the other variant's overlays
+    return {kind: {name: facts for name, facts in last.get(kind, {}).items()
+                   if os.path.exists(facts["path"])}
+            for kind in ("overlays", "early_overlays")}
+
+
+def overlays(args, app, work, results, before):
+    """[(overlay path, early start)] of @app to synthesize: made in
+    @work, or those of @before (the last run's) when it has them."""
+    name = app.name
+    old = before.get("overlays", {}).get(name)
+    old_early = before.get("early_overlays", {}).get(name)
+    if old and (old_early or not args.early_start):
+        log(f"{name}: the last run's overlays, reused")
+        results["overlays"][name] = old
+        paths = [(old["path"], False)]
+        if args.early_start:
+            results.setdefault("early_overlays", {})[name] = old_early
+            paths.append((old_early["path"], True))
+        return paths
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    log(f"{name}: saving the overlay")
+    overlay = make_overlay(app, work)
+    results["overlays"][name] = overlay
+    log(f"{name}: {json.dumps(overlay)}")
+    paths = [(overlay["path"], False)]
+    if args.early_start:
+        log(f"{name}: recording its working set, saving it again")
+        early = make_early_start_overlay(
+            app, overlay["path"], work, APP_PORTS[name], REQUESTS[name])
+        results.setdefault("early_overlays", {})[name] = early
+        log(f"{name}: {json.dumps(early)}")
+        paths.append((early["path"], True))
+    return paths
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--apps", nargs="+", default=["ocr", "face"],
@@ -450,6 +504,10 @@ def main():
                     "(its first request's working set recorded, then "
                     "saved again), synthesized with early start beside "
                     "the plain one, run by run")
+    ap.add_argument("--reuse-overlays", action="store_true",
+                    help="the overlays the last run into --out made "
+                    "(results.json), if their files are there: the cells "
+                    "again without saving, recording and re-saving")
     ap.add_argument("--loopback", action="store_true",
                     help="only the launch of the test guest's overlay on "
                     "127.0.0.1, by a service of every variant, --runs "
@@ -465,24 +523,12 @@ def main():
         [DEFAULT, chosen] if args.alternate else [chosen]
     results = {"overlays": {}, "cells": [], "semantic": args.semantic,
                "variants": variants}
+    before = reusable(args) if args.reuse_overlays else {}
     for name in args.apps:
         app = make_workload(name, args.cache,
                             semantic=args.semantic).prepare(log=log)
         work = os.path.join(args.out, name)
-        shutil.rmtree(work, ignore_errors=True)
-        os.makedirs(work)
-        log(f"{name}: saving the overlay")
-        overlay = make_overlay(app, work)
-        results["overlays"][name] = overlay
-        log(f"{name}: {json.dumps(overlay)}")
-        paths = [(overlay["path"], False)]
-        if args.early_start:
-            log(f"{name}: recording its working set, saving it again")
-            early = make_early_start_overlay(
-                app, overlay["path"], work, APP_PORTS[name], REQUESTS[name])
-            results.setdefault("early_overlays", {})[name] = early
-            log(f"{name}: {json.dumps(early)}")
-            paths.append((early["path"], True))
+        paths = overlays(args, app, work, results, before)
         for rate in args.rates:
             for run in range(args.runs):
                 for variant, (path, early) in (

@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Bases verified once per service, not once per synthesis.
+"""Bases verified once per service, not once per synthesis: when the
+service starts (verify_all), and again before a synthesis of a base
+whose files changed.
 
 A base's files are proven against its index (and so its content ID) by
 reading every byte: `qemu-handoff base verify`, what QEMU does itself on
@@ -86,6 +88,23 @@ class VerifiedBases:
                 return False
             self._verified[path] = (base_id, before)
             return True
+
+    def verify_all(self, bases):
+        """Verifies @bases (content ID -> directory) from a thread of its
+        own, started now: a cloudlet's first synthesis of a base should
+        not wait for its seconds of hashing. A synthesis that comes
+        meanwhile waits for the same verification (check()'s lock);
+        a base that fails is logged here and refused when asked for."""
+        def run():
+            for base_id, base_dir in sorted(bases.items()):
+                try:
+                    self.check(base_dir, base_id)
+                except BaseCheckFailed as e:
+                    self.log(f"base {base_id}: {e}")
+            self.log("bases verified at start")
+
+        if self.tool:
+            threading.Thread(target=run, daemon=True).start()
 
     def _verify(self, path, base_id):
         start = time.monotonic()

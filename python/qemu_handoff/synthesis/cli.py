@@ -150,6 +150,7 @@ def cmd_serve(args):
           f"{args.bases} on {args.listen[0]}:{server.server_address[1]} "
           f"({'mutual TLS' if tls else 'plaintext, loopback only'}; VMs "
           f"{confined_as(args, cgroup)})", flush=True)
+    server.verified.verify_all(bases)
     # SIGTERM ends the service like Ctrl-C; its VMs run on unless
     # --stop-vms-on-exit (a restart finds them again).
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
