@@ -144,38 +144,49 @@ class EarlyStart:
                 pass
             ours.close()
 
-    def _wait_loaded(self, deadline):
-        """Until QEMU loaded the device state. QEMU is asked from a
-        thread of its own: loading may wait for a segment (a device's
-        post_load reading RAM one carries), QEMU's monitor with it, for
-        as long as the client is away, and the relay's news (the client
-        left, came back, broke the protocol) must not wait for QEMU."""
-        s = self.s
-        vm = s.vm
+    def _ask_qemu(self, ask, deadline, late):
+        """@ask(stop) (calls into QEMU's monitor that end once @stop is
+        set) from a thread of its own while this one watches the relay:
+        QEMU's main loop may wait for a segment (a device's post_load, or
+        cont, touching RAM a segment carries) for as long as the client
+        is away, and the relay's news (the client left, came back, broke
+        the protocol) must not wait for QEMU. LaunchError(@late) past
+        @deadline; what @ask raised, raised here."""
         done, stop, box = threading.Event(), threading.Event(), {}
 
-        def ask():
+        def run():
             try:
-                while not stop.is_set() and not vm.loaded():
-                    time.sleep(POLL_S / 5)
-            except LaunchError as e:
+                box["value"] = ask(stop)
+            except Exception as e:      # noqa: B902 - raised by the caller
                 box["error"] = e
-            done.set()
+            finally:
+                done.set()
 
-        asker = threading.Thread(target=ask, daemon=True)
+        asker = threading.Thread(target=run, daemon=True)
         asker.start()
         try:
             while not done.wait(POLL_S):
                 self._check_relay()
                 if time.monotonic() > deadline:
-                    raise LaunchError("the device state did not load in "
-                                      "the time allowed")
+                    raise LaunchError(late)
         finally:
             # Not two users of QEMU's monitor: abandon() quits through it.
             stop.set()
             asker.join(timeout=5)
         if "error" in box:
             raise box["error"]
+        return box.get("value")
+
+    def _wait_loaded(self, deadline):
+        """Until QEMU loaded the device state."""
+        vm = self.s.vm
+
+        def loaded(stop):
+            while not stop.is_set() and not vm.loaded():
+                time.sleep(POLL_S / 5)
+
+        self._ask_qemu(loaded, deadline, "the device state did not load "
+                       "in the time allowed")
 
     def _run_early(self, deadline):
         s = self.s
@@ -183,7 +194,7 @@ class EarlyStart:
         s.t["loaded"] = time.monotonic()
         early = s.request["early-start"] and not s.server.paused
         if early:
-            self._run_vm()
+            self._run_vm(deadline)
             s.server.log(f"synthesis of {s.vm.name}: running, "
                          f"{self.relay.n_received} of {self.relay.count} "
                          f"segments in")
@@ -191,7 +202,7 @@ class EarlyStart:
         info = self._wait_applied(deadline)
         s.t["complete"] = time.monotonic()
         if not early and not s.server.paused:
-            self._run_vm()
+            self._run_vm(deadline)
         if s.server.paused:
             s.record.state = "paused"
             s.record.save()
@@ -203,9 +214,14 @@ class EarlyStart:
                                  "disk-demands", "feed-wanted")}
         return result
 
-    def _run_vm(self):
+    def _run_vm(self, deadline):
         s = self.s
-        s.vm.run()
+        # Waited for as long as the deadline allows, not the monitor's
+        # usual timeout: a late answer left unread would be taken as the
+        # next command's.
+        self._ask_qemu(lambda stop: s.vm.run(
+            timeout=max(1.0, deadline - time.monotonic())), deadline,
+            "the VM did not start in the time allowed")
         s.t["running"] = time.monotonic()
         s.record.state = "running"
         s.record.save()

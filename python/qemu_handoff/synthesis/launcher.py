@@ -324,8 +324,13 @@ class LaunchedVM:
             time.sleep(0.02)
         raise LaunchError(f"stream not loaded after {timeout} s")
 
-    def run(self):
-        self.qmp.cmd("cont")
+    def run(self, timeout=None):
+        """cont, its answer waited for @timeout seconds (None: the
+        monitor's usual timeout)."""
+        if timeout is None:
+            self.qmp.cmd("cont")
+        else:
+            self.qmp.slow_cmd(timeout, "cont")
 
     def release_monitor(self):
         """Hands the QMP socket over: QEMU serves one client at a time,
