@@ -647,6 +647,10 @@ def test_early_start_fed_asks_for_what_waits(tmp_path, saved, resaved, base,
     assert len(set(sender.wanted)) == len(sender.wanted), sender.wanted
     assert set(sender.sent) - set(sender.wanted) <= {0}, sender.sent
     assert info["disk-demands"] > 0 and info["faults"] > 0, info
+    # Each of those faults waited for a WANT's answer: a round trip to
+    # the sender, a copy and an apply each, hundreds of them.
+    assert 0 < info["fault-wait-ms"] and \
+        info["fault-wait-max-ms"] <= info["fault-wait-ms"], info
     sender.release()
     done = wait_early_start_completed(dst, timeout=120)
     assert done["feed-arrived"] == done["segments-applied"] == \

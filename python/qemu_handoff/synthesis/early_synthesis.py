@@ -211,7 +211,8 @@ class EarlyStart:
         result = self._result(complete=True)
         result["early-start"] = {
             k: info[k] for k in ("segments", "demanded", "faults",
-                                 "disk-demands", "feed-wanted")}
+                                 "disk-demands", "feed-wanted",
+                                 "fault-wait-ms", "fault-wait-max-ms")}
         return result
 
     def _run_vm(self, deadline):

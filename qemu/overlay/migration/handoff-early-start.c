@@ -123,6 +123,8 @@ struct HandoffEarlyStart {
 
     /* Counters, read by query-handoff-early-start. */
     uint64_t faults, demanded, disk_demands, bytes;
+    /* Faults that waited for a segment not in yet: summed, longest. */
+    int64_t fault_wait_ns, fault_wait_max_ns;
     int64_t t0, ended_ns;
     bool completed;
     QEMUTimer *finish_timer;    /* main loop: the end, once placed */
@@ -139,6 +141,7 @@ typedef struct PendingFault {
     EarlyRegion *region;
     uint64_t page;
     uint32_t segment;
+    int64_t since;              /* QEMU_CLOCK_REALTIME ns of the fault */
 } PendingFault;
 
 /* A segment something waits for, and the last one it lacked. */
@@ -502,7 +505,9 @@ static void serve_fault(HandoffEarlyStart *es, uint64_t addr)
                        &segment) && !es->applied[segment] &&
             !demand_segment(es, segment)) {
             PendingFault f = { .region = r, .page = page,
-                               .segment = segment };
+                               .segment = segment,
+                               .since = qemu_clock_get_ns(
+                                   QEMU_CLOCK_REALTIME) };
             guint j;
 
             /* One per waiting thread: the kernel's repeats are dropped. */
@@ -616,7 +621,15 @@ static void retry_pending(HandoffEarlyStart *es)
         PendingFault *f = &g_array_index(es->pending_faults, PendingFault, i);
 
         if (es->applied[f->segment]) {
+            int64_t waited = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) -
+                             f->since;
+
             check_placed(es, f->region, f->page);
+            /* What an accessor (a vCPU, mostly) was blocked for. */
+            qatomic_set(&es->fault_wait_ns, es->fault_wait_ns + waited);
+            if (waited > es->fault_wait_max_ns) {
+                qatomic_set(&es->fault_wait_max_ns, waited);
+            }
             g_array_remove_index_fast(es->pending_faults, i);
         } else {
             i++;
@@ -1241,6 +1254,9 @@ HandoffEarlyStartInfo *qmp_query_handoff_early_start(Error **errp)
     info->demanded = qatomic_read(&es->demanded);
     info->faults = qatomic_read(&es->faults);
     info->disk_demands = qatomic_read(&es->disk_demands);
+    info->fault_wait_ms = qatomic_read(&es->fault_wait_ns) / SCALE_MS;
+    info->fault_wait_max_ms = qatomic_read(&es->fault_wait_max_ns) /
+                              SCALE_MS;
     info->has_applied_ms = ended != 0;
     info->applied_ms = ended ? (ended - es->t0) / SCALE_MS : 0;
     if (es->fed) {
