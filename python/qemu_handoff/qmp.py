@@ -158,6 +158,15 @@ class QMPClient:
     def close(self):
         self._sock.close()
 
+    def cut(self):
+        """Wakes a thread blocked on this monitor with an error, from
+        another thread (shutdown, not close: the descriptor stays the
+        blocked thread's until it closes it)."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
 
 def end_qemu(qmp, proc, timeout=10):
     """Ends a QEMU process: `quit` through @qmp (which is closed), or

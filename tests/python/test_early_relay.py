@@ -129,6 +129,9 @@ class Waiter:
     def adopt(self, sock, released):
         self.adopted = sock
 
+    def all_in(self):
+        return not self.cuttable
+
 
 def test_resume_takes_over_a_connection_still_open():
     orphans = Orphans()
@@ -140,6 +143,7 @@ def test_resume_takes_over_a_connection_still_open():
     assert waiter.cuts == 0
     assert orphans.take(*key, "sock", None) is waiter
     assert waiter.cuts == 1 and waiter.adopted == "sock"
+    assert not orphans.completing(*key)
     # Once its relay stopped, nothing cuts it.
     orphans.closed(*key)
     assert orphans.take(*key, "sock2", None) is None and waiter.cuts == 1
@@ -153,7 +157,8 @@ def test_resume_of_a_synthesis_with_every_segment_in_is_refused():
     waiter = Waiter(orphans, key, cuttable=False)
     orphans.opened(*key, waiter)
     assert orphans.take(*key, "sock", None) is None
-    assert waiter.adopted is None
+    assert waiter.adopted is None and orphans.completing(*key)
+    assert not orphans.completing("phone1", "vm-1")
 
 
 def test_a_client_that_leaves_too_often_is_let_go():

@@ -96,12 +96,14 @@ class VerifiedBases:
         meanwhile waits for the same verification (check()'s lock);
         a base that fails is logged here and refused when asked for."""
         def run():
-            for base_id, base_dir in sorted(bases.items()):
-                try:
-                    self.check(base_dir, base_id)
-                except BaseCheckFailed as e:
-                    self.log(f"base {base_id}: {e}")
-            self.log("bases verified at start")
+            try:
+                for base_id, base_dir in sorted(bases.items()):
+                    try:
+                        self.check(base_dir, base_id)
+                    except Exception as e:  # noqa: B902 - logged, the next
+                        self.log(f"base {base_id}: {e}")
+            finally:
+                self.log("bases verified at start")
 
         if self.tool:
             threading.Thread(target=run, daemon=True).start()

@@ -56,6 +56,11 @@ class SegmentRelay:
 
     def __init__(self, client, clock, feed, spool_fd, layout):
         self.client, self.clock, self.feed = client, clock, feed
+        # Ours, open while the pump runs (start, resume): what cut() and
+        # stop() shut down, so that neither touches a descriptor its
+        # owner may have closed (and the kernel given to another socket)
+        # meanwhile.
+        self._client_fd = None
         self._spool = spool_fd
         self.spool_fd = os.dup(spool_fd)
         self.layout = layout
@@ -76,6 +81,7 @@ class SegmentRelay:
         self._threads = []
 
     def start(self):
+        self._client_fd = os.dup(self.client.fileno())
         for target in (self._pump, self._read_feed):
             t = threading.Thread(target=self._run, args=(target,),
                                  daemon=True)
@@ -99,6 +105,8 @@ class SegmentRelay:
                     self._outbox.append(early_protocol.want(k))
         self.client, self.clock = client, clock
         self.spool_fd = os.dup(self._spool)
+        with self._lock:
+            self._client_fd = os.dup(client.fileno())
         self.gone = self._cut_why = None
         t = threading.Thread(target=self._run, args=(self._pump,),
                              daemon=True)
@@ -126,6 +134,9 @@ class SegmentRelay:
         finally:
             if target == self._pump:
                 os.close(self.spool_fd)
+                with self._lock:
+                    os.close(self._client_fd)
+                    self._client_fd = None
             else:
                 self.feed_closed.set()
             self._wake()
@@ -175,11 +186,15 @@ class SegmentRelay:
         self._shut_client()
 
     def _shut_client(self):
-        """Through a descriptor of our own, so that the TLS object, the
-        pump's, is not touched from this thread."""
-        with socket.socket(fileno=os.dup(self.client.fileno())) as raw:
+        """Through the relay's own descriptor of the client's socket, so
+        that the TLS object, the pump's, is not touched from this thread;
+        nothing once the pump ended (the client is gone for it)."""
+        with self._lock:
+            if self._client_fd is None:
+                return
             try:
-                raw.shutdown(socket.SHUT_RDWR)
+                with socket.socket(fileno=os.dup(self._client_fd)) as raw:
+                    raw.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
 

@@ -41,6 +41,13 @@ class Orphans:
         with self._lock:
             self._open.pop((owner, name), None)
 
+    def completing(self, owner, name):
+        """Whether @owner's VM @name has every segment in and ends on the
+        connection it has (a resume finds nothing to take over then)."""
+        with self._lock:
+            synthesis = self._open.get((owner, name))
+            return synthesis is not None and synthesis.all_in()
+
     def wait(self, owner, name, synthesis):
         with self._lock:
             self._waiting[(owner, name)] = synthesis

@@ -173,6 +173,14 @@ class EarlyStart:
             # Not two users of QEMU's monitor: abandon() quits through it.
             stop.set()
             asker.join(timeout=5)
+            if asker.is_alive():
+                # Still waiting on QEMU (a cont held by a missing page):
+                # the monitor is cut from under it, and taken from the VM,
+                # so that abandon() ends QEMU by signal, not through a
+                # monitor another thread reads.
+                qmp, self.s.vm.qmp = self.s.vm.qmp, None
+                if qmp:
+                    qmp.cut()
         if "error" in box:
             raise box["error"]
         return box.get("value")
@@ -209,10 +217,11 @@ class EarlyStart:
         if "running" not in s.t:
             s.t["running"] = s.t["complete"]
         result = self._result(complete=True)
+        # .get: a QEMU given with --qemu may predate a field.
         result["early-start"] = {
-            k: info[k] for k in ("segments", "demanded", "faults",
-                                 "disk-demands", "feed-wanted",
-                                 "fault-wait-ms", "fault-wait-max-ms")}
+            k: info.get(k) for k in ("segments", "demanded", "faults",
+                                     "disk-demands", "feed-wanted",
+                                     "fault-wait-ms", "fault-wait-max-ms")}
         return result
 
     def _run_vm(self, deadline):
@@ -270,6 +279,9 @@ class EarlyStart:
         if self.relay.gone and not self.relay.all_in.is_set():
             self._wait_for_client()
 
+    def all_in(self):
+        return self.relay.all_in.is_set()
+
     def cut_client(self):
         """For a resume (early_resume.py): the connection the relay holds
         is cut, unless every segment is in (the synthesis needs no
@@ -320,14 +332,15 @@ class EarlyStart:
                 raise Refused(gone)
         sock, released = self._back
         self._back, self._back_event = None, threading.Event()
-        # The connection it replaces (a resume's) may end now.
-        self.release()
-        self._released = released
         self.resumes += 1
         clock = ClientClock(server.client_timeout,
                             max(1.0, s.clock.end - time.monotonic()))
         s.sock, s.clock = sock, clock
         relay.resume(sock, clock, early_feed.pack_layout(self.layout))
+        # Only now may the connection it replaces (a resume's) end: until
+        # the relay holds the new one, a resume could cut the old.
+        self.release()
+        self._released = released
         relay.note(self._result(complete=False) if "loaded" in s.t else
                    {"ok": True, "vm": s.vm.name, "state": "loading",
                     "complete": False})

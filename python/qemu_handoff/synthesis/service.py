@@ -697,10 +697,14 @@ class SynthesisHandler(socketserver.BaseRequestHandler):
         name = request["name"]
         released = threading.Event()
         early = server.orphans.take(owner, name, self.request, released)
-        if early is None:
+        if early is None and server.orphans.completing(owner, name):
+            cause = f"VM {name[:64]!r} has every segment in and completes " \
+                f"on its first connection: list shows it once it runs"
+        elif early is None:
             cause = server.orphans.cause(owner, name) or \
                 f"no synthesis of VM {name[:64]!r} of yours waits to be " \
                 f"resumed"
+        if early is None:
             server.log(f"{who}: refused: {cause}")
             self._answer({"ok": False, "error": cause})
             return
