@@ -378,9 +378,10 @@ Status Base::Read(uint32_t r, uint64_t offset, uint8_t* buf, size_t len) const {
   }
   const int rc = ReadFully(backing_[r].file->fd(), buf, len, offset);
   if (rc < 0) {
+    const int error = errno;  // before building the message
     return Status(HANDOFF_E_IO, "cannot read " + FileWhat(backing_[r].name,
                                                           geometry_.regions()[r].name) +
-                                    ": " + std::strerror(errno));
+                                    ": " + std::strerror(error));
   }
   if (rc > 0) {
     return Status(HANDOFF_E_BASE_CHANGED,

@@ -1095,7 +1095,9 @@ def test_service_synthesizes_identical_vm(tmp_path, saved, bases_dir):
 
 def test_launch_runs_confined(tmp_path, saved, base):
     """`launch` (no service) confines its QEMU too; the overlay, readable
-    by root only, is handed to it open."""
+    by root only, is handed to it open. SIGTERM stops the VM (as Ctrl-C
+    does; SIGINT, which a shell without job control has its background
+    jobs ignore, would not reach it when the tests run so)."""
     workdir = tmp_path / "vm"
     proc = subprocess.Popen(
         [sys.executable, SYNTHESIS, "launch", saved.path, "--base", base,
@@ -1111,7 +1113,7 @@ def test_launch_runs_confined(tmp_path, saved, base):
         uid = int(re.search(r"^Uid:\t(\d+)", status, re.M).group(1))
         assert uid >= 200000 and os.stat(workdir).st_uid == uid
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     with pytest.raises(AssertionError, match="no QEMU runs"):
         qemu_pid("launched-here")

@@ -245,6 +245,10 @@ def cmd_stop(args):
           f"VM {answer['vm']} {answer['state']}")
 
 
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
 def cmd_launch(args):
     _, description = overlay_file.read_info(args.overlay)
     workdir = os.path.abspath(args.workdir or
@@ -258,12 +262,18 @@ def cmd_launch(args):
     if args.print_command:
         print(" ".join(vm.args))
         return
+    # SIGTERM (a script's kill, systemd) stops the VM as Ctrl-C does,
+    # rather than leaving its QEMU running with no one to stop it; and
+    # the one way a background job of a shell without job control, which
+    # ignores SIGINT, can be told to stop.
+    signal.signal(signal.SIGTERM, _interrupt)
     vm.start()
     try:
         vm.wait_loaded()
         vm.run()
         print(f"VM {args.name} running (files in {workdir}; ports "
-              f"{json.dumps(vm.ports)}); Ctrl-C stops it", flush=True)
+              f"{json.dumps(vm.ports)}); Ctrl-C or SIGTERM stops it",
+              flush=True)
         vm.proc.wait()
     except KeyboardInterrupt:
         pass

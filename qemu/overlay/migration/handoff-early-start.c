@@ -591,6 +591,35 @@ static void demand_chunk(uint64_t chunk, void *opaque)
     }
 }
 
+/*
+ * The faults whose segments are applied now, by whichever path (asked
+ * for, or reached in the background): checked placed, their waits
+ * counted.
+ */
+static void retire_pending_faults(HandoffEarlyStart *es)
+{
+    guint i = 0;
+
+    while (i < es->pending_faults->len) {
+        PendingFault *f = &g_array_index(es->pending_faults, PendingFault, i);
+
+        if (es->applied[f->segment]) {
+            int64_t waited = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) -
+                             f->since;
+
+            check_placed(es, f->region, f->page);
+            /* What an accessor (a vCPU, mostly) was blocked for. */
+            qatomic_set(&es->fault_wait_ns, es->fault_wait_ns + waited);
+            if (waited > es->fault_wait_max_ns) {
+                qatomic_set(&es->fault_wait_max_ns, waited);
+            }
+            g_array_remove_index_fast(es->pending_faults, i);
+        } else {
+            i++;
+        }
+    }
+}
+
 /* What waited for segments not in yet, served as far as they are now. */
 static void retry_pending(HandoffEarlyStart *es)
 {
@@ -616,25 +645,7 @@ static void retry_pending(HandoffEarlyStart *es)
             i++;
         }
     }
-    i = 0;
-    while (i < es->pending_faults->len) {
-        PendingFault *f = &g_array_index(es->pending_faults, PendingFault, i);
-
-        if (es->applied[f->segment]) {
-            int64_t waited = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) -
-                             f->since;
-
-            check_placed(es, f->region, f->page);
-            /* What an accessor (a vCPU, mostly) was blocked for. */
-            qatomic_set(&es->fault_wait_ns, es->fault_wait_ns + waited);
-            if (waited > es->fault_wait_max_ns) {
-                qatomic_set(&es->fault_wait_max_ns, waited);
-            }
-            g_array_remove_index_fast(es->pending_faults, i);
-        } else {
-            i++;
-        }
-    }
+    retire_pending_faults(es);
 }
 
 /* What the feed's sender said: segments in the file. */
@@ -750,6 +761,7 @@ static void *early_start_thread(void *opaque)
         serve_disk_demand(es);
         read_feed(es);
         backlog_submit(es);
+        retire_pending_faults(es);
         while (next < es->count && es->applied[next]) {
             next++;
         }
@@ -769,6 +781,7 @@ static void *early_start_thread(void *opaque)
         }
         wait_events(es, wait);
     }
+    retire_pending_faults(es);          /* the last ones applied */
     {
         int rc = handoff_decoder_finish(es->load.dec);
 
