@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -23,6 +24,7 @@ from qemu_handoff.identity import assert_same_vm
 from qemu_handoff.guest import QEMU_IMG, GuestVM, free_tcp_port
 from qemu_handoff.wan import loopback_relay
 
+from host_gdb import HeldThread, qemu_source_line
 from stream_surgery import HandoffTailDropper
 
 
@@ -117,6 +119,38 @@ def test_plain_migrate_into_handoff_destination(tmp_path, base, vms,
         src.qmp.cmd("cont")
     else:
         assert info["status"] == "failed", info
+    assert_source_runs_on(src)
+
+
+def test_plain_migrate_refusal_outlasts_a_slow_return_path(tmp_path, base,
+                                                           vms):
+    """The race behind a CI failure, opened at will: the source's
+    return-path thread is held on the destination's verdict until the
+    destination has exited and the outgoing stream has run into the
+    closed connection. The verdict, not "Unable to write to socket",
+    must still be the source's error-desc (patch 0012 waits for the
+    return path, in a plain migration with one too)."""
+    src = start_from_base("src", str(tmp_path), base)
+    vms.append(src)
+    dst = start_destination("dst", str(tmp_path), base)
+    vms.append(dst)
+    src.qmp.cmd("migrate-set-capabilities", capabilities=[
+        {"capability": "return-path", "state": True}])
+    held = HeldThread(src.proc.pid, qemu_source_line(
+        "migration/migration.c", "case MIG_RP_MSG_HANDOFF_ERROR:"))
+    try:
+        src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{dst.port}")
+        held.wait_held(timeout=60)
+        code, log = wait_exit(dst)
+        # The stream's next write meets the reset well within this; the
+        # source waits up to 2 s for its return path.
+        time.sleep(0.5)
+    finally:
+        held.release()
+    assert code != 0 and code != -11, log
+    info = src.wait_migration()
+    assert info["status"] == "failed", info
+    assert "the source sent a 'ram' section" in info["error-desc"], info
     assert_source_runs_on(src)
 
 

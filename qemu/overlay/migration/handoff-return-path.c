@@ -66,6 +66,12 @@ void handoff_rp_lost(MigrationState *s, int err)
  * socket said. The check for EPIPE and ECONNRESET that stood here never
  * matched a write, and the cause depended on the race; it was lost once
  * in CI under load (test_killed_destination).
+ *
+ * A plain migration with a return path is called here too: aimed at a
+ * handoff destination it is refused with a reason on the return path,
+ * and the same race lost that reason once in CI under load
+ * (test_plain_migrate_into_handoff_destination). Not in postcopy, whose
+ * failed write must pause for recovery at once.
  */
 static bool cause_recorded(MigrationState *s)
 {
