@@ -28,12 +28,12 @@ class SegmentCutter {
   // it fits a segment with the segment header.
   Status Try(size_t at, size_t n, uint64_t seq, std::string* frame,
              bool* fits) {
-    uint64_t plain = 0;
+    FrameTally tally;
     HANDOFF_RETURN_IF_ERROR(EncodeRecordFrame(base_, &compressor_, mode_, seq,
                                               plain_.data() + at, n, frame,
-                                              &plain));
+                                              &tally));
     *fits = kSegmentHeaderSize + frame->size() <= kMaxSegmentBytes;
-    if (*fits) last_plain_ = plain;
+    if (*fits) last_tally_ = tally;
     return Status::Ok();
   }
 
@@ -52,7 +52,7 @@ class SegmentCutter {
       if (fits) {
         lo = n;
         frame->swap(trial);
-        plain_fit_ = last_plain_;
+        tally_fit_ = last_tally_;
       } else {
         hi = n;
       }
@@ -72,7 +72,8 @@ class SegmentCutter {
     return Status::Ok();
   }
 
-  uint64_t plain_fit() const { return plain_fit_; }
+  // The tally of the frame Cut returned.
+  const FrameTally& tally_fit() const { return tally_fit_; }
 
  private:
   const Base& base_;
@@ -81,8 +82,8 @@ class SegmentCutter {
   std::vector<Record> plain_;
   Compressor compressor_;
   size_t guess_ = 16;
-  uint64_t last_plain_ = 0;
-  uint64_t plain_fit_ = 0;
+  FrameTally last_tally_;
+  FrameTally tally_fit_;
 };
 
 uint32_t RegionFlag(const Base& base, uint8_t region) {
@@ -96,7 +97,7 @@ uint32_t RegionFlag(const Base& base, uint8_t region) {
 Status EncodeRecordFrame(const Base& base, Compressor* compressor,
                          const HandoffMode& mode, uint64_t frame_seq,
                          const Record* records, size_t count,
-                         std::string* frame, uint64_t* plain_bytes) {
+                         std::string* frame, FrameTally* tally) {
   FrameJob job;
   job.frame_seq = frame_seq;
   job.mode = mode;
@@ -110,7 +111,8 @@ Status EncodeRecordFrame(const Base& base, Compressor* compressor,
   job.records = static_cast<uint32_t>(count);
   EncodeFrame(base, compressor, &job);
   HANDOFF_RETURN_IF_ERROR(job.status);
-  *plain_bytes = job.plain.size();
+  tally->plain_bytes = job.plain.size();
+  tally->xor_chunks = job.xor_chunks;
   frame->swap(job.bytes);
   return Status::Ok();
 }
@@ -147,7 +149,8 @@ Status PackSegments(const Base& base, const HandoffMode& mode,
     segment += frame;
     out->segments.push_back(std::move(segment));
     out->deps.push_back(std::move(deps));
-    out->plain_bytes += cutter.plain_fit();
+    out->tally.plain_bytes += cutter.tally_fit().plain_bytes;
+    out->tally.xor_chunks += cutter.tally_fit().xor_chunks;
     at += n;
   }
   out->segment_of = std::move(segment_of);

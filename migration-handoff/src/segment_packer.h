@@ -24,11 +24,17 @@ struct RemoteRecord {
   size_t source = SIZE_MAX;   // kSelfRef: position of its source DATA
 };
 
+// What encoding frames produced, for the encoder's statistics.
+struct FrameTally {
+  uint64_t plain_bytes = 0;   // plaintext bytes of the frames
+  uint64_t xor_chunks = 0;    // DATA records sent as XOR deltas
+};
+
 struct PackedSegments {
   std::vector<std::string> segments;          // stored bytes, in order
   std::vector<std::vector<uint32_t>> deps;    // per segment, increasing
   std::vector<uint32_t> segment_of;           // per record
-  uint64_t plain_bytes = 0;
+  FrameTally tally;                           // of the frames kept
 };
 
 // Packs @records (in stream order; PINNED already set on sources) into
@@ -39,11 +45,12 @@ Status PackSegments(const Base& base, const HandoffMode& mode,
                     PackedSegments* out);
 
 // One frame holding @records, as EncodeFrame makes it (mode, XOR pass,
-// prefix list for DATA in PREFIX mode, stored when smaller).
+// prefix list for DATA in PREFIX mode, stored when smaller); *@tally is
+// this frame's alone.
 Status EncodeRecordFrame(const Base& base, Compressor* compressor,
                          const HandoffMode& mode, uint64_t frame_seq,
                          const Record* records, size_t count,
-                         std::string* frame, uint64_t* plain_bytes);
+                         std::string* frame, FrameTally* tally);
 
 }  // namespace handoff
 

@@ -287,7 +287,8 @@ Status SegmentWriter::Finish() {
   HANDOFF_RETURN_IF_ERROR(Sha256(stream_.data(), stream_.size(), &root_));
   for (const std::string& s : packed.segments) stream_ += s;
   frames_ += packed.segments.size();
-  plain_bytes_ += packed.plain_bytes;
+  plain_bytes_ += packed.tally.plain_bytes;
+  xor_chunks_ += packed.tally.xor_chunks;
   held_.clear();
   held_.shrink_to_fit();
   held_at_.clear();
@@ -337,15 +338,16 @@ Status SegmentWriter::BuildLocalFrames(std::vector<LocalRecord> local,
                RecordBodySize(records[at + n].kind, records[at + n].flags);
       n++;
     }
-    uint64_t plain_bytes = 0;
+    FrameTally tally;
     HANDOFF_RETURN_IF_ERROR(EncodeRecordFrame(*base_, &compressor, config_.mode,
                                               table->local_frames,
                                               records.data() + at, n, &frame,
-                                              &plain_bytes));
+                                              &tally));
     table->local += frame;
     table->local_frames++;
     frames_++;
-    plain_bytes_ += plain_bytes;
+    plain_bytes_ += tally.plain_bytes;
+    xor_chunks_ += tally.xor_chunks;
     at += n;
     if (table->local.size() > kMaxLocalBytes)
       return Status(HANDOFF_E_LENGTH_LIMIT,
@@ -435,6 +437,7 @@ void SegmentWriter::Stats(HandoffEncoderStats* s) const {
   s->mode = config_.mode;
   if (!finished_) return;  // the rest is known at finish
   s->plain_bytes = plain_bytes_;
+  s->xor_chunks = xor_chunks_;
   s->output_bytes = stream_.size();
   s->frames = frames_;
   s->ratio = s->input_bytes ? static_cast<double>(s->output_bytes) /

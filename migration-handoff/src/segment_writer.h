@@ -92,6 +92,7 @@ class SegmentWriter {
   std::atomic<uint64_t> chunks_[HANDOFF_REC_KINDS] = {};  // API slots
   uint64_t frames_ = 0;
   uint64_t plain_bytes_ = 0;
+  uint64_t xor_chunks_ = 0;   // of the frames kept (trials not counted)
 };
 
 }  // namespace handoff

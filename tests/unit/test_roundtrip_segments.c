@@ -221,6 +221,37 @@ static void test_record_counts(void)
     free(stream);
 }
 
+/* XOR deltas of a segmented stream of mixed_vm, as its statistics count
+ * them: only the frames kept, not the packer's trial frames. */
+static uint64_t segmented_xor_chunks(HandoffDelta delta)
+{
+    HandoffEncoderConfig cfg = config_for(HANDOFF_CODEC_ZSTD, 1, delta);
+    HandoffEncoderStats st = { .struct_size = sizeof(st) };
+    HandoffEncoder *enc = NULL;
+    uint8_t *stream;
+    size_t len = 0;
+
+    cfg.segmented = 1;
+    CU_ASSERT_EQUAL_FATAL(handoff_encoder_create(base, &cfg, &enc), 0);
+    CU_ASSERT_EQUAL(test_submit_all(enc, &mixed_vm, 1), 0);
+    CU_ASSERT_EQUAL(handoff_encoder_finish(enc), 0);
+    stream = test_pull_all(enc, &len);
+    CU_ASSERT_EQUAL(handoff_encoder_stats(enc, &st), 0);
+    handoff_encoder_free(enc);
+    free(stream);
+    return st.xor_chunks;
+}
+
+/* The 64 chunks mixed_vm changed in part are sent as XOR deltas; each is
+ * counted once, however many trial frames the packer made. */
+static void test_xor_delta_counts(void)
+{
+    uint64_t xor = segmented_xor_chunks(HANDOFF_DELTA_XOR);
+
+    CU_ASSERT(xor >= 64 && xor <= 208);
+    CU_ASSERT_EQUAL(segmented_xor_chunks(HANDOFF_DELTA_NONE), 0);
+}
+
 /* Applies segment @k after its missing dependencies, depth first: a
  * demand for @k. Before them, @k alone must be refused by name with no
  * write, and the decoder must go on. */
@@ -555,6 +586,7 @@ int main(void)
     CU_add_test(suite, "fed whole, lzma and zlib", test_fed_whole_lzma_zlib);
     CU_add_test(suite, "fed in pieces", test_fed_in_pieces);
     CU_add_test(suite, "record counts and root", test_record_counts);
+    CU_add_test(suite, "XOR deltas counted once", test_xor_delta_counts);
     CU_add_test(suite, "random demand orders", test_random_demand_orders);
     CU_add_test(suite, "every dependency-respecting order",
                 test_every_dependency_order);
