@@ -20,6 +20,7 @@ from .synthesis.launcher import free_port
 
 QEMU = os.path.join(BUILD, "qemu", "qemu-system-x86_64")
 QEMU_IMG = os.path.join(BUILD, "qemu", "qemu-img")
+QEMU_IO = os.path.join(BUILD, "qemu", "qemu-io")
 GUEST = os.path.join(BUILD, "guest")
 
 GUEST_MEM_MIB = 256

@@ -7,7 +7,8 @@ import pytest
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "race: races guest writes against handoff rounds; "
+        "markers", "race: races guest writes against handoff rounds, or an "
+        "early-started VM against its segments still arriving; "
         "HANDOFF_SOAK=N runs each such test N times (scripts/soak-races.sh)")
 
 

@@ -38,11 +38,10 @@ import pytest
 
 from qemu_handoff.bases import (create_base, start_from_base,
                                 wait_heartbeat_after)
-from qemu_handoff.guest import QEMU_IMG
-from qemu_handoff.paths import BUILD, TOP
+from qemu_handoff.guest import QEMU_IMG, QEMU_IO
+from qemu_handoff.paths import TOP
 
 TOOL = os.path.join(TOP, "scripts", "vm-breakdown.py")
-QEMU_IO = os.path.join(BUILD, "qemu", "qemu-io")
 MIB = 1 << 20
 CLUSTER = 64 << 10
 

@@ -21,7 +21,7 @@ from qemu_handoff.bases import (create_base, overlay_on, run_workload,
                                 start_destination, start_from_base,
                                 wait_heartbeat_after)
 from qemu_handoff.identity import assert_same_vm
-from qemu_handoff.guest import QEMU_IMG, GuestVM, free_tcp_port
+from qemu_handoff.guest import QEMU_IMG, QEMU_IO, GuestVM, free_tcp_port
 from qemu_handoff.wan import loopback_relay
 
 from host_gdb import HeldThread, qemu_source_line
@@ -206,8 +206,7 @@ def test_used_destination_overlay_is_refused(tmp_path, base, vms):
 
 def write_stale(overlay, offset, length):
     """Writes junk into a qcow2 overlay with qemu-io."""
-    qemu_io = os.path.join(os.path.dirname(QEMU_IMG), "qemu-io")
-    subprocess.run([qemu_io, "-f", "qcow2", "-c",
+    subprocess.run([QEMU_IO, "-f", "qcow2", "-c",
                     f"write -P 0x5a {offset} {length}", overlay],
                    check=True, capture_output=True)
 

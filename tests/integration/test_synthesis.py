@@ -28,6 +28,7 @@ import time
 
 import pytest
 
+from qemu_handoff.gdbstub import GDBStub
 from qemu_handoff.bases import (create_base, overlay_on, run_workload,
                                 start_from_base, wait_heartbeat_after)
 from qemu_handoff.identity import (assert_goes_on, assert_ram_unchanged,
@@ -497,6 +498,7 @@ def early_started(tmp_path, base, overlay, rate):
     return vm.start()
 
 
+@pytest.mark.race
 def test_early_start_loads_paused_vm_identical(tmp_path, saved, resaved,
                                               base, vms):
     """Early start on a paused VM: the load (device state included)
@@ -515,6 +517,7 @@ def test_early_start_loads_paused_vm_identical(tmp_path, saved, resaved,
     assert_is_saved_vm(saved, dst)
 
 
+@pytest.mark.race
 def test_early_start_runs_before_its_segments_are_in(tmp_path, saved,
                                                     resaved, base, vms):
     """Resumed, the VM runs once its device state is in: heartbeats go
@@ -545,6 +548,7 @@ def test_early_start_runs_before_its_segments_are_in(tmp_path, saved,
     assert_same_disk(saved.disk, dst.disk)
 
 
+@pytest.mark.race
 def test_early_start_serves_every_chunk_on_demand(tmp_path, saved, resaved,
                                                   base, vms):
     """With the background order held after its first segment (a rate of
@@ -567,6 +571,239 @@ def test_early_start_serves_every_chunk_on_demand(tmp_path, saved, resaved,
     assert done["demanded"] >= done["segments"] - 1, done
     assert done["faults"] > 0, done
     assert_is_saved_vm(saved, dst)
+
+
+
+# --- faults, kind by kind ------------------------------------------------------
+
+PAGE = 4096
+# Incompressible pages between two planted chunks in the order: 80 KiB of
+# stream, more than a segment (64 KiB), so each planted chunk is in a
+# segment of its own.
+FILLERS = 20
+RUNS = 7                    # of fillers: first, after each carried chunk
+DISK_AT = 1 << 20                       # the disk range the test writes
+DISK_CHUNKS = 16
+
+
+def disk_pattern(i):
+    return 0x10 + i
+
+
+class Planted:
+    """An early-start overlay of a VM with a chunk of every kind planted
+    at known places (pc.ram chunk numbers, disk chunk numbers), the RAM
+    dump and disk it was saved from, and the save's statistics."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def plant_page(gdb, chunk, data):
+    # The stub's packets are bounded (4 KiB of hex): a page in quarters.
+    for at in range(0, PAGE, 1024):
+        gdb.write(chunk * PAGE + at, data[at:at + 1024])
+
+
+def untouched_pages(dump, base_ram):
+    """pc.ram chunks of the upper half of RAM that still hold the base's
+    bytes: (those that are not zero, those that are). Nothing a device
+    holds (virtio rings, buffers) is planted over: the device load would
+    fault on it before the test reads."""
+    same, empty = [], []
+    zeros = bytes(PAGE)
+    with open(dump, "rb") as now, open(base_ram, "rb") as was:
+        half = os.path.getsize(dump) // PAGE // 2
+        now.seek(half * PAGE)
+        was.seek(half * PAGE)
+        for chunk in range(half, 2 * half):
+            page = now.read(PAGE)
+            if page == was.read(PAGE):
+                (empty if page == zeros else same).append(chunk)
+    return same, empty
+
+
+@pytest.fixture(scope="module")
+def planted(module_tmp, base):
+    """A VM stopped after boot, given one chunk of each kind through its
+    gdbstub and qemu-io, saved with an order that puts each carried one in
+    a segment of its own (FILLERS random pages between them):
+
+    - base: a page left as the base has it (no record at all);
+    - zero: a base page zeroed (a local ZERO record);
+    - base-ref: a page given another base page's bytes (a local reference);
+    - data: random bytes; delta: a base page with 16 bytes flipped (an
+      XOR delta against the base, read from the base when it is applied);
+    - self-ref: a second copy of a page sent earlier in the order (its
+      segment depends on that page's);
+    - disk: two chunks of a 64 KiB range written, each with a pattern of
+      its own, in segments of their own."""
+    work = module_tmp / "planted"
+    work.mkdir()
+    with open(os.path.join(base, "base.json")) as f:
+        base_ram = os.path.join(base, json.load(f)["memory"][0]["file"])
+    src = start_from_base("src", str(work), base, gdb=True)
+    try:
+        src.wait_serial(r"^heartbeat \d+\r?$")
+        src.qmp.cmd("stop")
+        _, dump = src.ram_digest()
+        same, empty = untouched_pages(dump, base_ram)
+        # Random bytes go on free memory (zero, as in the base).
+        assert len(same) >= 40 and len(empty) >= RUNS * FILLERS + 3, \
+            (len(same), len(empty))
+        fillers = empty[-RUNS * FILLERS:]
+        kinds = dict(zip(["base", "zero", "base-ref", "delta", "donor"],
+                         same[::len(same) // 5]))
+        kinds.update(zip(["data", "self-first", "self-ref"],
+                         empty[-RUNS * FILLERS - 3:-RUNS * FILLERS]))
+        gdb = GDBStub(src.gdb_path)
+        with open(base_ram, "rb") as f:
+            def base_page(chunk):
+                f.seek(chunk * PAGE)
+                return f.read(PAGE)
+            for chunk in fillers:
+                plant_page(gdb, chunk, os.urandom(PAGE))
+            plant_page(gdb, kinds["zero"], bytes(PAGE))
+            plant_page(gdb, kinds["base-ref"], base_page(kinds["donor"]))
+            plant_page(gdb, kinds["data"], os.urandom(PAGE))
+            delta = bytearray(base_page(kinds["delta"]))
+            delta[1000:1016] = bytes(b ^ 0x5a for b in delta[1000:1016])
+            plant_page(gdb, kinds["delta"], bytes(delta))
+            twin = os.urandom(PAGE)
+            plant_page(gdb, kinds["self-first"], twin)
+            plant_page(gdb, kinds["self-ref"], twin)
+        gdb.close()
+        # A pattern of its own per chunk: equal chunks would be self
+        # references travelling with their source.
+        for i in range(DISK_CHUNKS):
+            answer = src.qmp.hmp(f'qemu-io virtio0 "write -q -P '
+                                 f'{disk_pattern(i):#x} '
+                                 f'{DISK_AT + i * PAGE} {PAGE}"')
+            assert answer == "", answer
+        disk_read, disk_written = DISK_AT // PAGE, DISK_AT // PAGE + 2
+        runs = [[("pc.ram", c) for c in fillers[i::RUNS]]
+                for i in range(RUNS)]
+        carried = [("pc.ram", kinds["self-first"]), ("pc.ram", kinds["data"]),
+                   ("pc.ram", kinds["delta"]), ("pc.ram", kinds["self-ref"]),
+                   ("disk", disk_read), ("disk", disk_written)]
+        entries = runs[0]
+        for chunk, run in zip(carried, runs[1:]):
+            entries += [chunk, *run]
+        order = work / "planted.order"
+        write_order(order, entries)
+        path = work / "planted.overlay"
+        info = save_overlay(src, path, early_start_order=str(order),
+                            compression="zstd-3+xor")
+        _, dump = src.ram_digest()
+        return Planted(path=str(path), disk=src.disk, ram_dump=dump,
+                       kinds=kinds, disk_read=disk_read,
+                       disk_written=disk_written, stats=info["handoff"])
+    finally:
+        src.stop()
+
+
+def settled(vm):
+    """Once what the device load asked for is applied: the counts hold
+    still for half a second."""
+    deadline = time.monotonic() + 30
+    last = early_start_info(vm)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = early_start_info(vm)
+        if now == last:
+            return now
+        last = now
+    raise TimeoutError(f"early start still moving: {last}")
+
+
+def read_page(vm, chunk, into):
+    vm.qmp.cmd("pmemsave", val=chunk * PAGE, size=PAGE, filename=into)
+    with open(into, "rb") as f:
+        return f.read()
+
+
+def saved_page(dump, chunk):
+    with open(dump, "rb") as f:
+        f.seek(chunk * PAGE)
+        return f.read(PAGE)
+
+
+def test_early_start_faults_on_every_kind_of_chunk(tmp_path, planted, base,
+                                                   vms):
+    """Each kind of chunk read before the background order reaches it
+    (held after its first segment): base, zero and base-reference chunks
+    are in place from the start (no fault, nothing asked for); data,
+    delta and self-reference chunks fault once and get their own segment
+    (the self-reference's with the segment it depends on, whose chunk
+    then reads without a fault); a disk read waits for its chunk's
+    segment, a 512-byte write into a chunk not in yet waits for it too
+    and lands on it. Every chunk reads as saved; at the end RAM and disk
+    are the saved VM's (the disk with that write)."""
+    stats = planted.stats
+    for kind in ("zero", "base-ref", "self-ref", "xor-delta"):
+        assert stats[kind] >= 1, (kind, stats)
+    expected_disk = str(tmp_path / "expected.qcow2")
+    subprocess.run([vm_lib.QEMU_IMG, "create", "-q", "-f", "qcow2", "-F",
+                    "qcow2", "-b", planted.disk, expected_disk], check=True)
+    dst = early_started(tmp_path, base, planted.path, 1)
+    vms.append(dst)
+    assert dst.wait_incoming()["status"] == "completed"
+    page_file = str(tmp_path / "page")
+    settled(dst)
+
+    def read(kind):
+        before = early_start_info(dst)
+        chunk = planted.kinds[kind]
+        got = read_page(dst, chunk, page_file)
+        assert got == saved_page(planted.ram_dump, chunk), kind
+        # The accessor wakes as its page is placed, before the count.
+        after = settled(dst)
+        assert after["status"] == "active", after
+        return (after["faults"] - before["faults"],
+                after["demanded"] - before["demanded"])
+
+    for kind in ("base", "zero", "base-ref"):
+        assert read(kind) == (0, 0), kind
+    faults, demanded = read("self-ref")
+    assert faults == 1 and demanded == 2, (faults, demanded)
+    assert read("self-first") == (0, 0)
+    for kind in ("data", "delta"):
+        assert read(kind) == (1, 1), kind
+
+    def disk_demands():
+        return settled(dst)["disk-demands"]
+
+    before = disk_demands()
+    at = planted.disk_read * PAGE
+    answer = dst.qmp.hmp(f'qemu-io virtio0 "read -q -P '
+                         f'{disk_pattern(planted.disk_read - DISK_AT // PAGE):#x} '
+                         f'{at} 4k"')
+    assert answer == "", answer
+    assert disk_demands() > before
+    before = disk_demands()
+    at = planted.disk_written * PAGE + 512
+    write = f"write -q -P 0x77 {at} 512"
+    answer = dst.qmp.hmp(f'qemu-io virtio0 "{write}"')
+    assert answer == "", answer
+    assert disk_demands() > before
+    mine = disk_pattern(planted.disk_written - DISK_AT // PAGE)
+    for offset, pattern in ((at - 512, mine), (at, 0x77), (at + 512, mine)):
+        answer = dst.qmp.hmp(f'qemu-io virtio0 "read -q -P {pattern:#x} '
+                             f'{offset} 512"')
+        assert answer == "", answer
+    subprocess.run([vm_lib.QEMU_IO, "-c", write, expected_disk],
+                   check=True, capture_output=True)
+
+    size = next(b["inserted"]["image"]["virtual-size"]
+                for b in dst.qmp.cmd("query-block") if b.get("inserted"))
+    answer = dst.qmp.hmp(f'qemu-io virtio0 "read -q 0 {size}"')
+    assert answer == "", answer
+    dst.ram_digest()                    # every other carried page faults
+    done = wait_early_start_completed(dst, timeout=60)
+    assert done["segments-applied"] == done["segments"], done
+    dst.qmp.cmd("stop")                 # flushes its disk
+    assert_same_disk(expected_disk, dst.disk)
+    assert_same_ram(planted.ram_dump, dst)
 
 
 def test_early_start_quit_before_the_end_names_the_disk_incomplete(
@@ -659,6 +896,7 @@ def test_early_start_fed_asks_for_what_waits(tmp_path, saved, resaved, base,
     assert_is_saved_vm(saved, dst)
 
 
+@pytest.mark.race
 def test_early_start_fed_runs_while_segments_arrive(tmp_path, saved, resaved,
                                                    base, vms):
     """Resumed at once, the VM runs on the segments a sender writes at
@@ -2037,6 +2275,7 @@ def test_service_early_start_ends_with_a_bad_client(tmp_path, resaved,
         service.stop()
 
 
+@pytest.mark.race
 def test_service_early_start_over_wan(tmp_path, saved, resaved, base):
     """An early-start overlay through the service, over mutual TLS and a
     20 Mbit/s, 50 ms link: the VM runs, confined, once everything but the
