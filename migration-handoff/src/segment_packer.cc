@@ -2,10 +2,12 @@
 #include "segment_packer.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include "format.h"
 #include "frame_job.h"
 #include "segment_table.h"
+#include "workers.h"
 
 namespace handoff {
 namespace {
@@ -15,21 +17,60 @@ namespace {
 constexpr size_t kMaxRecordsPerFrame =
     kMaxPlainLength / (kRecordHeaderSize + kChunkSize);
 
+// Records a part holds: a part is cut into segments by one thread, on its
+// own. Parts are fixed by record count (16 MiB of chunks), not by the
+// number of threads, so the stream is the same whatever the threads; a
+// part's last segment may be less full.
+constexpr size_t kRecordsPerPart = 4096;
+
+// One part's segments: their frames (numbered from 0 until the part is
+// placed) and how many records each holds.
+struct PartCut {
+  std::vector<std::string> frames;
+  std::vector<size_t> counts;
+  FrameTally tally;
+  Status status;
+};
+
+// A segment's frame is aimed at this much of a segment's room (31/32)
+// and taken once it fills 15/16 of it: a few percent more segments, and
+// one or two trials for most instead of a search to the last record.
+constexpr size_t kRoom = kMaxSegmentBytes - kSegmentHeaderSize;
+constexpr double kAim = kRoom * 31.0 / 32.0;
+constexpr size_t kFullEnough = kRoom / 16 * 15;
+
+// The next count to try, strictly between @lo (fits, @lo_size bytes; 0:
+// none known) and @hi (does not, @hi_size bytes; @left + 1: none known):
+// where a straight line through what was seen meets the aim.
+size_t NextTrial(size_t lo, size_t lo_size, size_t hi, size_t hi_size,
+                 size_t left) {
+  double n;
+  if (lo == 0)  // only a count too many: scale it down
+    n = static_cast<double>(hi) * kAim / static_cast<double>(hi_size);
+  else if (hi == left + 1)  // only a count that fits: scale it up
+    n = static_cast<double>(lo) * kAim / static_cast<double>(lo_size);
+  else if (hi_size > lo_size)
+    n = static_cast<double>(lo) + static_cast<double>(hi - lo) *
+                                      (kAim - static_cast<double>(lo_size)) /
+                                      static_cast<double>(hi_size - lo_size);
+  else
+    n = static_cast<double>(lo + (hi - lo) / 2);
+  const size_t want = n < 1 ? 1 : static_cast<size_t>(n);
+  if (want <= lo || want >= hi) return lo + (hi - lo) / 2;
+  return want;
+}
+
 class SegmentCutter {
  public:
   SegmentCutter(const Base& base, const HandoffMode& mode,
-                const std::vector<RemoteRecord>& records)
-      : base_(base), mode_(mode), records_(records) {
-    plain_.reserve(records.size());
-    for (const RemoteRecord& r : records) plain_.push_back(r.rec);
-  }
+                const std::vector<Record>& plain)
+      : base_(base), mode_(mode), plain_(plain) {}
 
-  // Encodes records [@at, @at + @n) as frame @seq into *@frame; whether
-  // it fits a segment with the segment header.
-  Status Try(size_t at, size_t n, uint64_t seq, std::string* frame,
-             bool* fits) {
+  // Encodes records [@at, @at + @n) as one frame into *@frame; whether it
+  // fits a segment with the segment header.
+  Status Try(size_t at, size_t n, std::string* frame, bool* fits) {
     FrameTally tally;
-    HANDOFF_RETURN_IF_ERROR(EncodeRecordFrame(base_, &compressor_, mode_, seq,
+    HANDOFF_RETURN_IF_ERROR(EncodeRecordFrame(base_, &compressor_, mode_, 0,
                                               plain_.data() + at, n, frame,
                                               &tally));
     *fits = kSegmentHeaderSize + frame->size() <= kMaxSegmentBytes;
@@ -37,34 +78,36 @@ class SegmentCutter {
     return Status::Ok();
   }
 
-  // The most records from @at that fit one segment, searched from the
-  // previous segment's count (neighbouring data compresses alike, so one
-  // more usually does not fit: two trials), galloping away from it until
-  // bracketed, then bisecting; the frame in *@frame.
-  Status Cut(size_t at, uint64_t seq, size_t* count, std::string* frame) {
-    const size_t left = std::min(records_.size() - at, kMaxRecordsPerFrame);
+  // Records from @at (before @end) for one segment, filling at least
+  // 15/16 of it when they can; the frame in *@frame. Each trial
+  // compresses the whole frame (lzma-6 on up to 4 MiB of plaintext when
+  // the data compresses well), so trials are few: the first at the
+  // previous segment's count (neighbouring data compresses alike), the
+  // next where the sizes seen so far put the aim (a frame's size grows
+  // about linearly with its records), bisecting only when that says
+  // nothing new. A frame that fits with less room left than its own
+  // average record is as full as it gets.
+  Status Cut(size_t at, size_t end, size_t* count, std::string* frame) {
+    const size_t left = std::min(end - at, kMaxRecordsPerFrame);
     size_t lo = 0, hi = left + 1;  // lo fits (0: none known), hi does not
-    size_t n = std::clamp<size_t>(guess_, 1, left), step = 1;
+    size_t lo_size = 0, hi_size = 0;
+    size_t n = std::clamp<size_t>(guess_, 1, left);
     std::string trial;
     bool fits = false;
     while (lo + 1 < hi) {
-      HANDOFF_RETURN_IF_ERROR(Try(at, n, seq, &trial, &fits));
+      HANDOFF_RETURN_IF_ERROR(Try(at, n, &trial, &fits));
       if (fits) {
         lo = n;
+        lo_size = trial.size();
+        if (lo_size >= kFullEnough || kRoom - lo_size < lo_size / n)
+          hi = std::min(hi, n + 1);
         frame->swap(trial);
         tally_fit_ = last_tally_;
       } else {
         hi = n;
+        hi_size = trial.size();
       }
-      if (hi == left + 1) {  // no count known not to fit: go up
-        n = std::min(left, lo + step);
-        step *= 2;
-      } else if (lo == 0) {  // none known to fit: go down
-        n = hi > step ? hi - step : 1;
-        step *= 2;
-      } else {
-        n = lo + (hi - lo) / 2;
-      }
+      if (lo + 1 < hi) n = NextTrial(lo, lo_size, hi, hi_size, left);
     }
     if (lo == 0)  // one record always fits: 56 + 4120 bytes stored
       return Status(HANDOFF_E_INTERNAL, "a single record does not fit a segment");
@@ -78,13 +121,57 @@ class SegmentCutter {
  private:
   const Base& base_;
   const HandoffMode& mode_;
-  const std::vector<RemoteRecord>& records_;
-  std::vector<Record> plain_;
+  const std::vector<Record>& plain_;
   Compressor compressor_;
   size_t guess_ = 16;
   FrameTally last_tally_;
   FrameTally tally_fit_;
 };
+
+// Cuts records [@begin, @end) into segments.
+void CutPart(const Base& base, const HandoffMode& mode,
+             const std::vector<Record>& plain, size_t begin, size_t end,
+             PartCut* out) {
+  SegmentCutter cutter(base, mode, plain);
+  for (size_t at = begin; at < end;) {
+    size_t n = 0;
+    std::string frame;
+    out->status = cutter.Cut(at, end, &n, &frame);
+    if (!out->status.ok()) return;
+    out->frames.push_back(std::move(frame));
+    out->counts.push_back(n);
+    out->tally.plain_bytes += cutter.tally_fit().plain_bytes;
+    out->tally.xor_chunks += cutter.tally_fit().xor_chunks;
+    at += n;
+  }
+}
+
+// Cuts every part, @threads at a time.
+Status CutParts(const Base& base, const HandoffMode& mode,
+                const std::vector<Record>& plain, unsigned threads,
+                std::vector<PartCut>* parts) {
+  parts->resize((plain.size() + kRecordsPerPart - 1) / kRecordsPerPart);
+  std::atomic<size_t> next{0};
+  const unsigned n = static_cast<unsigned>(
+      std::clamp<size_t>(parts->size(), 1, std::max(threads, 1u)));
+  HANDOFF_RETURN_IF_ERROR(RunParallel(n, [&](unsigned) {
+    for (size_t p; (p = next.fetch_add(1)) < parts->size();)
+      CutPart(base, mode, plain, p * kRecordsPerPart,
+              std::min(plain.size(), (p + 1) * kRecordsPerPart),
+              &(*parts)[p]);
+  }));
+  for (const PartCut& part : *parts) HANDOFF_RETURN_IF_ERROR(part.status);
+  return Status::Ok();
+}
+
+// Gives @frame its number in the stream: parts are cut before they know
+// where their segments fall.
+void NumberFrame(std::string* frame, uint64_t seq) {
+  uint8_t* p = reinterpret_cast<uint8_t*>(frame->data());
+  FrameHeader h = ReadFrameHeaderUnchecked(p);
+  h.frame_seq = seq;
+  SerializeFrameHeader(h, p);
+}
 
 uint32_t RegionFlag(const Base& base, uint8_t region) {
   return base.geometry().regions()[region].kind == HANDOFF_REGION_DISK
@@ -119,39 +206,45 @@ Status EncodeRecordFrame(const Base& base, Compressor* compressor,
 
 Status PackSegments(const Base& base, const HandoffMode& mode,
                     uint64_t first_frame,
-                    const std::vector<RemoteRecord>& records,
+                    const std::vector<RemoteRecord>& records, unsigned threads,
                     PackedSegments* out) {
-  SegmentCutter cutter(base, mode, records);
+  std::vector<Record> plain;
+  plain.reserve(records.size());
+  for (const RemoteRecord& r : records) plain.push_back(r.rec);
+  std::vector<PartCut> parts;
+  HANDOFF_RETURN_IF_ERROR(CutParts(base, mode, plain, threads, &parts));
   std::vector<uint32_t> segment_of(records.size());
-  std::string frame;
-  for (size_t at = 0; at < records.size();) {
-    const uint32_t number = static_cast<uint32_t>(out->segments.size());
-    if (number >= kMaxSegments)
-      return Status(HANDOFF_E_LENGTH_LIMIT,
-                    "more than " + std::to_string(kMaxSegments) + " segments");
-    size_t n = 0;
-    HANDOFF_RETURN_IF_ERROR(cutter.Cut(at, first_frame + number, &n, &frame));
-    SegmentHeader h;
-    h.number = number;
-    h.frame_count = 1;
-    std::vector<uint32_t> deps;
-    for (size_t i = at; i < at + n; i++) {
-      segment_of[i] = number;
-      h.flags |= RegionFlag(base, records[i].rec.region);
-      if (records[i].rec.kind == RecordKind::kSelfRef &&
-          segment_of[records[i].source] != number)
-        deps.push_back(segment_of[records[i].source]);
+  size_t at = 0;
+  for (PartCut& part : parts) {
+    for (size_t f = 0; f < part.frames.size(); f++) {
+      const uint32_t number = static_cast<uint32_t>(out->segments.size());
+      if (number >= kMaxSegments)
+        return Status(HANDOFF_E_LENGTH_LIMIT,
+                      "more than " + std::to_string(kMaxSegments) + " segments");
+      SegmentHeader h;
+      h.number = number;
+      h.frame_count = 1;
+      std::vector<uint32_t> deps;
+      for (size_t i = at; i < at + part.counts[f]; i++) {
+        segment_of[i] = number;
+        h.flags |= RegionFlag(base, records[i].rec.region);
+        if (records[i].rec.kind == RecordKind::kSelfRef &&
+            segment_of[records[i].source] != number)
+          deps.push_back(segment_of[records[i].source]);
+      }
+      std::sort(deps.begin(), deps.end());
+      deps.erase(std::unique(deps.begin(), deps.end()), deps.end());
+      NumberFrame(&part.frames[f], first_frame + number);
+      std::string segment(kSegmentHeaderSize, '\0');
+      SerializeSegmentHeader(h, reinterpret_cast<uint8_t*>(segment.data()));
+      segment += part.frames[f];
+      std::string().swap(part.frames[f]);
+      out->segments.push_back(std::move(segment));
+      out->deps.push_back(std::move(deps));
+      at += part.counts[f];
     }
-    std::sort(deps.begin(), deps.end());
-    deps.erase(std::unique(deps.begin(), deps.end()), deps.end());
-    std::string segment(kSegmentHeaderSize, '\0');
-    SerializeSegmentHeader(h, reinterpret_cast<uint8_t*>(segment.data()));
-    segment += frame;
-    out->segments.push_back(std::move(segment));
-    out->deps.push_back(std::move(deps));
-    out->tally.plain_bytes += cutter.tally_fit().plain_bytes;
-    out->tally.xor_chunks += cutter.tally_fit().xor_chunks;
-    at += n;
+    out->tally.plain_bytes += part.tally.plain_bytes;
+    out->tally.xor_chunks += part.tally.xor_chunks;
   }
   out->segment_of = std::move(segment_of);
   return Status::Ok();

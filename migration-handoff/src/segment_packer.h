@@ -38,10 +38,11 @@ struct PackedSegments {
 };
 
 // Packs @records (in stream order; PINNED already set on sources) into
-// segments whose frames are numbered from @first_frame.
+// segments whose frames are numbered from @first_frame, compressing on
+// up to @threads threads. The result does not depend on @threads.
 Status PackSegments(const Base& base, const HandoffMode& mode,
                     uint64_t first_frame,
-                    const std::vector<RemoteRecord>& records,
+                    const std::vector<RemoteRecord>& records, unsigned threads,
                     PackedSegments* out);
 
 // One frame holding @records, as EncodeFrame makes it (mode, XOR pass,

@@ -8,6 +8,7 @@
 #include "chunk.h"
 #include "compression_policy.h"
 #include "dedup.h"
+#include "workers.h"
 
 namespace handoff {
 
@@ -278,8 +279,12 @@ Status SegmentWriter::Finish() {
   HANDOFF_RETURN_IF_ERROR(
       BuildLocalFrames(std::move(local), remote.size() + 1, &table));
   PackedSegments packed;
+  const unsigned threads = config_.threads
+                              ? std::min(config_.threads, kMaxThreads)
+                              : DefaultWorkers();
   HANDOFF_RETURN_IF_ERROR(PackSegments(*base_, config_.mode,
-                                       table.local_frames, remote, &packed));
+                                       table.local_frames, remote, threads,
+                                       &packed));
   HANDOFF_RETURN_IF_ERROR(CheckPinnedBound(remote, packed));
   HANDOFF_RETURN_IF_ERROR(BuildTable(packed, &table));
   BuildIndex(remote, packed, &table);

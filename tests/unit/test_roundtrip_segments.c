@@ -252,6 +252,61 @@ static void test_xor_delta_counts(void)
     CU_ASSERT_EQUAL(segmented_xor_chunks(HANDOFF_DELTA_NONE), 0);
 }
 
+/* A VM whose records span several of the packer's parts (4096 records
+ * each, cut in parallel): text and random chunks, and a self reference
+ * whose source is in the first part, so that its segment depends on one
+ * another thread cut. */
+#define BIG_CHUNKS 5000
+static void test_parallel_cut_same_stream(void)
+{
+    TestVm big_base, big;
+    HandoffBase *bb;
+    uint8_t roots[3][HANDOFF_ROOT_SIZE];
+    unsigned threads[3] = { 1, 2, 3 };
+    uint8_t *stream = NULL;
+    size_t len = 0;
+    uint64_t i;
+    int t;
+
+    test_make_base_vm(&big_base, BIG_CHUNKS, 7);
+    bb = test_base_from_vm(&big_base);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bb);
+    test_vm_alloc(&big, BIG_CHUNKS);
+    for (i = 0; i < BIG_CHUNKS; i++) {
+        fill_text(big.mem + i * CHUNK, 77 * i + 1);
+        fill_random(big.disk + i * CHUNK, 77 * i + 2);
+    }
+    memcpy(big.disk + (BIG_CHUNKS - 1) * CHUNK, big.mem, CHUNK);
+    for (t = 0; t < 3; t++) {
+        HandoffEncoderConfig cfg = config_for(HANDOFF_CODEC_ZSTD, 1,
+                                              HANDOFF_DELTA_NONE);
+        TestSegments segs;
+        TestVm out;
+        uint32_t k, length;
+
+        cfg.threads = threads[t];
+        free(stream);
+        stream = test_encode_segmented(bb, &cfg, &big, &len, roots[t]);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(stream);
+        CU_ASSERT_EQUAL_FATAL(test_segments_open(stream, len, &segs), 0);
+        for (k = 0; k < segs.count; k++) {
+            CU_ASSERT_PTR_NOT_NULL(test_segment(&segs, stream, k, &length));
+            CU_ASSERT(length <= HANDOFF_SEGMENT_MAX_BYTES);
+        }
+        CU_ASSERT(segs.count > BIG_CHUNKS / 16);  /* random: 15 a segment */
+        handoff_segment_table_free(segs.table);
+        CU_ASSERT_EQUAL(test_decode(bb, &big_base, stream, len, &out), 0);
+        CU_ASSERT(test_vm_equal(&out, &big));
+        test_vm_free(&out);
+    }
+    CU_ASSERT_EQUAL(memcmp(roots[0], roots[1], HANDOFF_ROOT_SIZE), 0);
+    CU_ASSERT_EQUAL(memcmp(roots[0], roots[2], HANDOFF_ROOT_SIZE), 0);
+    free(stream);
+    test_vm_free(&big);
+    handoff_base_free(bb);
+    test_vm_free(&big_base);
+}
+
 /* Applies segment @k after its missing dependencies, depth first: a
  * demand for @k. Before them, @k alone must be refused by name with no
  * write, and the decoder must go on. */
@@ -587,6 +642,8 @@ int main(void)
     CU_add_test(suite, "fed in pieces", test_fed_in_pieces);
     CU_add_test(suite, "record counts and root", test_record_counts);
     CU_add_test(suite, "XOR deltas counted once", test_xor_delta_counts);
+    CU_add_test(suite, "parallel cut, same stream",
+                test_parallel_cut_same_stream);
     CU_add_test(suite, "random demand orders", test_random_demand_orders);
     CU_add_test(suite, "every dependency-respecting order",
                 test_every_dependency_order);
