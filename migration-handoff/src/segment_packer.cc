@@ -18,9 +18,9 @@ constexpr size_t kMaxRecordsPerFrame =
     kMaxPlainLength / (kRecordHeaderSize + kChunkSize);
 
 // Records a part holds: a part is cut into segments by one thread, on its
-// own. Parts are fixed by record count (16 MiB of chunks), not by the
-// number of threads, so the stream is the same whatever the threads; a
-// part's last segment may be less full.
+// own. Parts are fixed by record count (16 MiB of chunks; PartBounds),
+// not by the number of threads, so the stream is the same whatever the
+// threads; a part's last segment may be less full.
 constexpr size_t kRecordsPerPart = 4096;
 
 // One part's segments: their frames (numbered from 0 until the part is
@@ -63,8 +63,9 @@ size_t NextTrial(size_t lo, size_t lo_size, size_t hi, size_t hi_size,
 class SegmentCutter {
  public:
   SegmentCutter(const Base& base, const HandoffMode& mode,
-                const std::vector<Record>& plain)
-      : base_(base), mode_(mode), plain_(plain) {}
+                const std::vector<Record>& plain,
+                const std::vector<RemoteRecord>& records)
+      : base_(base), mode_(mode), plain_(plain), records_(records) {}
 
   // Encodes records [@at, @at + @n) as one frame into *@frame; whether it
   // fits a segment with the segment header.
@@ -111,8 +112,47 @@ class SegmentCutter {
     }
     if (lo == 0)  // one record always fits: 56 + 4120 bytes stored
       return Status(HANDOFF_E_INTERNAL, "a single record does not fit a segment");
+    HANDOFF_RETURN_IF_ERROR(KeepReferrers(at, end, &lo, frame));
     *count = guess_ = lo;
     return Status::Ok();
+  }
+
+  // A cut just after a source whose referrers follow it (GroupReferrers
+  // put them there) would give its segment a dependent, and a segment
+  // with dependents keeps every pinned copy it holds until they are
+  // applied (CheckPinnedBound): cut apart often, ocr's working set
+  // needed 27,000 pins against 215. So the referrers come along when
+  // they fit (they are a few bytes each), else the cut moves before the
+  // source; each costs one trial, only where a cut splits a group.
+  Status KeepReferrers(size_t at, size_t end, size_t* n, std::string* frame) {
+    const size_t left = std::min(end - at, kMaxRecordsPerFrame);
+    size_t run = 0, first_source = at + *n;
+    while (*n + run < left && Follows(at + *n + run, at)) {
+      first_source = std::min(first_source, records_[at + *n + run].source);
+      run++;
+    }
+    if (run == 0) return Status::Ok();
+    std::string trial;
+    bool fits = false;
+    HANDOFF_RETURN_IF_ERROR(Try(at, *n + run, &trial, &fits));
+    size_t take = *n + run;
+    if (!fits && first_source > at) {
+      take = first_source - at;
+      HANDOFF_RETURN_IF_ERROR(Try(at, take, &trial, &fits));
+    }
+    if (fits) {
+      *n = take;
+      frame->swap(trial);
+      tally_fit_ = last_tally_;
+    }
+    return Status::Ok();
+  }
+
+  // Whether record @i refers to a source at or after @at (in the segment
+  // being cut).
+  bool Follows(size_t i, size_t at) const {
+    return records_[i].rec.kind == RecordKind::kSelfRef &&
+           records_[i].source >= at && records_[i].source < i;
   }
 
   // The tally of the frame Cut returned.
@@ -122,6 +162,7 @@ class SegmentCutter {
   const Base& base_;
   const HandoffMode& mode_;
   const std::vector<Record>& plain_;
+  const std::vector<RemoteRecord>& records_;
   Compressor compressor_;
   size_t guess_ = 16;
   FrameTally last_tally_;
@@ -131,8 +172,8 @@ class SegmentCutter {
 // Cuts records [@begin, @end) into segments.
 void CutPart(const Base& base, const HandoffMode& mode,
              const std::vector<Record>& plain, size_t begin, size_t end,
-             PartCut* out) {
-  SegmentCutter cutter(base, mode, plain);
+             const std::vector<RemoteRecord>& records, PartCut* out) {
+  SegmentCutter cutter(base, mode, plain, records);
   for (size_t at = begin; at < end;) {
     size_t n = 0;
     std::string frame;
@@ -146,18 +187,36 @@ void CutPart(const Base& base, const HandoffMode& mode,
   }
 }
 
+// Where parts begin and end: every kRecordsPerPart records, each end
+// moved past the references that follow a source of its part (as
+// KeepReferrers does for a segment).
+std::vector<size_t> PartBounds(const std::vector<RemoteRecord>& records) {
+  std::vector<size_t> bounds{0};
+  while (bounds.back() < records.size()) {
+    const size_t begin = bounds.back();
+    size_t end = std::min(records.size(), begin + kRecordsPerPart);
+    while (end < records.size() &&
+           records[end].rec.kind == RecordKind::kSelfRef &&
+           records[end].source >= begin && records[end].source < end)
+      end++;
+    bounds.push_back(end);
+  }
+  return bounds;
+}
+
 // Cuts every part, @threads at a time.
 Status CutParts(const Base& base, const HandoffMode& mode,
-                const std::vector<Record>& plain, unsigned threads,
+                const std::vector<Record>& plain,
+                const std::vector<RemoteRecord>& records, unsigned threads,
                 std::vector<PartCut>* parts) {
-  parts->resize((plain.size() + kRecordsPerPart - 1) / kRecordsPerPart);
+  const std::vector<size_t> bounds = PartBounds(records);
+  parts->resize(bounds.size() - 1);
   std::atomic<size_t> next{0};
   const unsigned n = static_cast<unsigned>(
       std::clamp<size_t>(parts->size(), 1, std::max(threads, 1u)));
   HANDOFF_RETURN_IF_ERROR(RunParallel(n, [&](unsigned) {
     for (size_t p; (p = next.fetch_add(1)) < parts->size();)
-      CutPart(base, mode, plain, p * kRecordsPerPart,
-              std::min(plain.size(), (p + 1) * kRecordsPerPart),
+      CutPart(base, mode, plain, bounds[p], bounds[p + 1], records,
               &(*parts)[p]);
   }));
   for (const PartCut& part : *parts) HANDOFF_RETURN_IF_ERROR(part.status);
@@ -212,7 +271,8 @@ Status PackSegments(const Base& base, const HandoffMode& mode,
   plain.reserve(records.size());
   for (const RemoteRecord& r : records) plain.push_back(r.rec);
   std::vector<PartCut> parts;
-  HANDOFF_RETURN_IF_ERROR(CutParts(base, mode, plain, threads, &parts));
+  HANDOFF_RETURN_IF_ERROR(
+      CutParts(base, mode, plain, records, threads, &parts));
   std::vector<uint32_t> segment_of(records.size());
   size_t at = 0;
   for (PartCut& part : parts) {

@@ -169,9 +169,10 @@ void SegmentWriter::Classify(const std::vector<uint64_t>& order,
 // Moves every self reference the caller's order does not list to just
 // behind its source's DATA (behind the references already there), the
 // rest keeping their order, and numbers the records again in the new
-// order. A source and its unlisted referrers then share a segment unless
-// a cut falls between them, so a decoder holds a pinned copy only while
-// that segment is applied, not until the stream's end: the referrers of
+// order. A source and its unlisted referrers then share a segment (the
+// packer does not cut between them: KeepReferrers, PartBounds), so a
+// decoder holds a pinned copy only while that segment is applied, not
+// until the stream's end: the referrers of
 // a working-set chunk would otherwise follow it by address, and their
 // sources, up to every one of them, be held at once (ocr's overlay:
 // 48,928, some 200 MiB). A reference pulled forward is a few bytes of
@@ -267,6 +268,17 @@ Status SegmentWriter::Finish() {
     return Status(HANDOFF_E_STATE, finished_ ? "encoder already finished"
                                              : "an earlier finish failed");
   finish_attempted_ = true;
+  Status s = Lay();
+  if (!s.ok()) {
+    failure_ = s;
+    failed_.store(true);
+  }
+  return s;
+}
+
+// Finish's work, once: the records classified, grouped and packed, the
+// table written.
+Status SegmentWriter::Lay() {
   std::vector<RemoteRecord> remote;
   std::vector<LocalRecord> local = zero_runs_;
   Classify(RemoteOrder(), &remote, &local);
@@ -416,6 +428,11 @@ void SegmentWriter::BuildIndex(const std::vector<RemoteRecord>& remote,
 }
 
 Status SegmentWriter::Pull(uint8_t* buf, size_t cap, size_t* produced) {
+  // A puller waiting for the end learns that it never comes.
+  if (failed_.load()) {
+    *produced = 0;
+    return failure_;
+  }
   const size_t n = finished_ ? std::min(cap, stream_.size() - pulled_) : 0;
   if (n != 0) std::memcpy(buf, stream_.data() + pulled_, n);
   pulled_ += n;

@@ -41,6 +41,7 @@ class SegmentWriter {
   void Stats(HandoffEncoderStats* stats) const;
 
  private:
+  Status Lay();
   // What the writer knows of a global chunk.
   // kBaseRef: held, then found equal to a base chunk at Finish.
   enum ChunkState : uint8_t { kUnseen = 0, kHeld, kZero, kSame, kBaseRef };
@@ -86,6 +87,10 @@ class SegmentWriter {
   // chunks (turned some into base references), so a retry would write a
   // stream its own index contradicts.
   bool finish_attempted_ = false;
+  // A failed finish, for Pull on another thread: failure_ is written
+  // before failed_ is set and never after.
+  std::atomic<bool> failed_{false};
+  Status failure_;
   std::string stream_;
   std::atomic<size_t> pulled_{0};
   Sha256Digest root_ = {};

@@ -313,11 +313,15 @@ int WriteStream(HandoffEncoder* enc, const HandoffBase* base,
   }
   int rc = SubmitImages(enc, base, images, o.random);
   if (rc != 0) {
-    // Unblock and stop the writer before reporting.
+    // Unblock and stop the writer before reporting (a failed finish has
+    // already told it), and report why, not the second finish's answer.
+    const std::string why = handoff_last_error_message();
     handoff_encoder_finish(enc);
     writer.Join();
     fclose(out);
-    return Fail("encode", rc);
+    fprintf(stderr, "qemu-handoff encode: %s\n",
+            why.empty() ? handoff_error_name(rc) : why.c_str());
+    return 1;
   }
   writer.Join();
   double seconds = NowSeconds() - t0;
