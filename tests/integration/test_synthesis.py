@@ -933,13 +933,13 @@ def other_digest(spool):
         f.write(bytes(b ^ 0xff for b in digest))
 
 
-@pytest.mark.parametrize("how", ["have-past-the-end", "closed-early",
-                                 "digest"])
+@pytest.mark.parametrize("how", ["have-past-the-end", "have-cut-in-half",
+                                 "closed-early", "digest"])
 def test_early_start_feed_refusals(tmp_path, resaved, base, how):
     """A feed that names a segment the table lacks, or ends before every
-    segment is in, ends QEMU naming it; so does a file whose digest, when
-    it is whole at last, is not its header's (the device state it ran on
-    was not the overlay's)."""
+    segment is in (also inside a message), ends QEMU naming it; so does a
+    file whose digest, when it is whole at last, is not its header's (the
+    device state it ran on was not the overlay's)."""
     vm, ours, spool = fed_qemu(tmp_path, base, resaved.path,
                                other_digest if how == "digest" else None)
     try:
@@ -954,6 +954,11 @@ def test_early_start_feed_refusals(tmp_path, resaved, base, how):
             if how == "have-past-the-end":
                 ours.sendall(early_feed.have(count))
                 cause = rf"HAVE names segment {count} of {count}"
+            elif how == "have-cut-in-half":
+                # Half a HAVE is no HAVE: nothing is taken as in.
+                ours.sendall(early_feed.have(0)[:4])
+                ours.close()
+                cause = rf"segment feed closed with 0 of {count} segments in"
             else:
                 ours.close()
                 cause = rf"segment feed closed with 0 of {count} segments in"
