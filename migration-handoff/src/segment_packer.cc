@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <new>
+#include <string>
 
 #include "format.h"
 #include "frame_job.h"
@@ -95,8 +97,12 @@ class SegmentCutter {
     size_t n = std::clamp<size_t>(guess_, 1, left);
     std::string trial;
     bool fits = false;
+    int same_side = 0;  // trials in a row that moved the same end
+    bool last_fit = false;
     while (lo + 1 < hi) {
       HANDOFF_RETURN_IF_ERROR(Try(at, n, &trial, &fits));
+      same_side = fits == last_fit ? same_side + 1 : 1;
+      last_fit = fits;
       if (fits) {
         lo = n;
         lo_size = trial.size();
@@ -108,7 +114,12 @@ class SegmentCutter {
         hi = n;
         hi_size = trial.size();
       }
-      if (lo + 1 < hi) n = NextTrial(lo, lo_size, hi, hi_size, left);
+      // A straight line can keep missing on one side (sparse records,
+      // then random ones): after two such trials, bisect.
+      if (lo + 1 < hi)
+        n = same_side >= 2 && lo != 0 && hi != left + 1
+                ? lo + (hi - lo) / 2
+                : NextTrial(lo, lo_size, hi, hi_size, left);
     }
     if (lo == 0)  // one record always fits: 56 + 4120 bytes stored
       return Status(HANDOFF_E_INTERNAL, "a single record does not fit a segment");
@@ -136,7 +147,8 @@ class SegmentCutter {
     bool fits = false;
     HANDOFF_RETURN_IF_ERROR(Try(at, *n + run, &trial, &fits));
     size_t take = *n + run;
-    if (!fits && first_source > at) {
+    // Moving the cut back is worth a segment at least half as full.
+    if (!fits && first_source > at && 2 * (first_source - at) >= *n) {
       take = first_source - at;
       HANDOFF_RETURN_IF_ERROR(Try(at, take, &trial, &fits));
     }
@@ -169,12 +181,30 @@ class SegmentCutter {
   FrameTally tally_fit_;
 };
 
+// What the threads cutting parts share: a failure stops them all, and
+// the segments cut so far are counted against kMaxSegments as they go.
+struct CutShared {
+  std::atomic<bool> stop{false};
+  std::atomic<size_t> segments{0};
+};
+
 // Cuts records [@begin, @end) into segments.
-void CutPart(const Base& base, const HandoffMode& mode,
-             const std::vector<Record>& plain, size_t begin, size_t end,
-             const std::vector<RemoteRecord>& records, PartCut* out) {
+void CutPartOnce(const Base& base, const HandoffMode& mode,
+                 const std::vector<Record>& plain, size_t begin, size_t end,
+                 const std::vector<RemoteRecord>& records, CutShared* shared,
+                 PartCut* out) {
   SegmentCutter cutter(base, mode, plain, records);
   for (size_t at = begin; at < end;) {
+    if (shared->stop.load()) {
+      out->status = Status(HANDOFF_E_STATE, "another part failed");
+      return;
+    }
+    if (shared->segments.fetch_add(1) >= kMaxSegments) {
+      out->status = Status(HANDOFF_E_LENGTH_LIMIT,
+                           "more than " + std::to_string(kMaxSegments) +
+                               " segments");
+      return;
+    }
     size_t n = 0;
     std::string frame;
     out->status = cutter.Cut(at, end, &n, &frame);
@@ -185,6 +215,22 @@ void CutPart(const Base& base, const HandoffMode& mode,
     out->tally.xor_chunks += cutter.tally_fit().xor_chunks;
     at += n;
   }
+}
+
+// CutPartOnce on a worker thread, where nothing may throw (workers.h):
+// running out of memory is a status, as the C API's Guard makes it.
+void CutPart(const Base& base, const HandoffMode& mode,
+             const std::vector<Record>& plain, size_t begin, size_t end,
+             const std::vector<RemoteRecord>& records, CutShared* shared,
+             PartCut* out) {
+  try {
+    CutPartOnce(base, mode, plain, begin, end, records, shared, out);
+  } catch (const std::bad_alloc&) {
+    out->status = Status(HANDOFF_E_NO_MEMORY, "out of memory");
+  } catch (const std::exception& e) {
+    out->status = Status(HANDOFF_E_INTERNAL, e.what());
+  }
+  if (!out->status.ok()) shared->stop.store(true);
 }
 
 // Where parts begin and end: every kRecordsPerPart records, each end
@@ -212,13 +258,23 @@ Status CutParts(const Base& base, const HandoffMode& mode,
   const std::vector<size_t> bounds = PartBounds(records);
   parts->resize(bounds.size() - 1);
   std::atomic<size_t> next{0};
+  CutShared shared;
   const unsigned n = static_cast<unsigned>(
       std::clamp<size_t>(parts->size(), 1, std::max(threads, 1u)));
-  HANDOFF_RETURN_IF_ERROR(RunParallel(n, [&](unsigned) {
+  auto work = [&](unsigned) {
     for (size_t p; (p = next.fetch_add(1)) < parts->size();)
-      CutPart(base, mode, plain, bounds[p], bounds[p + 1], records,
+      CutPart(base, mode, plain, bounds[p], bounds[p + 1], records, &shared,
               &(*parts)[p]);
-  }));
+  };
+  // Threads that could not start (a pids limit) leave their parts in the
+  // queue: the threads that did, and this one, cut them, so the stream
+  // does not depend on how many started.
+  if (!RunParallel(n, work).ok()) work(0);
+  // The first failure by part order: a later part may only have stopped
+  // because of it.
+  for (const PartCut& part : *parts)
+    if (!part.status.ok() && part.status.code() != HANDOFF_E_STATE)
+      return part.status;
   for (const PartCut& part : *parts) HANDOFF_RETURN_IF_ERROR(part.status);
   return Status::Ok();
 }

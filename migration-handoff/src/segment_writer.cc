@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 #include <unordered_set>
 
 #include "chunk.h"
@@ -268,7 +269,16 @@ Status SegmentWriter::Finish() {
     return Status(HANDOFF_E_STATE, finished_ ? "encoder already finished"
                                              : "an earlier finish failed");
   finish_attempted_ = true;
-  Status s = Lay();
+  // An exception (out of memory, mostly) must reach a puller too, not
+  // only this caller through the C API's Guard: else it waits for ever.
+  Status s;
+  try {
+    s = Lay();
+  } catch (const std::bad_alloc&) {
+    s = Status(HANDOFF_E_NO_MEMORY, "out of memory");
+  } catch (const std::exception& e) {
+    s = Status(HANDOFF_E_INTERNAL, e.what());
+  }
   if (!s.ok()) {
     failure_ = s;
     failed_.store(true);
