@@ -59,6 +59,15 @@ done
 sh -c "while :; do dd if=/dev/zero of='$load_dir/io' bs=1M count=256 \
         oflag=direct conv=fsync 2>/dev/null; done" & load_pids+=($!)
 
+# A passed test is one move, but a racing-allocations run makes
+# HANDOFF_RACE_HANDOFFS (3) of them: the extra moves, once per vCPU count.
+extra_per_smp=0
+if /usr/bin/python3 -m pytest -q -p no:cacheprovider --collect-only \
+        -m race "${select[@]}" "$top/$tests" 2>/dev/null |
+        grep -q racing_allocations; then
+    extra_per_smp=$(( runs * (${HANDOFF_RACE_HANDOFFS:-3} - 1) ))
+fi
+
 start=$(date +%s)
 total=0
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
@@ -71,15 +80,10 @@ for smp in $smps; do
         /usr/bin/python3 -m pytest -x -q -p no:cacheprovider -m race "${select[@]}" \
         "$top/$tests" >"$log" 2>&1 || rc=$?
     tail -n 1 "$log"
-    # A passed test is one move, but a racing-allocations run makes
-    # HANDOFF_RACE_HANDOFFS (3) of them: counted from pytest's own total.
+    # Counted from pytest's own total, plus the racing-allocations' extra.
     passed=$(tail -n 1 "$log" | grep -o '[0-9]* passed' | cut -d' ' -f1)
     total=$(( total + ${passed:-0} ))
-    if /usr/bin/python3 -m pytest -q -p no:cacheprovider --collect-only \
-            -m race "${select[@]}" "$top/$tests" 2>/dev/null |
-            grep -q racing_allocations; then
-        total=$(( total + runs * (${HANDOFF_RACE_HANDOFFS:-3} - 1) ))
-    fi
+    total=$(( total + extra_per_smp ))
     if [ "$rc" -ne 0 ]; then
         echo "soak-races: FAILED with $smp vCPU(s) after $(( $(date +%s) - start )) s" >&2
         grep -E 'RAM differs|lost|Error|assert' "$log" | head -n 40 >&2

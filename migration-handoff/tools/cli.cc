@@ -135,9 +135,11 @@ void Image::Sync() {
 }
 
 int DrainEncoder(HandoffEncoder* enc, size_t cap,
-                 const std::function<void(const uint8_t*, size_t)>& sink) {
+                 const std::function<void(const uint8_t*, size_t)>& sink,
+                 const std::atomic<bool>* stop) {
   std::vector<uint8_t> buf(cap);
   for (;;) {
+    if (stop != nullptr && stop->load()) return 0;
     size_t n = 0;
     int rc = handoff_encoder_pull_wait(enc, buf.data(), cap, &n);
     if (rc != 0) return rc;

@@ -5,6 +5,7 @@
 #ifndef HANDOFF_TOOLS_CLI_H
 #define HANDOFF_TOOLS_CLI_H
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
@@ -66,9 +67,11 @@ class Image {
 };
 
 // Pulls @enc's bytes until its stream is complete, at most @cap at a
-// time, handing each piece to @sink. 0, or the code a pull failed with.
+// time, handing each piece to @sink, or until *@stop (when given) is set:
+// the stream will not end. 0, or the code a pull failed with.
 int DrainEncoder(HandoffEncoder* enc, size_t cap,
-                 const std::function<void(const uint8_t*, size_t)>& sink);
+                 const std::function<void(const uint8_t*, size_t)>& sink,
+                 const std::atomic<bool>* stop = nullptr);
 
 double NowSeconds();
 uint64_t NowNs();

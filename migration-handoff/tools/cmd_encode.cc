@@ -3,6 +3,9 @@
 // qemu-handoff encode: base + modified images -> stream file. A writer
 // thread drains the encoder into the file (optionally paced to emulate a
 // link) and reports progress as network progress, as QEMU's sender will.
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdio>
 #include <memory>
@@ -162,6 +165,8 @@ class StreamWriter {
     return true;
   }
   void Join() { thread_.join(); }
+  // Ends the draining of a stream that will not be finished.
+  void Stop() { stop_ = true; }
   // 0, the engine's code, or HANDOFF_E_IO when the file took no more.
   int rc() const { return rc_; }
 
@@ -177,6 +182,7 @@ class StreamWriter {
   const uint64_t total_bytes_;
   const double t0_;
   std::atomic<int> rc_{0};
+  std::atomic<bool> stop_{false};
   std::thread thread_;
 };
 
@@ -197,7 +203,7 @@ void StreamWriter::Run() {
     handoff_encoder_stats(enc_, &st);
     progress.Update(static_cast<double>(st.input_bytes) / 1048576.0,
                     static_cast<double>(total_bytes_) / 1048576.0, "MiB");
-  });
+  }, &stop_);
   if (rc != 0) {
     rc_ = rc;
     return;
@@ -297,7 +303,17 @@ int Report(HandoffEncoder* enc, const EncodeOptions& o, double seconds) {
   return 0;
 }
 
+// Removes what a failed encode wrote, so that no partial stream is left
+// where a stream is expected: a regular file only (not /dev/null, a pipe).
+void DiscardOutput(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+      unlink(path.c_str()) != 0)
+    perror(path.c_str());
+}
+
 // Encodes the images into the output file and reports: the exit status.
+// A failure leaves no output file.
 int WriteStream(HandoffEncoder* enc, const HandoffBase* base,
                 const Images& images, const EncodeOptions& o) {
   FILE* out = fopen(o.out_path.c_str(), "wb");
@@ -309,16 +325,19 @@ int WriteStream(HandoffEncoder* enc, const HandoffBase* base,
   StreamWriter writer(enc, out, o, images.total_bytes, t0);
   if (!writer.Start()) {
     fclose(out);
+    DiscardOutput(o.out_path);
     return 1;
   }
   int rc = SubmitImages(enc, base, images, o.random);
   if (rc != 0) {
-    // Unblock and stop the writer before reporting (a failed finish has
-    // already told it), and report why, not the second finish's answer.
+    // Report why, after stopping the writer. A failed finish has told it
+    // already; after a failed submission the stream is not finished: that
+    // would end it as if the chunks not given were the base's.
     const std::string why = handoff_last_error_message();
-    handoff_encoder_finish(enc);
+    writer.Stop();
     writer.Join();
     fclose(out);
+    DiscardOutput(o.out_path);
     fprintf(stderr, "qemu-handoff encode: %s\n",
             why.empty() ? handoff_error_name(rc) : why.c_str());
     return 1;
@@ -326,6 +345,7 @@ int WriteStream(HandoffEncoder* enc, const HandoffBase* base,
   writer.Join();
   double seconds = NowSeconds() - t0;
   if (fclose(out) != 0 || writer.rc() != 0) {
+    DiscardOutput(o.out_path);
     if (writer.rc() != 0 && writer.rc() != HANDOFF_E_IO)
       return Fail("encode", writer.rc());
     fprintf(stderr, "qemu-handoff encode: cannot write '%s'\n",

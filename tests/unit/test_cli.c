@@ -452,6 +452,29 @@ static void test_segmented_encode_and_inspect(void)
                     2);
 }
 
+/* A stream the file could not take whole is not left behind, looking
+ * like one: the file system refuses past 1 KiB (RLIMIT_FSIZE, its signal
+ * ignored so that write fails with EFBIG instead). Both stream formats. */
+static void test_encode_leaves_no_partial_stream(void)
+{
+    static const char *const formats[] = { "", "--segmented" };
+    size_t i;
+
+    for (i = 0; i < 2; i++) {
+        CU_ASSERT_EQUAL(exit_code(shell("trap '' XFSZ; ulimit -f 1; %s encode "
+                                        "--base base.hidx --mem mem2.img "
+                                        "--disk disk2.img -o cut.hos %s "
+                                        "--quiet 2>err.txt",
+                                        tool, formats[i])), 1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(slurp("err.txt"), "cannot write 'cut.hos'"));
+        CU_ASSERT_NOT_EQUAL(shell("test -e cut.hos"), 0);
+    }
+    /* The same command, unlimited, writes the stream. */
+    CU_ASSERT_EQUAL(run("encode --base base.hidx --mem mem2.img "
+                        "--disk disk2.img -o cut.hos --segmented --quiet"), 0);
+    CU_ASSERT_EQUAL(shell("test -s cut.hos"), 0);
+}
+
 int main(int argc, char **argv)
 {
     CU_pSuite suite;
@@ -482,5 +505,7 @@ int main(int argc, char **argv)
     CU_add_test(suite, "base verify", test_base_verify);
     CU_add_test(suite, "segmented encode and inspect",
                 test_segmented_encode_and_inspect);
+    CU_add_test(suite, "encode leaves no partial stream",
+                test_encode_leaves_no_partial_stream);
     return test_run_registry();
 }
