@@ -2166,14 +2166,16 @@ def test_forwarded_port_taken_meanwhile(tmp_path, nic_saved, monkeypatch):
 
 
 @contextlib.contextmanager
-def service_over_wan(tmp_path, base, base_name, rate_mbit, extra=()):
+def service_over_wan(tmp_path, base, base_name, rate_mbit, extra=(),
+                     creds=None):
     """A service serving @base (as @base_name) in a namespace behind a
-    @rate_mbit, 50 ms link, mutual TLS (the default): yields (service,
-    link, the address its clients reach it at, their TLS options)."""
+    @rate_mbit, 50 ms link, mutual TLS (the default) with @creds
+    (cloudlet_credentials', made here if None): yields (service, link,
+    the address its clients reach it at, their TLS options)."""
     bases = tmp_path / "bases"
     bases.mkdir()
     os.symlink(base, bases / base_name)
-    _, service_creds, client_creds = cloudlet_credentials(tmp_path)
+    _, service_creds, client_creds = creds or cloudlet_credentials(tmp_path)
     tls = ("--tls-creds", client_creds, "--tls-name", SERVICE_NAME)
     with WanLink(rate_mbit=rate_mbit, rtt_ms=50) as link:
         port = free_tcp_port()
@@ -2344,9 +2346,15 @@ def test_service_early_start_client_cut_resumes_or_removes(tmp_path, saved,
     identical (heartbeats on from the saved VM's, disk byte-identical);
     cut and never back, the VM
     is removed at the bound with the cause logged and told to a client
-    that comes back late."""
+    that comes back late. Another client of the same CA naming the VM
+    is answered as if there were none, and takes nothing over."""
+    creds = cloudlet_credentials(tmp_path)
+    other = ("--tls-creds",
+             creds[0].credentials(str(tmp_path), "phone1", "client",
+                                  "phone1"),
+             "--tls-name", SERVICE_NAME)
     with service_over_wan(tmp_path, base, "test", 20,
-                          ("--reconnect-timeout", "8")) as (
+                          ("--reconnect-timeout", "8"), creds) as (
                               service, link, addr, tls):
         gone = cut_client(addr, resaved.path, "gone", tls, service)
         wait_log(service, rf"synthesis of {gone}: the client left with "
@@ -2362,6 +2370,12 @@ def test_service_early_start_client_cut_resumes_or_removes(tmp_path, saved,
 
         back = cut_client(addr, resaved.path, "back", tls, service)
         wait_log(service, rf"synthesis of {back}: the client left")
+        assert qemu_runs(back)
+        stranger = synthesize(addr, resaved.path, "--resume", back, *other)
+        assert stranger.returncode != 0 and \
+            f"no synthesis of VM '{back}' of yours waits" in \
+            stranger.stderr, stranger.stderr
+        assert "the client is back" not in service.log(), service.log()
         assert qemu_runs(back)
         # Back, then silent with its connection open (half-open, as after
         # a link cut without a reset): the service would wait for it up
