@@ -2285,7 +2285,8 @@ def test_service_early_start_ends_with_a_bad_client(tmp_path, resaved,
 @pytest.mark.race
 def test_service_early_start_over_wan(tmp_path, saved, resaved, base):
     """An early-start overlay through the service, over mutual TLS and a
-    20 Mbit/s, 50 ms link: the VM runs, confined, once everything but the
+    20 Mbit/s, 50 ms link: the segments start while QEMU launches; the
+    VM runs, confined, once everything but the
     segments is in, long before the last segment arrives; what it
     touches first is asked of the client and sent ahead; when every
     segment is in, the heartbeats go on from the saved VM's and its disk
@@ -2304,6 +2305,9 @@ def test_service_early_start_over_wan(tmp_path, saved, resaved, base):
             result["client-seconds"] / 2, result
         es = result["early-start"]
         assert es["feed-wanted"] > 0 and es["faults"] > 0, result
+        # The link carried segments while QEMU launched (EAGER frames).
+        assert 0 < es["eager-segments"] <= es["in-when-running"] < \
+            es["segments"], result
         assert_confined(service, result["vm"])
         assert_synthesized_goes_on_identical(result, service, saved)
         assert re.search(r"synthesis from 127\.0\.0\.1:\d+ \(phone0\): "

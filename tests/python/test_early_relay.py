@@ -24,20 +24,28 @@ def frame(k, fill=None):
         bytes([k + 1 if fill is None else fill]) * LENGTH
 
 
+LAYOUT = early_feed.Layout(START, [START + k * LENGTH for k in range(COUNT)],
+                           [LENGTH] * COUNT)
+
+
+def eager(data):
+    return early_protocol.eager_frame(data)
+
+
 class Stand:
     """A relay between a client socket and a feed socket the test holds,
-    writing into a spool file."""
+    writing into a spool file; with @launching, before QEMU gave the
+    layout (set_layout)."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, launching=False):
         self.client, self.relay_client = socket.socketpair()
         self.qemu, relay_feed = socket.socketpair()
         self.spool = os.open(tmp_path / "spool", os.O_RDWR | os.O_CREAT)
         os.ftruncate(self.spool, START + COUNT * LENGTH)
-        layout = early_feed.Layout(
-            START, [START + k * LENGTH for k in range(COUNT)],
-            [LENGTH] * COUNT)
-        self.relay = SegmentRelay(self.relay_client, ClientClock(30, 60),
-                                  relay_feed, self.spool, layout).start()
+        self.relay = SegmentRelay(
+            self.relay_client, ClientClock(30, 60), relay_feed, self.spool,
+            None if launching else LAYOUT,
+            area=(START, START + COUNT * LENGTH)).start()
         self.qemu.settimeout(5)
 
     def haves(self, n):
@@ -68,6 +76,68 @@ def stand(tmp_path):
     s = Stand(tmp_path)
     yield s
     s.close()
+
+
+@pytest.fixture
+def launching(tmp_path):
+    s = Stand(tmp_path, launching=True)
+    yield s
+    s.close()
+
+
+def test_eager_bytes_before_the_layout_are_spooled_then_announced(
+        launching):
+    """The area's first bytes, sent while QEMU launches: in the spool at
+    once, announced once the layout says which segments they make whole
+    (not the one cut off); the rest then comes in frames."""
+    stand = launching
+    area = b"".join(bytes([k + 1]) * LENGTH for k in range(COUNT))
+    half = LENGTH + LENGTH // 2
+    stand.client.sendall(eager(area[:LENGTH // 2]) +
+                         eager(area[LENGTH // 2:half]))
+    stand.wait(lambda: stand.relay.eager_bytes == half)
+    assert stand.segment(0) == area[:LENGTH]
+    stand.qemu.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        stand.qemu.recv(4096)           # no layout yet: nothing told
+    stand.qemu.settimeout(5)
+    stand.relay.set_layout(LAYOUT)
+    assert stand.haves(1) == [0]
+    # In flight when the layout came: still taken, then frames.
+    stand.client.sendall(eager(area[half:2 * LENGTH]) + frame(2))
+    assert stand.haves(2) == [1, 2]
+    stand.wait(stand.relay.all_in.is_set)   # set after the last HAVE
+    assert stand.relay.error is None
+    assert [stand.segment(k) for k in range(COUNT)] == \
+        [bytes([k + 1]) * LENGTH for k in range(COUNT)]
+
+
+@pytest.mark.parametrize("what,sent,error", [
+    ("one byte past the area", eager(bytes(COUNT * LENGTH)) + eager(b"x"),
+     "eager frame of 1 bytes at byte 3072"),
+    ("empty", early_protocol.FRAME.pack(early_protocol.EAGER, 0),
+     "eager frame of 0 bytes"),
+    ("longer than a segment", early_protocol.FRAME.pack(
+        early_protocol.EAGER, early_feed.SEGMENT_MAX_BYTES + 1),
+     "eager frame of 65537 bytes"),
+    ("a segment frame before the layout", frame(0),
+     "segment frame 0 before the layout"),
+])
+def test_eager_frames_out_of_bounds_are_the_clients_fault(launching, what,
+                                                         sent, error):
+    """Only the area's next bytes, never past its end, only before any
+    numbered frame; nothing else is written."""
+    launching.client.sendall(sent)
+    launching.wait(lambda: launching.relay.error)
+    assert error in launching.relay.error, launching.relay.error
+
+
+def test_eager_frame_after_a_segment_frame_is_the_clients_fault(stand):
+    stand.client.sendall(frame(0) + eager(bytes([9]) * LENGTH))
+    assert stand.haves(1) == [0]
+    stand.wait(lambda: stand.relay.error)
+    assert "eager frame of 1024 bytes at byte 0" in stand.relay.error
+    assert stand.segment(1) == bytes(LENGTH)
 
 
 def test_a_segment_sent_again_is_taken_once(stand):

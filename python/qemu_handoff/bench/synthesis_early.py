@@ -136,7 +136,9 @@ def synthesize_early(addr, ns_addr, overlay, app, port, request, tls):
         "disk_demands": es["disk-demands"],
         "fault_wait_s": es["fault-wait-ms"] / 1000,
         "fault_wait_max_ms": es["fault-wait-max-ms"],
-        "segments_demanded": es["demanded"]}
+        "segments_demanded": es["demanded"],
+        "eager_segments": es.get("eager-segments"),
+        "in_when_running": es.get("in-when-running")}
 
 
 def report_early(results):
@@ -151,10 +153,11 @@ def report_early(results):
             "longest).",
             "",
             "| app | link | first response | overhead | VM running | "
-            "every segment in | segments asked for / all | faults | "
+            "every segment in | segments in when it runs (sent while "
+            "QEMU launched) | segments asked for / all | faults | "
             "blocked | without early start (same run): first response, "
             "synthesis |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
         if not c.get("early_start"):
             continue
@@ -171,7 +174,9 @@ def report_early(results):
         rows.append(f"| {c['app']} | {c['rate_mbit']} Mbit/s, "
                     f"{c['rtt_ms']} ms | **{c['first_response_s']:.1f} s** "
                     f"| {overhead} | {c['running_s']:.1f} s | "
-                    f"{c['complete_s']:.1f} s | {c['asked']} / "
+                    f"{c['complete_s']:.1f} s | "
+                    f"{c.get('in_when_running', '-')} "
+                    f"({c.get('eager_segments', '-')}) | {c['asked']} / "
                     f"{c['segments']} | {c['faults']} | {blocked} | "
                     f"{before} |")
     rows += ["", "| app | early-start overlay | order: pages, disk chunks | "

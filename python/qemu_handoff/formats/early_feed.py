@@ -11,6 +11,7 @@ owns: every entry is checked against that area here.
 """
 
 import array
+import bisect
 import os
 import re
 import struct
@@ -77,6 +78,14 @@ class Layout:
     def __init__(self, start, offsets, lengths):
         self.start = start
         self.segments = _Segments(offsets, lengths)
+
+    def whole_in(self, nbytes):
+        """How many segments lie whole in the first @nbytes of the
+        segments' area: segments 0 to that number - 1."""
+        segments = self.segments
+        return bisect.bisect_right(
+            range(len(segments)), self.start + nbytes,
+            key=lambda k: segments[k][0] + segments[k][1])
 
 
 def _read_exactly(sock, n):

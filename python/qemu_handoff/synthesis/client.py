@@ -240,12 +240,13 @@ class _SegmentSource:
                           os.pread(self.f.fileno(), length, offset))
 
 
-def _segments(sock, f, layout, timeout, on_running, progress, resumed):
+def _segments(sock, f, layout, timeout, on_running, progress, resumed,
+              eager_whole=0):
     """_send_segments, a broken connection told with what to resume."""
     named = {}
     try:
         return _send_segments(sock, f, layout, timeout, on_running,
-                              progress, named, resumed)
+                              progress, named, resumed, eager_whole)
     except (OSError, ssl.SSLError, early_protocol.ProtocolError) as e:
         vm = named.get("vm")
         again = (f"; VM {vm} waits for its segments: synthesize again with "
@@ -255,13 +256,15 @@ def _segments(sock, f, layout, timeout, on_running, progress, resumed):
 
 
 def _send_segments(sock, f, layout, timeout, on_running, progress, named,
-                   resumed):
+                   resumed, eager_whole):
     """Sends the segments, answering WANTs first, until the service's
     last note; returns (running note or None, its time, last note).
     @named gets the VM's name once a note gave it. @resumed: nothing is
     sent before the service said what it has (RECEIVED), so no segment
-    it holds crosses again."""
+    it holds crosses again. Segments 0 to @eager_whole - 1 went in EAGER
+    frames."""
     source = _SegmentSource(f, layout)
+    source.received(range(eager_whole))
     reader = early_protocol.MessageReader(len(layout.segments))
     running = running_at = None
     frame = None
@@ -317,6 +320,7 @@ def _send_segments(sock, f, layout, timeout, on_running, progress, named,
 def _synthesize_early(address, path, request, tls, tls_name, timeout,
                       progress, on_running, start):
     seg_start, size = segments_start(path)
+    eager = 0
     with _connect(address, tls, tls_name) as sock, open(path, "rb") as f:
         # At most one segment waits unsent in the kernel: a segment the
         # VM waits for goes next, not behind a full send buffer.
@@ -326,7 +330,9 @@ def _synthesize_early(address, path, request, tls, tls_name, timeout,
             sock.sendall(json.dumps(request).encode() + b"\n")
             if request.get("op") != "resume":
                 _send(sock, _Prefix(f, seg_start), seg_start, progress)
-        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+                eager = _send_eager(sock, f, seg_start, size, timeout)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError,
+                ssl.SSLError):
             pass                        # the answer says why, if any
         sock.settimeout(timeout)
         first = sock.recv(1)
@@ -344,13 +350,45 @@ def _synthesize_early(address, path, request, tls, tls_name, timeout,
         sock.settimeout(timeout)
         running, running_at, answer = _segments(
             sock, f, layout, timeout, on_running, progress,
-            resumed=request.get("op") == "resume")
+            resumed=request.get("op") == "resume",
+            eager_whole=layout.whole_in(eager))
     if not answer.get("ok"):
         raise SynthesisFailed(answer.get("error", "refused"))
     answer["client-seconds"] = round(time.monotonic() - start, 3)
     if running_at is not None:
         answer["client-running-seconds"] = round(running_at - start, 3)
     return answer
+
+
+def _send_eager(sock, f, start, size, timeout):
+    """The segments' area of the overlay open as @f, from @start to @size,
+    in EAGER frames (early_protocol.py) until the service's answer
+    begins: the link carries them while QEMU launches. Returns the bytes
+    of the area sent; a service that takes none for @timeout s is left
+    to the answer's wait."""
+    sent, area = 0, size - start
+    sock.settimeout(timeout)
+    last = time.monotonic()
+    while sent < area:
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            break
+        readable, writable, _ = select.select([sock], [sock], [], 1.0)
+        if readable:
+            break
+        if not writable:
+            if time.monotonic() - last > timeout:
+                break
+            continue
+        piece = os.pread(f.fileno(),
+                         min(early_feed.SEGMENT_MAX_BYTES, area - sent),
+                         start + sent)
+        if not piece:
+            raise SynthesisFailed(f"the overlay ends {area - sent} bytes "
+                                  f"early")
+        sock.sendall(early_protocol.eager_frame(piece))
+        sent += len(piece)
+        last = time.monotonic()
+    return sent
 
 
 class _Prefix:

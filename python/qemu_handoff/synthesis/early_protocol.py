@@ -10,6 +10,16 @@ magic). Then:
 
   client -> service: segments, each a frame (u32 number, u32 length,
                      then its bytes), in any order, each once.
+
+Before the layout comes, while the service launches QEMU, the client
+may already send the segments' area from its start, in EAGER frames
+(number EAGER, a length of 1 to the largest segment's, then the area's
+next bytes), so that the link is not idle meanwhile; it stops at the
+first byte of the answer, and its numbered frames follow. The
+segments lying whole in the bytes sent so are in (Layout.whole_in),
+for both sides alike; the one cut off by the last EAGER frame comes
+again in a frame of its own. An EAGER frame after a numbered frame, or
+on a resumed connection, breaks the protocol.
   service -> client: messages of early_feed.MESSAGE_BYTES (u32 kind,
                      u32 argument): WANT k, a segment something waits
                      for (send it next); NOTE n, then n bytes of a JSON
@@ -34,6 +44,7 @@ import struct
 
 from ..formats import early_feed
 
+EAGER = 0xFFFFFFFF          # a frame of the segments' area, in order
 NOTE = 16                   # not a kind of QEMU's feed
 RECEIVED = 17
 NOTE_MAX = 64 << 10         # bytes of one note's JSON
@@ -47,6 +58,12 @@ class ProtocolError(Exception):
 
 def frame_header(k, length):
     return FRAME.pack(k, length)
+
+
+def eager_frame(data):
+    """An EAGER frame of @data, the area's next bytes."""
+    assert 0 < len(data) <= early_feed.SEGMENT_MAX_BYTES
+    return FRAME.pack(EAGER, len(data)) + data
 
 
 def note(obj):

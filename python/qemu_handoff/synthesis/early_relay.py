@@ -9,6 +9,11 @@ to QEMU (HAVE); QEMU's WANTs go to the client, each once, unless the
 segment is in already. One thread (the pump) is the only user of the
 client's socket while the relay runs, TLS included; notes for the client
 (the VM runs, the end) go through it.
+
+The pump starts before QEMU does: what the client sends meanwhile (EAGER
+frames, early_protocol.py), the segments' area in order, is written into
+the spool, and the segments it holds whole are announced once QEMU gave
+the layout (set_layout).
 """
 
 import collections
@@ -50,11 +55,13 @@ class SegmentRelay:
     """@client: the client's socket; @clock: its ClientClock (deadline and
     idle bound); @feed: our end of QEMU's feed; @spool_fd: the spool open
     for writing (the relay writes through a copy of its own, closed when
-    the pump ends); @layout: QEMU's, already checked. @error is the
-    client's fault, @feed_error QEMU's, @gone why the client left (it may
-    come back: resume())."""
+    the pump ends); @layout: QEMU's, already checked, or None until
+    set_layout(), with @area the segments' (start, end) in the spool.
+    @error is the client's fault, @feed_error QEMU's, @gone why the
+    client left (it may come back: resume())."""
 
-    def __init__(self, client, clock, feed, spool_fd, layout):
+    def __init__(self, client, clock, feed, spool_fd, layout=None,
+                 area=None):
         self.client, self.clock, self.feed = client, clock, feed
         # Ours, open while the pump runs (start, resume): what cut() and
         # stop() shut down, so that neither touches a descriptor its
@@ -63,31 +70,68 @@ class SegmentRelay:
         self._client_fd = None
         self._spool = spool_fd
         self.spool_fd = os.dup(spool_fd)
-        self.layout = layout
-        self.count = len(layout.segments)
-        self.received = bytearray(self.count)
+        if area is None:
+            last = layout.segments[len(layout.segments) - 1]
+            area = (layout.start, last[0] + last[1])
+        self._area_start, self._area_bytes = area[0], area[1] - area[0]
+        self.layout = None
+        self.count = 0
+        self.received = self._asked = bytearray()
         self.n_received = 0
         self.forwarded = 0          # WANTs sent to the client
         self.error = self.feed_error = self.gone = None
         self.all_in = threading.Event()
         # QEMU closed its feed: every segment in (or QEMU ended).
         self.feed_closed = threading.Event()
-        self._asked = bytearray(self.count)
+        # The area's bytes the client sent in EAGER frames (the pump's),
+        # whether more may come, and how many segments they made whole
+        # that QEMU was told of; _feed_lock orders what QEMU is told.
+        self.eager_bytes = 0
+        self._eager_open = True
+        self._eager_told = 0
+        self._layout_at = None
+        self._feed_lock = threading.Lock()
         self._lock = threading.Lock()
         self._outbox = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._closing = False
         self._cut_why = None
         self._threads = []
+        if layout is not None:
+            self._set(layout)
 
     def start(self):
+        """The pump; QEMU's side too once the layout is known."""
         self._client_fd = os.dup(self.client.fileno())
-        for target in (self._pump, self._read_feed):
-            t = threading.Thread(target=self._run, args=(target,),
-                                 daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._spawn(self._pump)             # _threads[0]
+        if self.layout is not None:
+            self._spawn(self._read_feed)
         return self
+
+    def set_layout(self, layout):
+        """QEMU's layout, read once it launched: what the client sent
+        before it is announced, QEMU's WANTs are heard from now on, and
+        the client's silence counts from now."""
+        self._set(layout)
+        try:
+            self._announce_eager()
+        except early_feed.FeedError as e:
+            self.feed_error = self.feed_error or str(e)
+        self._spawn(self._read_feed)
+        self._wake()
+
+    def _set(self, layout):
+        with self._lock:
+            self.count = len(layout.segments)
+            self.received = bytearray(self.count)
+            self._asked = bytearray(self.count)
+            self._layout_at = time.monotonic()
+            self.layout = layout        # last: the pump reads it unlocked
+
+    def _spawn(self, target):
+        t = threading.Thread(target=self._run, args=(target,), daemon=True)
+        t.start()
+        self._threads.append(t)
 
     def resume(self, client, clock, preamble):
         """The client back on @client (its pump ended): @preamble (the
@@ -104,6 +148,7 @@ class SegmentRelay:
                 if self._asked[k] and not self.received[k]:
                     self._outbox.append(early_protocol.want(k))
         self.client, self.clock = client, clock
+        self._eager_open = False        # a resumed client sends frames
         self.spool_fd = os.dup(self._spool)
         with self._lock:
             self._client_fd = os.dup(client.fileno())
@@ -222,28 +267,71 @@ class SegmentRelay:
         head = early_protocol.FRAME.size
         while len(buf) >= head:
             k, length = early_protocol.FRAME.unpack_from(buf)
-            if k >= self.count or self.layout.segments[k][1] != length:
+            if k == early_protocol.EAGER:
+                self._check_eager(length)
+                if len(buf) < head + length:
+                    break
+                write_all(self.spool_fd, buf[head:head + length],
+                          self._area_start + self.eager_bytes)
+                self.eager_bytes += length
+                del buf[:head + length]
+                self._announce_eager()
+                continue
+            layout = self.layout
+            if layout is None:
+                raise RelayError(f"segment frame {k} before the layout")
+            self._eager_open = False
+            if k >= self.count or layout.segments[k][1] != length:
                 raise RelayError(f"segment frame {k} of {length} bytes: "
                                  f"not a segment of this overlay")
             if len(buf) < head + length:
                 break
             if not self.received[k]:
-                offset = self.layout.segments[k][0]
+                offset = layout.segments[k][0]
                 write_all(self.spool_fd, buf[head:head + length], offset)
-                with self._lock:
-                    self.received[k] = 1
-                    self.n_received += 1
-                try:
-                    self.feed.sendall(early_feed.have(k))
-                    if self.n_received == self.count:
-                        self.all_in.set()
-                        # Every segment in: the feed may end.
-                        self.feed.shutdown(socket.SHUT_WR)
-                except OSError as e:
-                    raise early_feed.FeedError(f"QEMU's feed: {e}") \
-                        from None
+                with self._feed_lock:
+                    self._have(k)
             del buf[:head + length]
         return buf
+
+    def _check_eager(self, length):
+        if not self._eager_open or \
+                not 0 < length <= early_feed.SEGMENT_MAX_BYTES or \
+                length > self._area_bytes - self.eager_bytes:
+            raise RelayError(f"eager frame of {length} bytes at byte "
+                             f"{self.eager_bytes} of the segments' "
+                             f"{self._area_bytes}: not their next bytes "
+                             f"before any segment frame")
+
+    def _announce_eager(self):
+        """QEMU told of the segments the EAGER frames made whole, once
+        it gave the layout (from the pump, or set_layout's thread)."""
+        with self._feed_lock:
+            layout = self.layout
+            if layout is None:
+                return
+            whole = layout.whole_in(self.eager_bytes)
+            while self._eager_told < whole:
+                if not self.received[self._eager_told]:
+                    self._have(self._eager_told)
+                self._eager_told += 1
+
+    def _have(self, k):
+        """Segment @k, in the spool, is in: QEMU is told (_feed_lock
+        held)."""
+        with self._lock:
+            if self.received[k]:
+                return
+            self.received[k] = 1
+            self.n_received += 1
+        try:
+            self.feed.sendall(early_feed.have(k))
+            if self.n_received == self.count:
+                self.all_in.set()
+                # Every segment in: the feed may end.
+                self.feed.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            raise early_feed.FeedError(f"QEMU's feed: {e}") from None
 
     def _readable(self, read):
         if read and isinstance(self.client, ssl.SSLSocket) and \
@@ -275,6 +363,7 @@ class SegmentRelay:
                 raise RelayError(f"the transfer took longer than "
                                  f"{self.clock.total_s:g} s, this "
                                  f"service's limit")
+            self._announce_eager()
             readable, writable = self._readable(not self.all_in.is_set())
             if readable:
                 self.client.settimeout(self.clock.idle_s)
@@ -285,8 +374,10 @@ class SegmentRelay:
                                      f"segments in")
                 buf = self._take_frames(buf + data)
                 last = time.monotonic()
-            elif not self.all_in.is_set() and \
-                    time.monotonic() - last > self.clock.idle_s:
+            elif self._layout_at is not None and \
+                    not self.all_in.is_set() and \
+                    time.monotonic() - max(last, self._layout_at) > \
+                    self.clock.idle_s:
                 raise ClientGone(f"the client sent nothing for "
                                  f"{self.clock.idle_s:g} s with "
                                  f"{self.n_received} of {self.count} "

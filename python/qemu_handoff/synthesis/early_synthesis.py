@@ -45,6 +45,7 @@ class EarlyStart:
         self._back_event = threading.Event()
         self._released = None           # the resumed connection's
         self.resumes = 0
+        self.in_when_running = None     # segments in when the VM ran
 
     def run(self):
         s = self.s
@@ -117,19 +118,24 @@ class EarlyStart:
         deadline = s.clock.end + LOAD_TIMEOUT_S
         ours, theirs = socket.socketpair()
         try:
-            try:
-                self._launch(name, spool, theirs)
-            finally:
-                theirs.close()          # QEMU holds it now
-            self.layout = self._layout(ours, deadline)
+            # The client's EAGER frames are spooled while QEMU launches.
             self.relay = SegmentRelay(s.sock, s.clock, ours, fd,
-                                      self.layout)
+                                      area=(self.start, self.size)).start()
+            try:
+                try:
+                    self._launch(name, spool, theirs)
+                finally:
+                    theirs.close()      # QEMU holds it now
+                self.layout = self._layout(ours, deadline)
+            except BaseException:
+                self.relay.stop()       # the socket is the refusal's
+                raise
+            self.relay.set_layout(self.layout)
             self.relay.send(early_feed.pack_layout(self.layout))
             s.framed = True             # from now on the client reads notes
             # Its name first: what the client needs to come back.
             self.relay.note({"ok": True, "vm": name, "state": "loading",
                              "complete": False})
-            self.relay.start()
             s.server.orphans.opened(s.owner, name, self)
             try:
                 return self._run_early(deadline)
@@ -203,6 +209,7 @@ class EarlyStart:
         early = s.request["early-start"] and not s.server.paused
         if early:
             self._run_vm(deadline)
+            self.in_when_running = self.relay.n_received
             s.server.log(f"synthesis of {s.vm.name}: running, "
                          f"{self.relay.n_received} of {self.relay.count} "
                          f"segments in")
@@ -222,6 +229,9 @@ class EarlyStart:
             k: info.get(k) for k in ("segments", "demanded", "faults",
                                      "disk-demands", "feed-wanted",
                                      "fault-wait-ms", "fault-wait-max-ms")}
+        result["early-start"].update({
+            "eager-segments": self.layout.whole_in(self.relay.eager_bytes),
+            "in-when-running": self.in_when_running})
         return result
 
     def _run_vm(self, deadline):
