@@ -385,7 +385,13 @@ def _send_eager(sock, f, start, size, timeout):
         if not piece:
             raise SynthesisFailed(f"the overlay ends {area - sent} bytes "
                                   f"early")
-        sock.sendall(early_protocol.eager_frame(piece))
+        try:
+            sock.sendall(early_protocol.eager_frame(piece))
+        except TimeoutError:
+            # Part of a frame may have gone: the stream cannot go on.
+            raise SynthesisFailed(f"the service took nothing for "
+                                  f"{timeout} s while its QEMU "
+                                  f"launched") from None
         sent += len(piece)
         last = time.monotonic()
     return sent

@@ -13,8 +13,8 @@ magic). Then:
 
 Before the layout comes, while the service launches QEMU, the client
 may already send the segments' area from its start, in EAGER frames
-(number EAGER, a length of 1 to the largest segment's, then the area's
-next bytes), so that the link is not idle meanwhile; it stops at the
+(number EAGER, a length of 1 byte to 64 KiB, the most a segment may
+be, then the area's next bytes), so that the link is not idle meanwhile; it stops at the
 first byte of the answer, and its numbered frames follow. The
 segments lying whole in the bytes sent so are in (Layout.whole_in),
 for both sides alike; the one cut off by the last EAGER frame comes

@@ -113,11 +113,13 @@ class SegmentRelay:
         before it is announced, QEMU's WANTs are heard from now on, and
         the client's silence counts from now."""
         self._set(layout)
+        # QEMU's WANTs heard before it is told (it never blocks on its
+        # feed, but the telling may take a while for many segments).
+        self._spawn(self._read_feed)
         try:
             self._announce_eager()
         except early_feed.FeedError as e:
             self.feed_error = self.feed_error or str(e)
-        self._spawn(self._read_feed)
         self._wake()
 
     def _set(self, layout):

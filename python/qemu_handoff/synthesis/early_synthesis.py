@@ -127,20 +127,20 @@ class EarlyStart:
                 finally:
                     theirs.close()      # QEMU holds it now
                 self.layout = self._layout(ours, deadline)
-            except BaseException:
-                self.relay.stop()       # the socket is the refusal's
-                raise
-            self.relay.set_layout(self.layout)
-            self.relay.send(early_feed.pack_layout(self.layout))
-            s.framed = True             # from now on the client reads notes
-            # Its name first: what the client needs to come back.
-            self.relay.note({"ok": True, "vm": name, "state": "loading",
-                             "complete": False})
-            s.server.orphans.opened(s.owner, name, self)
-            try:
+                if self.relay.gone:
+                    # No note named its VM: it could not come back.
+                    raise Refused("the client left while its VM launched")
+                self.relay.set_layout(self.layout)
+                self.relay.send(early_feed.pack_layout(self.layout))
+                s.framed = True         # from now on the client reads notes
+                # Its name first: what the client needs to come back.
+                self.relay.note({"ok": True, "vm": name,
+                                 "state": "loading", "complete": False})
+                s.server.orphans.opened(s.owner, name, self)
                 return self._run_early(deadline)
             finally:
                 s.server.orphans.closed(s.owner, name)
+                # Before the caller answers on the client's socket.
                 self.relay.stop()
         finally:
             # Wakes the relay's reader of QEMU's feed, if any is left.
