@@ -1244,6 +1244,19 @@ def qemu_pid(name):
     raise AssertionError(f"no QEMU runs VM {name}")
 
 
+def qemu_runs_named(prefix):
+    """Whether a QEMU runs a VM whose name begins with @prefix (the
+    service adds random bits to a client's name)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f"\0-name\0{prefix}".encode() in f.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def qemu_status(name):
     """/proc/PID/status of the QEMU running VM @name."""
     with open(f"/proc/{qemu_pid(name)}/status") as status:
@@ -2278,6 +2291,43 @@ def test_service_early_start_ends_with_a_bad_client(tmp_path, resaved,
         wait_log(service, r"synthesis from .*refused: .*not a segment of "
                  r"this overlay")
         assert service.vm_dirs() == [], service.vm_dirs()
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("how", ["eager past the area",
+                                 "cut while QEMU launches"])
+def test_service_early_start_ends_a_client_gone_or_bad_before_the_layout(
+        tmp_path, resaved, bases_dir, how):
+    """Before QEMU gave the layout, the client's EAGER frames are its
+    only bytes: one past the segments' area is refused with the cause,
+    in a line (no layout went out: the client reads no notes yet); a
+    client gone while QEMU launched never heard its VM's name, so its
+    synthesis ends at once. Either way the VM is stopped and its files
+    removed."""
+    service = Service(str(tmp_path), bases_dir, free_tcp_port())
+    try:
+        prefix, start, size = early_start_prefix(resaved.path)
+        with socket.create_connection(("127.0.0.1", service.port)) as s, \
+                open(resaved.path, "rb") as f:
+            s.sendall(b'{"name": "early"}\n' + prefix)
+            if how == "cut while QEMU launches":
+                s.shutdown(socket.SHUT_RDWR)
+            else:
+                f.seek(start)
+                while data := f.read(early_feed.SEGMENT_MAX_BYTES):
+                    s.sendall(early_protocol.eager_frame(data))
+                s.sendall(early_protocol.eager_frame(b"x"))
+                s.settimeout(120)
+                answer = json.loads(s.makefile("rb").readline())
+                assert not answer["ok"] and f"eager frame of 1 bytes at " \
+                    f"byte {size - start} of the segments' {size - start}" \
+                    in answer["error"], answer
+        wait_log(service, "refused: the client left while its VM launched"
+                 if how == "cut while QEMU launches" else
+                 r"refused: eager frame of 1 bytes")
+        assert service.vm_dirs() == [], service.vm_dirs()
+        assert not qemu_runs_named("early-"), "its QEMU still runs"
     finally:
         service.stop()
 

@@ -101,7 +101,7 @@ def test_eager_bytes_before_the_layout_are_spooled_then_announced(
     with pytest.raises(TimeoutError):
         stand.qemu.recv(4096)           # no layout yet: nothing told
     stand.qemu.settimeout(5)
-    stand.relay.set_layout(LAYOUT)
+    stand.relay.set_layout(LAYOUT, b"")
     assert stand.haves(1) == [0]
     # In flight when the layout came: still taken, then frames.
     stand.client.sendall(eager(area[half:2 * LENGTH]) + frame(2))
@@ -110,6 +110,39 @@ def test_eager_bytes_before_the_layout_are_spooled_then_announced(
     assert stand.relay.error is None
     assert [stand.segment(k) for k in range(COUNT)] == \
         [bytes([k + 1]) * LENGTH for k in range(COUNT)]
+
+
+def test_a_client_answering_the_layout_at_once_hears_its_vms_name(
+        launching):
+    """The layout and the note naming the VM go out together: a client
+    that answers the layout at once with a frame of no segment (which
+    ends the pump) has heard both. Queued apart, the pump could read
+    that frame and end between them (it failed so in CI, under load)."""
+    stand = launching
+    note = {"ok": True, "vm": "vm-1", "state": "loading"}
+    layout = early_feed.pack_layout(LAYOUT)
+    # From another thread, as the service does: the client answers
+    # while set_layout() may still run.
+    teller = threading.Thread(target=stand.relay.set_layout,
+                              args=(LAYOUT,
+                                    layout + early_protocol.note(note)))
+    teller.start()
+    stand.client.settimeout(5)
+    got = b""
+    while len(got) < len(layout):
+        got += stand.client.recv(65536)
+    stand.client.sendall(early_protocol.frame_header(COUNT, 10))
+    stand.wait(lambda: stand.relay.error)
+    stand.client.settimeout(0.5)
+    try:
+        while True:
+            got += stand.client.recv(65536)
+    except TimeoutError:
+        pass                # the pump ended: nothing more comes
+    teller.join()
+    reader = early_protocol.MessageReader(COUNT)
+    assert got.startswith(layout)
+    assert list(reader.feed(got[len(layout):])) == [("note", note)]
 
 
 @pytest.mark.parametrize("what,sent,error", [

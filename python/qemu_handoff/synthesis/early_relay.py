@@ -95,6 +95,11 @@ class SegmentRelay:
         self._outbox = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._closing = False
+        # Something went out to the client on this connection (the
+        # layout first): its answers are notes from then on. Not before:
+        # a pump ended before it wrote (a bad EAGER frame) leaves a client
+        # waiting for the layout or a refusal line.
+        self.framed = False
         self._cut_why = None
         self._threads = []
         if layout is not None:
@@ -108,11 +113,17 @@ class SegmentRelay:
             self._spawn(self._read_feed)
         return self
 
-    def set_layout(self, layout):
+    def set_layout(self, layout, greeting):
         """QEMU's layout, read once it launched: what the client sent
         before it is announced, QEMU's WANTs are heard from now on, and
-        the client's silence counts from now."""
+        the client's silence counts from now. @greeting (the layout
+        packed, then the note naming the VM) is queued as one write: a
+        client may answer the layout at once, and its first frame may
+        end the pump (a frame of no segment); had the note been queued
+        on its own, that could happen before it went out, and the
+        client would never hear its VM's name."""
         self._set(layout)
+        self.send(greeting)
         # QEMU's WANTs heard before it is told (it never blocks on its
         # feed, but the telling may take a while for many segments).
         self._spawn(self._read_feed)
@@ -135,21 +146,23 @@ class SegmentRelay:
         t.start()
         self._threads.append(t)
 
-    def resume(self, client, clock, preamble):
+    def resume(self, client, clock, preamble, note):
         """The client back on @client (its pump ended): @preamble (the
         layout), then what it lacks to go on: the segments received, the
-        WANTs unanswered."""
+        WANTs unanswered, then @note (its VM's state); all one write,
+        for the reason set_layout() gives."""
         # Ended (it set @gone), but maybe not yet past closing its copy
         # of the spool fd, which must not be the new pump's.
         self._threads[0].join()
         with self._lock:
             self._outbox.clear()
-            self._outbox.append(preamble)
-            self._outbox.append(early_protocol.received(self.received))
-            for k in range(self.count):
-                if self._asked[k] and not self.received[k]:
-                    self._outbox.append(early_protocol.want(k))
+            self._outbox.append(b"".join(
+                [preamble, early_protocol.received(self.received)] +
+                [early_protocol.want(k) for k in range(self.count)
+                 if self._asked[k] and not self.received[k]] +
+                [early_protocol.note(note)]))
         self.client, self.clock = client, clock
+        self.framed = False
         self._eager_open = False        # a resumed client sends frames
         self.spool_fd = os.dup(self._spool)
         with self._lock:
@@ -395,6 +408,7 @@ class SegmentRelay:
             if not data:
                 return
             self.client.settimeout(self.clock.idle_s)
+            self.framed = True
             self.client.sendall(data)
             if one:
                 return

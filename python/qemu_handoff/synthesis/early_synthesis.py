@@ -18,6 +18,7 @@ import threading
 import time
 
 from ..formats import early_feed
+from . import early_protocol
 from .early_relay import SegmentRelay, write_all
 from .launcher import LaunchedVM, LaunchError
 from .registry import LOADING, VMRecord, remove_entry
@@ -130,18 +131,19 @@ class EarlyStart:
                 if self.relay.gone:
                     # No note named its VM: it could not come back.
                     raise Refused("the client left while its VM launched")
-                self.relay.set_layout(self.layout)
-                self.relay.send(early_feed.pack_layout(self.layout))
-                s.framed = True         # from now on the client reads notes
                 # Its name first: what the client needs to come back.
-                self.relay.note({"ok": True, "vm": name,
-                                 "state": "loading", "complete": False})
+                self.relay.set_layout(self.layout, early_feed.pack_layout(
+                    self.layout) + early_protocol.note(
+                        {"ok": True, "vm": name, "state": "loading",
+                         "complete": False}))
                 s.server.orphans.opened(s.owner, name, self)
                 return self._run_early(deadline)
             finally:
                 s.server.orphans.closed(s.owner, name)
-                # Before the caller answers on the client's socket.
+                # Before the caller answers on the client's socket: in
+                # notes if the layout went out on it.
                 self.relay.stop()
+                s.framed = self.relay.framed
         finally:
             # Wakes the relay's reader of QEMU's feed, if any is left.
             try:
@@ -171,8 +173,13 @@ class EarlyStart:
         asker = threading.Thread(target=run, daemon=True)
         asker.start()
         try:
-            while not done.wait(POLL_S):
+            while True:
+                finished = done.wait(POLL_S)
+                # Even when @ask ended at once: a client that broke the
+                # protocol meanwhile does not get its VM run.
                 self._check_relay()
+                if finished:
+                    break
                 if time.monotonic() > deadline:
                     raise LaunchError(late)
         finally:
@@ -267,7 +274,10 @@ class EarlyStart:
             if s.vm.proc.poll() is not None:
                 raise LaunchError(f"QEMU refused the stream: "
                                   f"{s.vm.failure()}")
-            if self.relay.feed_error:
+            # Every segment in, but the client may have broken the
+            # protocol after them (an EAGER frame past the area): it is
+            # refused, as it would have been a moment earlier.
+            if self.relay.feed_error or self.relay.error:
                 self._check_relay()
             info = s.vm.qmp.cmd("query-handoff-early-start")
             if info["status"] == "completed":
@@ -346,14 +356,14 @@ class EarlyStart:
         clock = ClientClock(server.client_timeout,
                             max(1.0, s.clock.end - time.monotonic()))
         s.sock, s.clock = sock, clock
-        relay.resume(sock, clock, early_feed.pack_layout(self.layout))
+        relay.resume(sock, clock, early_feed.pack_layout(self.layout),
+                     self._result(complete=False) if "loaded" in s.t else
+                     {"ok": True, "vm": s.vm.name, "state": "loading",
+                      "complete": False})
         # Only now may the connection it replaces (a resume's) end: until
         # the relay holds the new one, a resume could cut the old.
         self.release()
         self._released = released
-        relay.note(self._result(complete=False) if "loaded" in s.t else
-                   {"ok": True, "vm": s.vm.name, "state": "loading",
-                    "complete": False})
         server.log(f"synthesis of {s.vm.name}: the client is back, "
                    f"{relay.n_received} of {relay.count} segments in")
 

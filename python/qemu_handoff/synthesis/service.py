@@ -376,8 +376,9 @@ class Synthesis:
         self.vm = None
         self.record = None
         self.workdir = None
-        # Early start: once the layout went out, the client reads framed
-        # messages (early_protocol.py), the last answer a note too; a
+        # Early start: once the layout went out (the relay says so when
+        # it stops), the client reads framed messages
+        # (early_protocol.py), the last answer a note too; a
         # client that came back (resume) is answered on its new @sock,
         # whose handler waits until @answered.
         self.framed = False
