@@ -128,6 +128,8 @@ class EarlyStart:
                 finally:
                     theirs.close()      # QEMU holds it now
                 self.layout = self._layout(ours, deadline)
+                # QEMU told nothing of a client that broke the protocol.
+                self._refuse_if_broken()
                 if self.relay.gone:
                     # No note named its VM: it could not come back.
                     raise Refused("the client left while its VM launched")
@@ -137,13 +139,17 @@ class EarlyStart:
                         {"ok": True, "vm": name, "state": "loading",
                          "complete": False}))
                 s.server.orphans.opened(s.owner, name, self)
-                return self._run_early(deadline)
+                result = self._run_early(deadline)
             finally:
                 s.server.orphans.closed(s.owner, name)
                 # Before the caller answers on the client's socket: in
                 # notes if the layout went out on it.
                 self.relay.stop()
                 s.framed = self.relay.framed
+            # The pump ended: a frame it read after the last segment
+            # (in the same read) may have broken the protocol.
+            self._refuse_if_broken()
+            return result
         finally:
             # Wakes the relay's reader of QEMU's feed, if any is left.
             try:
@@ -170,18 +176,18 @@ class EarlyStart:
             finally:
                 done.set()
 
+        # A client that broke the protocol does not get its VM run; one
+        # that left is waited for in the loop, while @ask goes on.
+        self._refuse_if_broken()
         asker = threading.Thread(target=run, daemon=True)
         asker.start()
         try:
-            while True:
-                finished = done.wait(POLL_S)
-                # Even when @ask ended at once: a client that broke the
-                # protocol meanwhile does not get its VM run.
+            while not done.wait(POLL_S):
                 self._check_relay()
-                if finished:
-                    break
                 if time.monotonic() > deadline:
                     raise LaunchError(late)
+            # Even when @ask ended at once.
+            self._refuse_if_broken()
         finally:
             # Not two users of QEMU's monitor: abandon() quits through it.
             stop.set()
@@ -288,11 +294,15 @@ class EarlyStart:
                                   f"in the time allowed")
             time.sleep(POLL_S)
 
+    def _refuse_if_broken(self):
+        """Refused if the client broke the protocol (the relay's error)."""
+        if self.relay.error:
+            raise Refused(self.relay.error)
+
     def _check_relay(self):
         """The relay's failure, the client's (Refused) or QEMU's; a client
         gone before every segment is in is waited for."""
-        if self.relay.error:
-            raise Refused(self.relay.error)
+        self._refuse_if_broken()
         if self.relay.feed_error:
             raise LaunchError(f"QEMU's segment feed: "
                               f"{self.relay.feed_error}")
@@ -332,6 +342,11 @@ class EarlyStart:
         server = s.server
         bound = server.reconnect_timeout
         cause = relay.gone
+        if not self.resumes and not relay.framed:
+            # Gone before anything went out to it, its VM's name first
+            # (after the check in _launch_and_relay): it could not come
+            # back.
+            raise Refused("the client left while its VM launched")
         if self.resumes >= MAX_RESUMES:
             raise Refused(f"{cause}, after {self.resumes} resumes: "
                           f"synthesis abandoned")
