@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define HANDOFF_VERSION_MAJOR   0
-#define HANDOFF_VERSION_MINOR   8
+#define HANDOFF_VERSION_MINOR   9
 #define HANDOFF_VERSION_RELEASE 0
 #define HANDOFF_VERSION_NUMBER (HANDOFF_VERSION_MAJOR * 10000 + \
                                 HANDOFF_VERSION_MINOR * 100 + \
@@ -567,6 +567,13 @@ typedef struct HandoffEncoderStats {
     uint64_t pending_bytes;               /* encoded, not yet pulled */
     uint64_t unencoded_bytes;             /* frame plaintext with the
                                              workers, not yet encoded */
+    /* Since 0.9.0. Bytes/s the link carried the last time it was the
+     * bottleneck (the sender backlogged), 0 until then. Never a probe:
+     * bandwidth_bps doubles while the sender starves the link, to find
+     * its capacity for the codec choice, so it overstates what the link
+     * carries near a handoff's end, when little is left to send. What a
+     * downtime estimate should price the last bytes at. */
+    double link_bps;
 } HandoffEncoderStats;
 
 /*

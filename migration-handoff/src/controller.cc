@@ -106,6 +106,7 @@ void Controller::UpdateBandwidth(double t) {
   if (busy_t >= all_t * 0.5) {
     // The link was the bottleneck: what it carried is its capacity.
     bandwidth_ = busy_b / busy_t;
+    link_rate_ = bandwidth_;
   } else {
     // The sender starved the link: its rate is only a lower bound, so
     // probe upwards (doubling per decision) until backlog appears.

@@ -61,6 +61,9 @@ class Controller {
   // Bytes/s the link actually carried over the window of the last
   // decision: unlike bandwidth(), never a probe beyond what was seen.
   double delivered() const { return delivered_; }
+  // Bytes/s of the last window in which the link was the bottleneck, 0
+  // until one: the capacity measured, never probed (handoff.h, link_bps).
+  double link_rate() const { return link_rate_; }
   // Predicted effective input throughput of @mode, 0 if unmeasured.
   double Predicted(size_t mode) const;
   bool Measured(size_t mode) const { return !stats_[mode].samples.empty(); }
@@ -89,6 +92,7 @@ class Controller {
   double last_decision_s_ = 0;
   double bandwidth_ = 0;  // bytes/s; 0 = unknown
   double delivered_ = 0;  // bytes/s
+  double link_rate_ = 0;  // bytes/s; 0 = never measured backlogged
   bool have_net_ = false;
   double last_net_t_ = 0;
   uint64_t last_net_bytes_ = 0;

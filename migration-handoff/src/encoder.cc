@@ -331,6 +331,7 @@ void Encoder::Stats(HandoffEncoderStats* s) const {
   s->mode = controller_.config().modes[controller_.current()];
   s->mode_switches = controller_.switches();
   s->bandwidth_bps = controller_.bandwidth();
+  s->link_bps = controller_.link_rate();
   s->predicted_bps = controller_.Predicted(controller_.current());
 }
 

@@ -874,6 +874,52 @@ static void test_decision_log(void)
     test_vm_free(&vm);
 }
 
+/* Link reports every 50 ms, the encoder's clock and byte count. */
+typedef struct LinkClock {
+    HandoffEncoder *enc;
+    uint64_t now_ns, sent;
+} LinkClock;
+
+/* An encoder with its header pulled (nothing pending), for link reports. */
+static void link_clock_start(LinkClock *c)
+{
+    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
+    uint8_t buf[1 << 16];
+    size_t n;
+
+    c->enc = NULL;
+    c->now_ns = 1000000000;
+    c->sent = 0;
+    handoff_encoder_config_default(&cfg);
+    CU_ASSERT_EQUAL_FATAL(handoff_encoder_create(base, &cfg, &c->enc), 0);
+    do {
+        CU_ASSERT_EQUAL_FATAL(handoff_encoder_pull(c->enc, buf, sizeof(buf),
+                                                   &n), 0);
+    } while (n != 0);
+}
+
+/* @seconds of reports of @rate bytes/s carried, @queued bytes waiting. */
+static void link_clock_run(LinkClock *c, double seconds, double rate,
+                           uint64_t queued)
+{
+    int i;
+
+    for (i = 0; i < (int)(seconds * 20 + 0.5); i++) {
+        c->sent += (uint64_t)(rate * 0.05);
+        c->now_ns += 50000000;
+        CU_ASSERT_EQUAL(handoff_encoder_report_link(c->enc, c->sent, queued,
+                                                    c->now_ns), 0);
+    }
+}
+
+static HandoffEncoderStats link_clock_stats(LinkClock *c)
+{
+    HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
+
+    CU_ASSERT_EQUAL(handoff_encoder_stats(c->enc, &st), 0);
+    return st;
+}
+
 /*
  * A caller that pulls eagerly into a socket: after a stretch where the
  * sender starved the link (the estimate probes upwards), a full socket
@@ -884,42 +930,47 @@ static void test_decision_log(void)
 static void test_link_backlog_ends_probe(void)
 {
     const double link = 35e6 / 8;
-    const uint64_t step_ns = 50000000;   /* a report every 50 ms */
-    HandoffEncoderConfig cfg = { .struct_size = sizeof(HandoffEncoderConfig) };
-    HandoffEncoder *enc = NULL;
-    HandoffEncoderStats st = { .struct_size = sizeof(HandoffEncoderStats) };
-    uint8_t buf[1 << 16];
-    uint64_t now = 1000000000, sent = 0;
+    LinkClock c;
+    HandoffEncoderStats st;
     double probed;
-    size_t n;
-    int i;
 
-    handoff_encoder_config_default(&cfg);
-    CU_ASSERT_EQUAL_FATAL(handoff_encoder_create(base, &cfg, &enc), 0);
-    do {                                   /* the header: nothing pending */
-        CU_ASSERT_EQUAL_FATAL(handoff_encoder_pull(enc, buf, sizeof(buf),
-                                                   &n), 0);
-    } while (n != 0);
-    for (i = 0; i < 200; i++) {            /* 10 s, starved at 1/8 rate */
-        sent += (uint64_t)(link / 8 * 0.05);
-        now += step_ns;
-        CU_ASSERT_EQUAL(handoff_encoder_report_link(enc, sent, 0, now), 0);
-    }
-    CU_ASSERT_EQUAL(handoff_encoder_stats(enc, &st), 0);
-    probed = st.bandwidth_bps;
-    CU_ASSERT(probed > link);              /* it did probe */
-    for (i = 0; i < 100; i++) {            /* 5 s, link full, 3 MB queued */
-        sent += (uint64_t)(link * 0.05);
-        now += step_ns;
-        CU_ASSERT_EQUAL(handoff_encoder_report_link(enc, sent, 3000000, now),
-                        0);
-    }
-    CU_ASSERT_EQUAL(handoff_encoder_stats(enc, &st), 0);
+    link_clock_start(&c);
+    link_clock_run(&c, 10, link / 8, 0);      /* starved at 1/8 rate */
+    probed = link_clock_stats(&c).bandwidth_bps;
+    CU_ASSERT(probed > link);                 /* it did probe */
+    link_clock_run(&c, 5, link, 3000000);     /* link full, 3 MB queued */
+    st = link_clock_stats(&c);
     printf("\n    probed %.3g B/s, then read %.3g B/s on a %.3g B/s link ",
            probed, st.bandwidth_bps, link);
     CU_ASSERT(st.bandwidth_bps > 0.8 * link);
     CU_ASSERT(st.bandwidth_bps < 1.25 * link);
-    handoff_encoder_free(enc);
+    handoff_encoder_free(c.enc);
+}
+
+/*
+ * link_bps is what the link carried while it was the bottleneck, never the
+ * probe: a handoff's end starves the link, bandwidth_bps doubles upwards,
+ * and a downtime priced at it would let the last round hold far more than
+ * fits (handoff-save-rounds.c).
+ */
+static void test_link_rate_is_never_a_probe(void)
+{
+    const double link = 25e6 / 8;
+    LinkClock c;
+    HandoffEncoderStats st;
+
+    link_clock_start(&c);
+    link_clock_run(&c, 2, link / 8, 0);       /* starved: nothing known */
+    CU_ASSERT_EQUAL(link_clock_stats(&c).link_bps, 0);
+    link_clock_run(&c, 5, link, 3000000);     /* link full */
+    link_clock_run(&c, 10, link / 8, 0);      /* the end: starved */
+    st = link_clock_stats(&c);
+    printf("\n    probe at %.3g B/s, link_bps %.3g B/s on a %.3g B/s link ",
+           st.bandwidth_bps, st.link_bps, link);
+    CU_ASSERT(st.bandwidth_bps > 1.5 * link);  /* it probed */
+    CU_ASSERT(st.link_bps > 0.8 * link);
+    CU_ASSERT(st.link_bps < 1.25 * link);
+    handoff_encoder_free(c.enc);
 }
 
 int main(void)
@@ -957,6 +1008,8 @@ int main(void)
     CU_add_test(suite, "decision log", test_decision_log);
     CU_add_test(suite, "link backlog ends a bandwidth probe",
                 test_link_backlog_ends_probe);
+    CU_add_test(suite, "link rate is never a probe",
+                test_link_rate_is_never_a_probe);
 
     return test_run_registry();
 }
