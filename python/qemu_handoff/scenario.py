@@ -82,6 +82,25 @@ def _event_time(vm, name, **data):
     return None
 
 
+def downtime_parts(stopped, loaded, arrivals):
+    """Where the guest's downtime went (ms), from the source's STOP, the
+    destination's MIGRATION "completed" and the relay's (time, bytes)
+    arrivals: until the stream's last byte crossed the link (the last
+    round, and what the socket buffers held at the STOP), then the
+    destination (the relay's one-way delay, its decode and apply backlog,
+    device state, start); and the bytes that crossed the link after the
+    STOP. (Not the source's own "completed": in the runs measured it came
+    about a round trip after the last byte crossed.) None if an event is
+    missing."""
+    if not (stopped and loaded and arrivals):
+        return None
+    last = arrivals[-1]
+    at_stop = max((b for t, b in arrivals if t <= stopped), default=0)
+    return {"sending_ms": round((last[0] - stopped) * 1000),
+            "destination_ms": round((loaded - last[0]) * 1000),
+            "bytes_after_stop": last[1] - at_stop}
+
+
 def _cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -244,6 +263,8 @@ def run_move(method, workdir, workload, schedule, rtt_ms=50, progress=None,
                 "disk_bytes": info.get("disk", {}).get("transferred"),
                 "handoff": info.get("handoff"),
                 "timeline": timeline,
+                "downtime_parts": downtime_parts(stopped, loaded,
+                                                 relay.arrivals),
             }
             if verify and info["status"] == "completed":
                 # Pages sent as free (or, stock, hinted) may read as zeros.

@@ -76,6 +76,11 @@ class DelayRelay:
         self._threads = []
         self._conns = []
         self.bytes_forwarded = [0, 0]  # to destination, to source
+        # (wall-clock time, bytes so far) of each read from the source,
+        # over all connections: when the stream crossed the link, to set
+        # beside QMP's event times (wall clock too).
+        self.arrivals = []
+        self._arrivals_lock = threading.Lock()
 
     def start(self, netns_fd=None):
         self.netns_fd = netns_fd
@@ -133,6 +138,11 @@ class DelayRelay:
                         continue        # held back or dropped: not an EOF
                 else:
                     offset += len(data)
+                if data and direction == 0:
+                    with self._arrivals_lock:
+                        total = (self.arrivals[-1][1] if self.arrivals
+                                 else 0) + len(data)
+                        self.arrivals.append((time.time(), total))
                 if data and direction == 0 and gone.is_set():
                     continue            # nobody reads it any more
                 with ready:
