@@ -89,6 +89,7 @@ class SegmentRelay:
         self.eager_bytes = 0
         self._eager_open = True
         self._eager_told = 0
+        self._eager_looked = None   # eager_bytes at the last look
         self._layout_at = None
         self._feed_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -322,10 +323,12 @@ class SegmentRelay:
         """QEMU told of the segments the EAGER frames made whole, once
         it gave the layout (from the pump, or set_layout's thread)."""
         with self._feed_lock:
-            layout = self.layout
-            if layout is None:
+            layout, eager = self.layout, self.eager_bytes
+            # The pump looks every turn: only when the bytes in changed.
+            if layout is None or self._eager_looked == eager:
                 return
-            whole = layout.whole_in(self.eager_bytes)
+            self._eager_looked = eager
+            whole = layout.whole_in(eager)
             while self._eager_told < whole:
                 if not self.received[self._eager_told]:
                     self._have(self._eager_told)
