@@ -567,12 +567,14 @@ typedef struct HandoffEncoderStats {
     uint64_t pending_bytes;               /* encoded, not yet pulled */
     uint64_t unencoded_bytes;             /* frame plaintext with the
                                              workers, not yet encoded */
-    /* Since 0.9.0. Bytes/s the link carried the last time it was the
-     * bottleneck (the sender backlogged), 0 until then. Never a probe:
-     * bandwidth_bps doubles while the sender starves the link, to find
-     * its capacity for the codec choice, so it overstates what the link
-     * carries near a handoff's end, when little is left to send. What a
-     * downtime estimate should price the last bytes at. */
+    /* Since 0.9.0. Bytes/s the link is known to carry: what it carried
+     * the last time it was the bottleneck (the sender backlogged), or
+     * what it delivered over the last window if that was more; 0 before
+     * any link report. Never a probe: bandwidth_bps doubles while the
+     * sender starves the link, to find its capacity for the codec
+     * choice, so it overstates what the link carries near a handoff's
+     * end, when little is left to send. What a downtime estimate should
+     * price the last bytes at. */
     double link_bps;
 } HandoffEncoderStats;
 

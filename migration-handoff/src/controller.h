@@ -7,6 +7,7 @@
 #ifndef HANDOFF_CONTROLLER_H
 #define HANDOFF_CONTROLLER_H
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <string>
@@ -61,9 +62,11 @@ class Controller {
   // Bytes/s the link actually carried over the window of the last
   // decision: unlike bandwidth(), never a probe beyond what was seen.
   double delivered() const { return delivered_; }
-  // Bytes/s of the last window in which the link was the bottleneck, 0
-  // until one: the capacity measured, never probed (handoff.h, link_bps).
-  double link_rate() const { return link_rate_; }
+  // What the link is known to carry, never a probe (handoff.h, link_bps):
+  // the rate of the last window in which it was the bottleneck, or what
+  // it delivered in the last window if that was more (it got faster, or
+  // was never the bottleneck); 0 before any report.
+  double link_rate() const { return std::max(link_rate_, delivered_); }
   // Predicted effective input throughput of @mode, 0 if unmeasured.
   double Predicted(size_t mode) const;
   bool Measured(size_t mode) const { return !stats_[mode].samples.empty(); }

@@ -254,6 +254,7 @@ std::string EncoderStatsJson(const HandoffEncoderStats& s, double seconds) {
       .Add("mode_switches", s.mode_switches)
       .Add("ratio", s.ratio)
       .Add("bandwidth_Bps", s.bandwidth_bps)
+      .Add("link_Bps", s.link_bps)
       .Add("seconds", seconds)
       .Add("input_MBps", seconds > 0 ? s.input_bytes / seconds / 1e6 : 0.0);
   return j.str();

@@ -7,6 +7,7 @@ moved VM must be the VM that left (qemu_handoff.identity), and handoff must
 have sent less than the state it moved.
 """
 
+import re
 import time
 
 import pytest
@@ -133,6 +134,8 @@ def test_handoff_through_hmp(tmp_path, base, vms):
     text = src.qmp.hmp("info migrate")
     assert f"handoff: base {info['handoff']['base-id']}" in text
     assert "handoff chunks: zero " in text and "handoff bytes: in " in text
+    assert re.search(r"handoff link: [\d.]+ Mbit/s carried, [\d.]+ Mbit/s "
+                     r"estimated", text), text
     assert_same_vm(src, dst)
 
 
@@ -166,6 +169,9 @@ def test_handoff_over_wan_link(tmp_path, base, vms):
         # its readings in the bulk of the transfer are near 10 Mbit/s.
         near = [b for b in readings if 7e6 / 8 < b < 12e6 / 8]
         assert len(near) >= len(readings) * 0.6, readings
+        # What the downtime was priced at is the link's rate, never the
+        # probe the estimate may be at by the end.
+        assert 7e6 / 8 < stats["link-bandwidth"] < 12e6 / 8, stats
         assert_same_vm(src, dst)
 
 

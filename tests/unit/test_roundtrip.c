@@ -960,8 +960,11 @@ static void test_link_rate_is_never_a_probe(void)
     HandoffEncoderStats st;
 
     link_clock_start(&c);
-    link_clock_run(&c, 2, link / 8, 0);       /* starved: nothing known */
-    CU_ASSERT_EQUAL(link_clock_stats(&c).link_bps, 0);
+    CU_ASSERT_EQUAL(link_clock_stats(&c).link_bps, 0);   /* no report */
+    link_clock_run(&c, 2, link / 8, 0);       /* starved: what it carried */
+    st = link_clock_stats(&c);
+    CU_ASSERT(st.link_bps > 0.8 * link / 8 && st.link_bps < 1.25 * link / 8);
+    CU_ASSERT(st.bandwidth_bps > 1.5 * link / 8);        /* the probe */
     link_clock_run(&c, 5, link, 3000000);     /* link full */
     link_clock_run(&c, 10, link / 8, 0);      /* the end: starved */
     st = link_clock_stats(&c);

@@ -69,11 +69,12 @@ void hmp_info_migrate_handoff(Monitor *mon, HandoffStats *st)
     monitor_printf(mon, "handoff bytes: in %" PRIu64 ", out %" PRIu64
                    " (ratio %.4f) in %" PRIu64 " frames\n",
                    st->input_bytes, st->output_bytes, st->ratio, st->frames);
-    monitor_printf(mon, "handoff link: %.2f Mbit/s measured, mode predicts "
-                   "%.2f MB/s of input, %" PRIu64 " mode switches, ~%"
-                   PRIu64 " bytes remaining\n",
-                   st->bandwidth * 8 / 1e6, st->predicted_throughput / 1e6,
-                   st->mode_switches, st->remaining);
+    monitor_printf(mon, "handoff link: %.2f Mbit/s carried, %.2f Mbit/s "
+                   "estimated, mode predicts %.2f MB/s of input, %" PRIu64
+                   " mode switches, ~%" PRIu64 " bytes remaining\n",
+                   st->link_bandwidth * 8 / 1e6, st->bandwidth * 8 / 1e6,
+                   st->predicted_throughput / 1e6, st->mode_switches,
+                   st->remaining);
 }
 
 HandoffEngineInfo *qmp_query_handoff(Error **errp)

@@ -62,6 +62,7 @@ void handoff_save_update_stats(HandoffSaveState *s)
     o->mode = g_strdup(mode);
     o->mode_switches = st.mode_switches;
     o->bandwidth = st.bandwidth_bps;
+    o->link_bandwidth = st.link_bps;
     o->predicted_throughput = st.predicted_bps;
     o->remaining = handoff_save_remaining_bytes(s, NULL, &st);
     o->memory_chunks = s->memory_sent;
