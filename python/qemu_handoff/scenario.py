@@ -84,18 +84,18 @@ def _event_time(vm, name, **data):
 
 def downtime_parts(stopped, loaded, arrivals):
     """Where the guest's downtime went (ms), from the source's STOP, the
-    destination's MIGRATION "completed" and the relay's (time, bytes)
-    arrivals: until the stream's last byte crossed the link (the last
+    destination's MIGRATION "completed" and the relay's arrivals
+    (wan.Arrivals): until the stream's last byte crossed the link (the last
     round, and what the socket buffers held at the STOP), then the
     destination (the relay's one-way delay, its decode and apply backlog,
     device state, start); and the bytes that crossed the link after the
     STOP. (Not the source's own "completed": in the runs measured it came
     about a round trip after the last byte crossed.) None if an event is
     missing."""
-    if not (stopped and loaded and arrivals):
+    last = arrivals.last
+    if not (stopped and loaded and last):
         return None
-    last = arrivals[-1]
-    at_stop = max((b for t, b in arrivals if t <= stopped), default=0)
+    at_stop = arrivals.bytes_by(stopped)
     return {"sending_ms": round((last[0] - stopped) * 1000),
             "destination_ms": round((loaded - last[0]) * 1000),
             "bytes_after_stop": last[1] - at_stop}
@@ -135,7 +135,8 @@ def _sample(t, info, wire):
     h = info.get("handoff")
     if h:
         for k in ("input-bytes", "output-bytes", "mode", "bandwidth",
-                  "predicted-throughput", "iteration", "remaining"):
+                  "link-bandwidth", "predicted-throughput", "iteration",
+                  "remaining"):
             point[k] = h.get(k)
     for part in ("ram", "disk"):
         if part in info:
@@ -149,8 +150,10 @@ def progress_line(label):
         extra = ""
         h = info.get("handoff")
         if h:
+            # What the link carried (the probe, "bandwidth", may not be).
+            rate = h.get("link-bandwidth", h["bandwidth"])
             extra = (f" round {h['iteration']} {h['mode']:<13} link "
-                     f"{h['bandwidth'] * 8 / 1e6:5.1f} Mbit/s")
+                     f"{rate * 8 / 1e6:5.1f} Mbit/s")
         print(f"\r  {label} {info.get('status', '?'):<9} {elapsed:6.1f} s "
               f"{wire / 1e6:8.2f} MB on the wire{extra}   ", end="",
               flush=True)
