@@ -1232,29 +1232,30 @@ class SynthesizedVM(GuestVM):
         self.qmp.close()
 
 
-def qemu_pid(name):
-    """The PID of the QEMU running VM @name (-name NAME)."""
+def _qemu_with_name(start):
+    """The PID of a QEMU whose -name begins with @start, else None."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f"\0-name\0{name}\0".encode() in f.read():
+                if f"\0-name\0{start}".encode() in f.read():
                     return int(pid)
         except OSError:
             continue
-    raise AssertionError(f"no QEMU runs VM {name}")
+    return None
+
+
+def qemu_pid(name):
+    """The PID of the QEMU running VM @name (-name NAME)."""
+    pid = _qemu_with_name(name + "\0")
+    if pid is None:
+        raise AssertionError(f"no QEMU runs VM {name}")
+    return pid
 
 
 def qemu_runs_named(prefix):
     """Whether a QEMU runs a VM whose name begins with @prefix (the
     service adds random bits to a client's name)."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f"\0-name\0{prefix}".encode() in f.read():
-                    return True
-        except OSError:
-            continue
-    return False
+    return _qemu_with_name(prefix) is not None
 
 
 def qemu_status(name):
